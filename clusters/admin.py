@@ -1,0 +1,187 @@
+"""Operators' view of organizations, clusters, queues, agent tokens and agent environments.
+
+Additions go through ``clusters.services`` so that a hosted queue created here provisions a
+registry exactly as one created through the API does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from clusters import services
+from clusters.models import (
+    AgentEnvironmentVariable,
+    Cluster,
+    ClusterAgentToken,
+    Organization,
+    Queue,
+)
+from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, adopt
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["slug", "created_at"] if obj else ["created_at"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        if change:
+            obj.save()
+        else:
+            adopt(obj, services.organization_create(slug=obj.slug, name=obj.name))
+
+
+class QueueInline(ReadOnlyTabularInline):
+    model = Queue
+    fk_name = "cluster"
+    fields = ["key", "instance_shape", "description", "created_at"]
+    readonly_fields = fields
+
+
+class AgentEnvironmentInline(ReadOnlyTabularInline):
+    model = AgentEnvironmentVariable
+    fields = ["name", "value", "source", "updated_at"]
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "id", "created_at"]
+    list_filter = ["organization"]
+    search_fields = ["name", "id", "organization__slug"]
+    list_select_related = ["organization"]
+    inlines = [QueueInline, AgentEnvironmentInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["id", "organization", "created_at"] if obj else ["id", "created_at"]
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A new cluster has no queues to choose a default from.
+        return [] if obj else ["default_queue"]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "default_queue":
+            cluster_id = request.resolver_match.kwargs.get("object_id")
+            kwargs["queryset"] = Queue.objects.filter(cluster_id=cluster_id)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        if change:
+            obj.save()
+            return
+        adopt(
+            obj,
+            services.cluster_create(
+                organization=obj.organization,
+                name=obj.name,
+                description=obj.description,
+                emoji=obj.emoji,
+                color=obj.color,
+            ),
+        )
+
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return super().get_inline_instances(request, obj) if obj else []
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):
+    list_display = ["key", "cluster", "instance_shape", "created_at"]
+    list_filter = ["instance_shape", "cluster__organization"]
+    search_fields = ["key", "cluster__name", "id"]
+    list_select_related = ["cluster__organization"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["id", "cluster", "key", "created_at"] if obj else ["id", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        if change:
+            services.queue_update(
+                queue=obj, description=obj.description, instance_shape=obj.instance_shape
+            )
+            return
+        adopt(
+            obj,
+            services.queue_create(
+                cluster=obj.cluster,
+                key=obj.key,
+                description=obj.description,
+                instance_shape=obj.instance_shape,
+            ),
+        )
+
+
+@admin.register(ClusterAgentToken)
+class ClusterAgentTokenAdmin(admin.ModelAdmin):
+    list_display = ["description", "token_prefix", "cluster", "expires_at", "revoked_at", "active"]
+    list_filter = ["cluster__organization"]
+    search_fields = ["description", "token_prefix", "cluster__name"]
+    list_select_related = ["cluster__organization"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj:
+            return ["id", "cluster", "token_prefix", "expires_at", "revoked_at", "created_at"]
+        return []
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj:
+            return super().get_fields(request, obj)
+        return ["cluster", "description", "expires_at"]
+
+    @admin.display(boolean=True)
+    def active(self, obj: ClusterAgentToken) -> bool:
+        return obj.is_active
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["description"])
+            return
+        token, secret = services.agent_token_create(
+            cluster=obj.cluster, description=obj.description, expires_at=obj.expires_at
+        )
+        adopt(obj, token)
+        request._agent_token_secret = secret  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: Any = None
+    ) -> HttpResponse:
+        # The secret is rendered into this one response and stored nowhere (not in the session,
+        # not in a message cookie): this page is the only time anyone sees it.
+        response = TemplateResponse(
+            request,
+            "admin/clusters/clusteragenttoken/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "token": obj,
+                "secret": request._agent_token_secret,  # type: ignore[attr-defined]
+                "title": "Agent token created",
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ClusterAgentToken]) -> None:
+        for token in queryset:
+            services.agent_token_revoke(token=token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+@admin.register(AgentEnvironmentVariable)
+class AgentEnvironmentVariableAdmin(ReadOnlyAdmin):
+    list_display = ["name", "value", "source", "cluster", "updated_at"]
+    list_filter = ["source"]
+    search_fields = ["name", "cluster__name"]
+    list_select_related = ["cluster__organization"]

@@ -1,0 +1,221 @@
+"""Organizations, clusters, queues, cluster agent tokens and the cluster's agent environment.
+
+This app knows nothing about registries: it announces facts through ``clusters.signals`` and
+offers ``clusters.services.agent_environment_set`` for other apps to publish variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from clusters import instance_shapes
+
+SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+QUEUE_KEY_PATTERN = r"^[A-Za-z0-9_-]+$"
+ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
+COLOR_PATTERN = r"^#[0-9A-Fa-f]{6}$"
+
+slug_validator = RegexValidator(
+    SLUG_PATTERN, "Use lowercase letters, digits and single hyphens between them."
+)
+queue_key_validator = RegexValidator(
+    QUEUE_KEY_PATTERN, "Use only letters, digits, hyphens (-) and underscores (_)."
+)
+env_name_validator = RegexValidator(
+    ENV_NAME_PATTERN, "Use uppercase letters, digits and underscores, not starting with a digit."
+)
+color_validator = RegexValidator(COLOR_PATTERN, "Use a hex color such as #FFE0F1.")
+
+
+class Organization(models.Model):
+    """A tenant. Every cluster, and everything under it, belongs to exactly one organization."""
+
+    slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(slug__regex=SLUG_PATTERN), name="organization_slug_format"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Cluster(models.Model):
+    """An isolated group of queues and agent tokens inside an organization.
+
+    A cluster gets one container registry, provisioned when its first hosted queue is created.
+    ``default_queue`` is where agents that name no queue go; it always belongs to this cluster
+    (``cluster_update`` checks it).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="clusters"
+    )
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, default="")
+    emoji = models.CharField(max_length=64, blank=True, default="")
+    color = models.CharField(max_length=7, blank=True, default="", validators=[color_validator])
+    default_queue = models.ForeignKey(
+        "Queue", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["organization", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="cluster_name_unique_in_organization"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization.slug}/{self.name}"
+
+    def clean(self) -> None:
+        if self.default_queue is not None and self.default_queue.cluster_id != self.pk:
+            raise ValidationError({"default_queue": "The default queue must be in this cluster."})
+
+
+class QueueQuerySet(models.QuerySet["Queue"]):
+    def hosted(self) -> QueueQuerySet:
+        return self.exclude(instance_shape="")
+
+    def self_hosted(self) -> QueueQuerySet:
+        return self.filter(instance_shape="")
+
+
+class Queue(models.Model):
+    """A named pool of agents in a cluster, which pipelines target with ``agents: {queue: key}``.
+
+    A queue is hosted if and only if it has an instance shape. That is decided at creation and
+    never changes: a hosted queue may be resized within its machine type and architecture, a
+    self-hosted queue never gets a shape (``queue_update`` enforces this).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="queues")
+    key = models.CharField(max_length=100, validators=[queue_key_validator])
+    description = models.TextField(blank=True, default="")
+    instance_shape = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        choices=instance_shapes.CHOICES,
+        help_text="Blank for a self-hosted queue.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = QueueQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["cluster", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "key"], name="queue_key_unique_in_cluster"),
+            models.CheckConstraint(
+                condition=Q(key__regex=r"^[A-Za-z0-9_-]{1,100}$"), name="queue_key_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(instance_shape="") | Q(instance_shape__in=list(instance_shapes.SHAPES)),
+                name="queue_instance_shape_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def hosted(self) -> bool:
+        return bool(self.instance_shape)
+
+    @property
+    def shape(self) -> instance_shapes.InstanceShape | None:
+        return instance_shapes.SHAPES.get(self.instance_shape)
+
+
+class ClusterAgentTokenQuerySet(models.QuerySet["ClusterAgentToken"]):
+    def active(self) -> ClusterAgentTokenQuerySet:
+        return self.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
+
+
+class ClusterAgentToken(models.Model):
+    """A secret that lets agents join a cluster and fetch their job environment.
+
+    Only the SHA-256 of the secret is stored: the secret is shown once, when it is created. A
+    token is active until it expires or is revoked; revoked tokens stay as a record.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="agent_tokens")
+    description = models.CharField(max_length=255)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(
+        max_length=16, editable=False, help_text="The first characters, to recognise a token."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ClusterAgentTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["cluster", "-created_at"]
+        verbose_name = "cluster agent token"
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.token_prefix}…)"
+
+    @staticmethod
+    def hash_secret(secret: str) -> str:
+        # The secret has 256 bits of entropy, so a fast hash is enough and keeps lookup indexed.
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @property
+    def is_active(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class AgentEnvironmentVariable(models.Model):
+    """A variable that every job on the cluster's hosted agents receives.
+
+    ``source`` names the part of the platform that owns the value (``registry`` publishes
+    ``BUILDKITE_HOSTED_REGISTRY_URL``), so each owner replaces or removes only its own variables.
+    """
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="environment")
+    name = models.CharField(max_length=128, validators=[env_name_validator])
+    value = models.TextField()
+    source = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["cluster", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "name"], name="agent_environment_name_unique_in_cluster"
+            ),
+            models.CheckConstraint(
+                condition=Q(name__regex=ENV_NAME_PATTERN), name="agent_environment_name_format"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

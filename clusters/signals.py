@@ -1,0 +1,11 @@
+"""Facts the clusters app announces to other apps. Listed in DESIGN.md; received in registries.
+
+Signals are sent inside the transaction that made the fact true, so a receiver's writes commit or
+roll back with it. Receivers that start outside work must defer it with ``transaction.on_commit``.
+"""
+
+from django.dispatch import Signal
+
+#: The cluster's first hosted queue was created. Sent with ``cluster`` and ``queue``, while the
+#: cluster row is locked, so exactly one sender per cluster sees itself as first.
+first_hosted_queue_created = Signal()

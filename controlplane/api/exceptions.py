@@ -1,0 +1,80 @@
+"""Every API error is a JSON object with a ``message``, as Buildkite's REST API answers.
+
+Validation failures are 422 ``{"message": "Validation failed: ...", "errors": [...]}``; the
+``errors`` list carries the field-by-field detail for clients that want it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+
+def _flatten(detail: Any, field: str | None = None) -> list[dict[str, str]]:
+    """Turn DRF's nested error detail into ``[{"field": ..., "message": ...}]``."""
+    if isinstance(detail, dict):
+        errors: list[dict[str, str]] = []
+        for key, value in detail.items():
+            name = key if field is None else f"{field}.{key}"
+            errors.extend(_flatten(value, None if key == "non_field_errors" else name))
+        return errors
+    if isinstance(detail, list):
+        return [error for item in detail for error in _flatten(item, field)]
+    entry = {"message": str(detail)}
+    if field:
+        entry["field"] = field
+    return [entry]
+
+
+def validation_message(errors: list[dict[str, str]]) -> str:
+    parts = [
+        f"{e['field']} {e['message'][:1].lower()}{e['message'][1:]}"
+        if "field" in e
+        else e["message"]
+        for e in errors
+    ]
+    return "Validation failed: " + "; ".join(part.rstrip(".") for part in parts)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not Found")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    if not isinstance(exc, exceptions.APIException):
+        return None
+
+    headers: dict[str, str] = {}
+    if auth_header := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = auth_header
+    if wait := getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(wait))
+
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        body: dict[str, Any] = {"message": validation_message(errors), "errors": errors}
+        code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    else:
+        body = {"message": str(exc.detail)}
+        code = exc.status_code
+    set_rollback()
+    return Response(body, status=code, headers=headers)
+
+
+def json_not_found(request: Any, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse({"message": "Not Found"}, status=404)
+
+
+def json_server_error(request: Any) -> JsonResponse:
+    return JsonResponse({"message": "Internal server error; the failure was logged."}, status=500)

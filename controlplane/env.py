@@ -1,0 +1,84 @@
+"""The one place settings are read from the environment.
+
+Every variable has an embedded default that works on a developer machine, unless it is marked
+``required_in_production``: then a missing value stops the process at start-up when
+``DJANGO_DEBUG`` is false, instead of failing later on the first request that needs it.
+``.env.example`` lists every variable read here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
+
+
+def _parse_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env(
+    name: str,
+    default: T,
+    cast: Callable[[str], T] | None = None,
+    *,
+    production_default: T | None = None,
+    required_in_production: bool = False,
+) -> T:
+    """Return the environment variable ``name`` converted by ``cast``, or ``default``.
+
+    ``production_default`` replaces ``default`` when ``DJANGO_DEBUG`` is false, for values whose
+    development default would be unsafe in production (for example ``ALLOWED_HOSTS``).
+    """
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        if not DEBUG:
+            if required_in_production:
+                raise ImproperlyConfigured(
+                    f"{name} must be set when DJANGO_DEBUG is false (see .env.example)."
+                )
+            if production_default is not None:
+                return production_default
+        return default
+    if cast is None:
+        return raw  # type: ignore[return-value]
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not valid: {exc}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return env(name, default, _parse_bool)
+
+
+def env_int(name: str, default: int) -> int:
+    return env(name, default, int)
+
+
+def env_float(name: str, default: float) -> float:
+    return env(name, default, float)
+
+
+def env_list(name: str, default: list[str], **kwargs: object) -> list[str]:
+    return env(name, default, _parse_list, **kwargs)  # type: ignore[arg-type]
+
+
+# DEBUG is read first and by itself: it decides how every other variable falls back.
+DEBUG: bool = _parse_bool(os.environ.get("DJANGO_DEBUG", "true"))

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class RegistriesConfig(AppConfig):
+    name = "registries"
+    verbose_name = "Registries"
+
+    def ready(self) -> None:
+        from clusters.signals import first_hosted_queue_created
+        from registries import checks, receivers
+
+        first_hosted_queue_created.connect(
+            receivers.on_first_hosted_queue_created,
+            dispatch_uid="registries.on_first_hosted_queue_created",
+        )
+        checks.register()

@@ -1,0 +1,41 @@
+"""System checks (``manage.py check``) for registry settings, so a typo fails at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from registries.drivers import DRIVERS
+
+
+def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    if settings.REGISTRY_DRIVER not in DRIVERS:
+        errors.append(
+            checks.Error(
+                f"REGISTRY_DRIVER={settings.REGISTRY_DRIVER!r} is not a known driver.",
+                hint=f"Use one of: {', '.join(DRIVERS)}.",
+                id="registries.E001",
+            )
+        )
+    if not settings.REGISTRY_URL.startswith(("http://", "https://")):
+        errors.append(
+            checks.Error(
+                f"REGISTRY_URL={settings.REGISTRY_URL!r} has no http:// or https:// scheme.",
+                hint="Set it to the registry's API address, e.g. http://127.0.0.1:5000.",
+                id="registries.E002",
+            )
+        )
+    if settings.REGISTRY_PROVISION_MAX_ATTEMPTS < 1:
+        errors.append(
+            checks.Error(
+                "REGISTRY_PROVISION_MAX_ATTEMPTS must be at least 1.", id="registries.E003"
+            )
+        )
+    return errors
+
+
+def register() -> None:
+    checks.register(check_registry_settings, "registries")

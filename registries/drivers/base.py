@@ -1,0 +1,24 @@
+"""What the control plane needs from a registry backend, and how a backend reports failure."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class DriverError(Exception):
+    """The registry cannot host the namespace; retrying will not help (a misconfiguration)."""
+
+
+class RegistryUnavailable(DriverError):
+    """The registry did not answer, or answered 5xx: a transient failure worth retrying."""
+
+
+class RegistryDriver(Protocol):
+    """A backend that hosts cluster namespaces. Every method is idempotent."""
+
+    name: str
+
+    def provision(self, *, namespace: str) -> str:
+        """Make ``namespace`` ready for pushes; return its URL as jobs use it (``host/namespace``,
+        no scheme, no trailing slash). Raises ``RegistryUnavailable`` or ``DriverError``."""
+        ...

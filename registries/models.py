@@ -1,0 +1,119 @@
+"""A cluster's container registry, its state machine, and the history of its transitions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from clusters.models import Cluster
+
+
+class State(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROVISIONING = "provisioning", "Provisioning"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    DEPROVISIONING = "deprovisioning", "Deprovisioning"
+    DELETED = "deleted", "Deleted"
+
+
+#: Which state may follow which. ``provisioning -> pending`` is a failed attempt that will be
+#: retried; ``provisioning -> provisioning`` is a worker resuming an interrupted attempt.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    State.PENDING: frozenset({State.PROVISIONING, State.DEPROVISIONING}),
+    State.PROVISIONING: frozenset(
+        {State.PROVISIONING, State.READY, State.PENDING, State.FAILED, State.DEPROVISIONING}
+    ),
+    State.READY: frozenset({State.DEPROVISIONING}),
+    State.FAILED: frozenset({State.PENDING, State.DEPROVISIONING}),
+    State.DEPROVISIONING: frozenset({State.DELETED, State.FAILED}),
+    State.DELETED: frozenset(),
+}
+
+
+class RegistryQuerySet(models.QuerySet["Registry"]):
+    def ready(self) -> RegistryQuerySet:
+        return self.filter(state=State.READY)
+
+    def pending(self) -> RegistryQuerySet:
+        return self.filter(state=State.PENDING)
+
+    def failed(self) -> RegistryQuerySet:
+        return self.filter(state=State.FAILED)
+
+
+class Registry(models.Model):
+    """The container registry of one cluster: a namespace on an OCI registry.
+
+    Created in state ``pending`` in the transaction that creates the cluster's first hosted
+    queue; that row is the durable record that provisioning is owed, whether or not the task
+    reached the broker. A ``ready`` registry has a URL (``<public host>/<namespace>``), which is
+    published to the cluster's hosted jobs as ``BUILDKITE_HOSTED_REGISTRY_URL``. Namespaces are
+    unique and never reused. Every change of ``state`` writes a ``RegistryEvent`` with it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    cluster = models.OneToOneField(Cluster, on_delete=models.PROTECT, related_name="registry")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    namespace = models.CharField(max_length=255, unique=True)
+    url = models.CharField(max_length=512, blank=True, default="")
+    driver = models.CharField(max_length=32)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Provisioning attempts since the last manual retry."
+    )
+    last_error = models.TextField(blank=True, default="")
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = RegistryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "registries"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=State.values), name="registry_state_known"
+            ),
+            models.CheckConstraint(
+                condition=~Q(state=State.READY) | ~Q(url=""), name="registry_ready_has_url"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.namespace
+
+    def can_become(self, state: str) -> bool:
+        return state in TRANSITIONS[self.state]
+
+
+class RegistryEvent(models.Model):
+    """One transition of a registry, written in the same transaction as the transition.
+
+    ``duration`` is how long the registry spent in ``from_state``: for ``provisioning -> ready``
+    it is how long the provisioning step took. Rows are never changed or deleted.
+    """
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, choices=State.choices, blank=True)
+    to_state = models.CharField(max_length=16, choices=State.choices)
+    attempt = models.PositiveIntegerField(default=0)
+    duration = models.DurationField(default=timedelta)
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["registry", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_state or 'new'} -> {self.to_state}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("Registry events are append-only.")
+        super().save(*args, **kwargs)

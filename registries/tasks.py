@@ -1,0 +1,36 @@
+"""Celery tasks: thin, idempotent wrappers that take ids and call services."""
+
+from __future__ import annotations
+
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from registries.services import registry_provision
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with "equal jitter": half of the delay fixed, half random.
+
+    Attempt 1 waits about ``REGISTRY_PROVISION_BACKOFF_SECONDS``, each later attempt about twice
+    as long, capped at ``REGISTRY_PROVISION_BACKOFF_MAX_SECONDS``.
+    """
+    base = settings.REGISTRY_PROVISION_BACKOFF_SECONDS
+    delay = min(settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS, base * 2 ** max(attempt - 1, 0))
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not cryptography
+
+
+@shared_task(
+    bind=True,
+    name="registries.provision",
+    acks_late=True,
+    max_retries=None,  # the registry row counts attempts; see REGISTRY_PROVISION_MAX_ATTEMPTS
+    soft_time_limit=60,
+    time_limit=90,
+)
+def provision_registry(self, registry_id: str) -> str | None:
+    result = registry_provision(registry_id=registry_id)
+    if result.retry:
+        raise self.retry(countdown=backoff_seconds(result.attempts))
+    return result.state
