@@ -13,3 +13,6 @@ os.environ.setdefault("CELERY_FILESYSTEM_DIR", str(_var / "test-celery"))
 os.environ.setdefault("REGISTRY_STORAGE_DIR", str(_var / "test-registry"))
 
 from controlplane.settings import *  # noqa: E402, F403
+
+# Operators' passwords in tests need no key stretching.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

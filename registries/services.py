@@ -46,19 +46,20 @@ def _transition(registry: Registry, to_state: str, *, message: str = "", **chang
     if not registry.can_become(to_state):
         raise ValidationError(f"A {registry.state} registry cannot become {to_state}.")
     now = timezone.now()
-    RegistryEvent.objects.create(
-        registry=registry,
-        from_state=registry.state,
-        to_state=to_state,
-        attempt=registry.attempts,
-        duration=now - registry.state_changed_at,
-        message=message,
-        created_at=now,
-    )
+    from_state, duration = registry.state, now - registry.state_changed_at
     registry.state = to_state
     registry.state_changed_at = now
     for field, value in changes.items():
         setattr(registry, field, value)
+    RegistryEvent.objects.create(
+        registry=registry,
+        from_state=from_state,
+        to_state=to_state,
+        attempt=registry.attempts,
+        duration=duration,
+        message=message,
+        created_at=now,
+    )
     registry.save(update_fields=["state", "state_changed_at", *changes])
 
 

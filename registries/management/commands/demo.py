@@ -36,7 +36,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] < 2:
-            logging.disable(logging.INFO)  # the service's log lines; -v 2 shows them
+            logging.disable(logging.INFO)  # the service's own log lines; -v 2 shows them
+        try:
+            self.run(options)
+        finally:
+            logging.disable(logging.NOTSET)
+
+    def run(self, options: dict[str, Any]) -> None:
         api_url = options["api_url"].rstrip("/")
         self._check_api(api_url)
 

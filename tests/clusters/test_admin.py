@@ -1,0 +1,143 @@
+"""The admin creates through the same services as every other entry point."""
+
+from __future__ import annotations
+
+import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.test import Client
+
+from clusters.models import Cluster, ClusterAgentToken, Organization, Queue
+from clusters.selectors import agent_token_authenticate
+from registries.models import Registry, State
+from tests.clusters.factories import ClusterFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client: Client) -> Client:
+    user = User.objects.create_superuser("operator", "op@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_every_model_of_the_apps_is_in_the_admin() -> None:
+    for app_label in ("clusters", "registries"):
+        for model in apps.get_app_config(app_label).get_models():
+            assert admin.site.is_registered(model), model
+
+
+def test_adding_a_hosted_queue_in_the_admin_owes_the_cluster_a_registry(
+    operator: Client, django_capture_on_commit_callbacks
+) -> None:
+    cluster = ClusterFactory()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = operator.post(
+            "/admin/clusters/queue/add/",
+            {"cluster": cluster.pk, "key": "linux-small", "instance_shape": "LINUX_AMD64_2X4",
+             "description": ""},
+        )  # fmt: skip
+    assert response.status_code == 302
+    queue = Queue.objects.get()
+    assert response["Location"] == "/admin/clusters/queue/"
+    assert (queue.key, queue.instance_shape) == ("linux-small", "LINUX_AMD64_2X4")
+    assert Registry.objects.get(cluster=cluster).state == State.PENDING
+    assert len(callbacks) == 1  # the provisioning task, sent once the request commits
+
+
+def test_an_invalid_queue_in_the_admin_is_refused_and_nothing_is_written(operator: Client) -> None:
+    cluster = ClusterFactory()
+    response = operator.post(
+        "/admin/clusters/queue/add/",
+        {"cluster": cluster.pk, "key": "bad key", "instance_shape": "LINUX_AMD64_2X4"},
+    )
+    assert response.status_code == 200
+    assert "Use only letters, digits, hyphens (-) and underscores (_)." in response.text
+    assert Queue.objects.count() == 0
+    assert Registry.objects.count() == 0
+
+
+def test_an_agent_token_secret_is_shown_once_on_creation_and_never_again(operator: Client) -> None:
+    cluster = ClusterFactory()
+    response = operator.post(
+        "/admin/clusters/clusteragenttoken/add/",
+        {"cluster": cluster.pk, "description": "hosted agents", "expires_at_0": "",
+         "expires_at_1": ""},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    token = ClusterAgentToken.objects.get()
+    secret = response.context["secret"]
+    assert secret.startswith("bkct_")
+    assert '<pre id="agent-token-secret"' in response.text
+    assert secret in response.text
+    assert agent_token_authenticate(secret) == token
+
+    for url in (
+        f"/admin/clusters/clusteragenttoken/{token.pk}/change/",
+        "/admin/clusters/clusteragenttoken/",
+    ):
+        page = operator.get(url)
+        assert page.status_code == 200
+        assert secret not in page.text
+        assert token.token_prefix in page.text
+
+
+def test_organizations_and_clusters_added_in_the_admin_go_through_the_services(
+    operator: Client,
+) -> None:
+    response = operator.post("/admin/clusters/organization/add/", {"slug": "acme", "name": "Acme"})
+    assert response.status_code == 302
+    organization = Organization.objects.get(slug="acme")
+    response = operator.post(
+        "/admin/clusters/cluster/add/",
+        {"organization": organization.pk, "name": "Open Source", "description": "",
+         "emoji": ":technologist:", "color": "#FFE0F1"},
+    )  # fmt: skip
+    assert response.status_code == 302
+    cluster = Cluster.objects.get()
+    assert (cluster.name, cluster.emoji, cluster.color) == (
+        "Open Source",
+        ":technologist:",
+        "#FFE0F1",
+    )
+
+
+def test_the_default_queue_must_be_in_the_cluster(operator: Client) -> None:
+    cluster = ClusterFactory(organization=OrganizationFactory())
+    other = Queue.objects.create(cluster=ClusterFactory(), key="elsewhere")
+    response = operator.post(
+        f"/admin/clusters/cluster/{cluster.pk}/change/",
+        {"name": cluster.name, "default_queue": other.pk, "description": "", "emoji": "",
+         "color": "", "queues-TOTAL_FORMS": 0, "queues-INITIAL_FORMS": 0,
+         "environment-TOTAL_FORMS": 0, "environment-INITIAL_FORMS": 0},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "Select a valid choice." in response.text
+    cluster.refresh_from_db()
+    assert cluster.default_queue is None
+
+
+def test_registries_are_read_only_but_a_failed_one_can_be_retried(
+    operator: Client, django_capture_on_commit_callbacks
+) -> None:
+    cluster = ClusterFactory()
+    registry = Registry.objects.create(
+        cluster=cluster, namespace="x/y", driver="distribution", state=State.FAILED,
+        last_error="boom",
+    )  # fmt: skip
+    page = operator.get(f"/admin/registries/registry/{registry.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="state"' not in page.text  # no editable field
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = operator.post(
+            "/admin/registries/registry/",
+            {"action": "retry", "_selected_action": [registry.pk]},
+        )
+    assert response.status_code == 302
+    registry.refresh_from_db()
+    assert registry.state == State.PENDING
+    assert len(callbacks) == 1
+    assert operator.get("/admin/registries/registry/add/").status_code == 403

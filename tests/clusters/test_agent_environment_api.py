@@ -1,0 +1,178 @@
+"""GET /v3/agent/environment: what a job on a queue receives, for the holder of an agent token."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from clusters import services
+from clusters.models import ClusterAgentToken
+from tests.clusters.factories import ClusterAgentTokenFactory, ClusterFactory, QueueFactory
+
+pytestmark = pytest.mark.django_db
+URL = "/v3/agent/environment"
+SECRET = "bkct_test-secret"
+
+
+@pytest.fixture
+def queue():
+    queue = QueueFactory(key="linux-small", hosted=True, cluster__name="Open Source")
+    services.agent_environment_set(
+        cluster=queue.cluster,
+        name="BUILDKITE_HOSTED_REGISTRY_URL",
+        value="127.0.0.1:5000/acme/0123456789ab",
+        source="registry",
+    )
+    return queue
+
+
+@pytest.fixture
+def agent(queue) -> APIClient:
+    ClusterAgentTokenFactory(cluster=queue.cluster, secret=SECRET)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {SECRET}")
+    return client
+
+
+def test_a_hosted_job_gets_the_platform_variables_and_the_registry_url(agent, queue) -> None:
+    response = agent.get(URL, {"queue": "linux-small"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "cluster_id": str(queue.cluster.pk),
+        "queue": {"id": str(queue.pk), "key": "linux-small", "hosted": True},
+        "env": {
+            "BUILDKITE_AGENT_META_DATA_QUEUE": "linux-small",
+            "BUILDKITE_CLUSTER_ID": str(queue.cluster.pk),
+            "BUILDKITE_CLUSTER_NAME": "Open Source",
+            "BUILDKITE_COMPUTE_TYPE": "hosted",
+            "BUILDKITE_HOSTED_REGISTRY_URL": "127.0.0.1:5000/acme/0123456789ab",
+        },
+        "sources": {
+            "BUILDKITE_AGENT_META_DATA_QUEUE": "platform",
+            "BUILDKITE_CLUSTER_ID": "platform",
+            "BUILDKITE_CLUSTER_NAME": "platform",
+            "BUILDKITE_COMPUTE_TYPE": "platform",
+            "BUILDKITE_HOSTED_REGISTRY_URL": "registry",
+        },
+    }
+
+
+def test_a_registry_published_later_reaches_every_hosted_queue(agent, queue) -> None:
+    QueueFactory(cluster=queue.cluster, key="linux-large", instance_shape="LINUX_AMD64_8X32")
+    response = agent.get(URL, {"queue": "linux-large"})
+    assert response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"] == (
+        "127.0.0.1:5000/acme/0123456789ab"
+    )
+
+
+def test_a_self_hosted_job_gets_the_cluster_variables_but_not_the_hosted_ones(agent, queue) -> None:
+    QueueFactory(cluster=queue.cluster, key="default")
+    response = agent.get(URL, {"queue": "default"})
+    assert response.status_code == 200
+    assert response.json()["env"] == {
+        "BUILDKITE_AGENT_META_DATA_QUEUE": "default",
+        "BUILDKITE_CLUSTER_ID": str(queue.cluster.pk),
+        "BUILDKITE_CLUSTER_NAME": "Open Source",
+        "BUILDKITE_COMPUTE_TYPE": "self-hosted",
+    }
+
+
+def test_shell_format_exports_every_value_single_quoted(agent, queue) -> None:
+    services.agent_environment_set(
+        cluster=queue.cluster, name="TRICKY", value='it\'s $(rm -rf /) `x` "y"\nz', source="t"
+    )
+    response = agent.get(URL, {"queue": "linux-small", "format": "shell"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/x-shellscript; charset=utf-8"
+    assert response.content.decode() == (
+        f"# Job environment for queue linux-small of cluster {queue.cluster.pk}\n"
+        "export BUILDKITE_AGENT_META_DATA_QUEUE='linux-small'\n"
+        f"export BUILDKITE_CLUSTER_ID='{queue.cluster.pk}'\n"
+        "export BUILDKITE_CLUSTER_NAME='Open Source'\n"
+        "export BUILDKITE_COMPUTE_TYPE='hosted'\n"
+        "export BUILDKITE_HOSTED_REGISTRY_URL='127.0.0.1:5000/acme/0123456789ab'\n"
+        "export TRICKY='it'\\''s $(rm -rf /) `x` \"y\"\nz'\n"
+    )
+
+
+def test_without_a_queue_the_cluster_default_queue_is_used(agent, queue) -> None:
+    queue.cluster.default_queue = queue
+    queue.cluster.save()
+    response = agent.get(URL)
+    assert response.status_code == 200
+    assert response.json()["queue"]["key"] == "linux-small"
+
+
+def test_without_a_queue_or_a_default_queue_the_agent_is_told_what_to_send(agent) -> None:
+    response = agent.get(URL, {"format": "shell"})
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "message": "Name the agent's queue with ?queue=<key>; this cluster has no default queue."
+    }
+
+
+def test_a_queue_of_another_cluster_is_not_found(agent) -> None:
+    QueueFactory(key="elsewhere", hosted=True, cluster=ClusterFactory())
+    response = agent.get(URL, {"queue": "elsewhere", "format": "shell"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "message": "No queue 'elsewhere' found in this agent token's cluster."
+    }
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "Authentication credentials were not provided."),
+        ("Token bkct_wrong", "Invalid, expired or revoked agent token."),
+        ("Basic dXNlcjpwYXNz", "Send the cluster agent token as 'Authorization: Token <token>'."),
+        ("Token", "Send the cluster agent token as 'Authorization: Token <token>'."),
+    ],
+)
+def test_missing_or_wrong_credentials_get_401(queue, header, message) -> None:
+    ClusterAgentTokenFactory(cluster=queue.cluster, secret=SECRET)
+    client = APIClient()
+    if header:
+        client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get(URL, {"queue": "linux-small"})
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Token realm="agent"'
+    assert response.json() == {"message": message}
+
+
+def test_a_revoked_or_expired_token_gets_401(agent, queue) -> None:
+    token = ClusterAgentToken.objects.get(cluster=queue.cluster)
+    services.agent_token_revoke(token=token)
+    assert agent.get(URL, {"queue": "linux-small"}).status_code == 401
+
+    _, secret = services.agent_token_create(
+        cluster=queue.cluster, description="short", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    ClusterAgentToken.objects.filter(revoked_at__isnull=True).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    agent.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    response = agent.get(URL, {"queue": "linux-small"})
+    assert response.status_code == 401
+    assert response.json() == {"message": "Invalid, expired or revoked agent token."}
+
+
+def test_a_bearer_header_is_accepted_too(queue) -> None:
+    ClusterAgentTokenFactory(cluster=queue.cluster, secret=SECRET)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {SECRET}")
+    assert client.get(URL, {"queue": "linux-small"}).status_code == 200
+
+
+def test_the_environment_costs_a_fixed_number_of_queries(
+    agent, queue, django_assert_num_queries
+) -> None:
+    for n in range(20):
+        services.agent_environment_set(cluster=queue.cluster, name=f"V{n}", value="x", source="t")
+    # token (with cluster and organization), queue, environment
+    with django_assert_num_queries(3):
+        assert agent.get(URL, {"queue": "linux-small"}).status_code == 200

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from tests.support import broker
+from tests.support.processes import RegistryProcess
+
+STRICT = os.environ.get("CONTROLPLANE_TEST_STRICT") == "1"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from django.conf import settings
+
+    return [
+        f"database: {settings.DATABASES['default']['ENGINE']}",
+        f"broker: {settings.CELERY_BROKER_URL.split('@')[-1]}",
+        f"cache: {settings.CACHES['default']['BACKEND']}",
+        f"strict (no skips for missing components): {STRICT}",
+    ]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("postgresql") and connection.vendor != "postgresql":
+        message = "needs PostgreSQL: set DATABASE_URL=postgres://... (CI does)"
+        if STRICT:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def broker_queue() -> Iterator[object]:
+    """The real broker's default queue, emptied before and after the test.
+
+    ``broker_queue.drain()`` returns the ``(task, args)`` of every message published since.
+    """
+    broker.drain()
+    yield broker
+    broker.drain()
+
+
+@pytest.fixture
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="session")
+def registry_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """One real Distribution registry for the session, on a free port."""
+    registry = RegistryProcess(tmp_path_factory.mktemp("registry")).start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def registry_settings(settings, registry_process: RegistryProcess):
+    """Point the control plane at the session's registry."""
+    settings.REGISTRY_URL = registry_process.url
+    settings.REGISTRY_PUBLIC_HOST = registry_process.host
+    return settings

@@ -1,0 +1,98 @@
+"""Settings from the environment: embedded defaults, production requirements, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from controlplane import env
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGURATION = {
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "REDIS_URL",
+    "CELERY_FILESYSTEM_DIR",
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+}
+
+
+def test_a_missing_variable_takes_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONTROLPLANE_TEST_VALUE", raising=False)
+    assert env.env_int("CONTROLPLANE_TEST_VALUE", 7) == 7
+
+
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", "seven")
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        env.env_int("CONTROLPLANE_TEST_VALUE", 7)
+    assert str(excinfo.value).startswith("CONTROLPLANE_TEST_VALUE='seven' is not valid: ")
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("yes", True), ("false", False)])
+def test_booleans(monkeypatch: pytest.MonkeyPatch, raw: str, value: bool) -> None:
+    monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", raw)
+    assert env.env_bool("CONTROLPLANE_TEST_VALUE", not value) is value
+
+
+def test_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", "a.example, b.example,")
+    assert env.env_list("CONTROLPLANE_TEST_VALUE", []) == ["a.example", "b.example"]
+
+
+def run_settings(**environment: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL, "
+        "settings.CACHES['default']['BACKEND'])"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "controlplane.settings", **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_with_no_variables_the_project_runs_on_its_embedded_default(tmp_path: Path) -> None:
+    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "filesystem://",
+        "django.core.cache.backends.locmem.LocMemCache",
+    ]
+    assert (tmp_path / "celery" / "queue").is_dir()
+
+
+def test_database_url_and_redis_url_switch_to_the_production_components(tmp_path: Path) -> None:
+    result = run_settings(
+        CONTROLPLANE_VAR_DIR=str(tmp_path),
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/controlplane",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "redis://127.0.0.1:6379/0",
+        "django.core.cache.backends.redis.RedisCache",
+    ]
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path), DJANGO_DEBUG="false")
+    assert result.returncode == 1
+    assert (
+        "django.core.exceptions.ImproperlyConfigured: DJANGO_SECRET_KEY must be set when "
+        "DJANGO_DEBUG is false (see .env.example)." in result.stderr
+    )

@@ -1,0 +1,158 @@
+"""The whole path with real processes: a Celery worker on the configured broker (Redis in CI),
+a Distribution registry, and the API over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import requests
+from django.core.management import CommandError, call_command
+
+from clusters import services
+from clusters.models import AgentEnvironmentVariable
+from registries.models import Registry, State
+from registries.services import registry_retry
+from tests.support.processes import CeleryWorker, RegistryProcess, free_port, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def start_worker(workdir: Path, broker_queue) -> Iterator[Callable[..., CeleryWorker]]:
+    workers: list[CeleryWorker] = []
+
+    def start(**environment: str) -> CeleryWorker:
+        worker = CeleryWorker(workdir, **environment).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def registry_in_state(cluster_id: object, *states: str) -> Registry | None:
+    return Registry.objects.filter(cluster_id=cluster_id, state__in=states).first()
+
+
+def test_a_hosted_queue_gets_a_ready_registry_whose_url_jobs_receive(
+    start_worker, registry_process: RegistryProcess, live_server
+) -> None:
+    start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
+    organization = services.organization_create(slug="acme", name="Acme")
+    cluster = services.cluster_create(organization=organization, name="Open Source")
+    _, secret = services.agent_token_create(cluster=cluster, description="agents")
+
+    services.queue_create(cluster=cluster, key="linux-small", instance_shape="LINUX_AMD64_2X4")
+
+    registry = wait_until(
+        lambda: registry_in_state(cluster.pk, State.READY, State.FAILED),
+        timeout=30,
+        what="the registry to be provisioned by the worker",
+    )
+    assert registry.state == State.READY, registry.last_error
+    url = f"{registry_process.host}/acme/{cluster.pk.hex[:12]}"
+    assert registry.url == url
+
+    response = requests.get(
+        f"{live_server.url}/v3/agent/environment",
+        params={"queue": "linux-small"},
+        headers={"Authorization": f"Token {secret}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"] == url
+
+    host = response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"].split("/", 1)[0]
+    v2 = requests.get(f"http://{host}/v2/", timeout=5)
+    assert v2.status_code == 200
+    assert v2.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retried_to_ready(
+    start_worker, workdir: Path
+) -> None:
+    port = free_port()  # nothing listens here until the registry is started below
+    worker = start_worker(
+        REGISTRY_URL=f"http://127.0.0.1:{port}",
+        REGISTRY_PUBLIC_HOST=f"127.0.0.1:{port}",
+        REGISTRY_PROVISION_MAX_ATTEMPTS="3",
+        REGISTRY_PROVISION_BACKOFF_SECONDS="0.2",
+        REGISTRY_PROVISION_BACKOFF_MAX_SECONDS="0.5",
+    )
+    organization = services.organization_create(slug="acme", name="Acme")
+    cluster = services.cluster_create(organization=organization, name="Flaky")
+    services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
+
+    registry = wait_until(
+        lambda: registry_in_state(cluster.pk, State.READY, State.FAILED),
+        timeout=30,
+        what="the worker to give up",
+    )
+    assert registry.state == State.FAILED
+    assert registry.attempts == 3
+    assert "Connection refused" in registry.last_error
+    assert [e.to_state for e in registry.events.all()] == [
+        State.PENDING,
+        *[State.PROVISIONING, State.PENDING] * 2,
+        State.PROVISIONING,
+        State.FAILED,
+    ]
+    assert worker.log().count("registry.provision.retrying") == 2
+    assert not AgentEnvironmentVariable.objects.filter(cluster=cluster).exists()
+
+    registry_process = RegistryProcess(workdir, port=port).start()
+    try:
+        registry_retry(registry=registry)
+        registry = wait_until(
+            lambda: registry_in_state(cluster.pk, State.READY),
+            timeout=30,
+            what="the retried registry to become ready",
+        )
+    finally:
+        registry_process.stop()
+    assert registry.url == f"127.0.0.1:{port}/acme/{cluster.pk.hex[:12]}"
+    assert AgentEnvironmentVariable.objects.get(cluster=cluster).value == registry.url
+
+
+def test_the_demo_prints_the_environment_with_a_registry_url_that_answers(
+    start_worker, registry_process: RegistryProcess, registry_settings, live_server
+) -> None:
+    start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
+    out = StringIO()
+
+    call_command("demo", api_url=live_server.url, timeout=30, stdout=out)
+
+    registry = Registry.objects.get()
+    output = out.getvalue()
+    assert f"export BUILDKITE_HOSTED_REGISTRY_URL='{registry.url}'\n" in output
+    assert "export BUILDKITE_COMPUTE_TYPE='hosted'\n" in output
+    assert output.endswith(
+        f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n"
+        f"GET http://{registry_process.host}/v2/ answered 200: the registry is up.\n"
+    )
+    assert registry.url.startswith(f"{registry_process.host}/demo/")
+
+
+def test_the_demo_says_what_to_do_when_no_worker_runs(live_server, broker_queue) -> None:
+    with pytest.raises(CommandError) as excinfo:
+        call_command("demo", api_url=live_server.url, timeout=1, stdout=StringIO())
+    assert str(excinfo.value) == (
+        "The registry is still pending after 1s. No worker has taken the provisioning task: "
+        "is `make run` running? It starts the Celery worker."
+    )
+
+
+def test_the_demo_says_what_to_do_when_the_api_is_down() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(CommandError) as excinfo:
+        call_command("demo", api_url=url, stdout=StringIO())
+    assert str(excinfo.value).startswith(f"The API at {url} does not answer (")
+    assert str(excinfo.value).endswith(
+        "Start the service with `make run` in another terminal, or pass --api-url."
+    )
+    assert Registry.objects.count() == 0

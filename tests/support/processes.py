@@ -1,0 +1,182 @@
+"""Real processes for integration tests: a Distribution registry and a Celery worker.
+
+Each is started on 127.0.0.1, waited for until it answers, and stopped by its process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+import pytest
+import requests
+from django.db import connection
+
+from registries.management.commands.registry_config import render_registry_config
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Call ``check`` until it returns something truthy, and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def _stop(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+class RegistryProcess:
+    """``docker-registry serve`` with the configuration ``registry_config`` generates."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"registry-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryProcess:
+        binary = shutil.which(os.environ.get("DOCKER_REGISTRY_BIN", "docker-registry"))
+        if binary is None:
+            pytest.fail(
+                "docker-registry is not installed: run `sudo apt-get install docker-registry` "
+                "(make test and .ci/run install it when run as root)."
+            )
+        config = self.workdir / f"registry-{self.port}.yml"
+        config.write_text(
+            render_registry_config(
+                addr=self.host,
+                debug_addr=f"127.0.0.1:{free_port()}",
+                storage_dir=str(self.workdir / f"registry-{self.port}-data"),
+                log_level="warn",
+            )
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "serve", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Distribution reads REGISTRY_* variables as configuration overrides, and ours
+                # share the prefix (see scripts/run-registry).
+                env={k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")},
+            )
+        wait_until(self._answers, timeout=15, what=f"the registry on {self.host}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return requests.get(f"{self.url}/v2/", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+
+def database_url_for_children() -> str:
+    """A DATABASE_URL for the database the tests are using, for a child process."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    if connection.vendor == "postgresql":
+        user = quote(settings.get("USER") or "", safe="")
+        password = settings.get("PASSWORD") or ""
+        credentials = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
+        return (
+            f"postgres://{credentials}{settings.get('HOST') or '127.0.0.1'}:"
+            f"{settings.get('PORT') or 5432}/{settings['NAME']}"
+        )
+    raise NotImplementedError(connection.vendor)
+
+
+class CeleryWorker:
+    """``celery -A controlplane worker`` on the tests' database and broker.
+
+    It runs with the production settings module, configured only through environment variables,
+    as a deployed worker is.
+    """
+
+    def __init__(self, workdir: Path, **environment: str) -> None:
+        self.workdir = workdir
+        self.environment = environment
+        self.log_path = workdir / f"celery-worker-{free_port()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CeleryWorker:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "DATABASE_URL": database_url_for_children(),
+            "CELERY_FILESYSTEM_DIR": os.environ["CELERY_FILESYSTEM_DIR"],
+            **self.environment,
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "controlplane", "worker",
+                    "--pool", "solo", "--loglevel", "INFO",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                ],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_until(self._ready, timeout=30, what="the Celery worker to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        log = self.log_path.read_text(errors="replace")
+        if self.process.poll() is not None:
+            pytest.fail(f"the Celery worker exited: {log[-3000:]}")
+        return " ready." in log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
