@@ -27,6 +27,7 @@ test: .venv/.installed
 
 lint: .venv/.installed
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run

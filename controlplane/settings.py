@@ -107,7 +107,7 @@ else:
 # --- Celery ---------------------------------------------------------------------------------
 # CELERY_BROKER_URL (or, failing that, REDIS_URL) selects Redis. The embedded default is kombu's
 # filesystem transport: one folder that the web process writes to and the worker reads from.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("CELERY_FILESYSTEM_DIR", str(VAR_DIR / "celery")))

@@ -69,7 +69,7 @@ def test_with_no_variables_the_project_runs_on_its_embedded_default(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",
-        "filesystem://",
+        "filesystem://localhost//",
         "django.core.cache.backends.locmem.LocMemCache",
     ]
     assert (tmp_path / "celery" / "queue").is_dir()
