@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from clusters import services
+from clusters.models import Queue
+from tests.clusters.factories import QueueFactory
 from tests.support import broker
 from tests.support.processes import RegistryProcess
 
@@ -62,3 +65,19 @@ def registry_settings(settings, registry_process: RegistryProcess):
     settings.REGISTRY_URL = registry_process.url
     settings.REGISTRY_PUBLIC_HOST = registry_process.host
     return settings
+
+
+REGISTRY_URL_FIXTURE = "127.0.0.1:5000/acme/0123456789ab"
+
+
+@pytest.fixture
+def hosted_queue() -> Queue:
+    """A hosted queue ``linux-small`` of cluster "Open Source", whose registry URL is published."""
+    queue = QueueFactory(key="linux-small", hosted=True, cluster__name="Open Source")
+    services.agent_environment_set(
+        cluster=queue.cluster,
+        name="BUILDKITE_HOSTED_REGISTRY_URL",
+        value=REGISTRY_URL_FIXTURE,
+        source="registry",
+    )
+    return queue

@@ -18,15 +18,8 @@ SECRET = "bkct_test-secret"
 
 
 @pytest.fixture
-def queue():
-    queue = QueueFactory(key="linux-small", hosted=True, cluster__name="Open Source")
-    services.agent_environment_set(
-        cluster=queue.cluster,
-        name="BUILDKITE_HOSTED_REGISTRY_URL",
-        value="127.0.0.1:5000/acme/0123456789ab",
-        source="registry",
-    )
-    return queue
+def queue(hosted_queue):
+    return hosted_queue
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from clusters import services
-from tests.clusters.factories import ClusterFactory, QueueFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HOOK = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks" / "environment"
@@ -28,18 +27,6 @@ def source_hook(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-@pytest.fixture
-def hosted_queue():
-    queue = QueueFactory(key="linux-small", hosted=True, cluster=ClusterFactory(name="Open Source"))
-    services.agent_environment_set(
-        cluster=queue.cluster,
-        name="BUILDKITE_HOSTED_REGISTRY_URL",
-        value="127.0.0.1:5000/acme/0123456789ab",
-        source="registry",
-    )
-    return queue
 
 
 def test_the_hook_exports_the_job_environment_and_never_runs_a_value(
