@@ -2,6 +2,8 @@
 # `make test`: the whole test suite. See README.md.
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
+# `honcho run` loads .env (if there is one) first, so every step sees the same settings.
+WITH_ENV := .venv/bin/honcho run
 
 .PHONY: help run test lint demo clean
 
@@ -9,16 +11,16 @@ help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000)"
 	@echo "make test   run the test suite"
 	@echo "make demo   create a cluster with a hosted queue and print its agent environment"
-	@echo "make lint   ruff, import layering, Django checks, migrations up to date"
+	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
 
 .venv/.installed: requirements.txt
 	@scripts/ensure-venv
 
 run: .venv/.installed
 	@scripts/ensure-docker-registry
-	$(PY) manage.py migrate --noinput
+	$(WITH_ENV) $(PY) manage.py migrate --noinput
 	@mkdir -p var/registry
-	@umask 077 && $(PY) manage.py registry_config > var/registry/config.yml
+	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > var/registry/config.yml
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed
@@ -29,11 +31,12 @@ lint: .venv/.installed
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
+	.venv/bin/mypy
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
 demo: .venv/.installed
-	$(PY) manage.py demo
+	$(WITH_ENV) $(PY) manage.py demo
 
 clean:
 	rm -rf var

@@ -26,14 +26,16 @@ from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, adopt
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(admin.ModelAdmin[Organization]):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["slug", "created_at"] if obj else ["created_at"]
 
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
         if change:
             obj.save()
         else:
@@ -43,19 +45,17 @@ class OrganizationAdmin(admin.ModelAdmin):
 class QueueInline(ReadOnlyTabularInline):
     model = Queue
     fk_name = "cluster"
-    fields = ["key", "instance_shape", "description", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("key", "instance_shape", "description", "created_at")
 
 
 class AgentEnvironmentInline(ReadOnlyTabularInline):
     model = AgentEnvironmentVariable
-    fields = ["name", "value", "source", "updated_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "value", "source", "updated_at")
     show_change_link = False
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(admin.ModelAdmin[Cluster]):
     list_display = ["name", "organization", "id", "created_at"]
     list_filter = ["organization"]
     search_fields = ["name", "id", "organization__slug"]
@@ -71,11 +71,14 @@ class ClusterAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "default_queue":
-            cluster_id = request.resolver_match.kwargs.get("object_id")
-            kwargs["queryset"] = Queue.objects.filter(cluster_id=cluster_id)
+            match = request.resolver_match
+            cluster_id = match.kwargs.get("object_id") if match else None
+            kwargs["queryset"] = Queue.objects.filter(cluster_id=cluster_id) if cluster_id else []
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
         if change:
             obj.save()
             return
@@ -95,7 +98,7 @@ class ClusterAdmin(admin.ModelAdmin):
 
 
 @admin.register(Queue)
-class QueueAdmin(admin.ModelAdmin):
+class QueueAdmin(admin.ModelAdmin[Queue]):
     list_display = ["key", "cluster", "instance_shape", "created_at"]
     list_filter = ["instance_shape", "cluster__organization"]
     search_fields = ["key", "cluster__name", "id"]
@@ -104,7 +107,9 @@ class QueueAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["id", "cluster", "key", "created_at"] if obj else ["id", "created_at"]
 
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
         if change:
             services.queue_update(
                 queue=obj, description=obj.description, instance_shape=obj.instance_shape
@@ -122,7 +127,7 @@ class QueueAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClusterAgentToken)
-class ClusterAgentTokenAdmin(admin.ModelAdmin):
+class ClusterAgentTokenAdmin(admin.ModelAdmin[ClusterAgentToken]):
     list_display = ["description", "token_prefix", "cluster", "expires_at", "revoked_at", "active"]
     list_filter = ["cluster__organization"]
     search_fields = ["description", "token_prefix", "cluster__name"]
@@ -134,7 +139,7 @@ class ClusterAgentTokenAdmin(admin.ModelAdmin):
             return ["id", "cluster", "token_prefix", "expires_at", "revoked_at", "created_at"]
         return []
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj:
             return super().get_fields(request, obj)
         return ["cluster", "description", "expires_at"]
@@ -143,7 +148,9 @@ class ClusterAgentTokenAdmin(admin.ModelAdmin):
     def active(self, obj: ClusterAgentToken) -> bool:
         return obj.is_active
 
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
         if change:
             obj.save(update_fields=["description"])
             return

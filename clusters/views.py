@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -9,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clusters.authentication import ClusterAgentTokenAuthentication
-from clusters.models import Queue
+from clusters.models import ClusterAgentToken, Queue
 from clusters.renderers import ShellExportRenderer
 from clusters.selectors import agent_environment_for_queue
 
@@ -31,7 +33,8 @@ class AgentEnvironmentView(APIView):
     renderer_classes = [JSONRenderer, ShellExportRenderer]
 
     def get(self, request: Request) -> Response:
-        cluster = request.auth.cluster
+        token = cast(ClusterAgentToken, request.auth)  # the only authentication class
+        cluster = token.cluster
         key = request.query_params.get("queue", "")
         if key:
             queue = Queue.objects.filter(cluster=cluster, key=key).first()

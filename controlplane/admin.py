@@ -15,7 +15,7 @@ def adopt(obj: models.Model, created: models.Model) -> None:
     obj.__dict__.update(created.__dict__)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
     """For rows that only the system writes: operators may look, never add, edit or delete."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -28,7 +28,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyTabularInline(admin.TabularInline):
+class ReadOnlyTabularInline(admin.TabularInline[Any, Any]):
     extra = 0
     can_delete = False
     show_change_link = True

@@ -10,9 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import env, env_float, env_int, env_list
+
+# Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("CONTROLPLANE_VAR_DIR", str(BASE_DIR / "var")))

@@ -14,8 +14,14 @@ from registries.services import registry_retry
 
 class RegistryEventInline(ReadOnlyTabularInline):
     model = RegistryEvent
-    fields = ["created_at", "from_state", "to_state", "attempt", "duration", "message"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "created_at",
+        "from_state",
+        "to_state",
+        "attempt",
+        "duration",
+        "message",
+    )
     show_change_link = False
 
 

@@ -8,6 +8,7 @@ transaction, so a slow registry never holds a database lock.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -63,7 +64,7 @@ def _transition(registry: Registry, to_state: str, *, message: str = "", **chang
     registry.save(update_fields=["state", "state_changed_at", *changes])
 
 
-def _lock(registry_id: object) -> Registry | None:
+def _lock(registry_id: uuid.UUID | str) -> Registry | None:
     return Registry.objects.select_for_update().filter(pk=registry_id).first()
 
 
@@ -118,7 +119,7 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
     return registry
 
 
-def registry_provision(*, registry_id: object) -> ProvisionResult:
+def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
     """Run one provisioning attempt. Harmless to repeat: a ready registry is left as it is.
 
     ``pending`` (or ``provisioning``, when a worker died mid-attempt and the task came back)
@@ -162,7 +163,7 @@ def registry_provision(*, registry_id: object) -> ProvisionResult:
     return ProvisionResult(state=State.READY, attempts=registry.attempts)
 
 
-def _provision_failed(registry_id: object, exc: DriverError) -> ProvisionResult:
+def _provision_failed(registry_id: uuid.UUID | str, exc: DriverError) -> ProvisionResult:
     transient = isinstance(exc, RegistryUnavailable)
     with transaction.atomic():
         registry = _lock(registry_id)

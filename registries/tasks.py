@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from registries.services import registry_provision
@@ -16,12 +16,13 @@ def backoff_seconds(attempt: int) -> float:
     Attempt 1 waits about ``REGISTRY_PROVISION_BACKOFF_SECONDS``, each later attempt about twice
     as long, capped at ``REGISTRY_PROVISION_BACKOFF_MAX_SECONDS``.
     """
-    base = settings.REGISTRY_PROVISION_BACKOFF_SECONDS
-    delay = min(settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS, base * 2 ** max(attempt - 1, 0))
+    base: float = settings.REGISTRY_PROVISION_BACKOFF_SECONDS
+    cap: float = settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS
+    delay = min(cap, base * 2.0 ** max(attempt - 1, 0))
     return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not cryptography
 
 
-@shared_task(
+@shared_task(  # type: ignore[untyped-decorator]
     bind=True,
     name="registries.provision",
     acks_late=True,
@@ -29,7 +30,7 @@ def backoff_seconds(attempt: int) -> float:
     soft_time_limit=60,
     time_limit=90,
 )
-def provision_registry(self, registry_id: str) -> str | None:
+def provision_registry(self: Task, registry_id: str) -> str | None:
     result = registry_provision(registry_id=registry_id)
     if result.retry:
         raise self.retry(countdown=backoff_seconds(result.attempts))

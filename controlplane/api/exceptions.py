@@ -64,7 +64,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         errors = _flatten(exc.detail)
         body: dict[str, Any] = {"message": validation_message(errors), "errors": errors}
-        code = status.HTTP_422_UNPROCESSABLE_ENTITY
+        code: int = status.HTTP_422_UNPROCESSABLE_ENTITY
     else:
         body = {"message": str(exc.detail)}
         code = exc.status_code

@@ -16,7 +16,10 @@ class RegistryUnavailable(DriverError):
 class RegistryDriver(Protocol):
     """A backend that hosts cluster namespaces. Every method is idempotent."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The driver's name, as stored on ``Registry.driver``."""
+        ...
 
     def provision(self, *, namespace: str) -> str:
         """Make ``namespace`` ready for pushes; return its URL as jobs use it (``host/namespace``,

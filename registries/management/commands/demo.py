@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,7 +95,7 @@ class Command(BaseCommand):
                 "`make run` in another terminal, or pass --api-url."
             ) from exc
 
-    def _wait_for_registry(self, cluster_id: object, timeout: float) -> Registry:
+    def _wait_for_registry(self, cluster_id: uuid.UUID, timeout: float) -> Registry:
         started = time.monotonic()
         last_state, last_report = None, 0.0
         while True:
