@@ -38,23 +38,19 @@ def env(
     default: T,
     cast: Callable[[str], T] | None = None,
     *,
-    production_default: T | None = None,
     required_in_production: bool = False,
 ) -> T:
     """Return the environment variable ``name`` converted by ``cast``, or ``default``.
 
-    ``production_default`` replaces ``default`` when ``DJANGO_DEBUG`` is false, for values whose
-    development default would be unsafe in production (for example ``ALLOWED_HOSTS``).
+    With ``required_in_production``, a missing value is an error when ``DJANGO_DEBUG`` is false:
+    the default is for a developer machine only.
     """
     raw = os.environ.get(name)
     if raw is None or raw == "":
-        if not DEBUG:
-            if required_in_production:
-                raise ImproperlyConfigured(
-                    f"{name} must be set when DJANGO_DEBUG is false (see .env.example)."
-                )
-            if production_default is not None:
-                return production_default
+        if required_in_production and not DEBUG:
+            raise ImproperlyConfigured(
+                f"{name} must be set when DJANGO_DEBUG is false (see .env.example)."
+            )
         return default
     if cast is None:
         return raw  # type: ignore[return-value]
@@ -76,8 +72,8 @@ def env_float(name: str, default: float) -> float:
     return env(name, default, float)
 
 
-def env_list(name: str, default: list[str], **kwargs: object) -> list[str]:
-    return env(name, default, _parse_list, **kwargs)  # type: ignore[arg-type]
+def env_list(name: str, default: list[str], *, required_in_production: bool = False) -> list[str]:
+    return env(name, default, _parse_list, required_in_production=required_in_production)
 
 
 # DEBUG is read first and by itself: it decides how every other variable falls back.

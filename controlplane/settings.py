@@ -19,8 +19,9 @@ from controlplane.env import env, env_float, env_int, env_list
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Local state of the embedded default. Production (DJANGO_DEBUG=false) must name its database and
+# broker, so nothing is ever written here there.
 VAR_DIR = Path(env("CONTROLPLANE_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = _DEBUG
 SECRET_KEY = env(
@@ -83,12 +84,13 @@ TEMPLATES = [
 _SQLITE_DEFAULT = f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}"
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", _SQLITE_DEFAULT),
+        env("DATABASE_URL", _SQLITE_DEFAULT, required_in_production=True),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -111,16 +113,22 @@ else:
 # --- Celery ---------------------------------------------------------------------------------
 # CELERY_BROKER_URL (or, failing that, REDIS_URL) selects Redis. The embedded default is kombu's
 # filesystem transport: one folder that the web process writes to and the worker reads from.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://localhost//")
+CELERY_BROKER_URL = env(
+    "CELERY_BROKER_URL",
+    REDIS_URL or "filesystem://localhost//",
+    required_in_production=not REDIS_URL,
+)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("CELERY_FILESYSTEM_DIR", str(VAR_DIR / "celery")))
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Where kombu keeps its exchange bindings; it defaults to ./control in the working dir.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 # A broker that is down must not hang the request that enqueued: the pending row is the durable
@@ -140,7 +148,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 CELERY_TASK_ALWAYS_EAGER = False
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "registries.redrive_stalled": {
+        "task": "registries.redrive_stalled",
+        "schedule": env_float("REGISTRY_REDRIVE_INTERVAL_SECONDS", 60.0),
+    },
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Registry -------------------------------------------------------------------------------
@@ -154,6 +167,9 @@ REGISTRY_STORAGE_DIR = env("REGISTRY_STORAGE_DIR", str(VAR_DIR / "registry" / "d
 REGISTRY_PROVISION_MAX_ATTEMPTS = env_int("REGISTRY_PROVISION_MAX_ATTEMPTS", 6)
 REGISTRY_PROVISION_BACKOFF_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_SECONDS", 2.0)
 REGISTRY_PROVISION_BACKOFF_MAX_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_MAX_SECONDS", 120.0)
+# A pending or provisioning registry that has not moved for this long is provisioned again by
+# Celery beat. Keep it above the longest backoff and CELERY_TASK_TIME_LIMIT.
+REGISTRY_STALLED_AFTER_SECONDS = env_float("REGISTRY_STALLED_AFTER_SECONDS", 300.0)
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -34,6 +34,19 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 "REGISTRY_PROVISION_MAX_ATTEMPTS must be at least 1.", id="registries.E003"
             )
         )
+    longest_wait = max(
+        settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS, settings.CELERY_TASK_TIME_LIMIT
+    )
+    if longest_wait >= settings.REGISTRY_STALLED_AFTER_SECONDS:
+        errors.append(
+            checks.Warning(
+                f"REGISTRY_STALLED_AFTER_SECONDS={settings.REGISTRY_STALLED_AFTER_SECONDS} is not "
+                f"above the longest backoff or task time limit ({longest_wait}s): registries "
+                "waiting for a retry would be provisioned twice.",
+                hint="Raise REGISTRY_STALLED_AFTER_SECONDS.",
+                id="registries.W001",
+            )
+        )
     return errors
 
 

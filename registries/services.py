@@ -126,13 +126,21 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
     becomes ``provisioning``; the driver prepares the namespace; then the registry becomes
     ``ready`` and its URL is published to the cluster's agent environment, in one transaction.
     A transient failure goes back to ``pending`` and asks for a retry until
-    ``REGISTRY_PROVISION_MAX_ATTEMPTS``; then, or on a permanent failure, ``failed``.
+    ``REGISTRY_PROVISION_MAX_ATTEMPTS``; then, or on any other failure, ``failed``: an operator
+    retries it (``registry_retry``) once the cause is fixed.
     """
     with transaction.atomic():
         registry = _lock(registry_id)
         if registry is None or registry.state not in (State.PENDING, State.PROVISIONING):
             return ProvisionResult(state=registry.state if registry else None)
         resumed = registry.state == State.PROVISIONING
+        if registry.attempts >= settings.REGISTRY_PROVISION_MAX_ATTEMPTS:
+            # Attempts that never finished (a worker killed each time) count against the budget
+            # too, so a task that always dies cannot be redelivered forever.
+            error = f"no attempt finished after {registry.attempts} attempts"
+            _transition(registry, State.FAILED, message=error, last_error=error)
+            logger.warning("registry.provision.failed", extra={"registry_id": str(registry.pk)})
+            return ProvisionResult(state=State.FAILED, attempts=registry.attempts)
         _transition(
             registry,
             State.PROVISIONING,
@@ -144,26 +152,30 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
 
     try:
         url = get_driver(registry.driver).provision(namespace=registry.namespace)
+        with transaction.atomic():
+            registry = _lock(registry_id)
+            if registry is None or registry.state != State.PROVISIONING:
+                return ProvisionResult(state=registry.state if registry else None)
+            _transition(registry, State.READY, url=url, last_error="", ready_at=timezone.now())
+            agent_environment_set(
+                cluster=registry.cluster,
+                name=REGISTRY_URL_VARIABLE,
+                value=url,
+                source=ENVIRONMENT_SOURCE,
+            )
     except DriverError as exc:
         return _provision_failed(registry_id, exc)
-
-    with transaction.atomic():
-        registry = _lock(registry_id)
-        if registry is None or registry.state != State.PROVISIONING:
-            return ProvisionResult(state=registry.state if registry else None)
-        now = timezone.now()
-        _transition(registry, State.READY, url=url, last_error="", ready_at=now)
-        agent_environment_set(
-            cluster=registry.cluster,
-            name=REGISTRY_URL_VARIABLE,
-            value=url,
-            source=ENVIRONMENT_SOURCE,
-        )
+    except (ValidationError, ValueError, TypeError, LookupError) as exc:
+        # A bug or bad data, not the registry: retrying the same code would fail the same way.
+        logger.exception("registry.provision.error", extra=log_extra)
+        return _provision_failed(registry_id, DriverError(f"{type(exc).__name__}: {exc}"))
     logger.info("registry.provision.ready", extra={**log_extra, "url": url})
     return ProvisionResult(state=State.READY, attempts=registry.attempts)
 
 
 def _provision_failed(registry_id: uuid.UUID | str, exc: DriverError) -> ProvisionResult:
+    """Record a failed attempt: back to ``pending`` to retry a transient failure with attempts
+    left, otherwise ``failed``."""
     transient = isinstance(exc, RegistryUnavailable)
     with transaction.atomic():
         registry = _lock(registry_id)

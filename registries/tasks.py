@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
 
+from registries.selectors import registries_stalled
 from registries.services import registry_provision
+
+logger = logging.getLogger(__name__)
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -22,16 +27,30 @@ def backoff_seconds(attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not cryptography
 
 
+# Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task.
 @shared_task(  # type: ignore[untyped-decorator]
     bind=True,
     name="registries.provision",
     acks_late=True,
     max_retries=None,  # the registry row counts attempts; see REGISTRY_PROVISION_MAX_ATTEMPTS
-    soft_time_limit=60,
-    time_limit=90,
 )
 def provision_registry(self: Task, registry_id: str) -> str | None:
     result = registry_provision(registry_id=registry_id)
     if result.retry:
         raise self.retry(countdown=backoff_seconds(result.attempts))
     return result.state
+
+
+@shared_task(name="registries.redrive_stalled")  # type: ignore[untyped-decorator]
+def redrive_stalled_registries() -> list[str]:
+    """Enqueue provisioning again for registries that have not moved for a while (Celery beat)."""
+    stalled = registries_stalled(
+        stalled_for=timedelta(seconds=settings.REGISTRY_STALLED_AFTER_SECONDS)
+    )
+    for registry in stalled:
+        logger.warning(
+            "registry.provision.redriven",
+            extra={"registry_id": str(registry.pk), "state": registry.state},
+        )
+        provision_registry.delay(str(registry.pk))
+    return [str(registry.pk) for registry in stalled]

@@ -15,6 +15,8 @@ from django.conf import settings
 from registries.drivers.base import DriverError, RegistryUnavailable
 
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
+#: Besides 5xx, answers that say "not now" rather than "not this": a timeout, a rate limit.
+TRANSIENT_STATUSES = frozenset({408, 429})
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class DistributionDriver:
             response = requests.get(endpoint, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise RegistryUnavailable(f"GET {endpoint} failed: {exc}") from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES:
             raise RegistryUnavailable(f"GET {endpoint} answered {response.status_code}")
         if response.status_code not in (200, 401):
             raise DriverError(

@@ -14,6 +14,7 @@ from controlplane import env
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGURATION = {
+    "DJANGO_ALLOWED_HOSTS",
     "DATABASE_URL",
     "CELERY_BROKER_URL",
     "REDIS_URL",
@@ -89,10 +90,33 @@ def test_database_url_and_redis_url_switch_to_the_production_components(tmp_path
     ]
 
 
-def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
-    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path), DJANGO_DEBUG="false")
+PRODUCTION = {
+    "DJANGO_DEBUG": "false",
+    "DJANGO_SECRET_KEY": "a-real-secret",
+    "DJANGO_ALLOWED_HOSTS": "controlplane.example",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/controlplane",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"],
+)
+def test_production_refuses_to_start_without_what_it_needs(tmp_path: Path, missing: str) -> None:
+    environment = {k: v for k, v in PRODUCTION.items() if k != missing}
+    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path / "var"), **environment)
     assert result.returncode == 1
+    # Without REDIS_URL nothing names a broker: the error names the variable to set.
+    variable = "CELERY_BROKER_URL" if missing == "REDIS_URL" else missing
     assert (
-        "django.core.exceptions.ImproperlyConfigured: DJANGO_SECRET_KEY must be set when "
+        f"django.core.exceptions.ImproperlyConfigured: {variable} must be set when "
         "DJANGO_DEBUG is false (see .env.example)." in result.stderr
     )
+
+
+def test_production_writes_nothing_to_the_local_state_folder(tmp_path: Path) -> None:
+    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path / "var"), **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "django.db.backends.postgresql"
+    assert not (tmp_path / "var").exists()

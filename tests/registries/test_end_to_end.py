@@ -129,8 +129,8 @@ def test_the_demo_prints_the_environment_with_a_registry_url_that_answers(
 
     registry = Registry.objects.get()
     output = out.getvalue()
-    assert f"export BUILDKITE_HOSTED_REGISTRY_URL='{registry.url}'\n" in output
-    assert "export BUILDKITE_COMPUTE_TYPE='hosted'\n" in output
+    assert f"export BUILDKITE_HOSTED_REGISTRY_URL=$'{registry.url}'\n" in output
+    assert "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n" in output
     assert output.endswith(
         f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n"
         f"GET http://{registry_process.host}/v2/ answered 200: the registry is up.\n"

@@ -179,3 +179,36 @@ def test_backoff_is_capped(settings) -> None:
     settings.REGISTRY_PROVISION_BACKOFF_SECONDS = 2.0
     settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS = 10.0
     assert all(5.0 <= backoff_seconds(30) <= 10.0 for _ in range(100))
+
+
+def test_an_error_that_is_not_the_registrys_fails_the_registry_instead_of_leaving_it_stuck(
+    registry, registry_settings
+) -> None:
+    # Another source already owns the variable the registry publishes.
+    AgentEnvironmentVariable.objects.create(
+        cluster=registry.cluster, name="BUILDKITE_HOSTED_REGISTRY_URL", value="x", source="other"
+    )
+
+    result = registry_provision(registry_id=registry.pk)
+
+    registry.refresh_from_db()
+    assert (result.state, result.retry) == (State.FAILED, False)
+    assert registry.state == State.FAILED
+    assert registry.last_error == (
+        "ValidationError: {'name': [\"BUILDKITE_HOSTED_REGISTRY_URL is owned by the 'other' "
+        'source."]}'
+    )
+    assert registry.url == ""
+    assert AgentEnvironmentVariable.objects.get(cluster=registry.cluster).value == "x"
+
+
+def test_attempts_that_never_finish_count_against_the_budget(registry, settings) -> None:
+    settings.REGISTRY_PROVISION_MAX_ATTEMPTS = 3
+    Registry.objects.filter(pk=registry.pk).update(state=State.PROVISIONING, attempts=3)
+
+    result = registry_provision(registry_id=registry.pk)
+
+    registry.refresh_from_db()
+    assert (result.state, registry.state) == (State.FAILED, State.FAILED)
+    assert registry.last_error == "no attempt finished after 3 attempts"
+    assert transitions(registry) == [(State.PROVISIONING, State.FAILED, 3)]

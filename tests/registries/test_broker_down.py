@@ -1,0 +1,58 @@
+"""With the broker down, creating a hosted queue still succeeds and leaves the pending registry:
+the durable record that provisioning is owed (DESIGN.md, "The main flow", step 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from registries.models import Registry, RegistryEvent, State
+from tests.clusters.factories import ClusterFactory
+from tests.support.processes import ROOT, database_url_for_children, free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CREATE_QUEUE = """
+from clusters import services
+from clusters.models import Cluster
+services.queue_create(
+    cluster=Cluster.objects.get(pk="{cluster_id}"), key="linux", instance_shape="LINUX_AMD64_2X4"
+)
+print("created")
+"""
+
+
+def test_a_hosted_queue_is_created_and_its_registry_stays_pending_when_the_broker_is_down() -> None:
+    cluster = ClusterFactory()
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", CREATE_QUEUE.format(cluster_id=cluster.pk)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "DATABASE_URL": database_url_for_children(),
+            "CELERY_BROKER_URL": closed,
+            "REDIS_URL": "",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("created\n")
+    assert time.monotonic() - started < 30  # gave up on the broker instead of hanging
+    registry = Registry.objects.get(cluster=cluster)
+    assert registry.state == State.PENDING
+    assert cluster.queues.get().key == "linux"
+    assert RegistryEvent.objects.filter(registry=registry).count() == 1
+    assert "registry.provision.enqueue_failed" in result.stderr
+    assert f"registry_id={registry.pk}" in result.stderr
