@@ -6,15 +6,16 @@ registry exactly as one created through the API does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.forms import ModelForm
+from django.forms import ChoiceField, ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from clusters import services
+from clusters import instance_shapes, services
 from clusters.models import (
     AgentEnvironmentVariable,
     Cluster,
@@ -22,11 +23,11 @@ from clusters.models import (
     Organization,
     Queue,
 )
-from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, adopt
+from controlplane.admin import NoDeleteAdmin, ReadOnlyAdmin, ReadOnlyTabularInline, adopt
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin[Organization]):
+class OrganizationAdmin(NoDeleteAdmin):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
 
@@ -55,7 +56,7 @@ class AgentEnvironmentInline(ReadOnlyTabularInline):
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin[Cluster]):
+class ClusterAdmin(NoDeleteAdmin):
     list_display = ["name", "organization", "id", "created_at"]
     list_filter = ["organization"]
     search_fields = ["name", "id", "organization__slug"]
@@ -80,7 +81,15 @@ class ClusterAdmin(admin.ModelAdmin[Cluster]):
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
         if change:
-            obj.save()
+            data = form.cleaned_data
+            services.cluster_update(
+                cluster=obj,
+                name=data["name"],
+                description=data["description"],
+                emoji=data["emoji"],
+                color=data["color"],
+                default_queue=data["default_queue"],
+            )
             return
         adopt(
             obj,
@@ -97,8 +106,34 @@ class ClusterAdmin(admin.ModelAdmin[Cluster]):
         return super().get_inline_instances(request, obj) if obj else []
 
 
+class QueueChangeForm(ModelForm[Queue]):
+    """Offers only the shapes the queue may take: same machine type and architecture, or none
+    for a self-hosted queue (queues never convert)."""
+
+    class Meta:
+        model = Queue
+        fields = ["description", "instance_shape"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.instance_shape
+        field = cast(ChoiceField, self.fields["instance_shape"])
+        field.choices = [
+            (name, name or "(self-hosted)")
+            for name in ["", *instance_shapes.SHAPES]
+            if services.queue_shape_change_error(current, name) is None
+        ]
+
+    def clean_instance_shape(self) -> str:
+        # An empty choice is valid for a ChoiceField whatever its choices: check it here too.
+        shape: str = self.cleaned_data["instance_shape"]
+        if error := services.queue_shape_change_error(self.instance.instance_shape, shape):
+            raise ValidationError(error)
+        return shape
+
+
 @admin.register(Queue)
-class QueueAdmin(admin.ModelAdmin[Queue]):
+class QueueAdmin(NoDeleteAdmin):
     list_display = ["key", "cluster", "instance_shape", "created_at"]
     list_filter = ["instance_shape", "cluster__organization"]
     search_fields = ["key", "cluster__name", "id"]
@@ -107,12 +142,21 @@ class QueueAdmin(admin.ModelAdmin[Queue]):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["id", "cluster", "key", "created_at"] if obj else ["id", "created_at"]
 
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm[Any]]:
+        if obj is not None:
+            kwargs["form"] = QueueChangeForm
+        return super().get_form(request, obj, change, **kwargs)
+
     def save_model(
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
         if change:
             services.queue_update(
-                queue=obj, description=obj.description, instance_shape=obj.instance_shape
+                queue=obj,
+                description=form.cleaned_data["description"],
+                instance_shape=form.cleaned_data["instance_shape"],
             )
             return
         adopt(
@@ -127,7 +171,7 @@ class QueueAdmin(admin.ModelAdmin[Queue]):
 
 
 @admin.register(ClusterAgentToken)
-class ClusterAgentTokenAdmin(admin.ModelAdmin[ClusterAgentToken]):
+class ClusterAgentTokenAdmin(NoDeleteAdmin):
     list_display = ["description", "token_prefix", "cluster", "expires_at", "revoked_at", "active"]
     list_filter = ["cluster__organization"]
     search_fields = ["description", "token_prefix", "cluster__name"]
@@ -152,7 +196,7 @@ class ClusterAgentTokenAdmin(admin.ModelAdmin[ClusterAgentToken]):
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
         if change:
-            obj.save(update_fields=["description"])
+            services.agent_token_update(token=obj, description=form.cleaned_data["description"])
             return
         token, secret = services.agent_token_create(
             cluster=obj.cluster, description=obj.description, expires_at=obj.expires_at

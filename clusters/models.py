@@ -58,7 +58,7 @@ class Cluster(models.Model):
 
     A cluster gets one container registry, provisioned when its first hosted queue is created.
     ``default_queue`` is where agents that name no queue go; it always belongs to this cluster
-    (``cluster_update`` checks it).
+    (``clean`` checks it, and ``cluster_update`` calls ``clean``).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

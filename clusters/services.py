@@ -28,6 +28,38 @@ from clusters.signals import first_hosted_queue_created
 
 logger = logging.getLogger(__name__)
 
+#: Names no source may publish into a job environment: those buildkite-agent protects from job
+#: environments (its env/protected.go), and those that change how processes and shells run.
+RESERVED_VARIABLES = frozenset(
+    {
+        "BUILDKITE_BIN_PATH",
+        "BUILDKITE_BUILD_PATH",
+        "BUILDKITE_COMMAND_EVAL",
+        "BUILDKITE_CONFIG_PATH",
+        "BUILDKITE_GIT_MIRRORS_PATH",
+        "BUILDKITE_HOOKS_PATH",
+        "BUILDKITE_LOCAL_HOOKS_ENABLED",
+        "BUILDKITE_PLUGINS_ENABLED",
+        "BUILDKITE_PLUGINS_PATH",
+        "BUILDKITE_SHELL",
+        "BASH_ENV",
+        "BASHOPTS",
+        "CDPATH",
+        "ENV",
+        "GLOBIGNORE",
+        "HOME",
+        "IFS",
+        "LD_AUDIT",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "PATH",
+        "PROMPT_COMMAND",
+        "PS4",
+        "SHELL",
+        "SHELLOPTS",
+    }
+)
+
 AGENT_TOKEN_PREFIX = "bkct_"  # noqa: S105 - a marker for secret scanners, not a secret
 
 
@@ -55,16 +87,43 @@ def cluster_create(
     return cluster
 
 
-def _validate_instance_shape(instance_shape: str) -> None:
+class _Unset:
+    """Marks an argument that was not given, where None is a meaningful value."""
+
+
+UNSET = _Unset()
+
+
+def cluster_update(
+    *,
+    cluster: Cluster,
+    name: str | None = None,
+    description: str | None = None,
+    emoji: str | None = None,
+    color: str | None = None,
+    default_queue: Queue | None | _Unset = UNSET,
+) -> Cluster:
+    """Change what was given; ``default_queue=None`` clears the default queue, which must
+    otherwise be one of this cluster's queues."""
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        changes = {"name": name, "description": description, "emoji": emoji, "color": color}
+        for field, value in changes.items():
+            if value is not None:
+                setattr(cluster, field, value)
+        if not isinstance(default_queue, _Unset):
+            cluster.default_queue = default_queue
+        cluster.full_clean()
+        cluster.save()
+    return cluster
+
+
+def _unknown_shape_error(instance_shape: str) -> str | None:
     if instance_shape and instance_shape not in instance_shapes.SHAPES:
-        raise ValidationError(
-            {
-                "instance_shape": (
-                    f"{instance_shape!r} is not a known instance shape; use one of "
-                    + ", ".join(instance_shapes.SHAPES)
-                )
-            }
+        return f"{instance_shape!r} is not a known instance shape; use one of " + ", ".join(
+            instance_shapes.SHAPES
         )
+    return None
 
 
 def queue_create(
@@ -80,7 +139,8 @@ def queue_create(
     and exactly one of them sees itself as the cluster's first hosted queue and sends
     ``first_hosted_queue_created`` (inside this transaction).
     """
-    _validate_instance_shape(instance_shape)
+    if error := _unknown_shape_error(instance_shape):
+        raise ValidationError({"instance_shape": error})
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         if cluster.queues.filter(key=key).exists():
@@ -112,35 +172,47 @@ def queue_create(
     return queue
 
 
-def queue_update(
-    *, queue: Queue, description: str | None = None, instance_shape: str | None = None
-) -> Queue:
-    """Change a queue's description or resize a hosted queue.
+def queue_shape_change_error(current: str, new: str) -> str | None:
+    """Why a queue with shape ``current`` cannot take shape ``new``, or None if it can.
 
     A queue never converts between hosted and self-hosted, and a hosted queue keeps its machine
     type and architecture: only its size may change (as on Buildkite).
     """
-    if instance_shape is not None and instance_shape != queue.instance_shape:
-        _validate_instance_shape(instance_shape)
-        if not queue.hosted or not instance_shape:
-            raise ValidationError(
-                {"instance_shape": "A queue cannot change between hosted and self-hosted."}
-            )
-        old, new = instance_shapes.get(queue.instance_shape), instance_shapes.get(instance_shape)
-        if (old.machine_type, old.architecture) != (new.machine_type, new.architecture):
-            raise ValidationError(
-                {
-                    "instance_shape": (
-                        f"Instance shape cannot be changed to {instance_shape}: only the size "
-                        f"of a {old.machine_type}/{old.architecture} queue can change."
-                    )
-                }
-            )
-        queue.instance_shape = instance_shape
-    if description is not None:
-        queue.description = description
-    queue.full_clean()
-    queue.save(update_fields=["description", "instance_shape"])
+    if new == current:
+        return None
+    if error := _unknown_shape_error(new):
+        return error
+    if not current or not new:
+        return "A queue cannot change between hosted and self-hosted."
+    old_shape, new_shape = instance_shapes.get(current), instance_shapes.get(new)
+    if (old_shape.machine_type, old_shape.architecture) != (
+        new_shape.machine_type,
+        new_shape.architecture,
+    ):
+        return (
+            f"Instance shape cannot be changed to {new}: only the size of a "
+            f"{old_shape.machine_type}/{old_shape.architecture} queue can change."
+        )
+    return None
+
+
+def queue_update(
+    *, queue: Queue, description: str | None = None, instance_shape: str | None = None
+) -> Queue:
+    """Change a queue's description, or resize a hosted queue (see ``queue_shape_change_error``).
+
+    The checks run against the stored row, locked, not against the caller's copy of it.
+    """
+    with transaction.atomic():
+        queue = Queue.objects.select_for_update().get(pk=queue.pk)
+        if instance_shape is not None:
+            if error := queue_shape_change_error(queue.instance_shape, instance_shape):
+                raise ValidationError({"instance_shape": error})
+            queue.instance_shape = instance_shape
+        if description is not None:
+            queue.description = description
+        queue.full_clean()
+        queue.save(update_fields=["description", "instance_shape"])
     return queue
 
 
@@ -166,6 +238,14 @@ def agent_token_create(
     return token, secret
 
 
+def agent_token_update(*, token: ClusterAgentToken, description: str) -> ClusterAgentToken:
+    """Change a token's description. Its secret and expiry never change."""
+    token.description = description
+    token.full_clean()
+    token.save(update_fields=["description"])
+    return token
+
+
 def agent_token_revoke(*, token: ClusterAgentToken) -> ClusterAgentToken:
     """Revoke a token at once; revoking a revoked token changes nothing."""
     ClusterAgentToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
@@ -181,11 +261,15 @@ def agent_environment_set(
 ) -> AgentEnvironmentVariable:
     """Publish ``name=value`` to every job on the cluster's hosted agents. Idempotent.
 
-    A variable belongs to the ``source`` that first set it; another source may not overwrite it,
-    and the platform's own variables (``BUILDKITE_CLUSTER_ID`` and the like) are not settable.
+    A variable belongs to the ``source`` that first set it; another source may not overwrite it.
+    Reserved names (``RESERVED_VARIABLES``, ``BUILDKITE_AGENT_*``) are refused.
     """
     if name in PLATFORM_VARIABLES:
         raise ValidationError({"name": f"{name} is set by the platform for every job."})
+    if name in RESERVED_VARIABLES or name.startswith("BUILDKITE_AGENT_"):
+        raise ValidationError({"name": f"{name} is reserved: jobs must not receive it from here."})
+    if "\x00" in value:
+        raise ValidationError({"value": "Must not contain NUL characters."})
     AgentEnvironmentVariable(cluster=cluster, name=name, value=value, source=source).full_clean(
         validate_constraints=False
     )

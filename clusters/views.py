@@ -39,7 +39,7 @@ class AgentEnvironmentView(APIView):
         if key:
             queue = Queue.objects.filter(cluster=cluster, key=key).first()
         elif cluster.default_queue_id:
-            queue = Queue.objects.filter(pk=cluster.default_queue_id).first()
+            queue = Queue.objects.filter(cluster=cluster, pk=cluster.default_queue_id).first()
         else:
             raise QueueRequired()
         if queue is None:

@@ -15,6 +15,14 @@ def adopt(obj: models.Model, created: models.Model) -> None:
     obj.__dict__.update(created.__dict__)
 
 
+class NoDeleteAdmin(admin.ModelAdmin[Any]):
+    """For rows whose deletion has consequences a service must handle (a cluster's registry, a
+    token's record): the admin offers no delete until that service exists."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
     """For rows that only the system writes: operators may look, never add, edit or delete."""
 

@@ -11,7 +11,11 @@ from django.test import Client
 from clusters.models import Cluster, ClusterAgentToken, Organization, Queue
 from clusters.selectors import agent_token_authenticate
 from registries.models import Registry, State
-from tests.clusters.factories import ClusterFactory, OrganizationFactory
+from tests.clusters.factories import (
+    ClusterAgentTokenFactory,
+    ClusterFactory,
+    OrganizationFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -30,10 +34,10 @@ def test_every_model_of_the_apps_is_in_the_admin() -> None:
 
 
 def test_adding_a_hosted_queue_in_the_admin_owes_the_cluster_a_registry(
-    operator: Client, django_capture_on_commit_callbacks
+    operator: Client, django_capture_on_commit_callbacks, broker_queue
 ) -> None:
     cluster = ClusterFactory()
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         response = operator.post(
             "/admin/clusters/queue/add/",
             {"cluster": cluster.pk, "key": "linux-small", "instance_shape": "LINUX_AMD64_2X4",
@@ -43,8 +47,9 @@ def test_adding_a_hosted_queue_in_the_admin_owes_the_cluster_a_registry(
     queue = Queue.objects.get()
     assert response["Location"] == "/admin/clusters/queue/"
     assert (queue.key, queue.instance_shape) == ("linux-small", "LINUX_AMD64_2X4")
-    assert Registry.objects.get(cluster=cluster).state == State.PENDING
-    assert len(callbacks) == 1  # the provisioning task, sent once the request commits
+    registry = Registry.objects.get(cluster=cluster)
+    assert registry.state == State.PENDING
+    assert broker_queue.drain() == [("registries.provision", (str(registry.pk),))]
 
 
 def test_an_invalid_queue_in_the_admin_is_refused_and_nothing_is_written(operator: Client) -> None:
@@ -121,7 +126,7 @@ def test_the_default_queue_must_be_in_the_cluster(operator: Client) -> None:
 
 
 def test_registries_are_read_only_but_a_failed_one_can_be_retried(
-    operator: Client, django_capture_on_commit_callbacks
+    operator: Client, django_capture_on_commit_callbacks, broker_queue
 ) -> None:
     cluster = ClusterFactory()
     registry = Registry.objects.create(
@@ -131,7 +136,7 @@ def test_registries_are_read_only_but_a_failed_one_can_be_retried(
     page = operator.get(f"/admin/registries/registry/{registry.pk}/change/")
     assert page.status_code == 200
     assert 'name="state"' not in page.text  # no editable field
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         response = operator.post(
             "/admin/registries/registry/",
             {"action": "retry", "_selected_action": [registry.pk]},
@@ -139,5 +144,63 @@ def test_registries_are_read_only_but_a_failed_one_can_be_retried(
     assert response.status_code == 302
     registry.refresh_from_db()
     assert registry.state == State.PENDING
-    assert len(callbacks) == 1
+    assert broker_queue.drain() == [("registries.provision", (str(registry.pk),))]
     assert operator.get("/admin/registries/registry/add/").status_code == 403
+
+
+def edit_queue(operator: Client, queue: Queue, shape: str) -> object:
+    return operator.post(
+        f"/admin/clusters/queue/{queue.pk}/change/",
+        {"description": "edited", "instance_shape": shape},
+    )
+
+
+def test_a_hosted_queue_can_be_resized_in_the_admin(operator: Client) -> None:
+    queue = Queue.objects.create(
+        cluster=ClusterFactory(), key="q", instance_shape="LINUX_AMD64_2X4"
+    )
+    page = operator.get(f"/admin/clusters/queue/{queue.pk}/change/")
+    assert 'value="LINUX_AMD64_8X32"' in page.text
+    assert 'value="LINUX_ARM64_2X4"' not in page.text
+    assert 'value="MACOS_ARM64_M4_6X28"' not in page.text
+    assert "(self-hosted)" not in page.text
+
+    response = edit_queue(operator, queue, "LINUX_AMD64_8X32")
+
+    assert response.status_code == 302
+    queue.refresh_from_db()
+    assert (queue.instance_shape, queue.description) == ("LINUX_AMD64_8X32", "edited")
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "message"),
+    [
+        ("", "MACOS_ARM64_M4_6X28", "Select a valid choice."),
+        ("LINUX_AMD64_2X4", "", "A queue cannot change between hosted and self-hosted."),
+        ("LINUX_AMD64_2X4", "LINUX_ARM64_2X4", "Select a valid choice."),
+    ],
+)
+def test_a_queue_never_converts_in_the_admin(
+    operator: Client, before: str, after: str, message: str
+) -> None:
+    queue = Queue.objects.create(cluster=ClusterFactory(), key="q", instance_shape=before)
+    response = edit_queue(operator, queue, after)
+    assert response.status_code == 200
+    assert message in response.text
+    queue.refresh_from_db()
+    assert (queue.instance_shape, queue.description) == (before, "")
+    assert Registry.objects.count() == 0
+
+
+def test_the_admin_deletes_nothing_that_needs_a_service_to_delete(operator: Client) -> None:
+    queue = Queue.objects.create(cluster=ClusterFactory(), key="q")
+    token = ClusterAgentTokenFactory(cluster=queue.cluster)
+    for url in (
+        f"/admin/clusters/queue/{queue.pk}/delete/",
+        f"/admin/clusters/cluster/{queue.cluster.pk}/delete/",
+        f"/admin/clusters/organization/{queue.cluster.organization.pk}/delete/",
+        f"/admin/clusters/clusteragenttoken/{token.pk}/delete/",
+    ):
+        assert operator.post(url, {"post": "yes"}).status_code == 403
+    assert Queue.objects.count() == 1
+    assert ClusterAgentToken.objects.count() == 1

@@ -73,21 +73,24 @@ def test_a_self_hosted_job_gets_the_cluster_variables_but_not_the_hosted_ones(ag
     }
 
 
-def test_shell_format_exports_every_value_single_quoted(agent, queue) -> None:
+def test_shell_format_exports_every_value_on_one_ansi_c_quoted_line(agent, queue) -> None:
     services.agent_environment_set(
-        cluster=queue.cluster, name="TRICKY", value='it\'s $(rm -rf /) `x` "y"\nz', source="t"
+        cluster=queue.cluster,
+        name="TRICKY",
+        value='it\'s $(rm -rf /) `x` "y" \\ \nz\t\x1b',
+        source="t",
     )
     response = agent.get(URL, {"queue": "linux-small", "format": "shell"})
     assert response.status_code == 200
     assert response["Content-Type"] == "text/x-shellscript; charset=utf-8"
     assert response.content.decode() == (
         f"# Job environment for queue linux-small of cluster {queue.cluster.pk}\n"
-        "export BUILDKITE_AGENT_META_DATA_QUEUE='linux-small'\n"
-        f"export BUILDKITE_CLUSTER_ID='{queue.cluster.pk}'\n"
-        "export BUILDKITE_CLUSTER_NAME='Open Source'\n"
-        "export BUILDKITE_COMPUTE_TYPE='hosted'\n"
-        "export BUILDKITE_HOSTED_REGISTRY_URL='127.0.0.1:5000/acme/0123456789ab'\n"
-        "export TRICKY='it'\\''s $(rm -rf /) `x` \"y\"\nz'\n"
+        "export BUILDKITE_AGENT_META_DATA_QUEUE=$'linux-small'\n"
+        f"export BUILDKITE_CLUSTER_ID=$'{queue.cluster.pk}'\n"
+        "export BUILDKITE_CLUSTER_NAME=$'Open Source'\n"
+        "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n"
+        "export BUILDKITE_HOSTED_REGISTRY_URL=$'127.0.0.1:5000/acme/0123456789ab'\n"
+        "export TRICKY=$'it\\'s $(rm -rf /) `x` \"y\" \\\\ \\nz\\t\\x1b'\n"
     )
 
 

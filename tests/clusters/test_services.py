@@ -219,6 +219,16 @@ def test_agent_environment_set_is_idempotent_and_owned_by_its_source() -> None:
     ("name", "message"),
     [
         ("BUILDKITE_CLUSTER_ID", "BUILDKITE_CLUSTER_ID is set by the platform for every job."),
+        ("PATH", "PATH is reserved: jobs must not receive it from here."),
+        ("LD_PRELOAD", "LD_PRELOAD is reserved: jobs must not receive it from here."),
+        (
+            "BUILDKITE_HOOKS_PATH",
+            "BUILDKITE_HOOKS_PATH is reserved: jobs must not receive it from here.",
+        ),
+        (
+            "BUILDKITE_AGENT_ACCESS_TOKEN",
+            "BUILDKITE_AGENT_ACCESS_TOKEN is reserved: jobs must not receive it from here.",
+        ),
         (
             "lower",
             "Use uppercase letters, digits and underscores, not starting with a digit.",
@@ -233,3 +243,43 @@ def test_agent_environment_set_refuses_bad_and_reserved_names(name: str, message
         )
     assert excinfo.value.message_dict == {"name": [message]}
     assert AgentEnvironmentVariable.objects.count() == 0
+
+
+def test_agent_environment_set_refuses_a_nul_character() -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        services.agent_environment_set(
+            cluster=ClusterFactory(), name="FOO", value="a\x00b", source="registry"
+        )
+    assert excinfo.value.message_dict == {"value": ["Must not contain NUL characters."]}
+    assert AgentEnvironmentVariable.objects.count() == 0
+
+
+def test_cluster_update_changes_what_was_given_and_checks_the_default_queue() -> None:
+    cluster = ClusterFactory(description="before")
+    queue = QueueFactory(cluster=cluster)
+    services.cluster_update(cluster=cluster, name="renamed", default_queue=queue)
+    cluster.refresh_from_db()
+    assert (cluster.name, cluster.description, cluster.default_queue) == (
+        "renamed",
+        "before",
+        queue,
+    )
+    with pytest.raises(ValidationError) as excinfo:
+        services.cluster_update(cluster=cluster, default_queue=QueueFactory())
+    assert excinfo.value.message_dict == {
+        "default_queue": ["The default queue must be in this cluster."]
+    }
+    services.cluster_update(cluster=cluster, default_queue=None)
+    cluster.refresh_from_db()
+    assert cluster.default_queue is None
+
+
+def test_queue_update_checks_the_stored_shape_not_the_callers_copy() -> None:
+    queue = QueueFactory(instance_shape="")
+    queue.instance_shape = "LINUX_AMD64_2X4"  # as an admin form leaves it before saving
+    with pytest.raises(ValidationError) as excinfo:
+        services.queue_update(queue=queue, instance_shape="LINUX_AMD64_2X4")
+    assert excinfo.value.message_dict == {
+        "instance_shape": ["A queue cannot change between hosted and self-hosted."]
+    }
+    assert Queue.objects.get(pk=queue.pk).instance_shape == ""
