@@ -1,18 +1,21 @@
-"""deploy/agent/hooks/environment, sourced by bash as buildkite-agent does, against the real API."""
+"""deploy/agent/hooks/environment, sourced by bash as buildkite-agent does, against the real API
+(and against a stand-in server for answers the API never gives)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clusters import services
+from tests.support.http import StandIn, stand_in_server
+from tests.support.processes import free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
 HOOK = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks" / "environment"
-# Sourcing the hook, then printing the resulting environment as JSON.
+# Source the hook, then print the resulting environment as JSON.
 SCRIPT = (
     f'source "{HOOK}" || exit $?; python3 -c "import json, os; print(json.dumps(dict(os.environ)))"'
 )
@@ -29,11 +32,18 @@ def source_hook(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def impostor() -> Iterator[StandIn]:
+    with stand_in_server() as server:
+        yield server
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_hook_exports_the_job_environment_and_never_runs_a_value(
     live_server, hosted_queue, tmp_path: Path
 ) -> None:
     canary = tmp_path / "pwned"
-    hostile = f'it\'s $(touch {canary}) `touch {canary}` "x"\nline two'
+    hostile = f'it\'s $(touch {canary}) `touch {canary}` "x" \\ \nline two\t\x1b[0m'
     services.agent_environment_set(
         cluster=hosted_queue.cluster, name="HOSTILE", value=hostile, source="test"
     )
@@ -59,6 +69,7 @@ def test_the_hook_exports_the_job_environment_and_never_runs_a_value(
     assert not canary.exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_hook_fails_the_job_with_the_servers_reason_on_a_bad_token(
     live_server, hosted_queue
 ) -> None:
@@ -72,9 +83,41 @@ def test_the_hook_fails_the_job_with_the_servers_reason_on_a_bad_token(
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == (
-        "curl: (22) The requested URL returned error: 401\n"
-        "controlplane environment hook: could not fetch the job environment from "
-        f'{live_server.url}: {{"message":"Invalid, expired or revoked agent token."}}\n'
+        f"controlplane environment hook: {live_server.url} answered 401: "
+        '{"message":"Invalid, expired or revoked agent token."}\n'
+    )
+
+
+def test_the_hook_refuses_a_page_that_is_not_an_environment(impostor) -> None:
+    result = source_hook({"CONTROLPLANE_URL": impostor.url, "CONTROLPLANE_AGENT_TOKEN": "x"})
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"controlplane environment hook: {impostor.url} answered with 'text/html', not "
+        "text/x-shellscript; is CONTROLPLANE_URL right?\n"
+    )
+
+
+def test_the_hook_evaluates_nothing_unless_every_line_is_an_export(
+    impostor, tmp_path: Path
+) -> None:
+    canary = tmp_path / "pwned"
+    impostor.headers = {"Content-Type": "text/x-shellscript; charset=utf-8"}
+    impostor.body = f"export A=$'fine'\ntouch {canary}\n"
+    result = source_hook({"CONTROLPLANE_URL": impostor.url, "CONTROLPLANE_AGENT_TOKEN": "x"})
+    assert result.returncode == 1
+    assert result.stderr == (
+        "controlplane environment hook: refusing the environment: unexpected line: "
+        f"touch {canary}\n"
+    )
+    assert not canary.exists()
+
+
+def test_the_hook_says_when_the_control_plane_is_unreachable(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = source_hook({"CONTROLPLANE_URL": url, "CONTROLPLANE_AGENT_TOKEN": "x"})
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        f"controlplane environment hook: could not reach the control plane at {url}.\n"
     )
 
 
