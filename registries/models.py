@@ -37,14 +37,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 class RegistryQuerySet(models.QuerySet["Registry"]):
-    def ready(self) -> RegistryQuerySet:
-        return self.filter(state=State.READY)
-
-    def pending(self) -> RegistryQuerySet:
-        return self.filter(state=State.PENDING)
-
-    def failed(self) -> RegistryQuerySet:
-        return self.filter(state=State.FAILED)
+    def owed_provisioning(self) -> RegistryQuerySet:
+        """Registries that a provisioning attempt should still move: pending or provisioning."""
+        return self.filter(state__in=[State.PENDING, State.PROVISIONING])
 
 
 class Registry(models.Model):

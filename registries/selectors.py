@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Q
 from django.utils import timezone
 
-from registries.models import Registry, State
+from registries.models import Registry
 
 
 def registries_stalled(*, stalled_for: timedelta) -> list[Registry]:
@@ -20,7 +19,7 @@ def registries_stalled(*, stalled_for: timedelta) -> list[Registry]:
     """
     cutoff = timezone.now() - stalled_for
     return list(
-        Registry.objects.filter(
-            Q(state=State.PENDING) | Q(state=State.PROVISIONING), state_changed_at__lt=cutoff
-        ).order_by("state_changed_at")
+        Registry.objects.owed_provisioning()
+        .filter(state_changed_at__lt=cutoff)
+        .order_by("state_changed_at")
     )
