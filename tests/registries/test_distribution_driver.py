@@ -40,23 +40,24 @@ def test_5xx_timeouts_and_rate_limits_are_transient(server: StandIn, status: int
     assert str(excinfo.value) == f"GET {server.url}/v2/ answered {status}"
 
 
-def test_a_server_that_is_not_a_registry_is_a_misconfiguration(server: StandIn) -> None:
-    server.status = 200  # text/html, no Docker-Distribution-API-Version header
+@pytest.mark.parametrize(
+    ("status", "headers", "reason"),
+    [
+        # A web server, not a registry: no Docker-Distribution-API-Version header.
+        (
+            200,
+            {"Content-Type": "text/html"},
+            "did not come from a registry (no 'Docker-Distribution-API-Version: registry/2.0' "
+            "header). Check REGISTRY_URL.",
+        ),
+        (404, REGISTRY, "answered 404; expected 200 or 401 from a registry. Check REGISTRY_URL."),
+    ],
+)
+def test_an_answer_that_is_not_a_registrys_is_a_misconfiguration(
+    server: StandIn, status: int, headers: dict[str, str], reason: str
+) -> None:
+    server.status, server.headers = status, headers
     with pytest.raises(DriverError) as excinfo:
         driver(server.url).provision(namespace="acme/0123")
     assert not isinstance(excinfo.value, RegistryUnavailable)
-    assert str(excinfo.value) == (
-        f"GET {server.url}/v2/ did not come from a registry (no 'Docker-Distribution-API-Version: "
-        "registry/2.0' header). Check REGISTRY_URL."
-    )
-
-
-def test_a_404_is_a_misconfiguration(server: StandIn) -> None:
-    server.status = 404
-    with pytest.raises(DriverError) as excinfo:
-        driver(server.url).provision(namespace="acme/0123")
-    assert not isinstance(excinfo.value, RegistryUnavailable)
-    assert str(excinfo.value) == (
-        f"GET {server.url}/v2/ answered 404; expected 200 or 401 from a registry. "
-        "Check REGISTRY_URL."
-    )
+    assert str(excinfo.value) == f"GET {server.url}/v2/ {reason}"
