@@ -72,7 +72,8 @@ def _enqueue_provision(registry: Registry) -> None:
     """Ask a worker to provision ``registry`` once the current transaction commits.
 
     If the broker cannot take the message, the registry stays ``pending``: that row, not the
-    message, is the record of the work owed, and the reconciler picks it up.
+    message, is the record of the work owed, and ``registries.redrive_stalled`` (Celery beat)
+    enqueues it again later.
     """
     from registries.tasks import provision_registry  # tasks import this module
 
