@@ -141,24 +141,25 @@ def queue_create(
     """
     if error := _unknown_shape_error(instance_shape):
         raise ValidationError({"instance_shape": error})
+    duplicate = ValidationError(
+        {"key": f"A queue with key {key!r} already exists in this cluster."}
+    )
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         if cluster.queues.filter(key=key).exists():
-            raise ValidationError(
-                {"key": f"A queue with key {key!r} already exists in this cluster."}
-            )
+            raise duplicate
         first_hosted = bool(instance_shape) and not cluster.queues.hosted().exists()
         queue = Queue(
             cluster=cluster, key=key, description=description, instance_shape=instance_shape
         )
-        queue.full_clean()
+        # Uniqueness was checked just above, under the lock, with a message naming the field;
+        # the field validators cover what the check constraints say.
+        queue.full_clean(validate_constraints=False)
         try:
             with transaction.atomic():
                 queue.save()
-        except IntegrityError as exc:  # a database without row locks (SQLite) raced us
-            raise ValidationError(
-                {"key": f"A queue with key {key!r} already exists in this cluster."}
-            ) from exc
+        except IntegrityError as exc:  # the constraint is the last guard, should a caller race
+            raise duplicate from exc
         logger.info(
             "queue.created",
             extra={

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clusters.authentication import ClusterAgentTokenAuthentication
-from clusters.models import ClusterAgentToken, Queue
+from clusters.models import ClusterAgentToken
 from clusters.renderers import ShellExportRenderer
 from clusters.selectors import agent_environment_for_queue
 
@@ -36,15 +36,15 @@ class AgentEnvironmentView(APIView):
         token = cast(ClusterAgentToken, request.auth)  # the only authentication class
         cluster = token.cluster
         key = request.query_params.get("queue", "")
+        # Through the related manager, so each queue found already carries ``cluster``.
         if key:
-            queue = Queue.objects.filter(cluster=cluster, key=key).first()
+            queue = cluster.queues.filter(key=key).first()
         elif cluster.default_queue_id:
-            queue = Queue.objects.filter(cluster=cluster, pk=cluster.default_queue_id).first()
+            queue = cluster.queues.filter(pk=cluster.default_queue_id).first()
         else:
             raise QueueRequired()
         if queue is None:
             raise exceptions.NotFound(f"No queue {key!r} found in this agent token's cluster.")
-        queue.cluster = cluster
         entries = agent_environment_for_queue(queue=queue)
         return Response(
             {

@@ -64,6 +64,11 @@ def _transition(registry: Registry, to_state: str, *, message: str = "", **chang
     registry.save(update_fields=["state", "state_changed_at", *changes])
 
 
+def _left_as_is(registry: Registry | None) -> ProvisionResult:
+    """The result of an attempt that found nothing for it to do (gone, or moved on)."""
+    return ProvisionResult(state=registry.state if registry else None)
+
+
 def _lock(registry_id: uuid.UUID | str) -> Registry | None:
     return Registry.objects.select_for_update().filter(pk=registry_id).first()
 
@@ -133,7 +138,7 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
     with transaction.atomic():
         registry = _lock(registry_id)
         if registry is None or registry.state not in (State.PENDING, State.PROVISIONING):
-            return ProvisionResult(state=registry.state if registry else None)
+            return _left_as_is(registry)
         resumed = registry.state == State.PROVISIONING
         if registry.attempts >= settings.REGISTRY_PROVISION_MAX_ATTEMPTS:
             # Attempts that never finished (a worker killed each time) count against the budget
@@ -156,7 +161,7 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
         with transaction.atomic():
             registry = _lock(registry_id)
             if registry is None or registry.state != State.PROVISIONING:
-                return ProvisionResult(state=registry.state if registry else None)
+                return _left_as_is(registry)
             _transition(registry, State.READY, url=url, last_error="", ready_at=timezone.now())
             agent_environment_set(
                 cluster=registry.cluster,
@@ -181,7 +186,7 @@ def _provision_failed(registry_id: uuid.UUID | str, exc: DriverError) -> Provisi
     with transaction.atomic():
         registry = _lock(registry_id)
         if registry is None or registry.state != State.PROVISIONING:
-            return ProvisionResult(state=registry.state if registry else None)
+            return _left_as_is(registry)
         retry = transient and registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS
         error = str(exc)
         if retry:

@@ -38,8 +38,9 @@ class DistributionDriver:
         self.check_api()
         return f"{self.public_host}/{namespace}"
 
-    def check_api(self) -> None:
-        """``GET /v2/`` must answer 200, or 401 with a challenge, from a Distribution registry."""
+    def check_api(self) -> int:
+        """``GET /v2/`` must answer 200, or 401 with a challenge, from a Distribution registry.
+        Returns the status; raises ``RegistryUnavailable`` or ``DriverError`` otherwise."""
         endpoint = f"{self.api_url}/v2/"
         try:
             response = requests.get(endpoint, timeout=self.timeout, allow_redirects=False)
@@ -57,3 +58,4 @@ class DistributionDriver:
                 f"GET {endpoint} did not come from a registry (no '{API_VERSION_HEADER}: "
                 "registry/2.0' header). Check REGISTRY_URL."
             )
+        return response.status_code

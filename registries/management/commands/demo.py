@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from clusters import services as cluster_services
 from clusters.models import Organization
+from registries.drivers import DriverError
+from registries.drivers.distribution import DistributionDriver
 from registries.models import Registry, State
 from registries.services import REGISTRY_URL_VARIABLE
 
@@ -76,10 +78,10 @@ class Command(BaseCommand):
         self.stdout.write("\nThe job environment, as the agent's environment hook receives it:\n")
         self.stdout.write(body)
 
-        status = self._check_registry(registry.url)
+        endpoint, status = self._check_registry(registry.url)
         self.stdout.write(
             f"\n{REGISTRY_URL_VARIABLE}={registry.url}\n"
-            f"GET {status[0]} answered {status[1]}: the registry is up.\n"
+            f"GET {endpoint} answered {status}: the registry is up.\n"
         )
 
     def step(self, message: str) -> None:
@@ -144,12 +146,11 @@ class Command(BaseCommand):
         return response.text
 
     def _check_registry(self, url: str) -> tuple[str, int]:
-        scheme = urlsplit(settings.REGISTRY_URL).scheme or "http"
-        endpoint = f"{scheme}://{url.split('/', 1)[0]}/v2/"
+        """The same check provisioning makes, against the host jobs are given."""
+        host = url.split("/", 1)[0]
+        api_url = f"{urlsplit(settings.REGISTRY_URL).scheme or 'http'}://{host}"
         try:
-            response = requests.get(endpoint, timeout=5)
-        except requests.RequestException as exc:
-            raise CommandError(f"The registry at {endpoint} does not answer: {exc}") from exc
-        if response.status_code not in (200, 401):
-            raise CommandError(f"GET {endpoint} answered {response.status_code}")
-        return endpoint, response.status_code
+            status = DistributionDriver(api_url=api_url, public_host=host, timeout=5).check_api()
+        except DriverError as exc:
+            raise CommandError(f"The registry jobs are given does not answer: {exc}") from exc
+        return f"{api_url}/v2/", status
