@@ -24,7 +24,7 @@ from clusters.models import (
     Queue,
 )
 from clusters.selectors import PLATFORM_VARIABLES
-from clusters.signals import first_hosted_queue_created
+from clusters.signals import cluster_deleted, first_hosted_queue_created
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +171,36 @@ def queue_create(
         if first_hosted:
             first_hosted_queue_created.send(sender=Queue, cluster=cluster, queue=queue)
     return queue
+
+
+def queue_delete(*, queue: Queue) -> None:
+    """Delete a queue. If it was the cluster's default queue, the cluster has none afterwards.
+
+    Deleting a cluster's last hosted queue leaves its registry as it is: images are the
+    cluster's, not the queue's (see docs/architecture.md, "Registry lifecycle").
+    """
+    with transaction.atomic():
+        Cluster.objects.select_for_update().filter(pk=queue.cluster_id).first()
+        queue.delete()
+    logger.info(
+        "queue.deleted", extra={"cluster_id": str(queue.cluster_id), "queue_id": str(queue.pk)}
+    )
+
+
+def cluster_delete(*, cluster: Cluster) -> None:
+    """Delete a cluster with its queues, agent tokens and agent environment, as Buildkite does.
+
+    ``cluster_deleted`` is sent first, in the same transaction, so that other apps release what
+    they keep of the cluster; the registry app starts deprovisioning its registry.
+    """
+    cluster_id = cluster.pk
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().filter(pk=cluster_id).first()
+        if locked is None:
+            return
+        cluster_deleted.send(sender=Cluster, cluster=locked)
+        locked.delete()
+    logger.info("cluster.deleted", extra={"cluster_id": str(cluster_id)})
 
 
 def queue_shape_change_error(current: str, new: str) -> str | None:

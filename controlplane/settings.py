@@ -170,6 +170,24 @@ REGISTRY_PROVISION_BACKOFF_MAX_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_M
 # Celery beat. Keep it above the longest backoff and CELERY_TASK_TIME_LIMIT.
 REGISTRY_STALLED_AFTER_SECONDS = env_float("REGISTRY_STALLED_AFTER_SECONDS", 300.0)
 
+# --- Registry tokens ------------------------------------------------------------------------
+# The registry sends clients to REGISTRY_TOKEN_REALM (our token endpoint) for a JWT whose "iss"
+# is REGISTRY_TOKEN_ISSUER and whose "aud" is REGISTRY_TOKEN_SERVICE; `manage.py registry_config`
+# writes all three into the registry's configuration. Keys: `manage.py registry_keys init`.
+REGISTRY_TOKEN_REALM = env(
+    "REGISTRY_TOKEN_REALM", "http://127.0.0.1:8000/registry/token", required_in_production=True
+)
+REGISTRY_TOKEN_SERVICE = env("REGISTRY_TOKEN_SERVICE", "hosted-registry")
+REGISTRY_TOKEN_ISSUER = env("REGISTRY_TOKEN_ISSUER", "controlplane")
+REGISTRY_KEYS_DIR = env("REGISTRY_KEYS_DIR", str(VAR_DIR / "registry" / "keys"))
+# Token lifetimes: pull-only grants are short; a grant that may push lives long enough for a big
+# push to finish; refresh tokens (docker login's stored identity token) longest of all.
+REGISTRY_TOKEN_PULL_TTL_SECONDS = env_int("REGISTRY_TOKEN_PULL_TTL_SECONDS", 300)
+REGISTRY_TOKEN_PUSH_TTL_SECONDS = env_int("REGISTRY_TOKEN_PUSH_TTL_SECONDS", 3600)
+REGISTRY_REFRESH_TOKEN_TTL_SECONDS = env_int("REGISTRY_REFRESH_TOKEN_TTL_SECONDS", 86400)
+REGISTRY_CA_CERT_DAYS = env_int("REGISTRY_CA_CERT_DAYS", 3650)
+REGISTRY_SIGNING_CERT_DAYS = env_int("REGISTRY_SIGNING_CERT_DAYS", 365)
+
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", root, name="root"),
     path("admin/", admin.site.urls),
     path("", include("clusters.urls")),
+    path("", include("registries.urls")),
 ]
 
 handler404 = "controlplane.api.exceptions.json_not_found"

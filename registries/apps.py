@@ -6,11 +6,14 @@ class RegistriesConfig(AppConfig):
     verbose_name = "Registries"
 
     def ready(self) -> None:
-        from clusters.signals import first_hosted_queue_created
+        from clusters.signals import cluster_deleted, first_hosted_queue_created
         from registries import checks, receivers
 
         first_hosted_queue_created.connect(
             receivers.on_first_hosted_queue_created,
             dispatch_uid="registries.on_first_hosted_queue_created",
+        )
+        cluster_deleted.connect(
+            receivers.on_cluster_deleted, dispatch_uid="registries.on_cluster_deleted"
         )
         checks.register()

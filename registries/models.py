@@ -22,8 +22,9 @@ class State(models.TextChoices):
     DELETED = "deleted", "Deleted"
 
 
-#: Which state may follow which. ``provisioning -> pending`` is a failed attempt that will be
-#: retried; ``provisioning -> provisioning`` is a worker resuming an interrupted attempt.
+#: Which state may follow which. ``provisioning -> pending`` and ``deprovisioning ->
+#: deprovisioning`` are failed attempts that will be retried; ``provisioning -> provisioning`` is a
+#: worker resuming an interrupted attempt.
 TRANSITIONS: dict[str, frozenset[str]] = {
     State.PENDING: frozenset({State.PROVISIONING, State.DEPROVISIONING}),
     State.PROVISIONING: frozenset(
@@ -31,7 +32,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     State.READY: frozenset({State.DEPROVISIONING}),
     State.FAILED: frozenset({State.PENDING, State.DEPROVISIONING}),
-    State.DEPROVISIONING: frozenset({State.DELETED, State.FAILED}),
+    State.DEPROVISIONING: frozenset({State.DEPROVISIONING, State.DELETED, State.FAILED}),
     State.DELETED: frozenset(),
 }
 
@@ -40,6 +41,13 @@ class RegistryQuerySet(models.QuerySet["Registry"]):
     def owed_provisioning(self) -> RegistryQuerySet:
         """Registries that a provisioning attempt should still move: pending or provisioning."""
         return self.filter(state__in=[State.PENDING, State.PROVISIONING])
+
+    def ready(self) -> RegistryQuerySet:
+        return self.filter(state=State.READY)
+
+    def owed_deprovisioning(self) -> RegistryQuerySet:
+        """Registries whose deprovisioning was asked for and has not finished."""
+        return self.filter(state=State.DEPROVISIONING)
 
 
 class Registry(models.Model):
@@ -53,7 +61,12 @@ class Registry(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    cluster = models.OneToOneField(Cluster, on_delete=models.PROTECT, related_name="registry")
+    #: None once the cluster is deleted: the registry row stays, as the record that its
+    #: namespace was used and is never given out again. PROTECT: a cluster is deleted only
+    #: through ``cluster_delete``, which detaches its registry and starts deprovisioning.
+    cluster = models.OneToOneField(
+        Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="registry"
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     namespace = models.CharField(max_length=255, unique=True)
     url = models.CharField(max_length=512, blank=True, default="")
@@ -64,6 +77,9 @@ class Registry(models.Model):
     last_error = models.TextField(blank=True, default="")
     state_changed_at = models.DateTimeField(default=timezone.now)
     ready_at = models.DateTimeField(null=True, blank=True)
+    #: When deprovisioning was asked for; never cleared. From then on the registry is owed
+    #: deprovisioning, not provisioning, and grants nothing.
+    deprovision_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()
@@ -77,6 +93,11 @@ class Registry(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(state=State.READY) | ~Q(url=""), name="registry_ready_has_url"
+            ),
+            models.CheckConstraint(
+                condition=Q(deprovision_requested_at__isnull=False)
+                | (Q(cluster__isnull=False) & ~Q(state__in=[State.DEPROVISIONING, State.DELETED])),
+                name="registry_deprovisioning_requested",
             ),
         ]
 

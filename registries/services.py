@@ -1,4 +1,4 @@
-"""Registry lifecycle: creation, provisioning, retry.
+"""Registry lifecycle: creation, provisioning, retry, deprovisioning.
 
 Every state change goes through ``_transition`` with the registry row locked, which writes the
 ``RegistryEvent`` in the same transaction. Network calls to the registry happen outside any
@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from clusters.models import Cluster
-from clusters.services import agent_environment_set
+from clusters.services import agent_environment_set, agent_environment_unset
 from registries.drivers import DriverError, RegistryUnavailable, get_driver
 from registries.models import Registry, RegistryEvent, State
 
@@ -28,8 +28,9 @@ ENVIRONMENT_SOURCE = "registry"
 
 
 @dataclass(frozen=True)
-class ProvisionResult:
-    """What one provisioning attempt left behind. ``retry`` asks the caller to try again."""
+class AttemptResult:
+    """What one provisioning or deprovisioning attempt left behind. ``retry`` asks the caller to
+    try again."""
 
     state: str | None
     attempts: int = 0
@@ -64,32 +65,45 @@ def _transition(registry: Registry, to_state: str, *, message: str = "", **chang
     registry.save(update_fields=["state", "state_changed_at", *changes])
 
 
-def _left_as_is(registry: Registry | None) -> ProvisionResult:
+def _left_as_is(registry: Registry | None) -> AttemptResult:
     """The result of an attempt that found nothing for it to do (gone, or moved on)."""
-    return ProvisionResult(state=registry.state if registry else None)
+    return AttemptResult(state=registry.state if registry else None)
 
 
 def _lock(registry_id: uuid.UUID | str) -> Registry | None:
     return Registry.objects.select_for_update().filter(pk=registry_id).first()
 
 
-def _enqueue_provision(registry: Registry) -> None:
-    """Ask a worker to provision ``registry`` once the current transaction commits.
+def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
+    """Fail a locked registry that has used its attempt budget. Attempts that never finished (a
+    worker killed each time) count too, so a task that always dies is not redelivered forever."""
+    if registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS:
+        return None
+    error = f"no attempt finished after {registry.attempts} attempts"
+    _transition(registry, State.FAILED, message=error, last_error=error)
+    logger.warning("registry.attempt.failed", extra={"registry_id": str(registry.pk)})
+    return AttemptResult(state=State.FAILED, attempts=registry.attempts)
 
-    If the broker cannot take the message, the registry stays ``pending``: that row, not the
+
+def _enqueue(registry: Registry) -> None:
+    """Ask a worker to move ``registry`` on once the current transaction commits: provision it,
+    or deprovision it once that was asked for.
+
+    If the broker cannot take the message, the registry stays where it is: that row, not the
     message, is the record of the work owed, and ``registries.redrive_stalled`` (Celery beat)
     enqueues it again later.
     """
-    from registries.tasks import provision_registry  # tasks import this module
+    from registries.tasks import deprovision_registry, provision_registry  # they import us
 
+    task = deprovision_registry if registry.deprovision_requested_at else provision_registry
     registry_id = str(registry.pk)
 
     def send() -> None:
         try:
-            provision_registry.delay(registry_id)
+            task.delay(registry_id)
         except Exception:
             logger.exception(
-                "registry.provision.enqueue_failed", extra={"registry_id": registry_id}
+                "registry.enqueue_failed", extra={"registry_id": registry_id, "task": task.name}
             )
 
     transaction.on_commit(send)
@@ -121,11 +135,11 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
         "registry.created",
         extra={"registry_id": str(registry.pk), "cluster_id": str(cluster.pk)},
     )
-    _enqueue_provision(registry)
+    _enqueue(registry)
     return registry
 
 
-def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
+def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     """Run one provisioning attempt. Harmless to repeat: a ready registry is left as it is.
 
     ``pending`` (or ``provisioning``, when a worker died mid-attempt and the task came back)
@@ -140,13 +154,8 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
         if registry is None or registry.state not in (State.PENDING, State.PROVISIONING):
             return _left_as_is(registry)
         resumed = registry.state == State.PROVISIONING
-        if registry.attempts >= settings.REGISTRY_PROVISION_MAX_ATTEMPTS:
-            # Attempts that never finished (a worker killed each time) count against the budget
-            # too, so a task that always dies cannot be redelivered forever.
-            error = f"no attempt finished after {registry.attempts} attempts"
-            _transition(registry, State.FAILED, message=error, last_error=error)
-            logger.warning("registry.provision.failed", extra={"registry_id": str(registry.pk)})
-            return ProvisionResult(state=State.FAILED, attempts=registry.attempts)
+        if exhausted := _give_up_if_exhausted(registry):
+            return exhausted
         _transition(
             registry,
             State.PROVISIONING,
@@ -160,7 +169,8 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
         url = get_driver(registry.driver).provision(namespace=registry.namespace)
         with transaction.atomic():
             registry = _lock(registry_id)
-            if registry is None or registry.state != State.PROVISIONING:
+            # A provisioning registry has its cluster: deletion moves it to deprovisioning.
+            if registry is None or registry.state != State.PROVISIONING or not registry.cluster:
                 return _left_as_is(registry)
             _transition(registry, State.READY, url=url, last_error="", ready_at=timezone.now())
             agent_environment_set(
@@ -169,46 +179,132 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> ProvisionResult:
                 value=url,
                 source=ENVIRONMENT_SOURCE,
             )
-    except DriverError as exc:
-        return _provision_failed(registry_id, exc)
-    except (ValidationError, ValueError, TypeError, LookupError) as exc:
-        # A bug or bad data, not the registry: retrying the same code would fail the same way.
-        logger.exception("registry.provision.error", extra=log_extra)
-        return _provision_failed(registry_id, DriverError(f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:
+        return _attempt_failed(registry_id, exc, working=State.PROVISIONING, log_extra=log_extra)
     logger.info("registry.provision.ready", extra={**log_extra, "url": url})
-    return ProvisionResult(state=State.READY, attempts=registry.attempts)
+    return AttemptResult(state=State.READY, attempts=registry.attempts)
 
 
-def _provision_failed(registry_id: uuid.UUID | str, exc: DriverError) -> ProvisionResult:
-    """Record a failed attempt: back to ``pending`` to retry a transient failure with attempts
-    left, otherwise ``failed``."""
+#: Errors that end an attempt and are recorded on the registry. Anything else (a database
+#: outage, say) propagates, and the row is found again by ``registries.redrive_stalled``.
+_RECORDED_ERRORS = (DriverError, ValidationError, ValueError, TypeError, LookupError)
+
+
+def _attempt_failed(
+    registry_id: uuid.UUID | str,
+    exc: Exception,
+    *,
+    working: str,
+    log_extra: dict[str, object],
+) -> AttemptResult:
+    """Record a failed attempt of a registry in state ``working``.
+
+    A transient failure with attempts left is retried: a provisioning registry goes back to
+    ``pending``, a deprovisioning one stays ``deprovisioning``. Otherwise the registry is
+    ``failed``, with the error, for an operator to retry once the cause is fixed.
+    """
+    if not isinstance(exc, _RECORDED_ERRORS):
+        raise exc
+    if not isinstance(exc, DriverError):
+        # A bug or bad data, not the registry: retrying the same code would fail the same way.
+        logger.exception("registry.attempt.error", extra=log_extra)
     transient = isinstance(exc, RegistryUnavailable)
+    retry_state = State.PENDING if working == State.PROVISIONING else working
     with transaction.atomic():
         registry = _lock(registry_id)
-        if registry is None or registry.state != State.PROVISIONING:
+        if registry is None or registry.state != working:
             return _left_as_is(registry)
         retry = transient and registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS
-        error = str(exc)
+        error = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
         if retry:
-            _transition(registry, State.PENDING, message=f"will retry: {error}", last_error=error)
+            _transition(registry, retry_state, message=f"will retry: {error}", last_error=error)
         else:
             reason = f"gave up after {registry.attempts} attempts" if transient else "not retryable"
             _transition(registry, State.FAILED, message=f"{reason}: {error}", last_error=error)
     logger.warning(
-        "registry.provision.retrying" if retry else "registry.provision.failed",
-        extra={"registry_id": str(registry.pk), "attempt": registry.attempts, "error": error},
+        "registry.attempt.retrying" if retry else "registry.attempt.failed",
+        extra={**log_extra, "state": working, "error": error},
     )
-    return ProvisionResult(state=registry.state, attempts=registry.attempts, retry=retry)
+    return AttemptResult(state=registry.state, attempts=registry.attempts, retry=retry)
 
 
 def registry_retry(*, registry: Registry) -> Registry:
-    """Start provisioning a ``failed`` registry again, with a fresh attempt budget."""
+    """Start a ``failed`` registry again, with a fresh attempt budget: provisioning, or
+    deprovisioning if that is what failed."""
     with transaction.atomic():
         locked = _lock(registry.pk)
         if locked is None or locked.state != State.FAILED:
             state = locked.state if locked else "deleted"
             raise ValidationError(f"Only a failed registry can be retried; this one is {state}.")
-        _transition(locked, State.PENDING, message="retry requested", attempts=0)
-        _enqueue_provision(locked)
-    logger.info("registry.provision.retry_requested", extra={"registry_id": str(locked.pk)})
+        next_state = State.DEPROVISIONING if locked.deprovision_requested_at else State.PENDING
+        _transition(locked, next_state, message="retry requested", attempts=0)
+        _enqueue(locked)
+    logger.info("registry.retry_requested", extra={"registry_id": str(locked.pk)})
     return locked
+
+
+def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool = False) -> None:
+    """Start deprovisioning ``registry``: from now on it grants nothing, and a worker deletes its
+    images, unpublishes its URL and marks it ``deleted``. Harmless to repeat.
+
+    ``detach`` releases the cluster (which is being deleted); the registry row stays as the
+    record that its namespace was used, so the namespace is never given out again.
+    """
+    with transaction.atomic():
+        locked = _lock(registry.pk)
+        if locked is None:
+            return
+        changes: dict[str, object] = {"cluster": None} if detach else {}
+        if locked.deprovision_requested_at is not None:
+            for name, value in changes.items():
+                setattr(locked, name, value)
+            locked.save(update_fields=list(changes))
+            return
+        _transition(
+            locked,
+            State.DEPROVISIONING,
+            message=reason,
+            deprovision_requested_at=timezone.now(),
+            attempts=0,
+            **changes,
+        )
+        _enqueue(locked)
+    logger.info(
+        "registry.deprovision.requested", extra={"registry_id": str(locked.pk), "reason": reason}
+    )
+
+
+def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
+    """Run one deprovisioning attempt: delete every image in the namespace, remove the URL from
+    the cluster's agent environment (if the cluster is still there), and mark the registry
+    ``deleted``. Harmless to repeat; transient failures are retried as in provisioning."""
+    with transaction.atomic():
+        registry = _lock(registry_id)
+        if registry is None or registry.state != State.DEPROVISIONING:
+            return _left_as_is(registry)
+        if exhausted := _give_up_if_exhausted(registry):
+            return exhausted
+        registry.attempts += 1
+        registry.save(update_fields=["attempts"])
+    log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
+    logger.info("registry.deprovision.started", extra=log_extra)
+    try:
+        deleted = get_driver(registry.driver).deprovision(namespace=registry.namespace)
+        with transaction.atomic():
+            registry = _lock(registry_id)
+            if registry is None or registry.state != State.DEPROVISIONING:
+                return _left_as_is(registry)
+            if registry.cluster is not None:
+                agent_environment_unset(
+                    cluster=registry.cluster, name=REGISTRY_URL_VARIABLE, source=ENVIRONMENT_SOURCE
+                )
+            _transition(
+                registry,
+                State.DELETED,
+                message=f"deleted {deleted} manifest(s) from {registry.namespace}",
+                last_error="",
+            )
+    except Exception as exc:
+        return _attempt_failed(registry_id, exc, working=State.DEPROVISIONING, log_extra=log_extra)
+    logger.info("registry.deprovision.deleted", extra={**log_extra, "manifests": deleted})
+    return AttemptResult(state=State.DELETED, attempts=registry.attempts)

@@ -9,8 +9,9 @@ from datetime import timedelta
 from celery import Task, shared_task
 from django.conf import settings
 
+from registries.models import State
 from registries.selectors import registries_stalled
-from registries.services import registry_provision
+from registries.services import AttemptResult, registry_deprovision, registry_provision
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +36,34 @@ def backoff_seconds(attempt: int) -> float:
     max_retries=None,  # the registry row counts attempts; see REGISTRY_PROVISION_MAX_ATTEMPTS
 )
 def provision_registry(self: Task, registry_id: str) -> str | None:
-    result = registry_provision(registry_id=registry_id)
+    return _retried(self, registry_provision(registry_id=registry_id))
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    bind=True, name="registries.deprovision", acks_late=True, max_retries=None
+)
+def deprovision_registry(self: Task, registry_id: str) -> str | None:
+    return _retried(self, registry_deprovision(registry_id=registry_id))
+
+
+def _retried(task: Task, result: AttemptResult) -> str | None:
     if result.retry:
-        raise self.retry(countdown=backoff_seconds(result.attempts))
+        raise task.retry(countdown=backoff_seconds(result.attempts))
     return result.state
 
 
 @shared_task(name="registries.redrive_stalled")  # type: ignore[untyped-decorator]
 def redrive_stalled_registries() -> list[str]:
-    """Enqueue provisioning again for registries that have not moved for a while (Celery beat)."""
+    """Enqueue (de)provisioning again for registries that have not moved for a while (beat)."""
     stalled = registries_stalled(
         stalled_for=timedelta(seconds=settings.REGISTRY_STALLED_AFTER_SECONDS)
     )
     for registry in stalled:
         logger.warning(
-            "registry.provision.redriven",
-            extra={"registry_id": str(registry.pk), "state": registry.state},
+            "registry.redriven", extra={"registry_id": str(registry.pk), "state": registry.state}
         )
-        provision_registry.delay(str(registry.pk))
+        task = (
+            deprovision_registry if registry.state == State.DEPROVISIONING else provision_registry
+        )
+        task.delay(str(registry.pk))
     return [str(registry.pk) for registry in stalled]

@@ -9,6 +9,7 @@ from django.db import connection
 
 from clusters import services
 from clusters.models import Queue
+from registries.keys import KeyStore, key_store
 from tests.clusters.factories import QueueFactory
 from tests.support import broker
 from tests.support.processes import RegistryProcess
@@ -51,12 +52,38 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("work")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def registry_keys() -> KeyStore:
+    """The CA and signing key of REGISTRY_KEYS_DIR (the tests' own), created once."""
+    store = key_store()
+    store.init()
+    return store
+
+
 @pytest.fixture(scope="session")
 def registry_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     """One real Distribution registry for the session, on a free port."""
     registry = RegistryProcess(tmp_path_factory.mktemp("registry")).start()
     yield registry
     registry.stop()
+
+
+#: Files skopeo and buildah write outside the test's folders, as root, with no flag to move them:
+#: the blob-info cache (which also makes clients try cross-repository mounts) and a CNI lock.
+CONTAINER_TOOL_LEFTOVERS = (
+    Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb"),
+    Path("/etc/cni/net.d/cni.lock"),
+)
+
+
+@pytest.fixture(scope="session")
+def container_tools() -> Iterator[None]:
+    """For tests that run skopeo or buildah: removes what they leave behind, if it is new."""
+    existed = {path for path in CONTAINER_TOOL_LEFTOVERS if path.exists()}
+    yield
+    for path in CONTAINER_TOOL_LEFTOVERS:
+        if path not in existed:
+            path.unlink(missing_ok=True)
 
 
 @pytest.fixture

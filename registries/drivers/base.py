@@ -25,3 +25,13 @@ class RegistryDriver(Protocol):
         """Make ``namespace`` ready for pushes; return its URL as jobs use it (``host/namespace``,
         no scheme, no trailing slash). Raises ``RegistryUnavailable`` or ``DriverError``."""
         ...
+
+    def deprovision(self, *, namespace: str) -> int:
+        """Delete every image in ``namespace``; return how many manifests were deleted. Raises
+        ``RegistryUnavailable`` or ``DriverError``."""
+        ...
+
+    def check_api(self) -> str:
+        """Check that the registry answers and trusts our tokens; describe what was seen.
+        Raises ``RegistryUnavailable`` or ``DriverError``."""
+        ...

@@ -1,22 +1,51 @@
 """CNCF Distribution (``docker-registry`` 2.8, ``registry:2``/``registry:3``), shared by clusters.
 
 Distribution has no call to create a namespace: a repository exists once something is pushed to
-it. Provisioning therefore checks that the registry answers the v2 API, and the namespace becomes
-usable through the credentials we grant for it.
+it, and the namespace becomes usable through the tokens we grant for it. Provisioning therefore
+checks that the registry demands our tokens (``/v2/`` answers 401 with a challenge naming our
+token endpoint) and accepts them (``/v2/`` with a token of ours answers 200).
+
+There is no call to delete a repository either: deprovisioning deletes every manifest of every
+repository in the namespace by digest, following the catalog and tag lists page by page. The
+blobs are reclaimed later by the registry's offline garbage collector.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urljoin
 
 import requests
 from django.conf import settings
 
 from registries.drivers.base import DriverError, RegistryUnavailable
+from registries.keys import SigningKeyMissing
+from registries.tokens import CATALOG_SCOPE, CONTROL_PLANE_SUBJECT, Principal, Scope, token_issue
 
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 #: Besides 5xx, answers that say "not now" rather than "not this": a timeout, a rate limit.
 TRANSIENT_STATUSES = frozenset({408, 429})
+PAGE_SIZE = 100
+#: Every manifest type, so that a HEAD by tag answers the digest of what was pushed as it is.
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ]
+)
+_CHALLENGE_PARAMETER = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ``("bearer", {"realm": ..., "service": ...})``."""
+    scheme, _, parameters = header.strip().partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAMETER.findall(parameters))
 
 
 @dataclass(frozen=True)
@@ -25,6 +54,7 @@ class DistributionDriver:
     public_host: str
     timeout: float
     name: str = "distribution"
+    session: requests.Session = field(default_factory=requests.Session, compare=False)
 
     @classmethod
     def from_settings(cls) -> DistributionDriver:
@@ -38,24 +68,155 @@ class DistributionDriver:
         self.check_api()
         return f"{self.public_host}/{namespace}"
 
-    def check_api(self) -> int:
-        """``GET /v2/`` must answer 200, or 401 with a challenge, from a Distribution registry.
-        Returns the status; raises ``RegistryUnavailable`` or ``DriverError`` otherwise."""
-        endpoint = f"{self.api_url}/v2/"
-        try:
-            response = requests.get(endpoint, timeout=self.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise RegistryUnavailable(f"GET {endpoint} failed: {exc}") from exc
-        if response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES:
-            raise RegistryUnavailable(f"GET {endpoint} answered {response.status_code}")
-        if response.status_code not in (200, 401):
-            raise DriverError(
-                f"GET {endpoint} answered {response.status_code}; expected 200 or 401 from a "
-                "registry. Check REGISTRY_URL."
-            )
+    def check_api(self) -> str:
+        """Check that the registry demands our tokens and accepts them; return what was seen.
+
+        Raises ``RegistryUnavailable`` when it does not answer (worth retrying), and
+        ``DriverError`` when it answers but is not configured for us (retrying will not help).
+        """
+        endpoint = self._url("/v2/")
+        response = self._request("GET", endpoint, expect=(200, 401))
         if response.headers.get(API_VERSION_HEADER) != "registry/2.0":
             raise DriverError(
                 f"GET {endpoint} did not come from a registry (no '{API_VERSION_HEADER}: "
                 "registry/2.0' header). Check REGISTRY_URL."
             )
-        return response.status_code
+        if response.status_code == 200:
+            raise DriverError(
+                f"GET {endpoint} answered 200 without a token: the registry lets anyone in. "
+                "Configure its token authentication with `python manage.py registry_config`."
+            )
+        scheme, challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        expected = {
+            "realm": settings.REGISTRY_TOKEN_REALM,
+            "service": settings.REGISTRY_TOKEN_SERVICE,
+        }
+        seen = {key: challenge.get(key) for key in expected}
+        if scheme != "bearer" or seen != expected:
+            raise DriverError(
+                f"GET {endpoint} challenges with {scheme} {seen}, not our token endpoint "
+                f"{expected}. Regenerate its configuration with `python manage.py "
+                "registry_config` and restart it."
+            )
+        token = _control_plane_token(Principal(subject=CONTROL_PLANE_SUBJECT), [])
+        accepted = self._request(
+            "GET", endpoint, token=token, expect=(200, 401), what="GET /v2/ with our token"
+        )
+        if accepted.status_code != 200:
+            raise DriverError(
+                f"The registry at {self.api_url} rejects tokens signed by our key "
+                f"({accepted.headers.get('WWW-Authenticate', 'no challenge')}). Its "
+                f"rootcertbundle must be our CA certificate ({settings.REGISTRY_KEYS_DIR}/ca.crt),"
+                f" issuer {settings.REGISTRY_TOKEN_ISSUER!r} and service "
+                f"{settings.REGISTRY_TOKEN_SERVICE!r}: regenerate its configuration with "
+                "`python manage.py registry_config` and restart it."
+            )
+        return f"GET {endpoint}: 401 with our token challenge, 200 with our token"
+
+    def deprovision(self, *, namespace: str) -> int:
+        """Delete every manifest in ``namespace``; return how many were deleted."""
+        deleted = 0
+        for repository in self.repositories(namespace=namespace):
+            token = _control_plane_token(
+                Principal.control_plane(namespace), [Scope("repository", repository, ("*",))]
+            )
+            for tag in self.tags(repository, token=token):
+                digest = self._manifest_digest(repository, tag, token=token)
+                if digest is None:
+                    continue  # deleted with another tag of the same manifest
+                self._request(
+                    "DELETE",
+                    self._url(f"/v2/{repository}/manifests/{digest}"),
+                    token=token,
+                    expect=(202, 404),
+                )
+                deleted += 1
+        return deleted
+
+    def repositories(self, *, namespace: str) -> Iterator[str]:
+        """Repositories in ``namespace`` (the catalog, followed page by page)."""
+        token = _control_plane_token(
+            Principal.control_plane(namespace), [Scope(*CATALOG_SCOPE[:2], ("*",))]
+        )
+        for page in self._pages(f"/v2/_catalog?n={PAGE_SIZE}", token=token):
+            for repository in page.get("repositories") or []:
+                if repository == namespace or repository.startswith(f"{namespace}/"):
+                    yield repository
+
+    def tags(self, repository: str, *, token: str) -> list[str]:
+        """Every tag of ``repository``, all pages read before anything is deleted."""
+        path = f"/v2/{repository}/tags/list?n={PAGE_SIZE}"
+        return [tag for page in self._pages(path, token=token) for tag in page.get("tags") or []]
+
+    def _manifest_digest(self, repository: str, tag: str, *, token: str) -> str | None:
+        response = self._request(
+            "HEAD",
+            self._url(f"/v2/{repository}/manifests/{quote(tag)}"),
+            token=token,
+            expect=(200, 404),
+            headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            raise DriverError(f"HEAD {repository}:{tag} answered no Docker-Content-Digest.")
+        return digest
+
+    def _pages(self, path: str, *, token: str) -> Iterator[dict[str, Any]]:
+        url: str | None = self._url(path)
+        while url is not None:
+            response = self._request("GET", url, token=token, expect=(200, 404))
+            if response.status_code == 404:  # a repository with nothing left in it
+                return
+            yield response.json()
+            next_page = response.links.get("next", {}).get("url")
+            url = urljoin(self.api_url, next_page) if next_page else None
+
+    def _url(self, path: str) -> str:
+        return f"{self.api_url}{path}"
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        expect: tuple[int, ...],
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        what: str | None = None,
+    ) -> requests.Response:
+        what = what or f"{method} {url}"
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = self.session.request(
+                method, url, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            raise RegistryUnavailable(f"{what} failed: {exc}") from exc
+        if response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES:
+            raise RegistryUnavailable(f"{what} answered {response.status_code}")
+        if response.status_code not in expect:
+            raise DriverError(
+                f"{what} answered {response.status_code}{_registry_error(response)}; expected "
+                f"{' or '.join(map(str, expect))} from a registry. Check REGISTRY_URL."
+            )
+        return response
+
+
+def _registry_error(response: requests.Response) -> str:
+    """`` (<code>: <message>)`` from a registry's JSON error body, or nothing."""
+    try:
+        error = response.json()["errors"][0]
+        return f" ({error['code']}: {error['message']})"
+    except (ValueError, LookupError, TypeError):
+        return ""
+
+
+def _control_plane_token(principal: Principal, scopes: list[Scope]) -> str:
+    try:
+        return token_issue(principal, scopes).token
+    except SigningKeyMissing as exc:
+        raise DriverError(str(exc)) from exc

@@ -54,5 +54,5 @@ def test_a_hosted_queue_is_created_and_its_registry_stays_pending_when_the_broke
     assert registry.state == State.PENDING
     assert cluster.queues.get().key == "linux"
     assert RegistryEvent.objects.filter(registry=registry).count() == 1
-    assert "registry.provision.enqueue_failed" in result.stderr
+    assert "registry.enqueue_failed" in result.stderr
     assert f"registry_id={registry.pk}" in result.stderr

@@ -25,13 +25,6 @@ def driver(url: str) -> DistributionDriver:
     return DistributionDriver(api_url=url, public_host="registry.example:5000", timeout=2)
 
 
-@pytest.mark.parametrize("status", [200, 401])
-def test_a_registry_answering_v2_gives_the_namespace_url(server: StandIn, status: int) -> None:
-    server.status, server.headers = status, REGISTRY
-    assert driver(server.url).provision(namespace="acme/0123") == "registry.example:5000/acme/0123"
-    assert server.requests == ["/v2/"]
-
-
 @pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
 def test_5xx_timeouts_and_rate_limits_are_transient(server: StandIn, status: int) -> None:
     server.status, server.headers = status, REGISTRY
@@ -51,6 +44,13 @@ def test_5xx_timeouts_and_rate_limits_are_transient(server: StandIn, status: int
             "header). Check REGISTRY_URL.",
         ),
         (404, REGISTRY, "answered 404; expected 200 or 401 from a registry. Check REGISTRY_URL."),
+        # A registry that lets anyone in: it would never ask for our tokens.
+        (
+            200,
+            REGISTRY,
+            "answered 200 without a token: the registry lets anyone in. Configure its token "
+            "authentication with `python manage.py registry_config`.",
+        ),
     ],
 )
 def test_an_answer_that_is_not_a_registrys_is_a_misconfiguration(
@@ -61,3 +61,39 @@ def test_an_answer_that_is_not_a_registrys_is_a_misconfiguration(
         driver(server.url).provision(namespace="acme/0123")
     assert not isinstance(excinfo.value, RegistryUnavailable)
     assert str(excinfo.value) == f"GET {server.url}/v2/ {reason}"
+
+
+def test_a_registry_that_sends_clients_elsewhere_for_tokens_is_a_misconfiguration(
+    server: StandIn, settings
+) -> None:
+    challenge = 'Bearer realm="https://auth.example/token",service="other-registry"'
+    server.status, server.headers = 401, {**REGISTRY, "WWW-Authenticate": challenge}
+
+    with pytest.raises(DriverError) as excinfo:
+        driver(server.url).provision(namespace="acme/0123")
+
+    assert str(excinfo.value) == (
+        f"GET {server.url}/v2/ challenges with bearer {{'realm': 'https://auth.example/token', "
+        f"'service': 'other-registry'}}, not our token endpoint {{'realm': "
+        f"'{settings.REGISTRY_TOKEN_REALM}', 'service': 'hosted-registry'}}. Regenerate its "
+        "configuration with `python manage.py registry_config` and restart it."
+    )
+    assert server.requests == ["/v2/"]
+
+
+def test_a_registry_that_rejects_our_signature_is_a_misconfiguration(
+    server: StandIn, settings
+) -> None:
+    # It challenges as ours would, but answers 401 to our token too: it trusts another CA.
+    challenge = f'Bearer realm="{settings.REGISTRY_TOKEN_REALM}",service="hosted-registry"'
+    server.status, server.headers = 401, {**REGISTRY, "WWW-Authenticate": challenge}
+
+    with pytest.raises(DriverError) as excinfo:
+        driver(server.url).provision(namespace="acme/0123")
+
+    assert not isinstance(excinfo.value, RegistryUnavailable)
+    assert str(excinfo.value).startswith(
+        f"The registry at {server.url} rejects tokens signed by our key ("
+    )
+    assert "rootcertbundle must be our CA certificate" in str(excinfo.value)
+    assert server.requests == ["/v2/", "/v2/"]

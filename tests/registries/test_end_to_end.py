@@ -5,6 +5,7 @@ a Distribution registry, and the API over HTTP.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -69,8 +70,10 @@ def test_a_hosted_queue_gets_a_ready_registry_whose_url_jobs_receive(
 
     host = response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"].split("/", 1)[0]
     v2 = requests.get(f"http://{host}/v2/", timeout=5)
-    assert v2.status_code == 200
-    assert v2.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert v2.status_code == 401  # it sends clients to our token endpoint
+    assert v2.headers["WWW-Authenticate"] == (
+        f'Bearer realm="{live_server.url}/registry/token",service="hosted-registry"'
+    )
 
 
 def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retried_to_ready(
@@ -102,7 +105,7 @@ def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retri
         State.PROVISIONING,
         State.FAILED,
     ]
-    assert worker.log().count("registry.provision.retrying") == 2
+    assert worker.log().count("registry.attempt.retrying") == 2
     assert not AgentEnvironmentVariable.objects.filter(cluster=cluster).exists()
 
     registry_process = RegistryProcess(workdir, port=port).start()
@@ -119,23 +122,57 @@ def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retri
     assert AgentEnvironmentVariable.objects.get(cluster=cluster).value == registry.url
 
 
-def test_the_demo_prints_the_environment_with_a_registry_url_that_answers(
-    start_worker, registry_process: RegistryProcess, registry_settings, live_server
+@pytest.mark.parametrize("builder", ["buildah", "skopeo"])
+def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
+    start_worker,
+    registry_process: RegistryProcess,
+    registry_settings,
+    live_server,
+    container_tools,
+    builder: str,
 ) -> None:
     start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
     out = StringIO()
 
-    call_command("demo", api_url=live_server.url, timeout=30, stdout=out)
+    call_command("demo", api_url=live_server.url, timeout=30, builder=builder, stdout=out)
 
     registry = Registry.objects.get()
     output = out.getvalue()
+    host, reference = re.escape(registry_process.host), re.escape(f"{registry.url}/base:latest")
+    assert registry.url.startswith(f"{registry_process.host}/demo/")
     assert f"export BUILDKITE_HOSTED_REGISTRY_URL=$'{registry.url}'\n" in output
     assert "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n" in output
-    assert output.endswith(
-        f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n"
-        f"GET http://{registry_process.host}/v2/ answered 200: the registry is up.\n"
+    timed = r" \(\d+\.\ds\)"
+    logged_in = rf"✔ logged in to {host} with the agent token{timed}"
+    if builder == "buildah":
+        build = [
+            logged_in,
+            rf"✔ built {reference} from \S+/context/Dockerfile with buildah{timed}",
+            rf"✔ pushed {reference}{timed}",
+        ]
+    else:
+        build = [
+            r"✔ wrote an OCI image layout for skopeo: sha256:[0-9a-f]{64}",
+            logged_in,
+            rf"✔ pushed {reference} with skopeo{timed}",
+        ]
+    expected = [
+        rf"✔ GET http://{host}/v2/: 401 with our token challenge, 200 with our token",
+        *build,
+        rf"✔ pulled it back into \S+/pulled{timed}",
+        rf"✔ inspected it{timed}",
+        "",
+        rf"{reference} is sha256:[0-9a-f]{{64}}: pushed and pulled with the agent token\.",
+    ]
+    steps = output.split(f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n", 1)[1]
+    assert len(steps.splitlines()) == len(expected), steps
+    for line, pattern in zip(steps.splitlines(), expected, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    # What was pushed is in the registry, under the cluster's namespace, for its agents only.
+    manifest = requests.get(
+        f"{registry_process.url}/v2/{registry.namespace}/base/manifests/latest", timeout=5
     )
-    assert registry.url.startswith(f"{registry_process.host}/demo/")
+    assert manifest.status_code == 401
 
 
 def test_the_demo_says_what_to_do_when_no_worker_runs(live_server, broker_queue) -> None:

@@ -58,7 +58,8 @@ def _stop(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
 
 
 class RegistryProcess:
-    """``docker-registry serve`` with the configuration ``registry_config`` generates."""
+    """``docker-registry serve`` with the configuration ``registry_config`` generates: token
+    authentication against ``REGISTRY_TOKEN_REALM`` (the tests' live server) and our CA."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = workdir
@@ -107,7 +108,8 @@ class RegistryProcess:
         if self.process.poll() is not None:
             pytest.fail(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
         try:
-            return requests.get(f"{self.url}/v2/", timeout=1).status_code == 200
+            # 401: it demands a token from the realm in the challenge, as configured.
+            return requests.get(f"{self.url}/v2/", timeout=1).status_code == 401
         except requests.ConnectionError:
             return False
 

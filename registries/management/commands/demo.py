@@ -1,15 +1,22 @@
 """``python manage.py demo``: the product's main flow, end to end, against a running `make run`.
 
 Creates an organization, a cluster, an agent token and a hosted queue through the service layer,
-waits for the cluster's registry while showing its progress, then fetches the job environment
-over HTTP exactly as the agent hook does, and checks that the registry URL answers ``/v2/``.
+waits for the cluster's registry while showing its progress, fetches the job environment over
+HTTP exactly as the agent hook does, checks that the registry demands and accepts our tokens,
+then does what the first steps of a pipeline do: builds a small image (buildah from a Dockerfile
+when buildah is installed, otherwise an OCI layout written here), logs in with the agent token,
+pushes it to ``${BUILDKITE_HOSTED_REGISTRY_URL}/base:latest`` and pulls it back with skopeo.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +27,7 @@ from django.utils import timezone
 
 from clusters import services as cluster_services
 from clusters.models import Organization
+from registries.demo_image import BusyboxMissing, write_build_context, write_oci_layout
 from registries.drivers import DriverError
 from registries.drivers.distribution import DistributionDriver
 from registries.models import Registry, State
@@ -36,6 +44,13 @@ class Command(BaseCommand):
         parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="the running API")
         parser.add_argument("--shape", default="LINUX_AMD64_2X4", help="instance shape")
         parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+        parser.add_argument(
+            "--builder",
+            choices=["auto", "buildah", "skopeo"],
+            default="auto",
+            help="build with buildah, or write an OCI layout and push it with skopeo "
+            "(auto: buildah when it is installed)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] < 2:
@@ -78,11 +93,11 @@ class Command(BaseCommand):
         self.stdout.write("\nThe job environment, as the agent's environment hook receives it:\n")
         self.stdout.write(body)
 
-        endpoint, status = self._check_registry(registry.url)
-        self.stdout.write(
-            f"\n{REGISTRY_URL_VARIABLE}={registry.url}\n"
-            f"GET {endpoint} answered {status}: the registry is up.\n"
-        )
+        url = _exported(body, REGISTRY_URL_VARIABLE)
+        self.stdout.write(f"\n{REGISTRY_URL_VARIABLE}={url}\n")
+        self.step(self._check_registry(url))
+        with tempfile.TemporaryDirectory(prefix="controlplane-demo-") as workdir:
+            PipelineSteps(self, Path(workdir), url, secret).run(options["builder"])
 
     def step(self, message: str) -> None:
         self.stdout.write(self.style.SUCCESS("✔ ") + message)
@@ -145,12 +160,123 @@ class Command(BaseCommand):
             )
         return response.text
 
-    def _check_registry(self, url: str) -> tuple[str, int]:
+    def _check_registry(self, url: str) -> str:
         """The same check provisioning makes, against the host jobs are given."""
         host = url.split("/", 1)[0]
         api_url = f"{urlsplit(settings.REGISTRY_URL).scheme or 'http'}://{host}"
         try:
-            status = DistributionDriver(api_url=api_url, public_host=host, timeout=5).check_api()
+            return DistributionDriver(api_url=api_url, public_host=host, timeout=5).check_api()
         except DriverError as exc:
-            raise CommandError(f"The registry jobs are given does not answer: {exc}") from exc
-        return f"{api_url}/v2/", status
+            raise CommandError(f"The registry jobs are given does not work: {exc}") from exc
+
+
+def _exported(shell: str, name: str) -> str:
+    """The value of ``export NAME=$'...'`` in the agent environment (no quoting in a URL)."""
+    prefix = f"export {name}=$'"
+    for line in shell.splitlines():
+        if line.startswith(prefix) and line.endswith("'"):
+            return line[len(prefix) : -1]
+    raise CommandError(f"The job environment has no {name}.")
+
+
+def _required_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise CommandError(
+            f"{name} is not installed; the demo pushes and pulls with it. Install it "
+            f"(`sudo apt-get install {name} busybox-static`) and run the demo again."
+        )
+    return path
+
+
+class PipelineSteps:
+    """What a pipeline's first steps do with the registry, with the tools a job would use."""
+
+    def __init__(self, command: Command, workdir: Path, url: str, secret: str) -> None:
+        self.command = command
+        self.workdir = workdir
+        self.host = url.split("/", 1)[0]
+        self.reference = f"{url}/base:latest"
+        self.secret = secret
+        self.authfile = workdir / "auth.json"
+        tls = urlsplit(settings.REGISTRY_URL).scheme == "https"
+        self.tls = f"--tls-verify={'true' if tls else 'false'}"
+        self.skopeo = _required_tool("skopeo")
+
+    def run(self, builder: str) -> None:
+        message = f"hello from {self.reference}"
+        buildah = shutil.which("buildah") if builder == "auto" else None
+        try:
+            if builder == "buildah" or buildah:
+                self._build_with_buildah(buildah or _required_tool("buildah"), message)
+            else:
+                self._build_with_skopeo(message)
+            pulled = self.workdir / "pulled"
+            self._run(
+                f"pulled it back into {pulled}",
+                self.skopeo, "copy", f"--src-{self.tls[2:]}", "--authfile", str(self.authfile),
+                f"docker://{self.reference}", f"oci:{pulled}:latest",
+            )  # fmt: skip
+            inspected = self._run(
+                "inspected it",
+                self.skopeo, "inspect", self.tls, "--authfile", str(self.authfile),
+                "--format", "{{.Digest}}", f"docker://{self.reference}",
+            )  # fmt: skip
+        except BusyboxMissing as exc:
+            raise CommandError(str(exc)) from exc
+        self.command.stdout.write(
+            f"\n{self.reference} is {inspected.strip()}: pushed and pulled with the agent token."
+        )
+
+    def _build_with_buildah(self, binary: str, message: str) -> None:
+        buildah = [
+            binary, "--root", str(self.workdir / "root"),
+            "--runroot", str(self.workdir / "run"), "--storage-driver", "vfs",
+        ]  # fmt: skip
+        dockerfile = write_build_context(self.workdir / "context", message)
+        self._run(
+            f"logged in to {self.host} with the agent token",
+            *buildah, "login", self.tls, "--authfile", str(self.authfile),
+            "--username", "buildkite-agent", "--password-stdin", self.host,
+            input=self.secret,
+        )  # fmt: skip
+        self._run(
+            f"built {self.reference} from {dockerfile} with buildah",
+            *buildah, "bud", "--isolation", "chroot", "-f", str(dockerfile),
+            "-t", self.reference, str(dockerfile.parent),
+        )  # fmt: skip
+        self._run(
+            f"pushed {self.reference}",
+            *buildah, "push", self.tls, "--authfile", str(self.authfile),
+            self.reference, f"docker://{self.reference}",
+        )  # fmt: skip
+
+    def _build_with_skopeo(self, message: str) -> None:
+        layout = self.workdir / "image"
+        digest = write_oci_layout(layout, message)
+        self.command.step(f"wrote an OCI image layout for skopeo: {digest}")
+        self._run(
+            f"logged in to {self.host} with the agent token",
+            self.skopeo, "login", self.tls, "--authfile", str(self.authfile),
+            "--username", "buildkite-agent", "--password-stdin", self.host,
+            input=self.secret,
+        )  # fmt: skip
+        self._run(
+            f"pushed {self.reference} with skopeo",
+            self.skopeo, "copy", f"--dest-{self.tls[2:]}", "--authfile", str(self.authfile),
+            f"oci:{layout}:latest", f"docker://{self.reference}",
+        )  # fmt: skip
+
+    def _run(self, done: str, *args: str | None, input: str | None = None) -> str:
+        started = time.monotonic()
+        argv = [str(arg) for arg in args]
+        result = subprocess.run(  # noqa: S603 - the demo's own commands
+            argv, input=input, capture_output=True, text=True, timeout=300, check=False
+        )
+        if result.returncode != 0:
+            raise CommandError(
+                f"`{' '.join(argv[:2])} ...` failed ({result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()}"
+            )
+        self.command.step(f"{done} ({time.monotonic() - started:.1f}s)")
+        return result.stdout

@@ -1,0 +1,321 @@
+"""The keys that sign registry tokens: a CA the registry trusts, and a signing certificate from it.
+
+Distribution trusts the certificates in its ``rootcertbundle``, which it reads only at start-up.
+We give it one long-lived CA certificate and sign tokens with a shorter-lived key whose
+certificate that CA issued, sent in each token's ``x5c`` header. A new signing key therefore needs
+no registry restart: ``registry_keys rotate`` issues one from the same CA.
+
+Files under ``REGISTRY_KEYS_DIR``:
+
+- ``ca.crt``: the CA certificate, the registry's ``rootcertbundle`` (public, 0644).
+- ``ca.key``: the CA's private key (0600). Used only to issue signing certificates.
+- ``signing.pem``: the current signing key and its certificate, in one file (0600), so that a
+  reader never sees a key with another key's certificate.
+- ``signing-previous.pem``: the one before the last rotation (0600). Tokens it signed stay valid
+  until they expire; refresh tokens it signed are still accepted for the longest token lifetime
+  after the rotation (``previous_accepted_until``).
+
+Every write goes to a temporary file in the same folder and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.conf import settings
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+SIGNING = "signing.pem"
+SIGNING_PREVIOUS = "signing-previous.pem"
+
+INIT_COMMAND = "python manage.py registry_keys init"
+
+
+class SigningKeyMissing(Exception):
+    """No signing key in ``REGISTRY_KEYS_DIR``; the message says which command creates one."""
+
+
+def libtrust_kid(public_key: ec.EllipticCurvePublicKey) -> str:
+    """The key id Distribution computes for a public key (libtrust's format): the SHA-256 of the
+    DER SubjectPublicKeyInfo, truncated to 240 bits, base32, in 12 groups of 4."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(digest[i : i + 4] for i in range(0, len(digest), 4))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def kid(self) -> str:
+        return libtrust_kid(self.public_key)
+
+    @property
+    def x5c(self) -> list[str]:
+        """The ``x5c`` header: the signing certificate as standard (not URL-safe) base64 DER."""
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return [base64.b64encode(der).decode()]
+
+    @property
+    def issued_at(self) -> dt.datetime:
+        return self.certificate.not_valid_before_utc
+
+    def pem(self) -> bytes:
+        return _private_pem(self.private_key) + self.certificate.public_bytes(
+            serialization.Encoding.PEM
+        )
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> SigningKey:
+        key = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the signing key is not an EC key")
+        certificate = x509.load_pem_x509_certificate(data)
+        if certificate.public_key() != key.public_key():
+            raise ValueError("the signing certificate does not belong to the signing key")
+        return cls(private_key=key, certificate=certificate)
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """What the token service signs with (``current``) and what it still accepts."""
+
+    current: SigningKey
+    previous: SigningKey | None
+
+    def previous_accepted_until(self) -> dt.datetime | None:
+        if self.previous is None:
+            return None
+        return self.current.issued_at + dt.timedelta(seconds=longest_token_lifetime())
+
+    def accepted(self, now: dt.datetime) -> list[SigningKey]:
+        """Keys whose signatures we accept on tokens that come back to us (refresh tokens)."""
+        until = self.previous_accepted_until()
+        if self.previous is not None and until is not None and now < until:
+            return [self.current, self.previous]
+        return [self.current]
+
+
+def longest_token_lifetime() -> int:
+    return max(
+        settings.REGISTRY_TOKEN_PULL_TTL_SECONDS,
+        settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS,
+        settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS,
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, settings.REGISTRY_TOKEN_ISSUER),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    name = _name("registry token CA")
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=settings.REGISTRY_CA_CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+def _issue_signing_key(
+    ca_key: ec.EllipticCurvePrivateKey, ca_certificate: x509.Certificate
+) -> SigningKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    # No extended key usage: Go's verifier accepts a certificate without one for any purpose.
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"registry token signing key {now:%Y-%m-%dT%H:%M:%SZ}"))
+        .issuer_name(ca_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(
+            min(
+                now + dt.timedelta(days=settings.REGISTRY_SIGNING_CERT_DAYS),
+                ca_certificate.not_valid_after_utc,
+            )
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return SigningKey(private_key=key, certificate=certificate)
+
+
+def _write(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode`` from the first byte, replacing it atomically."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)  # the umask may have narrowed it
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class KeyStore:
+    """The key files in one folder. Reading is cached until ``signing.pem`` changes, so a running
+    service picks up a rotation by itself."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, int], SigningKeys] | None = None
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    @property
+    def ca_certificate_path(self) -> Path:
+        return self.path(CA_CERT)
+
+    def exists(self) -> bool:
+        return self.path(CA_KEY).exists() and self.path(SIGNING).exists()
+
+    def init(self) -> bool:
+        """Create the CA and a first signing key. Returns False, changing nothing, when a CA is
+        already there: replacing it would make every registry that trusts it reject our tokens."""
+        if self.path(CA_KEY).exists() or self.path(CA_CERT).exists():
+            return False
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ca_key, ca_certificate = _issue_ca()
+        _write(self.path(CA_KEY), _private_pem(ca_key), mode=0o600)
+        _write(
+            self.path(CA_CERT), ca_certificate.public_bytes(serialization.Encoding.PEM), mode=0o644
+        )
+        _write(self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600)
+        return True
+
+    def rotate(self) -> SigningKeys:
+        """Issue a new signing key from the same CA; the current one becomes the previous one."""
+        if not self.exists():
+            raise SigningKeyMissing(
+                f"No registry signing keys in {self.directory}: run `{INIT_COMMAND}` first."
+            )
+        ca_key = serialization.load_pem_private_key(self.path(CA_KEY).read_bytes(), None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.path(CA_KEY)} is not an EC private key")
+        ca_certificate = x509.load_pem_x509_certificate(self.path(CA_CERT).read_bytes())
+        new = _issue_signing_key(ca_key, ca_certificate)
+        with self._lock:
+            _write(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
+            _write(self.path(SIGNING), new.pem(), mode=0o600)
+            self._cached = None
+        return self.load()
+
+    def load(self) -> SigningKeys:
+        """The current and previous signing keys. Raises ``SigningKeyMissing``."""
+        try:
+            stat = self.path(SIGNING).stat()
+        except FileNotFoundError:
+            raise SigningKeyMissing(
+                f"The registry token service has no signing key in {self.directory}. "
+                f"Run `{INIT_COMMAND}` (it creates the CA the registry trusts and a signing key)."
+            ) from None
+        stamp = (stat.st_mtime_ns, stat.st_ino)
+        with self._lock:
+            if self._cached is not None and self._cached[0] == stamp:
+                return self._cached[1]
+            current = SigningKey.from_pem(self.path(SIGNING).read_bytes())
+            previous_path = self.path(SIGNING_PREVIOUS)
+            previous = (
+                SigningKey.from_pem(previous_path.read_bytes()) if previous_path.exists() else None
+            )
+            keys = SigningKeys(current=current, previous=previous)
+            self._cached = (stamp, keys)
+            return keys
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+_stores: dict[str, KeyStore] = {}
+_stores_lock = threading.Lock()
+
+
+def key_store() -> KeyStore:
+    """The key store of ``REGISTRY_KEYS_DIR``, one per folder per process."""
+    directory = str(settings.REGISTRY_KEYS_DIR)
+    with _stores_lock:
+        if directory not in _stores:
+            _stores[directory] = KeyStore(directory)
+        return _stores[directory]

@@ -1,0 +1,245 @@
+"""Registry tokens: what a caller may do in the registry, and the JWT that says so.
+
+Distribution's token authentication (https://distribution.github.io/distribution/spec/auth/token/):
+the registry answers 401 with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...``; the
+client asks the realm (our token endpoint) for those scopes; we answer with a JWT whose ``access``
+claim lists what we grant. The registry checks ``iss``, ``aud`` (a single string), ``exp``/``nbf``
+and the signature (by the ``x5c`` chain up to the CA in its ``rootcertbundle``).
+
+Grants are the intersection of what is asked and what the caller may do. A scope the caller may
+not have is dropped, never an error: clients ask for extra scopes when they try to mount a blob
+from another repository, and the push must go on by plain upload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from django.conf import settings
+
+from registries.keys import key_store
+
+#: A repository name as Distribution's reference grammar defines it: lower-case path components
+#: separated by "/", each alphanumeric runs joined by ".", "_", "__" or dashes.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+REPOSITORY_NAME_MAX_LENGTH = 255
+
+#: Every action Distribution knows on a repository; "*" means all of them (``skopeo delete``
+#: asks for it).
+REPOSITORY_ACTIONS = ("pull", "push", "delete", "*")
+CATALOG_SCOPE = ("registry", "catalog", "*")
+
+CONTROL_PLANE_SUBJECT = "controlplane"
+REFRESH_TOKEN_USE = "refresh"  # noqa: S105 - a claim value, not a secret
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One requested ``type:name:actions``, e.g. ``repository:acme/0123456789ab/base:pull,push``."""
+
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, raw: str) -> Scope | None:
+        """The type is up to the first ":", the actions after the last, the name in between.
+        Returns None for anything that does not have all three."""
+        type_, _, rest = raw.partition(":")
+        name, separator, actions = rest.rpartition(":")
+        if not type_ or not name or not separator:
+            return None
+        return cls(type_, name, tuple(dict.fromkeys(a for a in actions.split(",") if a)))
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+
+def parse_scopes(values: Iterable[str]) -> list[Scope]:
+    """``scope`` parameters as clients send them: repeated, and each may hold several scopes
+    separated by spaces (the OAuth2 form). Unparseable ones are dropped."""
+    scopes = (Scope.parse(item) for value in values for item in value.split())
+    return [scope for scope in scopes if scope is not None]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, and where they may act.
+
+    ``namespace`` is the one repository namespace the principal may pull, push and delete in
+    (the repository named after it and everything under it); None for nowhere. Only the control
+    plane itself may list the catalog.
+    """
+
+    subject: str
+    namespace: str | None = None
+    catalog: bool = False
+    #: The cluster agent token behind the principal, for refresh tokens.
+    agent_token_id: uuid.UUID | None = None
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls(subject="")
+
+    @classmethod
+    def control_plane(cls, namespace: str) -> Principal:
+        return cls(subject=CONTROL_PLANE_SUBJECT, namespace=namespace, catalog=True)
+
+    def owns(self, repository: str) -> bool:
+        if self.namespace is None or len(repository) > REPOSITORY_NAME_MAX_LENGTH:
+            return False
+        if not REPOSITORY_NAME.fullmatch(repository):
+            return False
+        return repository == self.namespace or repository.startswith(f"{self.namespace}/")
+
+
+def grant(principal: Principal, scopes: Iterable[Scope]) -> list[dict[str, Any]]:
+    """The ``access`` claim: each requested scope cut down to what ``principal`` may do.
+
+    Scopes for the same resource are merged; a scope left with no action is left out.
+    """
+    granted: dict[tuple[str, str], list[str]] = {}
+    for scope in scopes:
+        if scope.type == "repository" and principal.owns(scope.name):
+            actions = [a for a in scope.actions if a in REPOSITORY_ACTIONS]
+        elif (scope.type, scope.name) == CATALOG_SCOPE[:2] and principal.catalog:
+            actions = [a for a in scope.actions if a == CATALOG_SCOPE[2]]
+        else:
+            continue
+        if actions:
+            merged = granted.setdefault((scope.type, scope.name), [])
+            merged.extend(a for a in actions if a not in merged)
+    return [
+        {"type": type_, "name": name, "actions": actions}
+        for (type_, name), actions in granted.items()
+    ]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    issued_at: dt.datetime
+    access: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_response(self) -> dict[str, Any]:
+        """The token endpoint's answer; ``access_token`` is the OAuth2 name of the same token."""
+        return {
+            "token": self.token,
+            "access_token": self.token,
+            "expires_in": self.expires_in,
+            "issued_at": self.issued_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+def lifetime_for(access: list[dict[str, Any]]) -> int:
+    """Short for a grant that can only read; long enough for a big push otherwise."""
+    read_only = all(set(entry["actions"]) <= {"pull"} for entry in access)
+    if read_only:
+        return int(settings.REGISTRY_TOKEN_PULL_TTL_SECONDS)
+    return int(settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS)
+
+
+def _sign(claims: dict[str, Any]) -> str:
+    key = key_store().load().current
+    return jwt.encode(
+        claims,
+        key.private_key,
+        algorithm="ES256",
+        headers={"typ": "JWT", "kid": key.kid, "x5c": key.x5c},
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
+    """A registry token for ``principal`` granting what it may of ``scopes``.
+
+    Raises ``registries.keys.SigningKeyMissing`` when there is no key to sign with.
+    """
+    access = grant(principal, scopes)
+    lifetime = lifetime_for(access)
+    now = _now()
+    claims = {
+        "iss": settings.REGISTRY_TOKEN_ISSUER,
+        "sub": principal.subject,
+        "aud": settings.REGISTRY_TOKEN_SERVICE,  # a string: Distribution rejects a list
+        "exp": int(now.timestamp()) + lifetime,
+        "nbf": int(now.timestamp()),
+        "iat": int(now.timestamp()),
+        "jti": uuid.uuid4().hex,
+        "access": access,
+    }
+    return IssuedToken(token=_sign(claims), expires_in=lifetime, issued_at=now, access=access)
+
+
+def refresh_token_issue(principal: Principal) -> str:
+    """A refresh token (OAuth2 ``offline`` access) for an agent-token principal.
+
+    It names the agent token, not its secret; using it checks again that the agent token is
+    active. Its audience is the issuer itself, so the registry never accepts it, and an access
+    token is never accepted as a refresh token.
+    """
+    if principal.agent_token_id is None:
+        raise ValueError("Only an agent token's principal gets a refresh token.")
+    now = int(_now().timestamp())
+    return _sign(
+        {
+            "iss": settings.REGISTRY_TOKEN_ISSUER,
+            "sub": principal.subject,
+            "aud": settings.REGISTRY_TOKEN_ISSUER,
+            "exp": now + settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS,
+            "nbf": now,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "use": REFRESH_TOKEN_USE,
+            "agent_token": str(principal.agent_token_id),
+        }
+    )
+
+
+class InvalidRefreshToken(Exception):
+    pass
+
+
+def refresh_token_agent_token_id(refresh_token: str) -> uuid.UUID:
+    """The agent token a refresh token of ours names. Raises ``InvalidRefreshToken``.
+
+    Accepts the current signing key, and the previous one until the longest token lifetime has
+    passed since the rotation.
+    """
+    keys = key_store().load().accepted(_now())
+    try:
+        kid = jwt.get_unverified_header(refresh_token).get("kid")
+    except jwt.InvalidTokenError as exc:
+        raise InvalidRefreshToken("The refresh token is malformed.") from exc
+    for key in keys:
+        if key.kid != kid:
+            continue
+        try:
+            claims = jwt.decode(
+                refresh_token,
+                key.public_key,
+                algorithms=["ES256"],
+                audience=settings.REGISTRY_TOKEN_ISSUER,
+                issuer=settings.REGISTRY_TOKEN_ISSUER,
+                options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidRefreshToken(f"The refresh token is not valid: {exc}.") from exc
+        if claims.get("use") != REFRESH_TOKEN_USE:
+            raise InvalidRefreshToken("This is not a refresh token.")
+        try:
+            return uuid.UUID(str(claims.get("agent_token")))
+        except ValueError as exc:
+            raise InvalidRefreshToken("The refresh token names no agent token.") from exc
+    raise InvalidRefreshToken("The refresh token was not signed by a key we accept.")

@@ -1,0 +1,156 @@
+"""The registry's token endpoint (``REGISTRY_TOKEN_REALM``), as Docker clients call it.
+
+``GET /registry/token?service=...&scope=...&account=...`` with HTTP Basic credentials, whose
+password is a cluster agent token (any user name); or ``POST`` an OAuth2 form with
+``grant_type=password`` (``username``, ``password``) or ``grant_type=refresh_token``
+(``refresh_token``). Both answer ``{token, access_token, expires_in, issued_at}``, plus a
+``refresh_token`` when offline access was asked for (``offline_token=true`` or
+``access_type=offline``), which is what ``docker login`` stores instead of the password.
+
+No credentials get a token with an empty grant, as the protocol expects. Wrong, expired or
+revoked credentials get 401. Errors carry our ``message`` and Distribution's ``errors`` list, so
+that docker, skopeo and buildah print the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any, cast
+
+from django.conf import settings
+from django.http import QueryDict
+from rest_framework import exceptions, status
+from rest_framework.parsers import FormParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from registries.keys import SigningKeyMissing
+from registries.selectors import principal_for_agent_secret, principal_for_agent_token_id
+from registries.tokens import (
+    InvalidRefreshToken,
+    Principal,
+    parse_scopes,
+    refresh_token_agent_token_id,
+    refresh_token_issue,
+    token_issue,
+)
+
+logger = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "Invalid, expired or revoked agent token."
+#: Distribution's error codes, for clients that read its ``errors`` list.
+ERROR_CODES = {400: "DENIED", 401: "UNAUTHORIZED", 503: "UNAVAILABLE"}
+
+
+class TokenServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class RegistryTokenView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    parser_classes = [FormParser]
+
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        self._check_service(params.get("service"))
+        password = _basic_password(request)
+        principal = Principal.anonymous() if password is None else self._authenticate(password)
+        offline = params.get("offline_token", "").lower() == "true"
+        return self._issue(principal, params.getlist("scope"), offline=offline)
+
+    def post(self, request: Request) -> Response:
+        form = cast(QueryDict, request.data)  # the only parser is FormParser
+        self._check_service(form.get("service"))
+        grant_type = form.get("grant_type")
+        if grant_type == "password":
+            principal = self._authenticate(form.get("password", ""))
+        elif grant_type == "refresh_token":
+            principal = self._refresh(form.get("refresh_token", ""))
+        else:
+            raise exceptions.ParseError(
+                "grant_type must be 'password' or 'refresh_token'; "
+                "or GET this endpoint with HTTP Basic credentials."
+            )
+        offline = form.get("access_type") == "offline" or grant_type == "refresh_token"
+        return self._issue(principal, form.getlist("scope"), offline=offline)
+
+    def _check_service(self, service: str | None) -> None:
+        if not service:
+            raise exceptions.ParseError("service is required (the registry's challenge names it).")
+        if service != settings.REGISTRY_TOKEN_SERVICE:
+            raise exceptions.ParseError(
+                f"This endpoint issues tokens for the service {settings.REGISTRY_TOKEN_SERVICE!r},"
+                f" not {service!r}."
+            )
+
+    def _authenticate(self, secret: str) -> Principal:
+        principal = principal_for_agent_secret(secret)
+        if principal is None:
+            raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
+        return principal
+
+    def _refresh(self, refresh_token: str) -> Principal:
+        try:
+            token_id = refresh_token_agent_token_id(refresh_token)
+        except InvalidRefreshToken as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from exc
+        principal = principal_for_agent_token_id(token_id)
+        if principal is None:
+            raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
+        return principal
+
+    def _issue(self, principal: Principal, scope_values: list[str], *, offline: bool) -> Response:
+        scopes = parse_scopes(scope_values)
+        try:
+            issued = token_issue(principal, scopes)
+            body: dict[str, Any] = issued.as_response()
+            if offline and principal.agent_token_id is not None:
+                body["refresh_token"] = refresh_token_issue(principal)
+        except SigningKeyMissing as exc:
+            logger.error("registry.token.no_signing_key")
+            raise TokenServiceUnavailable(str(exc)) from exc
+        logger.info(
+            "registry.token.issued",
+            extra={
+                "subject": principal.subject or "anonymous",
+                "requested": " ".join(str(scope) for scope in scopes),
+                "granted": " ".join(
+                    f"{a['type']}:{a['name']}:{','.join(a['actions'])}" for a in issued.access
+                ),
+            },
+        )
+        return Response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="registry token"'
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if isinstance(response.data, dict) and "message" in response.data:
+            code = ERROR_CODES.get(response.status_code, "UNKNOWN")
+            response.data.setdefault(
+                "errors", [{"code": code, "message": response.data["message"]}]
+            )
+        return response
+
+
+def _basic_password(request: Request) -> str | None:
+    """The password of ``Authorization: Basic``; None when no Authorization header was sent."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise exceptions.AuthenticationFailed(
+            "Send HTTP Basic credentials: any user name, and a cluster agent token as password."
+        )
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise exceptions.AuthenticationFailed("Malformed HTTP Basic credentials.") from exc
+    return decoded.partition(":")[2]
