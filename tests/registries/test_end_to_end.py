@@ -4,8 +4,8 @@ a Distribution registry, and the API over HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import re
+from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
 

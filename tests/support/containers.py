@@ -6,8 +6,12 @@ own folder. Both talk plain HTTP to the registry on 127.0.0.1 (``--tls-verify=fa
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -109,3 +113,27 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
         f"{result.args}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     )
     return result
+
+
+def layout_digest(layout: Path) -> str:
+    """The manifest digest of the one image in an OCI layout."""
+    return str(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"])
+
+
+def read_from_layout(layout: Path, path: str) -> bytes:
+    """A file of the image in an OCI layout, as its last layer that has it holds it."""
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / digest.replace(":", "/")).read_bytes()
+
+    manifest = json.loads(blob(layout_digest(layout)))
+    found: bytes | None = None
+    for layer in manifest["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(layer["digest"])))) as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") == path.lstrip("/") and member.isfile():
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    found = extracted.read()
+    assert found is not None, f"{path} is in no layer of {layout}"
+    return found
