@@ -28,7 +28,6 @@ from registries.tokens import CATALOG_SCOPE, CONTROL_PLANE_SUBJECT, Principal, S
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 #: Besides 5xx, answers that say "not now" rather than "not this": a timeout, a rate limit.
 TRANSIENT_STATUSES = frozenset({408, 429})
-PAGE_SIZE = 100
 #: Every manifest type, so that a HEAD by tag answers the digest of what was pushed as it is.
 MANIFEST_TYPES = ", ".join(
     [
@@ -54,6 +53,8 @@ class DistributionDriver:
     public_host: str
     timeout: float
     name: str = "distribution"
+    #: Entries per page of the catalog and tag lists (Distribution's default is 100).
+    page_size: int = 100
     session: requests.Session = field(default_factory=requests.Session, compare=False)
 
     @classmethod
@@ -138,14 +139,14 @@ class DistributionDriver:
         token = _control_plane_token(
             Principal.control_plane(namespace), [Scope(*CATALOG_SCOPE[:2], ("*",))]
         )
-        for page in self._pages(f"/v2/_catalog?n={PAGE_SIZE}", token=token):
+        for page in self._pages(f"/v2/_catalog?n={self.page_size}", token=token):
             for repository in page.get("repositories") or []:
                 if repository == namespace or repository.startswith(f"{namespace}/"):
                     yield repository
 
     def tags(self, repository: str, *, token: str) -> list[str]:
         """Every tag of ``repository``, all pages read before anything is deleted."""
-        path = f"/v2/{repository}/tags/list?n={PAGE_SIZE}"
+        path = f"/v2/{repository}/tags/list?n={self.page_size}"
         return [tag for page in self._pages(path, token=token) for tag in page.get("tags") or []]
 
     def _manifest_digest(self, repository: str, tag: str, *, token: str) -> str | None:
