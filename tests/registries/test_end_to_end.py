@@ -16,7 +16,9 @@ from django.core.management import CommandError, call_command
 from clusters import services
 from clusters.models import AgentEnvironmentVariable
 from registries.models import Registry, State
+from registries.demo_image import write_oci_layout
 from registries.services import registry_retry
+from registries.tokens import Principal, Scope, token_issue
 from tests.support.processes import CeleryWorker, RegistryProcess, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,6 +76,41 @@ def test_a_hosted_queue_gets_a_ready_registry_whose_url_jobs_receive(
     assert v2.headers["WWW-Authenticate"] == (
         f'Bearer realm="{live_server.url}/registry/token",service="hosted-registry"'
     )
+
+
+def test_a_deleted_clusters_registry_is_deprovisioned_by_the_worker(
+    start_worker, registry_process: RegistryProcess, live_server, skopeo, workdir: Path
+) -> None:
+    start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
+    organization = services.organization_create(slug="acme", name="Acme")
+    cluster = services.cluster_create(organization=organization, name="Short-lived")
+    _, secret = services.agent_token_create(cluster=cluster, description="agents")
+    services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
+    registry = wait_until(
+        lambda: registry_in_state(cluster.pk, State.READY), timeout=30, what="a ready registry"
+    )
+    write_oci_layout(workdir / "image", "short-lived")
+    pushed = skopeo.push(workdir / "image", f"{registry.url}/base:latest", secret)
+    assert pushed.returncode == 0, pushed.stderr
+
+    services.cluster_delete(cluster=cluster)
+
+    deleted = wait_until(
+        lambda: Registry.objects.filter(pk=registry.pk, state=State.DELETED).first(),
+        timeout=30,
+        what="the worker to deprovision the registry",
+    )
+    assert deleted.events.last().message == f"deleted 1 manifest(s) from {registry.namespace}"
+    token = token_issue(
+        Principal.control_plane(registry.namespace),
+        [Scope("repository", f"{registry.namespace}/base", ("pull",))],
+    ).token
+    manifest = requests.head(
+        f"{registry_process.url}/v2/{registry.namespace}/base/manifests/latest",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert manifest.status_code == 404
 
 
 def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retried_to_ready(
