@@ -10,21 +10,26 @@ WITH_ENV := .venv/bin/honcho run
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000)"
 	@echo "make test   run the test suite"
-	@echo "make demo   create a cluster with a hosted queue and print its agent environment"
+	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
 
 .venv/.installed: requirements.txt
 	@scripts/ensure-venv
 
+# Debian packages: the registry for `make run`; the container clients for the tests and the demo.
+RUN_PACKAGES := docker-registry
+CLIENT_PACKAGES := skopeo buildah busybox-static
+
 run: .venv/.installed
-	@scripts/ensure-docker-registry
+	@scripts/ensure-packages $(RUN_PACKAGES)
 	$(WITH_ENV) $(PY) manage.py migrate --noinput
+	$(WITH_ENV) $(PY) manage.py registry_keys init
 	@mkdir -p var/registry
 	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > var/registry/config.yml
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed
-	@scripts/ensure-docker-registry
+	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES)
 	.venv/bin/pytest
 
 lint: .venv/.installed
@@ -36,6 +41,7 @@ lint: .venv/.installed
 	$(PY) manage.py makemigrations --check --dry-run
 
 demo: .venv/.installed
+	@scripts/ensure-packages $(CLIENT_PACKAGES)
 	$(WITH_ENV) $(PY) manage.py demo
 
 clean:

@@ -28,6 +28,7 @@ class RegistryEventInline(ReadOnlyTabularInline):
 @admin.register(Registry)
 class RegistryAdmin(ReadOnlyAdmin):
     list_display = ["namespace", "cluster", "state", "url", "attempts", "state_changed_at"]
+    # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
     list_filter = ["state", "driver", "cluster__organization"]
     search_fields = ["namespace", "cluster__name", "url"]
     list_select_related = ["cluster__organization"]
@@ -41,15 +42,17 @@ class RegistryAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
         return [field.name for field in Registry._meta.fields]
 
-    @admin.action(description="Retry provisioning of selected failed registries")
+    @admin.action(
+        description="Retry provisioning (or deprovisioning) of selected failed registries"
+    )
     def retry(self, request: HttpRequest, queryset: QuerySet[Registry]) -> None:
         for registry in queryset:
             try:
-                registry_retry(registry=registry)
+                retried = registry_retry(registry=registry)
             except ValidationError as exc:
                 self.message_user(request, f"{registry}: {exc.messages[0]}", messages.WARNING)
             else:
-                self.message_user(request, f"{registry}: provisioning again.", messages.SUCCESS)
+                self.message_user(request, f"{registry}: now {retried.state}.", messages.SUCCESS)
 
 
 @admin.register(RegistryEvent)

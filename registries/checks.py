@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core import checks
 
 from registries.drivers import DRIVERS
+from registries.keys import INIT_COMMAND, key_store
 
 
 def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -32,6 +33,24 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
         errors.append(
             checks.Error(
                 "REGISTRY_PROVISION_MAX_ATTEMPTS must be at least 1.", id="registries.E003"
+            )
+        )
+    if not settings.REGISTRY_TOKEN_REALM.startswith(("http://", "https://")):
+        errors.append(
+            checks.Error(
+                f"REGISTRY_TOKEN_REALM={settings.REGISTRY_TOKEN_REALM!r} is not an http(s) URL.",
+                hint="Set it to this service's token endpoint as clients reach it, e.g. "
+                "https://controlplane.example/registry/token.",
+                id="registries.E004",
+            )
+        )
+    if not key_store().exists():
+        errors.append(
+            checks.Warning(
+                f"No registry token signing keys in {settings.REGISTRY_KEYS_DIR}: the token "
+                "endpoint answers 503 and provisioning fails until there are.",
+                hint=f"Run `{INIT_COMMAND}`.",
+                id="registries.W002",
             )
         )
     longest_wait = max(

@@ -21,6 +21,9 @@ CONFIGURATION = {
     "CELERY_FILESYSTEM_DIR",
     "DJANGO_DEBUG",
     "DJANGO_SECRET_KEY",
+    "REGISTRY_TOKEN_REALM",
+    "REGISTRY_KEYS_DIR",
+    "REGISTRY_STORAGE_DIR",
 }
 
 
@@ -96,12 +99,19 @@ PRODUCTION = {
     "DJANGO_ALLOWED_HOSTS": "controlplane.example",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/controlplane",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "REGISTRY_TOKEN_REALM": "https://controlplane.example/registry/token",
 }
 
 
 @pytest.mark.parametrize(
     "missing",
-    ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"],
+    [
+        "DJANGO_SECRET_KEY",
+        "DJANGO_ALLOWED_HOSTS",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REGISTRY_TOKEN_REALM",
+    ],
 )
 def test_production_refuses_to_start_without_what_it_needs(tmp_path: Path, missing: str) -> None:
     environment = {k: v for k, v in PRODUCTION.items() if k != missing}

@@ -15,8 +15,8 @@ from django.core.management import CommandError, call_command
 
 from clusters import services
 from clusters.models import AgentEnvironmentVariable
-from registries.models import Registry, State
 from registries.demo_image import write_oci_layout
+from registries.models import Registry, State
 from registries.services import registry_retry
 from registries.tokens import Principal, Scope, token_issue
 from tests.support.processes import CeleryWorker, RegistryProcess, free_port, wait_until
