@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import hashlib
 import os
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,15 +218,16 @@ def _issue_signing_key(
 
 
 def _write(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` from the first byte, replacing it atomically."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    """Write ``data`` to ``path``, replacing it atomically. The temporary file is created 0600
+    with a unique name (a crash can leave one behind; it never blocks a later write)."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, mode)  # the umask may have narrowed it
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -249,17 +254,30 @@ class KeyStore:
         return self.path(CA_KEY).exists() and self.path(SIGNING).exists()
 
     def init(self) -> bool:
-        """Create the CA and a first signing key. Returns False, changing nothing, when a CA is
-        already there: replacing it would make every registry that trusts it reject our tokens."""
-        if self.path(CA_KEY).exists() or self.path(CA_CERT).exists():
-            return False
+        """Create what is missing: the CA and a signing key, or only a signing key from an
+        existing CA (after a crash, or if ``signing.pem`` was removed). Returns False when both
+        were there. An existing CA is never replaced: every registry that trusts it would reject
+        our tokens."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ca_key, ca_certificate = _issue_ca()
-        _write(self.path(CA_KEY), _private_pem(ca_key), mode=0o600)
-        _write(
-            self.path(CA_CERT), ca_certificate.public_bytes(serialization.Encoding.PEM), mode=0o644
-        )
-        _write(self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600)
+        with self._exclusive():
+            if self.path(CA_KEY).exists() != self.path(CA_CERT).exists():
+                raise SigningKeyMissing(
+                    f"{self.directory} holds only one of {CA_KEY} and {CA_CERT}. Restore the "
+                    "other from a backup, or (if no registry trusts this CA yet) remove it and "
+                    f"run `{INIT_COMMAND}` again."
+                )
+            if not self.path(CA_KEY).exists():
+                ca_key, ca_certificate = _issue_ca()
+                _write(self.path(CA_KEY), _private_pem(ca_key), mode=0o600)
+                _write(
+                    self.path(CA_CERT),
+                    ca_certificate.public_bytes(serialization.Encoding.PEM),
+                    mode=0o644,
+                )
+            elif self.path(SIGNING).exists():
+                return False
+            ca_key, ca_certificate = self._ca()
+            _write(self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600)
         return True
 
     def rotate(self) -> SigningKeys:
@@ -268,16 +286,30 @@ class KeyStore:
             raise SigningKeyMissing(
                 f"No registry signing keys in {self.directory}: run `{INIT_COMMAND}` first."
             )
+        with self._exclusive():
+            ca_key, ca_certificate = self._ca()
+            new = _issue_signing_key(ca_key, ca_certificate)
+            with self._lock:
+                _write(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
+                _write(self.path(SIGNING), new.pem(), mode=0o600)
+                self._cached = None
+        return self.load()
+
+    def _ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         ca_key = serialization.load_pem_private_key(self.path(CA_KEY).read_bytes(), None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{self.path(CA_KEY)} is not an EC private key")
-        ca_certificate = x509.load_pem_x509_certificate(self.path(CA_CERT).read_bytes())
-        new = _issue_signing_key(ca_key, ca_certificate)
-        with self._lock:
-            _write(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
-            _write(self.path(SIGNING), new.pem(), mode=0o600)
-            self._cached = None
-        return self.load()
+        return ca_key, x509.load_pem_x509_certificate(self.path(CA_CERT).read_bytes())
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise key changes between processes (two ``init`` at once, say)."""
+        descriptor = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def load(self) -> SigningKeys:
         """The current and previous signing keys. Raises ``SigningKeyMissing``."""
