@@ -140,35 +140,66 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    name = _name("registry token CA")
-    certificate = (
+def _certificate(
+    *,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    ca: bool,
+) -> x509.Certificate:
+    """A CA certificate (``ca``: it signs certificates) or a signing one (it signs tokens).
+
+    Neither has an extended key usage: Go's verifier accepts a certificate without one for any
+    purpose, and would reject a token signing certificate restricted to another.
+    """
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=settings.REGISTRY_CA_CERT_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False,
+                digital_signature=not ca,
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
+                key_cert_sign=ca,
+                crl_sign=ca,
                 encipher_only=False,
                 decipher_only=False,
             ),
             critical=True,
         )  # fmt: skip
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    name = _name("registry token CA")
+    certificate = _certificate(
+        subject=name,
+        public_key=key.public_key(),
+        issuer=name,
+        issuer_key=key,
+        not_before=now - dt.timedelta(minutes=5),
+        not_after=now + dt.timedelta(days=settings.REGISTRY_CA_CERT_DAYS),
+        ca=True,
     )
     return key, certificate
 
@@ -178,41 +209,17 @@ def _issue_signing_key(
 ) -> SigningKey:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    # No extended key usage: Go's verifier accepts a certificate without one for any purpose.
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"registry token signing key {now:%Y-%m-%dT%H:%M:%SZ}"))
-        .issuer_name(ca_certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(
-            min(
-                now + dt.timedelta(days=settings.REGISTRY_SIGNING_CERT_DAYS),
-                ca_certificate.not_valid_after_utc,
-            )
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )  # fmt: skip
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    certificate = _certificate(
+        subject=_name(f"registry token signing key {now:%Y-%m-%dT%H:%M:%SZ}"),
+        public_key=key.public_key(),
+        issuer=ca_certificate.subject,
+        issuer_key=ca_key,
+        not_before=now,
+        not_after=min(
+            now + dt.timedelta(days=settings.REGISTRY_SIGNING_CERT_DAYS),
+            ca_certificate.not_valid_after_utc,
+        ),
+        ca=False,
     )
     return SigningKey(private_key=key, certificate=certificate)
 

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+from django.conf import settings
 
 from clusters import services
 from clusters.models import Cluster, ClusterAgentToken, Organization
@@ -61,3 +63,39 @@ def skopeo(workdir: Path, container_tools) -> Skopeo:
 @pytest.fixture
 def buildah(workdir: Path, container_tools) -> Buildah:
     return Buildah(workdir / "job")
+
+
+@pytest.fixture
+def request_token(live_server) -> Callable[..., dict[str, str]]:
+    """``request_token(secret, scope, **params)``: GET the token endpoint over HTTP with HTTP
+    Basic credentials, as docker and skopeo do; returns the 200 answer's JSON."""
+
+    def request(secret: str, scope: str, **params: str) -> dict[str, str]:
+        response = requests.get(
+            f"{live_server.url}/registry/token",
+            params={"service": settings.REGISTRY_TOKEN_SERVICE, "scope": scope, **params},
+            auth=("buildkite-agent", secret),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    return request
+
+
+@pytest.fixture
+def job_environment(live_server) -> Callable[[str, str], dict[str, str]]:
+    """``job_environment(secret, queue)``: the environment a job receives, over HTTP, as the
+    agent hook fetches it."""
+
+    def fetch(secret: str, queue: str) -> dict[str, str]:
+        response = requests.get(
+            f"{live_server.url}/v3/agent/environment",
+            params={"queue": queue},
+            headers={"Authorization": f"Token {secret}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["env"]
+
+    return fetch

@@ -213,23 +213,13 @@ def test_a_stalled_deprovisioning_is_redriven(ready_cluster, settings, broker_qu
 
 
 def test_the_token_endpoint_stops_granting_when_deprovisioning_starts(
-    live_server, ready_cluster
+    ready_cluster, request_token
 ) -> None:
     a = ready_cluster("A")
 
     def granted() -> list[dict[str, object]]:
-        response = requests.get(
-            f"{live_server.url}/registry/token",
-            params={
-                "service": settings.REGISTRY_TOKEN_SERVICE,
-                "scope": f"repository:{a.namespace}/base:pull,push",
-            },
-            auth=("agent", a.secret),
-            timeout=10,
-        )
-        assert response.status_code == 200
-        claims = jwt.decode(response.json()["token"], options={"verify_signature": False})
-        return claims["access"]
+        token = request_token(a.secret, f"repository:{a.namespace}/base:pull,push")["token"]
+        return jwt.decode(token, options={"verify_signature": False})["access"]
 
     assert granted() == [
         {"type": "repository", "name": f"{a.namespace}/base", "actions": ["pull", "push"]}

@@ -14,7 +14,7 @@ import requests
 from django.core.management import CommandError, call_command
 
 from clusters import services
-from clusters.models import AgentEnvironmentVariable
+from clusters.models import AgentEnvironmentVariable, Cluster
 from registries.demo_image import write_oci_layout
 from registries.models import Registry, State
 from registries.services import registry_retry
@@ -38,19 +38,26 @@ def start_worker(workdir: Path, broker_queue) -> Iterator[Callable[..., CeleryWo
         worker.stop()
 
 
+def cluster_with_hosted_queue(name: str, key: str) -> tuple[Cluster, str]:
+    """A cluster of organization ``acme`` with an agent token (returned: its secret), then a
+    hosted queue ``key``, created through the services as every entry point does."""
+    organization = services.organization_create(slug="acme", name="Acme")
+    cluster = services.cluster_create(organization=organization, name=name)
+    _, secret = services.agent_token_create(cluster=cluster, description="agents")
+    services.queue_create(cluster=cluster, key=key, instance_shape="LINUX_AMD64_2X4")
+    return cluster, secret
+
+
 def registry_in_state(cluster_id: object, *states: str) -> Registry | None:
     return Registry.objects.filter(cluster_id=cluster_id, state__in=states).first()
 
 
 def test_a_hosted_queue_gets_a_ready_registry_whose_url_jobs_receive(
-    start_worker, registry_process: RegistryProcess, live_server
+    start_worker, registry_process: RegistryProcess, live_server, job_environment
 ) -> None:
     start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
-    organization = services.organization_create(slug="acme", name="Acme")
-    cluster = services.cluster_create(organization=organization, name="Open Source")
-    _, secret = services.agent_token_create(cluster=cluster, description="agents")
 
-    services.queue_create(cluster=cluster, key="linux-small", instance_shape="LINUX_AMD64_2X4")
+    cluster, secret = cluster_with_hosted_queue("Open Source", "linux-small")
 
     registry = wait_until(
         lambda: registry_in_state(cluster.pk, State.READY, State.FAILED),
@@ -61,16 +68,9 @@ def test_a_hosted_queue_gets_a_ready_registry_whose_url_jobs_receive(
     url = f"{registry_process.host}/acme/{cluster.pk.hex[:12]}"
     assert registry.url == url
 
-    response = requests.get(
-        f"{live_server.url}/v3/agent/environment",
-        params={"queue": "linux-small"},
-        headers={"Authorization": f"Token {secret}"},
-        timeout=10,
-    )
-    assert response.status_code == 200
-    assert response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"] == url
+    assert job_environment(secret, "linux-small")["BUILDKITE_HOSTED_REGISTRY_URL"] == url
 
-    host = response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"].split("/", 1)[0]
+    host = url.split("/", 1)[0]
     v2 = requests.get(f"http://{host}/v2/", timeout=5)
     assert v2.status_code == 401  # it sends clients to our token endpoint
     assert v2.headers["WWW-Authenticate"] == (
@@ -82,10 +82,7 @@ def test_a_deleted_clusters_registry_is_deprovisioned_by_the_worker(
     start_worker, registry_process: RegistryProcess, live_server, skopeo, workdir: Path
 ) -> None:
     start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
-    organization = services.organization_create(slug="acme", name="Acme")
-    cluster = services.cluster_create(organization=organization, name="Short-lived")
-    _, secret = services.agent_token_create(cluster=cluster, description="agents")
-    services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
+    cluster, secret = cluster_with_hosted_queue("Short-lived", "linux")
     registry = wait_until(
         lambda: registry_in_state(cluster.pk, State.READY), timeout=30, what="a ready registry"
     )
@@ -124,9 +121,7 @@ def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retri
         REGISTRY_PROVISION_BACKOFF_SECONDS="0.2",
         REGISTRY_PROVISION_BACKOFF_MAX_SECONDS="0.5",
     )
-    organization = services.organization_create(slug="acme", name="Acme")
-    cluster = services.cluster_create(organization=organization, name="Flaky")
-    services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
+    cluster, _ = cluster_with_hosted_queue("Flaky", "linux")
 
     registry = wait_until(
         lambda: registry_in_state(cluster.pk, State.READY, State.FAILED),

@@ -77,7 +77,7 @@ def test_buildah_builds_from_a_dockerfile_and_pushes(
 
 
 def test_the_seed_pipeline_builds_a_base_image_and_a_later_step_builds_on_it(
-    live_server, ready_cluster, skopeo, workdir: Path
+    ready_cluster, job_environment, skopeo, workdir: Path
 ) -> None:
     """Buildkite's example: step 1 builds ``.buildkite/Dockerfile.build`` and pushes it to
     ``${BUILDKITE_HOSTED_REGISTRY_URL}/base:latest``; step 2 builds ``FROM`` it with a ``RUN``.
@@ -86,14 +86,7 @@ def test_the_seed_pipeline_builds_a_base_image_and_a_later_step_builds_on_it(
     seed = ready_cluster("Seed")
 
     def job(name: str) -> tuple[Buildah, str, Path]:
-        response = requests.get(
-            f"{live_server.url}/v3/agent/environment",
-            params={"queue": "linux"},
-            headers={"Authorization": f"Token {seed.secret}"},
-            timeout=10,
-        )
-        assert response.status_code == 200
-        url = response.json()["env"]["BUILDKITE_HOSTED_REGISTRY_URL"]
+        url = job_environment(seed.secret, "linux")["BUILDKITE_HOSTED_REGISTRY_URL"]
         buildah, authfile = Buildah(workdir / name), workdir / name / "auth.json"
         ok(buildah.login(url.split("/")[0], seed.secret, authfile=authfile))
         return buildah, url, authfile
@@ -181,30 +174,17 @@ def test_anonymous_clients_get_nothing(ready_cluster, skopeo, image, workdir: Pa
 
 
 def test_tokens_signed_before_and_after_a_rotation_work_without_restarting_the_registry(
-    live_server, ready_cluster, registry_process, skopeo, image
+    live_server, ready_cluster, registry_process, skopeo, image, request_token
 ) -> None:
     a = ready_cluster("A")
     layout, _ = image
     ok(skopeo.push(layout, f"{a.url}/base:latest", a.secret))
     registry_pid = registry_process.process.pid
+    scope = f"repository:{a.namespace}/base:pull"
 
-    def token(**params: str) -> dict[str, str]:
-        response = requests.get(
-            f"{live_server.url}/registry/token",
-            params={
-                "service": settings.REGISTRY_TOKEN_SERVICE,
-                "scope": f"repository:{a.namespace}/base:pull",
-                **params,
-            },
-            auth=("buildkite-agent", a.secret),
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    before = token(offline_token="true")
+    before = request_token(a.secret, scope, offline_token="true")
     call_command("registry_keys", "rotate", stdout=StringIO())
-    after = token()
+    after = request_token(a.secret, scope)
 
     kids = {jwt.get_unverified_header(t["token"])["kid"] for t in (before, after)}
     assert len(kids) == 2
