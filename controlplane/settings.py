@@ -179,7 +179,11 @@ REGISTRY_TOKEN_REALM = env(
 )
 REGISTRY_TOKEN_SERVICE = env("REGISTRY_TOKEN_SERVICE", "hosted-registry")
 REGISTRY_TOKEN_ISSUER = env("REGISTRY_TOKEN_ISSUER", "controlplane")
-REGISTRY_KEYS_DIR = env("REGISTRY_KEYS_DIR", str(VAR_DIR / "registry" / "keys"))
+# Where the CA and signing keys live: in production a private volume, shared by the web and
+# worker processes (the worker signs the tokens deprovisioning uses).
+REGISTRY_KEYS_DIR = env(
+    "REGISTRY_KEYS_DIR", str(VAR_DIR / "registry" / "keys"), required_in_production=True
+)
 # Token lifetimes: pull-only grants are short; a grant that may push lives long enough for a big
 # push to finish; refresh tokens (docker login's stored identity token) longest of all.
 REGISTRY_TOKEN_PULL_TTL_SECONDS = env_int("REGISTRY_TOKEN_PULL_TTL_SECONDS", 300)

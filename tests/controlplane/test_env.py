@@ -100,6 +100,7 @@ PRODUCTION = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/controlplane",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "REGISTRY_TOKEN_REALM": "https://controlplane.example/registry/token",
+    "REGISTRY_KEYS_DIR": "/run/secrets/registry-keys",
 }
 
 
@@ -111,6 +112,7 @@ PRODUCTION = {
         "DATABASE_URL",
         "REDIS_URL",
         "REGISTRY_TOKEN_REALM",
+        "REGISTRY_KEYS_DIR",
     ],
 )
 def test_production_refuses_to_start_without_what_it_needs(tmp_path: Path, missing: str) -> None:
