@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.utils import timezone
 
 from registries.drivers import DRIVERS
 from registries.keys import INIT_COMMAND, key_store
+
+SIGNING_KEY_EXPIRY_WARNING = timedelta(days=30)
 
 
 def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -53,6 +57,18 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 id="registries.W002",
             )
         )
+    else:
+        expires_at = key_store().load().current.expires_at
+        if expires_at - timezone.now() < SIGNING_KEY_EXPIRY_WARNING:
+            errors.append(
+                checks.Warning(
+                    f"The registry token signing certificate expires at "
+                    f"{expires_at:%Y-%m-%d %H:%M} UTC: from then on registries refuse every "
+                    "token we sign.",
+                    hint="Run `python manage.py registry_keys rotate` (no registry restart).",
+                    id="registries.W003",
+                )
+            )
     longest_wait = max(
         settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS, settings.CELERY_TASK_TIME_LIMIT
     )

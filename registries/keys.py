@@ -44,6 +44,9 @@ SIGNING = "signing.pem"
 SIGNING_PREVIOUS = "signing-previous.pem"
 
 INIT_COMMAND = "python manage.py registry_keys init"
+#: How far certificates start in the past, so that a registry whose clock is a little behind
+#: ours never sees one from the future (the tokens' 60 s leeway does not cover certificates).
+BACKDATE = dt.timedelta(minutes=5)
 
 
 class SigningKeyMissing(Exception):
@@ -81,7 +84,11 @@ class SigningKey:
 
     @property
     def issued_at(self) -> dt.datetime:
-        return self.certificate.not_valid_before_utc
+        return self.certificate.not_valid_before_utc + BACKDATE
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
 
     def pem(self) -> bytes:
         return _private_pem(self.private_key) + self.certificate.public_bytes(
@@ -197,7 +204,7 @@ def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         public_key=key.public_key(),
         issuer=name,
         issuer_key=key,
-        not_before=now - dt.timedelta(minutes=5),
+        not_before=now - BACKDATE,
         not_after=now + dt.timedelta(days=settings.REGISTRY_CA_CERT_DAYS),
         ca=True,
     )
@@ -214,7 +221,7 @@ def _issue_signing_key(
         public_key=key.public_key(),
         issuer=ca_certificate.subject,
         issuer_key=ca_key,
-        not_before=now,
+        not_before=now - BACKDATE,
         not_after=min(
             now + dt.timedelta(days=settings.REGISTRY_SIGNING_CERT_DAYS),
             ca_certificate.not_valid_after_utc,
@@ -262,10 +269,11 @@ class KeyStore:
 
     def init(self) -> bool:
         """Create what is missing: the CA and a signing key, or only a signing key from an
-        existing CA (after a crash, or if ``signing.pem`` was removed). Returns False when both
-        were there. An existing CA is never replaced: every registry that trusts it would reject
-        our tokens."""
+        existing CA (after a crash, or if ``signing.pem`` was removed or has expired). Returns
+        False when both were there and valid. An existing CA is never replaced: every registry
+        that trusts it would reject our tokens."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.chmod(0o700)  # mkdir leaves an existing folder's mode as it was
         with self._exclusive():
             if self.path(CA_KEY).exists() != self.path(CA_CERT).exists():
                 raise SigningKeyMissing(
@@ -282,7 +290,11 @@ class KeyStore:
                     mode=0o644,
                 )
             elif self.path(SIGNING).exists():
-                return False
+                current = SigningKey.from_pem(self.path(SIGNING).read_bytes())
+                if current.expires_at > _now():
+                    return False
+                self._issue_signing_key()  # expired: a rotation
+                return True
             ca_key, ca_certificate = self._ca()
             _write(self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600)
         return True
@@ -294,13 +306,17 @@ class KeyStore:
                 f"No registry signing keys in {self.directory}: run `{INIT_COMMAND}` first."
             )
         with self._exclusive():
-            ca_key, ca_certificate = self._ca()
-            new = _issue_signing_key(ca_key, ca_certificate)
-            with self._lock:
-                _write(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
-                _write(self.path(SIGNING), new.pem(), mode=0o600)
-                self._cached = None
+            self._issue_signing_key()
         return self.load()
+
+    def _issue_signing_key(self) -> None:
+        """A new signing key from the CA; the current one becomes the previous one."""
+        ca_key, ca_certificate = self._ca()
+        new = _issue_signing_key(ca_key, ca_certificate)
+        with self._lock:
+            _write(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
+            _write(self.path(SIGNING), new.pem(), mode=0o600)
+            self._cached = None
 
     def _ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         ca_key = serialization.load_pem_private_key(self.path(CA_KEY).read_bytes(), None)

@@ -80,6 +80,9 @@ class Registry(models.Model):
     #: When deprovisioning was asked for; never cleared. From then on the registry is owed
     #: deprovisioning, not provisioning, and grants nothing.
     deprovision_requested_at = models.DateTimeField(null=True, blank=True)
+    #: When a swept ``deprovisioning`` registry is due for its next sweep (Celery beat enqueues
+    #: it then); also a lease, pushed forward while beat's attempt runs.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.utils import timezone
+from django.db.models import Q
 
 from clusters.models import ClusterAgentToken
 from clusters.selectors import agent_token_authenticate
-from registries.models import Registry
+from registries.models import Registry, RegistryQuerySet, State
 from registries.tokens import Principal
 
 
-def registries_stalled(*, stalled_for: timedelta) -> list[Registry]:
-    """Registries owed (de)provisioning that nobody has moved for ``stalled_for``.
+def registries_due(*, now: datetime, stalled_for: timedelta) -> RegistryQuerySet:
+    """Registries that a (de)provisioning attempt should move now, oldest first.
 
-    A ``pending`` or ``deprovisioning`` row whose message never reached the broker (or whose
-    retry could not be published), or a row whose worker died, stays put; nothing else would
-    pick it up. ``stalled_for`` must exceed the longest backoff and the task's time limit, so
-    that rows with a live message are left alone.
+    A ``pending``, ``provisioning`` or never-swept ``deprovisioning`` row whose message never
+    reached the broker (or whose retry could not be published), or whose worker died, stays put;
+    nothing else would pick it up. ``stalled_for`` must exceed the longest backoff and the task's
+    time limit, so that rows with a live message are left alone. A ``deprovisioning`` row that
+    was swept is due again at its ``next_attempt_at``.
     """
-    cutoff = timezone.now() - stalled_for
-    owed = Registry.objects.owed_provisioning() | Registry.objects.owed_deprovisioning()
-    return list(owed.filter(state_changed_at__lt=cutoff).order_by("state_changed_at"))
+    cutoff = now - stalled_for
+    stalled = Q(state__in=[State.PENDING, State.PROVISIONING]) | Q(
+        state=State.DEPROVISIONING, next_attempt_at__isnull=True
+    )
+    return Registry.objects.filter(
+        (stalled & Q(state_changed_at__lt=cutoff))
+        | Q(state=State.DEPROVISIONING, next_attempt_at__lte=now)
+    ).order_by("state_changed_at")
 
 
 def principal_for_agent_token(token: ClusterAgentToken) -> Principal:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,10 +21,13 @@ from clusters.models import Cluster
 from clusters.services import agent_environment_set, agent_environment_unset
 from registries.drivers import DriverError, RegistryUnavailable, get_driver
 from registries.models import Registry, RegistryEvent, State
+from registries.selectors import registries_due
 
 logger = logging.getLogger(__name__)
 
 REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
+#: Distribution accepts a token up to this long after its ``exp`` (and before its ``nbf``).
+DISTRIBUTION_LEEWAY_SECONDS = 60
 ENVIRONMENT_SOURCE = "registry"
 
 
@@ -72,6 +76,15 @@ def _left_as_is(registry: Registry | None) -> AttemptResult:
 
 def _lock(registry_id: uuid.UUID | str) -> Registry | None:
     return Registry.objects.select_for_update().filter(pk=registry_id).first()
+
+
+def _lock_with_cluster(registry: Registry) -> Registry | None:
+    """Lock the registry's cluster row, then the registry row: the order ``cluster_delete``
+    takes them in. Writing the cluster's agent environment needs the cluster row too (the
+    foreign key check), so taking the registry first could deadlock with a deletion."""
+    if registry.cluster_id is not None:
+        Cluster.objects.select_for_update().filter(pk=registry.cluster_id).first()
+    return _lock(registry.pk)
 
 
 def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
@@ -168,13 +181,15 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     try:
         url = get_driver(registry.driver).provision(namespace=registry.namespace)
         with transaction.atomic():
-            registry = _lock(registry_id)
+            locked = _lock_with_cluster(registry)
             # A provisioning registry has its cluster: deletion moves it to deprovisioning.
-            if registry is None or registry.state != State.PROVISIONING or not registry.cluster:
-                return _left_as_is(registry)
+            cluster = locked.cluster if locked is not None else None
+            if locked is None or locked.state != State.PROVISIONING or cluster is None:
+                return _left_as_is(locked)
+            registry = locked
             _transition(registry, State.READY, url=url, last_error="", ready_at=timezone.now())
             agent_environment_set(
-                cluster=registry.cluster,
+                cluster=cluster,
                 name=REGISTRY_URL_VARIABLE,
                 value=url,
                 source=ENVIRONMENT_SOURCE,
@@ -237,7 +252,7 @@ def registry_retry(*, registry: Registry) -> Registry:
             state = locked.state if locked else "deleted"
             raise ValidationError(f"Only a failed registry can be retried; this one is {state}.")
         next_state = State.DEPROVISIONING if locked.deprovision_requested_at else State.PENDING
-        _transition(locked, next_state, message="retry requested", attempts=0)
+        _transition(locked, next_state, message="retry requested", attempts=0, next_attempt_at=None)
         _enqueue(locked)
     logger.info("registry.retry_requested", extra={"registry_id": str(locked.pk)})
     return locked
@@ -274,9 +289,23 @@ def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool 
     )
 
 
+def access_token_window() -> timedelta:
+    """How long a registry token issued now can still be used: its lifetime, plus the 60
+    seconds Distribution allows past ``exp``."""
+    longest = max(
+        settings.REGISTRY_TOKEN_PULL_TTL_SECONDS, settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS
+    )
+    return timedelta(seconds=longest + DISTRIBUTION_LEEWAY_SECONDS)
+
+
 def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
-    """Run one deprovisioning attempt: delete every image in the namespace, remove the URL from
-    the cluster's agent environment (if the cluster is still there), and mark the registry
+    """Run one deprovisioning sweep: delete every tagged image in the namespace and remove the
+    URL from the cluster's agent environment (if the cluster is still there).
+
+    Distribution cannot revoke a token, so a token issued before deprovisioning was requested
+    can still push until it expires. The first sweep therefore leaves the registry
+    ``deprovisioning``, due for one more sweep (``next_attempt_at``) once every such token has
+    expired (``access_token_window``); Celery beat enqueues it then, and it marks the registry
     ``deleted``. Harmless to repeat; transient failures are retried as in provisioning."""
     with transaction.atomic():
         registry = _lock(registry_id)
@@ -298,13 +327,47 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
                 agent_environment_unset(
                     cluster=registry.cluster, name=REGISTRY_URL_VARIABLE, source=ENVIRONMENT_SOURCE
                 )
-            _transition(
-                registry,
-                State.DELETED,
-                message=f"deleted {deleted} manifest(s) from {registry.namespace}",
-                last_error="",
-            )
+            requested = registry.deprovision_requested_at or registry.state_changed_at
+            last_token_expiry = requested + access_token_window()
+            swept = f"deleted {deleted} manifest(s) from {registry.namespace}"
+            final = timezone.now() >= last_token_expiry
+            if final:
+                _transition(registry, State.DELETED, message=swept, last_error="")
+            else:
+                # Not a failure: the attempt budget starts again for the final sweep.
+                message = (
+                    f"{swept}; sweeping again after {last_token_expiry:%Y-%m-%d %H:%M:%S} UTC, "
+                    "when every registry token issued before has expired"
+                )
+                _transition(
+                    registry,
+                    State.DEPROVISIONING,
+                    message=message,
+                    attempts=0,
+                    last_error="",
+                    next_attempt_at=last_token_expiry,
+                )
     except Exception as exc:
         return _attempt_failed(registry_id, exc, working=State.DEPROVISIONING, log_extra=log_extra)
-    logger.info("registry.deprovision.deleted", extra={**log_extra, "manifests": deleted})
-    return AttemptResult(state=State.DELETED, attempts=registry.attempts)
+    log_extra["manifests"] = deleted
+    logger.info(
+        "registry.deprovision.deleted" if final else "registry.deprovision.swept", extra=log_extra
+    )
+    return AttemptResult(state=registry.state, attempts=registry.attempts)
+
+
+def registries_claim_due(*, stalled_for: timedelta) -> list[Registry]:
+    """Registries that a (de)provisioning attempt should move now, each leased for
+    ``stalled_for`` so that the next call does not hand it out again while its attempt runs.
+
+    Due: ``pending``/``provisioning`` rows unchanged for ``stalled_for`` (a lost message, a dead
+    worker), ``deprovisioning`` rows never swept and unchanged as long, and ``deprovisioning``
+    rows whose final sweep is due (``next_attempt_at``).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(registries_due(now=now, stalled_for=stalled_for).select_for_update())
+        Registry.objects.filter(
+            pk__in=[r.pk for r in due if r.state == State.DEPROVISIONING]
+        ).update(next_attempt_at=now + stalled_for)
+    return due

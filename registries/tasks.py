@@ -10,8 +10,12 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from registries.models import State
-from registries.selectors import registries_stalled
-from registries.services import AttemptResult, registry_deprovision, registry_provision
+from registries.services import (
+    AttemptResult,
+    registries_claim_due,
+    registry_deprovision,
+    registry_provision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +58,9 @@ def _retried(task: Task, result: AttemptResult) -> str | None:
 
 @shared_task(name="registries.redrive_stalled")  # type: ignore[untyped-decorator]
 def redrive_stalled_registries() -> list[str]:
-    """Enqueue (de)provisioning again for registries that have not moved for a while (beat)."""
-    stalled = registries_stalled(
+    """Enqueue (de)provisioning for registries that are due: stalled ones, and deprovisioning
+    ones whose final sweep is due (Celery beat)."""
+    stalled = registries_claim_due(
         stalled_for=timedelta(seconds=settings.REGISTRY_STALLED_AFTER_SECONDS)
     )
     for registry in stalled:

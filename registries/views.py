@@ -42,6 +42,13 @@ from registries.tokens import (
 logger = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid, expired or revoked agent token."
+NO_SIGNING_KEY = (
+    "The registry token service has no signing key: an operator must run "
+    "`python manage.py registry_keys init`."
+)
+#: Clients ask for one to three scopes (the image, and a source to mount blobs from); a request
+#: for many more is refused rather than signed into an oversized token.
+MAX_SCOPES = 50
 #: Distribution's error codes, for clients that read its ``errors`` list.
 ERROR_CODES = {400: "DENIED", 401: "UNAUTHORIZED", 503: "UNAVAILABLE"}
 
@@ -106,14 +113,19 @@ class RegistryTokenView(APIView):
 
     def _issue(self, principal: Principal, scope_values: list[str], *, offline: bool) -> Response:
         scopes = parse_scopes(scope_values)
+        if len(scopes) > MAX_SCOPES:
+            raise exceptions.ParseError(
+                f"Ask for at most {MAX_SCOPES} scopes at once; this request has {len(scopes)}."
+            )
         try:
             issued = token_issue(principal, scopes)
             body: dict[str, Any] = issued.as_response()
             if offline and principal.agent_token_id is not None:
                 body["refresh_token"] = refresh_token_issue(principal)
         except SigningKeyMissing as exc:
-            logger.error("registry.token.no_signing_key")
-            raise TokenServiceUnavailable(str(exc)) from exc
+            # The log has the folder; the caller only needs to know who must act.
+            logger.error("registry.token.no_signing_key", extra={"error": str(exc)})
+            raise TokenServiceUnavailable(NO_SIGNING_KEY) from exc
         logger.info(
             "registry.token.issued",
             extra={

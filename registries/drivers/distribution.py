@@ -125,13 +125,13 @@ class DistributionDriver:
                 digest = self._manifest_digest(repository, tag, token=token)
                 if digest is None:
                     continue  # deleted with another tag of the same manifest
-                self._request(
+                response = self._request(
                     "DELETE",
                     self._url(f"/v2/{repository}/manifests/{digest}"),
                     token=token,
-                    expect=(202, 404),
+                    expect=(202, 404),  # 404: another sweep got there first
                 )
-                deleted += 1
+                deleted += response.status_code == 202
         return deleted
 
     def repositories(self, *, namespace: str) -> Iterator[str]:
@@ -139,7 +139,8 @@ class DistributionDriver:
         token = _control_plane_token(
             Principal.control_plane(namespace), [Scope(*CATALOG_SCOPE[:2], ("*",))]
         )
-        for page in self._pages(f"/v2/_catalog?n={self.page_size}", token=token):
+        path = f"/v2/_catalog?n={self.page_size}"
+        for page in self._pages(path, token=token, gone=()):
             for repository in page.get("repositories") or []:
                 if repository == namespace or repository.startswith(f"{namespace}/"):
                     yield repository
@@ -147,7 +148,9 @@ class DistributionDriver:
     def tags(self, repository: str, *, token: str) -> list[str]:
         """Every tag of ``repository``, all pages read before anything is deleted."""
         path = f"/v2/{repository}/tags/list?n={self.page_size}"
-        return [tag for page in self._pages(path, token=token) for tag in page.get("tags") or []]
+        # 404: the repository has no tag left (Distribution answers NAME_UNKNOWN).
+        pages = self._pages(path, token=token, gone=(404,))
+        return [tag for page in pages for tag in page.get("tags") or []]
 
     def _manifest_digest(self, repository: str, tag: str, *, token: str) -> str | None:
         response = self._request(
@@ -164,11 +167,13 @@ class DistributionDriver:
             raise DriverError(f"HEAD {repository}:{tag} answered no Docker-Content-Digest.")
         return digest
 
-    def _pages(self, path: str, *, token: str) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, *, token: str, gone: tuple[int, ...]) -> Iterator[dict[str, Any]]:
+        """The JSON pages of a list, following ``Link: <...>; rel="next"``. A status in ``gone``
+        means an empty list."""
         url: str | None = self._url(path)
         while url is not None:
-            response = self._request("GET", url, token=token, expect=(200, 404))
-            if response.status_code == 404:  # a repository with nothing left in it
+            response = self._request("GET", url, token=token, expect=(200, *gone))
+            if response.status_code in gone:
                 return
             yield response.json()
             next_page = response.links.get("next", {}).get("url")

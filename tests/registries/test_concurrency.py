@@ -9,14 +9,15 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from clusters import services
-from clusters.models import Queue
+from clusters.models import AgentEnvironmentVariable, Cluster, Queue
 from clusters.signals import first_hosted_queue_created
-from registries.models import Registry, RegistryEvent
-from registries.services import registry_create_for_cluster
+from registries.models import Registry, RegistryEvent, State
+from registries.services import registry_create_for_cluster, registry_provision
 from tests.clusters.factories import ClusterFactory
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 THREADS = 8
@@ -101,3 +102,47 @@ def test_concurrent_creation_of_one_key_gives_one_queue_and_clear_errors() -> No
         "{'key': [\"A queue with key 'same' already exists in this cluster.\"]}"
     ]
     assert Registry.objects.filter(cluster=cluster).count() == 1
+
+
+def test_provisioning_and_deleting_the_cluster_at_once_do_not_deadlock(registry_settings) -> None:
+    """``cluster_delete`` locks the cluster, then the registry. Provisioning's last step must take
+    them in the same order: writing the agent environment needs the cluster row too."""
+    cluster = ClusterFactory(organization__slug="acme")
+    registry = Registry.objects.create(
+        cluster=cluster, namespace=f"acme/{cluster.pk.hex[:12]}", driver="distribution"
+    )
+    holding, errors = threading.Event(), []
+
+    def delete_when_provisioning_waits() -> None:
+        try:
+            with transaction.atomic():
+                Cluster.objects.select_for_update().get(pk=cluster.pk)  # as cluster_delete does
+                holding.set()
+                # Go on only once provisioning's last step is waiting for a lock we hold.
+                wait_until(lambda: backends_waiting_for_a_lock() == 1, timeout=15)
+                services.cluster_delete(cluster=cluster)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=delete_when_provisioning_waits)
+    thread.start()
+    assert holding.wait(timeout=10)
+    result = registry_provision(registry_id=registry.pk)
+    thread.join(timeout=30)
+
+    assert errors == []
+    assert result.state == State.DEPROVISIONING  # it found the registry on its way out
+    registry.refresh_from_db()
+    assert (registry.state, registry.cluster_id) == (State.DEPROVISIONING, None)
+    assert not AgentEnvironmentVariable.objects.filter(cluster_id=cluster.pk).exists()
+
+
+def backends_waiting_for_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])

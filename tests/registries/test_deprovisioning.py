@@ -5,6 +5,7 @@ test_end_to_end)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
@@ -12,6 +13,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from clusters import services
 from clusters.models import AgentEnvironmentVariable, Cluster, ClusterAgentToken, Queue
@@ -19,6 +21,8 @@ from registries.demo_image import write_oci_layout
 from registries.drivers.distribution import DistributionDriver
 from registries.models import Registry, State
 from registries.services import (
+    access_token_window,
+    registries_claim_due,
     registry_deprovision,
     registry_deprovision_start,
     registry_provision,
@@ -40,6 +44,19 @@ def push(skopeo, workdir: Path, reference: str, secret: str) -> None:
     write_oci_layout(layout, f"image {reference}")
     result = skopeo.push(layout, reference, secret)
     assert result.returncode == 0, result.stderr
+
+
+def final_sweep(registry: Registry) -> str:
+    """Let every registry token issued before the deletion expire (move the clock of the row
+    back), let Celery beat find the final sweep due, and run it. Returns the registry's state."""
+    past = timezone.now() - access_token_window() - timedelta(seconds=1)
+    Registry.objects.filter(pk=registry.pk).update(
+        deprovision_requested_at=past, next_attempt_at=past
+    )
+    assert [r.pk for r in registries_claim_due(stalled_for=timedelta(minutes=5))] == [registry.pk]
+    registry_deprovision(registry_id=registry.pk)
+    registry.refresh_from_db()
+    return registry.state
 
 
 def control_plane_token(namespace: str, name: str) -> str:
@@ -77,8 +94,14 @@ def test_deleting_a_cluster_deletes_its_images_and_variable_and_nothing_of_other
     result = registry_deprovision(registry_id=registry.pk)
 
     registry.refresh_from_db()
-    assert (result.state, registry.state) == (State.DELETED, State.DELETED)
-    assert registry.events.last().message == f"deleted 3 manifest(s) from {a.namespace}"
+    last_token_expiry = registry.deprovision_requested_at + access_token_window()
+    assert (result.state, registry.state) == (State.DEPROVISIONING, State.DEPROVISIONING)
+    assert registry.next_attempt_at == last_token_expiry
+    assert registry.events.last().message == (
+        f"deleted 3 manifest(s) from {a.namespace}; sweeping again after "
+        f"{last_token_expiry:%Y-%m-%d %H:%M:%S} UTC, when every registry token issued before "
+        "has expired"
+    )
     assert tags(a.namespace, "base") == []
     assert tags(a.namespace, "app") == []
     manifest = requests.head(
@@ -93,15 +116,41 @@ def test_deleting_a_cluster_deletes_its_images_and_variable_and_nothing_of_other
     # The old agent token gets nothing: it went with the cluster.
     refused = skopeo.inspect(f"{a.url}/base:latest", a.secret)
     assert "Invalid, expired or revoked agent token." in refused.stderr
-    # Deprovisioning again changes nothing.
-    assert registry_deprovision(registry_id=registry.pk).state == State.DELETED
+    # Once every token issued before the deletion has expired, the final sweep ends it.
+    assert final_sweep(registry) == State.DELETED
+    assert registry.events.last().message == f"deleted 0 manifest(s) from {a.namespace}"
+    assert registry_deprovision(registry_id=registry.pk).state == State.DELETED  # harmless
     assert [event.to_state for event in registry.events.all()] == [
         State.PENDING,
         State.PROVISIONING,
         State.READY,
         State.DEPROVISIONING,
+        State.DEPROVISIONING,
         State.DELETED,
     ]
+
+
+def test_an_image_pushed_with_a_token_issued_before_the_deletion_is_swept_at_the_end(
+    ready_cluster, skopeo, workdir: Path, request_token
+) -> None:
+    a = ready_cluster("A")
+    early = request_token(a.secret, f"repository:{a.namespace}/late:pull,push")["token"]
+    services.cluster_delete(cluster=a.cluster)
+    assert registry_deprovision(registry_id=a.registry.pk).state == State.DEPROVISIONING
+
+    # Distribution cannot revoke a token: until it expires, it still pushes.
+    write_oci_layout(workdir / "late", "pushed late")
+    late = skopeo(
+        "copy", "--dest-tls-verify=false", "--dest-registry-token", early,
+        f"oci:{workdir / 'late'}:latest", f"docker://{a.url}/late:latest",
+    )  # fmt: skip
+    assert late.returncode == 0, late.stderr
+    assert tags(a.namespace, "late") == ["latest"]
+
+    registry = Registry.objects.get(pk=a.registry.pk)
+    assert final_sweep(registry) == State.DELETED
+    assert registry.events.last().message == f"deleted 1 manifest(s) from {a.namespace}"
+    assert tags(a.namespace, "late") == []
 
 
 def test_deprovisioning_follows_the_catalog_and_tag_lists_page_by_page(
@@ -138,7 +187,7 @@ def test_a_deprovisioning_registry_grants_nothing_even_while_its_cluster_exists(
 
     refused = skopeo.inspect(f"{a.url}/base:latest", a.secret)
     assert "denied: requested access to the resource is denied" in refused.stderr
-    assert registry_deprovision(registry_id=a.registry.pk).state == State.DELETED
+    assert registry_deprovision(registry_id=a.registry.pk).state == State.DEPROVISIONING
     # With the cluster still there, its variable is removed by the deprovisioning itself.
     assert not AgentEnvironmentVariable.objects.filter(cluster=a.cluster).exists()
 
@@ -147,6 +196,7 @@ def test_a_namespace_is_never_given_out_again(ready_cluster) -> None:
     a = ready_cluster("Reused name")
     services.cluster_delete(cluster=a.cluster)
     registry_deprovision(registry_id=a.registry.pk)
+    assert final_sweep(a.registry) == State.DELETED
 
     again = ready_cluster("Reused name")
 
@@ -197,19 +247,40 @@ def test_a_failed_deprovisioning_is_retried_as_deprovisioning_not_provisioning(
     registry.refresh_from_db()
     assert (registry.state, registry.attempts) == (State.DEPROVISIONING, 0)
     assert broker_queue.drain() == [("registries.deprovision", (str(registry.pk),))]
-    assert registry_deprovision(registry_id=registry.pk).state == State.DELETED
+    registry_deprovision(registry_id=registry.pk)
+    assert final_sweep(registry) == State.DELETED
     # A deleted registry is never provisioned again.
     assert registry_provision(registry_id=registry.pk).state == State.DELETED
 
 
-def test_a_stalled_deprovisioning_is_redriven(ready_cluster, settings, broker_queue) -> None:
+def test_a_stalled_deprovisioning_is_redriven_once_per_lease(
+    ready_cluster, settings, broker_queue
+) -> None:
     a = ready_cluster("A")
     services.cluster_delete(cluster=a.cluster)
     broker_queue.drain()  # the message is lost
-    settings.REGISTRY_STALLED_AFTER_SECONDS = 0
+    Registry.objects.filter(pk=a.registry.pk).update(
+        state_changed_at=timezone.now() - timedelta(seconds=301)
+    )
+    settings.REGISTRY_STALLED_AFTER_SECONDS = 300
 
     assert redrive_stalled_registries.apply().get() == [str(a.registry.pk)]
     assert broker_queue.drain() == [("registries.deprovision", (str(a.registry.pk),))]
+    # Leased: the next run of beat leaves it to the attempt it enqueued.
+    assert redrive_stalled_registries.apply().get() == []
+
+
+def test_a_swept_registry_waits_for_its_final_sweep(ready_cluster, broker_queue) -> None:
+    a = ready_cluster("A")
+    services.cluster_delete(cluster=a.cluster)
+    registry_deprovision(registry_id=a.registry.pk)
+    broker_queue.drain()
+    Registry.objects.filter(pk=a.registry.pk).update(
+        state_changed_at=timezone.now() - timedelta(days=1)
+    )
+
+    # Not stalled, however long ago it changed: it is waiting for its tokens to expire.
+    assert redrive_stalled_registries.apply().get() == []
 
 
 def test_the_token_endpoint_stops_granting_when_deprovisioning_starts(

@@ -97,3 +97,35 @@ def test_a_registry_that_rejects_our_signature_is_a_misconfiguration(
     )
     assert "rootcertbundle must be our CA certificate" in str(excinfo.value)
     assert server.requests == ["/v2/", "/v2/"]
+
+
+def test_tag_lists_are_followed_page_by_page(server: StandIn) -> None:
+    # Distribution 2.8 ignores ?n= on tag lists, so real registries never page them; 3.x does.
+    json_type = {**REGISTRY, "Content-Type": "application/json"}
+    next_page = '</v2/acme/0123/base/tags/list?last=b&n=2>; rel="next"'
+    server.routes = {
+        "/v2/acme/0123/base/tags/list?n=2": (
+            200, {**json_type, "Link": next_page}, '{"name": "acme/0123/base", "tags": ["a", "b"]}'
+        ),
+        "/v2/acme/0123/base/tags/list?last=b&n=2": (
+            200, json_type, '{"name": "acme/0123/base", "tags": ["c"]}'
+        ),
+    }  # fmt: skip
+    paged = DistributionDriver(
+        api_url=server.url, public_host="registry.example:5000", timeout=2, page_size=2
+    )
+
+    assert paged.tags("acme/0123/base", token="t") == ["a", "b", "c"]
+    assert server.requests == list(server.routes)
+
+
+def test_a_catalog_that_answers_404_is_an_error_not_an_empty_namespace(server: StandIn) -> None:
+    server.status, server.headers = 404, REGISTRY
+
+    with pytest.raises(DriverError) as excinfo:
+        driver(server.url).deprovision(namespace="acme/0123")
+
+    assert str(excinfo.value) == (
+        f"GET {server.url}/v2/_catalog?n=100 answered 404; expected 200 from a registry. "
+        "Check REGISTRY_URL."
+    )

@@ -371,12 +371,48 @@ def test_init_refuses_a_folder_with_half_a_ca(tmp_path: Path) -> None:
     assert not store.path("ca.key").exists()
 
 
-def test_a_temporary_file_left_by_a_crash_does_not_block_a_rotation(tmp_path: Path) -> None:
+def test_key_changes_leave_no_temporary_files(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys")
     store.init()
-    for name in ("signing.pem", "signing-previous.pem"):
-        (store.directory / f".{name}.{os.getpid()}.tmp").write_bytes(b"left by a crash")
-
     store.rotate()
 
-    assert store.load().previous is not None
+    assert sorted(p.name for p in store.directory.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_signing_certificates_start_in_the_past_for_registries_whose_clock_lags(
+    tmp_path: Path,
+) -> None:
+    store = KeyStore(tmp_path / "keys")
+    store.init()
+    store.rotate()  # rotation issues them the same way
+
+    not_before = store.load().current.certificate.not_valid_before_utc
+    assert not_before <= dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4)
+
+
+def test_init_replaces_an_expired_signing_key_from_the_same_ca(tmp_path: Path, settings) -> None:
+    store = KeyStore(tmp_path / "keys")
+    settings.REGISTRY_SIGNING_CERT_DAYS = 0  # expires as it is issued
+    store.init()
+    expired = store.load().current
+    ca = store.path("ca.crt").read_bytes()
+    settings.REGISTRY_SIGNING_CERT_DAYS = 365
+
+    assert store.init() is True
+
+    keys = store.load()
+    assert keys.current.expires_at > dt.datetime.now(dt.UTC) + dt.timedelta(days=364)
+    assert keys.previous is not None
+    assert keys.previous.kid == expired.kid
+    assert store.path("ca.crt").read_bytes() == ca
+    assert store.init() is False
+
+
+def test_init_makes_an_existing_folder_private(tmp_path: Path) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+
+    KeyStore(folder).init()
+
+    assert mode(folder) == 0o700

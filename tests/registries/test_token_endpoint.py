@@ -292,11 +292,10 @@ def test_without_a_signing_key_the_service_is_unavailable(
 
     assert response.status_code == 503
     message = (
-        f"The registry token service has no signing key in {tmp_path / 'none'}. "
-        "Run `python manage.py registry_keys init` (it creates the CA the registry trusts and a "
-        "signing key)."
+        "The registry token service has no signing key: an operator must run "
+        "`python manage.py registry_keys init`."
     )
-    assert response.json() == error(message, "UNAVAILABLE")
+    assert response.json() == error(message, "UNAVAILABLE")  # the folder is in the log only
     assert not (tmp_path / "none").exists()
 
 
@@ -474,3 +473,13 @@ def test_the_token_endpoint_writes_nothing(client, agent: Agent) -> None:
     assert counts() == before
     assert ClusterAgentToken.objects.values().get(pk=agent.token.pk) == token_before
     assert Registry.objects.values().get(cluster=agent.cluster) == registry_before
+
+
+def test_a_request_for_too_many_scopes_is_refused(client, agent: Agent) -> None:
+    scopes = " ".join(f"repository:{agent.namespace}/r{i}:pull" for i in range(51))
+
+    response = client.get(URL, {"service": SERVICE, "scope": scopes}, **basic(agent.secret))
+
+    assert response.status_code == 400
+    message = "Ask for at most 50 scopes at once; this request has 51."
+    assert response.json() == error(message, "DENIED")

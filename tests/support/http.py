@@ -17,6 +17,8 @@ class StandIn:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/html"})
     body: str = "<html>hello</html>"
     requests: list[str] = field(default_factory=list)
+    #: Answers for particular paths (with their query string): ``(status, headers, body)``.
+    routes: dict[str, tuple[int, dict[str, str], str]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -26,9 +28,12 @@ def stand_in_server() -> Iterator[StandIn]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             answer.requests.append(self.path)
-            body = answer.body.encode()
-            self.send_response(answer.status)
-            for name, value in answer.headers.items():
+            status, headers, text = answer.routes.get(
+                self.path, (answer.status, answer.headers, answer.body)
+            )
+            body = text.encode()
+            self.send_response(status)
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
