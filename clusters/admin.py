@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -18,6 +19,8 @@ from django.template.response import TemplateResponse
 from clusters import instance_shapes, services
 from clusters.models import (
     AgentEnvironmentVariable,
+    ApiScope,
+    ApiToken,
     Cluster,
     ClusterAgentToken,
     Organization,
@@ -112,7 +115,7 @@ class QueueChangeForm(ModelForm[Queue]):
 
     class Meta:
         model = Queue
-        fields = ["description", "instance_shape"]
+        fields = ["description", "instance_shape", "agent_image_ref", "retry_agent_affinity"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,8 +142,22 @@ class QueueAdmin(NoDeleteAdmin):
     search_fields = ["key", "cluster__name", "id"]
     list_select_related = ["cluster__organization"]
 
+    paused_fields = [
+        "dispatch_paused", "dispatch_paused_at", "dispatch_paused_by", "dispatch_paused_note",
+    ]  # fmt: skip
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["cluster", "key", "description", "instance_shape", "retry_agent_affinity"]
+        return [
+            "id", "cluster", "key", *QueueChangeForm.Meta.fields, *self.paused_fields,
+            "created_at", "created_by",
+        ]  # fmt: skip
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["id", "cluster", "key", "created_at"] if obj else ["id", "created_at"]
+        if obj is None:
+            return []
+        return ["id", "cluster", "key", *self.paused_fields, "created_at", "created_by"]
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -157,6 +174,8 @@ class QueueAdmin(NoDeleteAdmin):
                 queue=obj,
                 description=form.cleaned_data["description"],
                 instance_shape=form.cleaned_data["instance_shape"],
+                agent_image_ref=form.cleaned_data["agent_image_ref"],
+                retry_agent_affinity=form.cleaned_data["retry_agent_affinity"],
             )
             return
         adopt(
@@ -166,21 +185,75 @@ class QueueAdmin(NoDeleteAdmin):
                 key=obj.key,
                 description=obj.description,
                 instance_shape=obj.instance_shape,
+                retry_agent_affinity=obj.retry_agent_affinity,
+                created_by=request.user if request.user.is_authenticated else None,
             ),
         )
 
 
+class TokenAdmin(NoDeleteAdmin):
+    """The admin of a token whose secret is shown once, in the response to its creation, and
+    which is revoked, never deleted.
+
+    ``save_model`` puts the secret on the request; ``response_add`` renders it into that one
+    response and nowhere else (not the session, not a message cookie).
+    """
+
+    secret_id: str
+    actions = ["revoke"]
+
+    def describe_scope(self, obj: Any) -> str:
+        raise NotImplementedError
+
+    def revoke_token(self, token: Any) -> None:
+        raise NotImplementedError
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: Any = None
+    ) -> HttpResponse:
+        response = TemplateResponse(
+            request,
+            "admin/clusters/secret_created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "token": obj,
+                "scope": self.describe_scope(obj),
+                "secret": request._created_secret,  # type: ignore[attr-defined]
+                "secret_id": self.secret_id,
+                "title": f"{str(self.opts.verbose_name).capitalize()} created",
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for token in queryset:
+            self.revoke_token(token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
 @admin.register(ClusterAgentToken)
-class ClusterAgentTokenAdmin(NoDeleteAdmin):
+class ClusterAgentTokenAdmin(TokenAdmin):
     list_display = ["description", "token_prefix", "cluster", "expires_at", "revoked_at", "active"]
     list_filter = ["cluster__organization"]
     search_fields = ["description", "token_prefix", "cluster__name"]
     list_select_related = ["cluster__organization"]
-    actions = ["revoke"]
+    secret_id = "agent-token-secret"  # noqa: S105 - an HTML id
+
+    def describe_scope(self, obj: ClusterAgentToken) -> str:
+        return f"cluster {obj.cluster}"
+
+    def revoke_token(self, token: ClusterAgentToken) -> None:
+        services.agent_token_revoke(token=token)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj:
-            return ["id", "cluster", "token_prefix", "expires_at", "revoked_at", "created_at"]
+            return [
+                "id", "cluster", "token_prefix", "expires_at", "revoked_at", "created_at",
+                "created_by",
+            ]  # fmt: skip
         return []
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -199,35 +272,13 @@ class ClusterAgentTokenAdmin(NoDeleteAdmin):
             services.agent_token_update(token=obj, description=form.cleaned_data["description"])
             return
         token, secret = services.agent_token_create(
-            cluster=obj.cluster, description=obj.description, expires_at=obj.expires_at
+            cluster=obj.cluster,
+            description=obj.description,
+            expires_at=obj.expires_at,
+            created_by=request.user if request.user.is_authenticated else None,
         )
         adopt(obj, token)
-        request._agent_token_secret = secret  # type: ignore[attr-defined]
-
-    def response_add(
-        self, request: HttpRequest, obj: Any, post_url_continue: Any = None
-    ) -> HttpResponse:
-        # The secret is rendered into this one response and stored nowhere (not in the session,
-        # not in a message cookie): this page is the only time anyone sees it.
-        response = TemplateResponse(
-            request,
-            "admin/clusters/clusteragenttoken/created.html",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "token": obj,
-                "secret": request._agent_token_secret,  # type: ignore[attr-defined]
-                "title": "Agent token created",
-            },
-        )
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.action(description="Revoke selected tokens")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ClusterAgentToken]) -> None:
-        for token in queryset:
-            services.agent_token_revoke(token=token)
-        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+        request._created_secret = secret  # type: ignore[attr-defined]
 
 
 @admin.register(AgentEnvironmentVariable)
@@ -236,3 +287,61 @@ class AgentEnvironmentVariableAdmin(ReadOnlyAdmin):
     list_filter = ["source"]
     search_fields = ["name", "cluster__name"]
     list_select_related = ["cluster__organization"]
+
+
+class ApiTokenForm(forms.ModelForm[ApiToken]):
+    scopes = forms.MultipleChoiceField(
+        choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "organization", "description", "scopes"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TokenAdmin):
+    """REST API access tokens: created here (or ``manage.py create_api_token``), revoked, never
+    edited: a token's owner, organization and scopes are what it was issued with."""
+
+    form = ApiTokenForm
+    list_display = ["description", "token_prefix", "user", "organization", "scopes", "revoked_at"]
+    list_filter = ["organization"]
+    search_fields = ["description", "token_prefix", "user__username"]
+    list_select_related = ["user", "organization"]
+    secret_id = "api-token-secret"  # noqa: S105 - an HTML id
+
+    def describe_scope(self, obj: ApiToken) -> str:
+        return f"organization {obj.organization}, scopes {', '.join(obj.scopes)}"
+
+    def revoke_token(self, token: ApiToken) -> None:
+        services.api_token_revoke(token=token)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj:
+            return [
+                "id", "user", "organization", "description", "scopes", "token_prefix",
+                "created_at", "revoked_at",
+            ]  # fmt: skip
+        return []
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj:  # read-only: the default form of the model, with every field read-only
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
+        if change:
+            return
+        token, secret = services.api_token_create(
+            user=form.cleaned_data["user"],
+            organization=form.cleaned_data["organization"],
+            description=form.cleaned_data["description"],
+            scopes=form.cleaned_data["scopes"],
+        )
+        adopt(obj, token)
+        request._created_secret = secret  # type: ignore[attr-defined]

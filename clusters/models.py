@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -32,6 +33,12 @@ env_name_validator = RegexValidator(
     ENV_NAME_PATTERN, "Use uppercase letters, digits and underscores, not starting with a digit."
 )
 color_validator = RegexValidator(COLOR_PATTERN, "Use a hex color such as #FFE0F1.")
+
+
+def secret_hash(secret: str) -> str:
+    """How token secrets are stored. They have 256 bits of entropy, so a fast hash is enough,
+    and it keeps the lookup an indexed equality."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class Organization(models.Model):
@@ -73,6 +80,9 @@ class Cluster(models.Model):
         "Queue", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["organization", "name"]
@@ -98,12 +108,18 @@ class QueueQuerySet(models.QuerySet["Queue"]):
         return self.filter(instance_shape="")
 
 
+class RetryAgentAffinity(models.TextChoices):
+    PREFER_WARMEST = "prefer-warmest", "Prefer the warmest agent"
+    PREFER_DIFFERENT = "prefer-different", "Prefer a different agent"
+
+
 class Queue(models.Model):
     """A named pool of agents in a cluster, which pipelines target with ``agents: {queue: key}``.
 
     A queue is hosted if and only if it has an instance shape. That is decided at creation and
     never changes: a hosted queue may be resized within its machine type and architecture, a
-    self-hosted queue never gets a shape (``queue_update`` enforces this).
+    self-hosted queue never gets a shape (``queue_update`` enforces this). A paused queue
+    dispatches no new jobs; ``dispatch_paused_*`` say who paused it, when and why.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -117,7 +133,27 @@ class Queue(models.Model):
         choices=instance_shapes.CHOICES,
         help_text="Blank for a self-hosted queue.",
     )
+    agent_image_ref = models.CharField(
+        max_length=512,
+        blank=True,
+        default="",
+        help_text="A custom agent image for a hosted Linux queue; blank for the default image.",
+    )
+    retry_agent_affinity = models.CharField(
+        max_length=16,
+        choices=RetryAgentAffinity.choices,
+        default=RetryAgentAffinity.PREFER_WARMEST,
+    )
+    dispatch_paused = models.BooleanField(default=False)
+    dispatch_paused_at = models.DateTimeField(null=True, blank=True)
+    dispatch_paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    dispatch_paused_note = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     objects = QueueQuerySet.as_manager()
 
@@ -170,6 +206,9 @@ class ClusterAgentToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     objects = ClusterAgentTokenQuerySet.as_manager()
 
@@ -180,10 +219,7 @@ class ClusterAgentToken(models.Model):
     def __str__(self) -> str:
         return f"{self.description} ({self.token_prefix}…)"
 
-    @staticmethod
-    def hash_secret(secret: str) -> str:
-        # The secret has 256 bits of entropy, so a fast hash is enough and keeps lookup indexed.
-        return hashlib.sha256(secret.encode()).hexdigest()
+    hash_secret = staticmethod(secret_hash)
 
     @property
     def is_active(self) -> bool:
@@ -219,3 +255,59 @@ class AgentEnvironmentVariable(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiScope(models.TextChoices):
+    """What an API access token may do, as Buildkite names its scopes."""
+
+    READ_CLUSTERS = "read_clusters", "Read clusters, queues, agent tokens and job environments"
+    WRITE_CLUSTERS = "write_clusters", "Create, change and delete clusters, queues, agent tokens"
+    READ_REGISTRIES = "read_registries", "Read cluster registries and their events"
+    WRITE_REGISTRIES = "write_registries", "Retry the provisioning of cluster registries"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """A REST API access token: owned by a user, bound to one organization, limited to scopes.
+
+    Sent as ``Authorization: Bearer <token>``. Only the SHA-256 of the secret is stored; the
+    secret is shown once, when the token is created. A token sees nothing outside its
+    organization.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    description = models.CharField(max_length=255)
+    scopes = models.JSONField(default=list, help_text="A list of ApiScope values.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=16, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "-created_at"]
+        verbose_name = "API access token"
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.token_prefix}…)"
+
+    def clean(self) -> None:
+        unknown = [scope for scope in self.scopes if scope not in ApiScope.values]
+        if not isinstance(self.scopes, list) or not self.scopes or unknown:
+            raise ValidationError({"scopes": f"Give one or more of: {', '.join(ApiScope.values)}."})
+
+    hash_secret = staticmethod(secret_hash)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusters.models import AgentEnvironmentVariable, ClusterAgentToken, Queue
+from clusters.models import AgentEnvironmentVariable, ApiToken, ClusterAgentToken, Queue
 
 #: Variables the platform computes for every job; no source may set them.
 PLATFORM_VARIABLES = frozenset(
@@ -59,3 +59,15 @@ def agent_environment_for_queue(*, queue: Queue) -> list[EnvironmentEntry]:
             for variable in AgentEnvironmentVariable.objects.filter(cluster=cluster)
         ]
     return sorted(entries, key=lambda entry: entry.name)
+
+
+def api_token_authenticate(secret: str) -> ApiToken | None:
+    """The active API token whose secret this is, with its user and organization, or None."""
+    if not secret:
+        return None
+    return (
+        ApiToken.objects.active()
+        .select_related("user", "organization")
+        .filter(token_hash=ApiToken.hash_secret(secret), user__is_active=True)
+        .first()
+    )

@@ -11,6 +11,7 @@ import logging
 import secrets
 from datetime import datetime
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -18,10 +19,12 @@ from django.utils import timezone
 from clusters import instance_shapes
 from clusters.models import (
     AgentEnvironmentVariable,
+    ApiToken,
     Cluster,
     ClusterAgentToken,
     Organization,
     Queue,
+    RetryAgentAffinity,
 )
 from clusters.selectors import PLATFORM_VARIABLES
 from clusters.signals import cluster_deleted, first_hosted_queue_created
@@ -61,6 +64,7 @@ RESERVED_VARIABLES = frozenset(
 )
 
 AGENT_TOKEN_PREFIX = "bkct_"  # noqa: S105 - a marker for secret scanners, not a secret
+API_TOKEN_PREFIX = "bkua_"  # noqa: S105 - the same, for API access tokens
 
 
 def organization_create(*, slug: str, name: str) -> Organization:
@@ -77,9 +81,15 @@ def cluster_create(
     description: str = "",
     emoji: str = "",
     color: str = "",
+    created_by: User | None = None,
 ) -> Cluster:
     cluster = Cluster(
-        organization=organization, name=name, description=description, emoji=emoji, color=color
+        organization=organization,
+        name=name,
+        description=description,
+        emoji=emoji,
+        color=color,
+        created_by=created_by,
     )
     cluster.full_clean()
     cluster.save()
@@ -132,8 +142,11 @@ def queue_create(
     key: str,
     description: str = "",
     instance_shape: str = "",
+    retry_agent_affinity: str = RetryAgentAffinity.PREFER_WARMEST,
+    created_by: User | None = None,
 ) -> Queue:
-    """Create a queue; a queue with an ``instance_shape`` is hosted.
+    """Create a queue; a queue with an ``instance_shape`` is hosted. Its agent image is the
+    default one (as on Buildkite, ``queue_update`` sets a custom one).
 
     The cluster row is locked first, so that concurrent creations on one cluster are serialised
     and exactly one of them sees itself as the cluster's first hosted queue and sends
@@ -150,7 +163,12 @@ def queue_create(
             raise duplicate
         first_hosted = bool(instance_shape) and not cluster.queues.hosted().exists()
         queue = Queue(
-            cluster=cluster, key=key, description=description, instance_shape=instance_shape
+            cluster=cluster,
+            key=key,
+            description=description,
+            instance_shape=instance_shape,
+            retry_agent_affinity=retry_agent_affinity,
+            created_by=created_by,
         )
         # Uniqueness was checked just above, under the lock, with a message naming the field;
         # the field validators cover what the check constraints say.
@@ -228,9 +246,16 @@ def queue_shape_change_error(current: str, new: str) -> str | None:
 
 
 def queue_update(
-    *, queue: Queue, description: str | None = None, instance_shape: str | None = None
+    *,
+    queue: Queue,
+    description: str | None = None,
+    instance_shape: str | None = None,
+    agent_image_ref: str | None = None,
+    retry_agent_affinity: str | None = None,
 ) -> Queue:
-    """Change a queue's description, or resize a hosted queue (see ``queue_shape_change_error``).
+    """Change a queue's description or retry affinity, resize a hosted queue (see
+    ``queue_shape_change_error``), or set a hosted Linux queue's agent image ("" for the
+    default one).
 
     The checks run against the stored row, locked, not against the caller's copy of it.
     """
@@ -240,15 +265,77 @@ def queue_update(
             if error := queue_shape_change_error(queue.instance_shape, instance_shape):
                 raise ValidationError({"instance_shape": error})
             queue.instance_shape = instance_shape
+        if agent_image_ref is not None:
+            if agent_image_ref and not queue.hosted:
+                raise ValidationError(
+                    {"agent_image_ref": "Agent image ref can only be set on hosted queues"}
+                )
+            if agent_image_ref and queue.shape and queue.shape.machine_type == "macos":
+                message = "Agent image ref cannot be configured for hosted mac queues"
+                raise ValidationError({"agent_image_ref": message})
+            queue.agent_image_ref = agent_image_ref
         if description is not None:
             queue.description = description
-        queue.full_clean()
-        queue.save(update_fields=["description", "instance_shape"])
+        if retry_agent_affinity is not None:
+            queue.retry_agent_affinity = retry_agent_affinity
+        queue.full_clean(validate_constraints=False)
+        queue.save(
+            update_fields=[
+                "description",
+                "instance_shape",
+                "agent_image_ref",
+                "retry_agent_affinity",
+            ]
+        )
+    return queue
+
+
+def queue_pause_dispatch(*, queue: Queue, user: User | None = None, note: str = "") -> Queue:
+    """Stop dispatching new jobs to the queue; jobs already on agents finish."""
+    with transaction.atomic():
+        queue = Queue.objects.select_for_update().get(pk=queue.pk)
+        if queue.dispatch_paused:
+            raise ValidationError("Cluster queue is already paused")
+        queue.dispatch_paused = True
+        queue.dispatch_paused_at = timezone.now()
+        queue.dispatch_paused_by = user
+        queue.dispatch_paused_note = note
+        queue.save(
+            update_fields=[
+                "dispatch_paused", "dispatch_paused_at", "dispatch_paused_by",
+                "dispatch_paused_note",
+            ]
+        )  # fmt: skip
+    logger.info("queue.dispatch_paused", extra={"queue_id": str(queue.pk)})
+    return queue
+
+
+def queue_resume_dispatch(*, queue: Queue) -> Queue:
+    """Dispatch jobs to the queue again; waiting jobs go to agents."""
+    with transaction.atomic():
+        queue = Queue.objects.select_for_update().get(pk=queue.pk)
+        if not queue.dispatch_paused:
+            raise ValidationError("Cluster queue is not paused")
+        queue.dispatch_paused = False
+        queue.dispatch_paused_at = None
+        queue.dispatch_paused_by = None
+        queue.dispatch_paused_note = ""
+        queue.save(
+            update_fields=[
+                "dispatch_paused", "dispatch_paused_at", "dispatch_paused_by",
+                "dispatch_paused_note",
+            ]
+        )  # fmt: skip
+    logger.info("queue.dispatch_resumed", extra={"queue_id": str(queue.pk)})
     return queue
 
 
 def agent_token_create(
-    *, cluster: Cluster, description: str, expires_at: datetime | None = None
+    *,
+    cluster: Cluster,
+    description: str,
+    expires_at: datetime | None = None,
+    created_by: User | None = None,
 ) -> tuple[ClusterAgentToken, str]:
     """Create an agent token. Returns the token and its secret, which is never stored."""
     if expires_at is not None and expires_at <= timezone.now():
@@ -260,6 +347,7 @@ def agent_token_create(
         expires_at=expires_at,
         token_hash=ClusterAgentToken.hash_secret(secret),
         token_prefix=secret[: len(AGENT_TOKEN_PREFIX) + 4],
+        created_by=created_by,
     )
     token.full_clean()
     token.save()
@@ -330,3 +418,33 @@ def agent_environment_unset(*, cluster: Cluster, name: str, source: str) -> bool
         cluster=cluster, name=name, source=source
     ).delete()
     return bool(deleted)
+
+
+def api_token_create(
+    *, user: User, organization: Organization, description: str, scopes: list[str]
+) -> tuple[ApiToken, str]:
+    """Create a REST API access token. Returns the token and its secret, which is never stored."""
+    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        user=user,
+        organization=organization,
+        description=description,
+        scopes=list(dict.fromkeys(scopes)),
+        token_hash=ApiToken.hash_secret(secret),
+        token_prefix=secret[: len(API_TOKEN_PREFIX) + 4],
+    )
+    token.full_clean()
+    token.save()
+    logger.info(
+        "api_token.created",
+        extra={"token_id": str(token.pk), "organization": organization.slug, "user_id": user.pk},
+    )
+    return token, secret
+
+
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke an API token at once; revoking a revoked token changes nothing."""
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db(fields=["revoked_at"])
+    logger.info("api_token.revoked", extra={"token_id": str(token.pk)})
+    return token

@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "controlplane",
     "clusters",
     "registries",
@@ -51,6 +53,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "controlplane.api.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -193,13 +196,39 @@ REGISTRY_CA_CERT_DAYS = env_int("REGISTRY_CA_CERT_DAYS", 3650)
 REGISTRY_SIGNING_CERT_DAYS = env_int("REGISTRY_SIGNING_CERT_DAYS", 365)
 
 # --- API ------------------------------------------------------------------------------------
+API_PAGE_SIZE = 30
+API_MAX_PAGE_SIZE = 100
+# Requests per minute, per organization and per API token (Buildkite's defaults: 200 and 50).
+API_RATE_LIMIT_ORGANIZATION = env_int("API_RATE_LIMIT_ORGANIZATION", 200)
+API_RATE_LIMIT_TOKEN = env_int("API_RATE_LIMIT_TOKEN", 50)
+# The largest request body any endpoint takes (clusters and queues are small JSON objects).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
 REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "controlplane.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cluster registry control plane API",
+    "DESCRIPTION": (
+        "Buildkite-compatible REST API for clusters, queues and cluster agent tokens, plus each "
+        "cluster's container registry. Authenticate with `Authorization: Bearer <API token>`."
+    ),
+    "VERSION": "2",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/v2/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from this service: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["controlplane.api.schema.only_the_rest_api"],
 }
 
 # --- Internationalisation, static files -----------------------------------------------------

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane.api.views import root
 
@@ -7,6 +8,10 @@ urlpatterns = [
     path("", root, name="root"),
     path("admin/", admin.site.urls),
     path("", include("clusters.urls")),
+    path("v2/organizations/<str:org_slug>/", include("clusters.api.urls")),
+    path("v2/organizations/<str:org_slug>/", include("registries.api_urls")),
+    path("v2/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("v2/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("registries.urls")),
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -42,6 +42,11 @@ def validation_message(errors: list[dict[str, str]]) -> str:
     return "Validation failed: " + "; ".join(part.rstrip(".") for part in parts)
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than this service accepts."
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
@@ -51,6 +56,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound(str(exc) or "Not Found")
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
 
     if not isinstance(exc, exceptions.APIException):
         return None
@@ -66,7 +73,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body: dict[str, Any] = {"message": validation_message(errors), "errors": errors}
         code: int = status.HTTP_422_UNPROCESSABLE_ENTITY
     else:
-        body = {"message": str(exc.detail)}
+        body = {"message": str(exc.detail), **getattr(exc, "extra", {})}
         code = exc.status_code
     set_rollback()
     return Response(body, status=code, headers=headers)

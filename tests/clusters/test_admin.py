@@ -41,7 +41,7 @@ def test_adding_a_hosted_queue_in_the_admin_owes_the_cluster_a_registry(
         response = operator.post(
             "/admin/clusters/queue/add/",
             {"cluster": cluster.pk, "key": "linux-small", "instance_shape": "LINUX_AMD64_2X4",
-             "description": ""},
+             "retry_agent_affinity": "prefer-warmest", "description": ""},
         )  # fmt: skip
     assert response.status_code == 302
     queue = Queue.objects.get()
@@ -151,7 +151,11 @@ def test_registries_are_read_only_but_a_failed_one_can_be_retried(
 def edit_queue(operator: Client, queue: Queue, shape: str) -> object:
     return operator.post(
         f"/admin/clusters/queue/{queue.pk}/change/",
-        {"description": "edited", "instance_shape": shape},
+        {
+            "description": "edited",
+            "instance_shape": shape,
+            "retry_agent_affinity": "prefer-warmest",
+        },
     )
 
 

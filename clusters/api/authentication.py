@@ -1,0 +1,46 @@
+"""REST API callers authenticate with an API access token: ``Authorization: Bearer <token>``,
+as on Buildkite (HTTP Basic is not accepted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from clusters.models import ApiToken
+from clusters.selectors import api_token_authenticate
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[object, ApiToken] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise exceptions.AuthenticationFailed(
+                "Send an API access token as 'Authorization: Bearer <token>'."
+            )
+        token = api_token_authenticate(secret.strip())
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API access token.")
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """How the OpenAPI schema describes the authentication (drf-spectacular finds it by class)."""
+
+    target_class = ApiTokenAuthentication
+    name = "apiToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API access token (`manage.py create_api_token`, or the admin).",
+        }

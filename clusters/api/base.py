@@ -1,0 +1,127 @@
+"""The base of every REST API view: authentication, the organization in the URL, scopes and
+rate limits, in that order, in one place that views cannot bypass.
+
+- No token, or a bad one: 401.
+- A token of another organization: 404, for anything under the organization in the URL,
+  whether it exists or not (a token never learns what another organization holds).
+- A token without the scope the method needs: 403.
+- Over the organization's or the token's rate limit: 429.
+
+Views reach clusters only through ``get_cluster``, which filters by the token's organization.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db.models import Model, QuerySet
+from rest_framework import exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clusters.api.authentication import ApiTokenAuthentication
+from clusters.models import ApiScope, ApiToken, Cluster, Organization
+from controlplane.api.pagination import LinkHeaderPagination
+from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+M = TypeVar("M", bound=Model)
+
+
+class OrganizationAPIView(APIView):
+    authentication_classes = [ApiTokenAuthentication]
+    permission_classes = [AllowAny]  # initial() decides, in the order the module says
+    read_scope: str = ApiScope.READ_CLUSTERS
+    write_scope: str = ApiScope.WRITE_CLUSTERS
+    not_found = "No organization found"
+
+    organization: Organization
+    token: ApiToken
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        token = request.auth
+        if not isinstance(token, ApiToken):
+            raise exceptions.NotAuthenticated(
+                "Send an API access token as 'Authorization: Bearer <token>'."
+            )
+        if token.organization.slug != kwargs.get("org_slug"):
+            raise exceptions.NotFound("No organization found")
+        self.token, self.organization = token, token.organization
+        self._rate_limit(request)
+        scope = self.read_scope if request.method in READ_METHODS else self.write_scope
+        if not token.has_scope(scope):
+            raise exceptions.PermissionDenied(f"This API token needs the {scope} scope.")
+
+    @property
+    def user(self) -> User:
+        """The owner of the API token: what the API records as ``created_by``."""
+        return self.token.user
+
+    def _rate_limit(self, request: Request) -> None:
+        organization_budget = Budget(
+            "rest", "RateLimit", str(self.organization.pk), settings.API_RATE_LIMIT_ORGANIZATION
+        )
+        token_budget = Budget(
+            "rest_user", "RateLimit-User", str(self.token.pk), settings.API_RATE_LIMIT_TOKEN
+        )
+        usages = [consume(organization_budget), consume(token_budget)]
+        request._rate_limit_usages = usages  # type: ignore[attr-defined]
+        for usage in usages:
+            if usage.exceeded:
+                raise RateLimited(usage)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        usages: list[Usage] = getattr(request, "_rate_limit_usages", [])
+        for usage in usages:
+            for name, value in usage.headers().items():
+                response[name] = value
+        return response
+
+    # --- lookups, always within the token's organization ------------------------------------
+
+    def clusters(self) -> QuerySet[Cluster]:
+        return Cluster.objects.filter(organization=self.organization)
+
+    def get_cluster(self, cluster_id: str) -> Cluster:
+        return get_or_404(self.clusters(), cluster_id, "No cluster found")
+
+    # --- pagination ---------------------------------------------------------------------------
+
+    def paginated(
+        self, queryset: QuerySet[Any], serializer_class: type, **context: Any
+    ) -> Response:
+        paginator = LinkHeaderPagination()
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        data = serializer_class(page, many=True, context=self.serializer_context(**context)).data
+        return paginator.get_paginated_response(data)
+
+    def serializer_context(self, **extra: Any) -> dict[str, Any]:
+        return {"request": self.request, "organization": self.organization, **extra}
+
+
+def get_or_404(queryset: QuerySet[M], pk: str, message: str) -> M:
+    """The row of ``queryset`` with primary key ``pk`` (a UUID), or 404 with ``message``."""
+    try:
+        key = uuid.UUID(str(pk))
+    except ValueError:
+        raise exceptions.NotFound(message) from None
+    found = queryset.filter(pk=key).first()
+    if found is None:
+        raise exceptions.NotFound(message)
+    return found
+
+
+def validated(serializer_class: type, request: Request) -> dict[str, Any]:
+    """The request body, validated (422 with the field errors otherwise)."""
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

@@ -1,0 +1,91 @@
+"""Page-number pagination as Buildkite's REST API has it: ``?page=`` (from 1) and ``?per_page=``
+(default 30, at most 100); the body is a bare JSON array, and the ``Link`` header carries the
+``next``, ``prev``, ``first`` and ``last`` pages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.pagination import BasePagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+
+def _positive_int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise exceptions.ParseError(f"{name} must be a positive integer, not {raw!r}.")
+    return value
+
+
+class LinkHeaderPagination(BasePagination):
+    page_query_param = "page"
+    page_size_query_param = "per_page"
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
+        self.request = request
+        self.per_page = min(
+            _positive_int(request, self.page_size_query_param, settings.API_PAGE_SIZE),
+            settings.API_MAX_PAGE_SIZE,
+        )
+        self.page = _positive_int(request, self.page_query_param, 1)
+        self.count: int = queryset.count()
+        start = (self.page - 1) * self.per_page
+        return list(queryset[start : start + self.per_page])
+
+    @property
+    def last_page(self) -> int:
+        return max(1, math.ceil(self.count / self.per_page))
+
+    def links(self) -> list[tuple[str, int]]:
+        pages: list[tuple[str, int]] = []
+        if self.page < self.last_page:
+            pages.append(("next", self.page + 1))
+        if self.page > 1:
+            pages.append(("prev", min(self.page - 1, self.last_page)))
+            pages.append(("first", 1))
+        if self.page != self.last_page:
+            pages.append(("last", self.last_page))
+        return pages
+
+    def get_paginated_response(self, data: Sequence[Any]) -> Response:
+        url = self.request.build_absolute_uri()
+        url = replace_query_param(url, self.page_size_query_param, self.per_page)
+        header = ", ".join(
+            f'<{replace_query_param(url, self.page_query_param, page)}>; rel="{rel}"'
+            for rel, page in self.links()
+        )
+        return Response(data, headers={"Link": header} if header else None)
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return schema  # a bare array: the pages are in the Link header
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": self.page_query_param,
+                "in": "query",
+                "required": False,
+                "description": "The page, from 1.",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            {
+                "name": self.page_size_query_param,
+                "in": "query",
+                "required": False,
+                "description": f"Items per page (default {settings.API_PAGE_SIZE}, "
+                f"at most {settings.API_MAX_PAGE_SIZE}).",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        ]

@@ -1,0 +1,16 @@
+"""The registry resource of the REST API, under ``/v2/organizations/<org_slug>/``."""
+
+from django.urls import path
+
+from registries.api import RegistryRetryView, RegistryView
+
+app_name = "registries-api"
+
+urlpatterns = [
+    path("clusters/<str:cluster_id>/registry", RegistryView.as_view(), name="registry"),
+    path(
+        "clusters/<str:cluster_id>/registry/retry",
+        RegistryRetryView.as_view(),
+        name="registry-retry",
+    ),
+]
