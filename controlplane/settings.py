@@ -201,6 +201,7 @@ API_MAX_PAGE_SIZE = 100
 # Requests per minute, per organization and per API token (Buildkite's defaults: 200 and 50).
 API_RATE_LIMIT_ORGANIZATION = env_int("API_RATE_LIMIT_ORGANIZATION", 200)
 API_RATE_LIMIT_TOKEN = env_int("API_RATE_LIMIT_TOKEN", 50)
+API_RATE_LIMIT_KEY_PREFIX = "ratelimit"
 # The largest request body any endpoint takes (clusters and queues are small JSON objects).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES

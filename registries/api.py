@@ -1,25 +1,80 @@
-"""``/v2/organizations/{org}/clusters/{cluster}/registry``: the cluster's container registry."""
+"""``/v2/organizations/{org}/clusters/{cluster}/registry``: the cluster's container registry.
+
+A cluster has a registry once its first hosted queue exists; before that, 404. The registry is
+read-only here except for ``retry``, which starts a failed registry again.
+"""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clusters.api.base import OrganizationAPIView
-from clusters.models import ApiScope
+from clusters.models import ApiScope, Cluster
+from controlplane.api.openapi import ERRORS
+from registries import services
+from registries.api_serializers import RegistrySerializer
+from registries.models import Registry, RegistryEvent, RegistryQuerySet
+
+TAGS = ["Registry"]
 
 
-class RegistryView(OrganizationAPIView):
+class NotRetryable(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "Only a failed registry can be retried."
+
+
+def cluster_registry(cluster: Cluster) -> RegistryQuerySet:
+    """The cluster's registry: at most one (a deleted cluster's registry has no cluster)."""
+    return Registry.objects.filter(cluster=cluster)
+
+
+def registry_queryset(cluster: Cluster) -> RegistryQuerySet:
+    """The cluster's registry with its events oldest first, in two queries."""
+    events = RegistryEvent.objects.order_by("created_at", "id")
+    return cluster_registry(cluster).prefetch_related(Prefetch("events", queryset=events))
+
+
+class _RegistryAPIView(OrganizationAPIView):
     read_scope = ApiScope.READ_REGISTRIES
     write_scope = ApiScope.WRITE_REGISTRIES
 
+    def get_registry(self, cluster: Cluster, *, events: bool = True) -> Registry:
+        queryset = registry_queryset(cluster) if events else cluster_registry(cluster)
+        registry = queryset.first()
+        if registry is None:
+            raise exceptions.NotFound("No registry found")
+        return registry
+
+    def _response(self, registry: Registry) -> Response:
+        return Response(RegistrySerializer(registry, context=self.serializer_context()).data)
+
+
+class RegistryView(_RegistryAPIView):
+    @extend_schema(
+        tags=TAGS, operation_id="registry_get", responses={200: RegistrySerializer, **ERRORS}
+    )
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        raise NotImplementedError
+        return self._response(self.get_registry(self.get_cluster(cluster_id)))
 
 
-class RegistryRetryView(OrganizationAPIView):
-    read_scope = ApiScope.READ_REGISTRIES
-    write_scope = ApiScope.WRITE_REGISTRIES
-
+class RegistryRetryView(_RegistryAPIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="registry_retry",
+        request=None,
+        responses={200: RegistrySerializer, **ERRORS},
+    )
     def post(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        raise NotImplementedError
+        cluster = self.get_cluster(cluster_id)
+        registry = self.get_registry(cluster, events=False)
+        try:
+            services.registry_retry(registry=registry)
+        except ValidationError as exc:
+            # The service checks the state under the row lock; its message says which it is.
+            raise NotRetryable(" ".join(exc.messages)) from None
+        return self._response(self.get_registry(cluster))

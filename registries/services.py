@@ -252,7 +252,16 @@ def registry_retry(*, registry: Registry) -> Registry:
             state = locked.state if locked else "deleted"
             raise ValidationError(f"Only a failed registry can be retried; this one is {state}.")
         next_state = State.DEPROVISIONING if locked.deprovision_requested_at else State.PENDING
-        _transition(locked, next_state, message="retry requested", attempts=0, next_attempt_at=None)
+        _transition(
+            locked,
+            next_state,
+            message=f"retry requested after: {locked.last_error}"
+            if locked.last_error
+            else ("retry requested"),
+            attempts=0,
+            next_attempt_at=None,
+            last_error="",
+        )
         _enqueue(locked)
     logger.info("registry.retry_requested", extra={"registry_id": str(locked.pk)})
     return locked

@@ -2,32 +2,151 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from clusters.api.base import OrganizationAPIView
+from clusters import services
+from clusters.api.base import OrganizationAPIView, get_or_404, validated
+from clusters.api.queue_serializers import (
+    QueueCreateSerializer,
+    QueueEnvironmentSerializer,
+    QueuePauseDispatchSerializer,
+    QueueSerializer,
+    QueueUpdateSerializer,
+)
+from clusters.models import Cluster, Queue
+from clusters.selectors import agent_environment_for_queue
+from controlplane.api.openapi import ERRORS
+
+TAGS = ["Queues"]
 
 
-class QueueListView(OrganizationAPIView):
+class QueueStateConflict(exceptions.APIException):
+    """Pausing a paused queue, or resuming a running one: Buildkite's 422 with only a message
+    (no ``Validation failed:`` prefix, no ``errors``)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "The queue is not in a state that allows this."
+
+
+def _queues(cluster: Cluster) -> QuerySet[Queue]:
+    """The cluster's queues, with what a response shows of them, so that reading one or a page
+    takes a fixed number of queries."""
+    return cluster.queues.select_related("created_by", "dispatch_paused_by").order_by("key", "pk")
+
+
+class QueueAPIView(OrganizationAPIView):
+    """Finds queues only within the cluster in the URL, itself only within the organization."""
+
+    def get_queue(self, cluster_id: str, queue_id: str) -> Queue:
+        return get_or_404(_queues(self.get_cluster(cluster_id)), queue_id, "No queue found")
+
+    def queue_response(self, queue: Queue, code: int = status.HTTP_200_OK) -> Response:
+        return Response(QueueSerializer(queue, context=self.serializer_context()).data, code)
+
+
+class QueueListView(QueueAPIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_list",
+        responses={200: QueueSerializer(many=True), **ERRORS},
+    )
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        raise NotImplementedError
+        return self.paginated(_queues(self.get_cluster(cluster_id)), QueueSerializer)
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_create",
+        request=QueueCreateSerializer,
+        responses={201: QueueSerializer, **ERRORS},
+    )
+    def post(self, request: Request, org_slug: str, cluster_id: str) -> Response:
+        cluster = self.get_cluster(cluster_id)
+        data = validated(QueueCreateSerializer, request)
+        queue = services.queue_create(cluster=cluster, created_by=self.user, **data)
+        return self.queue_response(queue, status.HTTP_201_CREATED)
 
 
-class QueueDetailView(OrganizationAPIView):
+class QueueDetailView(QueueAPIView):
+    @extend_schema(tags=TAGS, operation_id="queues_get", responses={200: QueueSerializer, **ERRORS})
     def get(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
-        raise NotImplementedError
+        return self.queue_response(self.get_queue(cluster_id, queue_id))
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_update",
+        request=QueueUpdateSerializer,
+        responses={200: QueueSerializer, **ERRORS},
+    )
+    def put(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
+        queue = self.get_queue(cluster_id, queue_id)
+        data = validated(QueueUpdateSerializer, request)
+        services.queue_update(queue=queue, **data)
+        return self.queue_response(self.get_queue(cluster_id, queue_id))
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_partial_update",
+        request=QueueUpdateSerializer,
+        responses={200: QueueSerializer, **ERRORS},
+    )
+    def patch(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
+        return self.put(request, org_slug, cluster_id, queue_id)
+
+    @extend_schema(tags=TAGS, operation_id="queues_delete", responses={204: None, **ERRORS})
+    def delete(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
+        services.queue_delete(queue=self.get_queue(cluster_id, queue_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class QueuePauseDispatchView(OrganizationAPIView):
+class QueuePauseDispatchView(QueueAPIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_pause_dispatch",
+        request=QueuePauseDispatchSerializer,
+        responses={200: QueueSerializer, **ERRORS},
+    )
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
-        raise NotImplementedError
+        queue = self.get_queue(cluster_id, queue_id)
+        data = validated(QueuePauseDispatchSerializer, request)
+        try:
+            services.queue_pause_dispatch(queue=queue, user=self.user, note=data["note"])
+        except ValidationError as error:
+            raise QueueStateConflict(error.messages[0]) from error
+        return self.queue_response(self.get_queue(cluster_id, queue_id))
 
 
-class QueueResumeDispatchView(OrganizationAPIView):
+class QueueResumeDispatchView(QueueAPIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_resume_dispatch",
+        request=None,
+        responses={200: QueueSerializer, **ERRORS},
+    )
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
-        raise NotImplementedError
+        queue = self.get_queue(cluster_id, queue_id)
+        try:
+            services.queue_resume_dispatch(queue=queue)
+        except ValidationError as error:
+            raise QueueStateConflict(error.messages[0]) from error
+        return self.queue_response(self.get_queue(cluster_id, queue_id))
 
 
-class QueueEnvironmentView(OrganizationAPIView):
+class QueueEnvironmentView(QueueAPIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="queues_environment",
+        description="The environment a job on this queue receives: the variables, and which "
+        "part of the platform set each one (what the agent endpoint gives the queue's agents).",
+        responses={200: QueueEnvironmentSerializer, **ERRORS},
+    )
     def get(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
-        raise NotImplementedError
+        queue = self.get_queue(cluster_id, queue_id)
+        entries = agent_environment_for_queue(queue=queue)
+        return Response(
+            QueueEnvironmentSerializer(QueueEnvironmentSerializer.build(queue, entries)).data
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -22,7 +22,8 @@ def _flatten(detail: Any, field: str | None = None) -> list[dict[str, str]]:
         errors: list[dict[str, str]] = []
         for key, value in detail.items():
             name = key if field is None else f"{field}.{key}"
-            errors.extend(_flatten(value, None if key == "non_field_errors" else name))
+            # An object's own errors belong to the field that holds it (None at the top).
+            errors.extend(_flatten(value, field if key == "non_field_errors" else name))
         return errors
     if isinstance(detail, list):
         return [error for item in detail for error in _flatten(item, field)]
@@ -54,6 +55,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not Found")
+    elif isinstance(exc, ObjectDoesNotExist):  # deleted by another request meanwhile
+        exc = exceptions.NotFound("Not Found")
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):

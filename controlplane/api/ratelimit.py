@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.cache import cache
 from rest_framework import status
 from rest_framework.exceptions import APIException
@@ -54,7 +55,7 @@ def consume(budget: Budget, now: float | None = None) -> Usage:
     """Count one request against ``budget`` and say where it stands."""
     now = time.time() if now is None else now
     window_start = int(now // budget.window) * budget.window
-    key = f"ratelimit:{budget.scope}:{budget.key}:{window_start}"
+    key = f"{settings.API_RATE_LIMIT_KEY_PREFIX}:{budget.scope}:{budget.key}:{window_start}"
     cache.add(key, 0, timeout=budget.window + 1)
     try:
         current = cache.incr(key)

@@ -1,0 +1,305 @@
+"""Queues in Buildkite's shapes (notes: buildkite-api.md §2).
+
+Responses use snake_case (``hosted_agents.instance_shape``); requests use Buildkite's camelCase
+(``hostedAgents: {instanceShape, agentImageRef}``), and the snake_case spelling is accepted too.
+A self-hosted queue shows ``retry_agent_affinity`` and no ``hosted_agents``; a hosted queue shows
+``hosted_agents`` and no ``retry_agent_affinity``, as Buildkite's examples do. Writes go through
+``clusters.services``, which also checks instance shapes and agent images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import Direction, extend_schema_field
+from rest_framework import serializers
+
+from clusters import instance_shapes
+from clusters.api.serializers import (
+    TimestampField,
+    UserSerializer,
+    absolute,
+    empty_to_none,
+    graphql_id,
+)
+from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
+from clusters.selectors import EnvironmentEntry
+
+AGENT_IMAGE_REF_MAX_LENGTH = Queue._meta.get_field("agent_image_ref").max_length
+
+HOSTED_AGENTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Only on hosted queues.",
+    "properties": {
+        "instance_shape": {
+            "type": "object",
+            "properties": {
+                "machine_type": {"type": "string", "enum": ["linux", "macos"]},
+                "architecture": {"type": "string", "enum": ["amd64", "arm64"]},
+                "cpu": {"type": "integer"},
+                "memory": {"type": "integer", "description": "GB"},
+                "name": {"type": "string", "enum": list(instance_shapes.SHAPES)},
+            },
+            "required": ["machine_type", "architecture", "cpu", "memory", "name"],
+        },
+        "platform_settings": {
+            "type": "object",
+            "description": "`linux` on Linux queues; empty on macOS queues.",
+            "properties": {
+                "linux": {
+                    "type": "object",
+                    "properties": {
+                        "agent_image_ref": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "A custom agent image; null for the default one.",
+                        },
+                    },
+                    "required": ["agent_image_ref"],
+                },
+            },
+        },
+    },
+    "required": ["instance_shape", "platform_settings"],
+}
+
+
+class QueueSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    #: Fields a queue shows only when they apply (see ``to_representation``).
+    OPTIONAL_FIELDS = ("retry_agent_affinity", "hosted_agents")
+
+    id = serializers.UUIDField(read_only=True)
+    graphql_id = serializers.SerializerMethodField()
+    key = serializers.CharField(read_only=True)
+    description = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+    web_url = serializers.SerializerMethodField()
+    cluster_url = serializers.SerializerMethodField()
+    retry_agent_affinity = serializers.ChoiceField(
+        choices=RetryAgentAffinity.choices,
+        read_only=True,
+        help_text="Only on self-hosted queues.",
+    )
+    dispatch_paused = serializers.BooleanField(read_only=True)
+    dispatch_paused_by = UserSerializer(read_only=True, allow_null=True)
+    dispatch_paused_at = TimestampField(allow_null=True)
+    dispatch_paused_note = serializers.SerializerMethodField()
+    created_at = TimestampField()
+    created_by = UserSerializer(read_only=True, allow_null=True)
+    hosted = serializers.BooleanField(read_only=True)
+    hosted_agents = serializers.SerializerMethodField()
+
+    def to_representation(self, queue: Queue) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(queue)
+        data.pop("retry_agent_affinity" if queue.hosted else "hosted_agents")
+        return data
+
+    def get_graphql_id(self, queue: Queue) -> str:
+        return graphql_id("ClusterQueue", queue.pk)
+
+    def get_description(self, queue: Queue) -> str | None:
+        return empty_to_none(queue.description)
+
+    def get_dispatch_paused_note(self, queue: Queue) -> str | None:
+        return empty_to_none(queue.dispatch_paused_note)
+
+    def _cluster_kwargs(self, queue: Queue) -> dict[str, Any]:
+        return {"org_slug": self.context["organization"].slug, "cluster_id": queue.cluster_id}
+
+    def get_url(self, queue: Queue) -> str:
+        kwargs = {**self._cluster_kwargs(queue), "queue_id": queue.pk}
+        return absolute(self.context, "api:queue", **kwargs)
+
+    def get_web_url(self, queue: Queue) -> str:
+        return absolute(self.context, "admin:clusters_queue_change", object_id=queue.pk)
+
+    def get_cluster_url(self, queue: Queue) -> str:
+        return absolute(self.context, "api:cluster", **self._cluster_kwargs(queue))
+
+    @extend_schema_field(HOSTED_AGENTS_SCHEMA)
+    def get_hosted_agents(self, queue: Queue) -> dict[str, Any] | None:
+        shape = queue.shape
+        if shape is None:
+            return None
+        platform_settings: dict[str, Any] = {}
+        if shape.machine_type == "linux":
+            platform_settings["linux"] = {"agent_image_ref": empty_to_none(queue.agent_image_ref)}
+        return {
+            "instance_shape": {
+                "machine_type": shape.machine_type,
+                "architecture": shape.architecture,
+                "cpu": shape.cpu,
+                "memory": shape.memory,
+                "name": shape.name,
+            },
+            "platform_settings": platform_settings,
+        }
+
+
+class QueueSerializerSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
+    """drf-spectacular marks every read-only field required; a queue shows either
+    ``retry_agent_affinity`` or ``hosted_agents``, so neither is."""
+
+    target_class = QueueSerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_serializer(  # type: ignore[no-untyped-call]
+            self.target, direction, bypass_extensions=True
+        )
+        optional = QueueSerializer.OPTIONAL_FIELDS
+        schema["required"] = [name for name in schema["required"] if name not in optional]
+        return schema
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+@extend_schema_field({"type": "string", "enum": list(instance_shapes.SHAPES)})
+class InstanceShapeField(serializers.CharField):
+    """A shape name. ``clusters.services`` checks it (unknown shapes, conversions, resizing)."""
+
+
+def _agent_image_ref_field() -> serializers.CharField:
+    return serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=AGENT_IMAGE_REF_MAX_LENGTH,
+        help_text="A custom agent image for a hosted Linux queue; blank or null for the default.",
+    )
+
+
+class HostedAgentsCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    instanceShape = InstanceShapeField()
+    agentImageRef = _agent_image_ref_field()  # ignored at creation, as on Buildkite
+
+
+class HostedAgentsCreateSnakeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    instance_shape = InstanceShapeField()
+    agent_image_ref = _agent_image_ref_field()  # ignored at creation, as on Buildkite
+
+
+class HostedAgentsUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    instanceShape = InstanceShapeField(required=False)
+    agentImageRef = _agent_image_ref_field()
+
+
+class HostedAgentsUpdateSnakeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    instance_shape = InstanceShapeField(required=False)
+    agent_image_ref = _agent_image_ref_field()
+
+
+def _hosted_agents(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``hostedAgents`` or ``hosted_agents``, in snake_case; ``{}`` if neither was sent."""
+    camel, snake = attrs.pop("hostedAgents", None), attrs.pop("hosted_agents", None)
+    if camel is not None and snake is not None:
+        raise serializers.ValidationError("Send hostedAgents or hosted_agents, not both.")
+    if snake is not None:
+        return dict(snake)
+    renamed = {"instanceShape": "instance_shape", "agentImageRef": "agent_image_ref"}
+    return {renamed[name]: value for name, value in (camel or {}).items()}
+
+
+def _none_to_blank(attrs: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if name in attrs and attrs[name] is None:
+            attrs[name] = ""
+
+
+class QueueCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    key = serializers.RegexField(
+        QUEUE_KEY_PATTERN,
+        max_length=100,
+        error_messages={"invalid": "Use only letters, digits, hyphens (-) and underscores (_)."},
+    )
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    retry_agent_affinity = serializers.ChoiceField(
+        choices=RetryAgentAffinity.choices, required=False
+    )
+    hostedAgents = HostedAgentsCreateSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Makes the queue hosted, with this instance shape. `agentImageRef` is ignored "
+        "at creation, as on Buildkite: set it with an update.",
+    )
+    hosted_agents = HostedAgentsCreateSnakeSerializer(
+        required=False, allow_null=True, help_text="`hostedAgents`, in snake_case."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of ``services.queue_create`` (but the cluster and the creator)."""
+        hosted_agents = _hosted_agents(attrs)
+        _none_to_blank(attrs, "description")
+        if "instance_shape" in hosted_agents:
+            attrs["instance_shape"] = hosted_agents["instance_shape"]
+        return attrs
+
+
+class QueueUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """PUT and PATCH both change only what is sent."""
+
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    retry_agent_affinity = serializers.ChoiceField(
+        choices=RetryAgentAffinity.choices, required=False
+    )
+    hostedAgents = HostedAgentsUpdateSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Resize a hosted queue (within its machine type and architecture), or set the "
+        "agent image of a hosted Linux queue.",
+    )
+    hosted_agents = HostedAgentsUpdateSnakeSerializer(
+        required=False, allow_null=True, help_text="`hostedAgents`, in snake_case."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of ``services.queue_update`` (but the queue)."""
+        attrs.update(_hosted_agents(attrs))
+        _none_to_blank(attrs, "description", "agent_image_ref")
+        return attrs
+
+
+class QueuePauseDispatchSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    dispatch_paused_note = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, help_text="Why dispatch is paused."
+    )
+    note = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="`dispatch_paused_note` (the name in Buildkite's parameter table).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """``{"note": ...}``; ``dispatch_paused_note`` wins if both are sent."""
+        note = attrs.get("dispatch_paused_note") or attrs.get("note") or ""
+        return {"note": note}
+
+
+# --- the environment of a job on a queue ------------------------------------------------------
+
+
+class QueueReferenceSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.UUIDField(read_only=True)
+    key = serializers.CharField(read_only=True)
+    hosted = serializers.BooleanField(read_only=True)
+
+
+class QueueEnvironmentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """What a job on the queue receives, as the agent endpoint (``/v3/agent/environment``)
+    gives it: the variables, and which part of the platform set each one."""
+
+    queue = QueueReferenceSerializer(read_only=True)
+    env = serializers.DictField(child=serializers.CharField(), read_only=True)
+    sources = serializers.DictField(child=serializers.CharField(), read_only=True)
+
+    @staticmethod
+    def build(queue: Queue, entries: Sequence[EnvironmentEntry]) -> dict[str, Any]:
+        return {
+            "queue": queue,
+            "env": {entry.name: entry.value for entry in entries},
+            "sources": {entry.name: entry.source for entry in entries},
+        }
