@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clusters.api.base import OrganizationAPIView
 from clusters.models import ApiScope, Cluster
-from controlplane.api.openapi import ERRORS
+from controlplane.api.openapi import operation
 from registries import services
 from registries.api_serializers import RegistrySerializer
 from registries.models import Registry, RegistryEvent, RegistryQuerySet
@@ -55,20 +54,13 @@ class _RegistryAPIView(OrganizationAPIView):
 
 
 class RegistryView(_RegistryAPIView):
-    @extend_schema(
-        tags=TAGS, operation_id="registry_get", responses={200: RegistrySerializer, **ERRORS}
-    )
+    @operation("registry_get", tags=TAGS, responses={200: RegistrySerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self._response(self.get_registry(self.get_cluster(cluster_id)))
 
 
 class RegistryRetryView(_RegistryAPIView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="registry_retry",
-        request=None,
-        responses={200: RegistrySerializer, **ERRORS},
-    )
+    @operation("registry_retry", tags=TAGS, responses={200: RegistrySerializer})
     def post(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         cluster = self.get_cluster(cluster_id)
         registry = self.get_registry(cluster, events=False)

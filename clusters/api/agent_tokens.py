@@ -6,7 +6,6 @@ never there. The secret is in the create response only.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +19,7 @@ from clusters.api.agent_token_serializers import (
 )
 from clusters.api.base import OrganizationAPIView, get_or_404, validated
 from clusters.models import ClusterAgentToken, ClusterAgentTokenQuerySet
-from controlplane.api.openapi import ERRORS
+from controlplane.api.openapi import operation
 
 TAGS = ["Agent tokens"]
 
@@ -31,19 +30,15 @@ def _tokens_queryset(view: OrganizationAPIView, cluster_id: str) -> ClusterAgent
 
 
 class AgentTokenListView(OrganizationAPIView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="cluster_tokens_list",
-        responses={200: AgentTokenSerializer(many=True), **ERRORS},
-    )
+    @operation("cluster_tokens_list", tags=TAGS, responses={200: AgentTokenSerializer(many=True)})
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self.paginated(_tokens_queryset(self, cluster_id), AgentTokenSerializer)
 
-    @extend_schema(
+    @operation(
+        "cluster_tokens_create",
         tags=TAGS,
-        operation_id="cluster_tokens_create",
         request=AgentTokenCreateSerializer,
-        responses={201: AgentTokenCreatedSerializer, **ERRORS},
+        responses={201: AgentTokenCreatedSerializer},
     )
     def post(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         cluster = self.get_cluster(cluster_id)
@@ -66,19 +61,15 @@ class AgentTokenDetailView(OrganizationAPIView):
     def _response(self, token: ClusterAgentToken) -> Response:
         return Response(AgentTokenSerializer(token, context=self.serializer_context()).data)
 
-    @extend_schema(
-        tags=TAGS,
-        operation_id="cluster_tokens_get",
-        responses={200: AgentTokenSerializer, **ERRORS},
-    )
+    @operation("cluster_tokens_get", tags=TAGS, responses={200: AgentTokenSerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str, token_id: str) -> Response:
         return self._response(self._token(cluster_id, token_id))
 
-    @extend_schema(
+    @operation(
+        "cluster_tokens_update",
         tags=TAGS,
-        operation_id="cluster_tokens_update",
         request=AgentTokenUpdateSerializer,
-        responses={200: AgentTokenSerializer, **ERRORS},
+        responses={200: AgentTokenSerializer},
     )
     def put(self, request: Request, org_slug: str, cluster_id: str, token_id: str) -> Response:
         token = self._token(cluster_id, token_id)
@@ -87,16 +78,16 @@ class AgentTokenDetailView(OrganizationAPIView):
             token = services.agent_token_update(token=token, description=data["description"])
         return self._response(token)
 
-    @extend_schema(
+    @operation(
+        "cluster_tokens_partial_update",
         tags=TAGS,
-        operation_id="cluster_tokens_partial_update",
         request=AgentTokenUpdateSerializer,
-        responses={200: AgentTokenSerializer, **ERRORS},
+        responses={200: AgentTokenSerializer},
     )
     def patch(self, request: Request, org_slug: str, cluster_id: str, token_id: str) -> Response:
         return self.put(request, org_slug, cluster_id, token_id)
 
-    @extend_schema(tags=TAGS, operation_id="cluster_tokens_revoke", responses={204: None, **ERRORS})
+    @operation("cluster_tokens_revoke", tags=TAGS, responses={204: None})
     def delete(self, request: Request, org_slug: str, cluster_id: str, token_id: str) -> Response:
         services.agent_token_revoke(token=self._token(cluster_id, token_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

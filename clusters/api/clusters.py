@@ -6,7 +6,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,7 +18,7 @@ from clusters.api.serializers import (
     ClusterUpdateSerializer,
 )
 from clusters.models import Cluster
-from controlplane.api.openapi import ERRORS
+from controlplane.api.openapi import operation
 
 TAGS = ["Clusters"]
 
@@ -29,19 +28,15 @@ def _clusters_queryset(view: OrganizationAPIView) -> QuerySet[Cluster]:
 
 
 class ClusterListView(OrganizationAPIView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="clusters_list",
-        responses={200: ClusterSerializer(many=True), **ERRORS},
-    )
+    @operation("clusters_list", tags=TAGS, responses={200: ClusterSerializer(many=True)})
     def get(self, request: Request, org_slug: str) -> Response:
         return self.paginated(_clusters_queryset(self), ClusterSerializer)
 
-    @extend_schema(
+    @operation(
+        "clusters_create",
         tags=TAGS,
-        operation_id="clusters_create",
         request=ClusterCreateSerializer,
-        responses={201: ClusterSerializer, **ERRORS},
+        responses={201: ClusterSerializer},
     )
     def post(self, request: Request, org_slug: str) -> Response:
         data = validated(ClusterCreateSerializer, request)
@@ -59,17 +54,15 @@ class ClusterDetailView(OrganizationAPIView):
     def _response(self, cluster: Cluster) -> Response:
         return Response(ClusterSerializer(cluster, context=self.serializer_context()).data)
 
-    @extend_schema(
-        tags=TAGS, operation_id="clusters_get", responses={200: ClusterSerializer, **ERRORS}
-    )
+    @operation("clusters_get", tags=TAGS, responses={200: ClusterSerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self._response(self._cluster(cluster_id))
 
-    @extend_schema(
+    @operation(
+        "clusters_update",
         tags=TAGS,
-        operation_id="clusters_update",
         request=ClusterUpdateSerializer,
-        responses={200: ClusterSerializer, **ERRORS},
+        responses={200: ClusterSerializer},
     )
     def put(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         cluster = self._cluster(cluster_id)
@@ -84,16 +77,16 @@ class ClusterDetailView(OrganizationAPIView):
         services.cluster_update(cluster=cluster, **changes)
         return self._response(self._cluster(cluster_id))
 
-    @extend_schema(
+    @operation(
+        "clusters_partial_update",
         tags=TAGS,
-        operation_id="clusters_partial_update",
         request=ClusterUpdateSerializer,
-        responses={200: ClusterSerializer, **ERRORS},
+        responses={200: ClusterSerializer},
     )
     def patch(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self.put(request, org_slug, cluster_id)
 
-    @extend_schema(tags=TAGS, operation_id="clusters_delete", responses={204: None, **ERRORS})
+    @operation("clusters_delete", tags=TAGS, responses={204: None})
     def delete(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         services.cluster_delete(cluster=self._cluster(cluster_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +19,7 @@ from clusters.api.queue_serializers import (
 )
 from clusters.models import Cluster, Queue
 from clusters.selectors import agent_environment_for_queue
-from controlplane.api.openapi import ERRORS
+from controlplane.api.openapi import operation
 
 TAGS = ["Queues"]
 
@@ -50,19 +49,12 @@ class QueueAPIView(OrganizationAPIView):
 
 
 class QueueListView(QueueAPIView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="queues_list",
-        responses={200: QueueSerializer(many=True), **ERRORS},
-    )
+    @operation("queues_list", tags=TAGS, responses={200: QueueSerializer(many=True)})
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self.paginated(_queues(self.get_cluster(cluster_id)), QueueSerializer)
 
-    @extend_schema(
-        tags=TAGS,
-        operation_id="queues_create",
-        request=QueueCreateSerializer,
-        responses={201: QueueSerializer, **ERRORS},
+    @operation(
+        "queues_create", tags=TAGS, request=QueueCreateSerializer, responses={201: QueueSerializer}
     )
     def post(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         cluster = self.get_cluster(cluster_id)
@@ -72,15 +64,12 @@ class QueueListView(QueueAPIView):
 
 
 class QueueDetailView(QueueAPIView):
-    @extend_schema(tags=TAGS, operation_id="queues_get", responses={200: QueueSerializer, **ERRORS})
+    @operation("queues_get", tags=TAGS, responses={200: QueueSerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         return self.queue_response(self.get_queue(cluster_id, queue_id))
 
-    @extend_schema(
-        tags=TAGS,
-        operation_id="queues_update",
-        request=QueueUpdateSerializer,
-        responses={200: QueueSerializer, **ERRORS},
+    @operation(
+        "queues_update", tags=TAGS, request=QueueUpdateSerializer, responses={200: QueueSerializer}
     )
     def put(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)
@@ -88,27 +77,27 @@ class QueueDetailView(QueueAPIView):
         services.queue_update(queue=queue, **data)
         return self.queue_response(self.get_queue(cluster_id, queue_id))
 
-    @extend_schema(
+    @operation(
+        "queues_partial_update",
         tags=TAGS,
-        operation_id="queues_partial_update",
         request=QueueUpdateSerializer,
-        responses={200: QueueSerializer, **ERRORS},
+        responses={200: QueueSerializer},
     )
     def patch(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         return self.put(request, org_slug, cluster_id, queue_id)
 
-    @extend_schema(tags=TAGS, operation_id="queues_delete", responses={204: None, **ERRORS})
+    @operation("queues_delete", tags=TAGS, responses={204: None})
     def delete(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         services.queue_delete(queue=self.get_queue(cluster_id, queue_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class QueuePauseDispatchView(QueueAPIView):
-    @extend_schema(
+    @operation(
+        "queues_pause_dispatch",
         tags=TAGS,
-        operation_id="queues_pause_dispatch",
         request=QueuePauseDispatchSerializer,
-        responses={200: QueueSerializer, **ERRORS},
+        responses={200: QueueSerializer},
     )
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)
@@ -121,12 +110,7 @@ class QueuePauseDispatchView(QueueAPIView):
 
 
 class QueueResumeDispatchView(QueueAPIView):
-    @extend_schema(
-        tags=TAGS,
-        operation_id="queues_resume_dispatch",
-        request=None,
-        responses={200: QueueSerializer, **ERRORS},
-    )
+    @operation("queues_resume_dispatch", tags=TAGS, responses={200: QueueSerializer})
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)
         try:
@@ -137,12 +121,12 @@ class QueueResumeDispatchView(QueueAPIView):
 
 
 class QueueEnvironmentView(QueueAPIView):
-    @extend_schema(
+    @operation(
+        "queues_environment",
         tags=TAGS,
-        operation_id="queues_environment",
         description="The environment a job on this queue receives: the variables, and which "
         "part of the platform set each one (what the agent endpoint gives the queue's agents).",
-        responses={200: QueueEnvironmentSerializer, **ERRORS},
+        responses={200: QueueEnvironmentSerializer},
     )
     def get(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ErrorSerializer = inline_serializer(
     name="Error",
@@ -41,3 +46,22 @@ ERRORS = {
     422: _error("Validation failed: the message and `errors` say what"),
     429: OpenApiResponse(response=RateLimitErrorSerializer, description="Over a rate limit"),
 }
+
+
+def operation(
+    operation_id: str,
+    *,
+    tags: list[str],
+    responses: dict[int, Any],
+    request: Any = None,
+    description: str | None = None,
+) -> Callable[[F], F]:
+    """Document one endpoint method: its id, tag, request body and success responses, plus the
+    errors every endpoint can answer with."""
+    return extend_schema(
+        operation_id=operation_id,
+        tags=tags,
+        request=request,
+        responses={**responses, **ERRORS},
+        description=description,
+    )
