@@ -91,10 +91,26 @@ def cluster_create(
         color=color,
         created_by=created_by,
     )
-    cluster.full_clean()
-    cluster.save()
+    _save_cluster(cluster)
     logger.info("cluster.created", extra={"cluster_id": str(cluster.pk)})
     return cluster
+
+
+def _save_cluster(cluster: Cluster) -> None:
+    """Validate and save; a name taken in the organization is a ValidationError on ``name``,
+    also when a concurrent request took it between the check and the save."""
+    duplicate = ValidationError(
+        {"name": f"A cluster named {cluster.name!r} already exists in this organization."}
+    )
+    taken = Cluster.objects.filter(organization_id=cluster.organization_id, name=cluster.name)
+    if taken.exclude(pk=cluster.pk).exists():
+        raise duplicate
+    cluster.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            cluster.save()
+    except IntegrityError as exc:  # the constraint is the last guard
+        raise duplicate from exc
 
 
 class _Unset:
@@ -123,8 +139,7 @@ def cluster_update(
                 setattr(cluster, field, value)
         if not isinstance(default_queue, _Unset):
             cluster.default_queue = default_queue
-        cluster.full_clean()
-        cluster.save()
+        _save_cluster(cluster)
     return cluster
 
 

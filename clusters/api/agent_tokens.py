@@ -30,7 +30,12 @@ def _tokens_queryset(view: OrganizationAPIView, cluster_id: str) -> ClusterAgent
 
 
 class AgentTokenListView(OrganizationAPIView):
-    @operation("cluster_tokens_list", tags=TAGS, responses={200: AgentTokenSerializer(many=True)})
+    @operation(
+        "cluster_tokens_list",
+        paginated=True,
+        tags=TAGS,
+        responses={200: AgentTokenSerializer(many=True)},
+    )
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self.paginated(_tokens_queryset(self, cluster_id), AgentTokenSerializer)
 

@@ -13,13 +13,13 @@ Views reach clusters only through ``get_cluster``, which filters by the token's 
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Model, QuerySet
 from rest_framework import exceptions
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,15 +33,28 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 M = TypeVar("M", bound=Model)
 
 
+class ApiTokenRequired(IsAuthenticated):
+    """401 without a valid API token (and, in the schema, no anonymous access)."""
+
+    message = "Send an API access token as 'Authorization: Bearer <token>'."
+
+
 class OrganizationAPIView(APIView):
     authentication_classes = [ApiTokenAuthentication]
-    permission_classes = [AllowAny]  # initial() decides, in the order the module says
+    permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
     read_scope: str = ApiScope.READ_CLUSTERS
     write_scope: str = ApiScope.WRITE_CLUSTERS
     not_found = "No organization found"
 
     organization: Organization
     token: ApiToken
+
+    def permission_denied(
+        self, request: Request, message: str | None = None, code: str | None = None
+    ) -> NoReturn:
+        if not request.successful_authenticator:  # DRF would say only "not provided"
+            raise exceptions.NotAuthenticated(ApiTokenRequired.message)
+        super().permission_denied(request, message, code)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -70,7 +83,7 @@ class OrganizationAPIView(APIView):
         token_budget = Budget(
             "rest_user", "RateLimit-User", str(self.token.pk), settings.API_RATE_LIMIT_TOKEN
         )
-        usages = [consume(organization_budget), consume(token_budget)]
+        usages = [usage for usage in (consume(organization_budget), consume(token_budget)) if usage]
         request._rate_limit_usages = usages  # type: ignore[attr-defined]
         for usage in usages:
             if usage.exceeded:

@@ -28,7 +28,9 @@ def _clusters_queryset(view: OrganizationAPIView) -> QuerySet[Cluster]:
 
 
 class ClusterListView(OrganizationAPIView):
-    @operation("clusters_list", tags=TAGS, responses={200: ClusterSerializer(many=True)})
+    @operation(
+        "clusters_list", paginated=True, tags=TAGS, responses={200: ClusterSerializer(many=True)}
+    )
     def get(self, request: Request, org_slug: str) -> Response:
         return self.paginated(_clusters_queryset(self), ClusterSerializer)
 

@@ -49,7 +49,9 @@ class QueueAPIView(OrganizationAPIView):
 
 
 class QueueListView(QueueAPIView):
-    @operation("queues_list", tags=TAGS, responses={200: QueueSerializer(many=True)})
+    @operation(
+        "queues_list", paginated=True, tags=TAGS, responses={200: QueueSerializer(many=True)}
+    )
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         return self.paginated(_queues(self.get_cluster(cluster_id)), QueueSerializer)
 

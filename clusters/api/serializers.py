@@ -59,7 +59,7 @@ class UserSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.SerializerMethodField()
     graphql_id = serializers.SerializerMethodField()
     name = serializers.SerializerMethodField()
-    email = serializers.EmailField(read_only=True)
+    email = serializers.SerializerMethodField()
     avatar_url = serializers.SerializerMethodField()
     created_at = TimestampField(source="date_joined")
 
@@ -71,6 +71,10 @@ class UserSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
     def get_name(self, user: User) -> str:
         return user.get_full_name() or user.get_username()
+
+    @extend_schema_field({"type": "string", "format": "email", "nullable": True})
+    def get_email(self, user: User) -> str | None:
+        return user.email or None  # API-only users (create_api_token) may have none
 
     def get_avatar_url(self, user: User) -> str:
         digest = hashlib.md5(user.email.strip().lower().encode(), usedforsecurity=False)

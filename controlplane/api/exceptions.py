@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    NON_FIELD_ERRORS,
+    ObjectDoesNotExist,
+    PermissionDenied,
+    RequestDataTooBig,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -23,7 +28,8 @@ def _flatten(detail: Any, field: str | None = None) -> list[dict[str, str]]:
         for key, value in detail.items():
             name = key if field is None else f"{field}.{key}"
             # An object's own errors belong to the field that holds it (None at the top).
-            errors.extend(_flatten(value, field if key == "non_field_errors" else name))
+            own = key in ("non_field_errors", NON_FIELD_ERRORS)
+            errors.extend(_flatten(value, field if own else name))
         return errors
     if isinstance(detail, list):
         return [error for item in detail for error in _flatten(item, field)]

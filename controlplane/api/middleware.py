@@ -10,8 +10,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 class RequestBodyLimitMiddleware:
     """Answers 413 ``{"message": ...}`` to a request whose declared body is larger than
-    ``API_MAX_BODY_BYTES``. (Django's own ``DATA_UPLOAD_MAX_MEMORY_SIZE``, set to the same value,
-    catches a body that lies about its length.) The admin keeps Django's own limits."""
+    ``API_MAX_BODY_BYTES``. A body longer than it declares is never read past its
+    ``Content-Length`` (the WSGI server stops there). The admin keeps Django's own limits."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

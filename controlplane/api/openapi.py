@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from django.conf import settings
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +54,42 @@ ERRORS = {
 }
 
 
+RATE_LIMIT_HEADERS = {
+    f"{prefix}-{name}": f"{budget}: {meaning}"
+    for prefix, budget in (
+        ("RateLimit", "The organization's budget"),
+        ("RateLimit-User", "This API token's budget"),
+    )
+    for name, meaning in (
+        ("Scope", "its name (rest, rest_user)"),
+        ("Limit", "requests a minute"),
+        ("Remaining", "requests left in this minute"),
+        ("Reset", "seconds until the minute ends"),
+    )
+}
+
+
+def _header(name: str, description: str, codes: list[int]) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, str, OpenApiParameter.HEADER, response=codes, description=description
+    )
+
+
+def _pagination(codes: list[int]) -> list[OpenApiParameter]:
+    positive = {"type": "integer", "minimum": 1}
+    return [
+        OpenApiParameter("page", positive, OpenApiParameter.QUERY, description="The page, from 1."),
+        OpenApiParameter(
+            "per_page",
+            positive,
+            OpenApiParameter.QUERY,
+            description=f"Items per page: {settings.API_PAGE_SIZE} by default, at most "
+            f"{settings.API_MAX_PAGE_SIZE}.",
+        ),
+        _header("Link", 'The next, prev, first and last pages (rel="next", ...).', codes),
+    ]
+
+
 def operation(
     operation_id: str,
     *,
@@ -55,13 +97,20 @@ def operation(
     responses: dict[int, Any],
     request: Any = None,
     description: str | None = None,
+    paginated: bool = False,
 ) -> Callable[[F], F]:
-    """Document one endpoint method: its id, tag, request body and success responses, plus the
-    errors every endpoint can answer with."""
+    """Document one endpoint method: its id, tag, request body, success responses and their
+    headers (rate limits; pagination for a list), and the errors every endpoint can answer
+    with."""
+    codes = list(responses)
+    parameters = [_header(name, text, codes) for name, text in RATE_LIMIT_HEADERS.items()]
+    if paginated:
+        parameters += _pagination(codes)
     return extend_schema(
         operation_id=operation_id,
         tags=tags,
         request=request,
         responses={**responses, **ERRORS},
         description=description,
+        parameters=parameters,
     )

@@ -42,6 +42,8 @@ class LinkHeaderPagination(BasePagination):
         self.page = _positive_int(request, self.page_query_param, 1)
         self.count: int = queryset.count()
         start = (self.page - 1) * self.per_page
+        if start >= self.count:  # past the end (and no offset too large for the database)
+            return []
         return list(queryset[start : start + self.per_page])
 
     @property
@@ -67,25 +69,3 @@ class LinkHeaderPagination(BasePagination):
             for rel, page in self.links()
         )
         return Response(data, headers={"Link": header} if header else None)
-
-    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        return schema  # a bare array: the pages are in the Link header
-
-    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": self.page_query_param,
-                "in": "query",
-                "required": False,
-                "description": "The page, from 1.",
-                "schema": {"type": "integer", "minimum": 1},
-            },
-            {
-                "name": self.page_size_query_param,
-                "in": "query",
-                "required": False,
-                "description": f"Items per page (default {settings.API_PAGE_SIZE}, "
-                f"at most {settings.API_MAX_PAGE_SIZE}).",
-                "schema": {"type": "integer", "minimum": 1},
-            },
-        ]

@@ -6,6 +6,7 @@ a request over either budget gets 429."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 
 WARNING = "You have exceeded your API rate limit."
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,17 +53,23 @@ class Usage:
         return headers
 
 
-def consume(budget: Budget, now: float | None = None) -> Usage:
-    """Count one request against ``budget`` and say where it stands."""
+def consume(budget: Budget, now: float | None = None) -> Usage | None:
+    """Count one request against ``budget`` and say where it stands; None when the counter
+    cannot be reached. Rate limits protect the service, so an unreachable cache lets requests
+    through (logged) rather than failing every one of them."""
     now = time.time() if now is None else now
     window_start = int(now // budget.window) * budget.window
     key = f"{settings.API_RATE_LIMIT_KEY_PREFIX}:{budget.scope}:{budget.key}:{window_start}"
-    cache.add(key, 0, timeout=budget.window + 1)
     try:
-        current = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=budget.window + 1)
-        current = 1
+        cache.add(key, 0, timeout=budget.window + 1)
+        try:
+            current = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=budget.window + 1)
+            current = 1
+    except Exception:
+        logger.warning("ratelimit.unavailable", exc_info=True, extra={"scope": budget.scope})
+        return None
     return Usage(
         budget=budget, current=current, reset=max(1, window_start + budget.window - int(now))
     )

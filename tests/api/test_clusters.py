@@ -123,6 +123,30 @@ def test_a_bad_page_is_400(api, name, value) -> None:
     assert response.json() == {"message": f"{name} must be a positive integer, not {value!r}."}
 
 
+def test_a_page_far_past_the_end_is_an_empty_list(api) -> None:
+    api.post("/clusters", {"name": "a"})
+    response = api.get("/clusters", page=str(2**63))
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+def test_renaming_a_cluster_to_a_taken_name_is_422_on_the_name(api) -> None:
+    api.post("/clusters", {"name": "a"})
+    cluster_id = api.post("/clusters", {"name": "b"}).json()["id"]
+
+    response = api.patch(f"/clusters/{cluster_id}", {"name": "a"})
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "message": "Validation failed: name a cluster named 'a' already exists in this "
+        "organization",
+        "errors": [
+            {"field": "name", "message": "A cluster named 'a' already exists in this organization."}
+        ],
+    }
+    assert Cluster.objects.get(pk=cluster_id).name == "b"
+
+
 def test_per_page_is_capped_at_100(api) -> None:
     organization = api.organization
     for index in range(101):

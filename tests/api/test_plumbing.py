@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 
 from clusters import services
 from clusters.models import ApiToken, Cluster, Organization
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -115,6 +116,22 @@ def test_the_organizations_budget_is_shared_by_its_tokens(make_api, limits) -> N
     assert make_api("other").get("/clusters").status_code == 200
 
 
+def test_with_the_cache_down_the_api_answers_without_rate_limits(api, settings) -> None:
+    port = free_port()  # nothing listens: a Redis that is down
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+
+    response = api.get("/clusters")
+
+    assert response.status_code == 200
+    assert not response.has_header("RateLimit-Remaining")
+
+
 # --- request bodies ----------------------------------------------------------------------------
 
 
@@ -141,15 +158,41 @@ def test_a_body_that_is_not_json_is_415(api) -> None:
 # --- schema and documentation ------------------------------------------------------------------
 
 
-def test_the_openapi_schema_describes_the_rest_api(client) -> None:
+def test_the_openapi_schema_describes_every_rest_api_operation(client) -> None:
     response = client.get("/v2/schema/")
 
     assert response.status_code == 200
     schema = yaml.safe_load(response.content)
     assert schema["openapi"].startswith("3.")
     assert schema["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
-    assert "/v2/organizations/{org_slug}/clusters" in schema["paths"]
-    assert all(path.startswith("/v2/organizations/") for path in schema["paths"])
+    base = "/v2/organizations/{org_slug}/clusters"
+    cluster, queue = f"{base}/{{cluster_id}}", f"{base}/{{cluster_id}}/queues/{{queue_id}}"
+    operations = {
+        (path, method.upper())
+        for path, methods in schema["paths"].items()
+        for method in methods
+        if method != "parameters"
+    }
+    assert operations == {
+        (base, "GET"), (base, "POST"),
+        (cluster, "GET"), (cluster, "PUT"), (cluster, "PATCH"), (cluster, "DELETE"),
+        (f"{cluster}/queues", "GET"), (f"{cluster}/queues", "POST"),
+        (queue, "GET"), (queue, "PUT"), (queue, "PATCH"), (queue, "DELETE"),
+        (f"{queue}/pause_dispatch", "POST"), (f"{queue}/resume_dispatch", "POST"),
+        (f"{queue}/environment", "GET"),
+        (f"{cluster}/tokens", "GET"), (f"{cluster}/tokens", "POST"),
+        (f"{cluster}/tokens/{{token_id}}", "GET"), (f"{cluster}/tokens/{{token_id}}", "PUT"),
+        (f"{cluster}/tokens/{{token_id}}", "PATCH"), (f"{cluster}/tokens/{{token_id}}", "DELETE"),
+        (f"{cluster}/registry", "GET"), (f"{cluster}/registry/retry", "POST"),
+    }  # fmt: skip
+    for path, method in operations:
+        described = schema["paths"][path][method.lower()]
+        assert described["security"] == [{"apiToken": []}], (path, method)  # never anonymous
+        assert {"401", "403", "404", "422", "429"} <= set(described["responses"]), (path, method)
+    listed = schema["paths"][base]["get"]
+    assert {p["name"] for p in listed["parameters"]} >= {"page", "per_page"}
+    assert "Link" in listed["responses"]["200"]["headers"]
+    assert "RateLimit-User-Remaining" in listed["responses"]["200"]["headers"]
 
 
 def test_the_documentation_page_uses_assets_served_here(client) -> None:

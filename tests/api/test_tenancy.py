@@ -26,6 +26,13 @@ class Endpoint:
     def __str__(self) -> str:
         return f"{self.method.upper()} {self.path}"
 
+    @property
+    def success(self) -> int:
+        if self.method == "delete":
+            return 204
+        creates = self.method == "post" and self.path.endswith(("/clusters", "/queues", "/tokens"))
+        return 201 if creates else 200
+
 
 ENDPOINTS = [
     Endpoint("get", "/clusters", ApiScope.READ_CLUSTERS),
@@ -159,4 +166,22 @@ def test_with_the_right_token_every_endpoint_succeeds(api, acme, endpoint: Endpo
     if endpoint.path.endswith("/resume_dispatch"):
         services.queue_pause_dispatch(queue=Queue.objects.get(pk=acme["queue"]))
     response = call(api, endpoint, endpoint.path.format(**acme))
-    assert response.status_code in (200, 201, 204), response.content
+    assert response.status_code == endpoint.success, response.content
+
+
+NESTED = [e for e in ENDPOINTS if "{queue}" in e.path or "{token}" in e.path]
+
+
+@pytest.mark.parametrize("endpoint", NESTED, ids=str)
+def test_a_queue_or_token_is_found_only_under_its_own_cluster(
+    api, acme, endpoint: Endpoint
+) -> None:
+    private = services.cluster_create(organization=api.organization, name="Private")
+    before = snapshot()
+
+    response = call(api, endpoint, endpoint.path.format(**{**acme, "cluster": private.pk}))
+
+    assert response.status_code == 404
+    kind = "queue" if "{queue}" in endpoint.path else "token"
+    assert response.json() == {"message": f"No {kind} found"}
+    assert snapshot() == before

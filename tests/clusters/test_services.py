@@ -35,7 +35,9 @@ def test_cluster_create_rejects_a_duplicate_name_in_the_organization() -> None:
     services.cluster_create(organization=organization, name="Open Source")
     with pytest.raises(ValidationError) as excinfo:
         services.cluster_create(organization=organization, name="Open Source")
-    assert "Cluster with this Organization and Name already exists." in excinfo.value.messages
+    assert excinfo.value.message_dict == {
+        "name": ["A cluster named 'Open Source' already exists in this organization."]
+    }
     assert Cluster.objects.count() == 1
 
 

@@ -119,10 +119,8 @@ def test_production_refuses_to_start_without_what_it_needs(tmp_path: Path, missi
     environment = {k: v for k, v in PRODUCTION.items() if k != missing}
     result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path / "var"), **environment)
     assert result.returncode == 1
-    # Without REDIS_URL nothing names a broker: the error names the variable to set.
-    variable = "CELERY_BROKER_URL" if missing == "REDIS_URL" else missing
     assert (
-        f"django.core.exceptions.ImproperlyConfigured: {variable} must be set when "
+        f"django.core.exceptions.ImproperlyConfigured: {missing} must be set when "
         "DJANGO_DEBUG is false (see .env.example)." in result.stderr
     )
 
