@@ -76,7 +76,7 @@ def existing_objects() -> dict[str, str]:
 
 @schema.parametrize()
 @hypothesis_settings(
-    max_examples=12,
+    max_examples=30,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )

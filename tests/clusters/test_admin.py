@@ -8,8 +8,8 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.test import Client
 
-from clusters.models import Cluster, ClusterAgentToken, Organization, Queue
-from clusters.selectors import agent_token_authenticate
+from clusters.models import ApiToken, Cluster, ClusterAgentToken, Organization, Queue
+from clusters.selectors import agent_token_authenticate, api_token_authenticate
 from registries.models import Registry, State
 from tests.clusters.factories import (
     ClusterAgentTokenFactory,
@@ -64,30 +64,47 @@ def test_an_invalid_queue_in_the_admin_is_refused_and_nothing_is_written(operato
     assert Registry.objects.count() == 0
 
 
-def test_an_agent_token_secret_is_shown_once_on_creation_and_never_again(operator: Client) -> None:
-    cluster = ClusterFactory()
-    response = operator.post(
-        "/admin/clusters/clusteragenttoken/add/",
-        {"cluster": cluster.pk, "description": "hosted agents", "expires_at_0": "",
-         "expires_at_1": ""},
-    )  # fmt: skip
+def agent_token_form() -> dict[str, object]:
+    return {"cluster": ClusterFactory().pk, "description": "hosted agents", "expires_at_0": "",
+            "expires_at_1": ""}  # fmt: skip
+
+
+def api_token_form() -> dict[str, object]:
+    user = User.objects.create_user("sam")
+    return {"user": user.pk, "organization": OrganizationFactory().pk, "description": "ci",
+            "scopes": ["read_clusters", "write_clusters"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "form", "prefix", "authenticate"),
+    [
+        ("clusteragenttoken", agent_token_form, "bkct_", agent_token_authenticate),
+        ("apitoken", api_token_form, "bkua_", api_token_authenticate),
+    ],
+)
+def test_a_token_secret_is_shown_once_on_creation_and_never_again(
+    operator: Client, model, form, prefix, authenticate
+) -> None:
+    response = operator.post(f"/admin/clusters/{model}/add/", form())
+
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    token = ClusterAgentToken.objects.get()
     secret = response.context["secret"]
-    assert secret.startswith("bkct_")
-    assert '<pre id="agent-token-secret"' in response.text
+    token = authenticate(secret)
+    assert token is not None
+    assert secret.startswith(prefix)
+    assert f'<pre id="{response.context["secret_id"]}"' in response.text
     assert secret in response.text
-    assert agent_token_authenticate(secret) == token
-
-    for url in (
-        f"/admin/clusters/clusteragenttoken/{token.pk}/change/",
-        "/admin/clusters/clusteragenttoken/",
-    ):
+    for url in (f"/admin/clusters/{model}/{token.pk}/change/", f"/admin/clusters/{model}/"):
         page = operator.get(url)
         assert page.status_code == 200
         assert secret not in page.text
         assert token.token_prefix in page.text
+
+
+def test_an_api_token_gets_the_scopes_ticked_in_the_admin(operator: Client) -> None:
+    operator.post("/admin/clusters/apitoken/add/", api_token_form())
+    assert ApiToken.objects.get().scopes == ["read_clusters", "write_clusters"]
 
 
 def test_organizations_and_clusters_added_in_the_admin_go_through_the_services(
