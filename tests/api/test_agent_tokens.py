@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from clusters import services
 from clusters.models import Cluster, ClusterAgentToken
+from tests.api.expected import user_body
 
 pytestmark = pytest.mark.django_db
 
@@ -32,18 +33,6 @@ def cluster(api) -> Cluster:
 
 def tokens_path(cluster: Cluster) -> str:
     return f"/clusters/{cluster.pk}/tokens"
-
-
-def user_body(api, body: dict[str, Any]) -> dict[str, Any]:
-    user = api.token.user
-    return {
-        "id": str(user.pk),
-        "graphql_id": base64.b64encode(f"User---{user.pk}".encode()).decode(),
-        "name": "Sam Kim",
-        "email": "sam@example.com",
-        "avatar_url": body["avatar_url"],
-        "created_at": body["created_at"],
-    }
 
 
 def ts(value: dt.datetime | None) -> str | None:

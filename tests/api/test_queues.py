@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from clusters import services
 from clusters.models import Cluster, Queue
 from registries.models import Registry, State
+from tests.api.expected import user_body
 
 pytestmark = pytest.mark.django_db
 
@@ -42,19 +43,6 @@ def queues_path(cluster: Cluster) -> str:
 
 def queue_path(queue: Queue, action: str = "") -> str:
     return f"/clusters/{queue.cluster_id}/queues/{queue.pk}{action}"
-
-
-def user_body(api, body: dict[str, Any]) -> dict[str, Any]:
-    """The API token's owner as a queue shows them (``body`` gives the computed parts)."""
-    user = api.token.user
-    return {
-        "id": str(user.pk),
-        "graphql_id": base64.b64encode(f"User---{user.pk}".encode()).decode(),
-        "name": "Sam Kim",
-        "email": "sam@example.com",
-        "avatar_url": body["avatar_url"],
-        "created_at": body["created_at"],
-    }
 
 
 def snapshot(queue: Queue) -> dict[str, Any]:
