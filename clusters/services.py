@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from datetime import datetime
 
 from django.contrib.auth.models import User
@@ -82,8 +83,11 @@ def cluster_create(
     emoji: str = "",
     color: str = "",
     created_by: User | None = None,
+    cluster_id: uuid.UUID | None = None,
 ) -> Cluster:
+    """Create a cluster; ``cluster_id`` keeps the id another part of the platform gave it."""
     cluster = Cluster(
+        pk=cluster_id or uuid.uuid4(),
         organization=organization,
         name=name,
         description=description,
@@ -91,14 +95,15 @@ def cluster_create(
         color=color,
         created_by=created_by,
     )
-    _save_cluster(cluster)
+    _save_cluster(cluster, create=True)
     logger.info("cluster.created", extra={"cluster_id": str(cluster.pk)})
     return cluster
 
 
-def _save_cluster(cluster: Cluster) -> None:
+def _save_cluster(cluster: Cluster, *, create: bool = False) -> None:
     """Validate and save; a name taken in the organization is a ValidationError on ``name``,
-    also when a concurrent request took it between the check and the save."""
+    also when a concurrent request took it between the check and the save. A creation never
+    overwrites an existing row with the same id (it is an error on ``id``)."""
     duplicate = ValidationError(
         {"name": f"A cluster named {cluster.name!r} already exists in this organization."}
     )
@@ -108,8 +113,10 @@ def _save_cluster(cluster: Cluster) -> None:
     cluster.full_clean(validate_constraints=False)
     try:
         with transaction.atomic():
-            cluster.save()
-    except IntegrityError as exc:  # the constraint is the last guard
+            cluster.save(force_insert=create)
+    except IntegrityError as exc:  # the constraints are the last guard
+        if create and Cluster.objects.filter(pk=cluster.pk).exists():
+            raise ValidationError({"id": "A cluster with this id already exists."}) from exc
         raise duplicate from exc
 
 
@@ -159,9 +166,11 @@ def queue_create(
     instance_shape: str = "",
     retry_agent_affinity: str = RetryAgentAffinity.PREFER_WARMEST,
     created_by: User | None = None,
+    queue_id: uuid.UUID | None = None,
 ) -> Queue:
     """Create a queue; a queue with an ``instance_shape`` is hosted. Its agent image is the
-    default one (as on Buildkite, ``queue_update`` sets a custom one).
+    default one (as on Buildkite, ``queue_update`` sets a custom one). ``queue_id`` keeps the id
+    another part of the platform gave it.
 
     The cluster row is locked first, so that concurrent creations on one cluster are serialised
     and exactly one of them sees itself as the cluster's first hosted queue and sends
@@ -178,6 +187,7 @@ def queue_create(
             raise duplicate
         first_hosted = bool(instance_shape) and not cluster.queues.hosted().exists()
         queue = Queue(
+            pk=queue_id or uuid.uuid4(),
             cluster=cluster,
             key=key,
             description=description,
@@ -190,8 +200,10 @@ def queue_create(
         queue.full_clean(validate_constraints=False)
         try:
             with transaction.atomic():
-                queue.save()
-        except IntegrityError as exc:  # the constraint is the last guard, should a caller race
+                queue.save(force_insert=True)  # never over another queue with the same id
+        except IntegrityError as exc:  # the constraints are the last guard, should a caller race
+            if Queue.objects.filter(pk=queue.pk).exists():
+                raise ValidationError({"id": "A queue with this id already exists."}) from exc
             raise duplicate from exc
         logger.info(
             "queue.created",
