@@ -25,6 +25,8 @@ from clusters.models import (
     ClusterAgentToken,
     Organization,
     Queue,
+    WebhookDelivery,
+    WebhookSecret,
 )
 from controlplane.admin import NoDeleteAdmin, ReadOnlyAdmin, ReadOnlyTabularInline, adopt
 
@@ -345,3 +347,65 @@ class ApiTokenAdmin(TokenAdmin):
         )
         adopt(obj, token)
         request._created_secret = secret  # type: ignore[attr-defined]
+
+
+class WebhookSecretForm(forms.ModelForm[WebhookSecret]):
+    class Meta:
+        model = WebhookSecret
+        fields = ["organization", "description"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        organization = cleaned.get("organization")
+        if organization and (error := services.webhook_secret_limit_error(organization)):
+            raise ValidationError(error)
+        return cleaned
+
+
+@admin.register(WebhookSecret)
+class WebhookSecretAdmin(TokenAdmin):
+    """Webhook secrets: created here (or ``manage.py create_webhook_secret``), the secret shown
+    once; at most two active per organization, so one can be rotated without downtime."""
+
+    list_display = ["description", "secret_prefix", "organization", "created_at", "revoked_at"]
+    list_filter = ["organization"]
+    search_fields = ["description", "secret_prefix", "organization__slug"]
+    list_select_related = ["organization"]
+    secret_id = "webhook-secret"  # noqa: S105 - an HTML id
+    form = WebhookSecretForm
+
+    def describe_scope(self, obj: WebhookSecret) -> str:
+        return f"organization {obj.organization}"
+
+    def revoke_token(self, token: WebhookSecret) -> None:
+        services.webhook_secret_revoke(secret=token)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["organization", "description"]
+        return ["id", "organization", "description", "secret_prefix", "created_at", "revoked_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.get_fields(request, obj) if obj else []
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
+        if change:
+            return
+        secret, value = services.webhook_secret_create(
+            organization=obj.organization, description=obj.description
+        )
+        adopt(obj, secret)
+        request._created_secret = value  # type: ignore[attr-defined]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "delivery_id", "event", "organization", "verified_by", "received_at", "duration",
+        "replayed_at",
+    ]  # fmt: skip
+    list_filter = ["event", "organization", "verified_by"]
+    search_fields = ["delivery_id", "organization__slug"]
+    list_select_related = ["organization"]

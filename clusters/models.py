@@ -311,3 +311,73 @@ class ApiToken(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class WebhookSecretQuerySet(models.QuerySet["WebhookSecret"]):
+    def active(self) -> WebhookSecretQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class WebhookSecret(models.Model):
+    """A secret the platform signs its webhook deliveries to one organization with.
+
+    The secret is never stored: it is derived from ``salt`` with the service's own key
+    (``clusters.webhooks.secret_for``), so a copy of the database holds none. An organization
+    has at most two active secrets, so that a new one can be rolled out before the old one is
+    revoked (``webhook_secret_create`` enforces it).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="webhook_secrets"
+    )
+    description = models.CharField(max_length=255)
+    salt = models.CharField(max_length=64, unique=True, editable=False)
+    secret_prefix = models.CharField(max_length=16, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = WebhookSecretQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.secret_prefix}…)"
+
+
+class WebhookDelivery(models.Model):
+    """One webhook delivery that was applied, written in the transaction that applied it.
+
+    ``delivery_id`` is the sender's id for the delivery (``X-Buildkite-Delivery``), unique per
+    organization: a retried or replayed delivery finds this row and gets its ``response``
+    again, instead of being applied twice. Deliveries that were refused (bad signature, invalid
+    payload) write nothing. Rows are never changed but for ``replayed_at``.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    delivery_id = models.CharField(max_length=128)
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    response = models.JSONField(help_text="What the delivery was answered (200).")
+    verified_by = models.CharField(max_length=16, help_text="signature or token")
+    secret = models.ForeignKey(
+        WebhookSecret, null=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    received_at = models.DateTimeField(default=timezone.now, editable=False)
+    duration = models.DurationField(help_text="How long applying it took.")
+    replayed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "delivery_id"], name="webhook_delivery_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.delivery_id}"

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from clusters import instance_shapes
+from clusters import instance_shapes, webhooks
 from clusters.models import (
     AgentEnvironmentVariable,
     ApiToken,
@@ -26,6 +29,8 @@ from clusters.models import (
     Organization,
     Queue,
     RetryAgentAffinity,
+    WebhookDelivery,
+    WebhookSecret,
 )
 from clusters.selectors import PLATFORM_VARIABLES
 from clusters.signals import cluster_deleted, first_hosted_queue_created
@@ -475,3 +480,177 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
     token.refresh_from_db(fields=["revoked_at"])
     logger.info("api_token.revoked", extra={"token_id": str(token.pk)})
     return token
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+MAX_ACTIVE_WEBHOOK_SECRETS = 2
+
+
+def webhook_secret_create(
+    *, organization: Organization, description: str
+) -> tuple[WebhookSecret, str]:
+    """A new webhook secret for the organization; returns it and the secret, shown once.
+
+    At most two are active at a time: add the new one, switch the platform to it, then revoke
+    the old one, and no delivery is refused on the way.
+    """
+    with transaction.atomic():
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if error := webhook_secret_limit_error(organization):
+            raise ValidationError(error)
+        salt = webhooks.new_salt()
+        secret = webhooks.secret_for(salt)
+        webhook_secret = WebhookSecret(
+            organization=organization,
+            description=description,
+            salt=salt,
+            secret_prefix=secret[: len(webhooks.SECRET_PREFIX) + 4],
+        )
+        webhook_secret.full_clean()
+        webhook_secret.save()
+    logger.info(
+        "webhook_secret.created",
+        extra={"secret_id": str(webhook_secret.pk), "organization": organization.slug},
+    )
+    return webhook_secret, secret
+
+
+def webhook_secret_limit_error(organization: Organization) -> str | None:
+    """Why the organization cannot have another webhook secret now, or None if it can."""
+    active = WebhookSecret.objects.active().filter(organization=organization).count()
+    if active < MAX_ACTIVE_WEBHOOK_SECRETS:
+        return None
+    return (
+        f"{organization.slug} already has {active} active webhook secrets; revoke one before "
+        "adding another."
+    )
+
+
+def webhook_secret_revoke(*, secret: WebhookSecret) -> WebhookSecret:
+    """Stop accepting deliveries signed with this secret, at once."""
+    WebhookSecret.objects.filter(pk=secret.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    secret.refresh_from_db(fields=["revoked_at"])
+    logger.info("webhook_secret.revoked", extra={"secret_id": str(secret.pk)})
+    return secret
+
+
+def webhook_delivery_receive(
+    *,
+    organization: Organization,
+    delivery_id: str,
+    payload: dict[str, Any],
+    data: dict[str, Any],
+    verified: webhooks.Verified,
+) -> tuple[dict[str, Any], bool]:
+    """Apply a verified delivery once. Returns the answer, and whether it had been applied
+    before (then the answer is the original one and nothing is applied again).
+
+    The delivery row is inserted first, in the transaction that applies the event, under the
+    unique (organization, delivery id) constraint: a concurrent copy of the delivery waits on
+    that insert, then finds the row. An event that fails validation rolls back both.
+    """
+    event = data["event"]
+    existing = WebhookDelivery.objects.filter(
+        organization=organization, delivery_id=delivery_id
+    ).first()
+    if existing is not None:
+        return existing.response, True
+    started = time.monotonic()
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                organization=organization,
+                delivery_id=delivery_id,
+                event=event,
+                payload=payload,
+                response={},
+                verified_by=verified.method,
+                secret=verified.secret,
+                duration=timedelta(0),
+            )
+            response = {
+                "delivery_id": delivery_id,
+                "event": event,
+                **_webhook_event_apply(organization, data),
+            }
+            delivery.response = response
+            delivery.duration = timedelta(seconds=time.monotonic() - started)
+            delivery.save(update_fields=["response", "duration"])
+    except IntegrityError:
+        existing = WebhookDelivery.objects.filter(
+            organization=organization, delivery_id=delivery_id
+        ).first()
+        if existing is None:
+            raise
+        return existing.response, True
+    logger.info(
+        "webhook.applied",
+        extra={"organization": organization.slug, "delivery_id": delivery_id, "event": event},
+    )
+    return response, False
+
+
+def webhook_delivery_replay(*, delivery: WebhookDelivery, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply a recorded delivery's event again (``data``: its payload, validated again). The
+    events are idempotent, so this only redoes what is missing."""
+    with transaction.atomic():
+        outcome = _webhook_event_apply(delivery.organization, data)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(replayed_at=timezone.now())
+    logger.info("webhook.replayed", extra={"delivery_id": delivery.delivery_id})
+    return {"delivery_id": delivery.delivery_id, "event": delivery.event, **outcome}
+
+
+def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply one event through the same services as the API. Each is idempotent: what exists
+    already is left as it is, what is gone already is not an error."""
+    event = data["event"]
+    if data["organization"]["slug"] != organization.slug:
+        raise ValidationError(
+            {"organization": f"The delivery is for {data['organization']['slug']!r}, but was "
+             f"sent to {organization.slug!r}'s webhook."}
+        )  # fmt: skip
+    payload_cluster = data["cluster"]
+    cluster = Cluster.objects.filter(organization=organization, pk=payload_cluster["id"]).first()
+    ids = {"cluster_id": str(payload_cluster["id"])}
+    if event == "cluster.deleted":
+        if cluster is None:
+            return {**ids, "message": "The cluster was already gone."}
+        cluster_delete(cluster=cluster)
+        return {**ids, "message": f"Deleted cluster {cluster.name!r}; its registry is being "
+                "deprovisioned."}  # fmt: skip
+    payload_queue = data["queue"]
+    ids["queue_id"] = str(payload_queue["id"])
+    if event == "cluster_queue.deleted":
+        queue = cluster.queues.filter(pk=payload_queue["id"]).first() if cluster else None
+        if queue is None:
+            return {**ids, "message": "The queue was already gone."}
+        queue_delete(queue=queue)
+        return {**ids, "message": f"Deleted queue {queue.key!r}."}
+    # cluster_queue.created
+    done = []
+    if cluster is None:
+        cluster = cluster_create(
+            organization=organization,
+            name=payload_cluster["name"],
+            description=payload_cluster.get("description") or "",
+            emoji=payload_cluster.get("emoji") or "",
+            color=payload_cluster.get("color") or "",
+            cluster_id=payload_cluster["id"],
+        )
+        done.append(f"cluster {cluster.name!r}")
+    existing = cluster.queues.filter(Q(pk=payload_queue["id"]) | Q(key=payload_queue["key"]))
+    if not existing.exists():
+        hosted_agents = payload_queue.get("hosted_agents") or {}
+        queue_create(
+            cluster=cluster,
+            key=payload_queue["key"],
+            description=payload_queue.get("description") or "",
+            instance_shape=hosted_agents.get("instance_shape", {}).get("name", ""),
+            queue_id=payload_queue["id"],
+        )
+        done.append(f"queue {payload_queue['key']!r}")
+    message = f"Created {' and '.join(done)}." if done else "The queue already existed."
+    return {**ids, "message": message}

@@ -1,17 +1,21 @@
-"""The agent API: what a job on a cluster's agents receives."""
+"""The agent API (what a job on a cluster's agents receives) and the platform's webhook."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import cast
 
 from rest_framework import exceptions, status
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clusters import services, webhooks
 from clusters.authentication import ClusterAgentTokenAuthentication
-from clusters.models import ClusterAgentToken
+from clusters.models import ClusterAgentToken, Organization
 from clusters.renderers import ShellExportRenderer
 from clusters.selectors import agent_environment_for_queue
 
@@ -60,3 +64,66 @@ class AgentEnvironmentView(APIView):
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
+
+
+MAX_DELIVERY_ID_LENGTH = 128
+
+
+class BuildkiteWebhookView(APIView):
+    """``POST /v2/webhooks/buildkite/<org>``: the platform's queue and cluster events.
+
+    Checked in this order, each refusal a JSON ``{"message"}`` that writes nothing: the body
+    size (413, by the middleware), the signature or token (401), the delivery id header (400),
+    the JSON (400), ``X-Buildkite-Event`` against the body's ``event`` (400), the event type
+    (400 unless it is one this endpoint applies, or ``ping``, answered 200), the payload (422).
+    Then the event is applied once (``services.webhook_delivery_receive``): 200, and a repeated
+    delivery gets the original answer again.
+    """
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    parser_classes: list[type] = []  # the signature is over the raw body: it is read as bytes
+
+    def post(self, request: Request, org_slug: str) -> Response:
+        body = request.body
+        organization = Organization.objects.filter(slug=org_slug).first()
+        try:
+            verified = webhooks.verify(organization, request.headers, body, time.time())
+        except webhooks.WebhookRefused as refused:
+            return Response({"message": refused.message}, status=refused.status)
+        organization = verified.secret.organization
+        delivery_id = request.headers.get(webhooks.DELIVERY_HEADER, "").strip()
+        if not delivery_id or len(delivery_id) > MAX_DELIVERY_ID_LENGTH:
+            raise exceptions.ParseError(
+                f"Send a unique id for the delivery in {webhooks.DELIVERY_HEADER} (at most "
+                f"{MAX_DELIVERY_ID_LENGTH} characters): retries and replays reuse it."
+            )
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"The body is not JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise exceptions.ParseError("The body must be a JSON object.")
+        event = payload.get("event")
+        if request.headers.get(webhooks.EVENT_HEADER) != event:
+            raise exceptions.ParseError(
+                f"{webhooks.EVENT_HEADER} ({request.headers.get(webhooks.EVENT_HEADER)!r}) does "
+                f"not agree with the body's event ({event!r})."
+            )
+        if event == webhooks.PING:
+            return Response({"message": "pong"})
+        if event not in webhooks.EVENTS:
+            raise exceptions.ParseError(
+                f"Unknown event {event!r}: this endpoint applies {', '.join(webhooks.EVENTS)} "
+                "(and answers ping)."
+            )
+        serializer = webhooks.EVENTS[event](data=payload)
+        serializer.is_valid(raise_exception=True)
+        response, repeated = services.webhook_delivery_receive(
+            organization=organization,
+            delivery_id=delivery_id,
+            payload=payload,
+            data=dict(serializer.validated_data),
+            verified=verified,
+        )
+        return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})

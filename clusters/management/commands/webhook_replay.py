@@ -1,0 +1,48 @@
+"""``python manage.py webhook_replay <delivery id>``: apply a recorded delivery again.
+
+Events are idempotent: a replay redoes only what is missing (a queue deleted since, say) and
+changes nothing otherwise. ``<delivery id>`` is the sender's id (``X-Buildkite-Delivery``);
+``--organization`` picks among organizations that used the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework.exceptions import ValidationError as DRFValidationError
+
+from clusters import services, webhooks
+from clusters.models import WebhookDelivery
+
+
+class Command(BaseCommand):
+    help = "Apply a recorded webhook delivery again (idempotently)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("delivery_id")
+        parser.add_argument("--organization", help="organization slug")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        deliveries = WebhookDelivery.objects.filter(
+            delivery_id=options["delivery_id"]
+        ).select_related("organization")
+        if options["organization"]:
+            deliveries = deliveries.filter(organization__slug=options["organization"])
+        found = list(deliveries[:2])
+        if not found:
+            raise CommandError(f"No recorded delivery {options['delivery_id']!r}.")
+        if len(found) > 1:
+            raise CommandError("Several organizations used this delivery id: add --organization.")
+        delivery = found[0]
+        serializer = webhooks.EVENTS[delivery.event](data=delivery.payload)
+        try:
+            serializer.is_valid(raise_exception=True)
+            outcome = services.webhook_delivery_replay(
+                delivery=delivery, data=dict(serializer.validated_data)
+            )
+        except (ValidationError, DRFValidationError) as exc:
+            raise CommandError(f"The delivery cannot be applied again: {exc}") from exc
+        self.stdout.write(json.dumps(outcome))
