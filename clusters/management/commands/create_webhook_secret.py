@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from clusters import services
 from clusters.models import Organization
@@ -20,22 +21,22 @@ class Command(BaseCommand):
     help = "Create a webhook secret for an organization; prints it once."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("organization", help="organization slug")
+        parser.add_argument("organization", help="organization slug (created if missing)")
         parser.add_argument("--description", default="created with manage.py")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        organization = Organization.objects.filter(slug=options["organization"]).first()
-        if organization is None:
-            raise CommandError(
-                f"No organization {options['organization']!r}. Create it first (admin, or "
-                "`manage.py create_api_token <org> <user>`)."
-            )
+        slug = options["organization"]
         try:
-            secret, value = services.webhook_secret_create(
-                organization=organization, description=options["description"]
-            )
+            with transaction.atomic():  # a refused secret leaves no organization behind
+                organization = Organization.objects.filter(slug=slug).first()
+                if organization is None:
+                    organization = services.organization_create(slug=slug, name=slug.title())
+                    self.stderr.write(f"Created organization {slug}.")
+                secret, value = services.webhook_secret_create(
+                    organization=organization, description=options["description"]
+                )
         except ValidationError as exc:
-            raise CommandError(exc.messages[0]) from exc
+            raise CommandError("; ".join(exc.messages)) from exc
         self.stderr.write(
             f"Webhook secret {secret.secret_prefix}… for {organization.slug}. It is shown only now:"
         )
