@@ -557,7 +557,7 @@ def webhook_delivery_receive(
         organization=organization, delivery_id=delivery_id
     ).first()
     if existing is not None:
-        return existing.response, True
+        return _repeated(existing, payload), True
     started = time.monotonic()
     try:
         with transaction.atomic():
@@ -585,12 +585,23 @@ def webhook_delivery_receive(
         ).first()
         if existing is None:
             raise
-        return existing.response, True
+        return _repeated(existing, payload), True
     logger.info(
         "webhook.applied",
         extra={"organization": organization.slug, "delivery_id": delivery_id, "event": event},
     )
     return response, False
+
+
+def _repeated(delivery: WebhookDelivery, payload: dict[str, Any]) -> dict[str, Any]:
+    """The original answer to a repeated delivery; a different payload under the same delivery
+    id is refused (an id must name one delivery)."""
+    if delivery.payload != payload:
+        raise ValidationError(
+            {"X-Buildkite-Delivery": f"{delivery.delivery_id!r} was already used for a different "
+             "delivery; each delivery needs its own id."}
+        )  # fmt: skip
+    return dict(delivery.response)
 
 
 def webhook_delivery_replay(*, delivery: WebhookDelivery, data: dict[str, Any]) -> dict[str, Any]:
@@ -610,7 +621,7 @@ def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> di
     if data["organization"]["slug"] != organization.slug:
         raise ValidationError(
             {"organization": f"The delivery is for {data['organization']['slug']!r}, but was "
-             f"sent to {organization.slug!r}'s webhook."}
+             f"sent to the webhook of {organization.slug!r}."}
         )  # fmt: skip
     payload_cluster = data["cluster"]
     cluster = Cluster.objects.filter(organization=organization, pk=payload_cluster["id"]).first()
@@ -641,9 +652,16 @@ def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> di
             cluster_id=payload_cluster["id"],
         )
         done.append(f"cluster {cluster.name!r}")
-    existing = cluster.queues.filter(Q(pk=payload_queue["id"]) | Q(key=payload_queue["key"]))
-    if not existing.exists():
-        hosted_agents = payload_queue.get("hosted_agents") or {}
+    existing = cluster.queues.filter(
+        Q(pk=payload_queue["id"]) | Q(key=payload_queue["key"])
+    ).first()
+    if existing is not None:
+        ids["queue_id"] = str(existing.pk)  # by key, it may be another id: say which
+    else:
+        # ``hosted`` decides, as on Buildkite; hosted_agents of a self-hosted queue are ignored.
+        hosted_agents = (
+            (payload_queue.get("hosted_agents") or {}) if payload_queue["hosted"] else {}
+        )
         queue_create(
             cluster=cluster,
             key=payload_queue["key"],

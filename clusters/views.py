@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from typing import cast
 
@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from clusters import services, webhooks
 from clusters.authentication import ClusterAgentTokenAuthentication
-from clusters.models import ClusterAgentToken, Organization
+from clusters.models import SLUG_PATTERN, ClusterAgentToken, Organization
 from clusters.renderers import ShellExportRenderer
 from clusters.selectors import agent_environment_for_queue
 
@@ -66,9 +66,6 @@ class AgentEnvironmentView(APIView):
         return super().handle_exception(exc)
 
 
-MAX_DELIVERY_ID_LENGTH = 128
-
-
 class BuildkiteWebhookView(APIView):
     """``POST /v2/webhooks/buildkite/<org>``: the platform's queue and cluster events.
 
@@ -86,24 +83,27 @@ class BuildkiteWebhookView(APIView):
 
     def post(self, request: Request, org_slug: str) -> Response:
         body = request.body
-        organization = Organization.objects.filter(slug=org_slug).first()
+        # A slug that cannot exist is looked up nowhere (and never reaches the database).
+        organization = (
+            Organization.objects.filter(slug=org_slug).first()
+            if re.fullmatch(SLUG_PATTERN, org_slug)
+            else None
+        )
         try:
             verified = webhooks.verify(organization, request.headers, body, time.time())
         except webhooks.WebhookRefused as refused:
             return Response({"message": refused.message}, status=refused.status)
         organization = verified.secret.organization
         delivery_id = request.headers.get(webhooks.DELIVERY_HEADER, "").strip()
-        if not delivery_id or len(delivery_id) > MAX_DELIVERY_ID_LENGTH:
+        if not webhooks.DELIVERY_ID.fullmatch(delivery_id):
             raise exceptions.ParseError(
-                f"Send a unique id for the delivery in {webhooks.DELIVERY_HEADER} (at most "
-                f"{MAX_DELIVERY_ID_LENGTH} characters): retries and replays reuse it."
+                f"Send a unique id for the delivery in {webhooks.DELIVERY_HEADER} (1 to 128 "
+                "letters, digits, '.', '_', ':' or '-'): retries and replays reuse it."
             )
         try:
-            payload = json.loads(body)
+            payload = webhooks.parse_body(body)
         except ValueError as exc:
-            raise exceptions.ParseError(f"The body is not JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise exceptions.ParseError("The body must be a JSON object.")
+            raise exceptions.ParseError(f"The body is not JSON: {exc}.") from exc
         event = payload.get("event")
         if request.headers.get(webhooks.EVENT_HEADER) != event:
             raise exceptions.ParseError(

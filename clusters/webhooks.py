@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -114,8 +115,9 @@ def verify(organization: Organization | None, headers: Any, body: bytes, now: fl
                 return Verified(candidate, "signature")
         raise WebhookRefused(401, "Invalid signature.")
     if token:
+        offered = token.strip().encode("utf-8", "backslashreplace")  # any text: compare bytes
         for candidate in candidates:
-            if hmac.compare_digest(secret_for(candidate.salt), token.strip()):
+            if hmac.compare_digest(secret_for(candidate.salt).encode(), offered):
                 return Verified(candidate, "token")
         raise WebhookRefused(401, "Invalid token.")
     raise WebhookRefused(
@@ -185,3 +187,37 @@ EVENTS: dict[str, type[serializers.Serializer]] = {  # type: ignore[type-arg]
 }
 #: Sent by the platform when a webhook's settings change; answered, never applied.
 PING = "ping"
+
+
+#: A delivery id: what senders use (UUIDs, numbers, dotted or dashed names), nothing that a
+#: database column could refuse.
+DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The delivery's JSON object. Raises ``ValueError`` with a message for anything else: not
+    JSON, nested too deep, NaN or infinities (not JSON, though Python reads them), a value that
+    is not an object, or text the database cannot store (NUL, lone surrogates)."""
+
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON value")
+
+    try:
+        payload = json.loads(body, parse_constant=refuse_constant)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise ValueError("it must be a JSON object")
+    if _has_unstorable_text(payload):
+        raise ValueError("it contains a NUL character or a lone surrogate")
+    return payload
+
+
+def _has_unstorable_text(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(_has_unstorable_text(k) or _has_unstorable_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_unstorable_text(item) for item in value)
+    return False
