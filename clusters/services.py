@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -399,12 +399,18 @@ def agent_token_update(*, token: ClusterAgentToken, description: str) -> Cluster
 
 def agent_token_revoke(*, token: ClusterAgentToken) -> ClusterAgentToken:
     """Revoke a token at once; revoking a revoked token changes nothing."""
-    ClusterAgentToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    token.refresh_from_db(fields=["revoked_at"])
-    logger.info("agent_token.revoked", extra={"token_id": str(token.pk)})
-    return token
+    return _revoke(token, "agent_token.revoked", "token_id")
+
+
+Revocable = TypeVar("Revocable", ClusterAgentToken, ApiToken, WebhookSecret)
+
+
+def _revoke(obj: Revocable, event: str, id_name: str) -> Revocable:
+    """Set ``revoked_at`` once, atomically (a second revocation keeps the first time)."""
+    type(obj).objects.filter(pk=obj.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    obj.refresh_from_db(fields=["revoked_at"])
+    logger.info(event, extra={id_name: str(obj.pk)})
+    return obj
 
 
 def agent_environment_set(
@@ -476,10 +482,7 @@ def api_token_create(
 
 def api_token_revoke(*, token: ApiToken) -> ApiToken:
     """Revoke an API token at once; revoking a revoked token changes nothing."""
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    token.refresh_from_db(fields=["revoked_at"])
-    logger.info("api_token.revoked", extra={"token_id": str(token.pk)})
-    return token
+    return _revoke(token, "api_token.revoked", "token_id")
 
 
 # --- webhooks -------------------------------------------------------------------------------
@@ -529,12 +532,7 @@ def webhook_secret_limit_error(organization: Organization) -> str | None:
 
 def webhook_secret_revoke(*, secret: WebhookSecret) -> WebhookSecret:
     """Stop accepting deliveries signed with this secret, at once."""
-    WebhookSecret.objects.filter(pk=secret.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    secret.refresh_from_db(fields=["revoked_at"])
-    logger.info("webhook_secret.revoked", extra={"secret_id": str(secret.pk)})
-    return secret
+    return _revoke(secret, "webhook_secret.revoked", "secret_id")
 
 
 def webhook_delivery_receive(
