@@ -361,6 +361,10 @@ class WebhookDelivery(models.Model):
     delivery_id = models.CharField(max_length=128)
     event = models.CharField(max_length=64)
     payload = models.JSONField()
+    body_sha256 = models.CharField(max_length=64, help_text="Of the body as it was received.")
+    signature = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="The HMAC, for signed deliveries."
+    )
     response = models.JSONField(help_text="What the delivery was answered (200).")
     verified_by = models.CharField(max_length=16, help_text="signature or token")
     secret = models.ForeignKey(

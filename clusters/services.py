@@ -7,6 +7,7 @@ happen once, in one place.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -540,6 +541,7 @@ def webhook_delivery_receive(
     organization: Organization,
     delivery_id: str,
     payload: dict[str, Any],
+    body: bytes,
     data: dict[str, Any],
     verified: webhooks.Verified,
 ) -> tuple[dict[str, Any], bool]:
@@ -548,14 +550,17 @@ def webhook_delivery_receive(
 
     The delivery row is inserted first, in the transaction that applies the event, under the
     unique (organization, delivery id) constraint: a concurrent copy of the delivery waits on
-    that insert, then finds the row. An event that fails validation rolls back both.
+    that insert, then finds the row. An event that fails validation rolls back both. The
+    delivery id is not signed, so a signed delivery seen before under another id is a repeat
+    too (a captured delivery re-sent with a new id within the signature's five minutes).
     """
     event = data["event"]
-    existing = WebhookDelivery.objects.filter(
-        organization=organization, delivery_id=delivery_id
-    ).first()
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    signature = verified.signature or ""
+    seen = Q(delivery_id=delivery_id) | (Q(signature=signature) if signature else Q(pk=None))
+    existing = WebhookDelivery.objects.filter(seen, organization=organization).first()
     if existing is not None:
-        return _repeated(existing, payload), True
+        return _repeated(existing, body_sha256), True
     started = time.monotonic()
     try:
         with transaction.atomic():
@@ -564,6 +569,8 @@ def webhook_delivery_receive(
                 delivery_id=delivery_id,
                 event=event,
                 payload=payload,
+                body_sha256=body_sha256,
+                signature=signature,
                 response={},
                 verified_by=verified.method,
                 secret=verified.secret,
@@ -583,7 +590,7 @@ def webhook_delivery_receive(
         ).first()
         if existing is None:
             raise
-        return _repeated(existing, payload), True
+        return _repeated(existing, body_sha256), True
     logger.info(
         "webhook.applied",
         extra={"organization": organization.slug, "delivery_id": delivery_id, "event": event},
@@ -591,10 +598,10 @@ def webhook_delivery_receive(
     return response, False
 
 
-def _repeated(delivery: WebhookDelivery, payload: dict[str, Any]) -> dict[str, Any]:
-    """The original answer to a repeated delivery; a different payload under the same delivery
-    id is refused (an id must name one delivery)."""
-    if delivery.payload != payload:
+def _repeated(delivery: WebhookDelivery, body_sha256: str) -> dict[str, Any]:
+    """The original answer to a repeated delivery; another body under the same delivery id is
+    refused (an id names one delivery). Bodies are compared byte for byte, by hash."""
+    if delivery.body_sha256 != body_sha256:
         raise ValidationError(
             {"X-Buildkite-Delivery": f"{delivery.delivery_id!r} was already used for a different "
              "delivery; each delivery needs its own id."}
@@ -616,6 +623,9 @@ def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> di
     """Apply one event through the same services as the API. Each is idempotent: what exists
     already is left as it is, what is gone already is not an error."""
     event = data["event"]
+    # One event of an organization at a time: two deliveries about one new cluster must not
+    # both try to create it.
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
     if data["organization"]["slug"] != organization.slug:
         raise ValidationError(
             {"organization": f"The delivery is for {data['organization']['slug']!r}, but was "

@@ -123,6 +123,7 @@ class BuildkiteWebhookView(APIView):
             organization=organization,
             delivery_id=delivery_id,
             payload=payload,
+            body=body,
             data=dict(serializer.validated_data),
             verified=verified,
         )

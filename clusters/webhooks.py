@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 class Verified:
     secret: WebhookSecret
     method: str  # "signature" or "token"
+    signature: str | None = None  # the HMAC, in signature mode
 
 
 def verify(organization: Organization | None, headers: Any, body: bytes, now: float) -> Verified:
@@ -112,7 +114,7 @@ def verify(organization: Organization | None, headers: Any, body: bytes, now: fl
         for candidate in candidates:
             expected = _digest(secret_for(candidate.salt), timestamp, body)
             if hmac.compare_digest(expected, match["signature"]):
-                return Verified(candidate, "signature")
+                return Verified(candidate, "signature", match["signature"])
         raise WebhookRefused(401, "Invalid signature.")
     if token:
         offered = token.strip().encode("utf-8", "backslashreplace")  # any text: compare bytes
@@ -128,12 +130,21 @@ def verify(organization: Organization | None, headers: Any, body: bytes, now: fl
 # --- payloads, in Buildkite's REST shapes -------------------------------------------------------
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID given as a string (DRF's also takes numbers and booleans, meaning other ids)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class OrganizationPayload(serializers.Serializer):  # type: ignore[type-arg]
     slug = serializers.RegexField(SLUG_PATTERN, max_length=50)
 
 
 class ClusterPayload(serializers.Serializer):  # type: ignore[type-arg]
-    id = serializers.UUIDField()
+    id = StrictUUIDField()
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     emoji = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=64)
@@ -149,7 +160,7 @@ class HostedAgentsPayload(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class QueuePayload(serializers.Serializer):  # type: ignore[type-arg]
-    id = serializers.UUIDField()
+    id = StrictUUIDField()
     key = serializers.RegexField(QUEUE_KEY_PATTERN, max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     hosted = serializers.BooleanField(required=False, default=False)
@@ -202,8 +213,14 @@ def parse_body(body: bytes) -> dict[str, Any]:
     def refuse_constant(name: str) -> None:
         raise ValueError(f"{name} is not a JSON value")
 
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"{text} is too large for a number")
+        return value
+
     try:
-        payload = json.loads(body, parse_constant=refuse_constant)
+        payload = json.loads(body, parse_constant=refuse_constant, parse_float=finite)
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
     if not isinstance(payload, dict):

@@ -8,6 +8,7 @@ transaction, so a slow registry never holds a database lock.
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +27,7 @@ from registries.selectors import registries_due
 logger = logging.getLogger(__name__)
 
 REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
+NAMESPACE_ATTEMPTS = 3
 #: Distribution accepts a token up to this long after its ``exp`` (and before its ``nbf``).
 DISTRIBUTION_LEEWAY_SECONDS = 60
 ENVIRONMENT_SOURCE = "registry"
@@ -42,9 +44,11 @@ class AttemptResult:
 
 
 def registry_namespace(cluster: Cluster) -> str:
-    """``<org-slug>/<first 12 hex digits of the cluster id>``: valid as an OCI repository path,
-    stable, and readable in registry logs."""
-    return f"{cluster.organization.slug}/{cluster.pk.hex[:12]}"
+    """``<org-slug>/<12 random hex digits>``: valid as an OCI repository path, readable in
+    registry logs, and new for every registry. Not derived from the cluster id: ids can come
+    from the platform (time-ordered UUIDs share their leading digits), and a cluster deleted and
+    created again with the same id must not get its old, never-reused namespace back."""
+    return f"{cluster.organization.slug}/{secrets.token_hex(6)}"
 
 
 def _transition(registry: Registry, to_state: str, *, message: str = "", **changes: object) -> None:
@@ -131,19 +135,25 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
     existing = Registry.objects.filter(cluster=cluster).first()
     if existing is not None:
         return existing
-    try:
-        with transaction.atomic():
-            registry = Registry.objects.create(
-                cluster=cluster,
-                namespace=registry_namespace(cluster),
-                driver=settings.REGISTRY_DRIVER,
-                state=State.PENDING,
-            )
-            RegistryEvent.objects.create(
-                registry=registry, from_state="", to_state=State.PENDING, message="created"
-            )
-    except IntegrityError:
-        return Registry.objects.get(cluster=cluster)
+    for attempt in range(NAMESPACE_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                registry = Registry.objects.create(
+                    cluster=cluster,
+                    namespace=registry_namespace(cluster),
+                    driver=settings.REGISTRY_DRIVER,
+                    state=State.PENDING,
+                )
+                RegistryEvent.objects.create(
+                    registry=registry, from_state="", to_state=State.PENDING, message="created"
+                )
+            break
+        except IntegrityError:
+            raced = Registry.objects.filter(cluster=cluster).first()
+            if raced is not None:
+                return raced  # another transaction created it
+            if attempt == NAMESPACE_ATTEMPTS - 1:  # 48 random bits taken, three times
+                raise
     logger.info(
         "registry.created",
         extra={"registry_id": str(registry.pk), "cluster_id": str(cluster.pk)},

@@ -104,4 +104,51 @@ def test_a_valid_delivery_gives_a_queue_and_a_ready_registry(
     # What the worker does with that message, against the real registry:
     assert registry_provision(registry_id=registry_id).state == State.READY
     registry.refresh_from_db()
-    assert registry.url.endswith(f"/acme/{queue.cluster_id.hex[:12]}")
+    assert registry.url.endswith(f"/{registry.namespace}")
+
+
+@pytest.mark.postgresql
+def test_concurrent_deliveries_of_queues_of_one_new_cluster_create_every_queue(
+    broker_queue,
+) -> None:
+    organization = services.organization_create(slug="acme", name="Acme")
+    _, secret = services.webhook_secret_create(organization=organization, description="platform")
+    cluster_id = str(uuid.uuid4())
+    deliveries = []
+    for index in range(8):
+        body = json.dumps(
+            {
+                "event": "cluster_queue.created",
+                "organization": {"slug": "acme"},
+                "cluster": {"id": cluster_id, "name": "New to us"},
+                "queue": {"id": str(uuid.uuid4()), "key": f"q{index}", "hosted": False},
+                "sender": {"id": "x", "name": "Sam Kim"},
+            }
+        ).encode()
+        deliveries.append((body, {
+            "HTTP_X_BUILDKITE_EVENT": "cluster_queue.created",
+            "HTTP_X_BUILDKITE_DELIVERY": f"delivery-{index}",
+            "HTTP_X_BUILDKITE_SIGNATURE": webhooks.sign(secret, int(time.time()), body),
+        }))  # fmt: skip
+    start = threading.Barrier(len(deliveries))
+
+    def send(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        start.wait(timeout=10)
+        try:
+            return (
+                Client()
+                .post(
+                    "/v2/webhooks/buildkite/acme", body, content_type="application/json", **headers
+                )
+                .status_code
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(deliveries)) as pool:
+        statuses = list(pool.map(send, deliveries))
+
+    assert statuses == [200] * 8
+    assert Cluster.objects.get().pk == uuid.UUID(cluster_id)
+    assert sorted(Queue.objects.values_list("key", flat=True)) == [f"q{i}" for i in range(8)]

@@ -278,9 +278,12 @@ def test_a_repeated_delivery_gets_the_original_answer_and_applies_nothing_again(
     assert counts() == {"Cluster": 1, "Queue": 1, "Registry": 1, "WebhookDelivery": 1}
     assert broker_queue.drain() == []
 
-    # Another id with the same content is a new delivery, which finds the queue there.
+    # Another id with the same content, dispatched (signed) at another time, is a new delivery,
+    # which finds the queue there.
     with django_capture_on_commit_callbacks(execute=True):
-        again = deliver(body, secret=platform.secret, delivery="delivery-2")
+        again = deliver(
+            body, secret=platform.secret, delivery="delivery-2", timestamp=int(time.time()) - 10
+        )
     assert again.status_code == 200
     assert again.json() == answer("delivery-2", CREATED, "The queue already existed.")
     assert again["X-Delivery-Repeated"] == "false"
@@ -617,7 +620,9 @@ def test_a_queue_deletion_deletes_the_queue_and_a_second_one_finds_it_gone(
     assert str(Cluster.objects.get().pk) == CLUSTER_ID
     assert Registry.objects.get().cluster_id == uuid.UUID(CLUSTER_ID)  # images are the cluster's
 
-    again = deliver(body, secret=platform.secret, delivery="delete-again")
+    again = deliver(
+        body, secret=platform.secret, delivery="delete-again", timestamp=int(time.time()) - 10
+    )
     assert again.status_code == 200
     assert again.json() == answer("delete-again", DELETED, "The queue was already gone.")
     assert WebhookDelivery.objects.count() == 3
@@ -648,7 +653,9 @@ def test_a_cluster_deletion_deletes_the_cluster_and_deprovisions_its_registry(
     assert broker_queue.drain() == [("registries.deprovision", (str(registry.pk),))]
 
     with django_capture_on_commit_callbacks(execute=True):
-        again = deliver(body, secret=platform.secret, delivery="delete-again")
+        again = deliver(
+            body, secret=platform.secret, delivery="delete-again", timestamp=int(time.time()) - 10
+        )
     assert again.status_code == 200
     assert again.json() == answer(
         "delete-again", "cluster.deleted", "The cluster was already gone.", queue_id=None
@@ -955,3 +962,60 @@ def test_strings_postgresql_refuses_are_a_4xx(
 
     assert response.status_code in expected
     assert counts() == before
+
+
+# --- found in review -----------------------------------------------------------------------------
+
+
+def test_a_signed_delivery_resent_under_a_new_id_is_a_repeat_not_applied_again(
+    platform: Platform,
+) -> None:
+    body = json.dumps(payload()).encode()
+    signature = webhooks.sign(platform.secret, int(time.time()), body)
+    first = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+    services.queue_delete(queue=Queue.objects.get())
+
+    replayed = deliver(body, signature=signature, event=CREATED, delivery="attacker-1")
+
+    assert replayed.status_code == 200
+    assert replayed.json() == first.json()
+    assert replayed["X-Delivery-Repeated"] == "true"
+    assert not Queue.objects.exists()  # what was deleted stays deleted
+
+
+def test_a_number_too_large_for_a_float_is_400(platform: Platform) -> None:
+    body = json.dumps(payload()).encode().replace(b'"sender": {', b'"sender": {"x": 1e400, ')
+    before = counts()
+
+    response = deliver(body, secret=platform.secret, event=CREATED)
+
+    assert response.status_code == 400
+    assert response.json() == {"message": "The body is not JSON: 1e400 is too large for a number."}
+    assert counts() == before
+
+
+@pytest.mark.parametrize("odd_id", [1, True, False])
+def test_an_id_that_is_not_a_string_is_422(platform: Platform, odd_id: object) -> None:
+    body = payload()
+    body["cluster"]["id"] = odd_id
+    before = counts()
+
+    response = deliver(body, secret=platform.secret)
+
+    assert response.status_code == 422
+    assert counts() == before
+
+
+def test_a_cluster_created_again_with_its_old_id_gets_a_new_namespace(platform: Platform) -> None:
+    deliver(payload(), secret=platform.secret, delivery="d-1")
+    first = Registry.objects.get(cluster_id=CLUSTER_ID)
+    deliver(payload("cluster.deleted", queue=False), secret=platform.secret, delivery="d-2")
+
+    again = deliver(
+        payload(), secret=platform.secret, delivery="d-3", timestamp=int(time.time()) - 10
+    )
+
+    assert again.status_code == 200, again.content
+    second = Registry.objects.get(cluster_id=CLUSTER_ID)
+    assert second.pk != first.pk
+    assert second.namespace != first.namespace

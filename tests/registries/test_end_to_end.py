@@ -65,7 +65,7 @@ def test_a_hosted_queue_gets_a_ready_registry_whose_url_jobs_receive(
         what="the registry to be provisioned by the worker",
     )
     assert registry.state == State.READY, registry.last_error
-    url = f"{registry_process.host}/acme/{cluster.pk.hex[:12]}"
+    url = f"{registry_process.host}/{registry.namespace}"
     assert registry.url == url
 
     assert job_environment(secret, "linux-small")["BUILDKITE_HOSTED_REGISTRY_URL"] == url
@@ -154,7 +154,7 @@ def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retri
         )
     finally:
         registry_process.stop()
-    assert registry.url == f"127.0.0.1:{port}/acme/{cluster.pk.hex[:12]}"
+    assert registry.url == f"127.0.0.1:{port}/{registry.namespace}"
     assert AgentEnvironmentVariable.objects.get(cluster=cluster).value == registry.url
 
 
