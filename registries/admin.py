@@ -1,15 +1,49 @@
-"""Operators' view of registries and their history. All state is computed: read-only."""
+"""The operators' console for registries: state badges, the event timeline, actions (retry,
+deprovision, verify now), and an overview page. All state is computed: nothing is edited."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from typing import Any
 
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from clusters.admin import ClusterAdmin
+from clusters.models import Cluster
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
-from registries.models import Registry, RegistryEvent
-from registries.services import registry_retry
+from registries.models import Registry, RegistryEvent, State
+from registries.selectors import registry_overview
+from registries.services import registry_deprovision_start, registry_retry, registry_verify
+
+#: Badge colours by state: green when usable, red when someone must act.
+BADGE_COLOURS: dict[str, str] = {
+    State.PENDING: "#6c757d",
+    State.PROVISIONING: "#0d6efd",
+    State.READY: "#198754",
+    State.FAILED: "#dc3545",
+    State.DEPROVISIONING: "#fd7e14",
+    State.DELETED: "#343a40",
+}
+
+
+def state_badge(registry: Registry | None) -> SafeString:
+    if registry is None:
+        return format_html('<span class="registry-badge">{}</span>', "none")
+    return format_html(
+        '<span class="registry-badge registry-{}" style="background:{};color:#fff;'
+        'padding:2px 8px;border-radius:10px;font-weight:600">{}</span>',
+        registry.state,
+        BADGE_COLOURS[registry.state],
+        registry.get_state_display(),
+    )
 
 
 class RegistryEventInline(ReadOnlyTabularInline):
@@ -27,32 +61,98 @@ class RegistryEventInline(ReadOnlyTabularInline):
 
 @admin.register(Registry)
 class RegistryAdmin(ReadOnlyAdmin):
-    list_display = ["namespace", "cluster", "state", "url", "attempts", "state_changed_at"]
+    list_display = [
+        "namespace", "cluster", "badge", "url", "attempts", "state_changed_at", "verified_ok",
+    ]  # fmt: skip
     # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
     list_filter = ["state", "driver", "cluster__organization"]
     search_fields = ["namespace", "cluster__name", "url"]
     list_select_related = ["cluster__organization"]
     inlines = [RegistryEventInline]
-    actions = ["retry"]
+    actions = ["retry", "deprovision", "verify"]
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         # Needed for admin actions to show; every field is still read-only.
         return request.user.has_perm("registries.change_registry")
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        return [field.name for field in Registry._meta.fields]
+        return ["badge", *(field.name for field in Registry._meta.fields)]
+
+    @admin.display(description="state", ordering="state")
+    def badge(self, registry: Registry) -> SafeString:
+        return state_badge(registry)
 
     @admin.action(
-        description="Retry provisioning (or deprovisioning) of selected failed registries"
+        description="Retry provisioning (or deprovisioning) of selected failed registries",
+        permissions=["change"],
     )
     def retry(self, request: HttpRequest, queryset: QuerySet[Registry]) -> None:
         for registry in queryset:
             try:
                 retried = registry_retry(registry=registry)
             except ValidationError as exc:
-                self.message_user(request, f"{registry}: {exc.messages[0]}", messages.WARNING)
+                self.message_user(
+                    request, f"Registry {registry}: {exc.messages[0]}", messages.WARNING
+                )
             else:
-                self.message_user(request, f"{registry}: now {retried.state}.", messages.SUCCESS)
+                self.message_user(
+                    request, f"Registry {registry}: now {retried.state}.", messages.SUCCESS
+                )
+
+    @admin.action(description="Deprovision selected registries…", permissions=["change"])
+    def deprovision(
+        self, request: HttpRequest, queryset: QuerySet[Registry]
+    ) -> TemplateResponse | None:
+        """Asks first (the images are deleted), then starts deprovisioning."""
+        if request.POST.get("confirmed") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/registries/registry/deprovision_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.opts,
+                    "registries": queryset,
+                    "action": "deprovision",
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                    "title": "Deprovision registries?",
+                },
+            )
+        for registry in queryset:
+            registry_deprovision_start(
+                registry=registry, reason=f"deprovisioned by {request.user} in the console"
+            )
+            self.message_user(request, f"Registry {registry}: deprovisioning.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Verify selected registries now", permissions=["change"])
+    def verify(self, request: HttpRequest, queryset: QuerySet[Registry]) -> None:
+        for registry in queryset:
+            checked = registry_verify(registry=registry)
+            level = messages.SUCCESS if checked.verified_ok else messages.ERROR
+            self.message_user(request, f"Registry {registry}: {checked.verification}", level)
+
+    def get_urls(self) -> list[URLPattern]:
+        overview = path(
+            "overview/",
+            self.admin_site.admin_view(self.overview_view),
+            name="registries_registry_overview",
+        )
+        return [overview, *super().get_urls()]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return TemplateResponse(
+            request,
+            "admin/registries/registry/overview.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Registries overview",
+                "overview": registry_overview(now=timezone.now()),
+                "colours": BADGE_COLOURS,
+            },
+        )
 
 
 @admin.register(RegistryEvent)
@@ -61,3 +161,22 @@ class RegistryEventAdmin(ReadOnlyAdmin):
     list_filter = ["to_state"]
     search_fields = ["registry__namespace", "message"]
     list_select_related = ["registry"]
+
+
+# The clusters app knows nothing of registries; its console shows each cluster's registry from
+# here, by extending its admin.
+admin.site.unregister(Cluster)
+
+
+@admin.register(Cluster)
+class ClusterWithRegistryAdmin(ClusterAdmin):
+    list_display = [*ClusterAdmin.list_display, "registry_state"]
+    list_select_related = [*ClusterAdmin.list_select_related, "registry"]
+
+    @admin.display(description="registry", ordering="registry__state")
+    def registry_state(self, cluster: Cluster) -> SafeString:
+        return state_badge(getattr(cluster, "registry", None))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = super().get_readonly_fields(request, obj)
+        return [*fields, "registry_state"] if obj else fields

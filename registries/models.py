@@ -83,6 +83,11 @@ class Registry(models.Model):
     #: When a swept ``deprovisioning`` registry is due for its next sweep (Celery beat enqueues
     #: it then); also a lease, pushed forward while beat's attempt runs.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: The last "verify now" from the console: when, whether the registry still demanded and
+    #: accepted our tokens, and what was seen.
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verified_ok = models.BooleanField(null=True, blank=True)
+    verification = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()

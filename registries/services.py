@@ -390,3 +390,18 @@ def registries_claim_due(*, stalled_for: timedelta) -> list[Registry]:
             pk__in=[r.pk for r in due if r.state == State.DEPROVISIONING]
         ).update(next_attempt_at=now + stalled_for)
     return due
+
+
+def registry_verify(*, registry: Registry) -> Registry:
+    """Check now that the registry answers and still demands and accepts our tokens (the check
+    provisioning makes), and record what was seen on the registry. Changes no state."""
+    try:
+        seen, ok = get_driver(registry.driver).check_api(), True
+    except DriverError as exc:
+        seen, ok = str(exc), False
+    Registry.objects.filter(pk=registry.pk).update(
+        verified_at=timezone.now(), verified_ok=ok, verification=seen
+    )
+    registry.refresh_from_db(fields=["verified_at", "verified_ok", "verification"])
+    logger.info("registry.verified", extra={"registry_id": str(registry.pk), "ok": ok})
+    return registry
