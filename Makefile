@@ -16,9 +16,11 @@ help:
 .venv/.installed: requirements.txt
 	@scripts/ensure-venv
 
-# Debian packages: the registry for `make run`; the container clients for the tests and the demo.
+# Debian packages: the registry for `make run`; the container clients for the tests and the demo;
+# the browser the console's tests drive.
 RUN_PACKAGES := docker-registry
 CLIENT_PACKAGES := skopeo buildah busybox-static
+BROWSER_PACKAGES := chromium
 
 run: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES)
@@ -29,7 +31,7 @@ run: .venv/.installed
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed
-	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES)
+	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES)
 	.venv/bin/pytest
 
 lint: .venv/.installed
