@@ -63,6 +63,17 @@ def page(browser: Browser, live_server) -> Iterator[Page]:
     context.close()
 
 
+def failed_registry(cluster_name: str) -> Registry:
+    cluster = ClusterFactory(organization__slug="acme", name=cluster_name)
+    return Registry.objects.create(
+        cluster=cluster,
+        namespace=f"acme/{cluster.pk.hex[:12]}",
+        driver="distribution",
+        state=State.FAILED,
+        last_error="GET http://registry/v2/ answered 503",
+    )
+
+
 def screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -108,14 +119,7 @@ def test_an_operator_creates_a_cluster_and_a_hosted_queue_and_watches_its_regist
 
 
 def test_an_operator_retries_a_failed_registry(page: Page, broker_queue) -> None:
-    cluster = ClusterFactory(organization__slug="acme", name="Flaky")
-    registry = Registry.objects.create(
-        cluster=cluster,
-        namespace=f"acme/{cluster.pk.hex[:12]}",
-        driver="distribution",
-        state=State.FAILED,
-        last_error="GET http://registry/v2/ answered 503",
-    )
+    registry = failed_registry("Flaky")
 
     page.goto("/admin/registries/registry/")
     expect(page.locator(".registry-failed")).to_have_text("Failed")
@@ -131,14 +135,7 @@ def test_an_operator_retries_a_failed_registry(page: Page, broker_queue) -> None
 
 
 def test_the_overview_page_shows_the_registries(page: Page) -> None:
-    cluster = ClusterFactory(organization__slug="acme", name="Broken")
-    Registry.objects.create(
-        cluster=cluster,
-        namespace=f"acme/{cluster.pk.hex[:12]}",
-        driver="distribution",
-        state=State.FAILED,
-        last_error="GET http://registry/v2/ answered 503",
-    )
+    failed_registry("Broken")
 
     page.goto("/admin/registries/registry/")
     page.click("text=Overview")
