@@ -325,12 +325,25 @@ def queue_update(
 
 def queue_pause_dispatch(*, queue: Queue, user: User | None = None, note: str = "") -> Queue:
     """Stop dispatching new jobs to the queue; jobs already on agents finish."""
+    return _dispatch_set(queue, paused=True, user=user, note=note)
+
+
+def queue_resume_dispatch(*, queue: Queue) -> Queue:
+    """Dispatch jobs to the queue again; waiting jobs go to agents."""
+    return _dispatch_set(queue, paused=False, user=None, note="")
+
+
+def _dispatch_set(queue: Queue, *, paused: bool, user: User | None, note: str) -> Queue:
+    """Pause or resume, checked against the locked row; who, when and why are cleared on
+    resume."""
     with transaction.atomic():
         queue = Queue.objects.select_for_update().get(pk=queue.pk)
-        if queue.dispatch_paused:
-            raise ValidationError("Cluster queue is already paused")
-        queue.dispatch_paused = True
-        queue.dispatch_paused_at = timezone.now()
+        if queue.dispatch_paused == paused:
+            raise ValidationError(
+                "Cluster queue is already paused" if paused else "Cluster queue is not paused"
+            )
+        queue.dispatch_paused = paused
+        queue.dispatch_paused_at = timezone.now() if paused else None
         queue.dispatch_paused_by = user
         queue.dispatch_paused_note = note
         queue.save(
@@ -339,27 +352,8 @@ def queue_pause_dispatch(*, queue: Queue, user: User | None = None, note: str = 
                 "dispatch_paused_note",
             ]
         )  # fmt: skip
-    logger.info("queue.dispatch_paused", extra={"queue_id": str(queue.pk)})
-    return queue
-
-
-def queue_resume_dispatch(*, queue: Queue) -> Queue:
-    """Dispatch jobs to the queue again; waiting jobs go to agents."""
-    with transaction.atomic():
-        queue = Queue.objects.select_for_update().get(pk=queue.pk)
-        if not queue.dispatch_paused:
-            raise ValidationError("Cluster queue is not paused")
-        queue.dispatch_paused = False
-        queue.dispatch_paused_at = None
-        queue.dispatch_paused_by = None
-        queue.dispatch_paused_note = ""
-        queue.save(
-            update_fields=[
-                "dispatch_paused", "dispatch_paused_at", "dispatch_paused_by",
-                "dispatch_paused_note",
-            ]
-        )  # fmt: skip
-    logger.info("queue.dispatch_resumed", extra={"queue_id": str(queue.pk)})
+    event = "queue.dispatch_paused" if paused else "queue.dispatch_resumed"
+    logger.info(event, extra={"queue_id": str(queue.pk)})
     return queue
 
 

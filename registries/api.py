@@ -6,9 +6,8 @@ read-only here except for ``retry``, which starts a failed registry again.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -20,11 +19,6 @@ from registries.api_serializers import RegistrySerializer
 from registries.models import Registry, RegistryEvent, RegistryQuerySet
 
 TAGS = ["Registry"]
-
-
-class NotRetryable(exceptions.APIException):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_detail = "Only a failed registry can be retried."
 
 
 def cluster_registry(cluster: Cluster) -> RegistryQuerySet:
@@ -64,9 +58,5 @@ class RegistryRetryView(_RegistryAPIView):
     def post(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         cluster = self.get_cluster(cluster_id)
         registry = self.get_registry(cluster, events=False)
-        try:
-            services.registry_retry(registry=registry)
-        except ValidationError as exc:
-            # The service checks the state under the row lock; its message says which it is.
-            raise NotRetryable(" ".join(exc.messages)) from None
+        services.registry_retry(registry=registry)  # refuses (422) a registry that is not failed
         return self._response(self.get_registry(cluster))

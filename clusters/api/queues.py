@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from rest_framework import exceptions, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -22,14 +21,6 @@ from clusters.selectors import agent_environment_for_queue
 from controlplane.api.openapi import operation
 
 TAGS = ["Queues"]
-
-
-class QueueStateConflict(exceptions.APIException):
-    """Pausing a paused queue, or resuming a running one: Buildkite's 422 with only a message
-    (no ``Validation failed:`` prefix, no ``errors``)."""
-
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_detail = "The queue is not in a state that allows this."
 
 
 def _queues(cluster: Cluster) -> QuerySet[Queue]:
@@ -104,10 +95,7 @@ class QueuePauseDispatchView(QueueAPIView):
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)
         data = validated(QueuePauseDispatchSerializer, request)
-        try:
-            services.queue_pause_dispatch(queue=queue, user=self.user, note=data["note"])
-        except ValidationError as error:
-            raise QueueStateConflict(error.messages[0]) from error
+        services.queue_pause_dispatch(queue=queue, user=self.user, note=data["note"])
         return self.queue_response(self.get_queue(cluster_id, queue_id))
 
 
@@ -115,10 +103,7 @@ class QueueResumeDispatchView(QueueAPIView):
     @operation("queues_resume_dispatch", tags=TAGS, responses={200: QueueSerializer})
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)
-        try:
-            services.queue_resume_dispatch(queue=queue)
-        except ValidationError as error:
-            raise QueueStateConflict(error.messages[0]) from error
+        services.queue_resume_dispatch(queue=queue)
         return self.queue_response(self.get_queue(cluster_id, queue_id))
 
 

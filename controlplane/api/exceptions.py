@@ -1,7 +1,9 @@
 """Every API error is a JSON object with a ``message``, as Buildkite's REST API answers.
 
 Validation failures are 422 ``{"message": "Validation failed: ...", "errors": [...]}``; the
-``errors`` list carries the field-by-field detail for clients that want it.
+``errors`` list carries the field-by-field detail for clients that want it. A service's
+``ValidationError`` that names no field is a refusal by the object's state: 422 with its message
+alone.
 """
 
 from __future__ import annotations
@@ -54,11 +56,21 @@ class PayloadTooLarge(exceptions.APIException):
     default_detail = "The request body is larger than this service accepts."
 
 
+class Refused(exceptions.APIException):
+    """The object's state refuses the request (a paused queue asked to pause): 422 with only
+    a message, as Buildkite answers ``{"message": "Cluster queue is already paused"}``."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
-        )
+        # A service error that names a field is invalid input ("Validation failed: ...");
+        # one that names none is the object's state refusing the request.
+        if hasattr(exc, "error_dict"):
+            exc = exceptions.ValidationError(exc.message_dict)
+        else:
+            exc = Refused(" ".join(exc.messages))
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not Found")
     elif isinstance(exc, ObjectDoesNotExist):  # deleted by another request meanwhile
