@@ -22,6 +22,7 @@ from clusters.api.serializers import (
     TimestampField,
     UserSerializer,
     absolute,
+    blank_nulls,
     empty_to_none,
     graphql_id,
 )
@@ -203,21 +204,20 @@ def _hosted_agents(attrs: dict[str, Any]) -> dict[str, Any]:
     return {renamed[name]: value for name, value in (camel or {}).items()}
 
 
-def _none_to_blank(attrs: dict[str, Any], *names: str) -> None:
-    for name in names:
-        if name in attrs and attrs[name] is None:
-            attrs[name] = ""
+# What a queue's creation and its update both take. (A comment, not a docstring: drf-spectacular
+# would put a docstring into both request schemas.)
+class _QueueWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    retry_agent_affinity = serializers.ChoiceField(
+        choices=RetryAgentAffinity.choices, required=False
+    )
 
 
-class QueueCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class QueueCreateSerializer(_QueueWriteSerializer):
     key = serializers.RegexField(
         QUEUE_KEY_PATTERN,
         max_length=100,
         error_messages={"invalid": "Use only letters, digits, hyphens (-) and underscores (_)."},
-    )
-    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
-    retry_agent_affinity = serializers.ChoiceField(
-        choices=RetryAgentAffinity.choices, required=False
     )
     hostedAgents = HostedAgentsCreateSerializer(
         required=False,
@@ -232,19 +232,15 @@ class QueueCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The arguments of ``services.queue_create`` (but the cluster and the creator)."""
         hosted_agents = _hosted_agents(attrs)
-        _none_to_blank(attrs, "description")
+        blank_nulls(attrs, "description")
         if "instance_shape" in hosted_agents:
             attrs["instance_shape"] = hosted_agents["instance_shape"]
         return attrs
 
 
-class QueueUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class QueueUpdateSerializer(_QueueWriteSerializer):
     """PUT and PATCH both change only what is sent."""
 
-    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
-    retry_agent_affinity = serializers.ChoiceField(
-        choices=RetryAgentAffinity.choices, required=False
-    )
     hostedAgents = HostedAgentsUpdateSerializer(
         required=False,
         allow_null=True,
@@ -258,8 +254,7 @@ class QueueUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The arguments of ``services.queue_update`` (but the queue)."""
         attrs.update(_hosted_agents(attrs))
-        _none_to_blank(attrs, "description", "agent_image_ref")
-        return attrs
+        return blank_nulls(attrs, "description", "agent_image_ref")
 
 
 class QueuePauseDispatchSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -53,6 +53,14 @@ def empty_to_none(value: str) -> str | None:
     return value or None
 
 
+def blank_nulls(attrs: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A ``null`` sent for a text field means "empty", which the models store as ""."""
+    for name in names:
+        if name in attrs and attrs[name] is None:
+            attrs[name] = ""
+    return attrs
+
+
 class UserSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A user as Buildkite shows one (``created_by``, ``dispatch_paused_by``)."""
 
@@ -150,18 +158,11 @@ class ClusterCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        return {name: "" if value is None else value for name, value in attrs.items()}
+        return blank_nulls(attrs, "description", "emoji", "color")
 
 
 class ClusterUpdateSerializer(ClusterCreateSerializer):
     """PUT and PATCH both change only what is sent (as Buildkite's clients expect)."""
 
     name = serializers.CharField(max_length=100, required=False)
-    default_queue_id = serializers.UUIDField(required=False, allow_null=True)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        default_queue_id = attrs.pop("default_queue_id", serializers.empty)
-        attrs = super().validate(attrs)
-        if default_queue_id is not serializers.empty:
-            attrs["default_queue_id"] = default_queue_id
-        return attrs
+    default_queue_id = serializers.UUIDField(required=False, allow_null=True)  # null: none
