@@ -24,8 +24,8 @@ BROWSER_PACKAGES := chromium
 
 run: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES)
-	$(WITH_ENV) $(PY) manage.py migrate --noinput
 	$(WITH_ENV) $(PY) manage.py registry_keys init
+	$(WITH_ENV) $(PY) manage.py migrate --noinput
 	@mkdir -p var/registry
 	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > var/registry/config.yml
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start

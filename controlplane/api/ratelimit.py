@@ -61,12 +61,11 @@ def consume(budget: Budget, now: float | None = None) -> Usage | None:
     window_start = int(now // budget.window) * budget.window
     key = f"{settings.API_RATE_LIMIT_KEY_PREFIX}:{budget.scope}:{budget.key}:{window_start}"
     try:
-        cache.add(key, 0, timeout=budget.window + 1)
         try:
-            current = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=budget.window + 1)
-            current = 1
+            current = cache.incr(key)  # the common case: the window's counter exists
+        except ValueError:  # the window's first request (or another request's, meanwhile)
+            first = cache.add(key, 1, timeout=budget.window + 1)
+            current = 1 if first else cache.incr(key)
     except Exception:
         logger.warning("ratelimit.unavailable", exc_info=True, extra={"scope": budget.scope})
         return None
