@@ -143,7 +143,8 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
+    """Now, in UTC, to the second (what certificates and JWTs can say)."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -197,7 +198,7 @@ def _certificate(
 
 def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    now = utc_now()
     name = _name("registry token CA")
     certificate = _certificate(
         subject=name,
@@ -215,7 +216,7 @@ def _issue_signing_key(
     ca_key: ec.EllipticCurvePrivateKey, ca_certificate: x509.Certificate
 ) -> SigningKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    now = utc_now()
     certificate = _certificate(
         subject=_name(f"registry token signing key {now:%Y-%m-%dT%H:%M:%SZ}"),
         public_key=key.public_key(),
@@ -291,9 +292,9 @@ class KeyStore:
                 )
             elif self.path(SIGNING).exists():
                 current = SigningKey.from_pem(self.path(SIGNING).read_bytes())
-                if current.expires_at > _now():
+                if current.expires_at > utc_now():
                     return False
-                self._issue_signing_key()  # expired: a rotation
+                self._replace_signing_key()  # expired: a rotation
                 return True
             ca_key, ca_certificate = self._ca()
             _write(self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600)
@@ -306,10 +307,10 @@ class KeyStore:
                 f"No registry signing keys in {self.directory}: run `{INIT_COMMAND}` first."
             )
         with self._exclusive():
-            self._issue_signing_key()
+            self._replace_signing_key()
         return self.load()
 
-    def _issue_signing_key(self) -> None:
+    def _replace_signing_key(self) -> None:
         """A new signing key from the CA; the current one becomes the previous one."""
         ca_key, ca_certificate = self._ca()
         new = _issue_signing_key(ca_key, ca_certificate)

@@ -23,7 +23,7 @@ from typing import Any
 import jwt
 from django.conf import settings
 
-from registries.keys import key_store
+from registries.keys import key_store, utc_now
 
 #: A repository name as Distribution's reference grammar defines it: lower-case path components
 #: separated by "/", each alphanumeric runs joined by ".", "_", "__" or dashes.
@@ -157,10 +157,6 @@ def _sign(claims: dict[str, Any]) -> str:
     )
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
 def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
     """A registry token for ``principal`` granting what it may of ``scopes``.
 
@@ -168,7 +164,7 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
     """
     access = grant(principal, scopes)
     lifetime = lifetime_for(access)
-    now = _now()
+    now = utc_now()
     claims = {
         "iss": settings.REGISTRY_TOKEN_ISSUER,
         "sub": principal.subject,
@@ -191,7 +187,7 @@ def refresh_token_issue(principal: Principal) -> str:
     """
     if principal.agent_token_id is None:
         raise ValueError("Only an agent token's principal gets a refresh token.")
-    now = int(_now().timestamp())
+    now = int(utc_now().timestamp())
     return _sign(
         {
             "iss": settings.REGISTRY_TOKEN_ISSUER,
@@ -217,7 +213,7 @@ def refresh_token_agent_token_id(refresh_token: str) -> uuid.UUID:
     Accepts the current signing key, and the previous one until the longest token lifetime has
     passed since the rotation.
     """
-    keys = key_store().load().accepted(_now())
+    keys = key_store().load().accepted(utc_now())
     try:
         kid = jwt.get_unverified_header(refresh_token).get("kid")
     except jwt.InvalidTokenError as exc:
