@@ -289,10 +289,10 @@ def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool 
         if locked is None:
             return
         changes: dict[str, object] = {"cluster": None} if detach else {}
-        if locked.deprovision_requested_at is not None:
-            for name, value in changes.items():
-                setattr(locked, name, value)
-            locked.save(update_fields=list(changes))
+        if locked.deprovision_requested_at is not None:  # already on its way: only let go
+            if detach:
+                locked.cluster = None
+                locked.save(update_fields=["cluster"])
             return
         _transition(
             locked,
