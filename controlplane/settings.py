@@ -152,15 +152,44 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
+# Workers log through LOGGING (key=value fields included), not a handler of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Delivery is at least once, and every task is idempotent (docs/reliability.md explains each of
+# these): a message is acknowledged only once its task has finished, so a worker that dies takes
+# nothing with it; a worker process killed mid-task (OOM, SIGKILL) gives its message back; each
+# worker process reserves one message at a time, so no message waits behind a long task on a
+# worker that may die; tasks still running when the broker connection is lost are cancelled,
+# because the broker gives their messages to another worker.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
+# Redis gives an unacknowledged message to another worker after this long: it must exceed the
+# longest task (CELERY_TASK_TIME_LIMIT) and the longest retry countdown (a retry waits, reserved
+# and unacknowledged, on the worker), or a task would run twice while its first run is alive.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600)
+if not CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# Workers keep their database connections between tasks (health-checked before each reuse, so a
+# restarted PostgreSQL costs one reconnect); web processes do not (DATABASE_CONN_MAX_AGE).
+CELERY_WORKER_DATABASE_CONN_MAX_AGE = env_int("CELERY_WORKER_DATABASE_CONN_MAX_AGE", 300)
+
+# Celery beat (run exactly one; see docs/reliability.md): the reconciler, and the canaries.
+# A beat message still queued when the next one is due has nothing left to add: it expires.
+REGISTRY_RECONCILE_INTERVAL_SECONDS = env_float("REGISTRY_RECONCILE_INTERVAL_SECONDS", 30.0)
+REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS", 60.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "registries.redrive_stalled": {
-        "task": "registries.redrive_stalled",
-        "schedule": env_float("REGISTRY_REDRIVE_INTERVAL_SECONDS", 60.0),
+    "registries.reconcile": {
+        "task": "registries.reconcile",
+        "schedule": REGISTRY_RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": REGISTRY_RECONCILE_INTERVAL_SECONDS},
+    },
+    "registries.canaries": {
+        "task": "registries.canaries",
+        "schedule": REGISTRY_CANARY_INTERVAL_SECONDS,
+        "options": {"expires": REGISTRY_CANARY_INTERVAL_SECONDS},
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
@@ -176,9 +205,11 @@ REGISTRY_STORAGE_DIR = env("REGISTRY_STORAGE_DIR", str(VAR_DIR / "registry" / "d
 REGISTRY_PROVISION_MAX_ATTEMPTS = env_int("REGISTRY_PROVISION_MAX_ATTEMPTS", 6)
 REGISTRY_PROVISION_BACKOFF_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_SECONDS", 2.0)
 REGISTRY_PROVISION_BACKOFF_MAX_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_MAX_SECONDS", 120.0)
-# A pending or provisioning registry that has not moved for this long is provisioned again by
-# Celery beat. Keep it above the longest backoff and CELERY_TASK_TIME_LIMIT.
-REGISTRY_STALLED_AFTER_SECONDS = env_float("REGISTRY_STALLED_AFTER_SECONDS", 300.0)
+# The reconciler retries a registry that failed because the registry did not answer, this long
+# after it failed, once the registry answers again. It repairs at most this many of each kind of
+# drift per pass (the rest in the next pass).
+REGISTRY_FAILED_RETRY_AFTER_SECONDS = env_float("REGISTRY_FAILED_RETRY_AFTER_SECONDS", 300.0)
+REGISTRY_RECONCILE_BATCH = env_int("REGISTRY_RECONCILE_BATCH", 500)
 
 # --- Registry tokens ------------------------------------------------------------------------
 # The registry sends clients to REGISTRY_TOKEN_REALM (our token endpoint) for a JWT whose "iss"

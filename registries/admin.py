@@ -13,12 +13,13 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from clusters.admin import ClusterAdmin
 from clusters.models import Cluster
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
+from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 from registries.selectors import registry_overview
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
@@ -32,6 +33,26 @@ BADGE_COLOURS: dict[str, str] = {
     State.DEPROVISIONING: "#fd7e14",
     State.DELETED: "#343a40",
 }
+
+
+#: Condition badge colours by status.
+CONDITION_COLOURS = {conditions.TRUE: "#198754", conditions.FALSE: "#dc3545"}
+
+
+def condition_badge(registry: Registry, type_: str) -> SafeString:
+    """The condition's status as a coloured mark with its reason; its message on hover."""
+    condition = conditions.condition_get(registry, type_)
+    if condition is None:
+        return format_html("{}", "–")
+    return format_html(
+        '<span class="registry-condition condition-{}" title="{}" style="color:{};'
+        'font-weight:600">{} {}</span>',
+        condition["status"].lower(),
+        condition["message"],
+        CONDITION_COLOURS.get(condition["status"], "#6c757d"),
+        {conditions.TRUE: "✔", conditions.FALSE: "✖"}.get(condition["status"], "?"),
+        condition["reason"],
+    )
 
 
 def state_badge(registry: Registry | None) -> SafeString:
@@ -62,10 +83,11 @@ class RegistryEventInline(ReadOnlyTabularInline):
 @admin.register(Registry)
 class RegistryAdmin(ReadOnlyAdmin):
     list_display = [
-        "namespace", "cluster", "badge", "url", "attempts", "state_changed_at", "verified_ok",
+        "namespace", "cluster", "badge", "ready", "synced", "url", "attempts", "state_changed_at",
+        "canary_ok",
     ]  # fmt: skip
     # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
-    list_filter = ["state", "driver", "cluster__organization"]
+    list_filter = ["state", "canary_ok", "driver", "cluster__organization"]
     search_fields = ["namespace", "cluster__name", "url"]
     list_select_related = ["cluster__organization"]
     inlines = [RegistryEventInline]
@@ -76,11 +98,47 @@ class RegistryAdmin(ReadOnlyAdmin):
         return request.user.has_perm("registries.change_registry")
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        return ["badge", *(field.name for field in Registry._meta.fields)]
+        fields = (field.name for field in Registry._meta.fields if field.name != "conditions")
+        return ["badge", "conditions_table", *fields]
+
+    def get_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        # Every field read-only, the conditions as a table rather than their JSON.
+        return self.get_readonly_fields(request, obj)
 
     @admin.display(description="state", ordering="state")
     def badge(self, registry: Registry) -> SafeString:
         return state_badge(registry)
+
+    @admin.display(description="Ready")
+    def ready(self, registry: Registry) -> SafeString:
+        return condition_badge(registry, conditions.READY)
+
+    @admin.display(description="Synced")
+    def synced(self, registry: Registry) -> SafeString:
+        return condition_badge(registry, conditions.SYNCED)
+
+    @admin.display(description="conditions")
+    def conditions_table(self, registry: Registry) -> SafeString:
+        rows = [conditions.condition_get(registry, type_) for type_ in conditions.TYPES]
+        return format_html(
+            '<table class="registry-conditions"><tr><th>type</th><th>status</th><th>reason</th>'
+            "<th>message</th><th>last transition</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} UTC</td></tr>",
+                (
+                    (
+                        c["type"],
+                        c["status"],
+                        c["reason"],
+                        c["message"],
+                        f"{c['last_transition_time']:%Y-%m-%d %H:%M:%S}",
+                    )
+                    for c in rows
+                    if c is not None
+                ),  # fmt: skip
+            ),
+        )
 
     @admin.action(
         description="Retry provisioning (or deprovisioning) of selected failed registries",

@@ -1,5 +1,6 @@
-"""The cluster's registry as the REST API shows it: its state, a Kubernetes-style ``Ready``
-condition that summarises it, and the history of its transitions (oldest first).
+"""The cluster's registry as the REST API shows it: its state, its Kubernetes-style ``Ready``
+and ``Synced`` conditions, its last health canary, and the history of its transitions (oldest
+first).
 
 Timestamps and ``null`` for empty values follow the rest of the API (``clusters.api.serializers``).
 """
@@ -12,56 +13,48 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from clusters.api.serializers import TimestampField, empty_to_none
+from registries import conditions as registry_conditions
 from registries.models import Registry, RegistryEvent, State
 
-#: The ``reason`` of the Ready condition, for each state (a failed deprovisioning has its own).
-REASONS: dict[str, str] = {
-    State.PENDING: "Pending",
-    State.PROVISIONING: "Provisioning",
-    State.READY: "Provisioned",
-    State.FAILED: "ProvisioningFailed",
-    State.DEPROVISIONING: "Deprovisioning",
-    State.DELETED: "Deprovisioned",
-}
-DEPROVISIONING_FAILED = "DeprovisioningFailed"
 STATE_HELP = f"A registry state: {', '.join(State.values)}."
-
-#: The ``message`` of the Ready condition when the registry has no error to report.
-SENTENCES: dict[str, str] = {
-    State.PENDING: "Provisioning is queued: a worker will create the registry shortly.",
-    State.PROVISIONING: "A worker is creating the registry.",
-    State.READY: "The registry is ready; the cluster's hosted jobs receive its URL.",
-    State.FAILED: "Provisioning failed; retry it once the cause is fixed.",
-    State.DEPROVISIONING: "The registry is being deleted: it grants nothing any more.",
-    State.DELETED: "The registry was deleted.",
-}
-
-
-def ready_condition(registry: Registry) -> dict[str, Any]:
-    failed_deprovisioning = (
-        registry.state == State.FAILED and registry.deprovision_requested_at is not None
-    )
-    return {
-        "type": "Ready",
-        "status": "True" if registry.state == State.READY else "False",
-        "reason": DEPROVISIONING_FAILED if failed_deprovisioning else REASONS[registry.state],
-        "message": registry.last_error or SENTENCES[registry.state],
-        "last_transition_time": registry.state_changed_at,
-    }
 
 
 class RegistryConditionSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """Whether the registry is ready, and why not, as a Kubernetes condition is written."""
+    """One condition, as Kubernetes writes them (see ``registries.conditions``)."""
 
-    type = serializers.CharField(read_only=True, help_text='Always "Ready".')
-    status = serializers.ChoiceField(choices=["True", "False"], read_only=True)
+    type = serializers.ChoiceField(
+        choices=list(registry_conditions.TYPES),
+        read_only=True,
+        help_text="Ready: can the cluster's jobs use the registry now (provisioned, and its "
+        "health canary passes)? Synced: did the control plane's last attempt to make the world "
+        "match the record succeed?",
+    )
+    status = serializers.ChoiceField(
+        choices=[registry_conditions.TRUE, registry_conditions.FALSE, registry_conditions.UNKNOWN],
+        read_only=True,
+    )
     reason = serializers.CharField(
         read_only=True,
-        help_text="Why, in CamelCase: Pending, Provisioning, Provisioned, ProvisioningFailed, "
-        "Deprovisioning, DeprovisioningFailed or Deprovisioned.",
+        help_text="Why, in CamelCase. Ready: Pending, Provisioning, Provisioned, CanaryFailed, "
+        "CanaryPassed, ProvisioningFailed, Deprovisioning, DeprovisioningFailed, Deprovisioned. "
+        "Synced: Created, ReconcileSuccess, ReconcileError, EnqueueFailed, Stalled, "
+        "RetryRequested, DeprovisionRequested.",
     )
     message = serializers.CharField(read_only=True)
-    last_transition_time = TimestampField()
+    last_transition_time = TimestampField(help_text="When status last changed.")
+
+
+class RegistryCanarySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """The last health canary: a blob pushed, read back and deleted in the namespace."""
+
+    at = TimestampField(source="canary_at")
+    passed = serializers.BooleanField(source="canary_ok", read_only=True)
+    latency_ms = serializers.SerializerMethodField()
+    message = serializers.CharField(source="canary_message", read_only=True)
+
+    def get_latency_ms(self, registry: Registry) -> float | None:
+        latency = registry.canary_latency
+        return None if latency is None else round(latency.total_seconds() * 1000, 1)
 
 
 class RegistryEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -100,7 +93,10 @@ class RegistrySerializer(serializers.Serializer):  # type: ignore[type-arg]
         read_only=True, help_text="Provisioning attempts since the last retry."
     )
     last_error = serializers.SerializerMethodField()
-    conditions = serializers.SerializerMethodField()
+    conditions = serializers.SerializerMethodField(
+        help_text="Ready and Synced, as Kubernetes conditions."
+    )
+    canary = serializers.SerializerMethodField(help_text="The last health canary; null before one.")
     created_at = TimestampField()
     ready_at = TimestampField(allow_null=True)
     state_changed_at = TimestampField()
@@ -114,5 +110,12 @@ class RegistrySerializer(serializers.Serializer):  # type: ignore[type-arg]
 
     @extend_schema_field(RegistryConditionSerializer(many=True))
     def get_conditions(self, registry: Registry) -> list[dict[str, Any]]:
-        condition = RegistryConditionSerializer(ready_condition(registry))
-        return [condition.data]
+        stored = [
+            registry_conditions.condition_get(registry, type_)
+            for type_ in registry_conditions.TYPES
+        ]
+        return RegistryConditionSerializer([c for c in stored if c], many=True).data  # type: ignore[return-value]
+
+    @extend_schema_field(RegistryCanarySerializer(allow_null=True))
+    def get_canary(self, registry: Registry) -> dict[str, Any] | None:
+        return None if registry.canary_at is None else RegistryCanarySerializer(registry).data

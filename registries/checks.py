@@ -72,13 +72,14 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
     longest_wait = max(
         settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS, settings.CELERY_TASK_TIME_LIMIT
     )
-    if longest_wait >= settings.REGISTRY_STALLED_AFTER_SECONDS:
+    uses_redis = not settings.CELERY_BROKER_URL.startswith("filesystem://")
+    if uses_redis and longest_wait >= settings.CELERY_VISIBILITY_TIMEOUT:
         errors.append(
             checks.Warning(
-                f"REGISTRY_STALLED_AFTER_SECONDS={settings.REGISTRY_STALLED_AFTER_SECONDS} is not "
-                f"above the longest backoff or task time limit ({longest_wait}s): registries "
-                "waiting for a retry would be provisioned twice.",
-                hint="Raise REGISTRY_STALLED_AFTER_SECONDS.",
+                f"CELERY_VISIBILITY_TIMEOUT={settings.CELERY_VISIBILITY_TIMEOUT} is not above the "
+                f"longest task or retry countdown ({longest_wait}s): Redis would give a message "
+                "to a second worker while the first still holds it, and the task would run twice.",
+                hint="Raise CELERY_VISIBILITY_TIMEOUT.",
                 id="registries.W001",
             )
         )

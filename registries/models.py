@@ -12,6 +12,9 @@ from django.utils import timezone
 
 from clusters.models import Cluster
 
+#: The variable that publishes a ready registry's URL to its cluster's hosted jobs.
+REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
+
 
 class State(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -80,9 +83,22 @@ class Registry(models.Model):
     #: When deprovisioning was asked for; never cleared. From then on the registry is owed
     #: deprovisioning, not provisioning, and grants nothing.
     deprovision_requested_at = models.DateTimeField(null=True, blank=True)
-    #: When a swept ``deprovisioning`` registry is due for its next sweep (Celery beat enqueues
-    #: it then); also a lease, pushed forward while beat's attempt runs.
+    #: When the reconciler should move a ``pending``, ``provisioning`` or ``deprovisioning``
+    #: registry on, unless something has by then: the lease of a running attempt (its time limit
+    #: plus one reconcile interval), the time of a scheduled retry, or a swept registry's final
+    #: sweep. None in the other states.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: Kubernetes-style conditions, ``Ready`` and ``Synced`` (see ``registries.conditions``).
+    conditions = models.JSONField(default=list, blank=True)
+    #: A ``failed`` registry whose last error was transient (the registry did not answer): the
+    #: reconciler retries it by itself once the registry answers again.
+    failure_transient = models.BooleanField(default=False)
+    #: The last health canary (a blob pushed, read back and deleted): when, whether it passed,
+    #: how long it took and what it saw.
+    canary_at = models.DateTimeField(null=True, blank=True)
+    canary_ok = models.BooleanField(null=True, blank=True)
+    canary_latency = models.DurationField(null=True, blank=True)
+    canary_message = models.TextField(blank=True, default="")
     #: The last "verify now" from the console: when, whether the registry still demanded and
     #: accepted our tokens, and what was seen.
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -141,3 +157,16 @@ class RegistryEvent(models.Model):
         if self.pk is not None:
             raise ValueError("Registry events are append-only.")
         super().save(*args, **kwargs)
+
+
+class Lease(models.Model):
+    """A named lease that at most one process holds until ``expires_at`` (the reconciler's lock
+    against a second Celery beat). Taken with one conditional UPDATE; see
+    ``registries.reconciler.lease_acquire``."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=255, blank=True, default="")
+    expires_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,30 +7,56 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from clusters.models import ClusterAgentToken
+from clusters.models import AgentEnvironmentVariable, Cluster, ClusterAgentToken, Queue
 from clusters.selectors import agent_token_authenticate
-from registries.models import Registry, RegistryEvent, RegistryQuerySet, State
+from registries.models import (
+    REGISTRY_URL_VARIABLE,
+    Registry,
+    RegistryEvent,
+    RegistryQuerySet,
+    State,
+)
 from registries.tokens import Principal
 
 
-def registries_due(*, now: datetime, stalled_for: timedelta) -> RegistryQuerySet:
-    """Registries that a (de)provisioning attempt should move now, oldest first.
-
-    A ``pending``, ``provisioning`` or never-swept ``deprovisioning`` row whose message never
-    reached the broker (or whose retry could not be published), or whose worker died, stays put;
-    nothing else would pick it up. ``stalled_for`` must exceed the longest backoff and the task's
-    time limit, so that rows with a live message are left alone. A ``deprovisioning`` row that
-    was swept is due again at its ``next_attempt_at``.
-    """
-    cutoff = now - stalled_for
-    stalled = Q(state__in=[State.PENDING, State.PROVISIONING]) | Q(
-        state=State.DEPROVISIONING, next_attempt_at__isnull=True
+def registries_due(*, now: datetime, interval: timedelta) -> RegistryQuerySet:
+    """Registries owed an attempt that nothing has moved by their due time, oldest first:
+    ``pending`` ones whose message was lost (or never sent), ``provisioning`` and
+    ``deprovisioning`` ones whose attempt's lease expired (a dead worker, a database outage),
+    retries whose message was lost, and swept ``deprovisioning`` ones whose final sweep is due.
+    A row without a due time (written before there were any) is due once unchanged for
+    ``interval``."""
+    owed = Q(state__in=[State.PENDING, State.PROVISIONING, State.DEPROVISIONING])
+    due = Q(next_attempt_at__lte=now) | Q(
+        next_attempt_at__isnull=True, state_changed_at__lte=now - interval
     )
+    return Registry.objects.filter(owed & due).order_by("state_changed_at")
+
+
+def clusters_owed_a_registry() -> QuerySet[Cluster]:
+    """Clusters with a hosted queue and no registry (the signal that creates it was lost, or the
+    queue was written around the services)."""
+    return Cluster.objects.filter(
+        Exists(Queue.objects.hosted().filter(cluster=OuterRef("pk"))), registry__isnull=True
+    ).order_by("created_at")
+
+
+def registries_unpublished() -> RegistryQuerySet:
+    """Ready registries whose cluster's jobs do not receive their URL (the variable is missing or
+    holds another value)."""
+    published = AgentEnvironmentVariable.objects.filter(
+        cluster=OuterRef("cluster"), name=REGISTRY_URL_VARIABLE, value=OuterRef("url")
+    )
+    return Registry.objects.ready().filter(cluster__isnull=False).exclude(Exists(published))
+
+
+def registries_failed_transiently(*, before: datetime) -> RegistryQuerySet:
+    """Failed registries whose last error was the registry not answering, failed before
+    ``before``: worth an automatic retry once the registry answers again."""
     return Registry.objects.filter(
-        (stalled & Q(state_changed_at__lt=cutoff))
-        | Q(state=State.DEPROVISIONING, next_attempt_at__lte=now)
+        state=State.FAILED, failure_transient=True, state_changed_at__lte=before
     ).order_by("state_changed_at")
 
 

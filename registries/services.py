@@ -8,25 +8,27 @@ transaction, so a slow registry never holds a database lock.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from clusters.models import Cluster
+from clusters.models import AgentEnvironmentVariable, Cluster
 from clusters.services import agent_environment_set, agent_environment_unset
+from registries import conditions
 from registries.drivers import DriverError, RegistryUnavailable, get_driver
-from registries.models import Registry, RegistryEvent, State
+from registries.models import REGISTRY_URL_VARIABLE, Registry, RegistryEvent, State
 from registries.selectors import registries_due
 
 logger = logging.getLogger(__name__)
 
-REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
 NAMESPACE_ATTEMPTS = 3
 #: Distribution accepts a token up to this long after its ``exp`` (and before its ``nbf``).
 DISTRIBUTION_LEEWAY_SECONDS = 60
@@ -41,6 +43,31 @@ class AttemptResult:
     state: str | None
     attempts: int = 0
     retry: bool = False
+    #: Seconds to wait before the retry (the backoff), when ``retry``.
+    retry_in: float = 0.0
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with "equal jitter": half of the delay fixed, half random.
+
+    Attempt 1 waits about ``REGISTRY_PROVISION_BACKOFF_SECONDS``, each later attempt about twice
+    as long, capped at ``REGISTRY_PROVISION_BACKOFF_MAX_SECONDS``.
+    """
+    base: float = settings.REGISTRY_PROVISION_BACKOFF_SECONDS
+    cap: float = settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS
+    delay = min(cap, base * 2.0 ** max(attempt - 1, 0))
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not cryptography
+
+
+def reconcile_interval() -> timedelta:
+    """How often the reconciler runs (``REGISTRY_RECONCILE_INTERVAL_SECONDS``)."""
+    return timedelta(seconds=settings.REGISTRY_RECONCILE_INTERVAL_SECONDS)
+
+
+def attempt_lease() -> timedelta:
+    """How long a started attempt holds its registry: no attempt outlives the task's hard time
+    limit, and the reconciler looks again within one interval after that."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + reconcile_interval()
 
 
 def registry_namespace(cluster: Cluster) -> str:
@@ -51,16 +78,29 @@ def registry_namespace(cluster: Cluster) -> str:
     return f"{cluster.organization.slug}/{secrets.token_hex(6)}"
 
 
+#: States in which nothing is owed until someone asks: the reconciler has no due time for them.
+SETTLED = frozenset({State.READY, State.FAILED, State.DELETED})
+
+
 def _transition(registry: Registry, to_state: str, *, message: str = "", **changes: object) -> None:
-    """Move a locked ``registry`` to ``to_state`` and record the event, in one transaction."""
+    """Move a locked ``registry`` to ``to_state`` and record the event, in one transaction.
+
+    ``Ready`` follows the new state; ``Synced``, if the caller set it, is saved with it. A
+    settled registry has no due time, and only a failure says whether it was transient.
+    """
     if not registry.can_become(to_state):
         raise ValidationError(f"A {registry.state} registry cannot become {to_state}.")
     now = timezone.now()
     from_state, duration = registry.state, now - registry.state_changed_at
     registry.state = to_state
     registry.state_changed_at = now
+    defaults: dict[str, object] = {"failure_transient": False}
+    if to_state in SETTLED:
+        defaults["next_attempt_at"] = None
+    changes = {**defaults, **changes}
     for field, value in changes.items():
         setattr(registry, field, value)
+    conditions.ready_from_state(registry, now=now)
     RegistryEvent.objects.create(
         registry=registry,
         from_state=from_state,
@@ -70,7 +110,7 @@ def _transition(registry: Registry, to_state: str, *, message: str = "", **chang
         message=message,
         created_at=now,
     )
-    registry.save(update_fields=["state", "state_changed_at", *changes])
+    registry.save(update_fields=["state", "state_changed_at", "conditions", *changes])
 
 
 def _left_as_is(registry: Registry | None) -> AttemptResult:
@@ -97,6 +137,7 @@ def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
     if registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS:
         return None
     error = f"no attempt finished after {registry.attempts} attempts"
+    conditions.not_synced(registry, conditions.RECONCILE_ERROR, error)
     _transition(registry, State.FAILED, message=error, last_error=error)
     logger.warning("registry.attempt.failed", extra={"registry_id": str(registry.pk)})
     return AttemptResult(state=State.FAILED, attempts=registry.attempts)
@@ -107,8 +148,8 @@ def _enqueue(registry: Registry) -> None:
     or deprovision it once that was asked for.
 
     If the broker cannot take the message, the registry stays where it is: that row, not the
-    message, is the record of the work owed, and ``registries.redrive_stalled`` (Celery beat)
-    enqueues it again later.
+    message, is the record of the work owed, and the reconciler (``registries.reconcile``, Celery
+    beat) enqueues it again once it is due. ``Synced`` says so meanwhile.
     """
     from registries.tasks import deprovision_registry, provision_registry  # they import us
 
@@ -118,12 +159,32 @@ def _enqueue(registry: Registry) -> None:
     def send() -> None:
         try:
             task.delay(registry_id)
-        except Exception:
+        except Exception as exc:
             logger.exception(
                 "registry.enqueue_failed", extra={"registry_id": registry_id, "task": task.name}
             )
+            _record_enqueue_failure(registry_id, exc)
 
     transaction.on_commit(send)
+
+
+def _record_enqueue_failure(registry_id: str, exc: Exception) -> None:
+    """Say on the registry that its message did not reach the broker (best effort: the database
+    may be what failed)."""
+    message = (
+        f"The task queue did not take the message ({type(exc).__name__}: {exc}); the "
+        "reconciler enqueues it again once it is due."
+    )
+    try:
+        with transaction.atomic():
+            registry = _lock(registry_id)
+            if registry is not None and registry.state not in SETTLED:
+                conditions.not_synced(registry, conditions.ENQUEUE_FAILED, message)
+                registry.save(update_fields=["conditions"])
+    except Exception:
+        logger.exception(
+            "registry.enqueue_failure_not_recorded", extra={"registry_id": registry_id}
+        )
 
 
 def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
@@ -138,12 +199,26 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
     for attempt in range(NAMESPACE_ATTEMPTS):
         try:
             with transaction.atomic():
-                registry = Registry.objects.create(
+                now = timezone.now()
+                registry = Registry(
                     cluster=cluster,
                     namespace=registry_namespace(cluster),
                     driver=settings.REGISTRY_DRIVER,
                     state=State.PENDING,
+                    state_changed_at=now,
+                    created_at=now,
+                    next_attempt_at=now + reconcile_interval(),
                 )
+                conditions.ready_from_state(registry, now=now)
+                conditions.condition_set(
+                    registry,
+                    conditions.SYNCED,
+                    conditions.UNKNOWN,
+                    conditions.CREATED,
+                    "Provisioning is enqueued; no attempt has run yet.",
+                    now=now,
+                )
+                registry.save(force_insert=True)
                 RegistryEvent.objects.create(
                     registry=registry, from_state="", to_state=State.PENDING, message="created"
                 )
@@ -176,7 +251,10 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         registry = _lock(registry_id)
         if registry is None or registry.state not in (State.PENDING, State.PROVISIONING):
             return _left_as_is(registry)
+        now = timezone.now()
         resumed = registry.state == State.PROVISIONING
+        if resumed and registry.next_attempt_at is not None and registry.next_attempt_at > now:
+            return _left_as_is(registry)  # a running attempt holds it (a duplicate message)
         if exhausted := _give_up_if_exhausted(registry):
             return exhausted
         _transition(
@@ -184,6 +262,7 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
             State.PROVISIONING,
             message="resumed after an interrupted attempt" if resumed else "",
             attempts=registry.attempts + 1,
+            next_attempt_at=now + attempt_lease(),
         )
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.provision.started", extra=log_extra)
@@ -197,6 +276,9 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
             if locked is None or locked.state != State.PROVISIONING or cluster is None:
                 return _left_as_is(locked)
             registry = locked
+            conditions.synced(
+                registry, f"Provisioned; its URL is published as {REGISTRY_URL_VARIABLE}."
+            )
             _transition(registry, State.READY, url=url, last_error="", ready_at=timezone.now())
             agent_environment_set(
                 cluster=cluster,
@@ -211,7 +293,7 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
 
 
 #: Errors that end an attempt and are recorded on the registry. Anything else (a database
-#: outage, say) propagates, and the row is found again by ``registries.redrive_stalled``.
+#: outage, say) propagates, and the reconciler finds the row again once its lease expires.
 _RECORDED_ERRORS = (DriverError, ValidationError, ValueError, TypeError, LookupError)
 
 
@@ -241,35 +323,58 @@ def _attempt_failed(
             return _left_as_is(registry)
         retry = transient and registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS
         error = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
+        delay = backoff_seconds(registry.attempts) if retry else 0.0
         if retry:
-            _transition(registry, retry_state, message=f"will retry: {error}", last_error=error)
+            conditions.not_synced(
+                registry,
+                conditions.RECONCILE_ERROR,
+                f"Attempt {registry.attempts} failed: {error}. Retrying in {delay:.1f} s.",
+            )
+            _transition(
+                registry,
+                retry_state,
+                message=f"will retry: {error}",
+                last_error=error,
+                next_attempt_at=timezone.now() + timedelta(seconds=delay) + reconcile_interval(),
+            )
         else:
             reason = f"gave up after {registry.attempts} attempts" if transient else "not retryable"
-            _transition(registry, State.FAILED, message=f"{reason}: {error}", last_error=error)
+            conditions.not_synced(registry, conditions.RECONCILE_ERROR, f"{reason}: {error}")
+            _transition(
+                registry,
+                State.FAILED,
+                message=f"{reason}: {error}",
+                last_error=error,
+                failure_transient=transient,
+            )
     logger.warning(
         "registry.attempt.retrying" if retry else "registry.attempt.failed",
         extra={**log_extra, "state": working, "error": error},
     )
-    return AttemptResult(state=registry.state, attempts=registry.attempts, retry=retry)
+    return AttemptResult(
+        state=registry.state, attempts=registry.attempts, retry=retry, retry_in=delay
+    )
 
 
-def registry_retry(*, registry: Registry) -> Registry:
+def registry_retry(*, registry: Registry, why: str = "retry requested") -> Registry:
     """Start a ``failed`` registry again, with a fresh attempt budget: provisioning, or
-    deprovisioning if that is what failed."""
+    deprovisioning if that is what failed. ``why`` starts the event's message."""
     with transaction.atomic():
         locked = _lock(registry.pk)
         if locked is None or locked.state != State.FAILED:
             state = locked.state if locked else "deleted"
             raise ValidationError(f"Only a failed registry can be retried; this one is {state}.")
         next_state = State.DEPROVISIONING if locked.deprovision_requested_at else State.PENDING
+        message = f"{why} after: {locked.last_error}" if locked.last_error else why
+        conditions.condition_set(
+            locked, conditions.SYNCED, conditions.UNKNOWN, "RetryRequested", message
+        )
         _transition(
             locked,
             next_state,
-            message=f"retry requested after: {locked.last_error}"
-            if locked.last_error
-            else ("retry requested"),
+            message=message,
             attempts=0,
-            next_attempt_at=None,
+            next_attempt_at=timezone.now() + reconcile_interval(),
             last_error="",
         )
         _enqueue(locked)
@@ -294,12 +399,17 @@ def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool 
                 locked.cluster = None
                 locked.save(update_fields=["cluster"])
             return
+        now = timezone.now()
+        conditions.condition_set(
+            locked, conditions.SYNCED, conditions.UNKNOWN, "DeprovisionRequested", reason, now=now
+        )
         _transition(
             locked,
             State.DEPROVISIONING,
             message=reason,
-            deprovision_requested_at=timezone.now(),
+            deprovision_requested_at=now,
             attempts=0,
+            next_attempt_at=now + reconcile_interval(),
             **changes,
         )
         _enqueue(locked)
@@ -333,7 +443,8 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         if exhausted := _give_up_if_exhausted(registry):
             return exhausted
         registry.attempts += 1
-        registry.save(update_fields=["attempts"])
+        registry.next_attempt_at = timezone.now() + attempt_lease()
+        registry.save(update_fields=["attempts", "next_attempt_at"])
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.deprovision.started", extra=log_extra)
     try:
@@ -351,6 +462,7 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
             swept = f"deleted {deleted} manifest(s) from {registry.namespace}"
             final = timezone.now() >= last_token_expiry
             if final:
+                conditions.synced(registry, f"{swept}; the registry is deleted.")
                 _transition(registry, State.DELETED, message=swept, last_error="")
             else:
                 # Not a failure: the attempt budget starts again for the final sweep.
@@ -358,6 +470,7 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
                     f"{swept}; sweeping again after {last_token_expiry:%Y-%m-%d %H:%M:%S} UTC, "
                     "when every registry token issued before has expired"
                 )
+                conditions.synced(registry, message)
                 _transition(
                     registry,
                     State.DEPROVISIONING,
@@ -375,21 +488,98 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     return AttemptResult(state=registry.state, attempts=registry.attempts)
 
 
-def registries_claim_due(*, stalled_for: timedelta) -> list[Registry]:
-    """Registries that a (de)provisioning attempt should move now, each leased for
-    ``stalled_for`` so that the next call does not hand it out again while its attempt runs.
+def registries_claim_due(*, now: datetime | None = None) -> list[Registry]:
+    """Enqueue an attempt for every registry that is due (``selectors.registries_due``), each
+    leased for ``attempt_lease()`` so that the next pass does not enqueue it again while the
+    attempt waits or runs. Returns them.
 
-    Due: ``pending``/``provisioning`` rows unchanged for ``stalled_for`` (a lost message, a dead
-    worker), ``deprovisioning`` rows never swept and unchanged as long, and ``deprovisioning``
-    rows whose final sweep is due (``next_attempt_at``).
+    A ``provisioning`` registry whose lease expired goes back to ``pending``: its attempt died.
+    ``Synced`` says why each was enqueued again, except a final sweep that is simply due.
     """
-    now = timezone.now()
+    now = now or timezone.now()
     with transaction.atomic():
-        due = list(registries_due(now=now, stalled_for=stalled_for).select_for_update())
-        Registry.objects.filter(
-            pk__in=[r.pk for r in due if r.state == State.DEPROVISIONING]
-        ).update(next_attempt_at=now + stalled_for)
+        due = list(
+            registries_due(now=now, interval=reconcile_interval()).select_for_update(
+                skip_locked=True
+            )[
+                # rows an attempt holds right now
+                : settings.REGISTRY_RECONCILE_BATCH
+            ]
+        )
+        for registry in due:
+            lease = now + attempt_lease()
+            since = registry.next_attempt_at or registry.state_changed_at
+            if registry.state == State.PROVISIONING:
+                message = (
+                    f"Attempt {registry.attempts} did not finish by {since:%H:%M:%S} UTC (a worker "
+                    "died or lost its database); provisioning again."
+                )
+                conditions.not_synced(registry, conditions.STALLED, message, now=now)
+                _transition(registry, State.PENDING, message=message, next_attempt_at=lease)
+            else:
+                synced = conditions.condition_get(registry, conditions.SYNCED)
+                if registry.state != State.DEPROVISIONING or not (
+                    synced and synced["status"] == conditions.TRUE  # a final sweep that is due
+                ):
+                    work = "deprovisioning" if registry.deprovision_requested_at else "provisioning"
+                    conditions.not_synced(
+                        registry,
+                        conditions.STALLED,
+                        f"Nothing moved it since {since:%H:%M:%S} UTC (a lost message); {work} "
+                        "enqueued again.",
+                        now=now,
+                    )
+                registry.next_attempt_at = lease
+                registry.save(update_fields=["next_attempt_at", "conditions"])
+            _enqueue(registry)
+    for registry in due:
+        logger.warning(
+            "registry.redriven", extra={"registry_id": str(registry.pk), "state": registry.state}
+        )
     return due
+
+
+def registry_republish(*, registry: Registry) -> str | None:
+    """Publish a ready registry's URL to its cluster's jobs again if they do not receive it (the
+    variable is missing or holds another value). Returns what was repaired, or None."""
+    with transaction.atomic():
+        locked = _lock_with_cluster(registry)
+        if locked is None or locked.state != State.READY or locked.cluster is None:
+            return None
+        current = (
+            AgentEnvironmentVariable.objects.filter(
+                cluster=locked.cluster, name=REGISTRY_URL_VARIABLE
+            )
+            .values_list("value", flat=True)
+            .first()
+        )
+        if current == locked.url:
+            return None
+        what = "missing" if current is None else f"stale ({current!r})"
+        try:
+            with transaction.atomic():
+                agent_environment_set(
+                    cluster=locked.cluster,
+                    name=REGISTRY_URL_VARIABLE,
+                    value=locked.url,
+                    source=ENVIRONMENT_SOURCE,
+                )
+        except ValidationError as exc:
+            repaired = None
+            conditions.not_synced(
+                locked,
+                conditions.RECONCILE_ERROR,
+                f"{REGISTRY_URL_VARIABLE} is {what} and cannot be published: {exc.messages[0]}",
+            )
+        else:
+            repaired = f"re-published {REGISTRY_URL_VARIABLE}: it was {what}"
+            conditions.synced(locked, f"{repaired[0].upper()}{repaired[1:]}.")
+        locked.save(update_fields=["conditions"])
+    logger.warning(
+        "registry.republished" if repaired else "registry.republish_failed",
+        extra={"registry_id": str(registry.pk), "was": what},
+    )
+    return repaired
 
 
 def registry_verify(*, registry: Registry) -> Registry:
@@ -405,3 +595,74 @@ def registry_verify(*, registry: Registry) -> Registry:
     registry.refresh_from_db(fields=["verified_at", "verified_ok", "verification"])
     logger.info("registry.verified", extra={"registry_id": str(registry.pk), "ok": ok})
     return registry
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    ok: bool
+    latency: timedelta
+    seen: str
+
+
+def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
+    """Run the health canary of a ``ready`` registry: push a small blob to the reserved repository
+    in its namespace, read it back and delete it, with a token we mint as a job's would be.
+
+    Records when, whether it passed, how long it took and what was seen. A failure sets ``Ready``
+    False (reason ``CanaryFailed``); the next pass sets it True again. The state stays ``ready``:
+    the canary reports, it does not stop jobs from trying. None if the registry is not ready.
+    """
+    registry = Registry.objects.ready().filter(pk=registry_id).first()
+    if registry is None:
+        return None
+    started = time.monotonic()
+    try:
+        seen, ok = get_driver(registry.driver).canary(namespace=registry.namespace), True
+    except DriverError as exc:
+        seen, ok = str(exc), False
+    result = CanaryResult(ok=ok, latency=timedelta(seconds=time.monotonic() - started), seen=seen)
+    with transaction.atomic():
+        locked = _lock(registry_id)
+        if locked is None or locked.state != State.READY:
+            return result
+        now = timezone.now()
+        locked.canary_at, locked.canary_ok = now, ok
+        locked.canary_latency, locked.canary_message = result.latency, seen
+        ready = conditions.condition_get(locked, conditions.READY)
+        if not ok:
+            conditions.condition_set(
+                locked,
+                conditions.READY,
+                conditions.FALSE,
+                conditions.CANARY_FAILED,
+                f"The health canary failed: {seen}",
+                now=now,
+            )
+        elif ready is None or ready["status"] != conditions.TRUE:
+            conditions.condition_set(
+                locked,
+                conditions.READY,
+                conditions.TRUE,
+                conditions.CANARY_PASSED,
+                f"The health canary passes again ({_milliseconds(result.latency)}).",
+                now=now,
+            )
+        locked.save(
+            update_fields=[
+                "canary_at", "canary_ok", "canary_latency", "canary_message", "conditions"
+            ]
+        )  # fmt: skip
+    log = logger.info if ok else logger.warning
+    log(
+        "registry.canary.passed" if ok else "registry.canary.failed",
+        extra={
+            "registry_id": str(registry_id),
+            "latency_ms": round(result.latency.total_seconds() * 1000, 1),
+            **({} if ok else {"error": seen}),
+        },
+    )
+    return result
+
+
+def _milliseconds(duration: timedelta) -> str:
+    return f"{duration.total_seconds() * 1000:.0f} ms"

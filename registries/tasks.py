@@ -1,35 +1,26 @@
-"""Celery tasks: thin, idempotent wrappers that take ids and call services."""
+"""Celery tasks: thin, idempotent wrappers that take ids and call services.
+
+Every task may run twice (delivery is at least once: see docs/reliability.md); each service it
+calls locks its registry row and does nothing when the work is already done.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
-from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
 
-from registries.models import State
+from registries.models import Registry
+from registries.reconciler import registries_reconcile
 from registries.services import (
     AttemptResult,
-    registries_claim_due,
+    registry_canary,
     registry_deprovision,
     registry_provision,
 )
 
 logger = logging.getLogger(__name__)
-
-
-def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with "equal jitter": half of the delay fixed, half random.
-
-    Attempt 1 waits about ``REGISTRY_PROVISION_BACKOFF_SECONDS``, each later attempt about twice
-    as long, capped at ``REGISTRY_PROVISION_BACKOFF_MAX_SECONDS``.
-    """
-    base: float = settings.REGISTRY_PROVISION_BACKOFF_SECONDS
-    cap: float = settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS
-    delay = min(cap, base * 2.0 ** max(attempt - 1, 0))
-    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not cryptography
 
 
 # Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task.
@@ -52,23 +43,37 @@ def deprovision_registry(self: Task, registry_id: str) -> str | None:
 
 def _retried(task: Task, result: AttemptResult) -> str | None:
     if result.retry:
-        raise task.retry(countdown=backoff_seconds(result.attempts))
+        raise task.retry(countdown=result.retry_in)
     return result.state
 
 
-@shared_task(name="registries.redrive_stalled")  # type: ignore[untyped-decorator]
-def redrive_stalled_registries() -> list[str]:
-    """Enqueue (de)provisioning for registries that are due: stalled ones, and deprovisioning
-    ones whose final sweep is due (Celery beat)."""
-    stalled = registries_claim_due(
-        stalled_for=timedelta(seconds=settings.REGISTRY_STALLED_AFTER_SECONDS)
-    )
-    for registry in stalled:
-        logger.warning(
-            "registry.redriven", extra={"registry_id": str(registry.pk), "state": registry.state}
+@shared_task(name="registries.reconcile")  # type: ignore[untyped-decorator]
+def reconcile_registries() -> dict[str, object]:
+    """One reconcile pass (Celery beat, every REGISTRY_RECONCILE_INTERVAL_SECONDS)."""
+    report = registries_reconcile()
+    return {
+        "skipped_because_held_by": report.skipped_because_held_by,
+        "created": report.created,
+        "enqueued": report.enqueued,
+        "republished": report.republished,
+        "retried": report.retried,
+    }
+
+
+@shared_task(name="registries.canaries")  # type: ignore[untyped-decorator]
+def run_canaries() -> list[str]:
+    """Enqueue the health canary of every ready registry (Celery beat, every
+    REGISTRY_CANARY_INTERVAL_SECONDS)."""
+    ids = [str(pk) for pk in Registry.objects.ready().values_list("pk", flat=True)]
+    for registry_id in ids:
+        # A canary still queued when the next round starts is stale: let it expire.
+        canary_registry.apply_async(
+            (registry_id,), expires=settings.REGISTRY_CANARY_INTERVAL_SECONDS
         )
-        task = (
-            deprovision_registry if registry.state == State.DEPROVISIONING else provision_registry
-        )
-        task.delay(str(registry.pk))
-    return [str(registry.pk) for registry in stalled]
+    return ids
+
+
+@shared_task(name="registries.canary", acks_late=True)  # type: ignore[untyped-decorator]
+def canary_registry(registry_id: str) -> bool | None:
+    result = registry_canary(registry_id=registry_id)
+    return None if result is None else result.ok

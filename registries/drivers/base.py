@@ -31,6 +31,11 @@ class RegistryDriver(Protocol):
         ``RegistryUnavailable`` or ``DriverError``."""
         ...
 
+    def canary(self, *, namespace: str) -> str:
+        """Write something small in ``namespace``, read it back and delete it, as a job would;
+        describe what was seen. Raises ``RegistryUnavailable`` or ``DriverError``."""
+        ...
+
     def check_api(self) -> str:
         """Check that the registry answers and trusts our tokens; describe what was seen.
         Raises ``RegistryUnavailable`` or ``DriverError``."""

@@ -12,7 +12,9 @@ blobs are reclaimed later by the registry's offline garbage collector.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,8 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)="([^"]*)"')
+#: The repository in every namespace that the health canary writes to (and cleans up after).
+CANARY_REPOSITORY = "controlplane-canary"
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -113,6 +117,41 @@ class DistributionDriver:
                 "`python manage.py registry_config` and restart it."
             )
         return f"GET {endpoint}: 401 with our token challenge, 200 with our token"
+
+    def canary(self, *, namespace: str) -> str:
+        """Push a small random blob to ``<namespace>/controlplane-canary``, read it back and
+        delete it, with a token scoped to that repository; describe what was seen.
+
+        A blob, not an image: no tag or manifest is ever written, so the canary is invisible to
+        the namespace's jobs and to deprovisioning, and leaves nothing behind.
+        """
+        repository = f"{namespace}/{CANARY_REPOSITORY}"
+        token = _control_plane_token(
+            Principal.control_plane(namespace),
+            [Scope("repository", repository, ("pull", "push", "delete"))],
+        )
+        body = b"controlplane canary " + secrets.token_hex(16).encode()
+        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        upload = self._request(
+            "POST", self._url(f"/v2/{repository}/blobs/uploads/"), token=token, expect=(202,)
+        )
+        location = urljoin(self.api_url, upload.headers.get("Location", ""))
+        separator = "&" if "?" in location else "?"
+        self._request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            token=token,
+            expect=(201,),
+            headers={"Content-Type": "application/octet-stream"},
+            data=body,
+            what=f"PUT the canary blob to {repository}",
+        )
+        blob = self._url(f"/v2/{repository}/blobs/{digest}")
+        read = self._request("GET", blob, token=token, expect=(200,))
+        if read.content != body:
+            raise DriverError(f"GET {blob} answered other bytes than were pushed.")
+        self._request("DELETE", blob, token=token, expect=(202,))
+        return f"pushed, read back and deleted {digest} in {repository}"
 
     def deprovision(self, *, namespace: str) -> int:
         """Delete every manifest in ``namespace``; return how many were deleted."""
@@ -191,6 +230,7 @@ class DistributionDriver:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         what: str | None = None,
+        data: bytes | None = None,
     ) -> requests.Response:
         what = what or f"{method} {url}"
         headers = dict(headers or {})
@@ -198,7 +238,7 @@ class DistributionDriver:
             headers["Authorization"] = f"Bearer {token}"
         try:
             response = self.session.request(
-                method, url, headers=headers, timeout=self.timeout, allow_redirects=False
+                method, url, headers=headers, data=data, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
             raise RegistryUnavailable(f"{what} failed: {exc}") from exc

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from clusters import services
 from clusters.models import Cluster
+from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 
 pytestmark = pytest.mark.django_db
@@ -37,13 +38,14 @@ def make_registry(cluster: Cluster, state: str = State.READY, **fields: Any) -> 
         "created_at": T0,
         "state_changed_at": T0,
     }
-    return Registry.objects.create(
-        cluster=cluster,
-        namespace=namespace,
-        driver="distribution",
-        state=state,
+    registry = Registry(
+        cluster=cluster, namespace=namespace, driver="distribution", state=state,
         **{**defaults, **fields},
-    )
+    )  # fmt: skip
+    # Ready as the services set it on the registry's last transition.
+    conditions.ready_from_state(registry, now=registry.state_changed_at)
+    registry.save(force_insert=True)
+    return registry
 
 
 def add_event(
@@ -97,6 +99,7 @@ def test_a_ready_registry_with_its_condition_and_its_events_oldest_first(api, cl
                 "last_transition_time": "2025-03-04T05:06:14.890Z",
             }
         ],
+        "canary": None,
         "created_at": "2025-03-04T05:06:07.890Z",
         "ready_at": "2025-03-04T05:06:14.890Z",
         "state_changed_at": "2025-03-04T05:06:14.890Z",
@@ -168,6 +171,25 @@ def test_a_registry_that_is_not_ready_says_why(api, cluster, state, fields, reas
     assert body["events"] == []
 
 
+def test_the_last_health_canary_is_shown(api, cluster) -> None:
+    make_registry(
+        cluster,
+        canary_at=T0,
+        canary_ok=False,
+        canary_latency=dt.timedelta(milliseconds=12.34),
+        canary_message="POST …/blobs/uploads/ answered 503",
+    )
+
+    body = api.get(registry_path(cluster)).json()
+
+    assert body["canary"] == {
+        "at": "2025-03-04T05:06:07.890Z",
+        "passed": False,
+        "latency_ms": 12.3,
+        "message": "POST …/blobs/uploads/ answered 503",
+    }
+
+
 def test_a_cluster_without_a_registry_is_404(api, cluster) -> None:
     other = services.cluster_create(organization=api.organization, name="Other")
     make_registry(other)
@@ -225,8 +247,17 @@ def test_retrying_a_failed_registry_makes_it_pending_and_enqueues_its_provisioni
     registry.refresh_from_db()
     assert registry.state == State.PENDING
     assert (body["state"], body["attempts"]) == ("pending", 0)
-    assert body["conditions"][0]["reason"] == "Pending"
-    assert body["state_changed_at"] == body["conditions"][0]["last_transition_time"]
+    ready, synced = body["conditions"]
+    # Still not ready: the condition's status, and so its transition time, did not change.
+    assert (ready["status"], ready["reason"]) == ("False", "Pending")
+    assert ready["last_transition_time"] == "2025-03-04T05:06:07.890Z"
+    assert synced == {
+        "type": "Synced",
+        "status": "Unknown",
+        "reason": "RetryRequested",
+        "message": "retry requested after: namespace refused",
+        "last_transition_time": body["state_changed_at"],
+    }
     assert [event["to_state"] for event in body["events"]] == ["pending", "pending"]
     assert body["events"][-1] == {
         "from_state": "failed",

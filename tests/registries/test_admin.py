@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
+from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 from tests.clusters.factories import ClusterFactory
 from tests.support.processes import free_port
@@ -168,3 +169,30 @@ def test_only_staff_with_permissions_may_see_and_act(client: Client) -> None:
     act(client, "retry", registry)
     registry.refresh_from_db()
     assert registry.state == State.FAILED
+
+
+def test_registries_show_their_conditions_in_the_list_and_in_full(operator: Client) -> None:
+    registry = make_registry(State.READY, canary_ok=False)
+    conditions.ready_from_state(registry)
+    conditions.condition_set(
+        registry, "Ready", "False", "CanaryFailed", "The health canary failed: POST answered 503"
+    )
+    conditions.synced(registry, "Provisioned.")
+    registry.save()
+
+    listed = operator.get(CHANGELIST).content.decode()
+    detail = operator.get(f"{CHANGELIST}{registry.pk}/change/").content.decode()
+
+    assert (
+        '<span class="registry-condition condition-false" title="The health canary failed: POST '
+        'answered 503" style="color:#dc3545;font-weight:600">✖ CanaryFailed</span>'
+    ) in listed
+    assert 'class="registry-condition condition-true" title="Provisioned."' in listed
+    assert '<table class="registry-conditions">' in detail
+    assert "<td>Ready</td><td>False</td><td>CanaryFailed</td>" in detail
+    assert "<td>Synced</td><td>True</td><td>ReconcileSuccess</td><td>Provisioned.</td>" in detail
+    # Failing canaries can be listed on their own.
+    assert registry.namespace in operator.get(f"{CHANGELIST}?canary_ok__exact=0").content.decode()
+    assert (
+        registry.namespace not in operator.get(f"{CHANGELIST}?canary_ok__exact=1").content.decode()
+    )

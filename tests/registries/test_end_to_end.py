@@ -92,14 +92,13 @@ def test_a_deleted_clusters_registry_is_swept_by_the_worker(
 
     services.cluster_delete(cluster=cluster)
 
-    swept = wait_until(
-        lambda: Registry.objects.filter(
-            pk=registry.pk, state=State.DEPROVISIONING, next_attempt_at__isnull=False
-        ).first(),
+    sweep = wait_until(
+        lambda: registry.events.filter(message__startswith="deleted ").first(),
         timeout=30,
         what="the worker to sweep the registry's namespace",
     )
-    assert swept.events.last().message.startswith(
+    assert (sweep.from_state, sweep.to_state) == (State.DEPROVISIONING, State.DEPROVISIONING)
+    assert sweep.message.startswith(
         f"deleted 1 manifest(s) from {registry.namespace}; sweeping again after "
     )
     token = token_issue(

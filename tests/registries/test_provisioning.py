@@ -7,8 +7,7 @@ from django.core.exceptions import ValidationError
 
 from clusters.models import AgentEnvironmentVariable
 from registries.models import Registry, State
-from registries.services import registry_provision, registry_retry
-from registries.tasks import backoff_seconds
+from registries.services import backoff_seconds, registry_provision, registry_retry
 from tests.clusters.factories import ClusterFactory
 from tests.support.processes import free_port
 

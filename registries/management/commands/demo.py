@@ -30,8 +30,7 @@ from clusters.models import Organization
 from registries.demo_image import BusyboxMissing, write_build_context, write_oci_layout
 from registries.drivers import DriverError
 from registries.drivers.distribution import DistributionDriver
-from registries.models import Registry, State
-from registries.services import REGISTRY_URL_VARIABLE
+from registries.models import REGISTRY_URL_VARIABLE, Registry, State
 
 
 class Command(BaseCommand):

@@ -1,0 +1,128 @@
+"""Kubernetes-style conditions on a registry, as Crossplane's managed resources have them.
+
+``Ready``: can the cluster's jobs use the registry now? True once it is provisioned, for as long as
+its health canary passes. Its reason says where the registry is in its lifecycle, or why its
+canary failed.
+
+``Synced``: did the control plane's last attempt to make the world match the record succeed? True
+after a successful attempt or repair; False when an attempt failed, a message could not be
+enqueued, or the reconciler found the registry stalled (reason and message say which); Unknown
+before anything was tried.
+
+Each condition has ``type``, ``status`` ("True", "False" or "Unknown"), a CamelCase ``reason``, a
+sentence of ``message`` and ``last_transition_time``, which moves only when ``status`` changes.
+Conditions are set on the in-memory registry by the services, which save them with the change
+they describe.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from registries.models import Registry, State
+
+READY = "Ready"
+SYNCED = "Synced"
+TYPES = (READY, SYNCED)
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+#: The ``Ready`` reason for each state (a failed deprovisioning has its own).
+READY_REASONS: dict[str, str] = {
+    State.PENDING: "Pending",
+    State.PROVISIONING: "Provisioning",
+    State.READY: "Provisioned",
+    State.FAILED: "ProvisioningFailed",
+    State.DEPROVISIONING: "Deprovisioning",
+    State.DELETED: "Deprovisioned",
+}
+DEPROVISIONING_FAILED = "DeprovisioningFailed"
+CANARY_FAILED = "CanaryFailed"
+CANARY_PASSED = "CanaryPassed"
+
+#: The ``Ready`` message for each state when there is no error to report.
+READY_SENTENCES: dict[str, str] = {
+    State.PENDING: "Provisioning is queued: a worker will create the registry shortly.",
+    State.PROVISIONING: "A worker is creating the registry.",
+    State.READY: "The registry is ready; the cluster's hosted jobs receive its URL.",
+    State.FAILED: "Provisioning failed; retry it once the cause is fixed.",
+    State.DEPROVISIONING: "The registry is being deleted: it grants nothing any more.",
+    State.DELETED: "The registry was deleted.",
+}
+
+# Synced reasons.
+RECONCILE_SUCCESS = "ReconcileSuccess"
+RECONCILE_ERROR = "ReconcileError"
+ENQUEUE_FAILED = "EnqueueFailed"
+STALLED = "Stalled"
+CREATED = "Created"
+
+
+def condition_set(
+    registry: Registry,
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    now: datetime | None = None,
+) -> bool:
+    """Set one condition on ``registry`` (not saved). Returns whether anything changed."""
+    conditions = [dict(c) for c in registry.conditions or [] if c.get("type") in TYPES]
+    current = next((c for c in conditions if c["type"] == type_), None)
+    moved = current is None or current.get("status") != status
+    new = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "last_transition_time": (now or timezone.now()).isoformat()
+        if moved
+        else current["last_transition_time"],  # type: ignore[index]
+    }
+    if new == current:
+        return False
+    conditions = [c for c in conditions if c["type"] != type_] + [new]
+    registry.conditions = sorted(conditions, key=lambda c: TYPES.index(c["type"]))
+    return True
+
+
+def condition_get(registry: Registry, type_: str) -> dict[str, Any] | None:
+    """The condition of ``type_`` with ``last_transition_time`` as a datetime, or None."""
+    for condition in registry.conditions or []:
+        if condition.get("type") == type_:
+            return {
+                **condition,
+                "last_transition_time": parse_datetime(condition["last_transition_time"]),
+            }
+    return None
+
+
+def ready_from_state(registry: Registry, *, now: datetime | None = None) -> bool:
+    """Set ``Ready`` from the registry's state (after a transition)."""
+    failed_deprovisioning = (
+        registry.state == State.FAILED and registry.deprovision_requested_at is not None
+    )
+    return condition_set(
+        registry,
+        READY,
+        TRUE if registry.state == State.READY else FALSE,
+        DEPROVISIONING_FAILED if failed_deprovisioning else READY_REASONS[registry.state],
+        registry.last_error or READY_SENTENCES[registry.state],
+        now=now,
+    )
+
+
+def synced(registry: Registry, message: str, *, now: datetime | None = None) -> bool:
+    """``Synced`` True: the last attempt did what it set out to do."""
+    return condition_set(registry, SYNCED, TRUE, RECONCILE_SUCCESS, message, now=now)
+
+
+def not_synced(
+    registry: Registry, reason: str, message: str, *, now: datetime | None = None
+) -> bool:
+    """``Synced`` False, with why."""
+    return condition_set(registry, SYNCED, FALSE, reason, message, now=now)

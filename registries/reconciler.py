@@ -1,0 +1,168 @@
+"""The reconciler: a level-triggered pass that repairs whatever drifted (Celery beat runs it as
+``registries.reconcile`` every ``REGISTRY_RECONCILE_INTERVAL_SECONDS``).
+
+It does not react to events, which can be lost: each pass compares what should exist with what
+is recorded and what the registry answers, and repairs the difference.
+
+1. Every cluster with a hosted queue has a registry: a missing one is created (and provisioned).
+2. Every registry owed an attempt gets one: ``pending`` ones whose message was lost,
+   ``provisioning`` and ``deprovisioning`` ones whose attempt's lease expired (a dead worker, a
+   database outage), lost retries, and final sweeps that are due are enqueued again.
+3. Every ready registry's URL reaches its cluster's jobs: a missing or stale
+   ``BUILDKITE_HOSTED_REGISTRY_URL`` is published again.
+4. A registry that failed because the registry did not answer is retried once it answers again.
+
+Each pass holds the ``reconciler`` lease (a row in ``registries_lease``), so two Celery beats, or
+a pass that outlives its interval, never run two passes at once: the second finds the lease held
+and does nothing. Every repair is also safe on its own (rows are locked and leased), so the lease
+keeps passes from doing the same work twice rather than from doing harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from registries.drivers import DriverError, get_driver
+from registries.models import Lease
+from registries.selectors import (
+    clusters_owed_a_registry,
+    registries_failed_transiently,
+    registries_unpublished,
+)
+from registries.services import (
+    registries_claim_due,
+    registry_create_for_cluster,
+    registry_republish,
+    registry_retry,
+)
+
+logger = logging.getLogger(__name__)
+
+RECONCILER_LEASE = "reconciler"
+
+
+def lease_acquire(name: str, *, holder: str, ttl: timedelta) -> bool:
+    """Take the lease ``name`` for ``ttl`` if it is free, expired or already ``holder``'s.
+
+    One conditional UPDATE decides: under PostgreSQL's row lock a concurrent taker waits, then
+    re-reads the row and finds it taken. Works on SQLite too (writes are serialised there).
+    """
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            Lease.objects.get_or_create(name=name, defaults={"expires_at": now})
+    except IntegrityError:
+        pass  # created by a concurrent taker
+    taken = Lease.objects.filter(Q(expires_at__lte=now) | Q(holder=holder), name=name).update(
+        holder=holder, expires_at=now + ttl
+    )
+    return taken == 1
+
+
+def lease_release(name: str, *, holder: str) -> None:
+    Lease.objects.filter(name=name, holder=holder).update(expires_at=timezone.now())
+
+
+def lease_holder(name: str) -> str:
+    """Who holds the lease now ("" if nobody)."""
+    lease = Lease.objects.filter(name=name, expires_at__gt=timezone.now()).first()
+    return lease.holder if lease else ""
+
+
+def this_process() -> str:
+    """A holder name for this process: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class ReconcileReport:
+    """What one pass found and did (registry and cluster ids)."""
+
+    skipped_because_held_by: str = ""
+    created: list[str] = field(default_factory=list)
+    enqueued: list[str] = field(default_factory=list)
+    republished: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+
+    @property
+    def repairs(self) -> int:
+        return len(self.created) + len(self.enqueued) + len(self.republished) + len(self.retried)
+
+
+def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
+    """Run one reconcile pass, unless another holds the lease."""
+    holder = holder or this_process()
+    # No pass outlives the task's hard time limit; then the lease frees itself.
+    ttl = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    if not lease_acquire(RECONCILER_LEASE, holder=holder, ttl=ttl):
+        report = ReconcileReport(skipped_because_held_by=lease_holder(RECONCILER_LEASE))
+        logger.info("reconcile.skipped", extra={"held_by": report.skipped_because_held_by})
+        return report
+    report = ReconcileReport()
+    try:
+        _create_missing(report)
+        report.enqueued = [str(r.pk) for r in registries_claim_due()]
+        _republish(report)
+        _retry_failed(report)
+    finally:
+        lease_release(RECONCILER_LEASE, holder=holder)
+    log = logger.warning if report.repairs else logger.info
+    log(
+        "reconcile.pass",
+        extra={
+            "registries_created": len(report.created),
+            "registries_enqueued": len(report.enqueued),
+            "registries_republished": len(report.republished),
+            "registries_retried": len(report.retried),
+        },
+    )
+    return report
+
+
+def _create_missing(report: ReconcileReport) -> None:
+    for cluster in clusters_owed_a_registry()[: settings.REGISTRY_RECONCILE_BATCH]:
+        registry = registry_create_for_cluster(cluster=cluster)
+        report.created.append(str(registry.pk))
+
+
+def _republish(report: ReconcileReport) -> None:
+    for registry in registries_unpublished()[: settings.REGISTRY_RECONCILE_BATCH]:
+        # A variable that cannot be published (another source owns the name) is reported on
+        # the registry's Synced condition.
+        if registry_republish(registry=registry):
+            report.republished.append(str(registry.pk))
+
+
+def _retry_failed(report: ReconcileReport) -> None:
+    before = timezone.now() - timedelta(seconds=settings.REGISTRY_FAILED_RETRY_AFTER_SECONDS)
+    answering: dict[str, bool] = {}  # one check of each registry backend per pass
+    for registry in registries_failed_transiently(before=before)[
+        : settings.REGISTRY_RECONCILE_BATCH
+    ]:
+        if registry.driver not in answering:
+            try:
+                get_driver(registry.driver).check_api()
+                answering[registry.driver] = True
+            except DriverError as exc:
+                answering[registry.driver] = False
+                logger.info("reconcile.registry_still_down", extra={"error": str(exc)})
+        if not answering[registry.driver]:
+            continue
+        try:
+            registry_retry(
+                registry=registry, why="retried by the reconciler: the registry answers again"
+            )
+        except ValidationError:
+            continue  # moved on since it was read
+        report.retried.append(str(registry.pk))

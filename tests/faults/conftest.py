@@ -1,0 +1,103 @@
+"""Fixtures for fault-injection tests: a private PostgreSQL per session, a whole stack per test.
+
+Nothing here uses pytest-django's test database: every process of a stack talks to its own copy
+of the session's migrated template database, on the session's private PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.stack import PostgresServer, Stack, migrate_template
+
+#: Short intervals and limits, so that faults play out within seconds. Every process gets them.
+FAULT_ENVIRONMENT = {
+    "REGISTRY_RECONCILE_INTERVAL_SECONDS": "2",
+    "REGISTRY_CANARY_INTERVAL_SECONDS": "2",
+    "CELERY_TASK_TIME_LIMIT": "8",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+    "REGISTRY_PROVISION_MAX_ATTEMPTS": "3",
+    "REGISTRY_PROVISION_BACKOFF_SECONDS": "0.2",
+    "REGISTRY_PROVISION_BACKOFF_MAX_SECONDS": "1",
+}
+
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so fixtures can tell that the test failed."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster with a migrated template database, for the whole session.
+
+    Its folder is made with ``mkdtemp`` (not pytest's base temp folder, which the ``postgres``
+    user cannot reach when the tests run as root) and removed at the end.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="controlplane-faults-pg-"))
+    server = PostgresServer(workdir)
+    try:
+        server.start()
+        migrate_template(server, workdir)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def stack_environment() -> dict[str, str]:
+    """The variables every process of ``stack`` gets on top of the harness's; override it in a
+    module to change them."""
+    return dict(FAULT_ENVIRONMENT)
+
+
+@pytest.fixture
+def stack_factory(
+    request: pytest.FixtureRequest,
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+    stack_environment: dict[str, str],
+) -> Iterator[Callable[..., Stack]]:
+    """``stack_factory(environment=None, **options)`` starts a :class:`Stack` (``options`` are
+    Stack's: ``worker_pool``, ``worker_concurrency``, ``web_listen_backlog``); every stack is
+    stopped at teardown, and the tail of every log is printed if the test failed."""
+    stacks: list[Stack] = []
+
+    def make(environment: Mapping[str, str] | None = None, **options: Any) -> Stack:
+        if not postgres_server.running:  # an earlier test stopped it and failed before restarting
+            postgres_server.start()
+        stack = Stack(
+            tmp_path / f"stack{len(stacks) + 1}",
+            postgres_server,
+            environment={**stack_environment, **(environment or {})},
+            **options,
+        )
+        stacks.append(stack)
+        return stack.start()
+
+    yield make
+    # A stack that fails to start says so with its logs already; a failing test shows them here.
+    call = request.node.stash.get(_REPORTS, {}).get("call")
+    failed = call is not None and call.failed
+    for stack in stacks:
+        if failed:
+            print(f"\n===== logs of the stack in {stack.workdir} =====\n{stack.log_tails()}")
+        stack.stop()
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """A started :class:`Stack` with ``stack_environment``."""
+    return stack_factory()
