@@ -5,11 +5,12 @@ PY := .venv/bin/python
 # `honcho run` loads .env (if there is one) first, so every step sees the same settings.
 WITH_ENV := .venv/bin/honcho run
 
-.PHONY: help run test lint demo clean
+.PHONY: help run test faults lint demo clean
 
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000)"
 	@echo "make test   run the test suite"
+	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/RELIABILITY.md"
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
 
@@ -21,6 +22,9 @@ help:
 RUN_PACKAGES := docker-registry
 CLIENT_PACKAGES := skopeo buildah busybox-static
 BROWSER_PACKAGES := chromium
+# The fault-injection tests run a private PostgreSQL and Redis of their own (initdb, redis-server).
+FAULT_PACKAGES := postgresql redis-server
+TRIALS ?= 5
 
 run: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES)
@@ -31,8 +35,15 @@ run: .venv/.installed
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed
-	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES)
+	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES) $(FAULT_PACKAGES)
 	.venv/bin/pytest
+
+# Each trial prints its line as it ends (-v); the figures land in docs/RELIABILITY.md.
+faults: .venv/.installed
+	@scripts/ensure-packages $(RUN_PACKAGES) $(FAULT_PACKAGES)
+	.venv/bin/pytest tests/faults -v -p no:cacheprovider --fault-trials $(TRIALS) \
+		--fault-report docs/RELIABILITY.md
+	@echo "wrote docs/RELIABILITY.md"
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

@@ -4,11 +4,38 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.signals import worker_init
+from kombu.connection import Connection as KombuConnection
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
-app = Celery("controlplane")
+
+class Connection(KombuConnection):
+    """A broker connection that, once lost, is tried again every second, then less often, but
+    never less than every ``CELERY_BROKER_RECONNECT_MAX_SECONDS``.
+
+    The worker and beat reconnect through ``ensure_connection`` with kombu's default backoff,
+    2 s growing to 30 s between tries, and no setting changes it: after a long Redis outage the
+    worker could sit out 30 s with Redis back, and the reconciler's promise (a lost message
+    re-sent within one interval) would not hold. Callers that pass their own intervals keep them.
+    """
+
+    def ensure_connection(self, *args: Any, **kwargs: Any) -> Any:
+        from django.conf import settings
+
+        if len(args) <= 2:  # (errback, max_retries): the intervals are kombu's defaults
+            kwargs.setdefault("interval_start", 1)
+            kwargs.setdefault("interval_step", 1)
+            kwargs.setdefault("interval_max", settings.CELERY_BROKER_RECONNECT_MAX_SECONDS)
+        return super().ensure_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+class ControlPlaneAMQP(AMQP):
+    Connection = Connection
+
+
+app = Celery("controlplane", amqp=ControlPlaneAMQP)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -172,6 +172,8 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600)
 if not CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# A worker or beat that lost Redis tries again at least this often (controlplane.celery).
+CELERY_BROKER_RECONNECT_MAX_SECONDS = env_float("CELERY_BROKER_RECONNECT_MAX_SECONDS", 5.0)
 # Workers keep their database connections between tasks (health-checked before each reuse, so a
 # restarted PostgreSQL costs one reconnect); web processes do not (DATABASE_CONN_MAX_AGE).
 CELERY_WORKER_DATABASE_CONN_MAX_AGE = env_int("CELERY_WORKER_DATABASE_CONN_MAX_AGE", 300)

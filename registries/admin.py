@@ -101,7 +101,7 @@ class RegistryAdmin(ReadOnlyAdmin):
         fields = (field.name for field in Registry._meta.fields if field.name != "conditions")
         return ["badge", "conditions_table", *fields]
 
-    def get_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: object = None) -> Any:
         # Every field read-only, the conditions as a table rather than their JSON.
         return self.get_readonly_fields(request, obj)
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.faults.report import render_report
+from tests.faults.scenarios import Outcome
 from tests.support.stack import PostgresServer, Stack, migrate_template
 
 #: Short intervals and limits, so that faults play out within seconds. Every process gets them.
@@ -25,6 +27,9 @@ FAULT_ENVIRONMENT = {
     "REGISTRY_PROVISION_MAX_ATTEMPTS": "3",
     "REGISTRY_PROVISION_BACKOFF_SECONDS": "0.2",
     "REGISTRY_PROVISION_BACKOFF_MAX_SECONDS": "1",
+    "REGISTRY_FAILED_RETRY_AFTER_SECONDS": "1",
+    "CELERY_BROKER_RECONNECT_MAX_SECONDS": "1",
+    "CELERY_VISIBILITY_TIMEOUT": "60",
 }
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -101,3 +106,46 @@ def stack_factory(
 def stack(stack_factory: Callable[..., Stack]) -> Stack:
     """A started :class:`Stack` with ``stack_environment``."""
     return stack_factory()
+
+
+# --- trials and the report (make faults) ----------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("faults")
+    group.addoption(
+        "--fault-trials", type=int, default=1, help="trials of each fault scenario (default 1)"
+    )
+    group.addoption(
+        "--fault-report",
+        default=None,
+        help="write the scenarios' figures to this Markdown file (docs/RELIABILITY.md)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "trial" in metafunc.fixturenames:
+        trials = metafunc.config.getoption("--fault-trials")
+        metafunc.parametrize("trial", range(1, trials + 1), ids=lambda n: f"trial{n}")
+
+
+_OUTCOMES = pytest.StashKey[list[Outcome]]()
+
+
+@pytest.fixture
+def record_outcome(request: pytest.FixtureRequest) -> Callable[[Outcome], Outcome]:
+    """Keep a scenario's outcome for the session's report, whether the test then passes or not."""
+
+    def record(outcome: Outcome) -> Outcome:
+        request.config.stash.setdefault(_OUTCOMES, []).append(outcome)
+        print(f"\n{outcome}")
+        return outcome
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--fault-report")
+    outcomes = session.config.stash.get(_OUTCOMES, [])
+    if path and outcomes:
+        Path(path).write_text(render_report(outcomes, session.config.getoption("--fault-trials")))
