@@ -20,7 +20,7 @@ from clusters.admin import ClusterAdmin
 from clusters.models import Cluster
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from registries import conditions
-from registries.models import Registry, RegistryEvent, State
+from registries.models import Lease, Registry, RegistryEvent, State
 from registries.selectors import registry_overview
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
@@ -219,6 +219,13 @@ class RegistryEventAdmin(ReadOnlyAdmin):
     list_filter = ["to_state"]
     search_fields = ["registry__namespace", "message"]
     list_select_related = ["registry"]
+
+
+@admin.register(Lease)
+class LeaseAdmin(ReadOnlyAdmin):
+    """Who holds the reconciler's lease, and until when (a pass in progress)."""
+
+    list_display = ["name", "holder", "expires_at"]
 
 
 # The clusters app knows nothing of registries; its console shows each cluster's registry from

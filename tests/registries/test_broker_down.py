@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 
+from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 from tests.clusters.factories import ClusterFactory
 from tests.support.processes import ROOT, database_url_for_children, free_port
@@ -54,5 +57,12 @@ def test_a_hosted_queue_is_created_and_its_registry_stays_pending_when_the_broke
     assert registry.state == State.PENDING
     assert cluster.queues.get().key == "linux"
     assert RegistryEvent.objects.filter(registry=registry).count() == 1
+    synced = conditions.condition_get(registry, conditions.SYNCED)
+    assert (synced["status"], synced["reason"]) == ("False", "EnqueueFailed")
+    assert synced["message"].startswith("The task queue did not take the message (")
+    # Due for the reconciler one interval after its creation.
+    assert registry.next_attempt_at == registry.created_at + timedelta(
+        seconds=settings.REGISTRY_RECONCILE_INTERVAL_SECONDS
+    )
     assert "registry.enqueue_failed" in result.stderr
     assert f"registry_id={registry.pk}" in result.stderr
