@@ -41,17 +41,26 @@ app.autodiscover_tasks()
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
-def reuse_database_connections(**kwargs: Any) -> None:
-    """Workers keep their database connections between tasks, for
-    ``CELERY_WORKER_DATABASE_CONN_MAX_AGE`` seconds.
+def pool_database_connections(**kwargs: Any) -> None:
+    """Workers keep their PostgreSQL connections in a pool (psycopg_pool, through Django's
+    ``OPTIONS["pool"]``) of at most ``CELERY_WORKER_DATABASE_POOL_SIZE``.
 
-    Celery's Django fixup closes a connection before and after each task only when it is
-    obsolete or unusable, and ``CONN_HEALTH_CHECKS`` checks it before its first use in a task, so
-    a restarted PostgreSQL costs one reconnect, not a failed task. Web processes keep
-    ``DATABASE_CONN_MAX_AGE`` (0 by default: the development server starts a thread per request).
+    Celery's Django fixup closes every connection before and after each task; with a pool,
+    closing hands the connection back instead, and the next task reuses it. The pool checks a
+    connection before handing it out (``CONN_HEALTH_CHECKS``), so a restarted PostgreSQL costs
+    one reconnect, not a failed task. Only threads and solo workers keep the pool between tasks (the fixup closes a prefork
+    child's pool after each task). Web processes keep ``DATABASE_CONN_MAX_AGE``.
     """
     from django.conf import settings
 
     for database in settings.DATABASES.values():
-        database["CONN_MAX_AGE"] = settings.CELERY_WORKER_DATABASE_CONN_MAX_AGE
-        database["CONN_HEALTH_CHECKS"] = True
+        if database["ENGINE"] == "django.db.backends.postgresql":
+            # Django's pool and persistent connections exclude each other; the pool checks each
+            # connection before handing it out because CONN_HEALTH_CHECKS is on.
+            database["CONN_MAX_AGE"] = 0
+            database["CONN_HEALTH_CHECKS"] = True
+            database.setdefault("OPTIONS", {})["pool"] = {
+                "min_size": 1,
+                "max_size": settings.CELERY_WORKER_DATABASE_POOL_SIZE,
+                "timeout": 10,
+            }

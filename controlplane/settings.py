@@ -158,25 +158,23 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # these): a message is acknowledged only once its task has finished, so a worker that dies takes
 # nothing with it; a worker process killed mid-task (OOM, SIGKILL) gives its message back; each
 # worker process reserves one message at a time, so no message waits behind a long task on a
-# worker that may die; tasks still running when the broker connection is lost are cancelled,
-# because the broker gives their messages to another worker.
+# worker that may die.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 # Redis gives an unacknowledged message to another worker after this long: it must exceed the
-# longest task (CELERY_TASK_TIME_LIMIT) and the longest retry countdown (a retry waits, reserved
-# and unacknowledged, on the worker), or a task would run twice while its first run is alive.
+# longest retry countdown plus the task time limit (a retry waits, reserved and unacknowledged,
+# on the worker, then runs), or a task would run twice while its first run is alive.
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600)
 if not CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 # A worker or beat that lost Redis tries again at least this often (controlplane.celery).
 CELERY_BROKER_RECONNECT_MAX_SECONDS = env_float("CELERY_BROKER_RECONNECT_MAX_SECONDS", 5.0)
-# Workers keep their database connections between tasks (health-checked before each reuse, so a
-# restarted PostgreSQL costs one reconnect); web processes do not (DATABASE_CONN_MAX_AGE).
-CELERY_WORKER_DATABASE_CONN_MAX_AGE = env_int("CELERY_WORKER_DATABASE_CONN_MAX_AGE", 300)
+# Workers keep their PostgreSQL connections in a pool of at most this many, checked before each
+# reuse, so a restarted PostgreSQL costs one reconnect (controlplane/celery.py).
+CELERY_WORKER_DATABASE_POOL_SIZE = env_int("CELERY_WORKER_DATABASE_POOL_SIZE", 8)
 
 # Celery beat (run exactly one; see docs/reliability.md): the reconciler, and the canaries.
 # A beat message still queued when the next one is due has nothing left to add: it expires.

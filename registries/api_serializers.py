@@ -36,7 +36,8 @@ class RegistryConditionSerializer(serializers.Serializer):  # type: ignore[type-
     reason = serializers.CharField(
         read_only=True,
         help_text="Why, in CamelCase. Ready: Pending, Provisioning, Provisioned, CanaryFailed, "
-        "CanaryPassed, ProvisioningFailed, Deprovisioning, DeprovisioningFailed, Deprovisioned. "
+        "CanaryPassed, UrlNotPublished, ProvisioningFailed, Deprovisioning, DeprovisioningFailed, "
+        "Deprovisioned. "
         "Synced: Created, ReconcileSuccess, ReconcileError, EnqueueFailed, Stalled, "
         "RetryRequested, DeprovisionRequested.",
     )

@@ -69,16 +69,15 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                     id="registries.W003",
                 )
             )
-    longest_wait = max(
-        settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS, settings.CELERY_TASK_TIME_LIMIT
-    )
+    # A retried message stays unacknowledged through its countdown, then through its run.
+    longest_hold = settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS + settings.CELERY_TASK_TIME_LIMIT
     uses_redis = not settings.CELERY_BROKER_URL.startswith("filesystem://")
-    if uses_redis and longest_wait >= settings.CELERY_VISIBILITY_TIMEOUT:
+    if uses_redis and longest_hold >= settings.CELERY_VISIBILITY_TIMEOUT:
         errors.append(
             checks.Warning(
                 f"CELERY_VISIBILITY_TIMEOUT={settings.CELERY_VISIBILITY_TIMEOUT} is not above the "
-                f"longest task or retry countdown ({longest_wait}s): Redis would give a message "
-                "to a second worker while the first still holds it, and the task would run twice.",
+                f"longest retry countdown plus the task time limit ({longest_hold}s): Redis would "
+                "give a message to a second worker while the first still holds it.",
                 hint="Raise CELERY_VISIBILITY_TIMEOUT.",
                 id="registries.W001",
             )

@@ -42,6 +42,7 @@ READY_REASONS: dict[str, str] = {
 DEPROVISIONING_FAILED = "DeprovisioningFailed"
 CANARY_FAILED = "CanaryFailed"
 CANARY_PASSED = "CanaryPassed"
+NOT_PUBLISHED = "UrlNotPublished"
 
 #: The ``Ready`` message for each state when there is no error to report.
 READY_SENTENCES: dict[str, str] = {

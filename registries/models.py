@@ -88,6 +88,10 @@ class Registry(models.Model):
     #: plus one reconcile interval), the time of a scheduled retry, or a swept registry's final
     #: sweep. None in the other states.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: When the running attempt's lease ends; None when no attempt runs. Also the attempt's
+    #: fencing token: an attempt records its outcome only if the row still carries its deadline,
+    #: so an attempt that outlived its lease cannot overwrite the one that replaced it.
+    attempt_deadline = models.DateTimeField(null=True, blank=True)
     #: Kubernetes-style conditions, ``Ready`` and ``Synced`` (see ``registries.conditions``).
     conditions = models.JSONField(default=list, blank=True)
     #: A ``failed`` registry whose last error was transient (the registry did not answer): the

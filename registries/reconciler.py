@@ -24,6 +24,8 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -132,16 +134,18 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
 
 def _create_missing(report: ReconcileReport) -> None:
     for cluster in clusters_owed_a_registry()[: settings.REGISTRY_RECONCILE_BATCH]:
-        registry = registry_create_for_cluster(cluster=cluster)
-        report.created.append(str(registry.pk))
+        with _one_repair("create_registry", cluster_id=str(cluster.pk)):
+            registry = registry_create_for_cluster(cluster=cluster)
+            report.created.append(str(registry.pk))
 
 
 def _republish(report: ReconcileReport) -> None:
     for registry in registries_unpublished()[: settings.REGISTRY_RECONCILE_BATCH]:
         # A variable that cannot be published (another source owns the name) is reported on
         # the registry's Synced condition.
-        if registry_republish(registry=registry):
-            report.republished.append(str(registry.pk))
+        with _one_repair("republish", registry_id=str(registry.pk)):
+            if registry_republish(registry=registry):
+                report.republished.append(str(registry.pk))
 
 
 def _retry_failed(report: ReconcileReport) -> None:
@@ -159,10 +163,23 @@ def _retry_failed(report: ReconcileReport) -> None:
                 logger.info("reconcile.registry_still_down", extra={"error": str(exc)})
         if not answering[registry.driver]:
             continue
-        try:
-            registry_retry(
-                registry=registry, why="retried by the reconciler: the registry answers again"
-            )
-        except ValidationError:
-            continue  # moved on since it was read
-        report.retried.append(str(registry.pk))
+        with _one_repair("retry", registry_id=str(registry.pk)):
+            try:
+                registry_retry(
+                    registry=registry,
+                    why="retried by the reconciler: the registry answers again",
+                    only_transient=True,
+                )
+            except ValidationError:
+                continue  # moved on since it was read
+            report.retried.append(str(registry.pk))
+
+
+@contextmanager
+def _one_repair(what: str, **ids: str) -> Iterator[None]:
+    """One repair that fails (a row deleted meanwhile, a bug) is logged and skipped: the rest of
+    the pass goes on, and the next pass tries it again."""
+    try:
+        yield
+    except Exception:
+        logger.exception("reconcile.repair_failed", extra={"repair": what, **ids})

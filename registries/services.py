@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from typing_extensions import TypeIs
 
 from clusters.models import AgentEnvironmentVariable, Cluster
 from clusters.services import agent_environment_set, agent_environment_unset
@@ -94,7 +95,7 @@ def _transition(registry: Registry, to_state: str, *, message: str = "", **chang
     from_state, duration = registry.state, now - registry.state_changed_at
     registry.state = to_state
     registry.state_changed_at = now
-    defaults: dict[str, object] = {"failure_transient": False}
+    defaults: dict[str, object] = {"failure_transient": False, "attempt_deadline": None}
     if to_state in SETTLED:
         defaults["next_attempt_at"] = None
     changes = {**defaults, **changes}
@@ -129,6 +130,19 @@ def _lock_with_cluster(registry: Registry) -> Registry | None:
     if registry.cluster_id is not None:
         Cluster.objects.select_for_update().filter(pk=registry.cluster_id).first()
     return _lock(registry.pk)
+
+
+def _attempt_running(registry: Registry, now: datetime) -> bool:
+    """Whether an attempt holds ``registry`` (a message for it arrived twice)."""
+    return registry.attempt_deadline is not None and registry.attempt_deadline > now
+
+
+def _still_ours(registry: Registry | None, state: str, deadline: datetime) -> TypeIs[Registry]:
+    """Whether the attempt that set ``deadline`` may still record its outcome on the locked
+    ``registry``: nothing moved it on, and no later attempt took it over."""
+    return (
+        registry is not None and registry.state == state and (registry.attempt_deadline == deadline)
+    )
 
 
 def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
@@ -180,7 +194,11 @@ def _record_enqueue_failure(registry_id: str, exc: Exception) -> None:
             registry = _lock(registry_id)
             if registry is not None and registry.state not in SETTLED:
                 conditions.not_synced(registry, conditions.ENQUEUE_FAILED, message)
-                registry.save(update_fields=["conditions"])
+                fields = ["conditions"]
+                if registry.attempt_deadline is None:  # no attempt runs: due in one interval
+                    registry.next_attempt_at = timezone.now() + reconcile_interval()
+                    fields.append("next_attempt_at")
+                registry.save(update_fields=fields)
     except Exception:
         logger.exception(
             "registry.enqueue_failure_not_recorded", extra={"registry_id": registry_id}
@@ -252,17 +270,19 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         if registry is None or registry.state not in (State.PENDING, State.PROVISIONING):
             return _left_as_is(registry)
         now = timezone.now()
+        if _attempt_running(registry, now):
+            return _left_as_is(registry)  # a duplicate message
         resumed = registry.state == State.PROVISIONING
-        if resumed and registry.next_attempt_at is not None and registry.next_attempt_at > now:
-            return _left_as_is(registry)  # a running attempt holds it (a duplicate message)
         if exhausted := _give_up_if_exhausted(registry):
             return exhausted
+        deadline = now + attempt_lease()
         _transition(
             registry,
             State.PROVISIONING,
             message="resumed after an interrupted attempt" if resumed else "",
             attempts=registry.attempts + 1,
-            next_attempt_at=now + attempt_lease(),
+            next_attempt_at=deadline,
+            attempt_deadline=deadline,
         )
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.provision.started", extra=log_extra)
@@ -273,7 +293,7 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
             locked = _lock_with_cluster(registry)
             # A provisioning registry has its cluster: deletion moves it to deprovisioning.
             cluster = locked.cluster if locked is not None else None
-            if locked is None or locked.state != State.PROVISIONING or cluster is None:
+            if not _still_ours(locked, State.PROVISIONING, deadline) or cluster is None:
                 return _left_as_is(locked)
             registry = locked
             conditions.synced(
@@ -287,7 +307,9 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
                 source=ENVIRONMENT_SOURCE,
             )
     except Exception as exc:
-        return _attempt_failed(registry_id, exc, working=State.PROVISIONING, log_extra=log_extra)
+        return _attempt_failed(
+            registry_id, exc, working=State.PROVISIONING, deadline=deadline, log_extra=log_extra
+        )
     logger.info("registry.provision.ready", extra={**log_extra, "url": url})
     return AttemptResult(state=State.READY, attempts=registry.attempts)
 
@@ -302,6 +324,7 @@ def _attempt_failed(
     exc: Exception,
     *,
     working: str,
+    deadline: datetime,
     log_extra: dict[str, object],
 ) -> AttemptResult:
     """Record a failed attempt of a registry in state ``working``.
@@ -319,7 +342,7 @@ def _attempt_failed(
     retry_state = State.PENDING if working == State.PROVISIONING else working
     with transaction.atomic():
         registry = _lock(registry_id)
-        if registry is None or registry.state != working:
+        if not _still_ours(registry, working, deadline):
             return _left_as_is(registry)
         retry = transient and registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS
         error = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
@@ -356,14 +379,19 @@ def _attempt_failed(
     )
 
 
-def registry_retry(*, registry: Registry, why: str = "retry requested") -> Registry:
+def registry_retry(
+    *, registry: Registry, why: str = "retry requested", only_transient: bool = False
+) -> Registry:
     """Start a ``failed`` registry again, with a fresh attempt budget: provisioning, or
-    deprovisioning if that is what failed. ``why`` starts the event's message."""
+    deprovisioning if that is what failed. ``why`` starts the event's message;
+    ``only_transient`` (the reconciler) retries only a registry whose failure was transient."""
     with transaction.atomic():
         locked = _lock(registry.pk)
         if locked is None or locked.state != State.FAILED:
             state = locked.state if locked else "deleted"
             raise ValidationError(f"Only a failed registry can be retried; this one is {state}.")
+        if only_transient and not locked.failure_transient:
+            raise ValidationError("Its failure was not transient: an operator retries it.")
         next_state = State.DEPROVISIONING if locked.deprovision_requested_at else State.PENDING
         message = f"{why} after: {locked.last_error}" if locked.last_error else why
         conditions.condition_set(
@@ -440,18 +468,22 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         registry = _lock(registry_id)
         if registry is None or registry.state != State.DEPROVISIONING:
             return _left_as_is(registry)
+        if _attempt_running(registry, timezone.now()):
+            return _left_as_is(registry)  # a duplicate message
         if exhausted := _give_up_if_exhausted(registry):
             return exhausted
         registry.attempts += 1
-        registry.next_attempt_at = timezone.now() + attempt_lease()
-        registry.save(update_fields=["attempts", "next_attempt_at"])
+        deadline = registry.next_attempt_at = registry.attempt_deadline = (
+            timezone.now() + attempt_lease()
+        )
+        registry.save(update_fields=["attempts", "next_attempt_at", "attempt_deadline"])
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.deprovision.started", extra=log_extra)
     try:
         deleted = get_driver(registry.driver).deprovision(namespace=registry.namespace)
         with transaction.atomic():
             registry = _lock(registry_id)
-            if registry is None or registry.state != State.DEPROVISIONING:
+            if not _still_ours(registry, State.DEPROVISIONING, deadline):
                 return _left_as_is(registry)
             if registry.cluster is not None:
                 agent_environment_unset(
@@ -480,7 +512,9 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
                     next_attempt_at=last_token_expiry,
                 )
     except Exception as exc:
-        return _attempt_failed(registry_id, exc, working=State.DEPROVISIONING, log_extra=log_extra)
+        return _attempt_failed(
+            registry_id, exc, working=State.DEPROVISIONING, deadline=deadline, log_extra=log_extra
+        )
     log_extra["manifests"] = deleted
     logger.info(
         "registry.deprovision.deleted" if final else "registry.deprovision.swept", extra=log_extra
@@ -508,29 +542,30 @@ def registries_claim_due(*, now: datetime | None = None) -> list[Registry]:
         )
         for registry in due:
             lease = now + attempt_lease()
-            since = registry.next_attempt_at or registry.state_changed_at
-            if registry.state == State.PROVISIONING:
+            work = "deprovisioning" if registry.deprovision_requested_at else "provisioning"
+            died = registry.attempt_deadline
+            synced = conditions.condition_get(registry, conditions.SYNCED)
+            if died is not None:
                 message = (
-                    f"Attempt {registry.attempts} did not finish by {since:%H:%M:%S} UTC (a worker "
-                    "died or lost its database); provisioning again."
+                    f"Attempt {registry.attempts} did not finish by {died:%H:%M:%S} UTC (a worker "
+                    f"died or lost its database); {work} again."
                 )
+            elif registry.state == State.DEPROVISIONING and (
+                synced and synced["status"] == conditions.TRUE
+            ):
+                message = ""  # a swept registry's final sweep is due: nothing went wrong
+            else:
+                message = (
+                    f"No worker took it up since {registry.state_changed_at:%H:%M:%S} UTC (a lost "
+                    f"message); {work} enqueued again."
+                )
+            if message:
                 conditions.not_synced(registry, conditions.STALLED, message, now=now)
+            if registry.state == State.PROVISIONING:
                 _transition(registry, State.PENDING, message=message, next_attempt_at=lease)
             else:
-                synced = conditions.condition_get(registry, conditions.SYNCED)
-                if registry.state != State.DEPROVISIONING or not (
-                    synced and synced["status"] == conditions.TRUE  # a final sweep that is due
-                ):
-                    work = "deprovisioning" if registry.deprovision_requested_at else "provisioning"
-                    conditions.not_synced(
-                        registry,
-                        conditions.STALLED,
-                        f"Nothing moved it since {since:%H:%M:%S} UTC (a lost message); {work} "
-                        "enqueued again.",
-                        now=now,
-                    )
-                registry.next_attempt_at = lease
-                registry.save(update_fields=["next_attempt_at", "conditions"])
+                registry.next_attempt_at, registry.attempt_deadline = lease, None
+                registry.save(update_fields=["next_attempt_at", "attempt_deadline", "conditions"])
             _enqueue(registry)
     for registry in due:
         logger.warning(
@@ -566,14 +601,20 @@ def registry_republish(*, registry: Registry) -> str | None:
                 )
         except ValidationError as exc:
             repaired = None
-            conditions.not_synced(
-                locked,
-                conditions.RECONCILE_ERROR,
-                f"{REGISTRY_URL_VARIABLE} is {what} and cannot be published: {exc.messages[0]}",
+            problem = (
+                f"{REGISTRY_URL_VARIABLE} is {what} and cannot be published: {exc.messages[0]}"
+            )
+            conditions.not_synced(locked, conditions.RECONCILE_ERROR, problem)
+            # Jobs do not receive the URL: the registry is of no use to them.
+            conditions.condition_set(
+                locked, conditions.READY, conditions.FALSE, conditions.NOT_PUBLISHED, problem
             )
         else:
             repaired = f"re-published {REGISTRY_URL_VARIABLE}: it was {what}"
             conditions.synced(locked, f"{repaired[0].upper()}{repaired[1:]}.")
+            ready = conditions.condition_get(locked, conditions.READY)
+            if ready and ready["reason"] == conditions.NOT_PUBLISHED:
+                conditions.ready_from_state(locked)
         locked.save(update_fields=["conditions"])
     logger.warning(
         "registry.republished" if repaired else "registry.republish_failed",

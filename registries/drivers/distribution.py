@@ -12,6 +12,7 @@ blobs are reclaimed later by the registry's offline garbage collector.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -120,10 +121,11 @@ class DistributionDriver:
 
     def canary(self, *, namespace: str) -> str:
         """Push a small random blob to ``<namespace>/controlplane-canary``, read it back and
-        delete it, with a token scoped to that repository; describe what was seen.
+        delete it, with a control-plane token scoped to that repository; describe what was seen.
 
         A blob, not an image: no tag or manifest is ever written, so the canary is invisible to
-        the namespace's jobs and to deprovisioning, and leaves nothing behind.
+        the namespace's jobs and to deprovisioning. Whatever step fails, the upload or the blob
+        is deleted on the way out (best effort: the registry may be what failed).
         """
         repository = f"{namespace}/{CANARY_REPOSITORY}"
         token = _control_plane_token(
@@ -132,25 +134,35 @@ class DistributionDriver:
         )
         body = b"controlplane canary " + secrets.token_hex(16).encode()
         digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        blob = self._url(f"/v2/{repository}/blobs/{digest}")
         upload = self._request(
             "POST", self._url(f"/v2/{repository}/blobs/uploads/"), token=token, expect=(202,)
         )
-        location = urljoin(self.api_url, upload.headers.get("Location", ""))
-        separator = "&" if "?" in location else "?"
-        self._request(
-            "PUT",
-            f"{location}{separator}digest={digest}",
-            token=token,
-            expect=(201,),
-            headers={"Content-Type": "application/octet-stream"},
-            data=body,
-            what=f"PUT the canary blob to {repository}",
-        )
-        blob = self._url(f"/v2/{repository}/blobs/{digest}")
-        read = self._request("GET", blob, token=token, expect=(200,))
-        if read.content != body:
-            raise DriverError(f"GET {blob} answered other bytes than were pushed.")
-        self._request("DELETE", blob, token=token, expect=(202,))
+        if not upload.headers.get("Location"):
+            raise DriverError(f"POST {repository}/blobs/uploads/ answered no Location header.")
+        location = urljoin(f"{self.api_url}/", upload.headers["Location"])
+        cleanup = location  # the upload until it is complete, then the blob
+        try:
+            separator = "&" if "?" in location else "?"
+            self._request(
+                "PUT",
+                f"{location}{separator}digest={digest}",
+                token=token,
+                expect=(201,),
+                headers={"Content-Type": "application/octet-stream"},
+                data=body,
+                what=f"PUT the canary blob to {repository}",
+            )
+            cleanup = blob
+            read = self._request("GET", blob, token=token, expect=(200,))
+            if read.content != body:
+                raise DriverError(f"GET {blob} answered other bytes than were pushed.")
+            self._request("DELETE", blob, token=token, expect=(202,))
+            cleanup = ""
+        finally:
+            if cleanup:
+                with contextlib.suppress(DriverError):
+                    self._request("DELETE", cleanup, token=token, expect=(202, 204, 404))
         return f"pushed, read back and deleted {digest} in {repository}"
 
     def deprovision(self, *, namespace: str) -> int:

@@ -20,6 +20,11 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.AddField(
+            model_name="registry",
+            name="attempt_deadline",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
+        migrations.AddField(
             model_name='registry',
             name='canary_at',
             field=models.DateTimeField(blank=True, null=True),

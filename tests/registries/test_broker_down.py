@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from registries import conditions
 from registries.models import Registry, RegistryEvent, State
@@ -60,9 +61,9 @@ def test_a_hosted_queue_is_created_and_its_registry_stays_pending_when_the_broke
     synced = conditions.condition_get(registry, conditions.SYNCED)
     assert (synced["status"], synced["reason"]) == ("False", "EnqueueFailed")
     assert synced["message"].startswith("The task queue did not take the message (")
-    # Due for the reconciler one interval after its creation.
-    assert registry.next_attempt_at == registry.created_at + timedelta(
-        seconds=settings.REGISTRY_RECONCILE_INTERVAL_SECONDS
-    )
+    # Due for the reconciler one interval after the message failed.
+    interval = timedelta(seconds=settings.REGISTRY_RECONCILE_INTERVAL_SECONDS)
+    assert registry.created_at + interval < registry.next_attempt_at
+    assert registry.next_attempt_at <= timezone.now() + interval
     assert "registry.enqueue_failed" in result.stderr
     assert f"registry_id={registry.pk}" in result.stderr

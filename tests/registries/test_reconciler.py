@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from clusters import services
 from clusters.models import AgentEnvironmentVariable, Queue
-from registries import conditions
+from registries import conditions, reconciler
+from registries import services as services_
+from registries.drivers import RegistryUnavailable
 from registries.models import REGISTRY_URL_VARIABLE, Lease, Registry, RegistryEvent, State
 from registries.reconciler import (
     RECONCILER_LEASE,
@@ -21,7 +23,11 @@ from registries.reconciler import (
     lease_release,
     registries_reconcile,
 )
-from registries.services import registry_create_for_cluster, registry_provision
+from registries.services import (
+    registry_create_for_cluster,
+    registry_deprovision,
+    registry_provision,
+)
 from tests.clusters.factories import ClusterFactory
 from tests.support.processes import free_port
 
@@ -100,8 +106,12 @@ def test_a_pending_registry_whose_message_was_lost_is_enqueued_again_once(
 def test_a_provisioning_registry_whose_lease_expired_is_provisioned_again(
     reconcile, broker_queue
 ) -> None:
-    registry = new_registry(State.PROVISIONING, attempts=1, next_attempt_at=ago(1))
-    held = new_registry(State.PROVISIONING, attempts=1, next_attempt_at=ago(-60))
+    registry = new_registry(
+        State.PROVISIONING, attempts=1, next_attempt_at=ago(1), attempt_deadline=ago(1)
+    )
+    held = new_registry(
+        State.PROVISIONING, attempts=1, next_attempt_at=ago(-60), attempt_deadline=ago(-60)
+    )
     broker_queue.drain()
 
     assert reconcile().enqueued == [str(registry.pk)]
@@ -117,7 +127,9 @@ def test_a_provisioning_registry_whose_lease_expired_is_provisioned_again(
 
 
 def test_a_duplicate_message_leaves_a_running_attempt_alone(registry_settings) -> None:
-    registry = new_registry(State.PROVISIONING, attempts=1, next_attempt_at=ago(-60))
+    registry = new_registry(
+        State.PROVISIONING, attempts=1, next_attempt_at=ago(-60), attempt_deadline=ago(-60)
+    )
 
     result = registry_provision(registry_id=registry.pk)
 
@@ -128,6 +140,67 @@ def test_a_duplicate_message_leaves_a_running_attempt_alone(registry_settings) -
         1,
     )
     assert registry.events.count() == 1  # only its creation
+
+
+def test_an_attempt_that_outlived_its_lease_cannot_record_its_outcome(
+    reconcile, registry_settings
+) -> None:
+    old_deadline = ago(1)
+    registry = new_registry(
+        State.PROVISIONING, attempts=1, next_attempt_at=old_deadline, attempt_deadline=old_deadline
+    )
+    reconcile()  # the lease expired: back to pending, enqueued again
+    assert registry_provision(registry_id=registry.pk).state == State.READY
+
+    # The first attempt, alive after all, fails late: its outcome is not recorded.
+    late = services_._attempt_failed(
+        registry.pk,
+        RegistryUnavailable("late"),
+        working=State.PROVISIONING,
+        deadline=old_deadline,
+        log_extra={},
+    )
+
+    registry.refresh_from_db()
+    assert (late.state, registry.state, registry.last_error) == (State.READY, State.READY, "")
+
+
+def test_a_duplicate_deprovisioning_message_leaves_a_running_sweep_alone() -> None:
+    running = ago(-60)
+    registry = new_registry(
+        State.DEPROVISIONING,
+        cluster=None,
+        deprovision_requested_at=ago(10),
+        attempts=1,
+        next_attempt_at=running,
+        attempt_deadline=running,
+    )
+
+    result = registry_deprovision(registry_id=registry.pk)
+
+    registry.refresh_from_db()
+    assert (result.state, registry.attempts, registry.attempt_deadline) == (
+        State.DEPROVISIONING,
+        1,
+        running,
+    )
+    assert registry.events.count() == 1
+
+
+def test_one_failing_repair_does_not_stop_the_pass(reconcile, monkeypatch) -> None:
+    first, second = (
+        new_registry(State.READY, url=f"r.example/acme/{n}", next_attempt_at=None) for n in "ab"
+    )
+    republish = reconciler.registry_republish
+
+    def fails_for_the_first(*, registry):
+        if registry.pk == first.pk:
+            raise RuntimeError("boom")
+        return republish(registry=registry)
+
+    monkeypatch.setattr(reconciler, "registry_republish", fails_for_the_first)
+
+    assert reconcile().republished == [str(second.pk)]
 
 
 def test_settled_registries_are_not_enqueued(reconcile, broker_queue) -> None:
