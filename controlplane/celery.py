@@ -48,8 +48,9 @@ def pool_database_connections(**kwargs: Any) -> None:
     Celery's Django fixup closes every connection before and after each task; with a pool,
     closing hands the connection back instead, and the next task reuses it. The pool checks a
     connection before handing it out (``CONN_HEALTH_CHECKS``), so a restarted PostgreSQL costs
-    one reconnect, not a failed task. Only threads and solo workers keep the pool between tasks (the fixup closes a prefork
-    child's pool after each task). Web processes keep ``DATABASE_CONN_MAX_AGE``.
+    one reconnect, not a failed task. Only threads and solo workers keep the pool between
+    tasks (the fixup closes a prefork child's pool after each task). Web processes keep
+    ``DATABASE_CONN_MAX_AGE``.
     """
     from django.conf import settings
 
