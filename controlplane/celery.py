@@ -41,9 +41,10 @@ app.autodiscover_tasks()
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
-def pool_database_connections(**kwargs: Any) -> None:
+def pool_database_connections(sender: Any = None, **kwargs: Any) -> None:
     """Workers keep their PostgreSQL connections in a pool (psycopg_pool, through Django's
-    ``OPTIONS["pool"]``) of at most ``CELERY_WORKER_DATABASE_POOL_SIZE``.
+    ``OPTIONS["pool"]``) of at most ``CELERY_WORKER_DATABASE_POOL_SIZE``, and never fewer than
+    the worker's concurrency (a task holds its connection until it ends).
 
     Celery's Django fixup closes every connection before and after each task; with a pool,
     closing hands the connection back instead, and the next task reuses it. The pool checks a
@@ -54,6 +55,10 @@ def pool_database_connections(**kwargs: Any) -> None:
     """
     from django.conf import settings
 
+    concurrency = getattr(sender, "concurrency", None)
+    size = settings.CELERY_WORKER_DATABASE_POOL_SIZE
+    if isinstance(concurrency, int):
+        size = max(size, concurrency)
     for database in settings.DATABASES.values():
         if database["ENGINE"] == "django.db.backends.postgresql":
             # Django's pool and persistent connections exclude each other; the pool checks each
@@ -62,6 +67,6 @@ def pool_database_connections(**kwargs: Any) -> None:
             database["CONN_HEALTH_CHECKS"] = True
             database.setdefault("OPTIONS", {})["pool"] = {
                 "min_size": 1,
-                "max_size": settings.CELERY_WORKER_DATABASE_POOL_SIZE,
+                "max_size": size,
                 "timeout": 10,
             }

@@ -114,7 +114,8 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
     report = ReconcileReport()
     try:
         _create_missing(report)
-        report.enqueued = [str(r.pk) for r in registries_claim_due()]
+        with _one_repair("enqueue_due"):
+            report.enqueued = [str(r.pk) for r in registries_claim_due()]
         _republish(report)
         _retry_failed(report)
     finally:

@@ -679,7 +679,7 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
                 f"The health canary failed: {seen}",
                 now=now,
             )
-        elif ready is None or ready["status"] != conditions.TRUE:
+        elif ready is not None and ready["reason"] == conditions.CANARY_FAILED:
             conditions.condition_set(
                 locked,
                 conditions.READY,
