@@ -10,6 +10,7 @@ from rest_framework.request import Request
 
 from clusters.models import ClusterAgentToken
 from clusters.selectors import agent_token_authenticate
+from controlplane.api.authentication import authorization_secret
 
 _SCHEMES = {"token", "bearer"}
 
@@ -24,15 +25,14 @@ class AgentPrincipal:
 
 class ClusterAgentTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[AgentPrincipal, ClusterAgentToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        secret = authorization_secret(
+            request,
+            schemes=_SCHEMES,
+            malformed="Send the cluster agent token as 'Authorization: Token <token>'.",
+        )
+        if secret is None:
             return None
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() not in _SCHEMES or not secret.strip():
-            raise exceptions.AuthenticationFailed(
-                "Send the cluster agent token as 'Authorization: Token <token>'."
-            )
-        token = agent_token_authenticate(secret.strip())
+        token = agent_token_authenticate(secret)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked agent token.")
         return AgentPrincipal(token), token

@@ -81,6 +81,15 @@ def organization_create(*, slug: str, name: str) -> Organization:
     return organization
 
 
+def organization_get_or_create(*, slug: str) -> tuple[Organization, bool]:
+    """The organization ``slug``, created (named after its slug) if there is none; and whether
+    it was created. For the commands that set up an organization from the command line."""
+    organization = Organization.objects.filter(slug=slug).first()
+    if organization is not None:
+        return organization, False
+    return organization_create(slug=slug, name=slug.title()), True
+
+
 def cluster_create(
     *,
     organization: Organization,
@@ -117,12 +126,22 @@ def _save_cluster(cluster: Cluster, *, create: bool = False) -> None:
     if taken.exclude(pk=cluster.pk).exists():
         raise duplicate
     cluster.full_clean(validate_constraints=False)
+    _insert_or_explain(cluster, duplicate=duplicate, create=create)
+
+
+def _insert_or_explain(
+    obj: Cluster | Queue, *, duplicate: ValidationError, create: bool = True
+) -> None:
+    """Save ``obj``, with its database constraints as the last guard against a concurrent
+    writer: a creation never overwrites a row with the same id (an error on ``id``), and any
+    other conflict is ``duplicate``."""
     try:
         with transaction.atomic():
-            cluster.save(force_insert=create)
-    except IntegrityError as exc:  # the constraints are the last guard
-        if create and Cluster.objects.filter(pk=cluster.pk).exists():
-            raise ValidationError({"id": "A cluster with this id already exists."}) from exc
+            obj.save(force_insert=create)
+    except IntegrityError as exc:
+        if create and type(obj).objects.filter(pk=obj.pk).exists():
+            name = type(obj)._meta.verbose_name
+            raise ValidationError({"id": f"A {name} with this id already exists."}) from exc
         raise duplicate from exc
 
 
@@ -204,13 +223,7 @@ def queue_create(
         # Uniqueness was checked just above, under the lock, with a message naming the field;
         # the field validators cover what the check constraints say.
         queue.full_clean(validate_constraints=False)
-        try:
-            with transaction.atomic():
-                queue.save(force_insert=True)  # never over another queue with the same id
-        except IntegrityError as exc:  # the constraints are the last guard, should a caller race
-            if Queue.objects.filter(pk=queue.pk).exists():
-                raise ValidationError({"id": "A queue with this id already exists."}) from exc
-            raise duplicate from exc
+        _insert_or_explain(queue, duplicate=duplicate)
         logger.info(
             "queue.created",
             extra={
@@ -357,6 +370,17 @@ def _dispatch_set(queue: Queue, *, paused: bool, user: User | None, note: str) -
     return queue
 
 
+def _new_secret(prefix: str) -> str:
+    """A secret shown once: ``prefix`` (so that secret scanners recognise it) and 256 random
+    bits."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def _shown_prefix(secret: str, prefix: str) -> str:
+    """What is kept of a secret to tell it apart in lists: its prefix and four characters."""
+    return secret[: len(prefix) + 4]
+
+
 def agent_token_create(
     *,
     cluster: Cluster,
@@ -367,13 +391,13 @@ def agent_token_create(
     """Create an agent token. Returns the token and its secret, which is never stored."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "Must be in the future."})
-    secret = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    secret = _new_secret(AGENT_TOKEN_PREFIX)
     token = ClusterAgentToken(
         cluster=cluster,
         description=description,
         expires_at=expires_at,
         token_hash=ClusterAgentToken.hash_secret(secret),
-        token_prefix=secret[: len(AGENT_TOKEN_PREFIX) + 4],
+        token_prefix=_shown_prefix(secret, AGENT_TOKEN_PREFIX),
         created_by=created_by,
     )
     token.full_clean()
@@ -457,14 +481,14 @@ def api_token_create(
     *, user: User, organization: Organization, description: str, scopes: list[str]
 ) -> tuple[ApiToken, str]:
     """Create a REST API access token. Returns the token and its secret, which is never stored."""
-    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    secret = _new_secret(API_TOKEN_PREFIX)
     token = ApiToken(
         user=user,
         organization=organization,
         description=description,
         scopes=list(dict.fromkeys(scopes)),
         token_hash=ApiToken.hash_secret(secret),
-        token_prefix=secret[: len(API_TOKEN_PREFIX) + 4],
+        token_prefix=_shown_prefix(secret, API_TOKEN_PREFIX),
     )
     token.full_clean()
     token.save()
@@ -503,7 +527,7 @@ def webhook_secret_create(
             organization=organization,
             description=description,
             salt=salt,
-            secret_prefix=secret[: len(webhooks.SECRET_PREFIX) + 4],
+            secret_prefix=_shown_prefix(secret, webhooks.SECRET_PREFIX),
         )
         webhook_secret.full_clean()
         webhook_secret.save()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import cast
 
@@ -14,8 +13,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clusters import services, webhooks
+from clusters.api.queue_serializers import QueueEnvironmentSerializer
 from clusters.authentication import ClusterAgentTokenAuthentication
-from clusters.models import SLUG_PATTERN, ClusterAgentToken, Organization
+from clusters.models import ClusterAgentToken
 from clusters.renderers import ShellExportRenderer
 from clusters.selectors import agent_environment_for_queue
 
@@ -49,14 +49,12 @@ class AgentEnvironmentView(APIView):
             raise QueueRequired()
         if queue is None:
             raise exceptions.NotFound(f"No queue {key!r} found in this agent token's cluster.")
-        entries = agent_environment_for_queue(queue=queue)
+        environment = QueueEnvironmentSerializer.build(
+            queue, agent_environment_for_queue(queue=queue)
+        )
+        # The REST API's queue environment, with the cluster the token belongs to.
         return Response(
-            {
-                "cluster_id": str(cluster.pk),
-                "queue": {"id": str(queue.pk), "key": queue.key, "hosted": queue.hosted},
-                "env": {entry.name: entry.value for entry in entries},
-                "sources": {entry.name: entry.source for entry in entries},
-            }
+            {"cluster_id": str(cluster.pk), **QueueEnvironmentSerializer(environment).data}
         )
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -83,14 +81,8 @@ class BuildkiteWebhookView(APIView):
 
     def post(self, request: Request, org_slug: str) -> Response:
         body = request.body
-        # A slug that cannot exist is looked up nowhere (and never reaches the database).
-        organization = (
-            Organization.objects.filter(slug=org_slug).first()
-            if re.fullmatch(SLUG_PATTERN, org_slug)
-            else None
-        )
         try:
-            verified = webhooks.verify(organization, request.headers, body, time.time())
+            verified = webhooks.verify(org_slug, request.headers, body, time.time())
         except webhooks.WebhookRefused as refused:
             return Response({"message": refused.message}, status=refused.status)
         organization = verified.secret.organization

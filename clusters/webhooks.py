@@ -30,7 +30,6 @@ from rest_framework import serializers
 from clusters.models import (
     QUEUE_KEY_PATTERN,
     SLUG_PATTERN,
-    Organization,
     WebhookSecret,
 )
 
@@ -83,17 +82,18 @@ class Verified:
     signature: str | None = None  # the HMAC, in signature mode
 
 
-def verify(organization: Organization | None, headers: Any, body: bytes, now: float) -> Verified:
-    """Which active secret of ``organization`` vouches for this delivery; raises
-    ``WebhookRefused`` (401) otherwise. An unknown organization is refused the same way as a
-    wrong secret, so the endpoint does not tell which organizations exist."""
+def verify(org_slug: str, headers: Any, body: bytes, now: float) -> Verified:
+    """Which active secret of the organization ``org_slug`` vouches for this delivery (its
+    ``organization`` loaded with it); raises ``WebhookRefused`` (401) otherwise. An unknown
+    organization is refused the same way as a wrong secret, so the endpoint does not tell which
+    organizations exist. A slug that cannot exist is looked up nowhere."""
     candidates = (
         list(
             WebhookSecret.objects.active()
-            .filter(organization=organization)
+            .filter(organization__slug=org_slug)
             .select_related("organization")
         )
-        if organization is not None
+        if re.fullmatch(SLUG_PATTERN, org_slug)
         else []
     )
     signature, token = headers.get(SIGNATURE_HEADER), headers.get(TOKEN_HEADER)

@@ -43,14 +43,11 @@ class _RegistryAPIView(OrganizationAPIView):
             raise exceptions.NotFound("No registry found")
         return registry
 
-    def _response(self, registry: Registry) -> Response:
-        return Response(RegistrySerializer(registry, context=self.serializer_context()).data)
-
 
 class RegistryView(_RegistryAPIView):
     @operation("registry_get", tags=TAGS, responses={200: RegistrySerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        return self._response(self.get_registry(self.get_cluster(cluster_id)))
+        return self.respond(RegistrySerializer, self.get_registry(self.get_cluster(cluster_id)))
 
 
 class RegistryRetryView(_RegistryAPIView):
@@ -59,4 +56,4 @@ class RegistryRetryView(_RegistryAPIView):
         cluster = self.get_cluster(cluster_id)
         registry = self.get_registry(cluster, events=False)
         services.registry_retry(registry=registry)  # refuses (422) a registry that is not failed
-        return self._response(self.get_registry(cluster))
+        return self.respond(RegistrySerializer, self.get_registry(cluster))

@@ -30,36 +30,36 @@ SYNCED = "Synced"
 TYPES = (READY, SYNCED)
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
-#: The ``Ready`` reason for each state (a failed deprovisioning has its own).
-READY_REASONS: dict[str, str] = {
-    State.PENDING: "Pending",
-    State.PROVISIONING: "Provisioning",
-    State.READY: "Provisioned",
-    State.FAILED: "ProvisioningFailed",
-    State.DEPROVISIONING: "Deprovisioning",
-    State.DELETED: "Deprovisioned",
-}
+#: The ``Ready`` reason, and the message when there is no error to report, for each state (a
+#: failed deprovisioning has its own reason).
+READY_BY_STATE: dict[str, tuple[str, str]] = {
+    State.PENDING: (
+        "Pending", "Provisioning is queued: a worker will create the registry shortly."
+    ),
+    State.PROVISIONING: ("Provisioning", "A worker is creating the registry."),
+    State.READY: (
+        "Provisioned", "The registry is ready; the cluster's hosted jobs receive its URL."
+    ),
+    State.FAILED: ("ProvisioningFailed", "Provisioning failed; retry it once the cause is fixed."),
+    State.DEPROVISIONING: (
+        "Deprovisioning", "The registry is being deleted: it grants nothing any more."
+    ),
+    State.DELETED: ("Deprovisioned", "The registry was deleted."),
+}  # fmt: skip
 DEPROVISIONING_FAILED = "DeprovisioningFailed"
 CANARY_FAILED = "CanaryFailed"
 CANARY_PASSED = "CanaryPassed"
 NOT_PUBLISHED = "UrlNotPublished"
-
-#: The ``Ready`` message for each state when there is no error to report.
-READY_SENTENCES: dict[str, str] = {
-    State.PENDING: "Provisioning is queued: a worker will create the registry shortly.",
-    State.PROVISIONING: "A worker is creating the registry.",
-    State.READY: "The registry is ready; the cluster's hosted jobs receive its URL.",
-    State.FAILED: "Provisioning failed; retry it once the cause is fixed.",
-    State.DEPROVISIONING: "The registry is being deleted: it grants nothing any more.",
-    State.DELETED: "The registry was deleted.",
-}
 
 # Synced reasons.
 RECONCILE_SUCCESS = "ReconcileSuccess"
 RECONCILE_ERROR = "ReconcileError"
 ENQUEUE_FAILED = "EnqueueFailed"
 STALLED = "Stalled"
+# Unknown: asked for, not tried yet.
 CREATED = "Created"
+RETRY_REQUESTED = "RetryRequested"
+DEPROVISION_REQUESTED = "DeprovisionRequested"
 
 
 def condition_set(
@@ -107,12 +107,13 @@ def ready_from_state(registry: Registry, *, now: datetime | None = None) -> bool
     failed_deprovisioning = (
         registry.state == State.FAILED and registry.deprovision_requested_at is not None
     )
+    reason, sentence = READY_BY_STATE[registry.state]
     return condition_set(
         registry,
         READY,
         TRUE if registry.state == State.READY else FALSE,
-        DEPROVISIONING_FAILED if failed_deprovisioning else READY_REASONS[registry.state],
-        registry.last_error or READY_SENTENCES[registry.state],
+        DEPROVISIONING_FAILED if failed_deprovisioning else reason,
+        registry.last_error or sentence,
         now=now,
     )
 
@@ -127,3 +128,10 @@ def not_synced(
 ) -> bool:
     """``Synced`` False, with why."""
     return condition_set(registry, SYNCED, FALSE, reason, message, now=now)
+
+
+def sync_pending(
+    registry: Registry, reason: str, message: str, *, now: datetime | None = None
+) -> bool:
+    """``Synced`` Unknown: something was asked for and nothing has been tried yet."""
+    return condition_set(registry, SYNCED, UNKNOWN, reason, message, now=now)

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
@@ -68,15 +69,16 @@ class SigningKey:
     private_key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
 
-    @property
+    # Computed once per key: every token the endpoint signs carries both in its header.
+    @cached_property
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self.private_key.public_key()
 
-    @property
+    @cached_property
     def kid(self) -> str:
         return libtrust_kid(self.public_key)
 
-    @property
+    @cached_property
     def x5c(self) -> list[str]:
         """The ``x5c`` header: the signing certificate as standard (not URL-safe) base64 DER."""
         der = self.certificate.public_bytes(serialization.Encoding.DER)

@@ -41,16 +41,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 class RegistryQuerySet(models.QuerySet["Registry"]):
-    def owed_provisioning(self) -> RegistryQuerySet:
-        """Registries that a provisioning attempt should still move: pending or provisioning."""
-        return self.filter(state__in=[State.PENDING, State.PROVISIONING])
-
     def ready(self) -> RegistryQuerySet:
         return self.filter(state=State.READY)
-
-    def owed_deprovisioning(self) -> RegistryQuerySet:
-        """Registries whose deprovisioning was asked for and has not finished."""
-        return self.filter(state=State.DEPROVISIONING)
 
 
 class Registry(models.Model):

@@ -35,7 +35,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from registries.drivers import DriverError, get_driver
 from registries.models import Lease
 from registries.selectors import (
     clusters_owed_a_registry,
@@ -43,6 +42,7 @@ from registries.selectors import (
     registries_unpublished,
 )
 from registries.services import (
+    backend_check,
     registries_claim_due,
     registry_create_for_cluster,
     registry_republish,
@@ -156,12 +156,9 @@ def _retry_failed(report: ReconcileReport) -> None:
         : settings.REGISTRY_RECONCILE_BATCH
     ]:
         if registry.driver not in answering:
-            try:
-                get_driver(registry.driver).check_api()
-                answering[registry.driver] = True
-            except DriverError as exc:
-                answering[registry.driver] = False
-                logger.info("reconcile.registry_still_down", extra={"error": str(exc)})
+            answering[registry.driver], seen = backend_check(registry.driver)
+            if not answering[registry.driver]:
+                logger.info("reconcile.registry_still_down", extra={"error": seen})
         if not answering[registry.driver]:
             continue
         with _one_repair("retry", registry_id=str(registry.pk)):

@@ -38,9 +38,13 @@ def registries_due(*, now: datetime, interval: timedelta) -> RegistryQuerySet:
 def clusters_owed_a_registry() -> QuerySet[Cluster]:
     """Clusters with a hosted queue and no registry (the signal that creates it was lost, or the
     queue was written around the services)."""
-    return Cluster.objects.filter(
-        Exists(Queue.objects.hosted().filter(cluster=OuterRef("pk"))), registry__isnull=True
-    ).order_by("created_at")
+    return (
+        Cluster.objects.filter(
+            Exists(Queue.objects.hosted().filter(cluster=OuterRef("pk"))), registry__isnull=True
+        )
+        .select_related("organization")  # the namespace starts with its slug
+        .order_by("created_at")
+    )
 
 
 def registries_unpublished() -> RegistryQuerySet:

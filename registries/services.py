@@ -126,15 +126,33 @@ def _lock(registry_id: uuid.UUID | str) -> Registry | None:
 def _lock_with_cluster(registry: Registry) -> Registry | None:
     """Lock the registry's cluster row, then the registry row: the order ``cluster_delete``
     takes them in. Writing the cluster's agent environment needs the cluster row too (the
-    foreign key check), so taking the registry first could deadlock with a deletion."""
+    foreign key check), so taking the registry first could deadlock with a deletion. The locked
+    cluster is set on the registry it returns, so callers do not read it again."""
+    cluster = None
     if registry.cluster_id is not None:
-        Cluster.objects.select_for_update().filter(pk=registry.cluster_id).first()
-    return _lock(registry.pk)
+        cluster = Cluster.objects.select_for_update().filter(pk=registry.cluster_id).first()
+    locked = _lock(registry.pk)
+    if locked is not None and cluster is not None and locked.cluster_id == cluster.pk:
+        locked.cluster = cluster
+    return locked
 
 
-def _attempt_running(registry: Registry, now: datetime) -> bool:
-    """Whether an attempt holds ``registry`` (a message for it arrived twice)."""
-    return registry.attempt_deadline is not None and registry.attempt_deadline > now
+def _begin_attempt(
+    registry_id: uuid.UUID | str, states: tuple[str, ...]
+) -> tuple[Registry, datetime] | AttemptResult:
+    """Lock the registry for one attempt, in the caller's transaction. Returns it with the new
+    attempt's deadline (its lease and fencing token, for the caller to record as it starts the
+    attempt), or what to return instead: the registry is gone or in another state, an attempt
+    already holds it (a duplicate message), or its attempt budget is spent (now ``failed``)."""
+    registry = _lock(registry_id)
+    if registry is None or registry.state not in states:
+        return _left_as_is(registry)
+    now = timezone.now()
+    if registry.attempt_deadline is not None and registry.attempt_deadline > now:
+        return _left_as_is(registry)
+    if exhausted := _give_up_if_exhausted(registry):
+        return exhausted
+    return registry, now + attempt_lease()
 
 
 def _still_ours(registry: Registry | None, state: str, deadline: datetime) -> TypeIs[Registry]:
@@ -228,10 +246,8 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
                     next_attempt_at=now + reconcile_interval(),
                 )
                 conditions.ready_from_state(registry, now=now)
-                conditions.condition_set(
+                conditions.sync_pending(
                     registry,
-                    conditions.SYNCED,
-                    conditions.UNKNOWN,
                     conditions.CREATED,
                     "Provisioning is enqueued; no attempt has run yet.",
                     now=now,
@@ -266,16 +282,11 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     retries it (``registry_retry``) once the cause is fixed.
     """
     with transaction.atomic():
-        registry = _lock(registry_id)
-        if registry is None or registry.state not in (State.PENDING, State.PROVISIONING):
-            return _left_as_is(registry)
-        now = timezone.now()
-        if _attempt_running(registry, now):
-            return _left_as_is(registry)  # a duplicate message
+        begun = _begin_attempt(registry_id, (State.PENDING, State.PROVISIONING))
+        if isinstance(begun, AttemptResult):
+            return begun
+        registry, deadline = begun
         resumed = registry.state == State.PROVISIONING
-        if exhausted := _give_up_if_exhausted(registry):
-            return exhausted
-        deadline = now + attempt_lease()
         _transition(
             registry,
             State.PROVISIONING,
@@ -394,9 +405,7 @@ def registry_retry(
             raise ValidationError("Its failure was not transient: an operator retries it.")
         next_state = State.DEPROVISIONING if locked.deprovision_requested_at else State.PENDING
         message = f"{why} after: {locked.last_error}" if locked.last_error else why
-        conditions.condition_set(
-            locked, conditions.SYNCED, conditions.UNKNOWN, "RetryRequested", message
-        )
+        conditions.sync_pending(locked, conditions.RETRY_REQUESTED, message)
         _transition(
             locked,
             next_state,
@@ -428,9 +437,7 @@ def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool 
                 locked.save(update_fields=["cluster"])
             return
         now = timezone.now()
-        conditions.condition_set(
-            locked, conditions.SYNCED, conditions.UNKNOWN, "DeprovisionRequested", reason, now=now
-        )
+        conditions.sync_pending(locked, conditions.DEPROVISION_REQUESTED, reason, now=now)
         _transition(
             locked,
             State.DEPROVISIONING,
@@ -465,26 +472,22 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     expired (``access_token_window``); Celery beat enqueues it then, and it marks the registry
     ``deleted``. Harmless to repeat; transient failures are retried as in provisioning."""
     with transaction.atomic():
-        registry = _lock(registry_id)
-        if registry is None or registry.state != State.DEPROVISIONING:
-            return _left_as_is(registry)
-        if _attempt_running(registry, timezone.now()):
-            return _left_as_is(registry)  # a duplicate message
-        if exhausted := _give_up_if_exhausted(registry):
-            return exhausted
+        begun = _begin_attempt(registry_id, (State.DEPROVISIONING,))
+        if isinstance(begun, AttemptResult):
+            return begun
+        registry, deadline = begun
         registry.attempts += 1
-        deadline = registry.next_attempt_at = registry.attempt_deadline = (
-            timezone.now() + attempt_lease()
-        )
+        registry.next_attempt_at = registry.attempt_deadline = deadline
         registry.save(update_fields=["attempts", "next_attempt_at", "attempt_deadline"])
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.deprovision.started", extra=log_extra)
     try:
         deleted = get_driver(registry.driver).deprovision(namespace=registry.namespace)
         with transaction.atomic():
-            registry = _lock(registry_id)
-            if not _still_ours(registry, State.DEPROVISIONING, deadline):
-                return _left_as_is(registry)
+            locked = _lock(registry_id)
+            if not _still_ours(locked, State.DEPROVISIONING, deadline):
+                return _left_as_is(locked)
+            registry = locked
             if registry.cluster is not None:
                 agent_environment_unset(
                     cluster=registry.cluster, name=REGISTRY_URL_VARIABLE, source=ENVIRONMENT_SOURCE
@@ -623,17 +626,21 @@ def registry_republish(*, registry: Registry) -> str | None:
     return repaired
 
 
-def registry_verify(*, registry: Registry) -> Registry:
-    """Check now that the registry answers and still demands and accepts our tokens (the check
-    provisioning makes), and record what was seen on the registry. Changes no state."""
+def backend_check(driver: str) -> tuple[bool, str]:
+    """Whether the registry backend answers and still demands and accepts our tokens (the check
+    provisioning makes), and what was seen."""
     try:
-        seen, ok = get_driver(registry.driver).check_api(), True
+        return True, get_driver(driver).check_api()
     except DriverError as exc:
-        seen, ok = str(exc), False
-    Registry.objects.filter(pk=registry.pk).update(
-        verified_at=timezone.now(), verified_ok=ok, verification=seen
-    )
-    registry.refresh_from_db(fields=["verified_at", "verified_ok", "verification"])
+        return False, str(exc)
+
+
+def registry_verify(*, registry: Registry) -> Registry:
+    """Check now that the registry's backend answers and trusts our tokens (``backend_check``),
+    and record what was seen on the registry. Changes no state."""
+    ok, seen = backend_check(registry.driver)
+    registry.verified_at, registry.verified_ok, registry.verification = timezone.now(), ok, seen
+    registry.save(update_fields=["verified_at", "verified_ok", "verification"])
     logger.info("registry.verified", extra={"registry_id": str(registry.pk), "ok": ok})
     return registry
 

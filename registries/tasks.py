@@ -6,7 +6,7 @@ calls locks its registry row and does nothing when the work is already done.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -19,8 +19,6 @@ from registries.services import (
     registry_deprovision,
     registry_provision,
 )
-
-logger = logging.getLogger(__name__)
 
 
 # Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task.
@@ -50,14 +48,7 @@ def _retried(task: Task, result: AttemptResult) -> str | None:
 @shared_task(name="registries.reconcile")  # type: ignore[untyped-decorator]
 def reconcile_registries() -> dict[str, object]:
     """One reconcile pass (Celery beat, every REGISTRY_RECONCILE_INTERVAL_SECONDS)."""
-    report = registries_reconcile()
-    return {
-        "skipped_because_held_by": report.skipped_because_held_by,
-        "created": report.created,
-        "enqueued": report.enqueued,
-        "republished": report.republished,
-        "retried": report.retried,
-    }
+    return dataclasses.asdict(registries_reconcile())
 
 
 @shared_task(name="registries.canaries")  # type: ignore[untyped-decorator]

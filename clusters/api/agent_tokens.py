@@ -54,21 +54,18 @@ class AgentTokenListView(OrganizationAPIView):
             expires_at=data.get("expires_at"),
             created_by=self.user,
         )
-        context = self.serializer_context(secret=secret)
-        body = AgentTokenCreatedSerializer(token, context=context).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        return self.respond(
+            AgentTokenCreatedSerializer, token, status.HTTP_201_CREATED, secret=secret
+        )
 
 
 class AgentTokenDetailView(OrganizationAPIView):
     def _token(self, cluster_id: str, token_id: str) -> ClusterAgentToken:
         return get_or_404(_tokens_queryset(self, cluster_id), token_id, "No token found")
 
-    def _response(self, token: ClusterAgentToken) -> Response:
-        return Response(AgentTokenSerializer(token, context=self.serializer_context()).data)
-
     @operation("cluster_tokens_get", tags=TAGS, responses={200: AgentTokenSerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str, token_id: str) -> Response:
-        return self._response(self._token(cluster_id, token_id))
+        return self.respond(AgentTokenSerializer, self._token(cluster_id, token_id))
 
     @operation(
         "cluster_tokens_update",
@@ -81,7 +78,7 @@ class AgentTokenDetailView(OrganizationAPIView):
         data = validated(AgentTokenUpdateSerializer, request)
         if "description" in data:
             token = services.agent_token_update(token=token, description=data["description"])
-        return self._response(token)
+        return self.respond(AgentTokenSerializer, token)
 
     @operation(
         "cluster_tokens_partial_update",

@@ -11,19 +11,17 @@ from rest_framework.request import Request
 
 from clusters.models import ApiToken
 from clusters.selectors import api_token_authenticate
+from controlplane.api.authentication import authorization_secret
+
+BEARER_TOKEN_REQUIRED = "Send an API access token as 'Authorization: Bearer <token>'."  # noqa: S105 - a message
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[object, ApiToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        secret = authorization_secret(request, schemes={"bearer"}, malformed=BEARER_TOKEN_REQUIRED)
+        if secret is None:
             return None
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise exceptions.AuthenticationFailed(
-                "Send an API access token as 'Authorization: Bearer <token>'."
-            )
-        token = api_token_authenticate(secret.strip())
+        token = api_token_authenticate(secret)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API access token.")
         return token.user, token

@@ -13,18 +13,18 @@ Views reach clusters only through ``get_cluster``, which filters by the token's 
 from __future__ import annotations
 
 import uuid
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Model, QuerySet
-from rest_framework import exceptions
+from rest_framework import exceptions, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clusters.api.authentication import ApiTokenAuthentication
+from clusters.api.authentication import BEARER_TOKEN_REQUIRED, ApiTokenAuthentication
 from clusters.models import ApiScope, ApiToken, Cluster, Organization
 from controlplane.api.pagination import LinkHeaderPagination
 from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
@@ -36,7 +36,7 @@ M = TypeVar("M", bound=Model)
 class ApiTokenRequired(IsAuthenticated):
     """401 without a valid API token (and, in the schema, no anonymous access)."""
 
-    message = "Send an API access token as 'Authorization: Bearer <token>'."
+    message = BEARER_TOKEN_REQUIRED
 
 
 class OrganizationAPIView(APIView):
@@ -44,7 +44,6 @@ class OrganizationAPIView(APIView):
     permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
     read_scope: str = ApiScope.READ_CLUSTERS
     write_scope: str = ApiScope.WRITE_CLUSTERS
-    not_found = "No organization found"
 
     organization: Organization
     token: ApiToken
@@ -58,11 +57,7 @@ class OrganizationAPIView(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        token = request.auth
-        if not isinstance(token, ApiToken):
-            raise exceptions.NotAuthenticated(
-                "Send an API access token as 'Authorization: Bearer <token>'."
-            )
+        token = cast(ApiToken, request.auth)  # ApiTokenRequired let only API tokens through
         if token.organization.slug != kwargs.get("org_slug"):
             raise exceptions.NotFound("No organization found")
         self.token, self.organization = token, token.organization
@@ -109,13 +104,18 @@ class OrganizationAPIView(APIView):
 
     # --- pagination ---------------------------------------------------------------------------
 
-    def paginated(
-        self, queryset: QuerySet[Any], serializer_class: type, **context: Any
-    ) -> Response:
+    def paginated(self, queryset: QuerySet[Any], serializer_class: type) -> Response:
         paginator = LinkHeaderPagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
-        data = serializer_class(page, many=True, context=self.serializer_context(**context)).data
+        data = serializer_class(page, many=True, context=self.serializer_context()).data
         return paginator.get_paginated_response(data)
+
+    def respond(
+        self, serializer_class: type, obj: Any, code: int = status.HTTP_200_OK, **context: Any
+    ) -> Response:
+        """``obj`` as ``serializer_class`` renders it, with the view's context and ``context``."""
+        data = serializer_class(obj, context=self.serializer_context(**context)).data
+        return Response(data, status=code)
 
     def serializer_context(self, **extra: Any) -> dict[str, Any]:
         return {"request": self.request, "organization": self.organization, **extra}

@@ -45,20 +45,16 @@ class ClusterListView(OrganizationAPIView):
         cluster = services.cluster_create(
             organization=self.organization, created_by=self.user, **data
         )
-        body = ClusterSerializer(cluster, context=self.serializer_context()).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        return self.respond(ClusterSerializer, cluster, status.HTTP_201_CREATED)
 
 
 class ClusterDetailView(OrganizationAPIView):
     def _cluster(self, cluster_id: str) -> Cluster:
         return get_or_404(_clusters_queryset(self), cluster_id, "No cluster found")
 
-    def _response(self, cluster: Cluster) -> Response:
-        return Response(ClusterSerializer(cluster, context=self.serializer_context()).data)
-
     @operation("clusters_get", tags=TAGS, responses={200: ClusterSerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        return self._response(self._cluster(cluster_id))
+        return self.respond(ClusterSerializer, self._cluster(cluster_id))
 
     @operation(
         "clusters_update",
@@ -77,7 +73,7 @@ class ClusterDetailView(OrganizationAPIView):
                 raise ValidationError({"default_queue_id": "No queue with this id in the cluster."})
             changes["default_queue"] = queue
         services.cluster_update(cluster=cluster, **changes)
-        return self._response(self._cluster(cluster_id))
+        return self.respond(ClusterSerializer, self._cluster(cluster_id))
 
     @operation(
         "clusters_partial_update",

@@ -35,9 +35,6 @@ class QueueAPIView(OrganizationAPIView):
     def get_queue(self, cluster_id: str, queue_id: str) -> Queue:
         return get_or_404(_queues(self.get_cluster(cluster_id)), queue_id, "No queue found")
 
-    def queue_response(self, queue: Queue, code: int = status.HTTP_200_OK) -> Response:
-        return Response(QueueSerializer(queue, context=self.serializer_context()).data, code)
-
 
 class QueueListView(QueueAPIView):
     @operation(
@@ -53,13 +50,13 @@ class QueueListView(QueueAPIView):
         cluster = self.get_cluster(cluster_id)
         data = validated(QueueCreateSerializer, request)
         queue = services.queue_create(cluster=cluster, created_by=self.user, **data)
-        return self.queue_response(queue, status.HTTP_201_CREATED)
+        return self.respond(QueueSerializer, queue, status.HTTP_201_CREATED)
 
 
 class QueueDetailView(QueueAPIView):
     @operation("queues_get", tags=TAGS, responses={200: QueueSerializer})
     def get(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
-        return self.queue_response(self.get_queue(cluster_id, queue_id))
+        return self.respond(QueueSerializer, self.get_queue(cluster_id, queue_id))
 
     @operation(
         "queues_update", tags=TAGS, request=QueueUpdateSerializer, responses={200: QueueSerializer}
@@ -68,7 +65,7 @@ class QueueDetailView(QueueAPIView):
         queue = self.get_queue(cluster_id, queue_id)
         data = validated(QueueUpdateSerializer, request)
         services.queue_update(queue=queue, **data)
-        return self.queue_response(self.get_queue(cluster_id, queue_id))
+        return self.respond(QueueSerializer, self.get_queue(cluster_id, queue_id))
 
     @operation(
         "queues_partial_update",
@@ -96,7 +93,7 @@ class QueuePauseDispatchView(QueueAPIView):
         queue = self.get_queue(cluster_id, queue_id)
         data = validated(QueuePauseDispatchSerializer, request)
         services.queue_pause_dispatch(queue=queue, user=self.user, note=data["note"])
-        return self.queue_response(self.get_queue(cluster_id, queue_id))
+        return self.respond(QueueSerializer, self.get_queue(cluster_id, queue_id))
 
 
 class QueueResumeDispatchView(QueueAPIView):
@@ -104,7 +101,7 @@ class QueueResumeDispatchView(QueueAPIView):
     def post(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
         queue = self.get_queue(cluster_id, queue_id)
         services.queue_resume_dispatch(queue=queue)
-        return self.queue_response(self.get_queue(cluster_id, queue_id))
+        return self.respond(QueueSerializer, self.get_queue(cluster_id, queue_id))
 
 
 class QueueEnvironmentView(QueueAPIView):

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from clusters import services
-from clusters.models import ApiScope, ApiToken, Organization
+from clusters.models import ApiScope, ApiToken
 
 DEFAULT_SCOPES = [ApiScope.READ_CLUSTERS, ApiScope.WRITE_CLUSTERS, ApiScope.READ_REGISTRIES]
 
@@ -52,9 +52,8 @@ class Command(BaseCommand):
     def _create(
         self, quiet: bool, slug: str, username: str, scopes: list[str], options: dict[str, Any]
     ) -> tuple[ApiToken, str, User]:
-        organization = Organization.objects.filter(slug=slug).first()
-        if organization is None:
-            organization = services.organization_create(slug=slug, name=slug.title())
+        organization, created = services.organization_get_or_create(slug=slug)
+        if created:
             self._say(quiet, f"Created organization {slug}.")
         user = User.objects.filter(username=username).first()
         if user is None:

@@ -14,7 +14,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from clusters import services
-from clusters.models import Organization
 
 
 class Command(BaseCommand):
@@ -28,9 +27,8 @@ class Command(BaseCommand):
         slug = options["organization"]
         try:
             with transaction.atomic():  # a refused secret leaves no organization behind
-                organization = Organization.objects.filter(slug=slug).first()
-                if organization is None:
-                    organization = services.organization_create(slug=slug, name=slug.title())
+                organization, created = services.organization_get_or_create(slug=slug)
+                if created:
                     self.stderr.write(f"Created organization {slug}.")
                 secret, value = services.webhook_secret_create(
                     organization=organization, description=options["description"]

@@ -26,7 +26,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from clusters import services as cluster_services
-from clusters.models import Organization
 from registries.demo_image import BusyboxMissing, write_build_context, write_oci_layout
 from registries.drivers import DriverError
 from registries.drivers.distribution import DistributionDriver
@@ -64,9 +63,7 @@ class Command(BaseCommand):
         self._check_api(api_url)
 
         slug = options["organization"]
-        organization = Organization.objects.filter(slug=slug).first()
-        if organization is None:
-            organization = cluster_services.organization_create(slug=slug, name=slug.title())
+        organization, _ = cluster_services.organization_get_or_create(slug=slug)
         self.step(f"organization {organization.slug}")
 
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
