@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 
 from clusters import services
 from clusters.models import Queue
 from registries.keys import KeyStore, key_store
 from tests.clusters.factories import QueueFactory
 from tests.support import broker
-from tests.support.processes import RegistryProcess
+from tests.support.processes import CeleryWorker, RegistryProcess
 
 STRICT = os.environ.get("CONTROLPLANE_TEST_STRICT") == "1"
 
@@ -45,6 +47,29 @@ def broker_queue() -> Iterator[object]:
     broker.drain()
     yield broker
     broker.drain()
+
+
+@pytest.fixture
+def operator(client: Client) -> Client:
+    """The test client, logged in to the console as the superuser ``operator``."""
+    client.force_login(User.objects.create_superuser("operator", "op@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
+def start_worker(workdir: Path, broker_queue) -> Iterator[Callable[..., CeleryWorker]]:
+    """``start_worker(**environment)`` starts a Celery worker process on the tests' database and
+    broker (``environment`` on top); every worker it started is stopped at teardown."""
+    workers: list[CeleryWorker] = []
+
+    def start(**environment: str) -> CeleryWorker:
+        worker = CeleryWorker(workdir, **environment).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 @pytest.fixture

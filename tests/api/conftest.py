@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from clusters import services
-from clusters.models import ApiScope, ApiToken, Organization
+from clusters.models import ApiScope, ApiToken, Cluster, Organization
 
 ALL_SCOPES = list(ApiScope.values)
 
@@ -57,6 +57,12 @@ class Api:
     def delete(self, path: str) -> Any:
         return self.client.delete(self._url(path), **self._headers())
 
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Any of the above by name, for tables of requests (``body`` only where it is sent)."""
+        if method in ("get", "delete"):
+            return getattr(self, method)(path)
+        return getattr(self, method)(path, body or {})
+
     def _url(self, path: str) -> str:
         """``path`` relative to the organization (``/clusters``), or absolute (``/v2/...``)."""
         return path if path.startswith("/v2/") else f"{self.base}{path}"
@@ -83,6 +89,14 @@ def make_api(db) -> Callable[..., Api]:
         return Api(client=Client(), token=token, secret=secret)
 
     return make
+
+
+@pytest.fixture
+def cluster(api) -> Cluster:
+    """Cluster "Open Source" of organization ``acme``, created by the API token's owner."""
+    return services.cluster_create(
+        organization=api.organization, name="Open Source", created_by=api.token.user
+    )
 
 
 @pytest.fixture

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
+
+#: A timestamp as the API writes it: UTC, with milliseconds.
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def user_body(api: Any, body: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 from typing import Any
 
 import pytest
@@ -16,19 +15,11 @@ from django.utils import timezone
 
 from clusters import services
 from clusters.models import Cluster, ClusterAgentToken
-from tests.api.expected import user_body
+from tests.api.expected import TIMESTAMP, user_body
 
 pytestmark = pytest.mark.django_db
 
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 AGENT_ENVIRONMENT = "/v3/agent/environment"
-
-
-@pytest.fixture
-def cluster(api) -> Cluster:
-    return services.cluster_create(
-        organization=api.organization, name="Open Source", created_by=api.token.user
-    )
 
 
 def tokens_path(cluster: Cluster) -> str:

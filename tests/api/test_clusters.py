@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 
 import pytest
 from django.db import connection
@@ -12,10 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from clusters import services
 from clusters.models import Cluster
 from registries.models import Registry, State
+from tests.api.expected import TIMESTAMP
 
 pytestmark = pytest.mark.django_db
-
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def test_creating_a_cluster_answers_201_with_buildkites_shape(api) -> None:

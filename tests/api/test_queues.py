@@ -4,7 +4,6 @@ errors, pausing and resuming dispatch, and the environment of a job on a queue."
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
 import pytest
@@ -14,11 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from clusters import services
 from clusters.models import Cluster, Queue
 from registries.models import Registry, State
-from tests.api.expected import user_body
+from tests.api.expected import TIMESTAMP, user_body
 
 pytestmark = pytest.mark.django_db
 
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 REGISTRY_URL = "127.0.0.1:5000/acme/0123456789ab"
 SHAPES = ", ".join(
     [
@@ -28,13 +26,6 @@ SHAPES = ", ".join(
         "MACOS_ARM64_M4_12X56",
     ]
 )  # fmt: skip
-
-
-@pytest.fixture
-def cluster(api) -> Cluster:
-    return services.cluster_create(
-        organization=api.organization, name="Open Source", created_by=api.token.user
-    )
 
 
 def queues_path(cluster: Cluster) -> str:
@@ -632,18 +623,10 @@ QUEUE_REQUESTS = [
 ]
 
 
-def send(api, method: str, path: str, body: Any) -> Any:
-    if method in ("put", "patch"):
-        return getattr(api, method)(path, body)
-    if method == "post":
-        return api.post(path, body)
-    return getattr(api, method)(path)
-
-
 @pytest.mark.parametrize("cluster_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
 @pytest.mark.parametrize(("method", "body"), [("get", None), ("post", {"key": "new"})])
 def test_the_queues_of_an_unknown_cluster_are_404(api, cluster_id, method, body) -> None:
-    response = send(api, method, f"/clusters/{cluster_id}/queues", body)
+    response = api.request(method, f"/clusters/{cluster_id}/queues", body)
 
     assert response.status_code == 404
     assert response.json() == {"message": "No cluster found"}
@@ -658,7 +641,7 @@ def test_a_queue_of_an_unknown_cluster_is_404(api, cluster, method, action, body
     before = snapshot(queue)
     path = f"/clusters/00000000-0000-0000-0000-000000000000/queues/{queue.pk}{action}"
 
-    response = send(api, method, path, body)
+    response = api.request(method, path, body)
 
     assert response.status_code == 404
     assert response.json() == {"message": "No cluster found"}
@@ -668,7 +651,7 @@ def test_a_queue_of_an_unknown_cluster_is_404(api, cluster, method, action, body
 @pytest.mark.parametrize("queue_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
 @pytest.mark.parametrize(("method", "action", "body"), QUEUE_REQUESTS)
 def test_an_unknown_queue_is_404(api, cluster, queue_id, method, action, body) -> None:
-    response = send(api, method, f"{queues_path(cluster)}/{queue_id}{action}", body)
+    response = api.request(method, f"{queues_path(cluster)}/{queue_id}{action}", body)
 
     assert response.status_code == 404
     assert response.json() == {"message": "No queue found"}
@@ -684,7 +667,7 @@ def test_a_queue_of_another_cluster_of_the_organization_is_404_and_untouched(
         services.queue_pause_dispatch(queue=queue, user=None, note="paused")
     before = snapshot(queue)
 
-    response = send(api, method, f"{queues_path(cluster)}/{queue.pk}{action}", body)
+    response = api.request(method, f"{queues_path(cluster)}/{queue.pk}{action}", body)
 
     assert response.status_code == 404
     assert response.json() == {"message": "No queue found"}

@@ -18,7 +18,7 @@ from clusters import services
 from registries.models import Registry, State
 from tests.clusters.factories import ClusterFactory
 from tests.conftest import STRICT
-from tests.support.processes import ROOT, CeleryWorker, RegistryProcess
+from tests.support.processes import ROOT, RegistryProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,39 +82,34 @@ def screenshot(page: Page, name: str) -> Path:
 
 
 def test_an_operator_creates_a_cluster_and_a_hosted_queue_and_watches_its_registry(
-    page: Page, registry_process: RegistryProcess, workdir: Path, broker_queue
+    page: Page, registry_process: RegistryProcess, start_worker
 ) -> None:
-    worker = CeleryWorker(
-        workdir, REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host
-    ).start()
-    try:
-        services.organization_create(slug="acme", name="Acme")
+    start_worker(REGISTRY_URL=registry_process.url, REGISTRY_PUBLIC_HOST=registry_process.host)
+    services.organization_create(slug="acme", name="Acme")
 
-        page.goto("/admin/clusters/cluster/add/")
-        page.select_option("#id_organization", label="acme")
-        page.fill("#id_name", "Open Source")
-        page.click("input[name=_save]")
-        expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    page.goto("/admin/clusters/cluster/add/")
+    page.select_option("#id_organization", label="acme")
+    page.fill("#id_name", "Open Source")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
 
-        page.goto("/admin/clusters/queue/add/")
-        page.select_option("#id_cluster", label="acme/Open Source")
-        page.fill("#id_key", "linux-small")
-        page.select_option("#id_instance_shape", "LINUX_AMD64_2X4")
-        page.click("input[name=_save]")
-        expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    page.goto("/admin/clusters/queue/add/")
+    page.select_option("#id_cluster", label="acme/Open Source")
+    page.fill("#id_key", "linux-small")
+    page.select_option("#id_instance_shape", "LINUX_AMD64_2X4")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
 
-        page.goto("/admin/registries/registry/")
-        badge = page.locator(".registry-badge").first
-        for _ in range(60):  # the worker provisions; the operator reloads
-            if badge.inner_text() == "Ready":
-                break
-            page.wait_for_timeout(500)
-            page.reload()
-        expect(badge).to_have_text("Ready")
-        expect(page.locator("#result_list")).to_contain_text(registry_process.host)
-        screenshot(page, "registry-ready")
-    finally:
-        worker.stop()
+    page.goto("/admin/registries/registry/")
+    badge = page.locator(".registry-badge").first
+    for _ in range(60):  # the worker provisions; the operator reloads
+        if badge.inner_text() == "Ready":
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    expect(badge).to_have_text("Ready")
+    expect(page.locator("#result_list")).to_contain_text(registry_process.host)
+    screenshot(page, "registry-ready")
     assert Registry.objects.get().state == State.READY
 
 

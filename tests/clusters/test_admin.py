@@ -20,13 +20,6 @@ from tests.clusters.factories import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator(client: Client) -> Client:
-    user = User.objects.create_superuser("operator", "op@example.com", "pw")
-    client.force_login(user)
-    return client
-
-
 def test_every_model_of_the_apps_is_in_the_admin() -> None:
     for app_label in ("clusters", "registries"):
         for model in apps.get_app_config(app_label).get_models():

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.http import HttpResponse
@@ -161,13 +160,6 @@ def frozen(platform: Platform, monkeypatch) -> Platform:
     """The view's clock stopped at ``platform.now``, so that timestamps are exact to the second."""
     monkeypatch.setattr("clusters.views.time", SimpleNamespace(time=lambda: float(platform.now)))
     return platform
-
-
-@pytest.fixture
-def operator(client: Client) -> Client:
-    user = User.objects.create_superuser("operator", "op@example.com", "pw")
-    client.force_login(user)
-    return client
 
 
 # --- a valid delivery ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from clusters import services
 from tests.support.http import StandIn, stand_in_server
-from tests.support.processes import free_port
+from tests.support.processes import closed_url
 
 HOOK = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks" / "environment"
 # Source the hook, then print the resulting environment as JSON.
@@ -113,7 +113,7 @@ def test_the_hook_evaluates_nothing_unless_every_line_is_an_export(
 
 
 def test_the_hook_says_when_the_control_plane_is_unreachable(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = closed_url()
     result = source_hook({"CONTROLPLANE_URL": url, "CONTROLPLANE_AGENT_TOKEN": "x"})
     assert result.returncode == 1
     assert result.stderr.endswith(

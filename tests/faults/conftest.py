@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,32 +62,20 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def stack_environment() -> dict[str, str]:
-    """The variables every process of ``stack`` gets on top of the harness's; override it in a
-    module to change them."""
-    return dict(FAULT_ENVIRONMENT)
-
-
-@pytest.fixture
 def stack_factory(
     request: pytest.FixtureRequest,
     postgres_server: PostgresServer,
     tmp_path: Path,
-    stack_environment: dict[str, str],
-) -> Iterator[Callable[..., Stack]]:
-    """``stack_factory(environment=None, **options)`` starts a :class:`Stack` (``options`` are
-    Stack's: ``worker_pool``, ``worker_concurrency``, ``web_listen_backlog``); every stack is
+) -> Iterator[Callable[[], Stack]]:
+    """``stack_factory()`` starts a :class:`Stack` with ``FAULT_ENVIRONMENT``; every stack is
     stopped at teardown, and the tail of every log is printed if the test failed."""
     stacks: list[Stack] = []
 
-    def make(environment: Mapping[str, str] | None = None, **options: Any) -> Stack:
+    def make() -> Stack:
         if not postgres_server.running:  # an earlier test stopped it and failed before restarting
             postgres_server.start()
         stack = Stack(
-            tmp_path / f"stack{len(stacks) + 1}",
-            postgres_server,
-            environment={**stack_environment, **(environment or {})},
-            **options,
+            tmp_path / f"stack{len(stacks) + 1}", postgres_server, environment=FAULT_ENVIRONMENT
         )
         stacks.append(stack)
         return stack.start()
@@ -103,8 +91,8 @@ def stack_factory(
 
 
 @pytest.fixture
-def stack(stack_factory: Callable[..., Stack]) -> Stack:
-    """A started :class:`Stack` with ``stack_environment``."""
+def stack(stack_factory: Callable[[], Stack]) -> Stack:
+    """A started :class:`Stack` with ``FAULT_ENVIRONMENT``."""
     return stack_factory()
 
 

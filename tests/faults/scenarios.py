@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from tests.support.processes import poll
 from tests.support.stack import Stack
 
 HOSTED = {"hostedAgents": {"instanceShape": "LINUX_AMD64_2X4"}}
@@ -70,26 +71,16 @@ def registry_states(stack: Stack) -> dict[str, str]:
 
 def wait_until_ready(stack: Stack, cluster_ids: list[str], *, since: float) -> float | None:
     """Seconds from ``since`` until every cluster's registry is ready; None on timeout."""
-    deadline = since + RECOVERY_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def all_ready() -> bool:
         try:
             states = registry_states(stack)
         except Exception:  # noqa: BLE001 - the database may be on its way back
-            states = {}
-        if all(states.get(cluster_id) == "ready" for cluster_id in cluster_ids):
-            return time.monotonic() - since
-        time.sleep(0.1)
-    return None
+            return False
+        return all(states.get(cluster_id) == "ready" for cluster_id in cluster_ids)
 
-
-def wait_for(check: Callable[[], Any], *, timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    return None
+    remaining = since + RECOVERY_TIMEOUT - time.monotonic()
+    return time.monotonic() - since if poll(all_ready, timeout=remaining) else None
 
 
 def audit(stack: Stack, outcome: Outcome, cluster_ids: list[str], recovered_in: float | None):
@@ -157,7 +148,7 @@ def worker_killed_mid_provisioning(stack_factory: StackFactory) -> Outcome:
         response = create_hosted_queue(stack, cluster_id)
         if response.status_code != 201:
             outcome.problems.append(f"queue create answered {response.status_code}")
-        provisioning = wait_for(
+        provisioning = poll(
             lambda: registry_states(stack).get(cluster_id) == "provisioning", timeout=15
         )
         if not provisioning:
@@ -219,7 +210,7 @@ def registry_stopped(stack_factory: StackFactory) -> Outcome:
     stack.registry.stop()
     if create_hosted_queue(stack, cluster_id).status_code != 201:
         outcome.problems.append("queue create failed")
-    failed = wait_for(lambda: registry_states(stack).get(cluster_id) == "failed", timeout=30)
+    failed = poll(lambda: registry_states(stack).get(cluster_id) == "failed", timeout=30)
     if not failed:
         outcome.problems.append(f"never failed: {registry_states(stack)}")
     attempts = stack.sql(
@@ -250,10 +241,10 @@ def registry_stopped(stack_factory: StackFactory) -> Outcome:
 
     canary_timeout = 3 * float(stack.env["REGISTRY_CANARY_INTERVAL_SECONDS"]) + 5
     stack.registry.stop()
-    if not wait_for(lambda: ready_condition()["reason"] == "CanaryFailed", timeout=canary_timeout):
+    if not poll(lambda: ready_condition()["reason"] == "CanaryFailed", timeout=canary_timeout):
         outcome.problems.append(f"the canary did not drop Ready: {ready_condition()}")
     stack.registry.start()
-    if not wait_for(lambda: ready_condition()["status"] == "True", timeout=canary_timeout):
+    if not poll(lambda: ready_condition()["status"] == "True", timeout=canary_timeout):
         outcome.problems.append(f"the canary did not restore Ready: {ready_condition()}")
     outcome.facts["ready_after_canary"] = ready_condition()["reason"]
     return outcome
@@ -276,7 +267,7 @@ def postgresql_restarted_during_burst(stack_factory: StackFactory, clusters: int
             )
         if statuses != [201] * clusters:
             outcome.problems.append(f"answers: {sorted(statuses)}")
-        in_flight = wait_for(
+        in_flight = poll(
             lambda: list(registry_states(stack).values()).count("provisioning"), timeout=15
         )
         outcome.facts["attempts_in_flight_at_restart"] = in_flight

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.support.processes import poll
 from tests.support.stack import Stack
 
 
@@ -24,11 +25,12 @@ def test_a_stack_provisions_the_registry_of_a_hosted_queue(stack: Stack) -> None
 
     started = time.monotonic()
     rows: list[tuple[Any, ...]] = []
-    while time.monotonic() - started < 30:
-        rows = stack.sql("select state, url from registries_registry")
-        if rows and rows[0][0] == "ready":
-            break
-        time.sleep(0.2)
+
+    def ready() -> bool:
+        rows[:] = stack.sql("select state, url from registries_registry")
+        return bool(rows) and rows[0][0] == "ready"
+
+    poll(ready, timeout=30, interval=0.2)
     print(f"registry ready {time.monotonic() - started:.1f}s after the queue was created")
     assert len(rows) == 1
     state, url = rows[0]

@@ -11,6 +11,7 @@ from django.conf import settings
 from clusters import services
 from clusters.models import Cluster, ClusterAgentToken, Organization
 from registries.models import Registry, State
+from registries.reconciler import registries_reconcile
 from registries.services import registry_provision
 from tests.support.containers import Buildah, Skopeo
 
@@ -53,6 +54,18 @@ def ready_cluster(registry_settings, broker_queue) -> Callable[[str], ClusterAcc
         return ClusterAccess(cluster, token, secret, registry)
 
     return make
+
+
+@pytest.fixture
+def reconcile(django_capture_on_commit_callbacks, broker_queue):
+    """``reconcile(**kwargs)`` runs one reconcile pass, as the Celery beat task would, sending
+    what it enqueues; returns its report."""
+
+    def run(**kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return registries_reconcile(**kwargs)
+
+    return run
 
 
 @pytest.fixture

@@ -13,16 +13,10 @@ from django.utils import timezone
 from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 from tests.clusters.factories import ClusterFactory
-from tests.support.processes import free_port
+from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/registries/registry/"
-
-
-@pytest.fixture
-def operator(client: Client) -> Client:
-    client.force_login(User.objects.create_superuser("operator", "op@example.com", "pw"))
-    return client
 
 
 def make_registry(state: str = State.READY, **fields: object) -> Registry:
@@ -110,7 +104,7 @@ def test_verify_now_records_what_the_registry_answered(
     assert registry.verification in good
     assert registry.state == State.READY
 
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_URL = closed_url()
     act(operator, "verify", registry)
     registry.refresh_from_db()
     assert registry.verified_ok is False

@@ -16,7 +16,7 @@ from django.utils import timezone
 from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 from tests.clusters.factories import ClusterFactory
-from tests.support.processes import ROOT, database_url_for_children, free_port
+from tests.support.processes import ROOT, closed_url, database_url_for_children
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,7 @@ print("created")
 
 def test_a_hosted_queue_is_created_and_its_registry_stays_pending_when_the_broker_is_down() -> None:
     cluster = ClusterFactory()
-    closed = f"redis://127.0.0.1:{free_port()}/0"
+    closed = f"{closed_url('redis')}/0"
     started = time.monotonic()
 
     result = subprocess.run(

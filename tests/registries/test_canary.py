@@ -14,7 +14,6 @@ from clusters.models import AgentEnvironmentVariable
 from registries import conditions
 from registries.drivers.distribution import CANARY_REPOSITORY
 from registries.models import REGISTRY_URL_VARIABLE, Registry, State
-from registries.reconciler import registries_reconcile
 from registries.services import registry_canary, registry_create_for_cluster, registry_provision
 from registries.tasks import run_canaries
 from registries.tokens import Principal, Scope, token_issue
@@ -32,15 +31,6 @@ def own_registry(workdir: Path, settings) -> Iterator[RegistryProcess]:
     settings.REGISTRY_PUBLIC_HOST = registry.host
     yield registry
     registry.stop()
-
-
-@pytest.fixture
-def reconcile_pass(django_capture_on_commit_callbacks, broker_queue):
-    def run():
-        with django_capture_on_commit_callbacks(execute=True):
-            return registries_reconcile()
-
-    return run
 
 
 def ready_registry() -> Registry:
@@ -109,7 +99,7 @@ def test_a_failing_canary_drops_ready_and_a_passing_one_restores_it(own_registry
 
 
 def test_a_passing_canary_does_not_hide_a_url_that_cannot_be_published(
-    registry_settings, reconcile_pass
+    registry_settings, reconcile
 ) -> None:
     registry = ready_registry()
     AgentEnvironmentVariable.objects.filter(cluster=registry.cluster).delete()
@@ -118,7 +108,7 @@ def test_a_passing_canary_does_not_hide_a_url_that_cannot_be_published(
     )
 
     for _ in range(2):
-        reconcile_pass()
+        reconcile()
         passed = registry_canary(registry_id=registry.pk)
         assert passed is not None
         assert passed.ok

@@ -30,7 +30,7 @@ from registries.services import (
 )
 from registries.tasks import reconcile_registries
 from registries.tokens import Principal, Scope, token_issue
-from tests.support.processes import free_port
+from tests.support.processes import closed_url
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -230,7 +230,7 @@ def test_a_failed_deprovisioning_is_retried_as_deprovisioning_not_provisioning(
 ) -> None:
     a = ready_cluster("A")
     original = settings.REGISTRY_URL
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_URL = closed_url()
     settings.REGISTRY_PROVISION_MAX_ATTEMPTS = 1
     services.cluster_delete(cluster=a.cluster)
 

@@ -5,7 +5,6 @@ a Distribution registry, and the API over HTTP.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -19,23 +18,9 @@ from registries.demo_image import write_oci_layout
 from registries.models import Registry, State
 from registries.services import registry_retry
 from registries.tokens import Principal, Scope, token_issue
-from tests.support.processes import CeleryWorker, RegistryProcess, free_port, wait_until
+from tests.support.processes import RegistryProcess, closed_url, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def start_worker(workdir: Path, broker_queue) -> Iterator[Callable[..., CeleryWorker]]:
-    workers: list[CeleryWorker] = []
-
-    def start(**environment: str) -> CeleryWorker:
-        worker = CeleryWorker(workdir, **environment).start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
 
 
 def cluster_with_hosted_queue(name: str, key: str) -> tuple[Cluster, str]:
@@ -220,7 +205,7 @@ def test_the_demo_says_what_to_do_when_no_worker_runs(live_server, broker_queue)
 
 
 def test_the_demo_says_what_to_do_when_the_api_is_down() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = closed_url()
     with pytest.raises(CommandError) as excinfo:
         call_command("demo", api_url=url, stdout=StringIO())
     assert str(excinfo.value).startswith(f"The API at {url} does not answer (")

@@ -9,7 +9,7 @@ from clusters.models import AgentEnvironmentVariable
 from registries.models import Registry, State
 from registries.services import backoff_seconds, registry_provision, registry_retry
 from tests.clusters.factories import ClusterFactory
-from tests.support.processes import free_port
+from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +73,7 @@ def test_a_missing_registry_row_is_nothing_to_do() -> None:
 
 
 def test_an_unreachable_registry_is_retried_then_failed_with_the_error(registry, settings) -> None:
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_URL = closed_url()
     settings.REGISTRY_PROVISION_MAX_ATTEMPTS = 3
 
     results = [registry_provision(registry_id=registry.pk) for _ in range(3)]
@@ -122,7 +122,7 @@ def test_retry_moves_a_failed_registry_back_to_pending_with_a_fresh_budget(
     registry, settings, registry_settings
 ) -> None:
     original = settings.REGISTRY_URL
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_URL = closed_url()
     settings.REGISTRY_PROVISION_MAX_ATTEMPTS = 1
     assert registry_provision(registry_id=registry.pk).state == State.FAILED
 

@@ -21,7 +21,6 @@ from registries.reconciler import (
     RECONCILER_LEASE,
     lease_acquire,
     lease_release,
-    registries_reconcile,
 )
 from registries.services import (
     registry_create_for_cluster,
@@ -29,23 +28,11 @@ from registries.services import (
     registry_provision,
 )
 from tests.clusters.factories import ClusterFactory
-from tests.support.processes import free_port
+from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.django_db
 
 PROVISION = "registries.provision"
-
-
-@pytest.fixture
-def reconcile(django_capture_on_commit_callbacks, broker_queue):
-    """Run one pass, as the Celery beat task would, sending what it enqueues; returns the
-    report."""
-
-    def run(**kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return registries_reconcile(**kwargs)
-
-    return run
 
 
 def new_registry(state: str = State.PENDING, **fields) -> Registry:
@@ -87,7 +74,7 @@ def test_a_new_registry_is_left_to_its_message_for_one_interval(
 def test_a_pending_registry_whose_message_was_lost_is_enqueued_again_once(
     reconcile, broker_queue, settings
 ) -> None:
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"  # nothing answers
+    settings.REGISTRY_URL = closed_url()  # nothing answers
     registry = new_registry(next_attempt_at=ago(1))
     broker_queue.drain()  # the message is lost
 
@@ -298,7 +285,7 @@ def test_a_registry_that_failed_because_the_registry_was_down_is_retried_once_it
 def test_a_failed_registry_is_not_retried_while_the_registry_is_down(
     reconcile, settings, broker_queue
 ) -> None:
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_URL = closed_url()
     settings.REGISTRY_FAILED_RETRY_AFTER_SECONDS = 0
     registry = new_registry(State.FAILED, failure_transient=True, state_changed_at=ago(1))
     broker_queue.drain()
@@ -311,7 +298,7 @@ def test_a_failed_registry_is_not_retried_while_the_registry_is_down(
 def test_an_attempt_that_gives_up_on_an_unreachable_registry_marks_the_failure_transient(
     settings,
 ) -> None:
-    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_URL = closed_url()
     settings.REGISTRY_PROVISION_MAX_ATTEMPTS = 1
     registry = new_registry()
 

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import jwt
 import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
 
 from clusters import services
 from clusters.models import Cluster, ClusterAgentToken, Organization
-from registries.keys import key_store
 from registries.models import Registry, RegistryEvent, State
+from tests.support.registry_tokens import access_claims
 
 pytestmark = pytest.mark.django_db
 
@@ -83,15 +82,6 @@ def basic(secret: str, user: str = "any-user") -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Basic {credentials}"}
 
 
-def claims(token: str) -> dict[str, Any]:
-    return jwt.decode(
-        token,
-        key_store().load().current.public_key,
-        algorithms=["ES256"],
-        audience=django_settings.REGISTRY_TOKEN_SERVICE,
-    )
-
-
 def error(message: str, code: str) -> dict[str, Any]:
     return {"message": message, "errors": [{"code": code, "message": message}]}
 
@@ -126,7 +116,7 @@ def test_an_agent_token_gets_its_namespace_and_nothing_else(
     assert sorted(body) == ["access_token", "expires_in", "issued_at", "token"]
     assert body["access_token"] == body["token"]
     assert body["expires_in"] == django_settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS
-    token = claims(body["token"])
+    token = access_claims(body["token"])
     assert token["access"] == [
         {"type": "repository", "name": f"{agent.namespace}/base", "actions": ["pull", "push"]}
     ]
@@ -145,7 +135,7 @@ def test_scopes_in_one_space_separated_parameter_are_each_granted(client, agent:
     )
 
     assert response.status_code == 200
-    assert claims(response.json()["token"])["access"] == [
+    assert access_claims(response.json()["token"])["access"] == [
         {"type": "repository", "name": f"{agent.namespace}/a", "actions": ["pull"]},
         {"type": "repository", "name": f"{agent.namespace}/b", "actions": ["push"]},
     ]
@@ -157,7 +147,7 @@ def test_without_credentials_the_token_grants_nothing(client, agent: Agent) -> N
     )
 
     assert response.status_code == 200
-    token = claims(response.json()["token"])
+    token = access_claims(response.json()["token"])
     assert token["access"] == []
     assert token["sub"] == ""
     assert response.json()["expires_in"] == django_settings.REGISTRY_TOKEN_PULL_TTL_SECONDS
@@ -210,7 +200,7 @@ def test_an_agent_token_that_has_not_expired_yet_is_accepted(
     )
 
     assert response.status_code == 200
-    assert claims(response.json()["token"])["access"] == [
+    assert access_claims(response.json()["token"])["access"] == [
         {"type": "repository", "name": agent.namespace, "actions": ["pull"]}
     ]
 
@@ -278,7 +268,7 @@ def test_a_cluster_without_a_ready_registry_gets_an_empty_grant(
     )
 
     assert response.status_code == 200
-    token = claims(response.json()["token"])
+    token = access_claims(response.json()["token"])
     assert token["access"] == []
     assert token["sub"] == agent.subject
 
@@ -338,7 +328,7 @@ def test_the_password_grant_issues_a_token_for_the_scopes(client, agent: Agent) 
     body = response.json()
     assert sorted(body) == ["access_token", "expires_in", "issued_at", "token"]
     assert body["access_token"] == body["token"]
-    assert claims(body["token"])["access"] == [
+    assert access_claims(body["token"])["access"] == [
         {"type": "repository", "name": f"{agent.namespace}/a", "actions": ["pull"]},
         {"type": "repository", "name": f"{agent.namespace}/b", "actions": ["pull", "push"]},
     ]
@@ -379,7 +369,7 @@ def test_the_refresh_token_grant_issues_a_new_token_for_the_scope(client, agent:
     assert response.status_code == 200
     body = response.json()
     assert sorted(body) == ["access_token", "expires_in", "issued_at", "refresh_token", "token"]
-    token = claims(body["token"])
+    token = access_claims(body["token"])
     assert token["access"] == [
         {"type": "repository", "name": f"{agent.namespace}/base", "actions": ["pull", "push"]}
     ]
@@ -415,7 +405,7 @@ def test_the_refresh_token_grant_follows_the_registry_state(client, agent: Agent
     )
 
     assert response.status_code == 200
-    assert claims(response.json()["token"])["access"] == []
+    assert access_claims(response.json()["token"])["access"] == []
 
 
 def test_an_access_token_is_refused_as_a_refresh_token(client, agent: Agent) -> None:

@@ -27,6 +27,7 @@ from registries.tokens import (
     refresh_token_issue,
     token_issue,
 )
+from tests.support.registry_tokens import access_claims
 
 NAMESPACE = "acme/0123456789ab"
 OWNER = Principal(subject="s", namespace=NAMESPACE)
@@ -34,15 +35,6 @@ OWNER = Principal(subject="s", namespace=NAMESPACE)
 
 def scopes(*raw: str) -> list[Scope]:
     return parse_scopes(raw)
-
-
-def decode(token: str, settings) -> dict[str, Any]:
-    return jwt.decode(
-        token,
-        key_store().load().current.public_key,
-        algorithms=["ES256"],
-        audience=settings.REGISTRY_TOKEN_SERVICE,
-    )
 
 
 # --- Scope.parse ----------------------------------------------------------------------------
@@ -306,7 +298,7 @@ def test_an_access_token_carries_the_grant_for_the_service(settings) -> None:
 
     issued = token_issue(OWNER, asked)
 
-    claims = decode(issued.token, settings)
+    claims = access_claims(issued.token)
     assert claims["iss"] == settings.REGISTRY_TOKEN_ISSUER == "controlplane"
     assert claims["aud"] == settings.REGISTRY_TOKEN_SERVICE == "hosted-registry"
     assert isinstance(claims["aud"], str)
@@ -330,8 +322,8 @@ def test_an_access_token_names_the_current_key_and_its_certificate() -> None:
 
 
 def test_every_access_token_has_its_own_id(settings) -> None:
-    first = decode(token_issue(OWNER, []).token, settings)
-    second = decode(token_issue(OWNER, []).token, settings)
+    first = access_claims(token_issue(OWNER, []).token)
+    second = access_claims(token_issue(OWNER, []).token)
 
     assert first["jti"] != second["jti"]
 
@@ -359,7 +351,7 @@ def test_a_token_that_can_only_read_lives_shorter_than_one_that_can_write(
 
     issued = token_issue(OWNER, scopes(*raw))
 
-    claims = decode(issued.token, settings)
+    claims = access_claims(issued.token)
     assert issued.expires_in == lifetime
     assert claims["exp"] - claims["iat"] == lifetime
 
@@ -397,7 +389,7 @@ def test_a_refresh_token_is_not_accepted_by_the_registry(settings) -> None:
     refresh_token = refresh_token_issue(agent_principal())
 
     with pytest.raises(jwt.InvalidAudienceError):
-        decode(refresh_token, settings)
+        access_claims(refresh_token)
 
 
 def test_only_an_agent_tokens_principal_gets_a_refresh_token() -> None:

@@ -9,25 +9,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
+from tests.support.processes import require_binary
 
 AGENT_USER = "buildkite-agent"  # any user name: the password is what counts
 TIMEOUT = 180
-
-
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(
-            f"{tool} is not installed: run `sudo apt-get install {tool}` "
-            "(make test and .ci/run install it when run as root)."
-        )
-    return path
 
 
 def run(args: list[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -42,7 +31,7 @@ def creds(secret: str) -> str:
 
 class Skopeo:
     def __init__(self, workdir: Path) -> None:
-        self.binary = require("skopeo")
+        self.binary = require_binary("skopeo")
         self.workdir = workdir
 
     def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,7 +63,7 @@ class Skopeo:
 
 class Buildah:
     def __init__(self, workdir: Path) -> None:
-        self.binary = require("buildah")
+        self.binary = require_binary("buildah")
         self.storage = [
             "--root", str(workdir / "buildah-root"),
             "--runroot", str(workdir / "buildah-run"),

@@ -27,34 +27,75 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+#: The Debian package of each binary the tests run, where it is not the binary's own name.
+PACKAGES = {"initdb": "postgresql"}
+
+
+def require_binary(name: str, *, path: str | None = None) -> str:
+    """The path of the executable ``name`` (or of ``path``, another build of it); fail, naming
+    its Debian package, if it is not installed. Tests never skip for a missing tool."""
+    found = shutil.which(path or name)
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed: run `sudo apt-get install {PACKAGES.get(name, name)}` "
+            "(make test and .ci/run install it when run as root)."
+        )
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def wait_until(
-    check: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
-) -> T:
-    """Call ``check`` until it returns something truthy, and return that; fail after ``timeout``."""
+def closed_url(scheme: str = "http") -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on: a service that is down."""
+    return f"{scheme}://127.0.0.1:{free_port()}"
+
+
+def poll(
+    check: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1
+) -> T | None:
+    """Call ``check`` until it returns something truthy, and return that; None after
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+            return None
         time.sleep(interval)
 
 
-def _stop(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "",
+    failure: Callable[[str], str] | None = None,
+) -> T:
+    """Call ``check`` until it returns something truthy, and return that; fail after ``timeout``
+    (with ``failure(reason)`` as the message, if given)."""
+    result = poll(check, timeout=timeout, interval=interval)
+    if not result:
+        reason = f"timed out after {timeout:g}s waiting for {what or check}"
+        pytest.fail(failure(reason) if failure else reason)
+    return result
+
+
+def stop_process(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit status."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=5)
+            process.wait(timeout=10)
+    return process.returncode
 
 
 class RegistryProcess:
@@ -76,12 +117,7 @@ class RegistryProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> RegistryProcess:
-        binary = shutil.which(os.environ.get("DOCKER_REGISTRY_BIN", "docker-registry"))
-        if binary is None:
-            pytest.fail(
-                "docker-registry is not installed: run `sudo apt-get install docker-registry` "
-                "(make test and .ci/run install it when run as root)."
-            )
+        binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
         config = self.workdir / f"registry-{self.port}.yml"
         config.write_text(
             render_registry_config(
@@ -115,7 +151,7 @@ class RegistryProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop_process(self.process)
             self.process = None
 
 
@@ -180,5 +216,5 @@ class CeleryWorker:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop_process(self.process)
             self.process = None

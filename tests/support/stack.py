@@ -48,43 +48,25 @@ import requests
 from django.conf import settings
 from psycopg import sql
 
+from clusters.models import ApiScope
 from registries.management.commands.registry_config import render_registry_config
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_port, require_binary, stop_process, wait_until
 
 #: The database every stack's database is a copy of (``CREATE DATABASE ... TEMPLATE``).
 TEMPLATE_DATABASE = "controlplane_template"
 #: The organization, user and API token every stack creates.
 ORGANIZATION = "acme"
 USER = "fault-injector"
-ALL_SCOPES = ("read_clusters", "write_clusters", "read_registries", "write_registries")
 
 #: Variables of the pytest process that must not leak into the stack's processes: the tests' own
 #: database, broker, keys and realm (``controlplane.settings_test`` sets some of them).
 _DROPPED_VARIABLES = frozenset({"DATABASE_URL", "REDIS_URL"})
 _DROPPED_PREFIXES = ("CELERY_", "CONTROLPLANE_", "REGISTRY_", "DJANGO_")
 
-#: The Debian package that provides each binary the harness needs.
-_PACKAGES = {
-    "initdb": "postgresql",
-    "redis-server": "redis-server",
-    "docker-registry": "docker-registry",
-}
 _POSTGRES_ROOT = Path("/usr/lib/postgresql")
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def require_binary(name: str, *, path: str | None = None) -> str:
-    """The path of the executable ``name`` (or of ``path``); fail naming its Debian package."""
-    found = shutil.which(path or name)
-    if found is None:
-        package = _PACKAGES.get(name, name)
-        pytest.fail(
-            f"{name} is not installed: run `sudo apt-get install {package}` "
-            "(the fault-injection tests never skip)."
-        )
-    return found
 
 
 def postgres_bindir() -> Path:
@@ -118,17 +100,6 @@ def inherited_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if name not in _DROPPED_VARIABLES and not name.startswith(_DROPPED_PREFIXES)
     }
-
-
-def _wait(
-    check: Callable[[], bool], *, timeout: float, what: str, failure: Callable[[str], str]
-) -> None:
-    """Call ``check`` until it is true; after ``timeout``, fail with ``failure(reason)``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(failure(f"timed out after {timeout:g}s waiting for {what}"))
-        time.sleep(0.05)
 
 
 # --- one child process -----------------------------------------------------------------------
@@ -230,9 +201,10 @@ class ManagedProcess:
                 pytest.fail(self._failure(f"exited with status {self.returncode}"))
             return self.is_ready(self)
 
-        _wait(
+        wait_until(
             ready,
             timeout=self.ready_timeout,
+            interval=0.05,
             what=f"{self.name} to be ready",
             failure=self._failure,
         )
@@ -261,19 +233,7 @@ class ManagedProcess:
         """SIGTERM, then SIGKILL after ``grace`` seconds; return the exit status."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=self.stop_grace if grace is None else grace)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
-    def restart(self) -> ManagedProcess:
-        """Stop the process (if it runs) and start it again with the same command."""
-        self.stop()
-        return self.start()
+        return stop_process(self.process, grace=self.stop_grace if grace is None else grace)
 
     def _failure(self, reason: str) -> str:
         message = f"{self.name} {reason}. {self.log_path}:\n{self.tail()}"
@@ -326,10 +286,6 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.stop()
-
-    def restart(self) -> RedisServer:
-        self.process.restart()
-        return self
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -420,9 +376,10 @@ class PostgresServer:
             "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_path),
             "-w", "-t", "60", "-o", self._options(),
         )  # fmt: skip
-        _wait(
+        wait_until(
             self.accepts_connections,
             timeout=30,
+            interval=0.05,
             what=f"PostgreSQL on port {self.port}",
             failure=lambda reason: f"PostgreSQL {reason}. {self.log_path}:\n{tail(self.log_path)}",
         )
@@ -592,6 +549,7 @@ def _manage(
 #: of 10 (``WSGIServer.request_queue_size``) and no setting changes it: with dozens of concurrent
 #: clients the kernel falls back to SYN cookies, clients wait a second for a retransmitted SYN,
 #: and some connections are reset. Everything else is runserver's, with the production settings.
+WEB_LISTEN_BACKLOG = 1024
 _RUNSERVER_WITH_BACKLOG = """\
 import sys
 from django.core.management import execute_from_command_line
@@ -617,11 +575,11 @@ class Stack:
     """The whole service as real processes: registry, web, Celery worker and beat, on a
     private Redis and a fresh database (a copy of the template) of ``postgres``.
 
-    ``environment`` is added to every process's environment (e.g. shorter intervals).
-    ``web_listen_backlog`` raises runserver's listen backlog (see ``_RUNSERVER_WITH_BACKLOG``);
-    None runs plain ``manage.py runserver``. Use it as a context manager, or call :meth:`start`
-    and :meth:`stop` (which stops whatever still runs, by pid, even after a failure). Logs stay
-    in ``workdir``.
+    ``environment`` is added to every process's environment (e.g. shorter intervals). The web
+    server is runserver with a listen backlog of ``WEB_LISTEN_BACKLOG`` (see
+    ``_RUNSERVER_WITH_BACKLOG``); the worker runs the threads pool, as ``deploy/Procfile.dev``.
+    Use it as a context manager, or call :meth:`start` and :meth:`stop` (which stops whatever
+    still runs, by pid, even after a failure). Logs stay in ``workdir``.
     """
 
     def __init__(
@@ -630,15 +588,11 @@ class Stack:
         postgres: PostgresServer,
         *,
         environment: Mapping[str, str] | None = None,
-        worker_pool: str = "threads",
-        worker_concurrency: int = 4,
-        web_listen_backlog: int | None = 1024,
-        database: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.postgres = postgres
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.database = database or f"stack_{secrets.token_hex(4)}"
+        self.database = f"stack_{secrets.token_hex(4)}"
         self.keys_dir = workdir / "keys"
         self.web_port = free_port()
         self.registry_port = free_port()
@@ -670,10 +624,7 @@ class Stack:
         )  # fmt: skip
         celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
         runserver = ["runserver", "--noreload", f"127.0.0.1:{self.web_port}"]
-        if web_listen_backlog is not None:
-            web = [sys.executable, "-c", _RUNSERVER_WITH_BACKLOG, str(web_listen_backlog)]
-        else:
-            web = [sys.executable, "manage.py"]
+        web = [sys.executable, "-c", _RUNSERVER_WITH_BACKLOG, str(WEB_LISTEN_BACKLOG)]
         self.web = self._process(
             "web",
             [*web, *runserver],
@@ -681,7 +632,7 @@ class Stack:
         )
         self.worker = self._process(
             "worker",
-            [*celery, "worker", "--pool", worker_pool, "--concurrency", str(worker_concurrency),
+            [*celery, "worker", "--pool", "threads", "--concurrency", "4",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
             is_ready=_logged(" ready."),
             stop_grace=15,
@@ -770,7 +721,12 @@ class Stack:
             process.launch()
         with self._timed("api token"):
             self.token = self.manage(
-                "create_api_token", ORGANIZATION, USER, "--scopes", ",".join(ALL_SCOPES), "--quiet"
+                "create_api_token",
+                ORGANIZATION,
+                USER,
+                "--scopes",
+                ",".join(ApiScope.values),
+                "--quiet",
             ).strip()
         for process in launching:
             with self._timed(process.name):
