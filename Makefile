@@ -10,7 +10,7 @@ WITH_ENV := .venv/bin/honcho run
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000)"
 	@echo "make test   run the test suite"
-	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/RELIABILITY.md"
+	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/fault-report.md"
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
 
@@ -38,12 +38,12 @@ test: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES) $(FAULT_PACKAGES)
 	.venv/bin/pytest
 
-# Each trial prints its line as it ends (-v); the figures land in docs/RELIABILITY.md.
+# Each trial prints its line as it ends (-v); the figures land in docs/fault-report.md.
 faults: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES) $(FAULT_PACKAGES)
 	.venv/bin/pytest tests/faults -v -p no:cacheprovider --fault-trials $(TRIALS) \
-		--fault-report docs/RELIABILITY.md
-	@echo "wrote docs/RELIABILITY.md"
+		--fault-report docs/fault-report.md
+	@echo "wrote docs/fault-report.md"
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

@@ -107,7 +107,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--fault-report",
         default=None,
-        help="write the scenarios' figures to this Markdown file (docs/RELIABILITY.md)",
+        help="write the scenarios' figures to this Markdown file (docs/fault-report.md)",
     )
 
 

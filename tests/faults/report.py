@@ -1,4 +1,4 @@
-"""docs/RELIABILITY.md: the figures of a ``make faults`` run, scenario by scenario."""
+"""docs/fault-report.md: the figures of a ``make faults`` run, scenario by scenario."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ Written by `make faults` ({when}, {trials} trial(s) of each scenario, on {machin
 by hand. Each trial starts the whole service as real processes (a private PostgreSQL and Redis, a
 `docker-registry`, the web server, a Celery worker and Celery beat), injects one fault into one
 of them, and counts what became of every registry it asked for. The scenarios and what they
-promise are in `tests/faults/scenarios.py`; why they recover is in docs/reliability.md.
+promise are in `tests/faults/scenarios.py`; why they recover is in [reliability.md](reliability.md).
 
 Intervals in these runs are short so that faults play out in seconds: reconcile and canary
 every 2 s, task time limit 8 s, 3 provisioning attempts with backoff from 0.2 s, a failed

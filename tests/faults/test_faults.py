@@ -1,6 +1,6 @@
 """Fault injection with real processes (see ``scenarios``): no registry is lost or duplicated,
 and each recovers within what the design promises. ``make faults`` runs more trials and writes
-docs/RELIABILITY.md from them."""
+docs/fault-report.md from them."""
 
 from __future__ import annotations
 
