@@ -12,7 +12,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from clusters.api.serializers import TimestampField, empty_to_none
+from controlplane.api.fields import TimestampField, empty_to_none
 from registries import conditions as registry_conditions
 from registries.models import Registry, RegistryEvent, State
 

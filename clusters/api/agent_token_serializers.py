@@ -17,8 +17,9 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from clusters.api.serializers import TimestampField, UserSerializer, absolute, graphql_id
+from clusters.api.serializers import UserSerializer, absolute, graphql_id
 from clusters.models import ClusterAgentToken
+from controlplane.api.fields import TimestampField
 
 #: How far ahead an expiry must be, at creation (as on Buildkite).
 MIN_EXPIRY = timedelta(minutes=10)

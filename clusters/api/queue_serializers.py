@@ -18,16 +18,10 @@ from drf_spectacular.utils import Direction, extend_schema_field
 from rest_framework import serializers
 
 from clusters import instance_shapes
-from clusters.api.serializers import (
-    TimestampField,
-    UserSerializer,
-    absolute,
-    blank_nulls,
-    empty_to_none,
-    graphql_id,
-)
+from clusters.api.serializers import UserSerializer, absolute, blank_nulls, graphql_id
 from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
 from clusters.selectors import EnvironmentEntry
+from controlplane.api.fields import TimestampField, empty_to_none
 
 AGENT_IMAGE_REF_MAX_LENGTH = Queue._meta.get_field("agent_image_ref").max_length
 

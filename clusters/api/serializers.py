@@ -9,7 +9,6 @@ is base64 of ``<Type>---<uuid>``, as Buildkite's are.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -17,40 +16,20 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from clusters.models import COLOR_PATTERN, Cluster
+from controlplane.api.fields import TimestampField, empty_to_none
 
 
 def graphql_id(type_name: str, pk: uuid.UUID | int) -> str:
     return base64.b64encode(f"{type_name}---{pk}".encode()).decode()
 
 
-def timestamp(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    utc = value.astimezone(dt.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-@extend_schema_field(OpenApiTypes.DATETIME)
-class TimestampField(serializers.Field):  # type: ignore[type-arg]
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(read_only=True, **kwargs)
-
-    def to_representation(self, value: dt.datetime) -> str | None:
-        return timestamp(value)
-
-
 def absolute(context: Mapping[str, Any], name: str, **kwargs: Any) -> str:
     request = context["request"]
     return str(request.build_absolute_uri(reverse(name, kwargs=kwargs)))
-
-
-def empty_to_none(value: str) -> str | None:
-    return value or None
 
 
 def blank_nulls(attrs: dict[str, Any], *names: str) -> dict[str, Any]:

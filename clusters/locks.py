@@ -1,0 +1,81 @@
+"""Row locks of the clusters app, taken in ONE order by every transaction.
+
+The order, outermost first (``LOCK_ORDER``):
+
+1. the organization (``organization_lock``): a webhook event or a new webhook secret;
+2. the cluster (``cluster_lock``): creating, deleting or changing its queues, deleting it;
+3. the queue (``queue_lock``): changing or pausing it;
+4. rows of other apps that belong to the cluster: the registries app's ``Registry`` (its
+   ``locks.registry_lock_with_cluster`` takes the cluster here first);
+5. the cluster's agent environment variable (``agent_environment_variable_lock``).
+
+A transaction may skip a level but never goes back up: two transactions that take locks in
+different orders can each wait for the other, and PostgreSQL then aborts one of them. The order
+is not arbitrary. Provisioning a registry writes the cluster's agent environment while it holds
+the registry row, and inserting or updating an agent environment variable takes a lock on its
+cluster row (PostgreSQL's foreign key check, ``FOR KEY SHARE``). A cluster deletion holds the
+cluster row and then reaches the registry (its ``cluster_deleted`` receiver). So the cluster row
+comes before the registry, and the environment variable after both; provisioning that locked the
+registry first deadlocked with a concurrent deletion (see docs/architecture.md, "Lock order",
+and ``tests/registries/test_concurrency.py``). The webhook applies an organization's events one
+at a time under its organization row, and then creates and deletes clusters and queues: so the
+organization comes first.
+
+Callers never write ``select_for_update`` themselves: they call these, so that every lock of
+the app is here, next to the order it must follow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from clusters.models import AgentEnvironmentVariable, Cluster, Organization, Queue
+
+#: The rows a transaction may lock, outermost first (``app_label.Model``).
+LOCK_ORDER = (
+    "clusters.Organization",
+    "clusters.Cluster",
+    "clusters.Queue",
+    "registries.Registry",
+    "clusters.AgentEnvironmentVariable",
+)
+
+Pk = uuid.UUID | str
+
+
+def organization_lock(pk: int) -> Organization | None:
+    """Lock the organization row (first in the order); None if there is none."""
+    return Organization.objects.select_for_update().filter(pk=pk).first()
+
+
+def cluster_lock(pk: Pk) -> Cluster | None:
+    """Lock the cluster row (after its organization); None if it is gone."""
+    return Cluster.objects.select_for_update().filter(pk=pk).first()
+
+
+def cluster_lock_or_raise(pk: Pk) -> Cluster:
+    """Lock the cluster row; raises ``Cluster.DoesNotExist`` if it is gone (the API answers
+    404: it was deleted by another request meanwhile)."""
+    return Cluster.objects.select_for_update().get(pk=pk)
+
+
+def queue_lock(pk: Pk) -> Queue | None:
+    """Lock the queue row (after its cluster, if the transaction takes that too); None if it is
+    gone."""
+    return Queue.objects.select_for_update().filter(pk=pk).first()
+
+
+def queue_lock_or_raise(pk: Pk) -> Queue:
+    """Lock the queue row; raises ``Queue.DoesNotExist`` if it is gone."""
+    return Queue.objects.select_for_update().get(pk=pk)
+
+
+def agent_environment_variable_lock(
+    *, cluster: Cluster, name: str, defaults: dict[str, Any]
+) -> tuple[AgentEnvironmentVariable, bool]:
+    """Lock the cluster's variable ``name`` (last in the order), created with ``defaults`` if
+    there is none; and whether it was created."""
+    return AgentEnvironmentVariable.objects.select_for_update().get_or_create(
+        cluster=cluster, name=name, defaults=defaults
+    )
