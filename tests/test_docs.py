@@ -1,0 +1,135 @@
+"""The README and docs/ point at things that exist: every relative link resolves to a file or a
+folder of the repository (relative to the page that links), and every ``#anchor`` to a heading
+of its target, with GitHub's heading ids. The README's map of where each behaviour lives is made
+of such links, so moving a module without updating the map fails here. External links are not
+fetched. The README stays a first read: at most 8 KiB, with the two commands at the top."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_BYTES = 8192
+
+FENCE = re.compile(r"^\s*(```|~~~)")
+HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+# [text](target) or [text](target "title"); the text may hold one level of brackets.
+LINK = re.compile(r"\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"")
+EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, mailto:, ...
+
+
+def prose(text: str) -> str:
+    """The page without its fenced code blocks (lines blanked, so line numbers hold)."""
+    lines, fenced = [], False
+    for line in text.split("\n"):
+        if FENCE.match(line):
+            fenced = not fenced
+            lines.append("")
+            continue
+        lines.append("" if fenced else line)
+    return "\n".join(lines)
+
+
+def slug(heading: str) -> str:
+    """GitHub's id for a heading: the rendered text, lowercased, without punctuation but ``-``
+    and ``_``, each space a ``-``."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link renders as its text
+    text = text.replace("`", "").replace("*", "").lower()
+    return "".join(c for c in text if c.isalnum() or c in "-_ ").replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    """Every id a link may point at in ``page``: its headings (a repeated one gets ``-1``,
+    ``-2``, ... as on GitHub) and explicit HTML anchors."""
+    seen: dict[str, int] = {}
+    ids = set()
+    text = prose(page.read_text(encoding="utf-8"))
+    for line in text.split("\n"):
+        match = HEADING.match(line)
+        if not match:
+            continue
+        base = slug(match.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        ids.add(base if count == 0 else f"{base}-{count}")
+    ids.update(HTML_ANCHOR.findall(text))
+    return ids
+
+
+def links(page: Path) -> Iterator[tuple[int, str]]:
+    """(line, target) of every link in the page's prose; code blocks and code spans are text."""
+    text = prose(page.read_text(encoding="utf-8"))
+    # Blank code spans but keep their newlines, so that line numbers hold.
+    text = CODE_SPAN.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    for match in LINK.finditer(text):
+        yield text.count("\n", 0, match.start()) + 1, match.group(1)
+
+
+def broken_links(page: Path, root: Path = ROOT) -> list[str]:
+    """What is wrong with the page's relative links, one line each; empty when all resolve."""
+    problems = []
+    for line, target in links(page):
+        where = f"{page.relative_to(root)}:{line}: {target}"
+        if not target:
+            problems.append(f"{where}: empty link")
+            continue
+        if EXTERNAL.match(target):
+            continue
+        path_part, _, anchor = target.partition("#")
+        path = (page.parent / unquote(path_part)).resolve() if path_part else page
+        if not path.is_relative_to(root):
+            problems.append(f"{where}: outside the repository")
+        elif not path.exists():
+            problems.append(f"{where}: no such file or folder")
+        elif anchor and path.suffix == ".md" and unquote(anchor) not in anchors(path):
+            problems.append(f"{where}: no heading #{anchor} in {path.relative_to(root)}")
+    return problems
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_relative_links_and_anchors_resolve(page: Path) -> None:
+    problems = broken_links(page)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_pages_are_found() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in PAGES}
+    assert {"README.md", "docs/architecture.md", "docs/reliability.md"} <= names
+
+
+def test_readme_is_a_first_read() -> None:
+    readme = ROOT / "README.md"
+    assert len(readme.read_bytes()) <= README_MAX_BYTES
+    top = "\n".join(readme.read_text(encoding="utf-8").split("\n")[:40])
+    assert "make run" in top
+    assert "make test" in top
+
+
+def test_the_checker_reports_what_does_not_resolve(tmp_path: Path) -> None:
+    """The link check itself can fail: a missing file, a missing heading, a link out of the
+    repository; and it does not take links in code for links."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "docs" / "other.md").write_text("# Other\n\n## Same\n\n## Same\n", encoding="utf-8")
+    page = tmp_path / "README.md"
+    page.write_text(
+        "# Title: the `first` one\n\n"
+        "[ok](docs/other.md#same-1) [ok](src/) [ok](#title-the-first-one) [ok](https://x.invalid/)\n"
+        "[gone](src/gone.py) [bad anchor](docs/other.md#same-2)\n"
+        "[out](../elsewhere.md) `[code](nowhere.md)`\n\n"
+        "```\n[fenced](nowhere.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page, root=tmp_path) == [
+        "README.md:4: src/gone.py: no such file or folder",
+        "README.md:4: docs/other.md#same-2: no heading #same-2 in docs/other.md",
+        "README.md:5: ../elsewhere.md: outside the repository",
+    ]
