@@ -113,6 +113,50 @@ def test_readme_is_a_first_read() -> None:
     assert "make test" in top
 
 
+# A page named in code, comments or the Makefile, with an optional section after it:
+# ``docs/architecture.md, "Lock order"``.
+POINTER = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b(?:,? \"([^\"]+)\")?")
+POINTING_FILES = ["Makefile", ".env.example", "pyproject.toml", ".ci/run"]
+POINTING_DIRS = ["controlplane", "clusters", "registries", "tests", "scripts", "deploy"]
+
+
+def pointers(root: Path = ROOT) -> Iterator[tuple[str, int, str, str | None]]:
+    """(file, line, page, section) of every Markdown page named outside the docs."""
+    files = [root / name for name in POINTING_FILES if (root / name).is_file()]
+    for folder in POINTING_DIRS:
+        files += sorted(p for p in (root / folder).rglob("*") if p.is_file() and p.suffix in
+                        {".py", ".html", ".txt", ""} and "__pycache__" not in p.parts)  # fmt: skip
+    for path in files:
+        if path == Path(__file__).resolve():
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+            for match in POINTER.finditer(line):
+                yield path.relative_to(root).as_posix(), number, match.group(1), match.group(2)
+
+
+def stale_pointers(root: Path = ROOT) -> list[str]:
+    """Pages named in code that do not exist (from the repository's root, from docs/, or next to
+    the file that names them), or whose named section is not one of their headings."""
+    problems = []
+    for name, line, page, section in pointers(root):
+        where = f"{name}:{line}: {page}"
+        found = [p for p in (root, root / "docs", (root / name).parent) if (p / page).is_file()]
+        if not found:
+            problems.append(f"{where}: no such page")
+            continue
+        target = found[0] / page
+        if section and slug(section) not in anchors(target):
+            problems.append(f"{where}: no section {section!r}")
+    return problems
+
+
+def test_pages_named_in_code_exist() -> None:
+    """Docstrings and comments that send the reader to a page (``see docs/reliability.md``) or
+    to a section of one (``docs/architecture.md, "Lock order"``) send them somewhere real."""
+    problems = stale_pointers()
+    assert not problems, "\n".join(problems)
+
+
 def test_the_checker_reports_what_does_not_resolve(tmp_path: Path) -> None:
     """The link check itself can fail: a missing file, a missing heading, a link out of the
     repository; and it does not take links in code for links."""
@@ -132,4 +176,21 @@ def test_the_checker_reports_what_does_not_resolve(tmp_path: Path) -> None:
         "README.md:4: src/gone.py: no such file or folder",
         "README.md:4: docs/other.md#same-2: no heading #same-2 in docs/other.md",
         "README.md:5: ../elsewhere.md: outside the repository",
+    ]
+
+
+def test_the_pointer_check_reports_what_does_not_resolve(tmp_path: Path) -> None:
+    """The check of pages named in code can fail: a page that is not there, a section that is
+    not one of its headings."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "docs" / "guide.md").write_text("# Guide\n\n## Lock order\n", encoding="utf-8")
+    (tmp_path / "clusters" / "locks.py").write_text(
+        '"""See docs/guide.md, "Lock order", and guide.md."""\n'
+        '# Listed in DESIGN.md; see docs/guide.md, "The main flow".\n',
+        encoding="utf-8",
+    )
+    assert stale_pointers(tmp_path) == [
+        "clusters/locks.py:2: DESIGN.md: no such page",
+        "clusters/locks.py:2: docs/guide.md: no section 'The main flow'",
     ]
