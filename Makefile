@@ -1,15 +1,16 @@
 # `make run`: the whole service on its embedded default, in the foreground (Ctrl-C stops it).
-# `make test`: the whole test suite. See README.md.
+# `make test`: the whole test suite; `make test-fast`: without the integration tests. See README.md.
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 # `honcho run` loads .env (if there is one) first, so every step sees the same settings.
 WITH_ENV := .venv/bin/honcho run
 
-.PHONY: help run test faults lint demo clean
+.PHONY: help run test test-fast faults lint demo clean
 
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000)"
 	@echo "make test   run the test suite"
+	@echo "make test-fast  the tests that start no process, live server or browser (-m 'not integration')"
 	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/fault-report.md"
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
@@ -37,6 +38,11 @@ run: .venv/.installed
 test: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES) $(FAULT_PACKAGES)
 	.venv/bin/pytest
+
+# The fast loop: no registry, worker, container client, subprocess, live server or browser
+# (tests/support/integration.py); no Debian packages needed, SQLite by default.
+test-fast: .venv/.installed
+	.venv/bin/pytest -m "not integration"
 
 # Each trial prints its line as it ends (-v); the figures land in docs/fault-report.md.
 faults: .venv/.installed

@@ -13,7 +13,7 @@ from clusters import services
 from clusters.models import Queue
 from registries.keys import KeyStore, key_store
 from tests.clusters.factories import QueueFactory
-from tests.support import broker
+from tests.support import broker, integration
 from tests.support.processes import CeleryWorker, RegistryProcess
 
 STRICT = os.environ.get("CONTROLPLANE_TEST_STRICT") == "1"
@@ -30,12 +30,30 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that use a process-starting fixture ``integration``; first, so that
+    ``-m "not integration"`` sees the marks (tests/support/integration.py)."""
+    integration.mark_items(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with integration.guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """Skip (or, when strict, fail) a PostgreSQL-only test on another database; refuse processes
+    to an unmarked test while its fixtures are set up."""
     if item.get_closest_marker("postgresql") and connection.vendor != "postgresql":
         message = "needs PostgreSQL: set DATABASE_URL=postgres://... (CI does)"
         if STRICT:
             pytest.fail(message)
         pytest.skip(message)
+    with integration.guard(item):
+        return (yield)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from clusters import services
 from clusters.models import ApiScope
 from tests.support.processes import RegistryProcess, wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_hosted_queue_created_over_http_gets_a_registry_whose_url_its_jobs_receive(

@@ -20,7 +20,7 @@ from tests.clusters.factories import ClusterFactory
 from tests.conftest import STRICT
 from tests.support.processes import ROOT, RegistryProcess
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts" / "browser"

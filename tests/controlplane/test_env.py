@@ -68,6 +68,7 @@ def run_settings(**environment: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # run_settings starts a Python process
 def test_with_no_variables_the_project_runs_on_its_embedded_default(tmp_path: Path) -> None:
     result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -79,6 +80,7 @@ def test_with_no_variables_the_project_runs_on_its_embedded_default(tmp_path: Pa
     assert (tmp_path / "celery" / "queue").is_dir()
 
 
+@pytest.mark.integration  # run_settings starts a Python process
 def test_database_url_and_redis_url_switch_to_the_production_components(tmp_path: Path) -> None:
     result = run_settings(
         CONTROLPLANE_VAR_DIR=str(tmp_path),
@@ -104,6 +106,7 @@ PRODUCTION = {
 }
 
 
+@pytest.mark.integration  # run_settings starts a Python process
 @pytest.mark.parametrize(
     "missing",
     [
@@ -125,6 +128,7 @@ def test_production_refuses_to_start_without_what_it_needs(tmp_path: Path, missi
     )
 
 
+@pytest.mark.integration  # run_settings starts a Python process
 def test_production_writes_nothing_to_the_local_state_folder(tmp_path: Path) -> None:
     result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path / "var"), **PRODUCTION)
     assert result.returncode == 0, result.stderr

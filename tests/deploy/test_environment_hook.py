@@ -14,6 +14,8 @@ from clusters import services
 from tests.support.http import StandIn, stand_in_server
 from tests.support.processes import closed_url
 
+pytestmark = pytest.mark.integration  # every test runs the hook in bash
+
 HOOK = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks" / "environment"
 # Source the hook, then print the resulting environment as JSON.
 SCRIPT = (

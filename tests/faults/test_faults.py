@@ -8,6 +8,8 @@ import pytest
 
 from tests.faults.scenarios import SCENARIOS
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_no_registry_is_lost_or_duplicated(scenario, trial, stack_factory, record_outcome) -> None:

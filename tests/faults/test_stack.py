@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.support.processes import poll
 from tests.support.stack import Stack
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_stack_provisions_the_registry_of_a_hosted_queue(stack: Stack) -> None:

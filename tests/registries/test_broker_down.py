@@ -18,7 +18,7 @@ from registries.models import Registry, RegistryEvent, State
 from tests.clusters.factories import ClusterFactory
 from tests.support.processes import ROOT, closed_url, database_url_for_children
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 CREATE_QUEUE = """
 from clusters import services

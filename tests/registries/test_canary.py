@@ -72,6 +72,7 @@ def test_a_passing_canary_leaves_nothing_behind(registry_settings, registry_proc
     assert requests.get(f"{base}/tags/list", headers=headers, timeout=5).status_code == 404
 
 
+@pytest.mark.integration  # own_registry starts a registry of its own
 def test_a_failing_canary_drops_ready_and_a_passing_one_restores_it(own_registry) -> None:
     registry = ready_registry()
 

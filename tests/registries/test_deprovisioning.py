@@ -33,6 +33,7 @@ from registries.tokens import Principal, Scope, token_issue
 from tests.support.processes import closed_url
 
 pytestmark = [
+    pytest.mark.integration,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("live_server", "container_tools"),
 ]

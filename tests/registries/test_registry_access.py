@@ -20,6 +20,7 @@ from registries.demo_image import write_build_context, write_oci_layout
 from tests.support.containers import Buildah, layout_digest, ok, read_from_layout
 
 pytestmark = [
+    pytest.mark.integration,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("live_server", "container_tools"),
 ]

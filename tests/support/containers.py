@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from tests.support.integration import require_integration
 from tests.support.processes import require_binary
 
 AGENT_USER = "buildkite-agent"  # any user name: the password is what counts
@@ -20,6 +21,7 @@ TIMEOUT = 180
 
 
 def run(args: list[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    require_integration(Path(args[0]).name)
     return subprocess.run(  # noqa: S603 - fixed tools, arguments from the tests
         args, input=input, capture_output=True, text=True, timeout=TIMEOUT, check=False
     )

@@ -22,6 +22,7 @@ import requests
 from django.db import connection
 
 from registries.management.commands.registry_config import render_registry_config
+from tests.support.integration import require_integration
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -117,6 +118,7 @@ class RegistryProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> RegistryProcess:
+        require_integration("a Distribution registry")
         binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
         config = self.workdir / f"registry-{self.port}.yml"
         config.write_text(
@@ -185,6 +187,7 @@ class CeleryWorker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> CeleryWorker:
+        require_integration("a Celery worker")
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",

@@ -50,6 +50,7 @@ from psycopg import sql
 
 from clusters.models import ApiScope
 from registries.management.commands.registry_config import render_registry_config
+from tests.support.integration import require_integration
 from tests.support.processes import ROOT, free_port, require_binary, stop_process, wait_until
 
 #: The database every stack's database is a copy of (``CREATE DATABASE ... TEMPLATE``).
@@ -174,6 +175,7 @@ class ManagedProcess:
         """Start the process without waiting for it (see :meth:`wait_ready`)."""
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        require_integration(self.name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.starts += 1
@@ -316,6 +318,7 @@ class PostgresServer:
     def _run(
         self, program: str, *args: str, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
+        require_integration(f"PostgreSQL's {program}")
         argv = [str(self.bindir / program), *args]
         if self.as_root:
             argv = [require_binary("runuser"), "-u", "postgres", "--", *argv]
@@ -523,6 +526,7 @@ def _manage(
     environment: Mapping[str, str], args: Sequence[str], *, log_path: Path, timeout: float = 120
 ) -> str:
     """Run ``manage.py <args>``; return its stdout (stderr goes to ``log_path``); fail on error."""
+    require_integration(f"manage.py {args[0] if args else ''}")
     argv = [sys.executable, "manage.py", *args]
     result = subprocess.run(
         argv,
