@@ -1,5 +1,5 @@
 """The REST API over HTTP, end to end, with real processes: the live server, a Celery worker on
-the configured broker, and a Distribution registry. What the README's curl examples do."""
+the configured broker, and a Distribution registry. What the curl examples of docs/api.md do."""
 
 from __future__ import annotations
 

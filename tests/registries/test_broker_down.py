@@ -1,5 +1,5 @@
 """With the broker down, creating a hosted queue still succeeds and leaves the pending registry:
-the durable record that provisioning is owed (DESIGN.md, "The main flow", step 2)."""
+the durable record that provisioning is owed (docs/architecture.md, "The main flow", step 2)."""
 
 from __future__ import annotations
 
