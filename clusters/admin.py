@@ -1,7 +1,9 @@
 """Operators' view of organizations, clusters, queues, agent tokens and agent environments.
 
 Additions go through ``clusters.services`` so that a hosted queue created here provisions a
-registry exactly as one created through the API does.
+registry exactly as one created through the API does. The webhook's secrets and deliveries are
+in ``clusters.webhooks.admin``, registered by importing it here (Django's admin autodiscovery
+imports only this module).
 """
 
 from __future__ import annotations
@@ -9,12 +11,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
 from django.forms import ChoiceField, ModelForm
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 
 from clusters import instance_shapes, services
 from clusters.models import (
@@ -25,9 +25,9 @@ from clusters.models import (
     ClusterAgentToken,
     Organization,
     Queue,
-    WebhookDelivery,
-    WebhookSecret,
 )
+from clusters.secret_admin import TokenAdmin
+from clusters.webhooks import admin as webhooks_admin  # noqa: F401 - registers the webhook's admin
 from controlplane.admin import NoDeleteAdmin, ReadOnlyAdmin, ReadOnlyTabularInline, adopt
 
 
@@ -193,49 +193,6 @@ class QueueAdmin(NoDeleteAdmin):
         )
 
 
-class TokenAdmin(NoDeleteAdmin):
-    """The admin of a token whose secret is shown once, in the response to its creation, and
-    which is revoked, never deleted.
-
-    ``save_model`` puts the secret on the request; ``response_add`` renders it into that one
-    response and nowhere else (not the session, not a message cookie).
-    """
-
-    secret_id: str
-    actions = ["revoke"]
-
-    def describe_scope(self, obj: Any) -> str:
-        raise NotImplementedError
-
-    def revoke_token(self, token: Any) -> None:
-        raise NotImplementedError
-
-    def response_add(
-        self, request: HttpRequest, obj: Any, post_url_continue: Any = None
-    ) -> HttpResponse:
-        response = TemplateResponse(
-            request,
-            "admin/clusters/secret_created.html",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "token": obj,
-                "scope": self.describe_scope(obj),
-                "secret": request._created_secret,  # type: ignore[attr-defined]
-                "secret_id": self.secret_id,
-                "title": f"{str(self.opts.verbose_name).capitalize()} created",
-            },
-        )
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.action(description="Revoke selected tokens")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        for token in queryset:
-            self.revoke_token(token)
-        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
-
-
 @admin.register(ClusterAgentToken)
 class ClusterAgentTokenAdmin(TokenAdmin):
     list_display = ["description", "token_prefix", "cluster", "expires_at", "revoked_at", "active"]
@@ -347,65 +304,3 @@ class ApiTokenAdmin(TokenAdmin):
         )
         adopt(obj, token)
         request._created_secret = secret  # type: ignore[attr-defined]
-
-
-class WebhookSecretForm(forms.ModelForm[WebhookSecret]):
-    class Meta:
-        model = WebhookSecret
-        fields = ["organization", "description"]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        organization = cleaned.get("organization")
-        if organization and (error := services.webhook_secret_limit_error(organization)):
-            raise ValidationError(error)
-        return cleaned
-
-
-@admin.register(WebhookSecret)
-class WebhookSecretAdmin(TokenAdmin):
-    """Webhook secrets: created here (or ``manage.py create_webhook_secret``), the secret shown
-    once; at most two active per organization, so one can be rotated without downtime."""
-
-    list_display = ["description", "secret_prefix", "organization", "created_at", "revoked_at"]
-    list_filter = ["organization"]
-    search_fields = ["description", "secret_prefix", "organization__slug"]
-    list_select_related = ["organization"]
-    secret_id = "webhook-secret"  # noqa: S105 - an HTML id
-    form = WebhookSecretForm
-
-    def describe_scope(self, obj: WebhookSecret) -> str:
-        return f"organization {obj.organization}"
-
-    def revoke_token(self, token: WebhookSecret) -> None:
-        services.webhook_secret_revoke(secret=token)
-
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        if obj is None:
-            return ["organization", "description"]
-        return ["id", "organization", "description", "secret_prefix", "created_at", "revoked_at"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.get_fields(request, obj) if obj else []
-
-    def save_model(
-        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
-    ) -> None:
-        if change:
-            return
-        secret, value = services.webhook_secret_create(
-            organization=obj.organization, description=obj.description
-        )
-        adopt(obj, secret)
-        request._created_secret = value  # type: ignore[attr-defined]
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "delivery_id", "event", "organization", "verified_by", "received_at", "duration",
-        "replayed_at",
-    ]  # fmt: skip
-    list_filter = ["event", "organization", "verified_by"]
-    search_fields = ["delivery_id", "organization__slug"]
-    list_select_related = ["organization"]

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from clusters.views import AgentEnvironmentView, BuildkiteWebhookView
+from clusters.agent.views import AgentEnvironmentView
+from clusters.webhooks.views import BuildkiteWebhookView
 
 urlpatterns = [
     path("v3/agent/environment", AgentEnvironmentView.as_view(), name="agent-environment"),

@@ -9,7 +9,6 @@ A self-hosted queue shows ``retry_agent_affinity`` and no ``hosted_agents``; a h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
@@ -20,7 +19,6 @@ from rest_framework import serializers
 from clusters import instance_shapes
 from clusters.api.serializers import UserSerializer, absolute, blank_nulls, graphql_id
 from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
-from clusters.selectors import EnvironmentEntry
 from controlplane.api.fields import TimestampField, empty_to_none
 
 AGENT_IMAGE_REF_MAX_LENGTH = Queue._meta.get_field("agent_image_ref").max_length
@@ -281,14 +279,7 @@ class QueueEnvironmentSerializer(serializers.Serializer):  # type: ignore[type-a
     """What a job on the queue receives, as the agent endpoint (``/v3/agent/environment``)
     gives it: the variables, and which part of the platform set each one."""
 
+    # Renders a ``clusters.job_environment.JobEnvironment``, as the agent endpoint does.
     queue = QueueReferenceSerializer(read_only=True)
     env = serializers.DictField(child=serializers.CharField(), read_only=True)
     sources = serializers.DictField(child=serializers.CharField(), read_only=True)
-
-    @staticmethod
-    def build(queue: Queue, entries: Sequence[EnvironmentEntry]) -> dict[str, Any]:
-        return {
-            "queue": queue,
-            "env": {entry.name: entry.value for entry in entries},
-            "sources": {entry.name: entry.source for entry in entries},
-        }

@@ -16,8 +16,8 @@ from clusters.api.queue_serializers import (
     QueueSerializer,
     QueueUpdateSerializer,
 )
+from clusters.job_environment import job_environment
 from clusters.models import Cluster, Queue
-from clusters.selectors import agent_environment_for_queue
 from controlplane.api.openapi import operation
 
 TAGS = ["Queues"]
@@ -113,8 +113,5 @@ class QueueEnvironmentView(QueueAPIView):
         responses={200: QueueEnvironmentSerializer},
     )
     def get(self, request: Request, org_slug: str, cluster_id: str, queue_id: str) -> Response:
-        queue = self.get_queue(cluster_id, queue_id)
-        entries = agent_environment_for_queue(queue=queue)
-        return Response(
-            QueueEnvironmentSerializer(QueueEnvironmentSerializer.build(queue, entries)).data
-        )
+        environment = job_environment(self.get_queue(cluster_id, queue_id))
+        return Response(QueueEnvironmentSerializer(environment).data)

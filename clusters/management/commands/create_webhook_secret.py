@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from clusters import services
+from clusters import services, webhooks
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
                 organization, created = services.organization_get_or_create(slug=slug)
                 if created:
                     self.stderr.write(f"Created organization {slug}.")
-                secret, value = services.webhook_secret_create(
+                secret, value = webhooks.webhook_secret_create(
                     organization=organization, description=options["description"]
                 )
         except ValidationError as exc:

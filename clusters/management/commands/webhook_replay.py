@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
-from clusters import services, webhooks
+from clusters import webhooks
 from clusters.models import WebhookDelivery
 
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         serializer = webhooks.EVENTS[delivery.event](data=delivery.payload)
         try:
             serializer.is_valid(raise_exception=True)
-            outcome = services.webhook_delivery_replay(
+            outcome = webhooks.webhook_delivery_replay(
                 delivery=delivery, data=dict(serializer.validated_data)
             )
         except (ValidationError, DRFValidationError) as exc:

@@ -53,7 +53,7 @@ def test_webhook_replay_redoes_what_is_missing_and_nothing_else(platform: Platfo
 
 def test_webhook_replay_asks_which_organization_when_two_used_the_id(platform: Platform) -> None:
     globex = services.organization_create(slug="globex", name="Globex")
-    _, theirs = services.webhook_secret_create(organization=globex, description="platform")
+    _, theirs = webhooks.webhook_secret_create(organization=globex, description="platform")
     assert deliver(payload(), secret=platform.secret, delivery="same").status_code == 200
     other = payload(org="globex", cluster_id=str(uuid.uuid4()), queue_id=str(uuid.uuid4()))
     assert deliver(other, secret=theirs, delivery="same", org="globex").status_code == 200

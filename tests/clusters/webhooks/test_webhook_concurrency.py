@@ -55,7 +55,7 @@ def delivery(secret: str, delivery_id: str) -> tuple[bytes, dict[str, str]]:
 @pytest.mark.postgresql
 def test_100_concurrent_copies_of_one_delivery_apply_it_once(broker_queue) -> None:
     organization = services.organization_create(slug="acme", name="Acme")
-    _, secret = services.webhook_secret_create(organization=organization, description="platform")
+    _, secret = webhooks.webhook_secret_create(organization=organization, description="platform")
     body, headers = delivery(secret, "delivery-1")
     start = threading.Barrier(SENDERS)
 
@@ -85,7 +85,7 @@ def test_a_valid_delivery_gives_a_queue_and_a_ready_registry(
     registry_settings, broker_queue
 ) -> None:
     organization = services.organization_create(slug="acme", name="Acme")
-    _, secret = services.webhook_secret_create(organization=organization, description="platform")
+    _, secret = webhooks.webhook_secret_create(organization=organization, description="platform")
     body, headers = delivery(secret, "delivery-1")
 
     response = Client().post(
@@ -112,7 +112,7 @@ def test_concurrent_deliveries_of_queues_of_one_new_cluster_create_every_queue(
     broker_queue,
 ) -> None:
     organization = services.organization_create(slug="acme", name="Acme")
-    _, secret = services.webhook_secret_create(organization=organization, description="platform")
+    _, secret = webhooks.webhook_secret_create(organization=organization, description="platform")
     cluster_id = str(uuid.uuid4())
     deliveries = []
     for index in range(8):

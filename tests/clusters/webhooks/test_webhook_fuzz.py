@@ -222,8 +222,8 @@ def secret(settings) -> str:
     acme = services.organization_create(slug="acme", name="Acme")
     services.organization_create(slug="globex", name="Globex")
     initech = services.organization_create(slug="initech", name="Initech")
-    services.webhook_secret_create(organization=initech, description="theirs")
-    return services.webhook_secret_create(organization=acme, description="platform")[1]
+    webhooks.webhook_secret_create(organization=initech, description="theirs")
+    return webhooks.webhook_secret_create(organization=acme, description="platform")[1]
 
 
 def build_headers(

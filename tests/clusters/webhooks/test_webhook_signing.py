@@ -14,7 +14,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from clusters import instance_shapes, services, webhooks
+from clusters import instance_shapes, webhooks
 from clusters.models import WebhookDelivery, WebhookSecret
 from tests.clusters.webhooks.helpers import (
     CREATED,
@@ -99,7 +99,7 @@ REFUSALS = [
     ),
     pytest.param(
         lambda p: (
-            services.webhook_secret_revoke(secret=p.row),
+            webhooks.webhook_secret_revoke(secret=p.row),
             deliver(payload(), secret=p.secret),
         )[1],
         401, "Invalid signature.", id="revoked secret",
@@ -302,7 +302,7 @@ def test_a_body_over_the_size_limit_is_413_before_anything_else(
 
 def test_a_secret_rotates_without_refusing_a_delivery(platform: Platform) -> None:
     old_row, old = platform.row, platform.secret
-    new_row, new = services.webhook_secret_create(
+    new_row, new = webhooks.webhook_secret_create(
         organization=platform.organization, description="rotated"
     )
 
@@ -321,11 +321,11 @@ def test_a_secret_rotates_without_refusing_a_delivery(platform: Platform) -> Non
     }  # fmt: skip
 
     with pytest.raises(ValidationError) as refused:
-        services.webhook_secret_create(organization=platform.organization, description="third")
+        webhooks.webhook_secret_create(organization=platform.organization, description="third")
     assert refused.value.messages == [LIMIT_REACHED]
     assert WebhookSecret.objects.count() == 2
 
-    services.webhook_secret_revoke(secret=old_row)
+    webhooks.webhook_secret_revoke(secret=old_row)
     before = counts()
     late = payload(queue_id=str(uuid.uuid4()), key="late")
     after_signed = deliver(late, secret=old, delivery="late")
@@ -340,7 +340,7 @@ def test_a_secret_rotates_without_refusing_a_delivery(platform: Platform) -> Non
     assert current.json()["message"] == "Created queue 'late'."
 
     # With the old one revoked there is room for the next rotation.
-    services.webhook_secret_create(organization=platform.organization, description="next")
+    webhooks.webhook_secret_create(organization=platform.organization, description="next")
 
 
 # --- inputs that once were 500s ------------------------------------------------------------------

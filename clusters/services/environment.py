@@ -1,0 +1,97 @@
+"""The cluster's agent environment: variables other parts of the platform publish to every job
+on the cluster's hosted agents (the registries app publishes the registry's URL here).
+
+What a job finally receives, with the platform's own variables, is
+``clusters.selectors.agent_environment_for_queue``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from clusters import locks
+from clusters.models import AgentEnvironmentVariable, Cluster
+from clusters.selectors import PLATFORM_VARIABLES
+
+logger = logging.getLogger("clusters.services")
+
+#: Names no source may publish into a job environment: those buildkite-agent protects from job
+#: environments (its env/protected.go), and those that change how processes and shells run.
+RESERVED_VARIABLES = frozenset(
+    {
+        "BUILDKITE_BIN_PATH",
+        "BUILDKITE_BUILD_PATH",
+        "BUILDKITE_COMMAND_EVAL",
+        "BUILDKITE_CONFIG_PATH",
+        "BUILDKITE_GIT_MIRRORS_PATH",
+        "BUILDKITE_HOOKS_PATH",
+        "BUILDKITE_LOCAL_HOOKS_ENABLED",
+        "BUILDKITE_PLUGINS_ENABLED",
+        "BUILDKITE_PLUGINS_PATH",
+        "BUILDKITE_SHELL",
+        "BASH_ENV",
+        "BASHOPTS",
+        "CDPATH",
+        "ENV",
+        "GLOBIGNORE",
+        "HOME",
+        "IFS",
+        "LD_AUDIT",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "PATH",
+        "PROMPT_COMMAND",
+        "PS4",
+        "SHELL",
+        "SHELLOPTS",
+    }
+)
+
+
+def agent_environment_set(
+    *, cluster: Cluster, name: str, value: str, source: str
+) -> AgentEnvironmentVariable:
+    """Publish ``name=value`` to every job on the cluster's hosted agents. Idempotent.
+
+    A variable belongs to the ``source`` that first set it; another source may not overwrite it.
+    Reserved names (``RESERVED_VARIABLES``, ``BUILDKITE_AGENT_*``) are refused.
+    """
+    if name in PLATFORM_VARIABLES:
+        raise ValidationError({"name": f"{name} is set by the platform for every job."})
+    if name in RESERVED_VARIABLES or name.startswith("BUILDKITE_AGENT_"):
+        raise ValidationError({"name": f"{name} is reserved: jobs must not receive it from here."})
+    if "\x00" in value:
+        raise ValidationError({"value": "Must not contain NUL characters."})
+    AgentEnvironmentVariable(cluster=cluster, name=name, value=value, source=source).full_clean(
+        validate_constraints=False
+    )
+    with transaction.atomic():
+        variable, created = locks.agent_environment_variable_lock(
+            cluster=cluster, name=name, defaults={"value": value, "source": source}
+        )
+        if not created:
+            if variable.source != source:
+                raise ValidationError(
+                    {"name": f"{name} is owned by the {variable.source!r} source."}
+                )
+            if variable.value != value:
+                variable.value = value
+                variable.updated_at = timezone.now()
+                variable.save(update_fields=["value", "updated_at"])
+    logger.info(
+        "agent_environment.set",
+        extra={"cluster_id": str(cluster.pk), "variable": name, "source": source},
+    )
+    return variable
+
+
+def agent_environment_unset(*, cluster: Cluster, name: str, source: str) -> bool:
+    """Remove a variable that ``source`` set. Returns whether there was one."""
+    deleted, _ = AgentEnvironmentVariable.objects.filter(
+        cluster=cluster, name=name, source=source
+    ).delete()
+    return bool(deleted)

@@ -1,0 +1,175 @@
+"""Applying the platform's webhook deliveries: once each, through the same services as the
+API.
+
+A delivery is recorded (``WebhookDelivery``) in the transaction that applies its event, so a
+repeated delivery gets the original answer and changes nothing; an operator can replay a
+recorded one (``manage.py webhook_replay``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from clusters import locks
+from clusters.models import Cluster, Organization, WebhookDelivery
+from clusters.services.clusters import cluster_create, cluster_delete
+from clusters.services.queues import queue_create, queue_delete
+from clusters.webhooks.signing import Verified
+
+# The logger the webhook's services have always logged under, so their log lines are unchanged.
+logger = logging.getLogger("clusters.services")
+
+
+def webhook_delivery_receive(
+    *,
+    organization: Organization,
+    delivery_id: str,
+    payload: dict[str, Any],
+    body: bytes,
+    data: dict[str, Any],
+    verified: Verified,
+) -> tuple[dict[str, Any], bool]:
+    """Apply a verified delivery once. Returns the answer, and whether it had been applied
+    before (then the answer is the original one and nothing is applied again).
+
+    The delivery row is inserted first, in the transaction that applies the event, under the
+    unique (organization, delivery id) constraint: a concurrent copy of the delivery waits on
+    that insert, then finds the row. An event that fails validation rolls back both. The
+    delivery id is not signed, so a signed delivery seen before under another id is a repeat
+    too (a captured delivery re-sent with a new id within the signature's five minutes).
+    """
+    event = data["event"]
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    signature = verified.signature or ""
+    seen = Q(delivery_id=delivery_id) | (Q(signature=signature) if signature else Q(pk=None))
+    existing = WebhookDelivery.objects.filter(seen, organization=organization).first()
+    if existing is not None:
+        return _repeated(existing, body_sha256), True
+    started = time.monotonic()
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                organization=organization,
+                delivery_id=delivery_id,
+                event=event,
+                payload=payload,
+                body_sha256=body_sha256,
+                signature=signature,
+                response={},
+                verified_by=verified.method,
+                secret=verified.secret,
+                duration=timedelta(0),
+            )
+            response = {
+                "delivery_id": delivery_id,
+                "event": event,
+                **_webhook_event_apply(organization, data),
+            }
+            delivery.response = response
+            delivery.duration = timedelta(seconds=time.monotonic() - started)
+            delivery.save(update_fields=["response", "duration"])
+    except IntegrityError:
+        existing = WebhookDelivery.objects.filter(
+            organization=organization, delivery_id=delivery_id
+        ).first()
+        if existing is None:
+            raise
+        return _repeated(existing, body_sha256), True
+    logger.info(
+        "webhook.applied",
+        extra={"organization": organization.slug, "delivery_id": delivery_id, "event": event},
+    )
+    return response, False
+
+
+def _repeated(delivery: WebhookDelivery, body_sha256: str) -> dict[str, Any]:
+    """The original answer to a repeated delivery; another body under the same delivery id is
+    refused (an id names one delivery). Bodies are compared byte for byte, by hash."""
+    if delivery.body_sha256 != body_sha256:
+        raise ValidationError(
+            {"X-Buildkite-Delivery": f"{delivery.delivery_id!r} was already used for a different "
+             "delivery; each delivery needs its own id."}
+        )  # fmt: skip
+    return dict(delivery.response)
+
+
+def webhook_delivery_replay(*, delivery: WebhookDelivery, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply a recorded delivery's event again (``data``: its payload, validated again). The
+    events are idempotent, so this only redoes what is missing."""
+    with transaction.atomic():
+        outcome = _webhook_event_apply(delivery.organization, data)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(replayed_at=timezone.now())
+    logger.info("webhook.replayed", extra={"delivery_id": delivery.delivery_id})
+    return {"delivery_id": delivery.delivery_id, "event": delivery.event, **outcome}
+
+
+def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply one event through the same services as the API. Each is idempotent: what exists
+    already is left as it is, what is gone already is not an error."""
+    event = data["event"]
+    # One event of an organization at a time: two deliveries about one new cluster must not
+    # both try to create it.
+    locks.organization_lock(organization.pk)
+    if data["organization"]["slug"] != organization.slug:
+        raise ValidationError(
+            {"organization": f"The delivery is for {data['organization']['slug']!r}, but was "
+             f"sent to the webhook of {organization.slug!r}."}
+        )  # fmt: skip
+    payload_cluster = data["cluster"]
+    cluster = Cluster.objects.filter(organization=organization, pk=payload_cluster["id"]).first()
+    ids = {"cluster_id": str(payload_cluster["id"])}
+    if event == "cluster.deleted":
+        if cluster is None:
+            return {**ids, "message": "The cluster was already gone."}
+        cluster_delete(cluster=cluster)
+        return {**ids, "message": f"Deleted cluster {cluster.name!r}; its registry is being "
+                "deprovisioned."}  # fmt: skip
+    payload_queue = data["queue"]
+    ids["queue_id"] = str(payload_queue["id"])
+    if event == "cluster_queue.deleted":
+        queue = cluster.queues.filter(pk=payload_queue["id"]).first() if cluster else None
+        if queue is None:
+            return {**ids, "message": "The queue was already gone."}
+        queue_delete(queue=queue)
+        return {**ids, "message": f"Deleted queue {queue.key!r}."}
+    # cluster_queue.created
+    done = []
+    if cluster is None:
+        cluster = cluster_create(
+            organization=organization,
+            name=payload_cluster["name"],
+            description=payload_cluster.get("description") or "",
+            emoji=payload_cluster.get("emoji") or "",
+            color=payload_cluster.get("color") or "",
+            cluster_id=payload_cluster["id"],
+        )
+        done.append(f"cluster {cluster.name!r}")
+    existing = cluster.queues.filter(
+        Q(pk=payload_queue["id"]) | Q(key=payload_queue["key"])
+    ).first()
+    if existing is not None:
+        ids["queue_id"] = str(existing.pk)  # by key, it may be another id: say which
+    else:
+        # ``hosted`` decides, as on Buildkite; hosted_agents of a self-hosted queue are ignored.
+        hosted_agents = (
+            (payload_queue.get("hosted_agents") or {}) if payload_queue["hosted"] else {}
+        )
+        queue_create(
+            cluster=cluster,
+            key=payload_queue["key"],
+            description=payload_queue.get("description") or "",
+            instance_shape=hosted_agents.get("instance_shape", {}).get("name", ""),
+            queue_id=payload_queue["id"],
+        )
+        done.append(f"queue {payload_queue['key']!r}")
+    message = f"Created {' and '.join(done)}." if done else "The queue already existed."
+    return {**ids, "message": message}

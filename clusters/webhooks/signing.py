@@ -1,0 +1,178 @@
+"""Verifying the platform's webhook deliveries (Buildkite's scheme), and the organization's
+webhook secrets.
+
+A delivery is verified with one of the organization's active webhook secrets, in either of
+Buildkite's two modes:
+
+- ``X-Buildkite-Signature: timestamp=<unix seconds>,signature=<hex HMAC-SHA256>`` of
+  ``"<timestamp>.<raw body>"``, refused when the timestamp is more than five minutes away;
+- ``X-Buildkite-Token: <secret>``, the secret itself (no timestamp: only the delivery id and
+  idempotent events stop a replay).
+
+Comparisons are constant-time. Secrets are derived from each ``WebhookSecret.salt`` with the
+service's key and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.crypto import salted_hmac
+
+from clusters import locks
+from clusters.models import SLUG_PATTERN, Organization, WebhookSecret
+from clusters.services.credentials import revoke, shown_prefix
+
+# The logger the webhook's services have always logged under, so their log lines are unchanged.
+logger = logging.getLogger("clusters.services")
+
+SECRET_PREFIX = "bkwh_"  # noqa: S105 - a marker for secret scanners, not a secret
+SIGNATURE_HEADER = "X-Buildkite-Signature"
+TOKEN_HEADER = "X-Buildkite-Token"  # noqa: S105 - a header name
+#: How far a signature's timestamp may be from now, either way.
+TOLERANCE_SECONDS = 300
+_SIGNATURE = re.compile(
+    r"^timestamp=(?P<timestamp>\d{1,12}),signature=(?P<signature>[0-9a-f]{64})$"
+)
+MAX_ACTIVE_WEBHOOK_SECRETS = 2
+
+
+class WebhookRefused(Exception):
+    """The delivery is not accepted; ``status`` and ``message`` are the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def new_salt() -> str:
+    return secrets.token_hex(32)
+
+
+def secret_for(salt: str) -> str:
+    """The secret of a ``WebhookSecret`` with this salt, derived with the service's key."""
+    # The key salt is the module's name before the webhook became a package: changing it would
+    # change every organization's secret.
+    digest = salted_hmac(
+        "clusters.webhooks.secret", salt, secret=settings.SECRET_KEY, algorithm="sha256"
+    )
+    return SECRET_PREFIX + digest.hexdigest()[:48]
+
+
+def _digest(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``X-Buildkite-Signature`` value for ``body`` at ``timestamp``."""
+    return f"timestamp={timestamp},signature={_digest(secret, timestamp, body)}"
+
+
+@dataclass(frozen=True)
+class Verified:
+    secret: WebhookSecret
+    method: str  # "signature" or "token"
+    signature: str | None = None  # the HMAC, in signature mode
+
+
+def verify(org_slug: str, headers: Any, body: bytes, now: float) -> Verified:
+    """Which active secret of the organization ``org_slug`` vouches for this delivery (its
+    ``organization`` loaded with it); raises ``WebhookRefused`` (401) otherwise. An unknown
+    organization is refused the same way as a wrong secret, so the endpoint does not tell which
+    organizations exist. A slug that cannot exist is looked up nowhere."""
+    candidates = (
+        list(
+            WebhookSecret.objects.active()
+            .filter(organization__slug=org_slug)
+            .select_related("organization")
+        )
+        if re.fullmatch(SLUG_PATTERN, org_slug)
+        else []
+    )
+    signature, token = headers.get(SIGNATURE_HEADER), headers.get(TOKEN_HEADER)
+    if signature:
+        match = _SIGNATURE.match(signature.strip())
+        if match is None:
+            raise WebhookRefused(
+                401, f"Malformed {SIGNATURE_HEADER}: expected timestamp=<unix seconds>,"
+                "signature=<hex HMAC-SHA256>."
+            )  # fmt: skip
+        timestamp = int(match["timestamp"])
+        if abs(now - timestamp) > TOLERANCE_SECONDS:
+            raise WebhookRefused(
+                401,
+                f"The signature's timestamp is {abs(now - timestamp):.0f} seconds away from now; "
+                f"deliveries more than {TOLERANCE_SECONDS} seconds old (or ahead) are refused.",
+            )
+        for candidate in candidates:
+            expected = _digest(secret_for(candidate.salt), timestamp, body)
+            if hmac.compare_digest(expected, match["signature"]):
+                return Verified(candidate, "signature", match["signature"])
+        raise WebhookRefused(401, "Invalid signature.")
+    if token:
+        offered = token.strip().encode("utf-8", "backslashreplace")  # any text: compare bytes
+        for candidate in candidates:
+            if hmac.compare_digest(secret_for(candidate.salt).encode(), offered):
+                return Verified(candidate, "token")
+        raise WebhookRefused(401, "Invalid token.")
+    raise WebhookRefused(
+        401, f"Sign the delivery ({SIGNATURE_HEADER}) or send the webhook token ({TOKEN_HEADER})."
+    )
+
+
+# --- the organization's webhook secrets ---------------------------------------------------------
+
+
+def webhook_secret_create(
+    *, organization: Organization, description: str
+) -> tuple[WebhookSecret, str]:
+    """A new webhook secret for the organization; returns it and the secret, shown once.
+
+    At most two are active at a time: add the new one, switch the platform to it, then revoke
+    the old one, and no delivery is refused on the way.
+    """
+    with transaction.atomic():
+        locks.organization_lock(organization.pk)
+        if error := webhook_secret_limit_error(organization):
+            raise ValidationError(error)
+        salt = new_salt()
+        secret = secret_for(salt)
+        webhook_secret = WebhookSecret(
+            organization=organization,
+            description=description,
+            salt=salt,
+            secret_prefix=shown_prefix(secret, SECRET_PREFIX),
+        )
+        webhook_secret.full_clean()
+        webhook_secret.save()
+    logger.info(
+        "webhook_secret.created",
+        extra={"secret_id": str(webhook_secret.pk), "organization": organization.slug},
+    )
+    return webhook_secret, secret
+
+
+def webhook_secret_limit_error(organization: Organization) -> str | None:
+    """Why the organization cannot have another webhook secret now, or None if it can."""
+    active = WebhookSecret.objects.active().filter(organization=organization).count()
+    if active < MAX_ACTIVE_WEBHOOK_SECRETS:
+        return None
+    return (
+        f"{organization.slug} already has {active} active webhook secrets; revoke one before "
+        "adding another."
+    )
+
+
+def webhook_secret_revoke(*, secret: WebhookSecret) -> WebhookSecret:
+    """Stop accepting deliveries signed with this secret, at once."""
+    return revoke(secret, "webhook_secret.revoked", "secret_id")

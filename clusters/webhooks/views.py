@@ -1,0 +1,72 @@
+"""The platform's webhook endpoint: ``POST /v2/webhooks/buildkite/<org>``."""
+
+from __future__ import annotations
+
+import time
+
+from rest_framework import exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clusters.webhooks import payloads, signing
+from clusters.webhooks.delivery import webhook_delivery_receive
+
+
+class BuildkiteWebhookView(APIView):
+    """``POST /v2/webhooks/buildkite/<org>``: the platform's queue and cluster events.
+
+    Checked in this order, each refusal a JSON ``{"message"}`` that writes nothing: the body
+    size (413, by the middleware), the signature or token (401), the delivery id header (400),
+    the JSON (400), ``X-Buildkite-Event`` against the body's ``event`` (400), the event type
+    (400 unless it is one this endpoint applies, or ``ping``, answered 200), the payload (422).
+    Then the event is applied once (``webhook_delivery_receive``): 200, and a repeated
+    delivery gets the original answer again.
+    """
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    parser_classes: list[type] = []  # the signature is over the raw body: it is read as bytes
+
+    def post(self, request: Request, org_slug: str) -> Response:
+        body = request.body
+        try:
+            verified = signing.verify(org_slug, request.headers, body, time.time())
+        except signing.WebhookRefused as refused:
+            return Response({"message": refused.message}, status=refused.status)
+        organization = verified.secret.organization
+        delivery_id = request.headers.get(payloads.DELIVERY_HEADER, "").strip()
+        if not payloads.DELIVERY_ID.fullmatch(delivery_id):
+            raise exceptions.ParseError(
+                f"Send a unique id for the delivery in {payloads.DELIVERY_HEADER} (1 to 128 "
+                "letters, digits, '.', '_', ':' or '-'): retries and replays reuse it."
+            )
+        try:
+            payload = payloads.parse_body(body)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"The body is not JSON: {exc}.") from exc
+        event = payload.get("event")
+        if request.headers.get(payloads.EVENT_HEADER) != event:
+            raise exceptions.ParseError(
+                f"{payloads.EVENT_HEADER} ({request.headers.get(payloads.EVENT_HEADER)!r}) does "
+                f"not agree with the body's event ({event!r})."
+            )
+        if event == payloads.PING:
+            return Response({"message": "pong"})
+        if event not in payloads.EVENTS:
+            raise exceptions.ParseError(
+                f"Unknown event {event!r}: this endpoint applies {', '.join(payloads.EVENTS)} "
+                "(and answers ping)."
+            )
+        serializer = payloads.EVENTS[event](data=payload)
+        serializer.is_valid(raise_exception=True)
+        response, repeated = webhook_delivery_receive(
+            organization=organization,
+            delivery_id=delivery_id,
+            payload=payload,
+            body=body,
+            data=dict(serializer.validated_data),
+            verified=verified,
+        )
+        return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})
