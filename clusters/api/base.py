@@ -8,6 +8,12 @@ rate limits, in that order, in one place that views cannot bypass.
 - Over the organization's or the token's rate limit: 429.
 
 Views reach clusters only through ``get_cluster``, which filters by the token's organization.
+
+The base fails closed. A view names the scope of every method it answers (there is no default
+scope to inherit by forgetting), and it cannot override the hooks that do the above
+(``SCOPING_HOOKS``; PostHog's ``TeamAndOrgViewSetMixin`` refuses such subclasses the same way):
+both are refused when the class is created, and again by ``manage.py check``
+(``clusters.checks``), which also sees a handler or hook set on a class afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model, QuerySet
 from rest_framework import exceptions, status
 from rest_framework.permissions import IsAuthenticated
@@ -32,6 +39,29 @@ from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 M = TypeVar("M", bound=Model)
 
+_CHECKS = (
+    "authentication, the organization in the URL and the scope are checked there, for every view"
+)
+_LOOKUPS = (
+    "views reach clusters only through it: start from get_cluster(cluster_id) and the "
+    "cluster's related managers"
+)
+#: What scopes a request to the token's organization, and why a subclass may not replace it:
+#: one view that did would answer for another organization. There is no escape hatch.
+SCOPING_HOOKS = {
+    "dispatch": _CHECKS,
+    "initial": _CHECKS,
+    "perform_authentication": _CHECKS,
+    "get_authenticators": _CHECKS,
+    "authentication_classes": _CHECKS,
+    "check_permissions": _CHECKS,
+    "get_permissions": _CHECKS,
+    "permission_classes": _CHECKS,
+    "permission_denied": _CHECKS,
+    "clusters": _LOOKUPS,
+    "get_cluster": _LOOKUPS,
+}
+
 
 class ApiTokenRequired(IsAuthenticated):
     """401 without a valid API token (and, in the schema, no anonymous access)."""
@@ -42,11 +72,18 @@ class ApiTokenRequired(IsAuthenticated):
 class OrganizationAPIView(APIView):
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
+    # Defaults until every clusters view declares its own (they go in the next commit).
     read_scope: str = ApiScope.READ_CLUSTERS
     write_scope: str = ApiScope.WRITE_CLUSTERS
 
     organization: Organization
     token: ApiToken
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        errors = configuration_errors(cls)
+        if errors:
+            raise ImproperlyConfigured(" ".join(errors))
 
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None
@@ -62,7 +99,10 @@ class OrganizationAPIView(APIView):
             raise exceptions.NotFound("No organization found")
         self.token, self.organization = token, token.organization
         self._rate_limit(request)
-        scope = self.read_scope if request.method in READ_METHODS else self.write_scope
+        reads = request.method in READ_METHODS
+        scope: str | None = getattr(self, "read_scope" if reads else "write_scope", None)
+        if scope is None:  # no scope declared for the method: the view has no handler for it
+            raise exceptions.MethodNotAllowed(cast(str, request.method))
         if not token.has_scope(scope):
             raise exceptions.PermissionDenied(f"This API token needs the {scope} scope.")
 
@@ -119,6 +159,47 @@ class OrganizationAPIView(APIView):
 
     def serializer_context(self, **extra: Any) -> dict[str, Any]:
         return {"request": self.request, "organization": self.organization, **extra}
+
+
+def answered_methods(view_class: type[APIView]) -> list[str]:
+    """The HTTP methods ``view_class`` answers: those it has a handler for, and HEAD with GET
+    (Django answers HEAD with ``get``)."""
+    handled = {m for m in view_class.http_method_names if callable(getattr(view_class, m, None))}
+    if "get" in handled:
+        handled.add("head")
+    return [m.upper() for m in view_class.http_method_names if m in handled]
+
+
+def configuration_errors(view_class: type[OrganizationAPIView]) -> list[str]:
+    """Why ``view_class`` would not fail closed: a tenant-scoping hook it replaces, a scope it
+    needs and does not declare (GET, HEAD and OPTIONS need ``read_scope``, every other method
+    ``write_scope``), or one that is not an API scope. A class with no handler of its own (a
+    base for views; OPTIONS alone is every APIView's) needs no scope yet."""
+    name = f"{view_class.__module__}.{view_class.__qualname__}"
+    errors = [
+        f"{name} overrides {hook}, which OrganizationAPIView does not let a view replace: {why}."
+        for hook, why in SCOPING_HOOKS.items()
+        if getattr(view_class, hook) is not getattr(OrganizationAPIView, hook)
+    ]
+    methods = answered_methods(view_class)
+    if methods == ["OPTIONS"]:
+        return errors
+    for attribute, needed_by in (
+        ("read_scope", [m for m in methods if m in READ_METHODS]),
+        ("write_scope", [m for m in methods if m not in READ_METHODS]),
+    ):
+        scope = getattr(view_class, attribute, None)
+        if needed_by and scope is None:
+            errors.append(
+                f"{name} answers {', '.join(needed_by)} but declares no {attribute}: a view "
+                "names the scope of each method it answers (there is no default)."
+            )
+        elif scope is not None and scope not in ApiScope.values:
+            errors.append(
+                f"{name}.{attribute} is {scope!r}, which is not an API scope "
+                f"(one of {', '.join(ApiScope.values)})."
+            )
+    return errors
 
 
 def get_or_404(queryset: QuerySet[M], pk: str, message: str) -> M:
