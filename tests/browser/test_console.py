@@ -16,8 +16,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from clusters import services
 from registries.models import Registry, State
-from tests.clusters.factories import ClusterFactory
 from tests.conftest import STRICT
+from tests.registries.factories import RegistryFactory
 from tests.support.processes import ROOT, RegistryProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -64,11 +64,8 @@ def page(browser: Browser, live_server) -> Iterator[Page]:
 
 
 def failed_registry(cluster_name: str) -> Registry:
-    cluster = ClusterFactory(organization__slug="acme", name=cluster_name)
-    return Registry.objects.create(
-        cluster=cluster,
-        namespace=f"acme/{cluster.pk.hex[:12]}",
-        driver="distribution",
+    return RegistryFactory(
+        cluster__name=cluster_name,
         state=State.FAILED,
         last_error="GET http://registry/v2/ answered 503",
     )

@@ -16,6 +16,7 @@ from tests.clusters.factories import (
     ClusterFactory,
     OrganizationFactory,
 )
+from tests.registries.factories import RegistryFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -139,10 +140,9 @@ def test_registries_are_read_only_but_a_failed_one_can_be_retried(
     operator: Client, django_capture_on_commit_callbacks, broker_queue
 ) -> None:
     cluster = ClusterFactory()
-    registry = Registry.objects.create(
-        cluster=cluster, namespace="x/y", driver="distribution", state=State.FAILED,
-        last_error="boom",
-    )  # fmt: skip
+    registry = RegistryFactory(
+        cluster=cluster, namespace="x/y", state=State.FAILED, last_error="boom"
+    )
     page = operator.get(f"/admin/registries/registry/{registry.pk}/change/")
     assert page.status_code == 200
     assert 'name="state"' not in page.text  # no editable field

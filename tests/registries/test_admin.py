@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from registries import conditions
 from registries.models import Registry, RegistryEvent, State
-from tests.clusters.factories import ClusterFactory
+from tests.registries.factories import RegistryFactory
 from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.django_db
@@ -20,17 +20,8 @@ CHANGELIST = "/admin/registries/registry/"
 
 
 def make_registry(state: str = State.READY, **fields: object) -> Registry:
-    cluster = ClusterFactory(organization__slug="acme")
-    return Registry.objects.create(
-        cluster=cluster,
-        namespace=f"acme/{cluster.pk.hex[:12]}",
-        driver="distribution",
-        state=state,
-        url="127.0.0.1:5000/x" if state == State.READY else "",
-        deprovision_requested_at=timezone.now()
-        if state in (State.DEPROVISIONING, State.DELETED)
-        else None,
-        **fields,
+    return RegistryFactory(
+        state=state, url="127.0.0.1:5000/x" if state == State.READY else "", **fields
     )
 
 

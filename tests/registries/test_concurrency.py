@@ -17,6 +17,7 @@ from clusters.signals import first_hosted_queue_created
 from registries.models import Registry, RegistryEvent, State
 from registries.services import registry_create_for_cluster, registry_provision
 from tests.clusters.factories import ClusterFactory
+from tests.registries.factories import RegistryFactory
 from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
@@ -108,9 +109,7 @@ def test_provisioning_and_deleting_the_cluster_at_once_do_not_deadlock(registry_
     """``cluster_delete`` locks the cluster, then the registry. Provisioning's last step must take
     them in the same order: writing the agent environment needs the cluster row too."""
     cluster = ClusterFactory(organization__slug="acme")
-    registry = Registry.objects.create(
-        cluster=cluster, namespace=f"acme/{cluster.pk.hex[:12]}", driver="distribution"
-    )
+    registry = RegistryFactory(cluster=cluster)
     holding, errors = threading.Event(), []
 
     def delete_when_provisioning_waits() -> None:

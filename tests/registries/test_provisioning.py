@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from clusters.models import AgentEnvironmentVariable
 from registries.models import Registry, State
 from registries.services import backoff_seconds, registry_provision, registry_retry
-from tests.clusters.factories import ClusterFactory
+from tests.registries.factories import RegistryFactory
 from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.django_db
@@ -16,10 +16,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def registry() -> Registry:
-    cluster = ClusterFactory(organization__slug="acme")
-    return Registry.objects.create(
-        cluster=cluster, namespace=f"acme/{cluster.pk.hex[:12]}", driver="distribution"
-    )
+    return RegistryFactory()
 
 
 def transitions(registry: Registry) -> list[tuple[str, str, int]]:

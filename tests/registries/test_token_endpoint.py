@@ -16,6 +16,7 @@ from django.utils import timezone
 from clusters import services
 from clusters.models import Cluster, ClusterAgentToken, Organization
 from registries.models import Registry, RegistryEvent, State
+from tests.registries.factories import RegistryFactory
 from tests.support.registry_tokens import access_claims
 
 pytestmark = pytest.mark.django_db
@@ -54,16 +55,8 @@ def make_agent(
     """A cluster with an agent token, and a registry in ``state`` (None: no registry)."""
     cluster = services.cluster_create(organization=organization, name=name)
     token_row, secret = services.agent_token_create(cluster=cluster, description="agents", **token)
-    namespace = f"acme/{cluster.pk.hex[:12]}"
     if state is not None:
-        Registry.objects.create(
-            cluster=cluster,
-            namespace=namespace,
-            driver="distribution",
-            state=state,
-            url=f"127.0.0.1:5000/{namespace}" if state == State.READY else "",
-            deprovision_requested_at=timezone.now() if state == State.DEPROVISIONING else None,
-        )
+        RegistryFactory(cluster=cluster, state=state)
     return Agent(cluster=cluster, token=token_row, secret=secret)
 
 

@@ -1,0 +1,39 @@
+"""Test data for the registries app. Factories write rows directly: use services to test
+behaviour (``registry_create_for_cluster`` creates a registry as the application does)."""
+
+from __future__ import annotations
+
+import factory
+from django.utils import timezone
+
+from registries.models import Registry, State
+from tests.clusters.factories import ClusterFactory
+
+#: States in which the database demands that deprovisioning was requested (or no cluster).
+_DEPROVISIONED = (State.DEPROVISIONING, State.DELETED)
+
+
+class RegistryFactory(factory.django.DjangoModelFactory):
+    """A registry of a new cluster of organization ``acme``, in ``pending`` unless ``state=...``.
+
+    Its namespace is the one the service gives (``<organization>/<first 12 hex digits of the
+    cluster id>``); what the table's constraints demand follows ``state``: a ``ready`` registry
+    has a URL on ``127.0.0.1:5000``, a ``deprovisioning`` or ``deleted`` one a time at which
+    deprovisioning was requested.
+    """
+
+    class Meta:
+        model = Registry
+
+    cluster = factory.SubFactory(ClusterFactory, organization__slug="acme")
+    namespace = factory.LazyAttribute(
+        lambda o: f"{o.cluster.organization.slug}/{o.cluster.pk.hex[:12]}"
+    )
+    driver = "distribution"
+    state = State.PENDING
+    url = factory.LazyAttribute(
+        lambda o: f"127.0.0.1:5000/{o.namespace}" if o.state == State.READY else ""
+    )
+    deprovision_requested_at = factory.LazyAttribute(
+        lambda o: timezone.now() if o.state in _DEPROVISIONED else None
+    )
