@@ -1,15 +1,22 @@
 """The 401/403/404 matrix over every REST API endpoint: no token is 401; a token without the
 scope is 403; a token of another organization is 404 for everything of this one, whether it
-names this organization or its own, and nothing is read or written."""
+names this organization or its own, and nothing is read or written.
+
+The endpoints come from the URL configuration: every route under ``v2/organizations/<org_slug>/``
+and every method its view answers, so a new endpoint is in the matrix without editing a list.
+Only a request body is looked up by hand (``BODIES``), and a write without an entry fails."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from clusters import services
+from clusters.api.base import READ_METHODS, answered_methods
+from clusters.checks import organization_routes
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Queue
 from registries.models import Registry, State
 
@@ -34,7 +41,9 @@ class Endpoint:
         return 201 if creates else 200
 
 
-ENDPOINTS = [
+#: The endpoints as they were listed by hand before the matrix came from the URL configuration:
+#: a floor, so that the generator cannot lose one (test_no_endpoint_is_lost).
+LISTED = [
     Endpoint("get", "/clusters", ApiScope.READ_CLUSTERS),
     Endpoint("post", "/clusters", ApiScope.WRITE_CLUSTERS, {"name": "New"}),
     Endpoint("get", "/clusters/{cluster}", ApiScope.READ_CLUSTERS),
@@ -67,6 +76,83 @@ ENDPOINTS = [
     Endpoint("get", "/clusters/{cluster}/registry", ApiScope.READ_REGISTRIES),
     Endpoint("post", "/clusters/{cluster}/registry/retry", ApiScope.WRITE_REGISTRIES),
 ]
+
+
+#: The route parameters, and the fixture's ids that fill them.
+PARAMETERS = {"cluster_id": "cluster", "queue_id": "queue", "token_id": "token"}
+ORGANIZATION = "v2/organizations/<str:org_slug>"
+
+#: What each write sends, by method and path; None: no body. A write that is not here fails
+#: test_every_write_has_a_body_entry.
+BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("post", "/clusters"): {"name": "New"},
+    ("put", "/clusters/{cluster}"): {"name": "Renamed"},
+    ("patch", "/clusters/{cluster}"): {"name": "Renamed"},
+    ("post", "/clusters/{cluster}/queues"): {"key": "new"},
+    ("put", "/clusters/{cluster}/queues/{queue}"): {"description": "x"},
+    ("patch", "/clusters/{cluster}/queues/{queue}"): {"description": "x"},
+    ("post", "/clusters/{cluster}/queues/{queue}/pause_dispatch"): None,
+    ("post", "/clusters/{cluster}/queues/{queue}/resume_dispatch"): None,
+    ("post", "/clusters/{cluster}/tokens"): {"description": "t"},
+    ("put", "/clusters/{cluster}/tokens/{token}"): {"description": "x"},
+    ("patch", "/clusters/{cluster}/tokens/{token}"): {"description": "x"},
+    ("post", "/clusters/{cluster}/registry/retry"): None,
+}
+
+
+def path_of(route: str) -> str:
+    """``v2/organizations/<str:org_slug>/clusters/<str:cluster_id>`` -> ``/clusters/{cluster}``
+    (a parameter not in PARAMETERS keeps its own name, and fails test_every_parameter_is_filled)."""
+    relative = route.removeprefix(ORGANIZATION)
+    return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + PARAMETERS.get(m[1], m[1]) + "}", relative)
+
+
+def handlers(view_class: type) -> list[str]:
+    """The methods a view has a handler for, but HEAD and OPTIONS (see test_head_and_options)."""
+    return [
+        method
+        for method in view_class.http_method_names
+        if method not in ("head", "options") and callable(getattr(view_class, method, None))
+    ]
+
+
+def endpoints() -> list[Endpoint]:
+    found = []
+    for route, view in organization_routes():
+        view_class = view.view_class
+        path = path_of(route)
+        for method in handlers(view_class):
+            scope = "read_scope" if method.upper() in READ_METHODS else "write_scope"
+            found.append(
+                Endpoint(method, path, getattr(view_class, scope, None), BODIES.get((method, path)))
+            )
+    return found
+
+
+ENDPOINTS = endpoints()
+
+
+def test_no_endpoint_is_lost() -> None:
+    """Every endpoint once listed by hand is generated, with the same scope and body."""
+    assert len(LISTED) == 23
+    assert [str(e) for e in LISTED if e not in ENDPOINTS] == []
+    assert len(ENDPOINTS) >= len(LISTED)
+
+
+def test_every_write_has_a_body_entry() -> None:
+    writes = [(e.method, e.path) for e in ENDPOINTS if e.method in ("post", "put", "patch")]
+    assert [write for write in writes if write not in BODIES] == []
+
+
+def test_every_parameter_is_filled() -> None:
+    fills = {"{" + name + "}" for name in PARAMETERS.values()}
+    unknown = [
+        (str(e), parameter)
+        for e in ENDPOINTS
+        for parameter in re.findall(r"{\w+}", e.path)
+        if parameter not in fills
+    ]
+    assert unknown == []
 
 
 @pytest.fixture
@@ -182,4 +268,46 @@ def test_a_queue_or_token_is_found_only_under_its_own_cluster(
     assert response.status_code == 404
     kind = "queue" if "{queue}" in endpoint.path else "token"
     assert response.json() == {"message": f"No {kind} found"}
+    assert snapshot() == before
+
+
+HEAD_AND_OPTIONS = [
+    pytest.param(
+        method, path_of(route), view.view_class.read_scope, id=f"{method} {path_of(route)}"
+    )
+    for route, view in organization_routes()
+    for method in ("HEAD", "OPTIONS")
+    if method in answered_methods(view.view_class)
+]
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), HEAD_AND_OPTIONS)
+def test_head_and_options_pass_the_same_checks(
+    client, api, make_api, other_api, acme, method: str, path: str, scope: str
+) -> None:
+    """HEAD and OPTIONS (every view answers OPTIONS) need the read scope and find nothing of
+    another organization; they are apart from the matrix above because a HEAD answer has no
+    body, and OPTIONS describes the view without looking anything up."""
+    lacking = make_api(scopes=[s for s in ApiScope.values if s != scope])
+    private = services.cluster_create(organization=api.organization, name="Private")
+    before = snapshot()
+
+    def send(sender: Any, org_slug: str = "acme", **ids: Any) -> Any:
+        url = f"/v2/organizations/{org_slug}" + path.format(**{**acme, **ids})
+        if sender is None:
+            return client.generic(method, url)
+        return sender.client.generic(method, url, HTTP_AUTHORIZATION=f"Bearer {sender.secret}")
+
+    assert send(None).status_code == 401
+    assert send(lacking).status_code == 403
+    assert send(other_api).status_code == 404
+    own = send(other_api, "other")
+    if method == "HEAD":
+        assert own.status_code == (404 if "{cluster}" in path else 200)
+        if "{queue}" in path or "{token}" in path:
+            assert send(api, cluster=private.pk).status_code == 404
+    else:
+        assert own.status_code == 200
+        assert "Open Source" not in own.content.decode()
+    assert send(api).status_code == 200
     assert snapshot() == before
