@@ -9,7 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("clusters.urls")),
     path("v2/organizations/<str:org_slug>/", include("clusters.api.urls")),
-    path("v2/organizations/<str:org_slug>/", include("registries.api_urls")),
+    path("v2/organizations/<str:org_slug>/", include("registries.api.urls")),
     path("v2/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("v2/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("registries.urls")),

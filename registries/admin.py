@@ -16,8 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from clusters.admin import ClusterAdmin
-from clusters.models import Cluster
+from clusters.interface import Cluster, ClusterAdmin
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from registries import conditions
 from registries.models import Lease, Registry, RegistryEvent, State

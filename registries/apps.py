@@ -6,7 +6,10 @@ class RegistriesConfig(AppConfig):
     verbose_name = "Registries"
 
     def ready(self) -> None:
-        from clusters.signals import cluster_deleted, first_hosted_queue_created
+        # registries.tasks: the services enqueue the tasks by name, so every process that may
+        # enqueue registers them (the import has no other use).
+        import registries.tasks  # noqa: F401
+        from clusters.interface import cluster_deleted, first_hosted_queue_created
         from registries import checks, receivers
 
         first_hosted_queue_created.connect(

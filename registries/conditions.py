@@ -17,6 +17,7 @@ they describe.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -135,3 +136,33 @@ def sync_pending(
 ) -> bool:
     """``Synced`` Unknown: something was asked for and nothing has been tried yet."""
     return condition_set(registry, SYNCED, UNKNOWN, reason, message, now=now)
+
+
+@dataclass(frozen=True)
+class SyncedCondition:
+    """What a transition says on ``Synced`` (``services.lifecycle.transition`` sets it with the
+    state). ``at`` is when, if not the moment it is set."""
+
+    status: str
+    reason: str
+    message: str
+    at: datetime | None = None
+
+    @classmethod
+    def true(cls, message: str) -> SyncedCondition:
+        """The attempt did what it set out to do."""
+        return cls(TRUE, RECONCILE_SUCCESS, message)
+
+    @classmethod
+    def false(cls, reason: str, message: str, *, at: datetime | None = None) -> SyncedCondition:
+        """It did not, and why."""
+        return cls(FALSE, reason, message, at)
+
+    @classmethod
+    def unknown(cls, reason: str, message: str, *, at: datetime | None = None) -> SyncedCondition:
+        """Something was asked for and nothing has been tried yet."""
+        return cls(UNKNOWN, reason, message, at)
+
+    def set_on(self, registry: Registry) -> bool:
+        """Set it on ``registry`` (not saved). Returns whether anything changed."""
+        return condition_set(registry, SYNCED, self.status, self.reason, self.message, now=self.at)

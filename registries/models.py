@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from clusters.models import Cluster
+from clusters.interface import Cluster
 
 #: The variable that publishes a ready registry's URL to its cluster's hosted jobs.
 REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
@@ -158,7 +158,7 @@ class RegistryEvent(models.Model):
 class Lease(models.Model):
     """A named lease that at most one process holds until ``expires_at`` (the reconciler's lock
     against a second Celery beat). Taken with one conditional UPDATE; see
-    ``registries.reconciler.lease_acquire``."""
+    ``registries.reconciler.lease.lease_acquire``."""
 
     name = models.CharField(max_length=64, primary_key=True)
     holder = models.CharField(max_length=255, blank=True, default="")

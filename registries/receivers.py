@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusters.models import Cluster
+from clusters.interface import Cluster
 from registries.services import registry_create_for_cluster, registry_deprovision_start
 
 

@@ -9,8 +9,13 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from clusters.models import AgentEnvironmentVariable, Cluster, ClusterAgentToken, Queue
-from clusters.selectors import agent_token_authenticate
+from clusters.interface import (
+    AgentEnvironmentVariable,
+    Cluster,
+    ClusterAgentToken,
+    Queue,
+    agent_token_authenticate,
+)
 from registries.models import (
     REGISTRY_URL_VARIABLE,
     Registry,

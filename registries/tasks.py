@@ -1,7 +1,9 @@
 """Celery tasks: thin, idempotent wrappers that take ids and call services.
 
 Every task may run twice (delivery is at least once: see docs/reliability.md); each service it
-calls locks its registry row and does nothing when the work is already done.
+calls locks its registry row and does nothing when the work is already done. The services
+enqueue ``registries.provision`` and ``registries.deprovision`` by name: this module imports
+them, so they do not import it (``RegistriesConfig.ready`` does, to register the tasks).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from django.conf import settings
 from registries.models import Registry
 from registries.reconciler import registries_reconcile
 from registries.services import (
+    DEPROVISION_TASK,
+    PROVISION_TASK,
     AttemptResult,
     registry_canary,
     registry_deprovision,
@@ -24,7 +28,7 @@ from registries.services import (
 # Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task.
 @shared_task(  # type: ignore[untyped-decorator]
     bind=True,
-    name="registries.provision",
+    name=PROVISION_TASK,
     acks_late=True,
     max_retries=None,  # the registry row counts attempts; see REGISTRY_PROVISION_MAX_ATTEMPTS
 )
@@ -33,7 +37,7 @@ def provision_registry(self: Task, registry_id: str) -> str | None:
 
 
 @shared_task(  # type: ignore[untyped-decorator]
-    bind=True, name="registries.deprovision", acks_late=True, max_retries=None
+    bind=True, name=DEPROVISION_TASK, acks_late=True, max_retries=None
 )
 def deprovision_registry(self: Task, registry_id: str) -> str | None:
     return _retried(self, registry_deprovision(registry_id=registry_id))

@@ -14,8 +14,6 @@ that docker, skopeo and buildah print the reason.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from typing import Any, cast
 
@@ -28,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.authentication import basic_password
 from registries.keys import SigningKeyMissing
 from registries.selectors import principal_for_agent_secret, principal_for_agent_token_id
 from registries.tokens import (
@@ -42,6 +41,8 @@ from registries.tokens import (
 logger = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid, expired or revoked agent token."
+NOT_BASIC = "Send HTTP Basic credentials: any user name, and a cluster agent token as password."
+MALFORMED_BASIC = "Malformed HTTP Basic credentials."
 NO_SIGNING_KEY = (
     "The registry token service has no signing key: an operator must run "
     "`python manage.py registry_keys init`."
@@ -65,7 +66,7 @@ class RegistryTokenView(APIView):
     def get(self, request: Request) -> Response:
         params = request.query_params
         self._check_service(params.get("service"))
-        password = _basic_password(request)
+        password = basic_password(request, not_basic=NOT_BASIC, malformed=MALFORMED_BASIC)
         principal = Principal.anonymous() if password is None else self._authenticate(password)
         offline = params.get("offline_token", "").lower() == "true"
         return self._issue(principal, params.getlist("scope"), offline=offline)
@@ -149,20 +150,3 @@ class RegistryTokenView(APIView):
                 "errors", [{"code": code, "message": response.data["message"]}]
             )
         return response
-
-
-def _basic_password(request: Request) -> str | None:
-    """The password of ``Authorization: Basic``; None when no Authorization header was sent."""
-    header = request.headers.get("Authorization", "")
-    if not header:
-        return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        raise exceptions.AuthenticationFailed(
-            "Send HTTP Basic credentials: any user name, and a cluster agent token as password."
-        )
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise exceptions.AuthenticationFailed("Malformed HTTP Basic credentials.") from exc
-    return decoded.partition(":")[2]

@@ -2,7 +2,7 @@
 and ``Synced`` conditions, its last health canary, and the history of its transitions (oldest
 first).
 
-Timestamps and ``null`` for empty values follow the rest of the API (``clusters.api.serializers``).
+Timestamps and ``null`` for empty values follow the rest of the API (``controlplane.api.fields``).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class RegistryEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
 class RegistrySerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A cluster's container registry, its Ready condition and its transitions, oldest first."""
 
-    # ``events`` are read from the prefetch of ``registries.api.registry_queryset``.
+    # ``events`` are read from the prefetch of ``registries.api.views.registry_queryset``.
 
     id = serializers.UUIDField(read_only=True)
     state = serializers.ChoiceField(choices=State.choices, read_only=True)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from registries.api import RegistryRetryView, RegistryView
+from registries.api.views import RegistryRetryView, RegistryView
 
 app_name = "registries-api"
 

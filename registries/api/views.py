@@ -11,11 +11,10 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from clusters.api.base import OrganizationAPIView
-from clusters.models import ApiScope, Cluster
+from clusters.interface import ApiScope, Cluster, OrganizationAPIView
 from controlplane.api.openapi import operation
 from registries import services
-from registries.api_serializers import RegistrySerializer
+from registries.api.serializers import RegistrySerializer
 from registries.models import Registry, RegistryEvent, RegistryQuerySet
 
 TAGS = ["Registry"]

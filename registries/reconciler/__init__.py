@@ -12,79 +12,52 @@ is recorded and what the registry answers, and repairs the difference.
    ``BUILDKITE_HOSTED_REGISTRY_URL`` is published again.
 4. A registry that failed because the registry did not answer is retried once it answers again.
 
-Each pass holds the ``reconciler`` lease (a row in ``registries_lease``), so two Celery beats, or
-a pass that outlives its interval, never run two passes at once: the second finds the lease held
-and does nothing. Every repair is also safe on its own (rows are locked and leased), so the lease
-keeps passes from doing the same work twice rather than from doing harm.
+Each pass holds the ``reconciler`` lease (a row in ``registries_lease``, see ``lease.py``), so
+two Celery beats, or a pass that outlives its interval, never run two passes at once: the second
+finds the lease held and does nothing. Every repair is also safe on its own (rows are locked and
+leased), so the lease keeps passes from doing the same work twice rather than from doing harm.
+The repairs themselves are in ``repairs.py``; this module is the pass.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from registries.models import Lease
+from registries.reconciler.lease import lease_acquire, lease_holder, lease_release, this_process
+from registries.reconciler.repairs import (
+    registries_claim_due,
+    registry_republish,
+    registry_retry_failed,
+)
 from registries.selectors import (
     clusters_owed_a_registry,
     registries_failed_transiently,
     registries_unpublished,
 )
-from registries.services import (
-    backend_check,
-    registries_claim_due,
-    registry_create_for_cluster,
-    registry_republish,
-    registry_retry,
-)
+from registries.services import backend_check, registry_create_for_cluster
+
+__all__ = [
+    "RECONCILER_LEASE",
+    "ReconcileReport",
+    "lease_acquire",
+    "lease_holder",
+    "lease_release",
+    "registries_claim_due",
+    "registries_reconcile",
+    "registry_republish",
+    "this_process",
+]
 
 logger = logging.getLogger(__name__)
 
 RECONCILER_LEASE = "reconciler"
-
-
-def lease_acquire(name: str, *, holder: str, ttl: timedelta) -> bool:
-    """Take the lease ``name`` for ``ttl`` if it is free, expired or already ``holder``'s.
-
-    One conditional UPDATE decides: under PostgreSQL's row lock a concurrent taker waits, then
-    re-reads the row and finds it taken. Works on SQLite too (writes are serialised there).
-    """
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            Lease.objects.get_or_create(name=name, defaults={"expires_at": now})
-    except IntegrityError:
-        pass  # created by a concurrent taker
-    taken = Lease.objects.filter(Q(expires_at__lte=now) | Q(holder=holder), name=name).update(
-        holder=holder, expires_at=now + ttl
-    )
-    return taken == 1
-
-
-def lease_release(name: str, *, holder: str) -> None:
-    Lease.objects.filter(name=name, holder=holder).update(expires_at=timezone.now())
-
-
-def lease_holder(name: str) -> str:
-    """Who holds the lease now ("" if nobody)."""
-    lease = Lease.objects.filter(name=name, expires_at__gt=timezone.now()).first()
-    return lease.holder if lease else ""
-
-
-def this_process() -> str:
-    """A holder name for this process: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -145,6 +118,7 @@ def _republish(report: ReconcileReport) -> None:
         # A variable that cannot be published (another source owns the name) is reported on
         # the registry's Synced condition.
         with _one_repair("republish", registry_id=str(registry.pk)):
+            # Looked up in this module at call time, so a test can replace it here.
             if registry_republish(registry=registry):
                 report.republished.append(str(registry.pk))
 
@@ -162,15 +136,8 @@ def _retry_failed(report: ReconcileReport) -> None:
         if not answering[registry.driver]:
             continue
         with _one_repair("retry", registry_id=str(registry.pk)):
-            try:
-                registry_retry(
-                    registry=registry,
-                    why="retried by the reconciler: the registry answers again",
-                    only_transient=True,
-                )
-            except ValidationError:
-                continue  # moved on since it was read
-            report.retried.append(str(registry.pk))
+            if registry_retry_failed(registry=registry):
+                report.retried.append(str(registry.pk))
 
 
 @contextmanager

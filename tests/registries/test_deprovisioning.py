@@ -20,9 +20,9 @@ from clusters.models import AgentEnvironmentVariable, Cluster, ClusterAgentToken
 from registries.demo_image import write_oci_layout
 from registries.drivers.distribution import DistributionDriver
 from registries.models import Registry, State
+from registries.reconciler import registries_claim_due
 from registries.services import (
     access_token_window,
-    registries_claim_due,
     registry_deprovision,
     registry_deprovision_start,
     registry_provision,

@@ -14,7 +14,6 @@ from django.utils import timezone
 from clusters import services
 from clusters.models import AgentEnvironmentVariable, Queue
 from registries import conditions, reconciler
-from registries import services as services_
 from registries.drivers import RegistryUnavailable
 from registries.models import REGISTRY_URL_VARIABLE, Lease, Registry, RegistryEvent, State
 from registries.reconciler import (
@@ -23,6 +22,7 @@ from registries.reconciler import (
     lease_release,
 )
 from registries.services import (
+    lifecycle,
     registry_create_for_cluster,
     registry_deprovision,
     registry_provision,
@@ -140,7 +140,7 @@ def test_an_attempt_that_outlived_its_lease_cannot_record_its_outcome(
     assert registry_provision(registry_id=registry.pk).state == State.READY
 
     # The first attempt, alive after all, fails late: its outcome is not recorded.
-    late = services_._attempt_failed(
+    late = lifecycle.attempt_failed(
         registry.pk,
         RegistryUnavailable("late"),
         working=State.PROVISIONING,

@@ -25,7 +25,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from clusters import services as cluster_services
+from clusters.interface import (
+    agent_token_create,
+    cluster_create,
+    organization_get_or_create,
+    queue_create,
+)
 from registries.demo_image import BusyboxMissing, write_build_context, write_oci_layout
 from registries.drivers import DriverError
 from registries.drivers.distribution import DistributionDriver
@@ -63,23 +68,19 @@ class Command(BaseCommand):
         self._check_api(api_url)
 
         slug = options["organization"]
-        organization, _ = cluster_services.organization_get_or_create(slug=slug)
+        organization, _ = organization_get_or_create(slug=slug)
         self.step(f"organization {organization.slug}")
 
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
-        cluster = cluster_services.cluster_create(
+        cluster = cluster_create(
             organization=organization, name=f"demo-{stamp}", description="Created by the demo"
         )
         self.step(f"cluster {cluster.name} ({cluster.pk})")
 
-        token, secret = cluster_services.agent_token_create(
-            cluster=cluster, description="demo agent"
-        )
+        token, secret = agent_token_create(cluster=cluster, description="demo agent")
         self.step(f"agent token {token.token_prefix}… (the secret is shown only now: {secret})")
 
-        queue = cluster_services.queue_create(
-            cluster=cluster, key="linux-small", instance_shape=options["shape"]
-        )
+        queue = queue_create(cluster=cluster, key="linux-small", instance_shape=options["shape"])
         self.step(f"hosted queue {queue.key} ({queue.instance_shape})")
 
         registry = self._wait_for_registry(cluster.pk, options["timeout"])

@@ -1,0 +1,60 @@
+"""The seam: the public surface of the clusters app, and the ONLY clusters module that other apps
+(today: registries) may import. An import-linter contract (``pyproject.toml``, "registries
+imports clusters only through clusters.interface") fails on any other import.
+
+Everything here is something registries needs from clusters, and nothing more:
+
+- the models it refers to, reads or filters by (``Cluster``, ``Queue``, ``ClusterAgentToken``,
+  ``AgentEnvironmentVariable``) and the API scopes its REST views declare (``ApiScope``);
+- the facts clusters announces (``first_hosted_queue_created``, ``cluster_deleted``), which
+  registries receives (connected in ``RegistriesConfig.ready``);
+- the only ways registries writes into clusters: the agent environment
+  (``agent_environment_set``, ``agent_environment_unset``), and the services the ``demo``
+  command drives as a user would (``organization_get_or_create``, ``cluster_create``,
+  ``agent_token_create``, ``queue_create``);
+- how an agent token's secret is checked (``agent_token_authenticate``: the registry token
+  endpoint accepts agent tokens);
+- the cluster row lock (``cluster_lock``), so registries takes it in the order
+  ``clusters.locks`` documents;
+- what registries extends: the console's ``ClusterAdmin`` (registries adds the registry badge)
+  and the REST API's base view (``OrganizationAPIView``).
+
+Adding a name here is a design decision, not a convenience: it widens what clusters promises to
+keep, and what registries may depend on. Prefer a signal (a fact clusters announces) to a new
+call into clusters. The clusters app keeps every name importable from where it is imported here.
+"""
+
+from clusters.admin import ClusterAdmin
+from clusters.api.base import OrganizationAPIView
+from clusters.locks import cluster_lock
+from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
+from clusters.selectors import agent_token_authenticate
+from clusters.services import (
+    agent_environment_set,
+    agent_environment_unset,
+    agent_token_create,
+    cluster_create,
+    organization_get_or_create,
+    queue_create,
+)
+from clusters.signals import cluster_deleted, first_hosted_queue_created
+
+__all__ = [
+    "AgentEnvironmentVariable",
+    "ApiScope",
+    "Cluster",
+    "ClusterAdmin",
+    "ClusterAgentToken",
+    "OrganizationAPIView",
+    "Queue",
+    "agent_environment_set",
+    "agent_environment_unset",
+    "agent_token_authenticate",
+    "agent_token_create",
+    "cluster_create",
+    "cluster_deleted",
+    "cluster_lock",
+    "first_hosted_queue_created",
+    "organization_get_or_create",
+    "queue_create",
+]

@@ -1,0 +1,44 @@
+"""Row locks of the registries app. Callers never write ``select_for_update`` themselves.
+
+Every transaction takes its row locks in one order (``clusters.locks`` has the clusters part):
+organization -> cluster -> queue -> registry -> agent environment variable. Two transactions
+that take the same rows in the same order wait for each other instead of deadlocking. The one
+that matters here: writing a cluster's agent environment needs the cluster row too (the foreign
+key check), so provisioning, which publishes the URL, takes the cluster before the registry, as
+``cluster_delete`` does (``registry_lock_with_cluster``). ``tests/test_locks.py`` checks the order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from clusters.interface import cluster_lock
+from registries.models import Registry
+from registries.selectors import registries_due
+
+
+def registry_lock(pk: uuid.UUID | str) -> Registry | None:
+    """Lock the registry row ``pk`` until the transaction ends; None if there is none."""
+    return Registry.objects.select_for_update().filter(pk=pk).first()
+
+
+def registry_lock_with_cluster(registry: Registry) -> Registry | None:
+    """Lock the registry's cluster row, then the registry row: the order ``cluster_delete``
+    takes them in. Writing the cluster's agent environment needs the cluster row too (the
+    foreign key check), so taking the registry first could deadlock with a deletion. The locked
+    cluster is set on the registry it returns, so callers do not read it again."""
+    cluster = None
+    if registry.cluster_id is not None:
+        cluster = cluster_lock(registry.cluster_id)
+    locked = registry_lock(registry.pk)
+    if locked is not None and cluster is not None and locked.cluster_id == cluster.pk:
+        locked.cluster = cluster
+    return locked
+
+
+def registries_due_lock(*, now: datetime, interval: timedelta, limit: int) -> list[Registry]:
+    """Lock up to ``limit`` registries that are due (``selectors.registries_due``), skipping the
+    rows another transaction holds: an attempt is moving those on right now."""
+    due = registries_due(now=now, interval=interval).select_for_update(skip_locked=True)
+    return list(due[:limit])

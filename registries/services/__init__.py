@@ -1,0 +1,55 @@
+"""The registries app's services, one module per sub-domain; this package is their public
+surface (``from registries.services import registry_provision``).
+
+- ``lifecycle``: the one transition helper (it also sets ``Synced``), attempts and backoff,
+  enqueueing, creation and retry;
+- ``provisioning``: an attempt from ``pending`` to ``ready``;
+- ``deprovisioning``: from a deletion to ``deleted``;
+- ``health``: the backend check, "verify now" and the health canary.
+
+The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
+"""
+
+from registries.services.deprovisioning import (
+    access_token_window,
+    registry_deprovision,
+    registry_deprovision_start,
+)
+from registries.services.health import (
+    CanaryResult,
+    backend_check,
+    registry_canary,
+    registry_verify,
+)
+from registries.services.lifecycle import (
+    DEPROVISION_TASK,
+    PROVISION_TASK,
+    SETTLED,
+    AttemptResult,
+    attempt_lease,
+    backoff_seconds,
+    reconcile_interval,
+    registry_create_for_cluster,
+    registry_retry,
+)
+from registries.services.provisioning import registry_provision
+
+__all__ = [
+    "DEPROVISION_TASK",
+    "PROVISION_TASK",
+    "SETTLED",
+    "AttemptResult",
+    "CanaryResult",
+    "access_token_window",
+    "attempt_lease",
+    "backend_check",
+    "backoff_seconds",
+    "reconcile_interval",
+    "registry_canary",
+    "registry_create_for_cluster",
+    "registry_deprovision",
+    "registry_deprovision_start",
+    "registry_provision",
+    "registry_retry",
+    "registry_verify",
+]

@@ -1,0 +1,110 @@
+"""Health: whether a registry's backend answers and trusts our tokens (``backend_check``, "verify
+now" in the console) and the health canary of a ready registry. None of these changes a state."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from registries import conditions
+from registries.drivers import DriverError, get_driver
+from registries.locks import registry_lock
+from registries.models import Registry, State
+
+logger = logging.getLogger(__name__)
+
+
+def backend_check(driver: str) -> tuple[bool, str]:
+    """Whether the registry backend answers and still demands and accepts our tokens (the check
+    provisioning makes), and what was seen."""
+    try:
+        return True, get_driver(driver).check_api()
+    except DriverError as exc:
+        return False, str(exc)
+
+
+def registry_verify(*, registry: Registry) -> Registry:
+    """Check now that the registry's backend answers and trusts our tokens (``backend_check``),
+    and record what was seen on the registry. Changes no state."""
+    ok, seen = backend_check(registry.driver)
+    registry.verified_at, registry.verified_ok, registry.verification = timezone.now(), ok, seen
+    registry.save(update_fields=["verified_at", "verified_ok", "verification"])
+    logger.info("registry.verified", extra={"registry_id": str(registry.pk), "ok": ok})
+    return registry
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    ok: bool
+    latency: timedelta
+    seen: str
+
+
+def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
+    """Run the health canary of a ``ready`` registry: push a small blob to the reserved repository
+    in its namespace, read it back and delete it, with a token we mint as a job's would be.
+
+    Records when, whether it passed, how long it took and what was seen. A failure sets ``Ready``
+    False (reason ``CanaryFailed``); the next pass sets it True again. The state stays ``ready``:
+    the canary reports, it does not stop jobs from trying. None if the registry is not ready.
+    """
+    registry = Registry.objects.ready().filter(pk=registry_id).first()
+    if registry is None:
+        return None
+    started = time.monotonic()
+    try:
+        seen, ok = get_driver(registry.driver).canary(namespace=registry.namespace), True
+    except DriverError as exc:
+        seen, ok = str(exc), False
+    result = CanaryResult(ok=ok, latency=timedelta(seconds=time.monotonic() - started), seen=seen)
+    with transaction.atomic():
+        locked = registry_lock(registry_id)
+        if locked is None or locked.state != State.READY:
+            return result
+        now = timezone.now()
+        locked.canary_at, locked.canary_ok = now, ok
+        locked.canary_latency, locked.canary_message = result.latency, seen
+        ready = conditions.condition_get(locked, conditions.READY)
+        if not ok:
+            conditions.condition_set(
+                locked,
+                conditions.READY,
+                conditions.FALSE,
+                conditions.CANARY_FAILED,
+                f"The health canary failed: {seen}",
+                now=now,
+            )
+        elif ready is not None and ready["reason"] == conditions.CANARY_FAILED:
+            conditions.condition_set(
+                locked,
+                conditions.READY,
+                conditions.TRUE,
+                conditions.CANARY_PASSED,
+                f"The health canary passes again ({_milliseconds(result.latency)}).",
+                now=now,
+            )
+        locked.save(
+            update_fields=[
+                "canary_at", "canary_ok", "canary_latency", "canary_message", "conditions"
+            ]
+        )  # fmt: skip
+    log = logger.info if ok else logger.warning
+    log(
+        "registry.canary.passed" if ok else "registry.canary.failed",
+        extra={
+            "registry_id": str(registry_id),
+            "latency_ms": round(result.latency.total_seconds() * 1000, 1),
+            **({} if ok else {"error": seen}),
+        },
+    )
+    return result
+
+
+def _milliseconds(duration: timedelta) -> str:
+    return f"{duration.total_seconds() * 1000:.0f} ms"
