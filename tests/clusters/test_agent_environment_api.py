@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from clusters import services
 from clusters.models import ClusterAgentToken
 from tests.clusters.factories import ClusterAgentTokenFactory, ClusterFactory, QueueFactory
+from tests.support.query_counts import expected_queries
 
 pytestmark = pytest.mark.django_db
 URL = "/v3/agent/environment"
@@ -164,11 +165,9 @@ def test_a_bearer_header_is_accepted_too(queue) -> None:
     assert client.get(URL, {"queue": "linux-small"}).status_code == 200
 
 
-def test_the_environment_costs_a_fixed_number_of_queries(
-    agent, queue, django_assert_num_queries
-) -> None:
+def test_the_environment_costs_a_fixed_number_of_queries(agent, queue) -> None:
     for n in range(20):
         services.agent_environment_set(cluster=queue.cluster, name=f"V{n}", value="x", source="t")
     # token (with cluster and organization), queue, environment
-    with django_assert_num_queries(3):
+    with expected_queries("agent-environment"):
         assert agent.get(URL, {"queue": "linux-small"}).status_code == 200
