@@ -2,9 +2,11 @@
 
 from django.urls import path
 
-from clusters.api.agent_tokens import AgentTokenDetailView, AgentTokenListView
-from clusters.api.clusters import ClusterDetailView, ClusterListView
-from clusters.api.queues import (
+from clusters.api.views import (
+    AgentTokenDetailView,
+    AgentTokenListView,
+    ClusterDetailView,
+    ClusterListView,
     QueueDetailView,
     QueueEnvironmentView,
     QueueListView,

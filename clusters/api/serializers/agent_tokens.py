@@ -1,4 +1,4 @@
-"""Cluster agent tokens in Buildkite's shape (notes: buildkite-api.md §3).
+"""Cluster agent tokens in Buildkite's shape (its REST API's cluster tokens; see docs/api.md).
 
 The secret (``token``) is in the create response only: it is never stored (only its SHA-256 is),
 so no other response could carry it.
@@ -17,7 +17,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from clusters.api.serializers import UserSerializer, absolute, graphql_id
+from clusters.api.serializers.common import UserSerializer, absolute, graphql_id
 from clusters.models import ClusterAgentToken
 from controlplane.api.fields import TimestampField
 

@@ -1,4 +1,4 @@
-"""Queues in Buildkite's shapes (notes: buildkite-api.md §2).
+"""Queues in Buildkite's shapes (its REST API's cluster queues; see docs/api.md).
 
 Responses use snake_case (``hosted_agents.instance_shape``); requests use Buildkite's camelCase
 (``hostedAgents: {instanceShape, agentImageRef}``), and the snake_case spelling is accepted too.
@@ -17,7 +17,7 @@ from drf_spectacular.utils import Direction, extend_schema_field
 from rest_framework import serializers
 
 from clusters import instance_shapes
-from clusters.api.serializers import UserSerializer, absolute, blank_nulls, graphql_id
+from clusters.api.serializers.common import UserSerializer, absolute, blank_nulls, graphql_id
 from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
 from controlplane.api.fields import TimestampField, empty_to_none
 

@@ -1,0 +1,64 @@
+"""What every resource's serializers share, in Buildkite's conventions: ``graphql_id`` (base64
+of ``<Type>---<uuid>``, as Buildkite's are), absolute URLs, ``null`` for blank text, and users as
+Buildkite shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from controlplane.api.fields import TimestampField
+
+
+def graphql_id(type_name: str, pk: uuid.UUID | int) -> str:
+    return base64.b64encode(f"{type_name}---{pk}".encode()).decode()
+
+
+def absolute(context: Mapping[str, Any], name: str, **kwargs: Any) -> str:
+    request = context["request"]
+    return str(request.build_absolute_uri(reverse(name, kwargs=kwargs)))
+
+
+def blank_nulls(attrs: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A ``null`` sent for a text field means "empty", which the models store as ""."""
+    for name in names:
+        if name in attrs and attrs[name] is None:
+            attrs[name] = ""
+    return attrs
+
+
+class UserSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A user as Buildkite shows one (``created_by``, ``dispatch_paused_by``)."""
+
+    id = serializers.SerializerMethodField()
+    graphql_id = serializers.SerializerMethodField()
+    name = serializers.SerializerMethodField()
+    email = serializers.SerializerMethodField()
+    avatar_url = serializers.SerializerMethodField()
+    created_at = TimestampField(source="date_joined")
+
+    def get_id(self, user: User) -> str:
+        return str(user.pk)
+
+    def get_graphql_id(self, user: User) -> str:
+        return graphql_id("User", user.pk)
+
+    def get_name(self, user: User) -> str:
+        return user.get_full_name() or user.get_username()
+
+    @extend_schema_field({"type": "string", "format": "email", "nullable": True})
+    def get_email(self, user: User) -> str | None:
+        return user.email or None  # API-only users (create_api_token) may have none
+
+    def get_avatar_url(self, user: User) -> str:
+        digest = hashlib.md5(user.email.strip().lower().encode(), usedforsecurity=False)
+        return f"https://www.gravatar.com/avatar/{digest.hexdigest()}"
