@@ -1,4 +1,5 @@
-"""The catalogue of hosted agent instance shapes (Buildkite's list, notes/buildkite-api.md §5.4).
+"""The catalogue of hosted agent instance shapes: Buildkite's documented list of the shapes its
+hosted agents run on (names, machine type, architecture, CPUs, memory and disk).
 
 A queue is hosted if and only if it has one of these shapes. The list lives here, on the server,
 so that clients can read it instead of hard-coding it.

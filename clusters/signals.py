@@ -1,4 +1,5 @@
-"""Facts the clusters app announces to other apps. Listed in DESIGN.md; received in registries.
+"""Facts the clusters app announces to other apps. Listed in docs/architecture.md ("Signals");
+received in registries.
 
 Signals are sent inside the transaction that made the fact true, so a receiver's writes commit or
 roll back with it. Receivers that start outside work must defer it with ``transaction.on_commit``.
