@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
 from clusters.interface import (
     AgentEnvironmentVariable,
@@ -67,6 +67,18 @@ def registries_failed_transiently(*, before: datetime) -> RegistryQuerySet:
     return Registry.objects.filter(
         state=State.FAILED, failure_transient=True, state_changed_at__lte=before
     ).order_by("state_changed_at")
+
+
+def cluster_registry(cluster: Cluster) -> RegistryQuerySet:
+    """The cluster's registry: at most one (a deleted cluster's registry has no cluster). The
+    REST API passes a cluster its base view found, so the organization is already checked."""
+    return Registry.objects.filter(cluster=cluster)
+
+
+def registry_queryset(cluster: Cluster) -> RegistryQuerySet:
+    """The cluster's registry with its events oldest first, in two queries."""
+    events = RegistryEvent.objects.order_by("created_at", "id")
+    return cluster_registry(cluster).prefetch_related(Prefetch("events", queryset=events))
 
 
 def principal_for_agent_token(token: ClusterAgentToken) -> Principal:

@@ -81,7 +81,7 @@ class RegistryEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
 class RegistrySerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A cluster's container registry, its Ready condition and its transitions, oldest first."""
 
-    # ``events`` are read from the prefetch of ``registries.api.views.registry_queryset``.
+    # ``events`` are read from the prefetch of ``registries.selectors.registry_queryset``.
 
     id = serializers.UUIDField(read_only=True)
     state = serializers.ChoiceField(choices=State.choices, read_only=True)

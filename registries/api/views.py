@@ -6,7 +6,6 @@ read-only here except for ``retry``, which starts a failed registry again.
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,20 +14,10 @@ from clusters.interface import ApiScope, Cluster, OrganizationAPIView
 from controlplane.api.openapi import operation
 from registries import services
 from registries.api.serializers import RegistrySerializer
-from registries.models import Registry, RegistryEvent, RegistryQuerySet
+from registries.models import Registry
+from registries.selectors import cluster_registry, registry_queryset
 
 TAGS = ["Registry"]
-
-
-def cluster_registry(cluster: Cluster) -> RegistryQuerySet:
-    """The cluster's registry: at most one (a deleted cluster's registry has no cluster)."""
-    return Registry.objects.filter(cluster=cluster)
-
-
-def registry_queryset(cluster: Cluster) -> RegistryQuerySet:
-    """The cluster's registry with its events oldest first, in two queries."""
-    events = RegistryEvent.objects.order_by("created_at", "id")
-    return cluster_registry(cluster).prefetch_related(Prefetch("events", queryset=events))
 
 
 class _RegistryAPIView(OrganizationAPIView):
