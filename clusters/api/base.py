@@ -72,9 +72,9 @@ class ApiTokenRequired(IsAuthenticated):
 class OrganizationAPIView(APIView):
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
-    # Defaults until every clusters view declares its own (they go in the next commit).
-    read_scope: str = ApiScope.READ_CLUSTERS
-    write_scope: str = ApiScope.WRITE_CLUSTERS
+    # No defaults: a view declares the scopes of the methods it answers (configuration_errors).
+    read_scope: str
+    write_scope: str
 
     organization: Organization
     token: ApiToken
