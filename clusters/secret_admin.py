@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from controlplane.admin import NoDeleteAdmin
+from controlplane.api.caching import no_store
 
 
 class TokenAdmin(NoDeleteAdmin):
@@ -46,8 +47,7 @@ class TokenAdmin(NoDeleteAdmin):
                 "title": f"{str(self.opts.verbose_name).capitalize()} created",
             },
         )
-        response["Cache-Control"] = "no-store"
-        return response
+        return no_store(response)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:

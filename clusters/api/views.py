@@ -37,6 +37,7 @@ from clusters.api.serializers import (
 )
 from clusters.job_environment import job_environment
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, ClusterAgentTokenQuerySet, Queue
+from controlplane.api.caching import no_store
 from controlplane.api.openapi import operation
 
 
@@ -262,8 +263,9 @@ class AgentTokenListView(ClustersAPIView):
             expires_at=data.get("expires_at"),
             created_by=self.user,
         )
-        return self.respond(
-            AgentTokenCreatedSerializer, token, status.HTTP_201_CREATED, secret=secret
+        # The one response that carries the token: no cache may keep it.
+        return no_store(
+            self.respond(AgentTokenCreatedSerializer, token, status.HTTP_201_CREATED, secret=secret)
         )
 
 
