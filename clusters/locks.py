@@ -4,7 +4,7 @@ The order, outermost first (``LOCK_ORDER``):
 
 1. the organization (``organization_lock``): a webhook event or a new webhook secret;
 2. the cluster (``cluster_lock``): creating, deleting or changing its queues, deleting it;
-3. the queue (``queue_lock``): changing or pausing it;
+3. the queue (``queue_lock_or_raise``): changing or pausing it;
 4. rows of other apps that belong to the cluster: the registries app's ``Registry`` (its
    ``locks.registry_lock_with_cluster`` takes the cluster here first);
 5. the cluster's agent environment variable (``agent_environment_variable_lock``).
@@ -60,14 +60,9 @@ def cluster_lock_or_raise(pk: Pk) -> Cluster:
     return Cluster.objects.select_for_update().get(pk=pk)
 
 
-def queue_lock(pk: Pk) -> Queue | None:
-    """Lock the queue row (after its cluster, if the transaction takes that too); None if it is
-    gone."""
-    return Queue.objects.select_for_update().filter(pk=pk).first()
-
-
 def queue_lock_or_raise(pk: Pk) -> Queue:
-    """Lock the queue row; raises ``Queue.DoesNotExist`` if it is gone."""
+    """Lock the queue row (after its cluster, if the transaction takes that too); raises
+    ``Queue.DoesNotExist`` if it is gone (the API answers 404)."""
     return Queue.objects.select_for_update().get(pk=pk)
 
 

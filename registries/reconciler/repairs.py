@@ -21,7 +21,8 @@ from registries.models import REGISTRY_URL_VARIABLE, Registry, State
 from registries.services import attempt_lease, reconcile_interval, registry_retry
 from registries.services.lifecycle import ENVIRONMENT_SOURCE, enqueue, transition
 
-logger = logging.getLogger(__name__)
+# The logger of the registry services before they became a package: log filters key on it.
+logger = logging.getLogger("registries.services")
 
 
 def registries_claim_due(*, now: datetime | None = None) -> list[Registry]:

@@ -29,7 +29,8 @@ from registries.services.lifecycle import (
     transition,
 )
 
-logger = logging.getLogger(__name__)
+# The logger of the registry services before they became a package: log filters key on it.
+logger = logging.getLogger("registries.services")
 
 #: Distribution accepts a token up to this long after its ``exp`` (and before its ``nbf``).
 DISTRIBUTION_LEEWAY_SECONDS = 60

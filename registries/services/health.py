@@ -17,7 +17,8 @@ from registries.drivers import DriverError, get_driver
 from registries.locks import registry_lock
 from registries.models import Registry, State
 
-logger = logging.getLogger(__name__)
+# The logger of the registry services before they became a package: log filters key on it.
+logger = logging.getLogger("registries.services")
 
 
 def backend_check(driver: str) -> tuple[bool, str]:

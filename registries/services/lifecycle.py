@@ -34,7 +34,8 @@ from registries.drivers import DriverError, RegistryUnavailable
 from registries.locks import registry_lock
 from registries.models import Registry, RegistryEvent, State
 
-logger = logging.getLogger(__name__)
+# The logger of the registry services before they became a package: log filters key on it.
+logger = logging.getLogger("registries.services")
 
 NAMESPACE_ATTEMPTS = 3
 ENVIRONMENT_SOURCE = "registry"

@@ -23,7 +23,8 @@ from registries.services.lifecycle import (
     transition,
 )
 
-logger = logging.getLogger(__name__)
+# The logger of the registry services before they became a package: log filters key on it.
+logger = logging.getLogger("registries.services")
 
 
 def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
