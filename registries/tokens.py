@@ -6,9 +6,12 @@ client asks the realm (our token endpoint) for those scopes; we answer with a JW
 claim lists what we grant. The registry checks ``iss``, ``aud`` (a single string), ``exp``/``nbf``
 and the signature (by the ``x5c`` chain up to the CA in its ``rootcertbundle``).
 
-Grants are the intersection of what is asked and what the caller may do. A scope the caller may
-not have is dropped, never an error: clients ask for extra scopes when they try to mount a blob
-from another repository, and the push must go on by plain upload.
+A repository of the caller's own namespace that it asks anything of gets every action the caller
+may do there (pull, push and delete), whatever subset was asked: clients such as the Python
+``oras`` package, the oras CLI and older Helm ask for ``pull``, then reuse that token to push
+(lenient registries serve them). Any other scope the caller may not have is dropped, never an
+error: clients ask for extra scopes when they try to mount a blob from another repository, and the
+push must go on by plain upload.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ REPOSITORY_NAME_MAX_LENGTH = 255
 #: Every action Distribution knows on a repository; "*" means all of them (``skopeo delete``
 #: asks for it).
 REPOSITORY_ACTIONS = ("pull", "push", "delete", "*")
+#: What a principal is granted on a repository of its namespace that it asks any known action of.
+OWNED_REPOSITORY_ACTIONS = ("pull", "push", "delete")
 CATALOG_SCOPE = ("registry", "catalog", "*")
 
 CONTROL_PLANE_SUBJECT = "controlplane"
@@ -101,14 +106,26 @@ class Principal:
 
 
 def grant(principal: Principal, scopes: Iterable[Scope]) -> list[dict[str, Any]]:
-    """The ``access`` claim: each requested scope cut down to what ``principal`` may do.
+    """The ``access`` claim: for each requested scope, what ``principal`` may do there.
 
-    Scopes for the same resource are merged; a scope left with no action is left out.
+    A repository of the principal's namespace asked for with any known action gets all of
+    ``OWNED_REPOSITORY_ACTIONS`` (and ``*`` too when asked, as ``skopeo delete`` does), since
+    clients that ask for ``pull`` may push with the same token. Scopes for the same resource are
+    merged; a scope left with no action (outside the namespace, unknown actions only, or the
+    catalog for anyone but the control plane) is left out.
     """
+    return _grant(principal, scopes, widen=True)
+
+
+def _grant(principal: Principal, scopes: Iterable[Scope], *, widen: bool) -> list[dict[str, Any]]:
+    """``grant``; with ``widen=False``, only the actions asked for (what the token's lifetime
+    follows)."""
     granted: dict[tuple[str, str], list[str]] = {}
     for scope in scopes:
         if scope.type == "repository" and principal.owns(scope.name):
             actions = [a for a in scope.actions if a in REPOSITORY_ACTIONS]
+            if actions and widen:
+                actions = [*OWNED_REPOSITORY_ACTIONS, *(a for a in actions if a == "*")]
         elif (scope.type, scope.name) == CATALOG_SCOPE[:2] and principal.catalog:
             actions = [a for a in scope.actions if a == CATALOG_SCOPE[2]]
         else:
@@ -140,7 +157,12 @@ class IssuedToken:
 
 
 def lifetime_for(access: list[dict[str, Any]]) -> int:
-    """Short for a grant that can only read; long enough for a big push otherwise."""
+    """Short for a grant that can only read; long enough for a big push otherwise.
+
+    ``token_issue`` passes the actions asked for, not the widened grant: a client that asked only
+    to pull gets the short lifetime even though its token may push, so that a leaked pull token
+    is not good for an hour.
+    """
     read_only = all(set(entry["actions"]) <= {"pull"} for entry in access)
     if read_only:
         return int(settings.REGISTRY_TOKEN_PULL_TTL_SECONDS)
@@ -162,8 +184,9 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
 
     Raises ``registries.keys.SigningKeyMissing`` when there is no key to sign with.
     """
+    scopes = list(scopes)
     access = grant(principal, scopes)
-    lifetime = lifetime_for(access)
+    lifetime = lifetime_for(_grant(principal, scopes, widen=False))
     now = utc_now()
     claims = {
         "iss": settings.REGISTRY_TOKEN_ISSUER,

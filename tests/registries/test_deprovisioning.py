@@ -292,7 +292,7 @@ def test_the_token_endpoint_stops_granting_when_deprovisioning_starts(
         return jwt.decode(token, options={"verify_signature": False})["access"]
 
     assert granted() == [
-        {"type": "repository", "name": f"{a.namespace}/base", "actions": ["pull", "push"]}
+        {"type": "repository", "name": f"{a.namespace}/base", "actions": ["pull", "push", "delete"]}
     ]
     registry_deprovision_start(registry=a.registry, reason="operator asked")
     assert granted() == []

@@ -25,6 +25,8 @@ URL = "/registry/token"
 SERVICE = "hosted-registry"
 BAD_CREDENTIALS = "Invalid, expired or revoked agent token."
 FORM = "application/x-www-form-urlencoded"
+#: What an agent token gets on a repository of its namespace, whatever it asked (issue 13).
+ALL = ["pull", "push", "delete"]
 
 
 @dataclass
@@ -111,10 +113,35 @@ def test_an_agent_token_gets_its_namespace_and_nothing_else(
     assert body["expires_in"] == django_settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS
     token = access_claims(body["token"])
     assert token["access"] == [
-        {"type": "repository", "name": f"{agent.namespace}/base", "actions": ["pull", "push"]}
+        {"type": "repository", "name": f"{agent.namespace}/base", "actions": ALL}
     ]
     assert token["sub"] == agent.subject
     assert token["aud"] == SERVICE
+
+
+def test_asking_only_to_pull_in_the_namespace_grants_push_and_delete_too_as_oras_needs(
+    client, agent: Agent, other_agent: Agent
+) -> None:
+    """oras (PyPI), the oras CLI and older Helm ask for ``pull`` and push with that token."""
+    response = client.get(
+        URL,
+        {
+            "service": SERVICE,
+            "scope": [
+                f"repository:{agent.namespace}/artifact:pull",
+                f"repository:{other_agent.namespace}/artifact:pull",
+            ],
+        },
+        **basic(agent.secret),
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert access_claims(body["token"])["access"] == [
+        {"type": "repository", "name": f"{agent.namespace}/artifact", "actions": ALL}
+    ]
+    # It asked to read only: the token keeps the short lifetime of a pull token.
+    assert body["expires_in"] == django_settings.REGISTRY_TOKEN_PULL_TTL_SECONDS
 
 
 def test_scopes_in_one_space_separated_parameter_are_each_granted(client, agent: Agent) -> None:
@@ -129,8 +156,8 @@ def test_scopes_in_one_space_separated_parameter_are_each_granted(client, agent:
 
     assert response.status_code == 200
     assert access_claims(response.json()["token"])["access"] == [
-        {"type": "repository", "name": f"{agent.namespace}/a", "actions": ["pull"]},
-        {"type": "repository", "name": f"{agent.namespace}/b", "actions": ["push"]},
+        {"type": "repository", "name": f"{agent.namespace}/a", "actions": ALL},
+        {"type": "repository", "name": f"{agent.namespace}/b", "actions": ALL},
     ]
 
 
@@ -194,7 +221,7 @@ def test_an_agent_token_that_has_not_expired_yet_is_accepted(
 
     assert response.status_code == 200
     assert access_claims(response.json()["token"])["access"] == [
-        {"type": "repository", "name": agent.namespace, "actions": ["pull"]}
+        {"type": "repository", "name": agent.namespace, "actions": ALL}
     ]
 
 
@@ -322,8 +349,8 @@ def test_the_password_grant_issues_a_token_for_the_scopes(client, agent: Agent) 
     assert sorted(body) == ["access_token", "expires_in", "issued_at", "token"]
     assert body["access_token"] == body["token"]
     assert access_claims(body["token"])["access"] == [
-        {"type": "repository", "name": f"{agent.namespace}/a", "actions": ["pull"]},
-        {"type": "repository", "name": f"{agent.namespace}/b", "actions": ["pull", "push"]},
+        {"type": "repository", "name": f"{agent.namespace}/a", "actions": ALL},
+        {"type": "repository", "name": f"{agent.namespace}/b", "actions": ALL},
     ]
 
 
@@ -364,7 +391,7 @@ def test_the_refresh_token_grant_issues_a_new_token_for_the_scope(client, agent:
     assert sorted(body) == ["access_token", "expires_in", "issued_at", "refresh_token", "token"]
     token = access_claims(body["token"])
     assert token["access"] == [
-        {"type": "repository", "name": f"{agent.namespace}/base", "actions": ["pull", "push"]}
+        {"type": "repository", "name": f"{agent.namespace}/base", "actions": ALL}
     ]
     assert token["sub"] == agent.subject
 
