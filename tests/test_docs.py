@@ -100,6 +100,33 @@ def test_relative_links_and_anchors_resolve(page: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
+#: A cell of a table's delimiter row (``|---|:--:|``).
+DELIMITER_CELL = re.compile(r"^\s*:?-{3,}:?\s*$")
+
+
+def reflowed_tables(page: Path) -> list[str]:
+    """Lines with a table's delimiter row mixed with other text or cells: the table was
+    reflowed into a paragraph and no longer renders."""
+    found = []
+    for number, line in enumerate(prose(page.read_text(encoding="utf-8")).split("\n"), 1):
+        cells = line.strip().strip("|").split("|")
+        delimiters = [bool(DELIMITER_CELL.match(cell)) for cell in cells]
+        if "|" in line and any(delimiters) and not all(delimiters):
+            found.append(f"{page.name}:{number}: {line.strip()[:60]}")
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_tables_are_tables(page: Path) -> None:
+    assert reflowed_tables(page) == []
+
+
+def test_a_reflowed_table_is_found(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n\ntext | a | b | |---|---| | 1 | 2 |\n")
+    assert reflowed_tables(page) == ["page.md:5: text | a | b | |---|---| | 1 | 2 |"]
+
+
 def test_the_pages_are_found() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in PAGES}
     assert {"README.md", "docs/architecture.md", "docs/reliability.md"} <= names
