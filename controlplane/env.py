@@ -8,6 +8,7 @@ Every variable has an embedded default that works on a developer machine, unless
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,6 +32,25 @@ def _parse_bool(raw: str) -> bool:
 
 def _parse_list(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def loopback_address(raw: str) -> str:
+    """``host:port`` on the loopback interface (``127.0.0.0/8``, ``[::1]`` or ``localhost``);
+    ValueError for anything else, such as Distribution's debug listener on a public address."""
+    host, separator, port = raw.strip().rpartition(":")
+    if not separator or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{raw!r} is not host:port")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        loopback = bare == "localhost" or ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"{raw!r} is not on the loopback interface: use 127.0.0.1:PORT (or [::1]:PORT), so "
+            "that only the registry's own host reaches it"
+        )
+    return raw.strip()
 
 
 def env(

@@ -13,7 +13,7 @@ import dj_database_url
 import django_stubs_ext
 
 from controlplane.env import DEBUG as _DEBUG
-from controlplane.env import env, env_float, env_int, env_list
+from controlplane.env import env, env_float, env_int, env_list, loopback_address
 
 # Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
 django_stubs_ext.monkeypatch()
@@ -202,6 +202,9 @@ REGISTRY_URL = env("REGISTRY_URL", "http://127.0.0.1:5000").rstrip("/")
 REGISTRY_PUBLIC_HOST = env("REGISTRY_PUBLIC_HOST", REGISTRY_URL.split("://", 1)[-1])
 REGISTRY_HTTP_TIMEOUT = env_float("REGISTRY_HTTP_TIMEOUT", 5.0)
 REGISTRY_STORAGE_DIR = env("REGISTRY_STORAGE_DIR", str(VAR_DIR / "registry" / "data"))
+# Distribution's debug listener (pprof, expvar: no authentication) in the generated registry
+# configuration: none unless set, and then only on loopback (host:port; refused otherwise).
+REGISTRY_DEBUG_ADDR = env("REGISTRY_DEBUG_ADDR", "", loopback_address)
 REGISTRY_PROVISION_MAX_ATTEMPTS = env_int("REGISTRY_PROVISION_MAX_ATTEMPTS", 6)
 REGISTRY_PROVISION_BACKOFF_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_SECONDS", 2.0)
 REGISTRY_PROVISION_BACKOFF_MAX_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_MAX_SECONDS", 120.0)

@@ -103,9 +103,11 @@ class RegistryProcess:
     """``docker-registry serve`` with the configuration ``registry_config`` generates: token
     authentication against ``REGISTRY_TOKEN_REALM`` (the tests' live server) and our CA."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, config: str | None = None) -> None:
+        """``config``: a configuration to serve instead of the one rendered for ``port``."""
         self.workdir = workdir
         self.port = port or free_port()
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"registry-{self.port}.log"
 
@@ -122,9 +124,9 @@ class RegistryProcess:
         binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
         config = self.workdir / f"registry-{self.port}.yml"
         config.write_text(
-            render_registry_config(
+            self.config
+            or render_registry_config(
                 addr=self.host,
-                debug_addr=f"127.0.0.1:{free_port()}",
                 storage_dir=str(self.workdir / f"registry-{self.port}-data"),
                 log_level="warn",
             )

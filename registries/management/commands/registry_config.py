@@ -3,6 +3,11 @@
 ``make run`` writes it to ``var/registry/config.yml`` and starts ``docker-registry serve`` on it;
 the integration tests do the same on free ports. The registry demands our tokens (``auth.token``)
 and trusts the CA of ``registry_keys init``, which must exist before the registry starts.
+
+Distribution's debug listener (``http.debug``: pprof and expvar, goroutine dumps and CPU profiles
+on demand, with no authentication) is left out unless ``REGISTRY_DEBUG_ADDR`` or ``--debug-addr``
+asks for it, and then only on a loopback address: anyone who reached it could profile the
+registry or read its memory statistics.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.crypto import salted_hmac
 
+from controlplane.env import loopback_address
 from registries.keys import key_store
 
 TEMPLATE = """\
@@ -39,9 +45,7 @@ http:
   secret: {http_secret}
   headers:
     X-Content-Type-Options: [nosniff]
-  debug:
-    addr: {debug_addr}
-auth:
+{debug}auth:
   token:
     # Clients get their tokens from the control plane (`/registry/token`). The registry checks
     # that a token's "iss" is the issuer, its "aud" is the service, and that it is signed by a
@@ -75,17 +79,21 @@ notifications:
 def render_registry_config(
     *,
     addr: str,
-    debug_addr: str,
     storage_dir: str,
+    debug_addr: str | None = None,
     log_level: str = "info",
     realm: str | None = None,
     rootcertbundle: str | None = None,
 ) -> str:
-    """The registry's configuration; the realm and CA default to this service's settings."""
+    """The registry's configuration; the realm and CA default to this service's settings.
+
+    No debug listener unless ``debug_addr`` is given; ValueError unless it is on loopback.
+    """
     realm = realm or settings.REGISTRY_TOKEN_REALM
+    debug = f"  debug:\n    addr: {loopback_address(debug_addr)}\n" if debug_addr else ""
     return TEMPLATE.format(
         addr=addr,
-        debug_addr=debug_addr,
+        debug=debug,
         storage_dir=storage_dir,
         log_level=log_level,
         realm=realm,
@@ -104,7 +112,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addr", help="host:port to listen on (default: from REGISTRY_URL)")
-        parser.add_argument("--debug-addr", help="host:port of /debug/health (default: port+1)")
+        parser.add_argument(
+            "--debug-addr",
+            default=settings.REGISTRY_DEBUG_ADDR,
+            help="loopback host:port of Distribution's debug listener (pprof, expvar); none by "
+            "default (REGISTRY_DEBUG_ADDR)",
+        )
         parser.add_argument("--storage-dir", default=settings.REGISTRY_STORAGE_DIR)
         parser.add_argument("--log-level", default="info")
 
@@ -113,18 +126,18 @@ class Command(BaseCommand):
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"Cannot listen on {addr!r}: give --addr as host:port.")
-        debug_addr = options["debug_addr"] or f"{host}:{int(port) + 1}"
         if not key_store().ca_certificate_path.exists():
             raise CommandError(
                 f"No CA certificate at {key_store().ca_certificate_path}: the registry would "
                 "refuse to start. Run `python manage.py registry_keys init` first."
             )
-        self.stdout.write(
-            render_registry_config(
+        try:
+            config = render_registry_config(
                 addr=addr,
-                debug_addr=debug_addr,
+                debug_addr=options["debug_addr"] or None,
                 storage_dir=options["storage_dir"],
                 log_level=options["log_level"],
-            ),
-            ending="",
-        )
+            )
+        except ValueError as exc:
+            raise CommandError(f"Refusing the debug listener: {exc}.") from exc
+        self.stdout.write(config, ending="")
