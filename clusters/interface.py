@@ -13,7 +13,10 @@ Everything here is something registries needs from clusters, and nothing more:
   command drives as a user would (``organization_get_or_create``, ``cluster_create``,
   ``agent_token_create``, ``queue_create``);
 - how an agent token's secret is checked (``agent_token_authenticate``: the registry token
-  endpoint accepts agent tokens);
+  endpoint accepts agent tokens), and where the token may be used from: its IP allow-list
+  (``agent_token_allows(token, address)``; ``agent_token_check_address(token, request)`` raises
+  the agent endpoint's 403 naming the address), so that every endpoint that accepts the token,
+  or a credential made from it, applies the same rule;
 - the cluster row lock (``cluster_lock``), so registries takes it in the order
   ``clusters.locks`` documents;
 - what registries extends: the console's ``ClusterAdmin`` (registries adds the registry badge)
@@ -25,7 +28,9 @@ call into clusters. The clusters app keeps every name importable from where it i
 """
 
 from clusters.admin import ClusterAdmin
+from clusters.agent.authentication import AddressNotAllowed, agent_token_check_address
 from clusters.api.base import OrganizationAPIView
+from clusters.ip_allow_lists import agent_token_allows
 from clusters.locks import cluster_lock
 from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
 from clusters.selectors import agent_token_authenticate
@@ -40,6 +45,7 @@ from clusters.services import (
 from clusters.signals import cluster_deleted, first_hosted_queue_created
 
 __all__ = [
+    "AddressNotAllowed",
     "AgentEnvironmentVariable",
     "ApiScope",
     "Cluster",
@@ -49,7 +55,9 @@ __all__ = [
     "Queue",
     "agent_environment_set",
     "agent_environment_unset",
+    "agent_token_allows",
     "agent_token_authenticate",
+    "agent_token_check_address",
     "agent_token_create",
     "cluster_create",
     "cluster_deleted",

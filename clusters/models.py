@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from clusters import instance_shapes
+from clusters import instance_shapes, ip_allow_lists
 
 SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 QUEUE_KEY_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -204,6 +204,13 @@ class ClusterAgentToken(models.Model):
         max_length=16, editable=False, help_text="The first characters, to recognise a token."
     )
     expires_at = models.DateTimeField(null=True, blank=True)
+    allowed_ip_addresses = models.CharField(
+        max_length=512,
+        default=ip_allow_lists.ANY_ADDRESS,
+        validators=[ip_allow_lists.validate],
+        help_text="Space-separated IPv4 CIDR blocks the token may be used from (at most "
+        f"{ip_allow_lists.MAX_BLOCKS}); {ip_allow_lists.ANY_ADDRESS} allows every address.",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.ForeignKey(
@@ -226,6 +233,10 @@ class ClusterAgentToken(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+    def allows_address(self, address: str) -> bool:
+        """Whether the token may be used from ``address`` (its IP allow-list)."""
+        return ip_allow_lists.allows(self.allowed_ip_addresses, address)
 
 
 class AgentEnvironmentVariable(models.Model):

@@ -1,18 +1,24 @@
 """Agents authenticate with their cluster agent token, as buildkite-agent does with the Agent API:
-``Authorization: Token <secret>`` (``Bearer`` is accepted too)."""
+``Authorization: Token <secret>`` (``Bearer`` is accepted too), from an address inside the
+token's IP allow-list (``allowed_ip_addresses``; 403 otherwise)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from clusters import ip_allow_lists
 from clusters.models import ClusterAgentToken
 from clusters.selectors import agent_token_authenticate
 from controlplane.api.authentication import authorization_secret
+from controlplane.api.client_ip import client_ip
 
 _SCHEMES = {"token", "bearer"}
+logger = logging.getLogger("clusters.agent")
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,24 @@ class AgentPrincipal:
 
     token: ClusterAgentToken
     is_authenticated: bool = True
+
+
+class AddressNotAllowed(exceptions.PermissionDenied):
+    """403: an agent token (or a credential made from it) used from outside its allow-list."""
+
+
+def agent_token_check_address(token: ClusterAgentToken, request: Any) -> None:
+    """Raise ``AddressNotAllowed`` (403, naming the address) unless ``token`` may be used from
+    the address ``request`` comes from (``controlplane.api.client_ip``). Every endpoint that
+    accepts the token, or a credential made from it, calls this."""
+    address = client_ip(request)
+    if token.allows_address(address):
+        return
+    logger.warning(
+        "agent_token.address_refused",
+        extra={"token_id": str(token.pk), "cluster_id": str(token.cluster_id), "address": address},
+    )
+    raise AddressNotAllowed(ip_allow_lists.refusal(address or "an unknown address"))
 
 
 class ClusterAgentTokenAuthentication(authentication.BaseAuthentication):
@@ -35,6 +59,7 @@ class ClusterAgentTokenAuthentication(authentication.BaseAuthentication):
         token = agent_token_authenticate(secret)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked agent token.")
+        agent_token_check_address(token, request)
         return AgentPrincipal(token), token
 
     def authenticate_header(self, request: Request) -> str:

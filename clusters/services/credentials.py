@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from clusters import ip_allow_lists
 from clusters.models import ApiToken, Cluster, ClusterAgentToken, Organization, WebhookSecret
 
 logger = logging.getLogger("clusters.services")
@@ -51,9 +52,12 @@ def agent_token_create(
     cluster: Cluster,
     description: str,
     expires_at: datetime | None = None,
+    allowed_ip_addresses: str | None = None,
     created_by: User | None = None,
 ) -> tuple[ClusterAgentToken, str]:
-    """Create an agent token. Returns the token and its secret, which is never stored."""
+    """Create an agent token. Returns the token and its secret, which is never stored.
+    ``allowed_ip_addresses`` (space-separated IPv4 CIDR blocks) restricts where it may be used
+    from; by default, any address (``0.0.0.0/0``)."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "Must be in the future."})
     secret = new_secret(AGENT_TOKEN_PREFIX)
@@ -61,6 +65,7 @@ def agent_token_create(
         cluster=cluster,
         description=description,
         expires_at=expires_at,
+        allowed_ip_addresses=_allow_list(allowed_ip_addresses),
         token_hash=ClusterAgentToken.hash_secret(secret),
         token_prefix=shown_prefix(secret, AGENT_TOKEN_PREFIX),
         created_by=created_by,
@@ -73,12 +78,31 @@ def agent_token_create(
     return token, secret
 
 
-def agent_token_update(*, token: ClusterAgentToken, description: str) -> ClusterAgentToken:
-    """Change a token's description. Its secret and expiry never change."""
-    token.description = description
+def agent_token_update(
+    *,
+    token: ClusterAgentToken,
+    description: str | None = None,
+    allowed_ip_addresses: str | None = None,
+) -> ClusterAgentToken:
+    """Change a token's description or its IP allow-list (what is not None). Its secret and
+    expiry never change. A narrower allow-list applies to the token's next use."""
+    if description is not None:
+        token.description = description
+    if allowed_ip_addresses is not None:
+        token.allowed_ip_addresses = _allow_list(allowed_ip_addresses)
     token.full_clean()
-    token.save(update_fields=["description"])
+    token.save(update_fields=["description", "allowed_ip_addresses"])
     return token
+
+
+def _allow_list(value: str | None) -> str:
+    """``value`` normalized (``ip_allow_lists.normalized``); None is every address."""
+    if value is None:
+        return ip_allow_lists.ANY_ADDRESS
+    try:
+        return ip_allow_lists.normalized(value)
+    except ValidationError as exc:
+        raise ValidationError({ip_allow_lists.FIELD: exc.messages}) from exc
 
 
 def agent_token_revoke(*, token: ClusterAgentToken) -> ClusterAgentToken:
