@@ -218,7 +218,16 @@ class ClusterAgentTokenAdmin(TokenAdmin):
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj:
             return super().get_fields(request, obj)
-        return ["cluster", "description", "expires_at"]
+        return ["cluster", "description", "expires_at", "allowed_ip_addresses"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        """Left empty, the allow-list is every address on creation, and unchanged on a change."""
+        form = super().get_form(request, obj, change, **kwargs)
+        if "allowed_ip_addresses" in form.base_fields:
+            form.base_fields["allowed_ip_addresses"].required = False
+        return form
 
     @admin.display(boolean=True)
     def active(self, obj: ClusterAgentToken) -> bool:
@@ -228,12 +237,17 @@ class ClusterAgentTokenAdmin(TokenAdmin):
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
         if change:
-            services.agent_token_update(token=obj, description=form.cleaned_data["description"])
+            services.agent_token_update(
+                token=obj,
+                description=form.cleaned_data["description"],
+                allowed_ip_addresses=form.cleaned_data["allowed_ip_addresses"] or None,
+            )
             return
         token, secret = services.agent_token_create(
             cluster=obj.cluster,
             description=obj.description,
             expires_at=obj.expires_at,
+            allowed_ip_addresses=obj.allowed_ip_addresses or None,
             created_by=request.user if request.user.is_authenticated else None,
         )
         adopt(obj, token)

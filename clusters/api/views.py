@@ -261,6 +261,7 @@ class AgentTokenListView(ClustersAPIView):
             cluster=cluster,
             description=data["description"],
             expires_at=data.get("expires_at"),
+            allowed_ip_addresses=data.get("allowed_ip_addresses"),
             created_by=self.user,
         )
         # The one response that carries the token: no cache may keep it.
@@ -286,8 +287,8 @@ class AgentTokenDetailView(ClustersAPIView):
     def put(self, request: Request, org_slug: str, cluster_id: str, token_id: str) -> Response:
         token = self._token(cluster_id, token_id)
         data = validated(AgentTokenUpdateSerializer, request)
-        if "description" in data:
-            token = services.agent_token_update(token=token, description=data["description"])
+        if data:
+            token = services.agent_token_update(token=token, **data)
         return self.respond(AgentTokenSerializer, token)
 
     @operation(

@@ -40,6 +40,7 @@ def token_body(api, cluster: Cluster, token: ClusterAgentToken, body: dict[str, 
         "id": str(token.pk),
         "graphql_id": base64.b64encode(f"ClusterToken---{token.pk}".encode()).decode(),
         "description": token.description,
+        "allowed_ip_addresses": token.allowed_ip_addresses,
         "expires_at": ts(token.expires_at),
         "url": f"{cluster_url}/tokens/{token.pk}",
         "cluster_url": cluster_url,
@@ -68,7 +69,7 @@ def test_creating_a_token_answers_201_with_the_secret_and_stores_only_its_hash(
     assert body["description"] == "Linux agents"
     assert body["expires_at"] is None
     assert TIMESTAMP.fullmatch(body["created_at"])
-    assert "allowed_ip_addresses" not in body
+    assert body["allowed_ip_addresses"] == "0.0.0.0/0"
     assert token.token_hash == ClusterAgentToken.hash_secret(secret)
     assert secret not in {token.token_hash, token.token_prefix, token.description}
     assert secret.startswith(token.token_prefix)
@@ -137,9 +138,9 @@ def test_an_expiry_less_than_10_minutes_ahead_is_422_and_writes_nothing(
         ({"description": "CI", "expires_at": "tomorrow"}, "Validation failed: expires_at datetime "
          "has wrong format. Use one of these formats instead: "
          "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]"),
-        ({"description": "CI", "allowed_ip_addresses": "10.0.0.0/8"}, "Validation failed: "
-         "allowed_ip_addresses this service does not enforce IP allow-lists; leave "
-         "allowed_ip_addresses out: the token is usable from any address"),
+        ({"description": "CI", "allowed_ip_addresses": "10.0.0.0/8,192.168.0.0/16"},
+         "Validation failed: allowed_ip_addresses '10.0.0.0/8,192.168.0.0/16' is not an IPv4 "
+         "CIDR block (such as 202.144.0.0/24)"),
     ],
 )  # fmt: skip
 def test_an_invalid_token_is_422_and_writes_nothing(api, cluster, body, message) -> None:
@@ -286,9 +287,8 @@ def test_an_update_without_a_description_changes_nothing(api, cluster) -> None:
         ({"description": ""}, "Validation failed: description this field may not be blank"),
         ({"expires_at": "2099-01-01T00:00:00Z"}, "Validation failed: expires_at a token's expiry "
          "cannot be changed; create a new token instead"),
-        ({"allowed_ip_addresses": "10.0.0.0/8"}, "Validation failed: allowed_ip_addresses this "
-         "service does not enforce IP allow-lists; leave allowed_ip_addresses out: the token is "
-         "usable from any address"),
+        ({"allowed_ip_addresses": "2001:db8::/32"}, "Validation failed: allowed_ip_addresses "
+         "'2001:db8::/32' is IPv6; only IPv4 CIDR blocks are supported"),
     ],
 )  # fmt: skip
 def test_an_invalid_update_is_422_and_changes_nothing(api, cluster, body, message) -> None:

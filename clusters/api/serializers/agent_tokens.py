@@ -3,9 +3,9 @@
 The secret (``token``) is in the create response only: it is never stored (only its SHA-256 is),
 so no other response could carry it.
 
-Buildkite's ``allowed_ip_addresses`` is neither returned nor accepted: this service does not
-enforce IP allow-lists, and a field that looks like a restriction but restricts nothing would
-mislead. A request that sends it is refused (422) rather than silently ignored.
+``allowed_ip_addresses`` is Buildkite's: one string of space-separated IPv4 CIDR blocks (at most
+24; ``0.0.0.0/0``, the default, allows every address), set on create and on update, and enforced
+wherever the token is used (``clusters.ip_allow_lists``). Anything else is refused (422).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from clusters import ip_allow_lists
 from clusters.api.serializers.common import UserSerializer, absolute, graphql_id
 from clusters.models import ClusterAgentToken
 from controlplane.api.fields import TimestampField
@@ -24,10 +27,27 @@ from controlplane.api.fields import TimestampField
 #: How far ahead an expiry must be, at creation (as on Buildkite).
 MIN_EXPIRY = timedelta(minutes=10)
 
-NO_IP_ALLOW_LISTS = (
-    "This service does not enforce IP allow-lists; leave allowed_ip_addresses out: "
-    "the token is usable from any address."
+ALLOW_LIST_HELP = (
+    "Space-separated IPv4 CIDR blocks the token may be used from, at most "
+    f"{ip_allow_lists.MAX_BLOCKS} (such as `202.144.0.0/24 10.0.0.0/8`); "
+    f"`{ip_allow_lists.ANY_ADDRESS}` allows every address. Enforced on the agent environment "
+    "endpoint and the registry token endpoint (403 from elsewhere)."
 )
+
+
+@extend_schema_field({"type": "string", "example": "202.144.0.0/24"})
+class AllowedIpAddressesField(serializers.Field):  # type: ignore[type-arg]
+    """An allow-list, normalized (``ip_allow_lists.normalized``): only a string of IPv4 CIDR
+    blocks; a number, a list or a boolean is refused, not converted."""
+
+    def to_internal_value(self, data: Any) -> str:
+        try:
+            return ip_allow_lists.normalized(data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
+
+    def to_representation(self, value: str) -> str:
+        return value
 
 
 class AgentTokenSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -36,6 +56,7 @@ class AgentTokenSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.UUIDField(read_only=True)
     graphql_id = serializers.SerializerMethodField()
     description = serializers.CharField(read_only=True)
+    allowed_ip_addresses = AllowedIpAddressesField(read_only=True, help_text=ALLOW_LIST_HELP)
     expires_at = TimestampField(allow_null=True)
     url = serializers.SerializerMethodField()
     cluster_url = serializers.SerializerMethodField()
@@ -68,26 +89,9 @@ class AgentTokenCreatedSerializer(AgentTokenSerializer):
         return secret
 
 
-class _RefusesUnenforcedFields(serializers.Serializer):  # type: ignore[type-arg]
-    # Refuses fields that a client would expect to take effect but that would not.
-    refused: dict[str, str] = {"allowed_ip_addresses": NO_IP_ALLOW_LISTS}
-    #: Values that ask for nothing this service does not do: no restriction at all.
-    harmless: dict[str, tuple[object, ...]] = {"allowed_ip_addresses": (None, "", "0.0.0.0/0")}
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        sent = self.initial_data if isinstance(self.initial_data, Mapping) else {}
-        errors = {
-            name: message
-            for name, message in self.refused.items()
-            if name in sent and sent[name] not in self.harmless.get(name, ())
-        }
-        if errors:
-            raise serializers.ValidationError(errors)
-        return attrs
-
-
-class AgentTokenCreateSerializer(_RefusesUnenforcedFields):
-    """A new token. ``allowed_ip_addresses`` is refused: IP allow-lists are not enforced."""
+class AgentTokenCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A new token; without ``allowed_ip_addresses`` (or with null) it may be used from any
+    address."""
 
     description = serializers.CharField(max_length=255)
     expires_at = serializers.DateTimeField(
@@ -96,6 +100,9 @@ class AgentTokenCreateSerializer(_RefusesUnenforcedFields):
         help_text="When the token stops working (at least 10 minutes ahead); never if absent. "
         "It cannot be changed later.",
     )
+    allowed_ip_addresses = AllowedIpAddressesField(
+        required=False, allow_null=True, help_text=ALLOW_LIST_HELP
+    )
 
     def validate_expires_at(self, value: datetime | None) -> datetime | None:
         if value is not None and value < timezone.now() + MIN_EXPIRY:
@@ -103,13 +110,21 @@ class AgentTokenCreateSerializer(_RefusesUnenforcedFields):
         return value
 
 
-class AgentTokenUpdateSerializer(_RefusesUnenforcedFields):
-    """PUT and PATCH both change only the description, if sent. The expiry cannot be changed,
-    and ``allowed_ip_addresses`` is refused: IP allow-lists are not enforced."""
-
-    refused = {
-        **_RefusesUnenforcedFields.refused,
-        "expires_at": "A token's expiry cannot be changed; create a new token instead.",
-    }
+class AgentTokenUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """PUT and PATCH both change only what is sent: the description, the allow-list (a narrower
+    list applies at the token's next use; null leaves it as it is). The expiry cannot be
+    changed."""
 
     description = serializers.CharField(max_length=255, required=False)
+    allowed_ip_addresses = AllowedIpAddressesField(
+        required=False, allow_null=True, help_text=ALLOW_LIST_HELP
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of ``services.agent_token_update`` (but the token)."""
+        sent = self.initial_data if isinstance(self.initial_data, Mapping) else {}
+        if "expires_at" in sent:
+            raise serializers.ValidationError(
+                {"expires_at": "A token's expiry cannot be changed; create a new token instead."}
+            )
+        return {name: value for name, value in attrs.items() if value is not None}
