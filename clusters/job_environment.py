@@ -5,15 +5,29 @@ Two endpoints show it: the agent endpoint (``clusters.agent``, ``/v3/agent/envir
 queue's agents, as JSON or ``export`` lines, and the REST API's queue environment
 (``clusters.api``), whose serializer renders this object. Both render this one representation, so
 they cannot drift apart.
+
+Whatever the database holds, a job never receives a reserved name
+(``clusters.selectors.variable_reserved``: ``LD_PRELOAD``, ``BASH_ENV``, the agent's own
+``BUILDKITE_AGENT_*`` ...) or a value with a NUL character: ``agent_environment_set`` refuses
+them, but a row can reach the table another way (a migration, the shell, a restored backup), and
+this is the last place before a job evaluates it.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from clusters.models import Queue
-from clusters.selectors import EnvironmentEntry, agent_environment_for_queue
+from clusters.selectors import (
+    PLATFORM_SOURCE,
+    EnvironmentEntry,
+    agent_environment_for_queue,
+    variable_reserved,
+)
+
+logger = logging.getLogger("clusters.job_environment")
 
 
 @dataclass(frozen=True)
@@ -46,5 +60,20 @@ class JobEnvironment:
 
 def job_environment(queue: Queue) -> JobEnvironment:
     """What a job on ``queue`` receives (one query, for the cluster's published variables, on a
-    hosted queue; ``queue.cluster`` should be loaded already)."""
-    return JobEnvironment(queue, tuple(agent_environment_for_queue(queue=queue)))
+    hosted queue; ``queue.cluster`` should be loaded already). Reserved names and NUL values are
+    left out, and logged for the operators."""
+    entries = []
+    for entry in agent_environment_for_queue(queue=queue):
+        computed = entry.source == PLATFORM_SOURCE  # never a stored row (the selector)
+        if not computed and (variable_reserved(entry.name) or "\x00" in entry.value):
+            logger.warning(
+                "job_environment.variable_withheld",
+                extra={
+                    "cluster_id": str(queue.cluster_id),
+                    "variable": entry.name,
+                    "source": entry.source,
+                },
+            )
+            continue
+        entries.append(entry)
+    return JobEnvironment(queue, tuple(entries))

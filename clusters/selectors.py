@@ -17,6 +17,50 @@ PLATFORM_VARIABLES = frozenset(
 )
 PLATFORM_SOURCE = "platform"
 
+#: Names no source may publish into a job environment, and that are never served whatever the
+#: database holds: those buildkite-agent protects from job environments (its env/protected.go),
+#: those that change how processes and shells run, and those through which the agent hook hands
+#: a job its registry credential (``DOCKER_CONFIG``, ``REGISTRY_AUTH_FILE``).
+RESERVED_VARIABLES = frozenset(
+    {
+        "BUILDKITE_BIN_PATH",
+        "BUILDKITE_BUILD_PATH",
+        "BUILDKITE_COMMAND_EVAL",
+        "BUILDKITE_CONFIG_PATH",
+        "BUILDKITE_GIT_MIRRORS_PATH",
+        "BUILDKITE_HOOKS_PATH",
+        "BUILDKITE_LOCAL_HOOKS_ENABLED",
+        "BUILDKITE_PLUGINS_ENABLED",
+        "BUILDKITE_PLUGINS_PATH",
+        "BUILDKITE_SHELL",
+        "BASH_ENV",
+        "BASHOPTS",
+        "CDPATH",
+        "DOCKER_CONFIG",
+        "ENV",
+        "GLOBIGNORE",
+        "HOME",
+        "IFS",
+        "LD_AUDIT",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "PATH",
+        "PROMPT_COMMAND",
+        "PS4",
+        "REGISTRY_AUTH_FILE",
+        "SHELL",
+        "SHELLOPTS",
+    }
+)
+#: Whole families of reserved names: the agent's own (its access token among them) and the
+#: hook's configuration (the cluster agent token among it).
+RESERVED_PREFIXES = ("BUILDKITE_AGENT_", "CONTROLPLANE_")
+
+
+def variable_reserved(name: str) -> bool:
+    """Whether a job must never receive ``name`` from the cluster's agent environment."""
+    return name in RESERVED_VARIABLES or name.startswith(RESERVED_PREFIXES)
+
 
 @dataclass(frozen=True)
 class EnvironmentEntry:
@@ -54,9 +98,16 @@ def agent_environment_for_queue(*, queue: Queue) -> list[EnvironmentEntry]:
         EnvironmentEntry("BUILDKITE_AGENT_META_DATA_QUEUE", queue.key, PLATFORM_SOURCE),
     ]
     if queue.hosted:
+        # A stored row never stands in for a platform variable, nor claims the platform as its
+        # source (``agent_environment_set`` refuses both; rows can arrive another way).
         entries += [
-            EnvironmentEntry(variable.name, variable.value, variable.source)
+            EnvironmentEntry(
+                variable.name,
+                variable.value,
+                variable.source if variable.source != PLATFORM_SOURCE else "stored",
+            )
             for variable in AgentEnvironmentVariable.objects.filter(cluster=cluster)
+            if variable.name not in PLATFORM_VARIABLES
         ]
     return sorted(entries, key=lambda entry: entry.name)
 

@@ -13,6 +13,7 @@ The webhook's services are in ``clusters.webhooks``. Row locks are taken through
 ``clusters.locks``, in its one order.
 """
 
+from clusters.selectors import RESERVED_VARIABLES
 from clusters.services.clusters import (
     UNSET,
     cluster_create,
@@ -30,11 +31,7 @@ from clusters.services.credentials import (
     api_token_create,
     api_token_revoke,
 )
-from clusters.services.environment import (
-    RESERVED_VARIABLES,
-    agent_environment_set,
-    agent_environment_unset,
-)
+from clusters.services.environment import agent_environment_set, agent_environment_unset
 from clusters.services.queues import (
     queue_create,
     queue_delete,

@@ -15,41 +15,9 @@ from django.utils import timezone
 
 from clusters import locks
 from clusters.models import AgentEnvironmentVariable, Cluster
-from clusters.selectors import PLATFORM_VARIABLES
+from clusters.selectors import PLATFORM_VARIABLES, variable_reserved
 
 logger = logging.getLogger("clusters.services")
-
-#: Names no source may publish into a job environment: those buildkite-agent protects from job
-#: environments (its env/protected.go), and those that change how processes and shells run.
-RESERVED_VARIABLES = frozenset(
-    {
-        "BUILDKITE_BIN_PATH",
-        "BUILDKITE_BUILD_PATH",
-        "BUILDKITE_COMMAND_EVAL",
-        "BUILDKITE_CONFIG_PATH",
-        "BUILDKITE_GIT_MIRRORS_PATH",
-        "BUILDKITE_HOOKS_PATH",
-        "BUILDKITE_LOCAL_HOOKS_ENABLED",
-        "BUILDKITE_PLUGINS_ENABLED",
-        "BUILDKITE_PLUGINS_PATH",
-        "BUILDKITE_SHELL",
-        "BASH_ENV",
-        "BASHOPTS",
-        "CDPATH",
-        "ENV",
-        "GLOBIGNORE",
-        "HOME",
-        "IFS",
-        "LD_AUDIT",
-        "LD_LIBRARY_PATH",
-        "LD_PRELOAD",
-        "PATH",
-        "PROMPT_COMMAND",
-        "PS4",
-        "SHELL",
-        "SHELLOPTS",
-    }
-)
 
 
 def agent_environment_set(
@@ -58,11 +26,12 @@ def agent_environment_set(
     """Publish ``name=value`` to every job on the cluster's hosted agents. Idempotent.
 
     A variable belongs to the ``source`` that first set it; another source may not overwrite it.
-    Reserved names (``RESERVED_VARIABLES``, ``BUILDKITE_AGENT_*``) are refused.
+    Reserved names (``clusters.selectors.variable_reserved``: ``RESERVED_VARIABLES``,
+    ``BUILDKITE_AGENT_*``, ``CONTROLPLANE_*``) are refused.
     """
     if name in PLATFORM_VARIABLES:
         raise ValidationError({"name": f"{name} is set by the platform for every job."})
-    if name in RESERVED_VARIABLES or name.startswith("BUILDKITE_AGENT_"):
+    if variable_reserved(name):
         raise ValidationError({"name": f"{name} is reserved: jobs must not receive it from here."})
     if "\x00" in value:
         raise ValidationError({"value": "Must not contain NUL characters."})

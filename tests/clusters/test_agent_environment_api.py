@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from clusters import services
-from clusters.models import ClusterAgentToken
+from clusters.models import AgentEnvironmentVariable, ClusterAgentToken
 from tests.clusters.factories import ClusterAgentTokenFactory, ClusterFactory, QueueFactory
 from tests.support.query_counts import expected_queries
 
@@ -171,3 +173,72 @@ def test_the_environment_costs_a_fixed_number_of_queries(agent, queue) -> None:
     # token (with cluster and organization), queue, environment
     with expected_queries("agent-environment"):
         assert agent.get(URL, {"queue": "linux-small"}).status_code == 200
+
+
+#: Rows agent_environment_set refuses, written straight into the table as a migration, the shell
+#: or a restored backup could.
+SMUGGLED = {
+    "BASH_ENV": "/srv/evil",
+    "LD_PRELOAD": "/srv/evil.so",
+    "PROMPT_COMMAND": "curl evil",
+    "BUILDKITE_AGENT_ACCESS_TOKEN": "stolen",
+    "CONTROLPLANE_AGENT_TOKEN": "bkct_x",
+    "DOCKER_CONFIG": "/srv/evil",
+    "REGISTRY_AUTH_FILE": "/srv/evil.json",
+    "BUILDKITE_CLUSTER_ID": "not-the-cluster",
+}
+
+
+def smuggle(queue) -> None:
+    for name, value in SMUGGLED.items():
+        AgentEnvironmentVariable.objects.create(
+            cluster=queue.cluster, name=name, value=value, source="platform"
+        )
+
+
+def test_reserved_names_in_the_database_are_never_served(agent, queue) -> None:
+    smuggle(queue)
+
+    as_json = agent.get(URL, {"queue": "linux-small"}).json()
+    as_shell = agent.get(URL, {"queue": "linux-small", "format": "shell"}).content.decode()
+
+    assert set(as_json["env"]) == {
+        "BUILDKITE_AGENT_META_DATA_QUEUE",
+        "BUILDKITE_CLUSTER_ID",
+        "BUILDKITE_CLUSTER_NAME",
+        "BUILDKITE_COMPUTE_TYPE",
+        "BUILDKITE_HOSTED_REGISTRY_URL",
+    }
+    assert as_json["env"]["BUILDKITE_CLUSTER_ID"] == str(queue.cluster.pk)
+    assert as_json["sources"]["BUILDKITE_CLUSTER_ID"] == "platform"
+    for name in SMUGGLED:
+        if name != "BUILDKITE_CLUSTER_ID":
+            assert name not in as_shell
+    assert "not-the-cluster" not in as_shell
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reserved_names_in_the_database_are_never_served_over_http(live_server, queue) -> None:
+    ClusterAgentTokenFactory(cluster=queue.cluster, secret=SECRET)
+    smuggle(queue)
+    response = requests.get(
+        live_server.url + URL,
+        params={"queue": "linux-small", "format": "shell"},
+        headers={"Authorization": f"Token {SECRET}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    names = [line.split("=")[0] for line in response.text.splitlines() if line.startswith("export")]
+    assert names == [
+        "export BUILDKITE_AGENT_META_DATA_QUEUE",
+        "export BUILDKITE_CLUSTER_ID",
+        "export BUILDKITE_CLUSTER_NAME",
+        "export BUILDKITE_COMPUTE_TYPE",
+        "export BUILDKITE_HOSTED_REGISTRY_URL",
+    ]
+
+
+@pytest.mark.parametrize("name", ["DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "CONTROLPLANE_URL"])
+def test_the_hooks_own_names_cannot_be_published(queue, name: str) -> None:
+    with pytest.raises(ValidationError, match="reserved"):
+        services.agent_environment_set(cluster=queue.cluster, name=name, value="x", source="t")
