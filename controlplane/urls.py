@@ -15,5 +15,6 @@ urlpatterns = [
     path("", include("registries.urls")),
 ]
 
+handler400 = "controlplane.api.exceptions.json_bad_request"
 handler404 = "controlplane.api.exceptions.json_not_found"
 handler500 = "controlplane.api.exceptions.json_server_error"

@@ -4,14 +4,13 @@ the events this endpoint applies with their payloads, in Buildkite's REST shapes
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Any
 
 from rest_framework import serializers
 
 from clusters.models import QUEUE_KEY_PATTERN, SLUG_PATTERN
+from controlplane.api.parsers import json_loads
 
 EVENT_HEADER = "X-Buildkite-Event"
 DELIVERY_HEADER = "X-Buildkite-Delivery"
@@ -93,23 +92,11 @@ DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    """The delivery's JSON object. Raises ``ValueError`` with a message for anything else: not
-    JSON, nested too deep, NaN or infinities (not JSON, though Python reads them), a value that
-    is not an object, or text the database cannot store (NUL, lone surrogates)."""
-
-    def refuse_constant(name: str) -> None:
-        raise ValueError(f"{name} is not a JSON value")
-
-    def finite(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(f"{text} is too large for a number")
-        return value
-
-    try:
-        payload = json.loads(body, parse_constant=refuse_constant, parse_float=finite)
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None
+    """The delivery's JSON object. Raises ``ValueError`` with a message for anything else: what
+    the API's JSON reader refuses (not JSON, NaN or infinities, nested too deep:
+    ``controlplane.api.parsers.json_loads``), a value that is not an object, or text the
+    database cannot store (NUL, lone surrogates)."""
+    payload = json_loads(body)
     if not isinstance(payload, dict):
         raise ValueError("it must be a JSON object")
     if _has_unstorable_text(payload):
