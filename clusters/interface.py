@@ -17,6 +17,9 @@ Everything here is something registries needs from clusters, and nothing more:
   (``agent_token_allows(token, address)``; ``agent_token_check_address(token, request)`` raises
   the agent endpoint's 403 naming the address), so that every endpoint that accepts the token,
   or a credential made from it, applies the same rule;
+- how agents authenticate (``ClusterAgentTokenAuthentication``: the agent endpoint that hands a
+  job its registry credential accepts the agent token exactly as the agent environment endpoint
+  does);
 - the cluster row lock (``cluster_lock``), so registries takes it in the order
   ``clusters.locks`` documents;
 - what registries extends: the console's ``ClusterAdmin`` (registries adds the registry badge)
@@ -28,7 +31,11 @@ call into clusters. The clusters app keeps every name importable from where it i
 """
 
 from clusters.admin import ClusterAdmin
-from clusters.agent.authentication import AddressNotAllowed, agent_token_check_address
+from clusters.agent.authentication import (
+    AddressNotAllowed,
+    ClusterAgentTokenAuthentication,
+    agent_token_check_address,
+)
 from clusters.api.base import OrganizationAPIView
 from clusters.ip_allow_lists import agent_token_allows
 from clusters.locks import cluster_lock
@@ -51,6 +58,7 @@ __all__ = [
     "Cluster",
     "ClusterAdmin",
     "ClusterAgentToken",
+    "ClusterAgentTokenAuthentication",
     "OrganizationAPIView",
     "Queue",
     "agent_environment_set",

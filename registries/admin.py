@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from registries import conditions
-from registries.models import Lease, Registry, RegistryEvent, State
+from registries.models import JobCredential, Lease, Registry, RegistryEvent, State
 from registries.selectors import registry_overview
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
@@ -234,6 +234,25 @@ admin.site.unregister(Cluster)
 
 @admin.register(Cluster)
 class ClusterWithRegistryAdmin(ClusterAdmin):
+@admin.register(JobCredential)
+class JobCredentialAdmin(ReadOnlyAdmin):
+    """Jobs' registry credentials (the agent hook's): which agent token and job each was for,
+    and until when it works. The secret is never stored; its hash is not shown either. To end a
+    job's access at once, revoke its agent token (every credential made from it stops working)."""
+
+    list_display = [
+        "secret_prefix",
+        "job_id",
+        "agent_token",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    list_select_related = ["agent_token"]
+    search_fields = ["job_id", "secret_prefix"]
+    exclude = ["secret_hash"]
+
+
     list_display = [*ClusterAdmin.list_display, "registry_state"]
     list_select_related = [*ClusterAdmin.list_select_related, "registry"]
 

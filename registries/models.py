@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from clusters.interface import Cluster
+from clusters.interface import Cluster, ClusterAgentToken
 
 #: The variable that publishes a ready registry's URL to its cluster's hosted jobs.
 REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
@@ -166,3 +167,58 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+#: The start of every job credential's secret, so that secret scanners recognise one (and the
+#: token endpoint tells it from an agent token without a second lookup).
+JOB_CREDENTIAL_PREFIX = "bkrc_"  # noqa: S105 - a marker, not a secret
+
+
+class JobCredentialQuerySet(models.QuerySet["JobCredential"]):
+    def usable(self) -> JobCredentialQuerySet:
+        """Credentials that work now: not revoked, not expired, and their agent token neither
+        revoked nor expired (revoking the agent token ends every credential issued for it)."""
+        now = timezone.now()
+        return self.filter(
+            revoked_at__isnull=True,
+            expires_at__gt=now,
+            agent_token__revoked_at__isnull=True,
+        ).filter(Q(agent_token__expires_at__isnull=True) | Q(agent_token__expires_at__gt=now))
+
+
+class JobCredential(models.Model):
+    """A registry credential for one job, which the agent's ``environment`` hook exchanges the
+    cluster agent token for, so that the job never holds the agent token.
+
+    It grants what its agent token grants in the registry (pull, push and delete in the cluster's
+    namespace), only until ``expires_at`` (``REGISTRY_JOB_CREDENTIAL_TTL_SECONDS``), until it is
+    revoked (the ``pre-exit`` hook does) and while its agent token is active. Only the SHA-256 of
+    the secret is stored; deleting the agent token (or its cluster) deletes its credentials.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent_token = models.ForeignKey(
+        ClusterAgentToken, on_delete=models.CASCADE, related_name="job_credentials"
+    )
+    #: ``BUILDKITE_JOB_ID`` when the agent gave one: which job the credential was for.
+    job_id = models.CharField(max_length=64, blank=True, default="")
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    secret_prefix = models.CharField(max_length=16, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = JobCredentialQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["expires_at"], name="job_credential_expires_at")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id or 'job'} ({self.secret_prefix}…)"
+
+    @staticmethod
+    def hash_secret(secret: str) -> str:
+        """How secrets are stored: 256 random bits need no slow hash, and the lookup stays an
+        indexed equality (as for agent tokens)."""
+        return hashlib.sha256(secret.encode()).hexdigest()

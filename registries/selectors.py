@@ -17,7 +17,9 @@ from clusters.interface import (
     agent_token_authenticate,
 )
 from registries.models import (
+    JOB_CREDENTIAL_PREFIX,
     REGISTRY_URL_VARIABLE,
+    JobCredential,
     Registry,
     RegistryEvent,
     RegistryQuerySet,
@@ -81,20 +83,26 @@ def registry_queryset(cluster: Cluster) -> RegistryQuerySet:
     return cluster_registry(cluster).prefetch_related(Prefetch("events", queryset=events))
 
 
-def principal_for_agent_token(token: ClusterAgentToken) -> Principal:
-    """What a cluster agent token may do in the registry: everything in its cluster's namespace
-    while that registry is ready, and nothing anywhere else (nothing at all before the registry
-    is ready or once it is being deprovisioned)."""
+def principal_for_agent_token(
+    token: ClusterAgentToken, job_credential: JobCredential | None = None
+) -> Principal:
+    """What a cluster agent token (or a job credential made from it) may do in the registry:
+    everything in its cluster's namespace while that registry is ready, and nothing anywhere
+    else (nothing at all before the registry is ready or once it is being deprovisioned)."""
     namespace = (
         Registry.objects.ready()
         .filter(cluster_id=token.cluster_id)
         .values_list("namespace", flat=True)
         .first()
     )
+    subject = f"cluster:{token.cluster_id}:agent-token:{token.pk}"
+    if job_credential is not None:
+        subject += f":job-credential:{job_credential.pk}"
     return Principal(
-        subject=f"cluster:{token.cluster_id}:agent-token:{token.pk}",
+        subject=subject,
         namespace=namespace,
         agent_token_id=token.pk,
+        job_credential_id=None if job_credential is None else job_credential.pk,
     )
 
 
@@ -108,6 +116,69 @@ def principal_for_agent_token_id(token_id: uuid.UUID) -> Principal | None:
     """The principal of an agent token named by a refresh token, if that token is still active."""
     token = ClusterAgentToken.objects.active().filter(pk=token_id).first()
     return None if token is None else principal_for_agent_token(token)
+
+
+@dataclass(frozen=True)
+class RegistryCredential:
+    """A credential the token endpoint accepted: an agent token, or a job credential and the
+    agent token behind it (whose IP allow-list applies to both)."""
+
+    agent_token: ClusterAgentToken
+    job_credential: JobCredential | None = None
+
+    def principal(self) -> Principal:
+        return principal_for_agent_token(self.agent_token, self.job_credential)
+
+
+def job_credential_authenticate(secret: str) -> JobCredential | None:
+    """The usable job credential whose secret this is (unexpired, unrevoked, its agent token
+    active), with its agent token and cluster; None otherwise."""
+    if not secret.startswith(JOB_CREDENTIAL_PREFIX):
+        return None
+    return (
+        JobCredential.objects.usable()
+        .select_related("agent_token__cluster")
+        .filter(secret_hash=JobCredential.hash_secret(secret))
+        .first()
+    )
+
+
+def job_credential_for_secret(secret: str) -> JobCredential | None:
+    """The job credential whose secret this is, usable or not (revoking one needs no more)."""
+    if not secret.startswith(JOB_CREDENTIAL_PREFIX):
+        return None
+    return JobCredential.objects.filter(secret_hash=JobCredential.hash_secret(secret)).first()
+
+
+def registry_credential_for_secret(secret: str) -> RegistryCredential | None:
+    """What a password sent to the token endpoint is: a job credential (``bkrc_...``) or an
+    agent token; None for a wrong, expired or revoked one."""
+    if secret.startswith(JOB_CREDENTIAL_PREFIX):
+        credential = job_credential_authenticate(secret)
+        return (
+            None if credential is None else RegistryCredential(credential.agent_token, credential)
+        )
+    token = agent_token_authenticate(secret)
+    return None if token is None else RegistryCredential(token)
+
+
+def registry_credential_for_refresh(
+    agent_token_id: uuid.UUID, job_credential_id: uuid.UUID | None
+) -> RegistryCredential | None:
+    """What a refresh token names, if it is still valid: a refresh token issued to a job
+    credential ends with that credential (and with its agent token)."""
+    if job_credential_id is not None:
+        credential = (
+            JobCredential.objects.usable()
+            .select_related("agent_token__cluster")
+            .filter(pk=job_credential_id, agent_token_id=agent_token_id)
+            .first()
+        )
+        return (
+            None if credential is None else RegistryCredential(credential.agent_token, credential)
+        )
+    token = ClusterAgentToken.objects.active().filter(pk=agent_token_id).first()
+    return None if token is None else RegistryCredential(token)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,9 @@ class Principal:
     catalog: bool = False
     #: The cluster agent token behind the principal, for refresh tokens.
     agent_token_id: uuid.UUID | None = None
+    #: The job credential the principal authenticated with, if any: its refresh tokens name it,
+    #: so that they end with it (``registries.services.job_credentials``).
+    job_credential_id: uuid.UUID | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -204,9 +207,9 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
 def refresh_token_issue(principal: Principal) -> str:
     """A refresh token (OAuth2 ``offline`` access) for an agent-token principal.
 
-    It names the agent token, not its secret; using it checks again that the agent token is
-    active. Its audience is the issuer itself, so the registry never accepts it, and an access
-    token is never accepted as a refresh token.
+    It names the agent token (and the job credential, for a job's principal), not a secret;
+    using it checks again that they are still valid. Its audience is the issuer itself, so the
+    registry never accepts it, and an access token is never accepted as a refresh token.
     """
     if principal.agent_token_id is None:
         raise ValueError("Only an agent token's principal gets a refresh token.")
@@ -222,6 +225,11 @@ def refresh_token_issue(principal: Principal) -> str:
             "jti": uuid.uuid4().hex,
             "use": REFRESH_TOKEN_USE,
             "agent_token": str(principal.agent_token_id),
+            **(
+                {"job_credential": str(principal.job_credential_id)}
+                if principal.job_credential_id is not None
+                else {}
+            ),
         }
     )
 
@@ -230,8 +238,22 @@ class InvalidRefreshToken(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class RefreshSubject:
+    """Whom a refresh token was issued to: an agent token, and the job credential if any."""
+
+    agent_token_id: uuid.UUID
+    job_credential_id: uuid.UUID | None = None
+
+
 def refresh_token_agent_token_id(refresh_token: str) -> uuid.UUID:
-    """The agent token a refresh token of ours names. Raises ``InvalidRefreshToken``.
+    """The agent token a refresh token of ours names. Raises ``InvalidRefreshToken``."""
+    return refresh_token_subject(refresh_token).agent_token_id
+
+
+def refresh_token_subject(refresh_token: str) -> RefreshSubject:
+    """The agent token (and job credential) a refresh token of ours names. Raises
+    ``InvalidRefreshToken``.
 
     Accepts the current signing key, and the previous one until the longest token lifetime has
     passed since the rotation.
@@ -258,7 +280,13 @@ def refresh_token_agent_token_id(refresh_token: str) -> uuid.UUID:
         if claims.get("use") != REFRESH_TOKEN_USE:
             raise InvalidRefreshToken("This is not a refresh token.")
         try:
-            return uuid.UUID(str(claims.get("agent_token")))
+            agent_token_id = uuid.UUID(str(claims.get("agent_token")))
         except ValueError as exc:
             raise InvalidRefreshToken("The refresh token names no agent token.") from exc
+        if "job_credential" not in claims:
+            return RefreshSubject(agent_token_id)
+        try:
+            return RefreshSubject(agent_token_id, uuid.UUID(str(claims["job_credential"])))
+        except ValueError as exc:
+            raise InvalidRefreshToken("The refresh token names no job credential.") from exc
     raise InvalidRefreshToken("The refresh token was not signed by a key we accept.")

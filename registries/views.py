@@ -1,11 +1,13 @@
 """The registry's token endpoint (``REGISTRY_TOKEN_REALM``), as Docker clients call it.
 
 ``GET /registry/token?service=...&scope=...&account=...`` with HTTP Basic credentials, whose
-password is a cluster agent token (any user name); or ``POST`` an OAuth2 form with
-``grant_type=password`` (``username``, ``password``) or ``grant_type=refresh_token``
-(``refresh_token``). Both answer ``{token, access_token, expires_in, issued_at}``, plus a
-``refresh_token`` when offline access was asked for (``offline_token=true`` or
-``access_type=offline``), which is what ``docker login`` stores instead of the password.
+password is a cluster agent token or a job's registry credential (``bkrc_...``, which the agent
+hook writes into the job's auth file; ``registries.agent``), with any user name; or ``POST`` an
+OAuth2 form with ``grant_type=password`` (``username``, ``password``) or
+``grant_type=refresh_token`` (``refresh_token``). Both answer ``{token, access_token,
+expires_in, issued_at}``, plus a ``refresh_token`` when offline access was asked for
+(``offline_token=true`` or ``access_type=offline``), which is what ``docker login`` stores
+instead of the password.
 
 No credentials get a token with an empty grant, as the protocol expects. Wrong, expired or
 revoked credentials get 401. Errors carry our ``message`` and Distribution's ``errors`` list, so
@@ -26,21 +28,28 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clusters.interface import agent_token_check_address
 from controlplane.api.authentication import basic_password
 from registries.keys import SigningKeyMissing
-from registries.selectors import principal_for_agent_secret, principal_for_agent_token_id
+from registries.models import JOB_CREDENTIAL_PREFIX
+from registries.selectors import (
+    RegistryCredential,
+    registry_credential_for_refresh,
+    registry_credential_for_secret,
+)
 from registries.tokens import (
     InvalidRefreshToken,
     Principal,
     parse_scopes,
-    refresh_token_agent_token_id,
     refresh_token_issue,
+    refresh_token_subject,
     token_issue,
 )
 
 logger = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid, expired or revoked agent token."
+BAD_JOB_CREDENTIAL = "Invalid, expired or revoked job credential (or its agent token was revoked)."
 NOT_BASIC = "Send HTTP Basic credentials: any user name, and a cluster agent token as password."
 MALFORMED_BASIC = "Malformed HTTP Basic credentials."
 NO_SIGNING_KEY = (
@@ -97,20 +106,30 @@ class RegistryTokenView(APIView):
             )
 
     def _authenticate(self, secret: str) -> Principal:
-        principal = principal_for_agent_secret(secret)
-        if principal is None:
-            raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
-        return principal
+        credential = registry_credential_for_secret(secret)
+        if credential is None:
+            job = secret.startswith(JOB_CREDENTIAL_PREFIX)
+            raise exceptions.AuthenticationFailed(BAD_JOB_CREDENTIAL if job else BAD_CREDENTIALS)
+        return self._principal(credential)
+
+    def _principal(self, credential: RegistryCredential) -> Principal:
+        """The credential's principal, if the agent token behind it may be used from here (its
+        IP allow-list; 403 otherwise)."""
+        agent_token_check_address(credential.agent_token, self.request)
+        return credential.principal()
 
     def _refresh(self, refresh_token: str) -> Principal:
         try:
-            token_id = refresh_token_agent_token_id(refresh_token)
+            subject = refresh_token_subject(refresh_token)
         except InvalidRefreshToken as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from exc
-        principal = principal_for_agent_token_id(token_id)
-        if principal is None:
-            raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
-        return principal
+        credential = registry_credential_for_refresh(
+            subject.agent_token_id, subject.job_credential_id
+        )
+        if credential is None:
+            job = subject.job_credential_id is not None
+            raise exceptions.AuthenticationFailed(BAD_JOB_CREDENTIAL if job else BAD_CREDENTIALS)
+        return self._principal(credential)
 
     def _issue(self, principal: Principal, scope_values: list[str], *, offline: bool) -> Response:
         scopes = parse_scopes(scope_values)

@@ -5,7 +5,8 @@ surface (``from registries.services import registry_provision``).
   enqueueing, creation and retry;
 - ``provisioning``: an attempt from ``pending`` to ``ready``;
 - ``deprovisioning``: from a deletion to ``deleted``;
-- ``health``: the backend check, "verify now" and the health canary.
+- ``health``: the backend check, "verify now" and the health canary;
+- ``job_credentials``: the registry credentials jobs get instead of the agent token.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
 """
@@ -20,6 +21,11 @@ from registries.services.health import (
     backend_check,
     registry_canary,
     registry_verify,
+)
+from registries.services.job_credentials import (
+    JOB_CREDENTIAL_USERNAME,
+    job_credential_create,
+    job_credential_revoke,
 )
 from registries.services.lifecycle import (
     DEPROVISION_TASK,
@@ -36,6 +42,7 @@ from registries.services.provisioning import registry_provision
 
 __all__ = [
     "DEPROVISION_TASK",
+    "JOB_CREDENTIAL_USERNAME",
     "PROVISION_TASK",
     "SETTLED",
     "AttemptResult",
@@ -44,6 +51,8 @@ __all__ = [
     "attempt_lease",
     "backend_check",
     "backoff_seconds",
+    "job_credential_create",
+    "job_credential_revoke",
     "reconcile_interval",
     "registry_canary",
     "registry_create_for_cluster",

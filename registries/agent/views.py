@@ -1,0 +1,107 @@
+"""``/v3/agent/registry-credentials``: job-scoped registry credentials for agents.
+
+- ``POST /v3/agent/registry-credentials`` with the cluster agent token (``Authorization: Token
+  <agent token>``, from an address its IP allow-list admits, as for the agent environment
+  endpoint), body ``{"job_id": "<BUILDKITE_JOB_ID>"}`` (optional): 201 with the credential's
+  ``id``, ``username``, ``secret`` (shown only here), ``expires_at``, ``job_id`` and
+  ``registry_host``. The secret is the password of an HTTP Basic ``auth`` entry in the job's
+  auth file, which the token endpoint accepts as it accepts the agent token.
+- ``DELETE /v3/agent/registry-credentials/current`` with the credential itself
+  (``Authorization: Token <credential>``): 204, and the credential works no more. Possession of
+  a credential is enough to give it up, so the ``pre-exit`` hook needs no agent token; an expired
+  or revoked credential may be revoked again (204), an unknown secret is 401.
+
+Both answer ``Cache-Control: no-store``, and errors as JSON ``{"message": ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.conf import settings
+from rest_framework import authentication, exceptions, status
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clusters.interface import ClusterAgentToken, ClusterAgentTokenAuthentication
+from controlplane.api.authentication import authorization_secret
+from registries.models import JobCredential
+from registries.selectors import job_credential_for_secret
+from registries.services import (
+    JOB_CREDENTIAL_USERNAME,
+    job_credential_create,
+    job_credential_revoke,
+)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+BAD_CREDENTIAL = "Unknown job credential."
+SEND_CREDENTIAL = "Send the job credential as 'Authorization: Token <credential>'."
+
+
+class JobCredentialsView(APIView):
+    """Exchange the cluster agent token for a job's registry credential."""
+
+    authentication_classes = [ClusterAgentTokenAuthentication]
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser, FormParser]
+
+    def post(self, request: Request) -> Response:
+        token = cast(ClusterAgentToken, request.auth)  # the only authentication class
+        data = request.data if isinstance(request.data, dict) else {}
+        job_id = data.get("job_id") or ""
+        if not isinstance(job_id, str):
+            raise exceptions.ValidationError({"job_id": ["Must be a string."]})
+        credential, secret = job_credential_create(agent_token=token, job_id=job_id)
+        body: dict[str, Any] = {
+            "id": str(credential.pk),
+            "username": JOB_CREDENTIAL_USERNAME,
+            "secret": secret,
+            "expires_at": credential.expires_at.isoformat().replace("+00:00", "Z"),
+            "job_id": credential.job_id,
+            "registry_host": settings.REGISTRY_PUBLIC_HOST,
+        }
+        return Response(body, status=status.HTTP_201_CREATED, headers=NO_STORE)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in NO_STORE.items():  # errors too: never cache this exchange
+            response[name] = value
+        return response
+
+
+class JobCredentialAuthentication(authentication.BaseAuthentication):
+    """The job credential itself, known to us, whether or not it still works."""
+
+    def authenticate(self, request: Request) -> tuple[None, JobCredential] | None:
+        secret = authorization_secret(
+            request, schemes={"token", "bearer"}, malformed=SEND_CREDENTIAL
+        )
+        if secret is None:
+            return None
+        credential = job_credential_for_secret(secret)
+        if credential is None:
+            raise exceptions.AuthenticationFailed(BAD_CREDENTIAL)
+        return None, credential
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Token realm="job credential"'
+
+
+class CurrentJobCredentialView(APIView):
+    """Revoke the job credential the request presents (the ``pre-exit`` hook)."""
+
+    authentication_classes = [JobCredentialAuthentication]
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+
+    def delete(self, request: Request) -> Response:
+        if request.auth is None:
+            raise exceptions.NotAuthenticated(SEND_CREDENTIAL)
+        job_credential_revoke(credential=cast(JobCredential, request.auth))
+        return Response(status=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
