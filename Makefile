@@ -31,7 +31,7 @@ run: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES)
 	$(WITH_ENV) $(PY) manage.py registry_keys init
 	$(WITH_ENV) $(PY) manage.py migrate --noinput
-	@mkdir -p var/registry
+	@mkdir -p var/registry && chmod 700 var  # private, also when an older checkout made it 0755
 	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > var/registry/config.yml
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
