@@ -14,7 +14,6 @@ import django_stubs_ext
 
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import env, env_float, env_int, env_list, loopback_address
-from controlplane.local_state import private_directory
 
 # Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
 django_stubs_ext.monkeypatch()
@@ -94,8 +93,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # var/ and what it holds are the service user's alone (controlplane/local_state.py).
-    private_directory(Path(DATABASES["default"]["NAME"]).parent)
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -134,7 +132,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("CELERY_FILESYSTEM_DIR", str(VAR_DIR / "celery")))
     for _sub in ("queue", "processed", "control"):
-        private_directory(_broker_dir / _sub)
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -235,11 +233,11 @@ REGISTRY_KEYS_DIR = env(
 REGISTRY_TOKEN_PULL_TTL_SECONDS = env_int("REGISTRY_TOKEN_PULL_TTL_SECONDS", 300)
 REGISTRY_TOKEN_PUSH_TTL_SECONDS = env_int("REGISTRY_TOKEN_PUSH_TTL_SECONDS", 3600)
 REGISTRY_REFRESH_TOKEN_TTL_SECONDS = env_int("REGISTRY_REFRESH_TOKEN_TTL_SECONDS", 86400)
-REGISTRY_CA_CERT_DAYS = env_int("REGISTRY_CA_CERT_DAYS", 3650)
-REGISTRY_SIGNING_CERT_DAYS = env_int("REGISTRY_SIGNING_CERT_DAYS", 365)
 # A job's registry credential (what the agent hook exchanges the agent token for) lasts the job:
 # hosted Linux jobs may run up to 8 hours; the pre-exit hook revokes it sooner.
 REGISTRY_JOB_CREDENTIAL_TTL_SECONDS = env_int("REGISTRY_JOB_CREDENTIAL_TTL_SECONDS", 8 * 3600)
+REGISTRY_CA_CERT_DAYS = env_int("REGISTRY_CA_CERT_DAYS", 3650)
+REGISTRY_SIGNING_CERT_DAYS = env_int("REGISTRY_SIGNING_CERT_DAYS", 365)
 
 # --- API ------------------------------------------------------------------------------------
 API_PAGE_SIZE = 30

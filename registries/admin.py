@@ -227,13 +227,6 @@ class LeaseAdmin(ReadOnlyAdmin):
     list_display = ["name", "holder", "expires_at"]
 
 
-# The clusters app knows nothing of registries; its console shows each cluster's registry from
-# here, by extending its admin.
-admin.site.unregister(Cluster)
-
-
-@admin.register(Cluster)
-class ClusterWithRegistryAdmin(ClusterAdmin):
 @admin.register(JobCredential)
 class JobCredentialAdmin(ReadOnlyAdmin):
     """Jobs' registry credentials (the agent hook's): which agent token and job each was for,
@@ -253,6 +246,13 @@ class JobCredentialAdmin(ReadOnlyAdmin):
     exclude = ["secret_hash"]
 
 
+# The clusters app knows nothing of registries; its console shows each cluster's registry from
+# here, by extending its admin.
+admin.site.unregister(Cluster)
+
+
+@admin.register(Cluster)
+class ClusterWithRegistryAdmin(ClusterAdmin):
     list_display = [*ClusterAdmin.list_display, "registry_state"]
     list_select_related = [*ClusterAdmin.list_select_related, "registry"]
 
