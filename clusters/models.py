@@ -79,6 +79,12 @@ class Cluster(models.Model):
     default_queue = models.ForeignKey(
         "Queue", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    hosted_git_mirror_enabled = models.BooleanField(
+        default=False, help_text="Buildkite's flag, kept for its clients; nothing here reads it."
+    )
+    hosted_container_cache_enabled = models.BooleanField(
+        default=False, help_text="Buildkite's flag, kept for its clients; nothing here reads it."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

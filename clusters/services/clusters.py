@@ -43,10 +43,14 @@ def cluster_create(
     description: str = "",
     emoji: str = "",
     color: str = "",
+    hosted_git_mirror_enabled: bool = False,
+    hosted_container_cache_enabled: bool = False,
     created_by: User | None = None,
     cluster_id: uuid.UUID | None = None,
 ) -> Cluster:
-    """Create a cluster; ``cluster_id`` keeps the id another part of the platform gave it."""
+    """Create a cluster; ``cluster_id`` keeps the id another part of the platform gave it. The
+    hosted flags are Buildkite's, kept and shown for its clients (this service has no git
+    mirror or container cache of its own)."""
     cluster = Cluster(
         pk=cluster_id or uuid.uuid4(),
         organization=organization,
@@ -54,6 +58,8 @@ def cluster_create(
         description=description,
         emoji=emoji,
         color=color,
+        hosted_git_mirror_enabled=hosted_git_mirror_enabled,
+        hosted_container_cache_enabled=hosted_container_cache_enabled,
         created_by=created_by,
     )
     _save_cluster(cluster, create=True)
@@ -105,13 +111,22 @@ def cluster_update(
     description: str | None = None,
     emoji: str | None = None,
     color: str | None = None,
+    hosted_git_mirror_enabled: bool | None = None,
+    hosted_container_cache_enabled: bool | None = None,
     default_queue: Queue | None | _Unset = UNSET,
 ) -> Cluster:
     """Change what was given; ``default_queue=None`` clears the default queue, which must
     otherwise be one of this cluster's queues."""
     with transaction.atomic():
         cluster = locks.cluster_lock_or_raise(cluster.pk)
-        changes = {"name": name, "description": description, "emoji": emoji, "color": color}
+        changes = {
+            "name": name,
+            "description": description,
+            "emoji": emoji,
+            "color": color,
+            "hosted_git_mirror_enabled": hosted_git_mirror_enabled,
+            "hosted_container_cache_enabled": hosted_container_cache_enabled,
+        }
         for field, value in changes.items():
             if value is not None:
                 setattr(cluster, field, value)

@@ -48,6 +48,8 @@ def test_creating_a_cluster_answers_201_with_buildkites_shape(api) -> None:
             "avatar_url": body["created_by"]["avatar_url"],
             "created_at": body["created_by"]["created_at"],
         },
+        "hosted_git_mirror_enabled": False,
+        "hosted_container_cache_enabled": False,
     }
     assert TIMESTAMP.fullmatch(body["created_at"])
     assert body["created_by"]["avatar_url"].startswith("https://www.gravatar.com/avatar/")

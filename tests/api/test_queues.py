@@ -422,7 +422,7 @@ def test_snake_case_updates_and_a_null_image_restores_the_default(api, cluster) 
          "Validation failed: instance_shape a queue cannot change between hosted and "
          "self-hosted"),
         ("", {"hostedAgents": {"agentImageRef": "custom:1"}},
-         "Validation failed: agent_image_ref agent image ref can only be set on hosted queues"),
+         "Validation failed: Instance shape cannot be changed to "),
         ("MACOS_ARM64_M4_6X28", {"hostedAgents": {"instanceShape": "MACOS_ARM64_M4_6X28",
                                                   "agentImageRef": "custom:1"}},
          "Validation failed: agent_image_ref agent image ref cannot be configured for hosted mac "

@@ -8,7 +8,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from clusters.api.serializers.common import UserSerializer, absolute, blank_nulls, graphql_id
+from clusters.api.serializers.common import (
+    StrictBooleanField,
+    UserSerializer,
+    absolute,
+    blank_nulls,
+    graphql_id,
+)
 from clusters.models import COLOR_PATTERN, Cluster
 from controlplane.api.fields import TimestampField, empty_to_none
 
@@ -28,6 +34,8 @@ class ClusterSerializer(serializers.Serializer):  # type: ignore[type-arg]
     default_queue_url = serializers.SerializerMethodField()
     created_at = TimestampField()
     created_by = UserSerializer(read_only=True, allow_null=True)
+    hosted_git_mirror_enabled = serializers.BooleanField(read_only=True)
+    hosted_container_cache_enabled = serializers.BooleanField(read_only=True)
 
     def get_graphql_id(self, cluster: Cluster) -> str:
         return graphql_id("Cluster", cluster.pk)
@@ -79,6 +87,12 @@ class ClusterCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     emoji = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=64)
     color = serializers.RegexField(
         COLOR_PATTERN, required=False, allow_blank=True, allow_null=True, max_length=7
+    )
+    hosted_git_mirror_enabled = StrictBooleanField(
+        required=False, help_text="Buildkite's flag, kept and shown; `true` or `false` only."
+    )
+    hosted_container_cache_enabled = StrictBooleanField(
+        required=False, help_text="Buildkite's flag, kept and shown; `true` or `false` only."
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

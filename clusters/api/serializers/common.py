@@ -36,6 +36,22 @@ def blank_nulls(attrs: dict[str, Any], *names: str) -> dict[str, Any]:
     return attrs
 
 
+@extend_schema_field({"type": "boolean"})
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false``, nothing else: DRF's ``BooleanField`` would also take
+    ``"yes"``, ``"1"`` or ``0``, and a flag set by accident is worse than a 422."""
+
+    default_error_messages = {
+        "invalid": "Must be a boolean (true or false).",
+        "null": "Must be a boolean (true or false).",
+    }
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class UserSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A user as Buildkite shows one (``created_by``, ``dispatch_paused_by``)."""
 

@@ -22,6 +22,9 @@ from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
 from controlplane.api.fields import TimestampField, empty_to_none
 
 AGENT_IMAGE_REF_MAX_LENGTH = Queue._meta.get_field("agent_image_ref").max_length
+#: Buildkite's answer to ``agentImageRef`` sent without ``instanceShape`` beside it, word for word
+#: (the shape it names is the one that was not sent: none).
+AGENT_IMAGE_REF_WITHOUT_SHAPE = "Instance shape cannot be changed to "
 
 HOSTED_AGENTS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -237,15 +240,21 @@ class QueueUpdateSerializer(_QueueWriteSerializer):
         required=False,
         allow_null=True,
         help_text="Resize a hosted queue (within its machine type and architecture), or set the "
-        "agent image of a hosted Linux queue.",
+        "agent image of a hosted Linux queue: `agentImageRef` goes with `instanceShape` (the "
+        "current one when not resizing), as on Buildkite, or the update is 422.",
     )
     hosted_agents = HostedAgentsUpdateSnakeSerializer(
         required=False, allow_null=True, help_text="`hostedAgents`, in snake_case."
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        """The arguments of ``services.queue_update`` (but the queue)."""
-        attrs.update(_hosted_agents(attrs))
+        """The arguments of ``services.queue_update`` (but the queue). As on Buildkite, an agent
+        image is set together with the instance shape, in the same object (the current shape
+        when not resizing); without it the update is refused with Buildkite's message."""
+        hosted_agents = _hosted_agents(attrs)
+        if "agent_image_ref" in hosted_agents and "instance_shape" not in hosted_agents:
+            raise serializers.ValidationError(AGENT_IMAGE_REF_WITHOUT_SHAPE)
+        attrs.update(hosted_agents)
         return blank_nulls(attrs, "description", "agent_image_ref")
 
 
