@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clusters import locks
-from clusters.models import Cluster, Organization, WebhookDelivery
+from clusters.models import Cluster, Organization, Queue, WebhookDelivery
 from clusters.services.clusters import cluster_create, cluster_delete
 from clusters.services.queues import queue_create, queue_delete
 from clusters.webhooks.signing import Verified
@@ -142,6 +143,67 @@ def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> di
         queue_delete(queue=queue)
         return {**ids, "message": f"Deleted queue {queue.key!r}."}
     # cluster_queue.created
+    existing = (
+        cluster.queues.filter(Q(pk=payload_queue["id"]) | Q(key=payload_queue["key"])).first()
+        if cluster is not None
+        else None
+    )
+    if existing is not None:
+        ids["queue_id"] = str(existing.pk)  # by key, it may be another id: say which
+    if not _held_by_another_organization(
+        organization,
+        cluster_id=payload_cluster["id"] if cluster is None else None,
+        queue_id=payload_queue["id"] if existing is None else None,
+    ):
+        return {**ids, "message": _create(organization, cluster, existing, data)}
+    # An id another organization holds cannot be taken, and must not be told apart from an id
+    # nobody holds (an existence oracle): the creation is rehearsed with fresh ids in a
+    # savepoint that is rolled back, so the answer, refusals included, is the one an unknown id
+    # gets, and nothing stays (the registry and its message, if any, go with the savepoint).
+    try:
+        with transaction.atomic():
+            raise _Rehearsed(_create(organization, cluster, existing, data, fresh_ids=True))
+    except _Rehearsed as rehearsed:
+        message = rehearsed.message
+    logger.warning(
+        "webhook.id_of_another_organization",
+        extra={"organization": organization.slug, "cluster_id": ids["cluster_id"],
+               "queue_id": ids["queue_id"], "applied": False},
+    )  # fmt: skip
+    return {**ids, "message": message}
+
+
+class _Rehearsed(Exception):  # noqa: N818 - not an error: it carries the rehearsal's answer
+    """Leaves the savepoint of a rehearsed creation, carrying its answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _held_by_another_organization(
+    organization: Organization, *, cluster_id: Any, queue_id: Any
+) -> bool:
+    """Whether the cluster or queue id a delivery would create with is another organization's."""
+    if cluster_id is not None and Cluster.objects.filter(pk=cluster_id).exists():
+        return True
+    return (
+        queue_id is not None
+        and Queue.objects.filter(pk=queue_id).exclude(cluster__organization=organization).exists()
+    )
+
+
+def _create(
+    organization: Organization,
+    cluster: Cluster | None,
+    existing: Queue | None,
+    data: dict[str, Any],
+    *,
+    fresh_ids: bool = False,
+) -> str:
+    """Create what ``cluster_queue.created`` names and this organization lacks; the answer's
+    message. ``fresh_ids``: new random ids instead of the payload's (a rehearsal)."""
+    payload_cluster, payload_queue = data["cluster"], data["queue"]
     done = []
     if cluster is None:
         cluster = cluster_create(
@@ -150,15 +212,10 @@ def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> di
             description=payload_cluster.get("description") or "",
             emoji=payload_cluster.get("emoji") or "",
             color=payload_cluster.get("color") or "",
-            cluster_id=payload_cluster["id"],
+            cluster_id=uuid.uuid4() if fresh_ids else payload_cluster["id"],
         )
         done.append(f"cluster {cluster.name!r}")
-    existing = cluster.queues.filter(
-        Q(pk=payload_queue["id"]) | Q(key=payload_queue["key"])
-    ).first()
-    if existing is not None:
-        ids["queue_id"] = str(existing.pk)  # by key, it may be another id: say which
-    else:
+    if existing is None:
         # ``hosted`` decides, as on Buildkite; hosted_agents of a self-hosted queue are ignored.
         hosted_agents = (
             (payload_queue.get("hosted_agents") or {}) if payload_queue["hosted"] else {}
@@ -168,8 +225,7 @@ def _webhook_event_apply(organization: Organization, data: dict[str, Any]) -> di
             key=payload_queue["key"],
             description=payload_queue.get("description") or "",
             instance_shape=hosted_agents.get("instance_shape", {}).get("name", ""),
-            queue_id=payload_queue["id"],
+            queue_id=uuid.uuid4() if fresh_ids else payload_queue["id"],
         )
         done.append(f"queue {payload_queue['key']!r}")
-    message = f"Created {' and '.join(done)}." if done else "The queue already existed."
-    return {**ids, "message": message}
+    return f"Created {' and '.join(done)}." if done else "The queue already existed."

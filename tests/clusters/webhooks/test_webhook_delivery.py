@@ -213,8 +213,8 @@ def test_a_cluster_deletion_deletes_the_cluster_and_deprovisions_its_registry(
 # --- other organizations ------------------------------------------------------------------------
 
 
-def test_a_cluster_id_of_another_organization_is_refused_and_left_as_it_is(
-    platform: Platform,
+def test_a_cluster_id_of_another_organization_is_answered_as_an_unknown_id_and_left_as_it_is(
+    platform: Platform, django_capture_on_commit_callbacks, broker_queue
 ) -> None:
     globex = services.organization_create(slug="globex", name="Globex")
     theirs = services.cluster_create(
@@ -225,20 +225,22 @@ def test_a_cluster_id_of_another_organization_is_refused_and_left_as_it_is(
     )
     before = counts()
 
-    response = deliver(payload(), secret=platform.secret)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deliver(payload(), secret=platform.secret)
 
-    assert response.status_code == 422
-    assert response.json() == {
-        "message": "Validation failed: id cluster with this Id already exists",
-        "errors": [{"field": "id", "message": "Cluster with this Id already exists."}],
-    }
-    assert counts() == before
+    # What an id nobody holds gets (test_a_signed_queue_creation_for_an_unknown_cluster_...).
+    assert response.status_code == 200
+    assert response.json() == answer(
+        "delivery-1", CREATED, "Created cluster 'Open Source' and queue 'linux-small'."
+    )
+    assert counts() == {**before, "WebhookDelivery": before["WebhookDelivery"] + 1}
+    assert broker_queue.drain() == []
     theirs.refresh_from_db()
     assert (theirs.organization, theirs.name, theirs.description) == (globex, "Theirs", "Not yours")
     assert not theirs.queues.exists()
 
 
-def test_a_queue_id_of_another_organization_is_refused_and_left_as_it_is(
+def test_a_queue_id_of_another_organization_is_answered_as_an_unknown_id_and_left_as_it_is(
     platform: Platform,
 ) -> None:
     globex = services.organization_create(slug="globex", name="Globex")
@@ -248,9 +250,11 @@ def test_a_queue_id_of_another_organization_is_refused_and_left_as_it_is(
 
     response = deliver(payload(), secret=platform.secret)
 
-    assert response.status_code == 422
-    assert response.json()["message"].startswith("Validation failed: id ")
-    assert counts() == before
+    assert response.status_code == 200
+    assert response.json() == answer(
+        "delivery-1", CREATED, "Created cluster 'Open Source' and queue 'linux-small'."
+    )
+    assert counts() == {**before, "WebhookDelivery": before["WebhookDelivery"] + 1}
     their_queue.refresh_from_db()
     assert (their_queue.cluster, their_queue.key) == (theirs, "theirs")
 
