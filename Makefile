@@ -21,7 +21,7 @@ help:
 # Debian packages: the registry for `make run`; the container clients for the tests and the demo;
 # the browser the console's tests drive.
 RUN_PACKAGES := docker-registry
-CLIENT_PACKAGES := skopeo buildah busybox-static
+CLIENT_PACKAGES := skopeo buildah podman busybox-static
 BROWSER_PACKAGES := chromium
 # The fault-injection tests run a private PostgreSQL and Redis of their own (initdb, redis-server).
 FAULT_PACKAGES := postgresql redis-server

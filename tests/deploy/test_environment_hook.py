@@ -58,6 +58,7 @@ def test_the_hook_exports_the_job_environment_and_never_runs_a_value(
             "CONTROLPLANE_URL": live_server.url + "/",
             "CONTROLPLANE_AGENT_TOKEN_FILE": str(token_file),
             "BUILDKITE_AGENT_META_DATA_QUEUE": "linux-small",
+            "TMPDIR": str(tmp_path),  # where the job's auth folder goes
         }
     )
 
@@ -115,11 +116,32 @@ def test_the_hook_evaluates_nothing_unless_every_line_is_an_export(
 
 
 def test_the_hook_says_when_the_control_plane_is_unreachable(tmp_path: Path) -> None:
+    """Issue 13 changed this: an unreachable control plane no longer fails every job (most never
+    use the registry); the job log says so, and the job goes on without the registry's
+    variables. BUILDKITE_HOSTED_REGISTRY_FAIL_CLOSED=true keeps the old behaviour."""
     url = closed_url()
     result = source_hook({"CONTROLPLANE_URL": url, "CONTROLPLANE_AGENT_TOKEN": "x"})
-    assert result.returncode == 1
+    assert result.returncode == 0, result.stderr
     assert result.stderr.endswith(
-        f"controlplane environment hook: could not reach the control plane at {url}.\n"
+        f"controlplane environment hook: warning: could not reach the control plane at {url}; "
+        "the job goes on without the hosted registry's variables "
+        "(set BUILDKITE_HOSTED_REGISTRY_FAIL_CLOSED=true to fail instead).\n"
+    )
+    env = json.loads(result.stdout)
+    assert not {"BUILDKITE_HOSTED_REGISTRY_URL", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE"} & set(env)
+    assert "CONTROLPLANE_AGENT_TOKEN" not in env
+
+    closed = source_hook(
+        {
+            "CONTROLPLANE_URL": url,
+            "CONTROLPLANE_AGENT_TOKEN": "x",
+            "BUILDKITE_HOSTED_REGISTRY_FAIL_CLOSED": "true",
+        }
+    )
+    assert closed.returncode == 1
+    assert closed.stderr.endswith(
+        f"controlplane environment hook: could not reach the control plane at {url} "
+        "(BUILDKITE_HOSTED_REGISTRY_FAIL_CLOSED is set: failing the job).\n"
     )
 
 
