@@ -98,7 +98,7 @@ class RegistryAdmin(ReadOnlyAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
         fields = (field.name for field in Registry._meta.fields if field.name != "conditions")
-        return ["badge", "conditions_table", *fields]
+        return ["badge", "conditions_table", "error_detail", *fields]
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> Any:
         # Every field read-only, the conditions as a table rather than their JSON.
@@ -116,15 +116,21 @@ class RegistryAdmin(ReadOnlyAdmin):
     def synced(self, registry: Registry) -> SafeString:
         return condition_badge(registry, conditions.SYNCED)
 
+    @admin.display(description="error detail")
+    def error_detail(self, registry: Registry) -> str:
+        """What failed, for operators: hosts, what the registry or a library said. The REST API
+        shows tenants ``last_error``, which only names the failure."""
+        return conditions.error_detail(registry)
+
     @admin.display(description="conditions")
     def conditions_table(self, registry: Registry) -> SafeString:
         rows = [conditions.condition_get(registry, type_) for type_ in conditions.TYPES]
         return format_html(
             '<table class="registry-conditions"><tr><th>type</th><th>status</th><th>reason</th>'
-            "<th>message</th><th>last transition</th></tr>{}</table>",
+            "<th>message</th><th>last transition</th><th>detail</th></tr>{}</table>",
             format_html_join(
                 "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} UTC</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} UTC</td><td>{}</td></tr>",
                 (
                     (
                         c["type"],
@@ -132,6 +138,7 @@ class RegistryAdmin(ReadOnlyAdmin):
                         c["reason"],
                         c["message"],
                         f"{c['last_transition_time']:%Y-%m-%d %H:%M:%S}",
+                        c.get("detail", ""),
                     )
                     for c in rows
                     if c is not None

@@ -11,6 +11,8 @@ before anything was tried.
 
 Each condition has ``type``, ``status`` ("True", "False" or "Unknown"), a CamelCase ``reason``, a
 sentence of ``message`` and ``last_transition_time``, which moves only when ``status`` changes.
+A failure's condition also keeps a ``detail`` for operators (hosts, what the registry or a library
+said): the console shows it, the REST API never does (its ``message`` names the failure only).
 Conditions are set on the in-memory registry by the services, which save them with the change
 they describe.
 """
@@ -71,8 +73,11 @@ def condition_set(
     message: str,
     *,
     now: datetime | None = None,
+    detail: str = "",
 ) -> bool:
-    """Set one condition on ``registry`` (not saved). Returns whether anything changed."""
+    """Set one condition on ``registry`` (not saved). Returns whether anything changed.
+
+    ``detail``: what operators see besides ``message`` (kept only when there is one)."""
     conditions = [dict(c) for c in registry.conditions or [] if c.get("type") in TYPES]
     current = next((c for c in conditions if c["type"] == type_), None)
     moved = current is None or current.get("status") != status
@@ -85,6 +90,8 @@ def condition_set(
         if moved
         else current["last_transition_time"],  # type: ignore[index]
     }
+    if detail and detail != message:
+        new["detail"] = detail
     if new == current:
         return False
     conditions = [c for c in conditions if c["type"] != type_] + [new]
@@ -101,6 +108,16 @@ def condition_get(registry: Registry, type_: str) -> dict[str, Any] | None:
                 "last_transition_time": parse_datetime(condition["last_transition_time"]),
             }
     return None
+
+
+def error_detail(registry: Registry) -> str:
+    """The operators' account of the registry's last failure: the ``detail`` of ``Synced`` or of
+    ``Ready`` (the canary), else ``last_error``, which names the failure for tenants."""
+    for type_ in (SYNCED, READY):
+        condition = condition_get(registry, type_)
+        if condition is not None and condition.get("detail"):
+            return str(condition["detail"])
+    return registry.last_error
 
 
 def ready_from_state(registry: Registry, *, now: datetime | None = None) -> bool:
@@ -147,6 +164,8 @@ class SyncedCondition:
     reason: str
     message: str
     at: datetime | None = None
+    #: The operators' detail of a failure (``condition_set``).
+    detail: str = ""
 
     @classmethod
     def true(cls, message: str) -> SyncedCondition:
@@ -154,9 +173,11 @@ class SyncedCondition:
         return cls(TRUE, RECONCILE_SUCCESS, message)
 
     @classmethod
-    def false(cls, reason: str, message: str, *, at: datetime | None = None) -> SyncedCondition:
-        """It did not, and why."""
-        return cls(FALSE, reason, message, at)
+    def false(
+        cls, reason: str, message: str, *, at: datetime | None = None, detail: str = ""
+    ) -> SyncedCondition:
+        """It did not, and why (``detail``: the operators' account)."""
+        return cls(FALSE, reason, message, at, detail)
 
     @classmethod
     def unknown(cls, reason: str, message: str, *, at: datetime | None = None) -> SyncedCondition:
@@ -165,4 +186,12 @@ class SyncedCondition:
 
     def set_on(self, registry: Registry) -> bool:
         """Set it on ``registry`` (not saved). Returns whether anything changed."""
-        return condition_set(registry, SYNCED, self.status, self.reason, self.message, now=self.at)
+        return condition_set(
+            registry,
+            SYNCED,
+            self.status,
+            self.reason,
+            self.message,
+            now=self.at,
+            detail=self.detail,
+        )

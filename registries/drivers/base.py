@@ -6,11 +6,26 @@ from typing import Protocol
 
 
 class DriverError(Exception):
-    """The registry cannot host the namespace; retrying will not help (a misconfiguration)."""
+    """The registry cannot host the namespace; retrying will not help (a misconfiguration).
+
+    Two texts, decided where the error is made: ``str(exc)`` (``detail``) is for operators, the
+    console and the logs, with the URLs, hosts and library messages that locate the fault;
+    ``public`` names the failure for the cluster's tenants (the REST API's registry resource,
+    conditions and events) without internal hosts or library text.
+    """
+
+    default_public = "The registry is not configured for this service; an operator must fix it"
+
+    def __init__(self, detail: str, *, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.public = public or self.default_public
 
 
 class RegistryUnavailable(DriverError):
     """The registry did not answer, or answered 5xx: a transient failure worth retrying."""
+
+    default_public = "The registry did not answer"
 
 
 class RegistryDriver(Protocol):

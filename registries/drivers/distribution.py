@@ -44,6 +44,9 @@ MANIFEST_TYPES = ", ".join(
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)="([^"]*)"')
 #: The repository in every namespace that the health canary writes to (and cleans up after).
 CANARY_REPOSITORY = "controlplane-canary"
+#: What tenants read when the registry is not set up for us (the detail is the operators').
+NOT_A_REGISTRY = "The registry address does not answer as a registry; an operator must fix it"
+NOT_OUR_TOKENS = "The registry does not accept this service's tokens; an operator must fix it"
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -85,12 +88,14 @@ class DistributionDriver:
         if response.headers.get(API_VERSION_HEADER) != "registry/2.0":
             raise DriverError(
                 f"GET {endpoint} did not come from a registry (no '{API_VERSION_HEADER}: "
-                "registry/2.0' header). Check REGISTRY_URL."
+                "registry/2.0' header). Check REGISTRY_URL.",
+                public=NOT_A_REGISTRY,
             )
         if response.status_code == 200:
             raise DriverError(
                 f"GET {endpoint} answered 200 without a token: the registry lets anyone in. "
-                "Configure its token authentication with `python manage.py registry_config`."
+                "Configure its token authentication with `python manage.py registry_config`.",
+                public=NOT_OUR_TOKENS,
             )
         scheme, challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         expected = {
@@ -102,7 +107,8 @@ class DistributionDriver:
             raise DriverError(
                 f"GET {endpoint} challenges with {scheme} {seen}, not our token endpoint "
                 f"{expected}. Regenerate its configuration with `python manage.py "
-                "registry_config` and restart it."
+                "registry_config` and restart it.",
+                public=NOT_OUR_TOKENS,
             )
         token = _control_plane_token(Principal(subject=CONTROL_PLANE_SUBJECT), [])
         accepted = self._request(
@@ -115,7 +121,8 @@ class DistributionDriver:
                 f"rootcertbundle must be our CA certificate ({settings.REGISTRY_KEYS_DIR}/ca.crt),"
                 f" issuer {settings.REGISTRY_TOKEN_ISSUER!r} and service "
                 f"{settings.REGISTRY_TOKEN_SERVICE!r}: regenerate its configuration with "
-                "`python manage.py registry_config` and restart it."
+                "`python manage.py registry_config` and restart it.",
+                public=NOT_OUR_TOKENS,
             )
         return f"GET {endpoint}: 401 with our token challenge, 200 with our token"
 
@@ -139,7 +146,10 @@ class DistributionDriver:
             "POST", self._url(f"/v2/{repository}/blobs/uploads/"), token=token, expect=(202,)
         )
         if not upload.headers.get("Location"):
-            raise DriverError(f"POST {repository}/blobs/uploads/ answered no Location header.")
+            raise DriverError(
+                f"POST {repository}/blobs/uploads/ answered no Location header.",
+                public="The registry answered an upload without its location",
+            )
         location = urljoin(f"{self.api_url}/", upload.headers["Location"])
         cleanup = location  # the upload until it is complete, then the blob
         try:
@@ -156,7 +166,10 @@ class DistributionDriver:
             cleanup = blob
             read = self._request("GET", blob, token=token, expect=(200,))
             if read.content != body:
-                raise DriverError(f"GET {blob} answered other bytes than were pushed.")
+                raise DriverError(
+                    f"GET {blob} answered other bytes than were pushed.",
+                    public="The registry answered other bytes than were pushed",
+                )
             self._request("DELETE", blob, token=token, expect=(202,))
             cleanup = ""
         finally:
@@ -215,7 +228,10 @@ class DistributionDriver:
             return None
         digest = response.headers.get("Docker-Content-Digest")
         if not digest:
-            raise DriverError(f"HEAD {repository}:{tag} answered no Docker-Content-Digest.")
+            raise DriverError(
+                f"HEAD {repository}:{tag} answered no Docker-Content-Digest.",
+                public="The registry answered a manifest without its digest",
+            )
         return digest
 
     def _pages(self, path: str, *, token: str, gone: tuple[int, ...]) -> Iterator[dict[str, Any]]:
@@ -253,13 +269,20 @@ class DistributionDriver:
                 method, url, headers=headers, data=data, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
-            raise RegistryUnavailable(f"{what} failed: {exc}") from exc
-        if response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES:
-            raise RegistryUnavailable(f"{what} answered {response.status_code}")
-        if response.status_code not in expect:
+            raise RegistryUnavailable(
+                f"{what} failed: {exc}", public=f"The registry did not answer ({_why(exc)})"
+            ) from exc
+        status = response.status_code
+        if status >= 500 or status in TRANSIENT_STATUSES:
+            raise RegistryUnavailable(
+                f"{what} answered {status}", public=f"The registry answered {status}"
+            )
+        if status not in expect:
             raise DriverError(
-                f"{what} answered {response.status_code}{_registry_error(response)}; expected "
-                f"{' or '.join(map(str, expect))} from a registry. Check REGISTRY_URL."
+                f"{what} answered {status}{_registry_error(response)}; expected "
+                f"{' or '.join(map(str, expect))} from a registry. Check REGISTRY_URL.",
+                public=f"The registry answered {status}, which a registry configured for this "
+                "service does not; an operator must check it",
             )
         return response
 
@@ -273,8 +296,29 @@ def _registry_error(response: requests.Response) -> str:
         return ""
 
 
+def _why(exc: requests.RequestException) -> str:
+    """What went wrong on the way to the registry, in words, without hosts or library text."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS failed"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        if "Connection refused" in text:
+            return "connection refused"
+        if "Name or service not known" in text or "Failed to resolve" in text:
+            return "its name did not resolve"
+        if "Connection reset" in text or "RemoteDisconnected" in text:
+            return "connection closed"
+        return "could not connect"
+    return "the request failed"
+
+
 def _control_plane_token(principal: Principal, scopes: list[Scope]) -> str:
     try:
         return token_issue(principal, scopes).token
     except SigningKeyMissing as exc:
-        raise DriverError(str(exc)) from exc
+        raise DriverError(
+            str(exc),
+            public="The registry token service has no signing key; an operator must create one",
+        ) from exc

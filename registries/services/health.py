@@ -59,10 +59,12 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
     if registry is None:
         return None
     started = time.monotonic()
+    detail = ""
     try:
         seen, ok = get_driver(registry.driver).canary(namespace=registry.namespace), True
     except DriverError as exc:
-        seen, ok = str(exc), False
+        # Tenants read ``seen`` (the API's canary and Ready); operators the detail too.
+        seen, detail, ok = exc.public, exc.detail, False
     result = CanaryResult(ok=ok, latency=timedelta(seconds=time.monotonic() - started), seen=seen)
     with transaction.atomic():
         locked = registry_lock(registry_id)
@@ -80,6 +82,7 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
                 conditions.CANARY_FAILED,
                 f"The health canary failed: {seen}",
                 now=now,
+                detail=detail,
             )
         elif ready is not None and ready["reason"] == conditions.CANARY_FAILED:
             conditions.condition_set(
@@ -101,7 +104,7 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
         extra={
             "registry_id": str(registry_id),
             "latency_ms": round(result.latency.total_seconds() * 1000, 1),
-            **({} if ok else {"error": seen}),
+            **({} if ok else {"error": detail}),
         },
     )
     return result

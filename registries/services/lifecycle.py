@@ -185,6 +185,21 @@ def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
 _RECORDED_ERRORS = (DriverError, ValidationError, ValueError, TypeError, LookupError)
 
 
+#: What tenants read for an error that is not the registry's (a bug, bad data): the operators
+#: have the exception in the console and the logs.
+INTERNAL_ERROR = "An internal error stopped the attempt; the operators have the details"
+
+
+def error_texts(exc: Exception) -> tuple[str, str]:
+    """``(public, detail)`` for a failed attempt: what the cluster's tenants read (the REST API's
+    ``last_error``, conditions and events) and what operators read (the console, the logs). A
+    driver decides both where the error is made (``DriverError.public``); anything else is ours,
+    and its text (a class name, a library's words) is for operators only."""
+    if isinstance(exc, DriverError):
+        return exc.public, exc.detail
+    return INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+
+
 def attempt_failed(
     registry_id: uuid.UUID | str,
     exc: Exception,
@@ -211,7 +226,7 @@ def attempt_failed(
         if not still_ours(registry, working, deadline):
             return left_as_is(registry)
         retry = transient and registry.attempts < settings.REGISTRY_PROVISION_MAX_ATTEMPTS
-        error = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
+        error, detail = error_texts(exc)
         delay = backoff_seconds(registry.attempts) if retry else 0.0
         if retry:
             transition(
@@ -220,6 +235,7 @@ def attempt_failed(
                 synced=SyncedCondition.false(
                     conditions.RECONCILE_ERROR,
                     f"Attempt {registry.attempts} failed: {error}. Retrying in {delay:.1f} s.",
+                    detail=detail,
                 ),
                 message=f"will retry: {error}",
                 last_error=error,
@@ -230,14 +246,16 @@ def attempt_failed(
             transition(
                 registry,
                 State.FAILED,
-                synced=SyncedCondition.false(conditions.RECONCILE_ERROR, f"{reason}: {error}"),
+                synced=SyncedCondition.false(
+                    conditions.RECONCILE_ERROR, f"{reason}: {error}", detail=detail
+                ),
                 message=f"{reason}: {error}",
                 last_error=error,
                 failure_transient=transient,
             )
     logger.warning(
         "registry.attempt.retrying" if retry else "registry.attempt.failed",
-        extra={**log_extra, "state": working, "error": error},
+        extra={**log_extra, "state": working, "error": detail},
     )
     return AttemptResult(
         state=registry.state, attempts=registry.attempts, retry=retry, retry_in=delay

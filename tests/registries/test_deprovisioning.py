@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from clusters import services
 from clusters.models import AgentEnvironmentVariable, Cluster, ClusterAgentToken, Queue
+from registries.conditions import error_detail
 from registries.demo_image import write_oci_layout
 from registries.drivers.distribution import DistributionDriver
 from registries.models import Registry, State
@@ -239,7 +240,8 @@ def test_a_failed_deprovisioning_is_retried_as_deprovisioning_not_provisioning(
 
     registry = Registry.objects.get(pk=a.registry.pk)
     assert (failed.state, failed.retry, registry.state) == (State.FAILED, False, State.FAILED)
-    assert "Connection refused" in registry.last_error
+    assert registry.last_error == "The registry did not answer (connection refused)"
+    assert "Connection refused" in error_detail(registry)
     broker_queue.drain()
 
     settings.REGISTRY_URL = original

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 
 from clusters import services
 from clusters.models import AgentEnvironmentVariable, Cluster
+from registries.conditions import error_detail
 from registries.demo_image import write_oci_layout
 from registries.models import Registry, State
 from registries.services import registry_retry
@@ -118,7 +119,8 @@ def test_an_unreachable_registry_is_retried_by_the_worker_then_failed_then_retri
     )
     assert registry.state == State.FAILED
     assert registry.attempts == 3
-    assert "Connection refused" in registry.last_error
+    assert registry.last_error == "The registry did not answer (connection refused)"
+    assert "Connection refused" in error_detail(registry)
     assert [e.to_state for e in registry.events.all()] == [
         State.PENDING,
         *[State.PROVISIONING, State.PENDING] * 2,

@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from clusters.models import AgentEnvironmentVariable
+from registries.conditions import error_detail
 from registries.models import Registry, State
 from registries.services import backoff_seconds, registry_provision, registry_retry
 from tests.registries.factories import RegistryFactory
@@ -82,8 +83,10 @@ def test_an_unreachable_registry_is_retried_then_failed_with_the_error(registry,
         (State.FAILED, False, 3),
     ]
     assert registry.state == State.FAILED
-    assert registry.last_error.startswith(f"GET {settings.REGISTRY_URL}/v2/ failed: ")
-    assert "Connection refused" in registry.last_error
+    # Tenants read the failure's name; operators keep the request and what the library said.
+    assert registry.last_error == "The registry did not answer (connection refused)"
+    assert error_detail(registry).startswith(f"GET {settings.REGISTRY_URL}/v2/ failed: ")
+    assert "Connection refused" in error_detail(registry)
     assert transitions(registry) == [
         (State.PENDING, State.PROVISIONING, 1),
         (State.PROVISIONING, State.PENDING, 1),
@@ -92,7 +95,9 @@ def test_an_unreachable_registry_is_retried_then_failed_with_the_error(registry,
         (State.PENDING, State.PROVISIONING, 3),
         (State.PROVISIONING, State.FAILED, 3),
     ]
-    assert registry.events.last().message.startswith("gave up after 3 attempts: GET ")
+    assert registry.events.last().message == (
+        "gave up after 3 attempts: The registry did not answer (connection refused)"
+    )
     assert not AgentEnvironmentVariable.objects.filter(cluster=registry.cluster).exists()
     # A failed registry is not picked up again by a stray task.
     assert registry_provision(registry_id=registry.pk).state == State.FAILED
@@ -109,6 +114,10 @@ def test_a_server_that_is_not_a_registry_fails_at_once_without_retrying(
     registry.refresh_from_db()
     assert (result.state, result.retry) == (State.FAILED, False)
     assert registry.last_error == (
+        "The registry answered 404, which a registry configured for this service does not; "
+        "an operator must check it"
+    )
+    assert error_detail(registry) == (
         f"GET {live_server.url}/v2/ answered 404; expected 200 or 401 from a registry. "
         "Check REGISTRY_URL."
     )
@@ -191,6 +200,9 @@ def test_an_error_that_is_not_the_registrys_fails_the_registry_instead_of_leavin
     assert (result.state, result.retry) == (State.FAILED, False)
     assert registry.state == State.FAILED
     assert registry.last_error == (
+        "An internal error stopped the attempt; the operators have the details"
+    )
+    assert error_detail(registry) == (
         "ValidationError: {'name': [\"BUILDKITE_HOSTED_REGISTRY_URL is owned by the 'other' "
         'source."]}'
     )

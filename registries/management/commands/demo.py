@@ -31,6 +31,7 @@ from clusters.interface import (
     organization_get_or_create,
     queue_create,
 )
+from registries.conditions import error_detail
 from registries.demo_image import BusyboxMissing, write_build_context, write_oci_layout
 from registries.drivers import DriverError
 from registries.drivers.distribution import DistributionDriver
@@ -127,7 +128,7 @@ class Command(BaseCommand):
                 return registry
             if registry and registry.state == State.FAILED:
                 raise CommandError(
-                    f"Provisioning failed: {registry.last_error}\nFix the registry (is it "
+                    f"Provisioning failed: {error_detail(registry)}\nFix the registry (is it "
                     f"running at {settings.REGISTRY_URL}?), then retry it from the admin "
                     "(Registries, action 'Retry provisioning')."
                 )
@@ -140,7 +141,7 @@ class Command(BaseCommand):
                         "It starts the Celery worker."
                     )
                 else:
-                    hint = f"Last error: {registry.last_error or 'none'}."
+                    hint = f"Last error: {error_detail(registry) or 'none'}."
                 raise CommandError(f"The registry is still {state} after {timeout:.0f}s. {hint}")
             time.sleep(0.5)
 
