@@ -142,10 +142,15 @@ def synced(registry: Registry, message: str, *, now: datetime | None = None) -> 
 
 
 def not_synced(
-    registry: Registry, reason: str, message: str, *, now: datetime | None = None
+    registry: Registry,
+    reason: str,
+    message: str,
+    *,
+    now: datetime | None = None,
+    detail: str = "",
 ) -> bool:
-    """``Synced`` False, with why."""
-    return condition_set(registry, SYNCED, FALSE, reason, message, now=now)
+    """``Synced`` False, with why (``detail``: the operators' account)."""
+    return condition_set(registry, SYNCED, FALSE, reason, message, now=now, detail=detail)
 
 
 def sync_pending(

@@ -290,15 +290,14 @@ def enqueue(registry: Registry) -> None:
 def _record_enqueue_failure(registry_id: str, exc: Exception) -> None:
     """Say on the registry that its message did not reach the broker (best effort: the database
     may be what failed)."""
-    message = (
-        f"The task queue did not take the message ({type(exc).__name__}: {exc}); the "
-        "reconciler enqueues it again once it is due."
-    )
+    # Tenants read the message (the broker's address and library text are the operators').
+    message = "The task queue did not take the message; the reconciler enqueues it again once due."
+    detail = f"{type(exc).__name__}: {exc}"
     try:
         with transaction.atomic():
             registry = registry_lock(registry_id)
             if registry is not None and registry.state not in SETTLED:
-                conditions.not_synced(registry, conditions.ENQUEUE_FAILED, message)
+                conditions.not_synced(registry, conditions.ENQUEUE_FAILED, message, detail=detail)
                 fields = ["conditions"]
                 if registry.attempt_deadline is None:  # no attempt runs: due in one interval
                     registry.next_attempt_at = timezone.now() + reconcile_interval()

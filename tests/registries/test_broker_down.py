@@ -60,7 +60,11 @@ def test_a_hosted_queue_is_created_and_its_registry_stays_pending_when_the_broke
     assert RegistryEvent.objects.filter(registry=registry).count() == 1
     synced = conditions.condition_get(registry, conditions.SYNCED)
     assert (synced["status"], synced["reason"]) == ("False", "EnqueueFailed")
-    assert synced["message"].startswith("The task queue did not take the message (")
+    # Tenants read what failed; the broker's error (its address, kombu's words) is the detail.
+    assert synced["message"] == (
+        "The task queue did not take the message; the reconciler enqueues it again once due."
+    )
+    assert synced["detail"].startswith("OperationalError: ")
     # Due for the reconciler one interval after the message failed.
     interval = timedelta(seconds=settings.REGISTRY_RECONCILE_INTERVAL_SECONDS)
     assert registry.created_at + interval < registry.next_attempt_at
