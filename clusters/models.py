@@ -46,6 +46,8 @@ class Organization(models.Model):
 
     slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=100)
+    #: The id the REST API shows (Buildkite's organization ids are UUIDs; the key stays internal).
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -281,6 +283,7 @@ class ApiScope(models.TextChoices):
     WRITE_CLUSTERS = "write_clusters", "Create, change and delete clusters, queues, agent tokens"
     READ_REGISTRIES = "read_registries", "Read cluster registries and their events"
     WRITE_REGISTRIES = "write_registries", "Retry the provisioning of cluster registries"
+    READ_ORGANIZATIONS = "read_organizations", "Read the token's own organization"
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):

@@ -46,12 +46,15 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "controlplane",
     "clusters",
     "registries",
 ]
 
 MIDDLEWARE = [
+    # First, so that every answer under CORS_URLS_REGEX carries the headers, errors included.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "controlplane.api.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -252,6 +255,21 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # How many proxies in front of the service append to X-Forwarded-For; 0: the connection's
 # address is the client's (controlplane/api/client_ip.py; agent token IP allow-lists use it).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# CORS on the REST API, as Buildkite has it: any origin may call it (a bearer token, not a
+# cookie, authenticates: no credentials mode), and a page may read the pagination and rate limit
+# headers. Not the webhook (server to server), not the admin, not the agent endpoints.
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_CREDENTIALS = False
+CORS_URLS_REGEX = r"^/v2/(?!webhooks/)"
+CORS_EXPOSE_HEADERS = [
+    "Link",
+    *(
+        f"{prefix}-{name}"
+        for prefix in ("RateLimit", "RateLimit-User")
+        for name in ("Scope", "Limit", "Remaining", "Reset", "Warning")
+    ),
+    "Retry-After",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

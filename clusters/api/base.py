@@ -69,6 +69,30 @@ class ApiTokenRequired(IsAuthenticated):
     message = BEARER_TOKEN_REQUIRED
 
 
+def rate_limit(request: Request, token: ApiToken) -> None:
+    """Count the request against the token's organization's budget and the token's own (429
+    over either); ``with_rate_limit_headers`` then reports both on the response."""
+    organization_budget = Budget(
+        "rest", "RateLimit", str(token.organization_id), settings.API_RATE_LIMIT_ORGANIZATION
+    )
+    token_budget = Budget(
+        "rest_user", "RateLimit-User", str(token.pk), settings.API_RATE_LIMIT_TOKEN
+    )
+    usages = [usage for usage in (consume(organization_budget), consume(token_budget)) if usage]
+    request._rate_limit_usages = usages  # type: ignore[attr-defined]
+    for usage in usages:
+        if usage.exceeded:
+            raise RateLimited(usage)
+
+
+def with_rate_limit_headers(request: Request, response: Response) -> Response:
+    usages: list[Usage] = getattr(request, "_rate_limit_usages", [])
+    for usage in usages:
+        for name, value in usage.headers().items():
+            response[name] = value
+    return response
+
+
 class OrganizationAPIView(APIView):
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
@@ -112,27 +136,13 @@ class OrganizationAPIView(APIView):
         return self.token.user
 
     def _rate_limit(self, request: Request) -> None:
-        organization_budget = Budget(
-            "rest", "RateLimit", str(self.organization.pk), settings.API_RATE_LIMIT_ORGANIZATION
-        )
-        token_budget = Budget(
-            "rest_user", "RateLimit-User", str(self.token.pk), settings.API_RATE_LIMIT_TOKEN
-        )
-        usages = [usage for usage in (consume(organization_budget), consume(token_budget)) if usage]
-        request._rate_limit_usages = usages  # type: ignore[attr-defined]
-        for usage in usages:
-            if usage.exceeded:
-                raise RateLimited(usage)
+        rate_limit(request, self.token)
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
-        usages: list[Usage] = getattr(request, "_rate_limit_usages", [])
-        for usage in usages:
-            for name, value in usage.headers().items():
-                response[name] = value
-        return response
+        return with_rate_limit_headers(request, response)
 
     # --- lookups, always within the token's organization ------------------------------------
 
@@ -159,6 +169,36 @@ class OrganizationAPIView(APIView):
 
     def serializer_context(self, **extra: Any) -> dict[str, Any]:
         return {"request": self.request, "organization": self.organization, **extra}
+
+
+class AccessTokenAPIView(APIView):
+    """The base of the views about the calling API token itself (``/v2/access-token``): the
+    token authenticates (401 otherwise) and counts against its rate limits, as everywhere; no
+    organization is in the URL, and no scope is needed (as on Buildkite). It reaches nothing
+    but the token."""
+
+    authentication_classes = [ApiTokenAuthentication]
+    permission_classes = [ApiTokenRequired]
+
+    token: ApiToken
+
+    def permission_denied(
+        self, request: Request, message: str | None = None, code: str | None = None
+    ) -> NoReturn:
+        if not request.successful_authenticator:
+            raise exceptions.NotAuthenticated(ApiTokenRequired.message)
+        super().permission_denied(request, message, code)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self.token = cast(ApiToken, request.auth)
+        rate_limit(request, self.token)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        return with_rate_limit_headers(request, response)
 
 
 def answered_methods(view_class: type[APIView]) -> list[str]:

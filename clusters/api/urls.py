@@ -1,12 +1,17 @@
-"""The REST API under ``/v2/organizations/<org_slug>/`` (Buildkite's paths, no trailing slash)."""
+"""The REST API's clusters routes, in Buildkite's paths (no trailing slash): the calling token
+(``/v2/access-token``), and under ``/v2/organizations/<org_slug>`` the organization itself and
+everything in it. The paths are written out in full (this is included at the root) because the
+organization's own path has no trailing slash."""
 
 from django.urls import path
 
 from clusters.api.views import (
+    AccessTokenView,
     AgentTokenDetailView,
     AgentTokenListView,
     ClusterDetailView,
     ClusterListView,
+    OrganizationView,
     QueueDetailView,
     QueueEnvironmentView,
     QueueListView,
@@ -16,11 +21,14 @@ from clusters.api.views import (
 
 app_name = "api"
 
-CLUSTER = "clusters/<str:cluster_id>"
+ORGANIZATION = "v2/organizations/<str:org_slug>"
+CLUSTER = f"{ORGANIZATION}/clusters/<str:cluster_id>"
 QUEUE = f"{CLUSTER}/queues/<str:queue_id>"
 
 urlpatterns = [
-    path("clusters", ClusterListView.as_view(), name="clusters"),
+    path("v2/access-token", AccessTokenView.as_view(), name="access-token"),
+    path(ORGANIZATION, OrganizationView.as_view(), name="organization"),
+    path(f"{ORGANIZATION}/clusters", ClusterListView.as_view(), name="clusters"),
     path(CLUSTER, ClusterDetailView.as_view(), name="cluster"),
     path(f"{CLUSTER}/queues", QueueListView.as_view(), name="queues"),
     path(QUEUE, QueueDetailView.as_view(), name="queue"),

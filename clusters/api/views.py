@@ -1,5 +1,6 @@
-"""The REST API's views, under ``/v2/organizations/{org}/``: clusters, their queues (with the
-queue actions and a job's environment) and their agent tokens, in Buildkite's paths.
+"""The REST API's views, under ``/v2/organizations/{org}/``: the organization, its clusters,
+their queues (with the queue actions and a job's environment) and their agent tokens, in
+Buildkite's paths; and ``/v2/access-token``, the calling token itself.
 
 Every view derives from ``ClustersAPIView``, which names the clusters scopes; authentication,
 the organization and the scopes are checked by ``OrganizationAPIView`` (``clusters.api.base``).
@@ -20,8 +21,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clusters import services
-from clusters.api.base import OrganizationAPIView, get_or_404, validated
+from clusters.api.base import AccessTokenAPIView, OrganizationAPIView, get_or_404, validated
 from clusters.api.serializers import (
+    AccessTokenSerializer,
     AgentTokenCreatedSerializer,
     AgentTokenCreateSerializer,
     AgentTokenSerializer,
@@ -29,6 +31,7 @@ from clusters.api.serializers import (
     ClusterCreateSerializer,
     ClusterSerializer,
     ClusterUpdateSerializer,
+    OrganizationSerializer,
     QueueCreateSerializer,
     QueueEnvironmentSerializer,
     QueuePauseDispatchSerializer,
@@ -46,6 +49,30 @@ from controlplane.api.openapi import operation
 class ClustersAPIView(OrganizationAPIView):
     read_scope = ApiScope.READ_CLUSTERS
     write_scope = ApiScope.WRITE_CLUSTERS
+
+
+# --- the caller's token and organization ------------------------------------------------------
+
+
+class AccessTokenView(AccessTokenAPIView):
+    @operation(
+        "access_token_get",
+        tags=["Access token"],
+        description="The API access token this request was made with: its uuid, scopes, "
+        "description and owner. It needs no scope.",
+        responses={200: AccessTokenSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(AccessTokenSerializer(self.token).data)
+
+
+class OrganizationView(OrganizationAPIView):
+    # Buildkite's scope; a token of another organization gets "No organization found" (404).
+    read_scope = ApiScope.READ_ORGANIZATIONS
+
+    @operation("organizations_get", tags=["Organizations"], responses={200: OrganizationSerializer})
+    def get(self, request: Request, org_slug: str) -> Response:
+        return self.respond(OrganizationSerializer, self.organization)
 
 
 # --- clusters ----------------------------------------------------------------------------------

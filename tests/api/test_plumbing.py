@@ -184,6 +184,7 @@ def test_the_openapi_schema_describes_every_rest_api_operation(client) -> None:
         (f"{cluster}/tokens/{{token_id}}", "GET"), (f"{cluster}/tokens/{{token_id}}", "PUT"),
         (f"{cluster}/tokens/{{token_id}}", "PATCH"), (f"{cluster}/tokens/{{token_id}}", "DELETE"),
         (f"{cluster}/registry", "GET"), (f"{cluster}/registry/retry", "POST"),
+        ("/v2/organizations/{org_slug}", "GET"), ("/v2/access-token", "GET"),
     }  # fmt: skip
     for path, method in operations:
         described = schema["paths"][path][method.lower()]
@@ -216,7 +217,9 @@ def test_create_api_token_makes_the_organization_user_and_token_and_prints_it_on
     token = ApiToken.objects.get()
     assert token.token_hash == ApiToken.hash_secret(secret)
     assert (token.organization.slug, token.user.username) == ("acme", "sam")
-    assert token.scopes == ["read_clusters", "write_clusters", "read_registries"]
+    assert token.scopes == [
+        "read_clusters", "write_clusters", "read_registries", "read_organizations"
+    ]  # fmt: skip
     assert not token.user.has_usable_password()
     assert "Created organization acme." in err.getvalue()
     assert secret not in err.getvalue()

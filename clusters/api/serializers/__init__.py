@@ -1,5 +1,6 @@
-"""What the REST API reads and writes, in Buildkite's shapes (its REST API for clusters, queues
-and cluster agent tokens; see docs/api.md). One module per resource; callers import from here.
+"""What the REST API reads and writes, in Buildkite's shapes (its REST API for clusters, queues,
+cluster agent tokens, the caller's organization and access token; see docs/api.md). One module
+per resource; callers import from here.
 
 Output serializers say what a response holds, field by field; input serializers say what a
 request may send. Writes go through ``clusters.services``; these only validate and shape.
@@ -19,6 +20,7 @@ from clusters.api.serializers.clusters import (
     ClusterUpdateSerializer,
 )
 from clusters.api.serializers.common import UserSerializer, absolute, blank_nulls, graphql_id
+from clusters.api.serializers.organizations import AccessTokenSerializer, OrganizationSerializer
 from clusters.api.serializers.queues import (
     QueueCreateSerializer,
     QueueEnvironmentSerializer,
@@ -29,6 +31,7 @@ from clusters.api.serializers.queues import (
 )
 
 __all__ = [
+    "AccessTokenSerializer",
     "AgentTokenCreateSerializer",
     "AgentTokenCreatedSerializer",
     "AgentTokenSerializer",
@@ -36,6 +39,7 @@ __all__ = [
     "ClusterCreateSerializer",
     "ClusterSerializer",
     "ClusterUpdateSerializer",
+    "OrganizationSerializer",
     "QueueCreateSerializer",
     "QueueEnvironmentSerializer",
     "QueuePauseDispatchSerializer",

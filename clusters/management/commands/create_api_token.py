@@ -16,7 +16,12 @@ from django.db import transaction
 from clusters import services
 from clusters.models import ApiScope, ApiToken
 
-DEFAULT_SCOPES = [ApiScope.READ_CLUSTERS, ApiScope.WRITE_CLUSTERS, ApiScope.READ_REGISTRIES]
+DEFAULT_SCOPES = [
+    ApiScope.READ_CLUSTERS,
+    ApiScope.WRITE_CLUSTERS,
+    ApiScope.READ_REGISTRIES,
+    ApiScope.READ_ORGANIZATIONS,
+]
 
 
 class Command(BaseCommand):
