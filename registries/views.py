@@ -60,7 +60,7 @@ NO_SIGNING_KEY = (
 #: for many more is refused rather than signed into an oversized token.
 MAX_SCOPES = 50
 #: Distribution's error codes, for clients that read its ``errors`` list.
-ERROR_CODES = {400: "DENIED", 401: "UNAUTHORIZED", 503: "UNAVAILABLE"}
+ERROR_CODES = {400: "DENIED", 401: "UNAUTHORIZED", 403: "DENIED", 503: "UNAVAILABLE"}
 
 
 class TokenServiceUnavailable(exceptions.APIException):
