@@ -57,11 +57,13 @@ def nested(depth: int) -> bytes:
 
 
 def _fill(route: str) -> str:
-    """A concrete path for ``route``: any value does, the refusal comes first."""
-    values = {"org_slug": "acme"}
+    """A concrete path for ``route``: any value does, the refusal comes first (an id named
+    after its parameter, so that test ids stay the same from run to run)."""
     return "/" + re.sub(
-        r"<(?:\w+:)?(\w+)>", lambda m: values.get(m[1], str(uuid.uuid4())), route
-    )  # fmt: skip
+        r"<(?:\w+:)?(\w+)>",
+        lambda m: "acme" if m[1] == "org_slug" else str(uuid.uuid5(uuid.NAMESPACE_URL, m[1])),
+        route,
+    )
 
 
 def api_routes() -> list[tuple[str, str]]:
