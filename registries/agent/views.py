@@ -51,8 +51,9 @@ class JobCredentialsView(APIView):
 
     def post(self, request: Request) -> Response:
         token = cast(ClusterAgentToken, request.auth)  # the only authentication class
-        data = request.data if isinstance(request.data, dict) else {}
-        job_id = data.get("job_id") or ""
+        if not isinstance(request.data, dict):
+            raise exceptions.ParseError('Send a JSON object or a form: {"job_id": "..."}.')
+        job_id = request.data.get("job_id") or ""
         if not isinstance(job_id, str):
             raise exceptions.ValidationError({"job_id": ["Must be a string."]})
         credential, secret = job_credential_create(agent_token=token, job_id=job_id)

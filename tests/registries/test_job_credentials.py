@@ -121,6 +121,16 @@ def test_a_job_id_that_is_not_one_is_refused(client, agent, job_id: str) -> None
     assert response.json()["message"].startswith("Validation failed")
 
 
+@pytest.mark.parametrize("body", ['["job-1"]', '"job-1"', '{"job_id": 7}'])
+def test_a_body_that_is_not_an_object_with_a_string_is_refused(client, agent, body: str) -> None:
+    response = client.post(
+        CREATE, body, content_type="application/json", HTTP_AUTHORIZATION=f"Token {agent.secret}"
+    )
+    assert response.status_code in (400, 422)
+    assert "message" in response.json()
+    assert not JobCredential.objects.exists()
+
+
 def test_a_revoked_agent_token_gets_no_credential(client, agent) -> None:
     services.agent_token_revoke(token=agent.token)
     assert create(client, agent.secret).status_code == 401
