@@ -147,3 +147,43 @@ def test_the_seed_pipeline_pushes_and_pulls_with_no_login(
         assert BAD_JOB_CREDENTIAL in refused.stderr
     # The agent token still works: only the jobs' credentials ended.
     ok(skopeo.inspect(f"{seed.url}/base:latest", seed.secret))
+
+
+def test_the_steps_by_hand_in_docs_agents_md_work_as_written(
+    live_server, ready_cluster, workdir: Path
+) -> None:
+    """The sh block of docs/agents.md ("To try it by hand"), run as written but for the
+    demo's URL, token and queue, and the scratch folder, which point at this test's."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text()
+    block = page.split("To try it by hand", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "login" not in block
+    cluster = ready_cluster("By hand")
+    script = (
+        block.replace("http://127.0.0.1:8000", live_server.url)
+        .replace("bkct_...", cluster.secret)
+        .replace("=linux-small", "=linux")
+        .replace("/tmp/ctx", str(workdir / "ctx"))  # noqa: S108 - the page's folder
+    )
+    # buildah's storage in the test's folder rather than /var/lib/containers.
+    storage = workdir / "storage.conf"
+    storage.write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{workdir}/graph"\nrunroot = "{workdir}/run"\n'
+    )
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin",
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir),
+            "CONTAINERS_STORAGE_CONF": str(storage),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
+    assert f'"Name": "{cluster.url}/base"' in result.stdout  # skopeo inspect, after the push
+    credential = JobCredential.objects.get()
+    assert credential.revoked_at is not None
