@@ -17,7 +17,7 @@ import logging
 import random
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -107,9 +107,11 @@ def transition(
     """
     if not registry.can_become(to_state):
         raise ValidationError(f"A {registry.state} registry cannot become {to_state}.")
-    if synced is not None:
-        synced.set_on(registry)
     now = timezone.now()
+    if synced is not None:
+        # Stamped with the transition's own moment (unless the caller chose one), so that
+        # ``Synced`` and ``state_changed_at`` name the same instant.
+        replace(synced, at=synced.at or now).set_on(registry)
     from_state, duration = registry.state, now - registry.state_changed_at
     registry.state = to_state
     registry.state_changed_at = now
