@@ -33,6 +33,7 @@ env_name_validator = RegexValidator(
     ENV_NAME_PATTERN, "Use uppercase letters, digits and underscores, not starting with a digit."
 )
 color_validator = RegexValidator(COLOR_PATTERN, "Use a hex color such as #FFE0F1.")
+BUILDKITE_FLAG = "Buildkite's flag, kept for its clients; nothing here reads it."
 
 
 def secret_hash(secret: str) -> str:
@@ -81,12 +82,8 @@ class Cluster(models.Model):
     default_queue = models.ForeignKey(
         "Queue", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    hosted_git_mirror_enabled = models.BooleanField(
-        default=False, help_text="Buildkite's flag, kept for its clients; nothing here reads it."
-    )
-    hosted_container_cache_enabled = models.BooleanField(
-        default=False, help_text="Buildkite's flag, kept for its clients; nothing here reads it."
-    )
+    hosted_git_mirror_enabled = models.BooleanField(default=False, help_text=BUILDKITE_FLAG)
+    hosted_container_cache_enabled = models.BooleanField(default=False, help_text=BUILDKITE_FLAG)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
