@@ -14,6 +14,7 @@ import django_stubs_ext
 
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import env, env_float, env_int, env_list, loopback_address
+from controlplane.local_state import private_directory
 
 # Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
 django_stubs_ext.monkeypatch()
@@ -96,7 +97,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # var/ and what it holds are the service user's alone (controlplane/local_state.py).
+    private_directory(Path(DATABASES["default"]["NAME"]).parent)
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -135,7 +137,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("CELERY_FILESYSTEM_DIR", str(VAR_DIR / "celery")))
     for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+        private_directory(_broker_dir / _sub)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
