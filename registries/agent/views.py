@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from rest_framework import authentication, exceptions, status
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -29,6 +29,8 @@ from rest_framework.views import APIView
 
 from clusters.interface import ClusterAgentToken, ClusterAgentTokenAuthentication
 from controlplane.api.authentication import authorization_secret
+from controlplane.api.caching import no_store
+from controlplane.api.parsers import JSONParser
 from registries.models import JobCredential
 from registries.selectors import job_credential_for_secret
 from registries.services import (
@@ -37,7 +39,6 @@ from registries.services import (
     job_credential_revoke,
 )
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 BAD_CREDENTIAL = "Unknown job credential."
 SEND_CREDENTIAL = "Send the job credential as 'Authorization: Token <credential>'."
 
@@ -65,15 +66,13 @@ class JobCredentialsView(APIView):
             "job_id": credential.job_id,
             "registry_host": settings.REGISTRY_PUBLIC_HOST,
         }
-        return Response(body, status=status.HTTP_201_CREATED, headers=NO_STORE)
+        return Response(body, status=status.HTTP_201_CREATED)
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in NO_STORE.items():  # errors too: never cache this exchange
-            response[name] = value
-        return response
+        # Errors too: never cache this exchange.
+        return no_store(super().finalize_response(request, response, *args, **kwargs))
 
 
 class JobCredentialAuthentication(authentication.BaseAuthentication):
@@ -105,4 +104,4 @@ class CurrentJobCredentialView(APIView):
         if request.auth is None:
             raise exceptions.NotAuthenticated(SEND_CREDENTIAL)
         job_credential_revoke(credential=cast(JobCredential, request.auth))
-        return Response(status=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+        return no_store(Response(status=status.HTTP_204_NO_CONTENT))
