@@ -30,13 +30,8 @@ keep, and what registries may depend on. Prefer a signal (a fact clusters announ
 call into clusters. The clusters app keeps every name importable from where it is imported here.
 """
 
-from clusters.admin import ClusterAdmin
-from clusters.agent.authentication import (
-    AddressNotAllowed,
-    ClusterAgentTokenAuthentication,
-    agent_token_check_address,
-)
-from clusters.api.base import OrganizationAPIView
+from typing import TYPE_CHECKING, Any
+
 from clusters.ip_allow_lists import agent_token_allows
 from clusters.locks import cluster_lock
 from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
@@ -50,6 +45,45 @@ from clusters.services import (
     queue_create,
 )
 from clusters.signals import cluster_deleted, first_hosted_queue_created
+
+if TYPE_CHECKING:
+    from clusters.admin import ClusterAdmin
+    from clusters.agent.authentication import (
+        AddressNotAllowed,
+        ClusterAgentTokenAuthentication,
+        agent_token_check_address,
+    )
+    from clusters.api.base import OrganizationAPIView
+
+
+_AGENT_AUTHENTICATION = {
+    "AddressNotAllowed",
+    "ClusterAgentTokenAuthentication",
+    "agent_token_check_address",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The console's and the web layer's names, imported when first asked for.
+
+    ``registries.models`` imports this module while Django loads the apps' models; importing the
+    admin or the REST framework's views then would run the console's registrations during app
+    loading and load them into every worker. So they come from here on first use instead.
+    """
+    if name == "ClusterAdmin":
+        from clusters.admin import ClusterAdmin
+
+        return ClusterAdmin
+    if name == "OrganizationAPIView":
+        from clusters.api.base import OrganizationAPIView
+
+        return OrganizationAPIView
+    if name in _AGENT_AUTHENTICATION:
+        from clusters.agent import authentication
+
+        return getattr(authentication, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AddressNotAllowed",

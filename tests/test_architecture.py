@@ -401,3 +401,38 @@ def test_the_import_linter_contracts_are_kept(capsys: pytest.CaptureFixture[str]
 
     assert exit_status == 0, printed.partition("Broken contracts")[2].strip("-\n ")
     assert " 0 broken." in printed
+
+
+# --- what loading the models loads -----------------------------------------------------------
+
+#: Prints which web-layer modules are imported once every app's models are (in a fresh process:
+#: this one has long loaded them all).
+MODELS_ONLY = """
+import sys
+import django.apps.config as config
+original = config.AppConfig.import_models
+def import_models(self):
+    original(self)
+    if self.label == "registries":
+        print(sorted(m for m in ("clusters.admin", "clusters.api.base", "rest_framework.views",
+                                 "clusters.agent.authentication") if m in sys.modules))
+config.AppConfig.import_models = import_models
+import django
+django.setup()
+"""
+
+
+@pytest.mark.integration
+def test_loading_the_models_loads_neither_the_console_nor_the_web_layer() -> None:
+    """registries.models imports the seam while Django loads models: the seam's admin and view
+    names must not come with it (they would register the console during app loading)."""
+    import subprocess
+
+    shown = subprocess.run(
+        [sys.executable, "-c", MODELS_ONLY],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert shown.stdout.strip() == "[]"
