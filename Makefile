@@ -15,7 +15,7 @@ help:
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
 
-.venv/.installed: requirements.txt
+.venv/.installed: requirements.txt requirements-dev.txt
 	@scripts/ensure-venv
 
 # Debian packages: the registry for `make run`; the container clients for the tests and the demo;
