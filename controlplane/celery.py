@@ -5,8 +5,10 @@ from typing import Any
 
 from celery import Celery
 from celery.app.amqp import AMQP
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 from kombu.connection import Connection as KombuConnection
+
+from controlplane.logging import bind_context, clear_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
@@ -70,3 +72,16 @@ def pool_database_connections(sender: Any = None, **kwargs: Any) -> None:
                 "max_size": size,
                 "timeout": 10,
             }
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def bind_task_to_logs(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    """Every record a task logs carries its ``task_id`` and ``task_name`` (controlplane/logging.py),
+    as every record of a request carries the request id. Signals run in the thread that runs
+    the task, whatever the pool."""
+    bind_context(task_id=str(task_id), task_name=str(getattr(task, "name", "")))
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def unbind_task_from_logs(**kwargs: Any) -> None:
+    clear_context()

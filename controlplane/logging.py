@@ -1,8 +1,15 @@
-"""Structured log lines: ``<time> <level> <logger> <event> key=value ...``.
+"""Structured log lines, one per event: JSON (``LOG_FORMAT=json``, the production default) or
+``<time> <level> <logger> <event> key=value ...`` text (development).
 
 Call sites log a dotted event name as the message and the facts as ``extra``:
 ``logger.info("registry.provision.ready", extra={"registry_id": registry.pk})``. Never pass a
-secret in ``extra``; nothing here can tell a token from an id.
+secret in ``extra``: :class:`RedactSecretsFilter` catches our own token formats and keys named
+like secrets, but it cannot tell every secret from an id.
+
+Every record also carries the id of the request (``request_id``) or Celery task (``task_id``,
+``task_name``) it was logged under, from a context variable that :mod:`controlplane.request_id`
+and the Celery signals in :mod:`controlplane.celery` set; :class:`ContextFilter` copies it onto
+the record.
 
 Values often come from requests (a path in Django's "Not Found: ..." message, a scope the
 token endpoint was asked for), so control characters in the message and in every value are
@@ -14,6 +21,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD_ATTRS = frozenset(
@@ -65,4 +80,140 @@ class KeyValueFormatter(logging.Formatter):
         extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
         if extras:
             line += " " + " ".join(f"{key}={_quote(value)}" for key, value in extras.items())
-        return line
+        return redact_tokens(line)
+
+
+class JsonLinesFormatter(JsonFormatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``,
+    then every ``extra`` field, the request or task ids, and ``exc_info`` (the traceback, as one
+    string) when there is one. JSON escapes control characters by itself (``ensure_ascii``
+    escapes every non-ASCII character too, so line separators and bidirectional overrides
+    included), so nothing a request sends can end the line."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            reserved_attrs=sorted(_STANDARD_ATTRS),
+            json_ensure_ascii=True,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        created = datetime.fromtimestamp(record.created, tz=UTC)
+        log_data["time"] = created.isoformat(timespec="milliseconds")
+        super().add_fields(log_data, record, message_dict)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A traceback's exception message can quote a token; redact the whole line.
+        return redact_tokens(super().format(record))
+
+
+LOG_FORMATS = ("json", "text")
+
+
+def log_format(raw: str) -> str:
+    """``LOG_FORMAT``: ``json`` or ``text`` (the names of the formatters in ``LOGGING``)."""
+    value = raw.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+# --- Request and task ids ---------------------------------------------------------------------
+
+_NO_IDS: Mapping[str, str] = MappingProxyType({})
+_context: ContextVar[Mapping[str, str]] = ContextVar("controlplane_log_context", default=_NO_IDS)
+
+
+def bind_context(**ids: str) -> Token[Mapping[str, str]]:
+    """Log every record from now on in this context (thread, task) with ``ids``; undo with
+    :func:`unbind_context` and the returned token."""
+    return _context.set(ids)
+
+
+def unbind_context(token: Token[Mapping[str, str]]) -> None:
+    _context.reset(token)
+
+
+def clear_context() -> None:
+    _context.set(_NO_IDS)
+
+
+def current_context() -> Mapping[str, str]:
+    return _context.get()
+
+
+@contextmanager
+def log_context(**ids: str) -> Iterator[None]:
+    token = bind_context(**ids)
+    try:
+        yield
+    finally:
+        unbind_context(token)
+
+
+class ContextFilter(logging.Filter):
+    """Puts the current request or task ids on each record (a value passed in ``extra`` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
+
+
+# --- Secrets ----------------------------------------------------------------------------------
+
+#: Agent tokens, API access tokens, job registry credentials (clusters/services/credentials.py,
+#: registries/services/job_credentials.py): the prefix stays, so a reader knows what it was.
+_TOKEN = re.compile(r"\b(bkct|bkua|bkrc)_[A-Za-z0-9_\-]+")
+#: The password in a URL's userinfo (``redis://:password@host``, ``postgres://u:password@h``).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]+@")
+#: Field names whose value is a secret; ``token_id``, ``secret_id`` and the like are ids.
+_SECRET_KEY = re.compile(r"secret|token|password|passwd|authorization|api_key|cookie", re.I)
+_ID_KEY = re.compile(r"_ids?$", re.I)
+REDACTED = "[redacted]"
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with our tokens and URL passwords replaced by ``[redacted]``."""
+    text = _TOKEN.sub(lambda match: f"{match.group(1)}_{REDACTED}", text)
+    return _URL_PASSWORD.sub(lambda match: f"{match.group(1)}:{REDACTED}@", text)
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _ID_KEY.search(key)
+
+
+def _redact_value(key: str, value: object) -> object:
+    if is_secret_key(key):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_tokens(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    return value
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Replaces secrets in a record before any handler formats it: every ``extra`` field named
+    like a secret (``password``, ``authorization``, ``*token*``/``*secret*`` but not ``*_id``), and
+    our tokens (``bkct_``, ``bkua_``, ``bkrc_``) or URL passwords in the message and string
+    fields. The formatters redact the tokens from the finished line too (tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD_ATTRS:
+                redacted = _redact_value(key, value)
+                if redacted is not value and redacted != value:
+                    setattr(record, key, redacted)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string: logging reports it when it formats
+            return True
+        redacted_message = redact_tokens(message)
+        if redacted_message != message:
+            record.msg, record.args = redacted_message, None
+        return True
