@@ -1,0 +1,59 @@
+"""Settings of the generated registry configuration for production (``manage.py
+registry_config``, docs/operations.md#the-registrys-configuration), star-imported by
+``controlplane/settings.py`` (kept apart so that it stays short).
+
+Storage is the local folder ``REGISTRY_STORAGE_DIR`` unless ``REGISTRY_STORAGE=s3``: then an S3
+or S3-compatible bucket, with its keys from the environment (without them, the AWS SDK's own
+chain: ``AWS_ACCESS_KEY_ID`` in the registry's environment, an instance or pod role). Every
+other option is off until set, except upload purging, which is always on.
+"""
+
+from __future__ import annotations
+
+from controlplane.env import env, env_bool
+
+__all__ = [
+    "REGISTRY_NOTIFICATIONS_TOKEN",
+    "REGISTRY_NOTIFICATIONS_URL",
+    "REGISTRY_PROMETHEUS_ENABLED",
+    "REGISTRY_REDIS_URL",
+    "REGISTRY_S3_ACCESS_KEY",
+    "REGISTRY_S3_BUCKET",
+    "REGISTRY_S3_ENDPOINT",
+    "REGISTRY_S3_REDIRECT",
+    "REGISTRY_S3_REGION",
+    "REGISTRY_S3_ROOT_DIRECTORY",
+    "REGISTRY_S3_SECRET_KEY",
+    "REGISTRY_STORAGE",
+    "REGISTRY_TLS_CERTIFICATE",
+    "REGISTRY_TLS_KEY",
+    "REGISTRY_UPLOAD_PURGING_AGE",
+    "REGISTRY_UPLOAD_PURGING_INTERVAL",
+]
+
+# "filesystem" (REGISTRY_STORAGE_DIR) or "s3".
+REGISTRY_STORAGE = env("REGISTRY_STORAGE", "filesystem")
+REGISTRY_S3_BUCKET = env("REGISTRY_S3_BUCKET", "")
+REGISTRY_S3_REGION = env("REGISTRY_S3_REGION", "us-east-1")
+# An S3-compatible store's URL (http:// means no TLS to it); empty for AWS itself.
+REGISTRY_S3_ENDPOINT = env("REGISTRY_S3_ENDPOINT", "")
+REGISTRY_S3_ACCESS_KEY = env("REGISTRY_S3_ACCESS_KEY", "")
+REGISTRY_S3_SECRET_KEY = env("REGISTRY_S3_SECRET_KEY", "")
+REGISTRY_S3_ROOT_DIRECTORY = env("REGISTRY_S3_ROOT_DIRECTORY", "")
+# Send clients to the bucket (presigned URLs) for blobs instead of proxying them: only when
+# every client can reach the bucket.
+REGISTRY_S3_REDIRECT = env_bool("REGISTRY_S3_REDIRECT", False)
+# redis://[:password@]host[:port][/db]: the blob-descriptor cache the registry's replicas share.
+REGISTRY_REDIS_URL = env("REGISTRY_REDIS_URL", "")
+# Abandoned uploads older than the age are deleted, checked every interval (Go durations).
+REGISTRY_UPLOAD_PURGING_AGE = env("REGISTRY_UPLOAD_PURGING_AGE", "168h")
+REGISTRY_UPLOAD_PURGING_INTERVAL = env("REGISTRY_UPLOAD_PURGING_INTERVAL", "24h")
+# Where the registry posts its events, with "Authorization: Bearer <token>"; off until set.
+REGISTRY_NOTIFICATIONS_URL = env("REGISTRY_NOTIFICATIONS_URL", "")
+REGISTRY_NOTIFICATIONS_TOKEN = env("REGISTRY_NOTIFICATIONS_TOKEN", "")
+# PEM files: the registry then serves HTTPS itself.
+REGISTRY_TLS_CERTIFICATE = env("REGISTRY_TLS_CERTIFICATE", "")
+REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")
+# Distribution's own metrics at /metrics on its debug listener: REGISTRY_DEBUG_ADDR, or
+# 127.0.0.1 and the registry's port + 1 (loopback only either way).
+REGISTRY_PROMETHEUS_ENABLED = env_bool("REGISTRY_PROMETHEUS_ENABLED", False)
