@@ -7,8 +7,22 @@ WITH_ENV := .venv/bin/honcho run
 
 .PHONY: help run test test-fast faults lint demo clean
 
+# The development stack's ports and local state. Another instance beside the first:
+#   PORT=8100 REGISTRY_PORT=5100 CONTROLPLANE_VAR_DIR=/tmp/cp2 make run   (and make demo alike)
+PORT ?= 8000
+REGISTRY_PORT ?= 5000
+CONTROLPLANE_VAR_DIR ?= var
+override CONTROLPLANE_VAR_DIR := $(abspath $(CONTROLPLANE_VAR_DIR))
+export CONTROLPLANE_VAR_DIR
+# DEBUG is off unless DJANGO_DEBUG=true (controlplane/env.py): every target here is development.
+export DJANGO_DEBUG ?= true
+run demo: export WEB_PORT := $(PORT)
+run demo: export REGISTRY_URL ?= http://127.0.0.1:$(REGISTRY_PORT)
+run demo: export REGISTRY_TOKEN_REALM ?= http://127.0.0.1:$(PORT)/registry/token
+
 help:
-	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000)"
+	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000);"
+	@echo "            PORT, REGISTRY_PORT and CONTROLPLANE_VAR_DIR (default var/) move them"
 	@echo "make test   run the test suite"
 	@echo "make test-fast  the tests that start no process, live server or browser (-m 'not integration')"
 	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/fault-report.md"
@@ -31,8 +45,9 @@ run: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES)
 	$(WITH_ENV) $(PY) manage.py registry_keys init
 	$(WITH_ENV) $(PY) manage.py migrate --noinput
-	@mkdir -p var/registry && chmod 700 var  # private, also when an older checkout made it 0755
-	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > var/registry/config.yml
+	@# private, also when an older checkout made it 0755
+	@mkdir -p "$(CONTROLPLANE_VAR_DIR)/registry" && chmod 700 "$(CONTROLPLANE_VAR_DIR)"
+	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > "$(CONTROLPLANE_VAR_DIR)/registry/config.yml"
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed

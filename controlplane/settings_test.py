@@ -9,6 +9,9 @@ import os
 import socket
 from pathlib import Path
 
+# The tests run as development does (DEBUG unset means production since issue 14): the embedded
+# defaults for what a test does not set; child processes (Celery workers) inherit it.
+os.environ.setdefault("DJANGO_DEBUG", "true")
 _var = Path(os.environ.get("CONTROLPLANE_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
 os.environ.setdefault("CELERY_FILESYSTEM_DIR", str(_var / "test-celery"))
 os.environ.setdefault("REGISTRY_STORAGE_DIR", str(_var / "test-registry"))
