@@ -76,7 +76,7 @@ lint: .venv/.installed
 
 demo: .venv/.installed
 	@scripts/ensure-packages $(CLIENT_PACKAGES)
-	$(WITH_ENV) $(PY) manage.py demo
+	$(WITH_ENV) $(PY) manage.py demo --api-url http://127.0.0.1:$(PORT)
 
 clean:
 	rm -rf var
