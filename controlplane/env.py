@@ -2,8 +2,13 @@
 
 Every variable has an embedded default that works on a developer machine, unless it is marked
 ``required_in_production``: then a missing value stops the process at start-up when
-``DJANGO_DEBUG`` is false, instead of failing later on the first request that needs it.
-``.env.example`` lists every variable read here.
+``DJANGO_DEBUG`` is not ``true``, instead of failing later on the first request that needs it.
+The settings read every variable first and call :func:`raise_for_missing` last, so one message
+names every missing variable at once. ``.env.example`` lists every variable read here.
+
+DEBUG is off unless ``DJANGO_DEBUG=true``: a process started with nothing set is a production
+process (secret key, hosts, database and broker required), never one that lists every route on
+an unknown URL. The development stack (``make run``) and the tests set it.
 """
 
 from __future__ import annotations
@@ -63,14 +68,13 @@ def env(
     """Return the environment variable ``name`` converted by ``cast``, or ``default``.
 
     With ``required_in_production``, a missing value is an error when ``DJANGO_DEBUG`` is false:
-    the default is for a developer machine only.
+    the default is for a developer machine only. The error waits for :func:`raise_for_missing`,
+    so that it names every missing variable; until then the default stands in.
     """
     raw = os.environ.get(name)
     if raw is None or raw == "":
-        if required_in_production and not DEBUG:
-            raise ImproperlyConfigured(
-                f"{name} must be set when DJANGO_DEBUG is false (see .env.example)."
-            )
+        if required_in_production and not DEBUG and name not in _missing:
+            _missing.append(name)
         return default
     if cast is None:
         return raw  # type: ignore[return-value]
@@ -96,5 +100,23 @@ def env_list(name: str, default: list[str], *, required_in_production: bool = Fa
     return env(name, default, _parse_list, required_in_production=required_in_production)
 
 
-# DEBUG is read first and by itself: it decides how every other variable falls back.
-DEBUG: bool = _parse_bool(os.environ.get("DJANGO_DEBUG", "true"))
+def missing_required() -> list[str]:
+    """The variables required in production that were read and found missing, in order."""
+    return list(_missing)
+
+
+def raise_for_missing() -> None:
+    """ImproperlyConfigured naming every required variable found missing so far, if any."""
+    if not _missing:
+        return
+    names = _missing[0] if len(_missing) == 1 else f"{', '.join(_missing[:-1])} and {_missing[-1]}"
+    raise ImproperlyConfigured(
+        f"{names} must be set when DJANGO_DEBUG is false (see .env.example). On a development "
+        "machine, set DJANGO_DEBUG=true instead (make run and make demo do)."
+    )
+
+
+_missing: list[str] = []
+# DEBUG is read first and by itself: it decides how every other variable falls back. Only
+# DJANGO_DEBUG=true (or 1, yes, on) turns it on; unset is production.
+DEBUG: bool = _parse_bool(os.environ.get("DJANGO_DEBUG", "false"))

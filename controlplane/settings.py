@@ -13,7 +13,16 @@ import dj_database_url
 import django_stubs_ext
 
 from controlplane.env import DEBUG as _DEBUG
-from controlplane.env import env, env_float, env_int, env_list, loopback_address
+from controlplane.env import (
+    env,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    loopback_address,
+    missing_required,
+    raise_for_missing,
+)
 from controlplane.local_state import private_directory
 
 # Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
@@ -57,6 +66,10 @@ MIDDLEWARE = [
     # First, so that every answer under CORS_URLS_REGEX carries the headers, errors included.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, Swagger UI's) from the web process itself, before the session:
+    # gzip/brotli variants and far-future caching of the hashed names collectstatic writes.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "controlplane.security.ContentSecurityPolicyMiddleware",
     "controlplane.api.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -97,8 +110,10 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # var/ and what it holds are the service user's alone (controlplane/local_state.py).
-    private_directory(Path(DATABASES["default"]["NAME"]).parent)
+    # var/ and what it holds are the service user's alone (controlplane/local_state.py). A
+    # production process missing its DATABASE_URL stops at the end of this file: create nothing.
+    if not missing_required():
+        private_directory(Path(DATABASES["default"]["NAME"]).parent)
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -128,15 +143,12 @@ else:
 # --- Celery ---------------------------------------------------------------------------------
 # CELERY_BROKER_URL (or, failing that, REDIS_URL) selects Redis. The embedded default is kombu's
 # filesystem transport: one folder that the web process writes to and the worker reads from.
-CELERY_BROKER_URL = env(
-    "CELERY_BROKER_URL",
-    REDIS_URL or "filesystem://localhost//",
-    required_in_production=not REDIS_URL,
-)
+# Not required by itself: production requires REDIS_URL, which it falls back to.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("CELERY_FILESYSTEM_DIR", str(VAR_DIR / "celery")))
-    for _sub in ("queue", "processed", "control"):
+    for _sub in ("queue", "processed", "control") if not missing_required() else ():
         private_directory(_broker_dir / _sub)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
@@ -306,11 +318,37 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `manage.py collectstatic` writes here (the image does it at build time); WhiteNoise serves it.
+STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
+if not DEBUG:
+    # Content-hashed names, compressed copies, cached for a year by browsers. It needs the
+    # manifest collectstatic writes: a production process serves only collected files.
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {
+            "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage",
+        },
+    }
 
 # --- Security (production) ------------------------------------------------------------------
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# TLS ends in front of the service (a load balancer or ingress), so the settings that depend on
+# it come from the environment; docs/operations.md#running-in-production lists the values that
+# make `manage.py check --deploy` clean. The probes and metrics answer over plain HTTP inside the
+# cluster, never redirected.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Trust X-Forwarded-Proto: https only behind a proxy that sets it on every request (and strips a
+# client's own), or any client could claim to be on HTTPS.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False)
+    else None
+)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -327,3 +365,8 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Required variables ---------------------------------------------------------------------
+# Last, after every variable has been read: one message names every required variable that is
+# missing (controlplane.env), rather than one per start-up attempt. Keep this at the end.
+raise_for_missing()

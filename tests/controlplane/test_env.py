@@ -69,8 +69,8 @@ def run_settings(**environment: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.integration  # run_settings starts a Python process
-def test_with_no_variables_the_project_runs_on_its_embedded_default(tmp_path: Path) -> None:
-    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path))
+def test_with_debug_on_the_project_runs_on_its_embedded_default(tmp_path: Path) -> None:
+    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path), DJANGO_DEBUG="true")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",
@@ -84,6 +84,7 @@ def test_with_no_variables_the_project_runs_on_its_embedded_default(tmp_path: Pa
 def test_database_url_and_redis_url_switch_to_the_production_components(tmp_path: Path) -> None:
     result = run_settings(
         CONTROLPLANE_VAR_DIR=str(tmp_path),
+        DJANGO_DEBUG="true",
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/controlplane",
         REDIS_URL="redis://127.0.0.1:6379/0",
     )
@@ -134,3 +135,65 @@ def test_production_writes_nothing_to_the_local_state_folder(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "django.db.backends.postgresql"
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.integration  # run_settings starts a Python process
+def test_with_no_variables_debug_is_off_and_every_missing_variable_is_named_at_once(
+    tmp_path: Path,
+) -> None:
+    result = run_settings(CONTROLPLANE_VAR_DIR=str(tmp_path / "var"))
+    assert result.returncode == 1
+    assert (
+        "django.core.exceptions.ImproperlyConfigured: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, "
+        "DATABASE_URL, REDIS_URL, REGISTRY_TOKEN_REALM and REGISTRY_KEYS_DIR must be set when "
+        "DJANGO_DEBUG is false (see .env.example)." in result.stderr
+    )
+    assert result.stderr.count("ImproperlyConfigured:") == 1
+    # Stopped before the embedded default's SQLite file or broker folders were made.
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("raw", ["", "false", "0"])
+@pytest.mark.integration  # run_settings starts a Python process
+def test_only_django_debug_true_turns_debug_on(tmp_path: Path, raw: str) -> None:
+    environment = {**PRODUCTION, "DJANGO_DEBUG": raw}
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "CONTROLPLANE_VAR_DIR": str(tmp_path),
+            **environment,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
+
+
+def test_the_missing_variables_message_names_them_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(env, "DEBUG", False)
+    monkeypatch.setattr(env, "_missing", [])
+    for name in ("CONTROLPLANE_TEST_A", "CONTROLPLANE_TEST_B", "CONTROLPLANE_TEST_C"):
+        monkeypatch.delenv(name, raising=False)
+        assert env.env(name, "default", required_in_production=True) == "default"
+    env.env("CONTROLPLANE_TEST_A", "again", required_in_production=True)
+    assert env.missing_required() == [
+        "CONTROLPLANE_TEST_A",
+        "CONTROLPLANE_TEST_B",
+        "CONTROLPLANE_TEST_C",
+    ]
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        env.raise_for_missing()
+    assert str(excinfo.value).startswith(
+        "CONTROLPLANE_TEST_A, CONTROLPLANE_TEST_B and CONTROLPLANE_TEST_C must be set when "
+        "DJANGO_DEBUG is false (see .env.example)."
+    )
