@@ -8,14 +8,16 @@ they cannot drift apart.
 
 Whatever the database holds, a job never receives a reserved name
 (``clusters.selectors.variable_reserved``: ``LD_PRELOAD``, ``BASH_ENV``, the agent's own
-``BUILDKITE_AGENT_*`` ...) or a value with a NUL character: ``agent_environment_set`` refuses
-them, but a row can reach the table another way (a migration, the shell, a restored backup), and
-this is the last place before a job evaluates it.
+``BUILDKITE_AGENT_*`` ...), a name that is not an upper-case shell name (``SHELL_NAME``), or a
+value with a NUL character: ``agent_environment_set`` and the table's constraint refuse them,
+but a row can reach the table another way (a migration, the shell, a restored backup, a database
+without the constraint), and this is the last place before a job evaluates it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,10 @@ from clusters.selectors import (
 )
 
 logger = logging.getLogger("clusters.job_environment")
+
+#: What the agent hook takes as a name (its ``export NAME=$'value'`` line check): a row named
+#: otherwise (lower case, a space) would make the hook refuse the whole environment.
+SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,13 @@ class JobEnvironment:
 
 def job_environment(queue: Queue) -> JobEnvironment:
     """What a job on ``queue`` receives (one query, for the cluster's published variables, on a
-    hosted queue; ``queue.cluster`` should be loaded already). Reserved names and NUL values are
-    left out, and logged for the operators."""
+    hosted queue; ``queue.cluster`` should be loaded already). Reserved names, names that are not
+    upper-case shell names and NUL values are left out, and logged for the operators."""
     entries = []
     for entry in agent_environment_for_queue(queue=queue):
         computed = entry.source == PLATFORM_SOURCE  # never a stored row (the selector)
-        if not computed and (variable_reserved(entry.name) or "\x00" in entry.value):
+        unfit = not SHELL_NAME.fullmatch(entry.name) or "\x00" in entry.value
+        if not computed and (unfit or variable_reserved(entry.name)):
             logger.warning(
                 "job_environment.variable_withheld",
                 extra={

@@ -10,8 +10,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clusters import services
+from clusters import job_environment, services
 from clusters.models import AgentEnvironmentVariable, ClusterAgentToken
+from clusters.selectors import EnvironmentEntry
 from tests.clusters.factories import ClusterAgentTokenFactory, ClusterFactory, QueueFactory
 from tests.support.query_counts import expected_queries
 
@@ -242,3 +243,24 @@ def test_reserved_names_in_the_database_are_never_served_over_http(live_server, 
 def test_the_hooks_own_names_cannot_be_published(queue, name: str) -> None:
     with pytest.raises(ValidationError, match="reserved"):
         services.agent_environment_set(cluster=queue.cluster, name=name, value="x", source="t")
+
+
+@pytest.mark.parametrize("name", ["lower_case", "HAS SPACE", "1LEADING_DIGIT", "NAME\n"])
+def test_names_the_hook_would_refuse_are_withheld_not_served(
+    agent, queue, monkeypatch, name: str
+) -> None:
+    """A row the table's constraint should have refused (a database restored without it) would
+    make the hook refuse the whole environment: it is withheld instead."""
+
+    def with_a_bad_row(*, queue):
+        return [*job_environment_for_queue(queue=queue), EnvironmentEntry(name, "x", "test")]
+
+    job_environment_for_queue = job_environment.agent_environment_for_queue
+    monkeypatch.setattr(job_environment, "agent_environment_for_queue", with_a_bad_row)
+
+    as_json = agent.get(URL, {"queue": "linux-small"}).json()
+    as_shell = agent.get(URL, {"queue": "linux-small", "format": "shell"}).content.decode()
+
+    assert name not in as_json["env"]
+    assert "BUILDKITE_HOSTED_REGISTRY_URL" in as_json["env"]
+    assert all(line.startswith(("#", "export BUILDKITE_")) for line in as_shell.splitlines())
