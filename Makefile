@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # `honcho run` loads .env (if there is one) first, so every step sees the same settings.
 WITH_ENV := .venv/bin/honcho run
 
-.PHONY: help run test test-fast faults lint demo clean
+.PHONY: help run test test-fast faults lint demo image clean
 
 # The development stack's ports and local state. Another instance beside the first:
 #   PORT=8100 REGISTRY_PORT=5100 CONTROLPLANE_VAR_DIR=/tmp/cp2 make run   (and make demo alike)
@@ -28,6 +28,7 @@ help:
 	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/fault-report.md"
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
+	@echo "make image  build the container image (deploy/README.md) into var/image/"
 
 .venv/.installed: requirements.txt requirements-dev.txt
 	@scripts/ensure-venv
@@ -36,6 +37,8 @@ help:
 # the browser the console's tests drive.
 RUN_PACKAGES := docker-registry
 CLIENT_PACKAGES := skopeo buildah podman busybox-static
+# The image's Debian base is made with mmdebstrap; buildah builds on it (tests/deploy/test_image.py).
+IMAGE_PACKAGES := mmdebstrap buildah
 BROWSER_PACKAGES := chromium
 # The fault-injection tests run a private PostgreSQL and Redis of their own (initdb, redis-server).
 FAULT_PACKAGES := postgresql redis-server
@@ -51,7 +54,8 @@ run: .venv/.installed
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed
-	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES) $(FAULT_PACKAGES)
+	@scripts/ensure-packages $(RUN_PACKAGES) $(CLIENT_PACKAGES) $(BROWSER_PACKAGES) $(FAULT_PACKAGES) \
+		$(IMAGE_PACKAGES)
 	.venv/bin/pytest
 
 # The fast loop: no registry, worker, container client, subprocess, live server or browser
@@ -77,6 +81,12 @@ lint: .venv/.installed
 demo: .venv/.installed
 	@scripts/ensure-packages $(CLIENT_PACKAGES)
 	$(WITH_ENV) $(PY) manage.py demo --api-url http://127.0.0.1:$(PORT)
+
+# The image, in a private buildah store under var/image/ and as a docker-archive beside it
+# (podman load / docker load). Needs root, the Debian mirror and PyPI; nothing is pulled.
+image:
+	@scripts/ensure-packages $(IMAGE_PACKAGES)
+	deploy/build-image --store var/image/store --output var/image/controlplane.tar
 
 clean:
 	rm -rf var
