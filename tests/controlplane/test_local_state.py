@@ -68,14 +68,15 @@ def test_other_databases_are_left_alone(tmp_path: Path) -> None:
 
 
 def _embedded_default(var: Path) -> dict[str, str]:
-    """The environment of a fresh checkout: no configuration, local state in ``var``."""
+    """The environment of a fresh checkout under `make run`: no configuration but the
+    DJANGO_DEBUG=true the Makefile sets, local state in ``var``."""
     clean = {
         k: v
         for k, v in os.environ.items()
         if k not in CONFIGURATION and k != "DJANGO_LIVE_TEST_SERVER_ADDRESS"
     }
     return {**clean, "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-            "CONTROLPLANE_VAR_DIR": str(var)}  # fmt: skip
+            "DJANGO_DEBUG": "true", "CONTROLPLANE_VAR_DIR": str(var)}  # fmt: skip
 
 
 def _under_umask_022() -> None:

@@ -47,7 +47,7 @@ def test_the_hook_exports_the_job_environment_and_never_runs_a_value(
     canary = tmp_path / "pwned"
     hostile = f'it\'s $(touch {canary}) `touch {canary}` "x" \\ \nline two\t\x1b[0m'
     services.agent_environment_set(
-        cluster=hosted_queue.cluster, name="HOSTILE", value=hostile, source="test"
+        cluster=hosted_queue.cluster, name="BUILDKITE_HOSTILE", value=hostile, source="test"
     )
     _, secret = services.agent_token_create(cluster=hosted_queue.cluster, description="hook")
     token_file = tmp_path / "cluster-token"
@@ -68,7 +68,7 @@ def test_the_hook_exports_the_job_environment_and_never_runs_a_value(
     assert env["BUILDKITE_COMPUTE_TYPE"] == "hosted"
     assert env["BUILDKITE_CLUSTER_ID"] == str(hosted_queue.cluster.pk)
     assert env["BUILDKITE_CLUSTER_NAME"] == "Open Source"
-    assert env["HOSTILE"] == hostile
+    assert env["BUILDKITE_HOSTILE"] == hostile
     assert not canary.exists()
 
 
@@ -150,7 +150,7 @@ def test_the_hook_says_what_to_set_when_it_is_not_configured() -> None:
     assert result.returncode == 1
     assert result.stderr == (
         "controlplane environment hook: CONTROLPLANE_URL is not set; "
-        "set it in the agent's environment.\n"
+        f"write it to {HOOK.parent}/controlplane.conf.\n"
     )
     result = source_hook(
         {"CONTROLPLANE_URL": "http://127.0.0.1:1", "CONTROLPLANE_AGENT_TOKEN_FILE": "/nonexistent"}

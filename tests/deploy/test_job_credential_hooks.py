@@ -139,7 +139,9 @@ def test_the_hook_refuses_reserved_names_whatever_the_server_sends(
             "CONTROLPLANE_URL",
             "DOCKER_CONFIG",
             "PATH",
+            "ALL_PROXY",
             "FINE",
+            "BUILDKITE_FINE",
         )
     )
     result, (job, _) = run_job(
@@ -147,13 +149,19 @@ def test_the_hook_refuses_reserved_names_whatever_the_server_sends(
     )
 
     assert result.returncode == 0, result.stderr
-    assert job["FINE"] == f"{tmp_path}/evil"
-    for name in ("LD_PRELOAD", "BASH_ENV", "PROMPT_COMMAND", "BUILDKITE_AGENT_ACCESS_TOKEN"):
+    assert job["BUILDKITE_FINE"] == f"{tmp_path}/evil"
+    # Only BUILDKITE_* names are taken (issue 13 review, item 2), and none of the agent's own.
+    for name in ("LD_PRELOAD", "BASH_ENV", "PROMPT_COMMAND", "ALL_PROXY", "FINE"):
         assert name not in job
         assert (
-            f"controlplane environment hook: refusing {name}: a job must not receive it from "
-            "the control plane.\n"
+            f"controlplane environment hook: refusing {name}: only BUILDKITE_* names are taken "
+            "from the control plane.\n"
         ) in result.stderr
+    assert "BUILDKITE_AGENT_ACCESS_TOKEN" not in job
+    assert (
+        "controlplane environment hook: refusing BUILDKITE_AGENT_ACCESS_TOKEN: a job must not "
+        "receive it from the control plane.\n"
+    ) in result.stderr
     assert job["CONTROLPLANE_URL"] == impostor.url
     assert job["PATH"] == "/usr/local/bin:/usr/bin:/bin"
     assert "DOCKER_CONFIG" not in job
@@ -195,7 +203,12 @@ def test_no_credential_means_no_auth_file_and_the_job_goes_on_unless_fail_closed
         assert result.returncode == 0
         assert "warning: " in result.stderr
         assert "answered 501 to the registry credential request" in result.stderr
+        assert "the job goes on without a registry credential (BUILDKITE_HOSTED_REGISTRY_URL" in (
+            result.stderr
+        )
         assert "DOCKER_CONFIG" not in dumps[0]
+        # No URL to push to without a credential for it (issue 13 review, item 6).
+        assert "BUILDKITE_HOSTED_REGISTRY_URL" not in dumps[0]
     assert list(tmp_path.iterdir()) == []
 
 
