@@ -7,6 +7,8 @@ broker under ``var/``, a local-memory cache, and a registry on 127.0.0.1:5000. `
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -63,6 +65,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz and /metrics, answered before host checks and SSL redirects: probes and
+    # scrapers reach a pod by its address, over HTTP (controlplane/health.py).
+    "controlplane.health.ProbeMiddleware",
     # First, so that every answer under CORS_URLS_REGEX carries the headers, errors included.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -210,6 +215,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat's default scheduler, stamping a heartbeat for `manage.py probe beat` (controlplane/probes).
+CELERY_BEAT_SCHEDULER = "controlplane.probes:HeartbeatScheduler"
 
 # --- Registry -------------------------------------------------------------------------------
 # REGISTRY_URL is where the control plane reaches the registry's HTTP API. REGISTRY_PUBLIC_HOST is
@@ -351,6 +358,24 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Health and metrics (docs/operations.md#health-and-probes) ------------------------------
+# /readyz gives each check this long. /metrics answers only `Authorization: Bearer
+# <METRICS_TOKEN>`, and 404 without one. Every process writes its metrics into
+# PROMETHEUS_MULTIPROC_DIR and /metrics adds them up; prometheus-client reads the variable when
+# it is first imported, after the settings. The worker and beat stamp heartbeats in
+# PROBE_HEARTBEAT_DIR for `manage.py probe`.
+HEALTH_CHECK_TIMEOUT_SECONDS = env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0)
+METRICS_TOKEN = env("METRICS_TOKEN", "")
+# A Celery worker or beat serves its host's metrics on this port too (0: not at all).
+METRICS_PORT = env_int("METRICS_PORT", 0)
+PROMETHEUS_MULTIPROC_DIR = env(
+    "PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics") if DEBUG else ""
+)
+if PROMETHEUS_MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+    private_directory(Path(PROMETHEUS_MULTIPROC_DIR))
+PROBE_HEARTBEAT_DIR = env("PROBE_HEARTBEAT_DIR", str(VAR_DIR) if DEBUG else tempfile.gettempdir())
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")

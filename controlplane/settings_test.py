@@ -16,6 +16,8 @@ _var = Path(os.environ.get("CONTROLPLANE_VAR_DIR", Path(__file__).resolve().pare
 os.environ.setdefault("CELERY_FILESYSTEM_DIR", str(_var / "test-celery"))
 os.environ.setdefault("REGISTRY_STORAGE_DIR", str(_var / "test-registry"))
 os.environ.setdefault("REGISTRY_KEYS_DIR", str(_var / "test-registry-keys"))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "test-metrics"))
+os.environ.setdefault("PROBE_HEARTBEAT_DIR", str(_var / "test-heartbeat"))
 
 
 def _free_port() -> int:

@@ -20,3 +20,23 @@ class RegistriesConfig(AppConfig):
             receivers.on_cluster_deleted, dispatch_uid="registries.on_cluster_deleted"
         )
         checks.register()
+        _register_health_and_metrics()
+
+
+def _register_health_and_metrics() -> None:
+    """``/readyz`` checks the signing key and the registry too; ``/metrics`` counts registries
+    by state when it is scraped (controlplane/health.py, controlplane/metrics.py)."""
+    from controlplane import health, metrics
+    from registries import selectors
+    from registries.services import readiness_registry, readiness_signing_key
+
+    health.register_check("signing_key", readiness_signing_key)
+    health.register_check("registry", readiness_registry)
+    metrics.register_reader(
+        metrics.GaugeReader(
+            "controlplane_registries",
+            "Registries by state, read from the database when scraped.",
+            "state",
+            selectors.registries_by_state,  # type: ignore[arg-type]
+        )
+    )

@@ -96,6 +96,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def metrics_files() -> None:
+    """The metrics files of earlier runs go (PROMETHEUS_MULTIPROC_DIR, the tests' own): tests
+    compare scrapes, but every file is read by every scrape."""
+    for path in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        path.unlink()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def registry_keys() -> KeyStore:
     """The CA and signing key of REGISTRY_KEYS_DIR (the tests' own), created once."""
     store = key_store()

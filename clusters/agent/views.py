@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
+from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -14,6 +15,7 @@ from clusters.agent.authentication import ClusterAgentTokenAuthentication
 from clusters.agent.renderers import ShellExportRenderer
 from clusters.job_environment import job_environment
 from clusters.models import ClusterAgentToken
+from controlplane import metrics
 
 
 class QueueRequired(exceptions.APIException):
@@ -31,6 +33,11 @@ class AgentEnvironmentView(APIView):
 
     authentication_classes = [ClusterAgentTokenAuthentication]
     renderer_classes = [JSONRenderer, ShellExportRenderer]
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = super().dispatch(request, *args, **kwargs)
+        metrics.AGENT_ENVIRONMENT_REQUESTS.labels(metrics.http_outcome(response.status_code)).inc()
+        return response
 
     def get(self, request: Request) -> Response:
         token = cast(ClusterAgentToken, request.auth)  # the only authentication class

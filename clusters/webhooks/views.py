@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from django.http.response import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -12,6 +14,10 @@ from rest_framework.views import APIView
 
 from clusters.webhooks import payloads, signing
 from clusters.webhooks.delivery import webhook_delivery_receive
+from controlplane import metrics
+
+#: The ``X-Delivery-Repeated`` header of a 200 -> the delivery's outcome; no header: a ping.
+REPEATED_OUTCOMES = {"true": "repeated", "false": "applied", None: "ping"}
 
 
 class BuildkiteWebhookView(APIView):
@@ -28,6 +34,11 @@ class BuildkiteWebhookView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     parser_classes: list[type] = []  # the signature is over the raw body: it is read as bytes
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = super().dispatch(request, *args, **kwargs)
+        metrics.WEBHOOK_DELIVERIES.labels(delivery_outcome(response)).inc()
+        return response
 
     def post(self, request: Request, org_slug: str) -> Response:
         body = request.body
@@ -70,3 +81,13 @@ class BuildkiteWebhookView(APIView):
             verified=verified,
         )
         return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})
+
+
+def delivery_outcome(response: HttpResponseBase) -> str:
+    """``controlplane_webhook_deliveries_total``'s outcome: applied, repeated or ping (200),
+    refused (401: signature or token), invalid (400, 413, 422), error (anything else)."""
+    if response.status_code == 200:
+        return REPEATED_OUTCOMES.get(response.get("X-Delivery-Repeated"), "applied")
+    if response.status_code == 401:
+        return "refused"
+    return "invalid" if response.status_code in (400, 413, 422) else "error"

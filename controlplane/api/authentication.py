@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection
 
+from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.request import Request
 
 
-def authorization_header(request: Request) -> tuple[str, str] | None:
+def authorization_header(request: Request | HttpRequest) -> tuple[str, str] | None:
     """The scheme (lower case) and the credentials of ``Authorization: <scheme> <credentials>``
     (as sent, possibly empty); None without the header."""
     # Read as the server passed it (a str of latin-1 characters under WSGI): DRF's

@@ -30,6 +30,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from controlplane import metrics
 from registries.reconciler.lease import lease_acquire, lease_holder, lease_release, this_process
 from registries.reconciler.repairs import (
     registries_claim_due,
@@ -78,11 +79,13 @@ class ReconcileReport:
 def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
     """Run one reconcile pass, unless another holds the lease."""
     holder = holder or this_process()
+    elapsed = metrics.stopwatch()
     # No pass outlives the task's hard time limit; then the lease frees itself.
     ttl = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
     if not lease_acquire(RECONCILER_LEASE, holder=holder, ttl=ttl):
         report = ReconcileReport(skipped_because_held_by=lease_holder(RECONCILER_LEASE))
         logger.info("reconcile.skipped", extra={"held_by": report.skipped_because_held_by})
+        metrics.RECONCILE_SECONDS.labels("skipped").observe(elapsed())
         return report
     report = ReconcileReport()
     try:
@@ -93,6 +96,10 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
         _retry_failed(report)
     finally:
         lease_release(RECONCILER_LEASE, holder=holder)
+    metrics.RECONCILE_SECONDS.labels("ran").observe(elapsed())
+    for repair in ("created", "enqueued", "republished", "retried"):
+        if repaired := getattr(report, repair):
+            metrics.RECONCILE_REPAIRS.labels(repair).inc(len(repaired))
     log = logger.warning if report.repairs else logger.info
     log(
         "reconcile.pass",

@@ -5,7 +5,7 @@ surface (``from registries.services import registry_provision``).
   enqueueing, creation and retry;
 - ``provisioning``: an attempt from ``pending`` to ``ready``;
 - ``deprovisioning``: from a deletion to ``deleted``;
-- ``health``: the backend check, "verify now" and the health canary;
+- ``health``: the backend check, "verify now", the health canary and the readiness checks;
 - ``job_credentials``: the registry credentials jobs get instead of the agent token.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
@@ -19,6 +19,8 @@ from registries.services.deprovisioning import (
 from registries.services.health import (
     CanaryResult,
     backend_check,
+    readiness_registry,
+    readiness_signing_key,
     registry_canary,
     registry_verify,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "backoff_seconds",
     "job_credential_create",
     "job_credential_revoke",
+    "readiness_registry",
+    "readiness_signing_key",
     "reconcile_interval",
     "registry_canary",
     "registry_create_for_cluster",

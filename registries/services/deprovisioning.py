@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clusters.interface import agent_environment_unset
+from controlplane import metrics
 from registries import conditions
 from registries.conditions import SyncedCondition
 from registries.drivers import get_driver
@@ -98,6 +99,7 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         registry.save(update_fields=["attempts", "next_attempt_at", "attempt_deadline"])
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.deprovision.started", extra=log_extra)
+    metrics.ATTEMPTS.labels("deprovision").inc()
     try:
         deleted = get_driver(registry.driver).deprovision(namespace=registry.namespace)
         with transaction.atomic():

@@ -1,5 +1,6 @@
 """Health: whether a registry's backend answers and trusts our tokens (``backend_check``, "verify
-now" in the console) and the health canary of a ready registry. None of these changes a state."""
+now" in the console), the health canary of a ready registry, and the registries app's readiness
+checks for ``/readyz`` (controlplane/health.py). None of these changes a state."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import requests
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane import metrics
 from registries import conditions
-from registries.drivers import DriverError, get_driver
+from registries.drivers import DriverError, RegistryUnavailable, get_driver
+from registries.keys import key_store
 from registries.locks import registry_lock
 from registries.models import Registry, State
 
@@ -66,6 +71,9 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
         # Tenants read ``seen`` (the API's canary and Ready); operators the detail too.
         seen, detail, ok = exc.public, exc.detail, False
     result = CanaryResult(ok=ok, latency=timedelta(seconds=time.monotonic() - started), seen=seen)
+    outcome = "passed" if ok else "failed"
+    metrics.CANARIES.labels(outcome).inc()
+    metrics.CANARY_SECONDS.labels(outcome).observe(result.latency.total_seconds())
     with transaction.atomic():
         locked = registry_lock(registry_id)
         if locked is None or locked.state != State.READY:
@@ -112,3 +120,21 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
 
 def _milliseconds(duration: timedelta) -> str:
     return f"{duration.total_seconds() * 1000:.0f} ms"
+
+
+def readiness_signing_key() -> None:
+    """``/readyz``: the token service can load its signing key (raises ``SigningKeyMissing``)."""
+    key_store().load()
+
+
+def readiness_registry() -> None:
+    """``/readyz``: the registry answers ``GET /v2/`` (401 without a token, as expected) within
+    ``HEALTH_CHECK_TIMEOUT_SECONDS``. Lighter than ``backend_check``, which also signs a token and
+    asks twice: this runs on every probe."""
+    response = requests.get(
+        f"{settings.REGISTRY_URL}/v2/",
+        timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS,
+        allow_redirects=False,
+    )
+    if response.status_code >= 500:
+        raise RegistryUnavailable(f"GET /v2/ answered {response.status_code}")

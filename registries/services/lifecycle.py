@@ -27,6 +27,7 @@ from django.utils import timezone
 from typing_extensions import TypeIs
 
 from clusters.interface import Cluster
+from controlplane import metrics
 from controlplane.celery import app as celery_app
 from registries import conditions
 from registries.conditions import SyncedCondition
@@ -179,6 +180,8 @@ def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
         last_error=error,
     )
     logger.warning("registry.attempt.failed", extra={"registry_id": str(registry.pk)})
+    operation = "deprovision" if registry.deprovision_requested_at else "provision"
+    metrics.ATTEMPT_FAILURES.labels(operation, "exhausted").inc()
     return AttemptResult(state=State.FAILED, attempts=registry.attempts)
 
 
@@ -259,6 +262,10 @@ def attempt_failed(
         "registry.attempt.retrying" if retry else "registry.attempt.failed",
         extra={**log_extra, "state": working, "error": detail},
     )
+    # Why: the registry did not answer, it refused otherwise, or the error is ours.
+    reason = "registry" if isinstance(exc, DriverError) else "internal"
+    operation = "provision" if working == State.PROVISIONING else "deprovision"
+    metrics.ATTEMPT_FAILURES.labels(operation, "unavailable" if transient else reason).inc()
     return AttemptResult(
         state=registry.state, attempts=registry.attempts, retry=retry, retry_in=delay
     )

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clusters.interface import agent_environment_set
+from controlplane import metrics
 from registries.conditions import SyncedCondition
 from registries.drivers import get_driver
 from registries.locks import registry_lock_with_cluster
@@ -53,6 +54,7 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         )
     log_extra = {"registry_id": str(registry.pk), "attempt": registry.attempts}
     logger.info("registry.provision.started", extra=log_extra)
+    metrics.ATTEMPTS.labels("provision").inc()
 
     try:
         url = get_driver(registry.driver).provision(namespace=registry.namespace)
@@ -84,4 +86,8 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
             registry_id, exc, working=State.PROVISIONING, deadline=deadline, log_extra=log_extra
         )
     logger.info("registry.provision.ready", extra={**log_extra, "url": url})
+    if registry.ready_at is not None:
+        # Created in the transaction of the cluster's first hosted queue.
+        took = (registry.ready_at - registry.created_at).total_seconds()
+        metrics.TIME_TO_READY.labels(registry.driver).observe(took)
     return AttemptResult(state=State.READY, attempts=registry.attempts)
