@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from wsgiref.simple_server import make_server
 
@@ -160,7 +160,7 @@ class GaugeReader(Collector):
     database). A reader that fails leaves its gauge out of that scrape, not the whole answer."""
 
     def __init__(
-        self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]]
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]
     ) -> None:
         self.name, self.documentation, self.label, self.read = name, documentation, label, read
 

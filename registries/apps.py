@@ -37,6 +37,6 @@ def _register_health_and_metrics() -> None:
             "controlplane_registries",
             "Registries by state, read from the database when scraped.",
             "state",
-            selectors.registries_by_state,  # type: ignore[arg-type]
+            selectors.registries_by_state,
         )
     )
