@@ -14,9 +14,9 @@ Everything here is something registries needs from clusters, and nothing more:
   ``agent_token_create``, ``queue_create``);
 - how an agent token's secret is checked (``agent_token_authenticate``: the registry token
   endpoint accepts agent tokens), and where the token may be used from: its IP allow-list
-  (``agent_token_allows(token, address)``; ``agent_token_check_address(token, request)`` raises
-  the agent endpoint's 403 naming the address), so that every endpoint that accepts the token,
-  or a credential made from it, applies the same rule;
+  (``agent_token_check_address(token, request)`` raises the agent endpoint's 403 naming the
+  address), so that every endpoint that accepts the token, or a credential made from it, applies
+  the same rule;
 - how agents authenticate (``ClusterAgentTokenAuthentication``: the agent endpoint that hands a
   job its registry credential accepts the agent token exactly as the agent environment endpoint
   does);
@@ -32,7 +32,6 @@ call into clusters. The clusters app keeps every name importable from where it i
 
 from typing import TYPE_CHECKING, Any
 
-from clusters.ip_allow_lists import agent_token_allows
 from clusters.locks import cluster_lock
 from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
 from clusters.selectors import agent_token_authenticate
@@ -97,7 +96,6 @@ __all__ = [
     "Queue",
     "agent_environment_set",
     "agent_environment_unset",
-    "agent_token_allows",
     "agent_token_authenticate",
     "agent_token_check_address",
     "agent_token_create",

@@ -2,16 +2,17 @@
 string of space-separated IPv4 CIDR blocks (``"202.144.0.0/24 10.0.0.0/8"``), at most 24 of
 them; ``0.0.0.0/0`` (the default) allows every address.
 
-The list is enforced wherever the token is used: the agent environment endpoint
-(``clusters.agent``) and the registry token endpoint (``registries.views``, which reaches
-``agent_token_allows`` through ``clusters.interface``), for the token itself and for any
-credential made from it. The caller's address is ``controlplane.api.client_ip.client_ip``.
+The list is enforced wherever the token is used, by one rule, ``allows``, which
+``clusters.agent.authentication.agent_token_check_address`` applies: on the agent environment
+endpoint and the job credential endpoint (``ClusterAgentTokenAuthentication``), and on the
+registry token endpoint (``registries.views``, through ``clusters.interface``), for the token
+itself and for any credential made from it. The caller's address is
+``controlplane.api.client_ip.client_ip``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Protocol
 
 from django.core.exceptions import ValidationError
 
@@ -20,10 +21,6 @@ MAX_BLOCKS = 24
 #: Every address: the allow-list of a token that restricts nothing.
 ANY_ADDRESS = "0.0.0.0/0"
 FIELD = "allowed_ip_addresses"
-
-
-class HasAllowList(Protocol):
-    allowed_ip_addresses: str
 
 
 def normalized(value: object) -> str:
@@ -72,10 +69,11 @@ def _network(block: str) -> str:
 
 
 def allows(allowed_ip_addresses: str, address: str) -> bool:
-    """Whether ``address`` (the caller's, as ``client_ip`` found it) is inside one of the
-    blocks. ``0.0.0.0/0`` restricts nothing, whatever the address; otherwise only an IPv4
-    address (or an IPv4-mapped IPv6 one) can be inside a block, so an IPv6 caller, or an
-    address that does not parse, is refused."""
+    """Whether a token whose list is ``allowed_ip_addresses`` may be used from ``address`` (the
+    caller's, as ``client_ip`` found it): whether the address is inside one of the blocks.
+    ``0.0.0.0/0`` restricts nothing, whatever the address; otherwise only an IPv4 address (or an
+    IPv4-mapped IPv6 one) can be inside a block, so an IPv6 caller, or an address that does not
+    parse, is refused."""
     blocks = allowed_ip_addresses.split()
     if ANY_ADDRESS in blocks:
         return True
@@ -88,13 +86,6 @@ def allows(allowed_ip_addresses: str, address: str) -> bool:
             return False
         ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(block, strict=False) for block in blocks)
-
-
-def agent_token_allows(token: HasAllowList, address: str) -> bool:
-    """Whether ``token`` (a ``ClusterAgentToken``) may be used from ``address``: the rule the
-    agent environment endpoint and the registry token endpoint apply, to the token and to every
-    credential made from it."""
-    return allows(token.allowed_ip_addresses, address)
 
 
 def refusal(address: str) -> str:

@@ -239,10 +239,6 @@ class ClusterAgentToken(models.Model):
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
 
-    def allows_address(self, address: str) -> bool:
-        """Whether the token may be used from ``address`` (its IP allow-list)."""
-        return ip_allow_lists.allows(self.allowed_ip_addresses, address)
-
 
 class AgentEnvironmentVariable(models.Model):
     """A variable that every job on the cluster's hosted agents receives.

@@ -88,7 +88,8 @@ def principal_for_agent_token(
 ) -> Principal:
     """What a cluster agent token (or a job credential made from it) may do in the registry:
     everything in its cluster's namespace while that registry is ready, and nothing anywhere
-    else (nothing at all before the registry is ready or once it is being deprovisioned)."""
+    else (nothing at all before the registry is ready or once it is being deprovisioned), until
+    the earlier of their expiries."""
     namespace = (
         Registry.objects.ready()
         .filter(cluster_id=token.cluster_id)
@@ -96,26 +97,17 @@ def principal_for_agent_token(
         .first()
     )
     subject = f"cluster:{token.cluster_id}:agent-token:{token.pk}"
+    expiries = [token.expires_at]
     if job_credential is not None:
         subject += f":job-credential:{job_credential.pk}"
+        expiries.append(job_credential.expires_at)
     return Principal(
         subject=subject,
         namespace=namespace,
         agent_token_id=token.pk,
         job_credential_id=None if job_credential is None else job_credential.pk,
+        expires_at=min((e for e in expiries if e is not None), default=None),
     )
-
-
-def principal_for_agent_secret(secret: str) -> Principal | None:
-    """The principal of an active agent token's secret; None for a wrong, expired or revoked one."""
-    token = agent_token_authenticate(secret)
-    return None if token is None else principal_for_agent_token(token)
-
-
-def principal_for_agent_token_id(token_id: uuid.UUID) -> Principal | None:
-    """The principal of an agent token named by a refresh token, if that token is still active."""
-    token = ClusterAgentToken.objects.active().filter(pk=token_id).first()
-    return None if token is None else principal_for_agent_token(token)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ class Principal:
     #: The job credential the principal authenticated with, if any: its refresh tokens name it,
     #: so that they end with it (``registries.services.job_credentials``).
     job_credential_id: uuid.UUID | None = None
+    #: When the credential behind the principal stops working (the earliest of its agent token's
+    #: and its job credential's ``expires_at``); no token issued to it outlives that moment.
+    expires_at: dt.datetime | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -172,6 +175,15 @@ def lifetime_for(access: list[dict[str, Any]]) -> int:
     return int(settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS)
 
 
+def _expiry(principal: Principal, now: int, lifetime: int) -> int:
+    """``now + lifetime``, but never after the principal's credential expires. A revoked
+    credential cannot recall a token already issued: that token works until its ``exp``."""
+    exp = now + lifetime
+    if principal.expires_at is not None:
+        exp = min(exp, int(principal.expires_at.timestamp()))
+    return max(exp, now)
+
+
 def _sign(claims: dict[str, Any]) -> str:
     key = key_store().load().current
     return jwt.encode(
@@ -189,13 +201,16 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
     """
     scopes = list(scopes)
     access = grant(principal, scopes)
-    lifetime = lifetime_for(_grant(principal, scopes, widen=False))
     now = utc_now()
+    exp = _expiry(
+        principal, int(now.timestamp()), lifetime_for(_grant(principal, scopes, widen=False))
+    )
+    lifetime = exp - int(now.timestamp())
     claims = {
         "iss": settings.REGISTRY_TOKEN_ISSUER,
         "sub": principal.subject,
         "aud": settings.REGISTRY_TOKEN_SERVICE,  # a string: Distribution rejects a list
-        "exp": int(now.timestamp()) + lifetime,
+        "exp": exp,
         "nbf": int(now.timestamp()),
         "iat": int(now.timestamp()),
         "jti": uuid.uuid4().hex,
@@ -208,8 +223,9 @@ def refresh_token_issue(principal: Principal) -> str:
     """A refresh token (OAuth2 ``offline`` access) for an agent-token principal.
 
     It names the agent token (and the job credential, for a job's principal), not a secret;
-    using it checks again that they are still valid. Its audience is the issuer itself, so the
-    registry never accepts it, and an access token is never accepted as a refresh token.
+    using it checks again that they are still valid, and it expires with them at the latest.
+    Its audience is the issuer itself, so the registry never accepts it, and an access token is
+    never accepted as a refresh token.
     """
     if principal.agent_token_id is None:
         raise ValueError("Only an agent token's principal gets a refresh token.")
@@ -219,7 +235,7 @@ def refresh_token_issue(principal: Principal) -> str:
             "iss": settings.REGISTRY_TOKEN_ISSUER,
             "sub": principal.subject,
             "aud": settings.REGISTRY_TOKEN_ISSUER,
-            "exp": now + settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS,
+            "exp": _expiry(principal, now, settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS),
             "nbf": now,
             "iat": now,
             "jti": uuid.uuid4().hex,
@@ -244,11 +260,6 @@ class RefreshSubject:
 
     agent_token_id: uuid.UUID
     job_credential_id: uuid.UUID | None = None
-
-
-def refresh_token_agent_token_id(refresh_token: str) -> uuid.UUID:
-    """The agent token a refresh token of ours names. Raises ``InvalidRefreshToken``."""
-    return refresh_token_subject(refresh_token).agent_token_id
 
 
 def refresh_token_subject(refresh_token: str) -> RefreshSubject:

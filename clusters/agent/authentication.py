@@ -38,7 +38,7 @@ def agent_token_check_address(token: ClusterAgentToken, request: Any) -> None:
     the address ``request`` comes from (``controlplane.api.client_ip``). Every endpoint that
     accepts the token, or a credential made from it, calls this."""
     address = client_ip(request)
-    if token.allows_address(address):
+    if ip_allow_lists.allows(token.allowed_ip_addresses, address):
         return
     logger.warning(
         "agent_token.address_refused",

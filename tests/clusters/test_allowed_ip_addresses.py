@@ -8,10 +8,11 @@ import pytest
 import requests
 from django.core.exceptions import ValidationError
 from django.test import RequestFactory, override_settings
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.test import APIClient
 
 from clusters import ip_allow_lists, services
-from clusters.interface import agent_token_allows
+from clusters.interface import agent_token_check_address
 from clusters.ip_allow_lists import allows, normalized
 from clusters.models import ClusterAgentToken
 from controlplane.api.client_ip import client_ip
@@ -126,8 +127,9 @@ def agent(**extra: str) -> APIClient:
 
 
 def test_the_seam_applies_the_tokens_list(restricted) -> None:
-    assert agent_token_allows(restricted, "203.0.113.7")
-    assert not agent_token_allows(restricted, "198.51.100.1")
+    agent_token_check_address(restricted, RequestFactory().get("/", REMOTE_ADDR="203.0.113.7"))
+    with pytest.raises(PermissionDenied, match="198.51.100.1"):
+        agent_token_check_address(restricted, RequestFactory().get("/", REMOTE_ADDR="198.51.100.1"))
 
 
 def test_inside_the_list_the_agent_gets_its_environment(restricted) -> None:

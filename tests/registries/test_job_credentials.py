@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlencode
 
+import jwt
 import pytest
 import requests
 from django.conf import settings
@@ -255,6 +256,43 @@ def test_refresh_tokens_issued_to_a_credential_end_with_it(client, agent, how: s
     response = refresh()
     assert response.status_code == 401
     assert response.json()["message"] == BAD_JOB_CREDENTIAL
+
+
+@pytest.mark.parametrize("whose", ["the credential's", "the agent token's"])
+def test_no_registry_token_outlives_the_credential_it_was_issued_to(
+    client,
+    organization,  # noqa: F811
+    settings,
+    whose: str,
+) -> None:
+    """Revoking a credential cannot recall a JWT already issued (the registry checks only its
+    signature and exp): so no token, access or refresh, expires after the credential would."""
+    settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS = 3600
+    settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 86400
+    if whose == "the credential's":
+        settings.REGISTRY_JOB_CREDENTIAL_TTL_SECONDS = 120
+        agent = make_agent(organization, "Short")
+    else:
+        agent = make_agent(organization, "Short", expires_at=timezone.now() + timedelta(minutes=2))
+    body = credential_of(client, agent)
+    expires_at = int(JobCredential.objects.get(pk=body["id"]).expires_at.timestamp())
+    scope = f"repository:{agent.namespace}/base:push"
+
+    issued = client.get(
+        TOKEN,
+        {"service": SERVICE, "scope": scope, "offline_token": "true"},
+        **basic(body["secret"]),
+    ).json()
+
+    access = access_claims(issued["token"])
+    assert access["exp"] == expires_at
+    assert 110 <= issued["expires_in"] <= 120
+    refresh = jwt.decode(
+        issued["refresh_token"],
+        options={"verify_signature": False},
+        audience=settings.REGISTRY_TOKEN_ISSUER,
+    )
+    assert refresh["exp"] == expires_at
 
 
 # --- revoking it (the pre-exit hook) --------------------------------------------------------

@@ -23,8 +23,8 @@ from registries.tokens import (
     Scope,
     grant,
     parse_scopes,
-    refresh_token_agent_token_id,
     refresh_token_issue,
+    refresh_token_subject,
     token_issue,
 )
 from tests.support.registry_tokens import access_claims
@@ -386,7 +386,7 @@ def test_a_refresh_token_names_its_agent_token() -> None:
 
     refresh_token = refresh_token_issue(principal)
 
-    assert refresh_token_agent_token_id(refresh_token) == principal.agent_token_id
+    assert refresh_token_subject(refresh_token).agent_token_id == principal.agent_token_id
 
 
 def test_a_refresh_token_is_not_accepted_by_the_registry(settings) -> None:
@@ -405,7 +405,7 @@ def test_an_access_token_is_not_a_refresh_token() -> None:
     access_token = token_issue(agent_principal(), []).token
 
     with pytest.raises(InvalidRefreshToken, match="Audience doesn't match"):
-        refresh_token_agent_token_id(access_token)
+        refresh_token_subject(access_token)
 
 
 def test_an_access_token_is_not_a_refresh_token_even_when_service_and_issuer_are_equal(
@@ -415,13 +415,13 @@ def test_an_access_token_is_not_a_refresh_token_even_when_service_and_issuer_are
     access_token = token_issue(agent_principal(), []).token
 
     with pytest.raises(InvalidRefreshToken, match="This is not a refresh token."):
-        refresh_token_agent_token_id(access_token)
+        refresh_token_subject(access_token)
 
 
 @pytest.mark.parametrize("garbage", ["", "garbage", "a.b.c", "e30.e30.", "x" * 5000])
 def test_garbage_is_not_a_refresh_token(garbage: str) -> None:
     with pytest.raises(InvalidRefreshToken):
-        refresh_token_agent_token_id(garbage)
+        refresh_token_subject(garbage)
 
 
 def refresh_claims(settings, agent_token_id: uuid.UUID) -> dict[str, Any]:
@@ -452,9 +452,9 @@ def test_a_refresh_token_signed_by_a_key_we_do_not_hold_is_refused(settings) -> 
     )
 
     with pytest.raises(InvalidRefreshToken, match="Signature verification failed"):
-        refresh_token_agent_token_id(claiming_our_kid)
+        refresh_token_subject(claiming_our_kid)
     with pytest.raises(InvalidRefreshToken, match="not signed by a key we accept"):
-        refresh_token_agent_token_id(its_own_kid)
+        refresh_token_subject(its_own_kid)
 
 
 def test_a_refresh_token_without_an_agent_token_is_refused(settings) -> None:
@@ -464,7 +464,7 @@ def test_a_refresh_token_without_an_agent_token_is_refused(settings) -> None:
     token = jwt.encode(claims, current.private_key, algorithm="ES256", headers={"kid": current.kid})
 
     with pytest.raises(InvalidRefreshToken, match="names no agent token"):
-        refresh_token_agent_token_id(token)
+        refresh_token_subject(token)
 
 
 def test_a_refresh_token_of_the_previous_key_is_accepted_until_its_window_closes(
@@ -478,9 +478,9 @@ def test_a_refresh_token_of_the_previous_key_is_accepted_until_its_window_closes
 
     store.rotate()
 
-    assert refresh_token_agent_token_id(refresh_token) == principal.agent_token_id
+    assert refresh_token_subject(refresh_token).agent_token_id == principal.agent_token_id
     settings.REGISTRY_TOKEN_PULL_TTL_SECONDS = 0
     settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS = 0
     settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 0  # the window closes at the rotation
     with pytest.raises(InvalidRefreshToken, match="not signed by a key we accept"):
-        refresh_token_agent_token_id(refresh_token)
+        refresh_token_subject(refresh_token)
