@@ -26,6 +26,10 @@ from controlplane.env import (
     raise_for_missing,
 )
 from controlplane.local_state import private_directory
+from controlplane.logging import log_format
+
+# The production registry configuration's settings (REGISTRY_STORAGE, REGISTRY_S3_*, ...).
+from controlplane.registry_settings import *  # noqa: F403
 
 # Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
 django_stubs_ext.monkeypatch()
@@ -68,6 +72,8 @@ MIDDLEWARE = [
     # /healthz, /readyz and /metrics, answered before host checks and SSL redirects: probes and
     # scrapers reach a pod by its address, over HTTP (controlplane/health.py).
     "controlplane.health.ProbeMiddleware",
+    # Before all, so that every answer and every log record of the request has its id.
+    "controlplane.request_id.RequestIdMiddleware",
     # First, so that every answer under CORS_URLS_REGEX carries the headers, errors included.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -214,7 +220,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "options": {"expires": REGISTRY_CANARY_INTERVAL_SECONDS},
     },
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Where beat keeps its schedule's state (last run times). Set it in production to a writable path
+# (an emptyDir, a volume): beat writes there and nowhere else.
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule")
+)
 # Beat's default scheduler, stamping a heartbeat for `manage.py probe beat` (controlplane/probes).
 CELERY_BEAT_SCHEDULER = "controlplane.probes:HeartbeatScheduler"
 
@@ -379,11 +389,26 @@ PROBE_HEARTBEAT_DIR = env("PROBE_HEARTBEAT_DIR", str(VAR_DIR) if DEBUG else temp
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
+# "json" (one JSON object per line, the default when DEBUG is off) or "text" (key=value lines).
+LOG_FORMAT = env("LOG_FORMAT", "text" if DEBUG else "json", log_format)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"keyvalue": {"()": "controlplane.logging.KeyValueFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "keyvalue"}},
+    "formatters": {
+        "text": {"()": "controlplane.logging.KeyValueFormatter"},
+        "json": {"()": "controlplane.logging.JsonLinesFormatter"},
+    },
+    "filters": {
+        "context": {"()": "controlplane.logging.ContextFilter"},
+        "redact": {"()": "controlplane.logging.RedactSecretsFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
