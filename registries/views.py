@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 from clusters.interface import agent_token_check_address
 from controlplane import metrics
 from controlplane.api.authentication import basic_password
+from controlplane.api.caching import no_store
 from registries.keys import SigningKeyMissing
 from registries.models import JOB_CREDENTIAL_PREFIX
 from registries.selectors import (
@@ -167,7 +168,7 @@ class RegistryTokenView(APIView):
                 ),
             },
         )
-        return Response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return no_store(Response(body))
 
     def get_authenticate_header(self, request: Request) -> str:
         return 'Basic realm="registry token"'

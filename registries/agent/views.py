@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.conf import settings
-from rest_framework import authentication, exceptions, status
+from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -28,19 +28,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clusters.interface import ClusterAgentToken, ClusterAgentTokenAuthentication
-from controlplane.api.authentication import authorization_secret
 from controlplane.api.caching import no_store
 from controlplane.api.parsers import JSONParser
+from registries.agent.authentication import SEND_CREDENTIAL, JobCredentialAuthentication
 from registries.models import JobCredential
-from registries.selectors import job_credential_for_secret
 from registries.services import (
     JOB_CREDENTIAL_USERNAME,
     job_credential_create,
     job_credential_revoke,
 )
-
-BAD_CREDENTIAL = "Unknown job credential."
-SEND_CREDENTIAL = "Send the job credential as 'Authorization: Token <credential>'."
 
 
 class JobCredentialsView(APIView):
@@ -73,24 +69,6 @@ class JobCredentialsView(APIView):
     ) -> Response:
         # Errors too: never cache this exchange.
         return no_store(super().finalize_response(request, response, *args, **kwargs))
-
-
-class JobCredentialAuthentication(authentication.BaseAuthentication):
-    """The job credential itself, known to us, whether or not it still works."""
-
-    def authenticate(self, request: Request) -> tuple[None, JobCredential] | None:
-        secret = authorization_secret(
-            request, schemes={"token", "bearer"}, malformed=SEND_CREDENTIAL
-        )
-        if secret is None:
-            return None
-        credential = job_credential_for_secret(secret)
-        if credential is None:
-            raise exceptions.AuthenticationFailed(BAD_CREDENTIAL)
-        return None, credential
-
-    def authenticate_header(self, request: Request) -> str:
-        return 'Token realm="job credential"'
 
 
 class CurrentJobCredentialView(APIView):
