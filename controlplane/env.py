@@ -88,8 +88,17 @@ def env_bool(name: str, default: bool) -> bool:
     return env(name, default, _parse_bool)
 
 
-def env_int(name: str, default: int) -> int:
-    return env(name, default, int)
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """An integer; with ``minimum``, a smaller one stops the process at start-up (a lifetime of
+    0 or less would make every credential expire as it is made)."""
+
+    def cast(raw: str) -> int:
+        value = int(raw)
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be an integer of at least {minimum}")
+        return value
+
+    return env(name, default, cast)
 
 
 def env_float(name: str, default: float) -> float:

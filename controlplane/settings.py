@@ -269,7 +269,9 @@ REGISTRY_TOKEN_PUSH_TTL_SECONDS = env_int("REGISTRY_TOKEN_PUSH_TTL_SECONDS", 360
 REGISTRY_REFRESH_TOKEN_TTL_SECONDS = env_int("REGISTRY_REFRESH_TOKEN_TTL_SECONDS", 86400)
 # A job's registry credential (what the agent hook exchanges the agent token for) lasts the job:
 # hosted Linux jobs may run up to 8 hours; the pre-exit hook revokes it sooner.
-REGISTRY_JOB_CREDENTIAL_TTL_SECONDS = env_int("REGISTRY_JOB_CREDENTIAL_TTL_SECONDS", 8 * 3600)
+REGISTRY_JOB_CREDENTIAL_TTL_SECONDS = env_int(
+    "REGISTRY_JOB_CREDENTIAL_TTL_SECONDS", 8 * 3600, minimum=1
+)
 REGISTRY_CA_CERT_DAYS = env_int("REGISTRY_CA_CERT_DAYS", 3650)
 REGISTRY_SIGNING_CERT_DAYS = env_int("REGISTRY_SIGNING_CERT_DAYS", 365)
 

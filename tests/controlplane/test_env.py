@@ -39,6 +39,15 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     assert str(excinfo.value).startswith("CONTROLPLANE_TEST_VALUE='seven' is not valid: ")
 
 
+@pytest.mark.parametrize("raw", ["0", "-5", "1.5"])
+def test_an_integer_below_its_minimum_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", raw)
+    with pytest.raises(ImproperlyConfigured, match=f"CONTROLPLANE_TEST_VALUE='{raw}' is not valid"):
+        env.env_int("CONTROLPLANE_TEST_VALUE", 7, minimum=1)
+    monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", "1")
+    assert env.env_int("CONTROLPLANE_TEST_VALUE", 7, minimum=1) == 1
+
+
 @pytest.mark.parametrize(("raw", "value"), [("1", True), ("yes", True), ("false", False)])
 def test_booleans(monkeypatch: pytest.MonkeyPatch, raw: str, value: bool) -> None:
     monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", raw)
@@ -66,6 +75,21 @@ def run_settings(**environment: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.integration  # run_settings starts a Python process
+@pytest.mark.parametrize("ttl", ["0", "-60"])
+def test_a_job_credential_lifetime_must_be_positive(tmp_path: Path, ttl: str) -> None:
+    result = run_settings(
+        CONTROLPLANE_VAR_DIR=str(tmp_path),
+        DJANGO_DEBUG="true",
+        REGISTRY_JOB_CREDENTIAL_TTL_SECONDS=ttl,
+    )
+    assert result.returncode == 1
+    assert (
+        f"REGISTRY_JOB_CREDENTIAL_TTL_SECONDS='{ttl}' is not valid: must be an integer of at "
+        "least 1"
+    ) in result.stderr
 
 
 @pytest.mark.integration  # run_settings starts a Python process
