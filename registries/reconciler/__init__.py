@@ -11,6 +11,8 @@ is recorded and what the registry answers, and repairs the difference.
 3. Every ready registry's URL reaches its cluster's jobs: a missing or stale
    ``BUILDKITE_HOSTED_REGISTRY_URL`` is published again.
 4. A registry that failed because the registry did not answer is retried once it answers again.
+5. Job credentials that expired more than a day ago are deleted (housekeeping, not a repair: the
+   report counts them apart).
 
 Each pass holds the ``reconciler`` lease (a row in ``registries_lease``, see ``lease.py``), so
 two Celery beats, or a pass that outlives its interval, never run two passes at once: the second
@@ -33,6 +35,7 @@ from django.utils import timezone
 from controlplane import metrics
 from registries.reconciler.lease import lease_acquire, lease_holder, lease_release, this_process
 from registries.reconciler.repairs import (
+    job_credentials_purge,
     registries_claim_due,
     registry_republish,
     registry_retry_failed,
@@ -70,6 +73,8 @@ class ReconcileReport:
     enqueued: list[str] = field(default_factory=list)
     republished: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
+    #: Expired job credentials deleted (not counted in ``repairs``: nothing had drifted).
+    job_credentials_purged: int = 0
 
     @property
     def repairs(self) -> int:
@@ -94,6 +99,8 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
             report.enqueued = [str(r.pk) for r in registries_claim_due()]
         _republish(report)
         _retry_failed(report)
+        with _one_repair("purge_job_credentials"):
+            report.job_credentials_purged = job_credentials_purge()
     finally:
         lease_release(RECONCILER_LEASE, holder=holder)
     metrics.RECONCILE_SECONDS.labels("ran").observe(elapsed())
@@ -108,6 +115,7 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
             "registries_enqueued": len(report.enqueued),
             "registries_republished": len(report.republished),
             "registries_retried": len(report.retried),
+            "job_credentials_purged": report.job_credentials_purged,
         },
     )
     return report

@@ -1,12 +1,13 @@
 """The reconciler's repairs, each safe on its own (rows are locked and leased): enqueueing the
-registries that are due, publishing a ready registry's URL again, and retrying a registry that
-failed because its backend did not answer. The pass (``registries.reconciler``) decides which
-rows to repair and keeps one failing repair from stopping the rest."""
+registries that are due, publishing a ready registry's URL again, retrying a registry that
+failed because its backend did not answer, and purging expired job credentials. The pass
+(``registries.reconciler``) decides which rows to repair and keeps one failing repair from
+stopping the rest."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,12 +18,16 @@ from clusters.interface import AgentEnvironmentVariable, agent_environment_set
 from registries import conditions
 from registries.conditions import SyncedCondition
 from registries.locks import registries_due_lock, registry_lock_with_cluster
-from registries.models import REGISTRY_URL_VARIABLE, Registry, State
+from registries.models import REGISTRY_URL_VARIABLE, JobCredential, Registry, State
 from registries.services import attempt_lease, reconcile_interval, registry_retry
 from registries.services.lifecycle import ENVIRONMENT_SOURCE, enqueue, transition
 
 # The logger of the registry services before they became a package: log filters key on it.
 logger = logging.getLogger("registries.services")
+
+#: How long an expired job credential's row is kept (long enough to see it in the console after
+#: its job, and for a late pre-exit to revoke it again: 204) before a pass deletes it.
+JOB_CREDENTIAL_RETENTION = timedelta(days=1)
 
 
 def registries_claim_due(*, now: datetime | None = None) -> list[Registry]:
@@ -140,3 +145,13 @@ def registry_retry_failed(*, registry: Registry) -> bool:
     except ValidationError:
         return False  # moved on since it was read
     return True
+
+
+def job_credentials_purge(*, now: datetime | None = None) -> int:
+    """Delete the job credentials that expired more than ``JOB_CREDENTIAL_RETENTION`` ago
+    (revoked or not: an expired credential never works again). Returns how many went. One
+    statement: a job credential has no dependent rows."""
+    now = now or timezone.now()
+    expired = JobCredential.objects.filter(expires_at__lt=now - JOB_CREDENTIAL_RETENTION)
+    deleted, _ = expired.delete()
+    return deleted

@@ -15,13 +15,21 @@ from clusters import services
 from clusters.models import AgentEnvironmentVariable, Queue
 from registries import conditions, reconciler
 from registries.drivers import RegistryUnavailable
-from registries.models import REGISTRY_URL_VARIABLE, Lease, Registry, RegistryEvent, State
+from registries.models import (
+    REGISTRY_URL_VARIABLE,
+    JobCredential,
+    Lease,
+    Registry,
+    RegistryEvent,
+    State,
+)
 from registries.reconciler import (
     RECONCILER_LEASE,
     lease_acquire,
     lease_release,
 )
 from registries.services import (
+    job_credential_create,
     lifecycle,
     registry_create_for_cluster,
     registry_deprovision,
@@ -388,3 +396,32 @@ def test_provisioning_sets_ready_and_synced(registry_settings) -> None:
     ready = conditions.condition_get(registry, "Ready")
     assert ready["last_transition_time"] == registry.state_changed_at
     assert RegistryEvent.objects.filter(registry=registry).count() == 3
+
+
+# --- housekeeping ---------------------------------------------------------------------------
+
+
+def test_a_pass_purges_job_credentials_expired_more_than_a_day_ago(reconcile) -> None:
+    cluster = ClusterFactory(organization__slug="acme")
+    token, _ = services.agent_token_create(cluster=cluster, description="agents")
+
+    def credential(expired_for: timedelta, **fields) -> JobCredential:
+        made, _ = job_credential_create(agent_token=token)
+        JobCredential.objects.filter(pk=made.pk).update(
+            expires_at=timezone.now() - expired_for, **fields
+        )
+        return made
+
+    old = credential(timedelta(days=1, minutes=1))
+    old_and_revoked = credential(timedelta(days=2), revoked_at=ago(3 * 86400))
+    recent = credential(timedelta(hours=23))
+    live, _ = job_credential_create(agent_token=token)
+
+    report = reconcile()
+
+    assert report.job_credentials_purged == 2
+    assert report.repairs == 0
+    left = set(JobCredential.objects.values_list("pk", flat=True))
+    assert left == {recent.pk, live.pk}
+    assert not {old.pk, old_and_revoked.pk} & left
+    assert reconcile().job_credentials_purged == 0
