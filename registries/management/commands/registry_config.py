@@ -7,13 +7,27 @@ and trusts the CA of ``registry_keys init``, which must exist before the registr
 Distribution's debug listener (``http.debug``: pprof and expvar, goroutine dumps and CPU profiles
 on demand, with no authentication) is left out unless ``REGISTRY_DEBUG_ADDR`` or ``--debug-addr``
 asks for it, and then only on a loopback address: anyone who reached it could profile the
-registry or read its memory statistics.
+registry or read its memory statistics. Distribution serves its Prometheus metrics on that same
+listener, so ``REGISTRY_PROMETHEUS_ENABLED`` opens it too, on loopback (the registry's port + 1
+unless an address is given).
+
+For production (issue 14) it also renders, from the settings of
+``controlplane/registry_settings.py``: S3 or S3-compatible storage, the blob-descriptor cache in
+Redis (shared by replicas, instead of each process's memory), upload purging (always on: a client
+that gives up mid-push leaves its upload behind otherwise), notifications with an auth header,
+and TLS. The file then holds secrets (the S3 secret key, the Redis password, the notifications
+token, ``http.secret``): ``--output`` writes it 0600 (``make run`` redirects under umask 077),
+and nothing here logs a value or puts one in an error message.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -31,21 +45,23 @@ log:
   fields:
     service: registry
 storage:
-  filesystem:
-    rootdirectory: {storage_dir}
-  delete:
+{storage}  delete:
     enabled: true
   cache:
-    blobdescriptor: inmemory
+    blobdescriptor: {blobdescriptor}
   maintenance:
+    # Deletes uploads that were started and never finished, once they are older than the age.
     uploadpurging:
-      enabled: false
+      enabled: true
+      age: {purging_age}
+      interval: {purging_interval}
+      dryrun: false
 http:
   addr: {addr}
   secret: {http_secret}
   headers:
     X-Content-Type-Options: [nosniff]
-{debug}auth:
+{tls}{debug}auth:
   token:
     # Clients get their tokens from the control plane (`/registry/token`). The registry checks
     # that a token's "iss" is the issuer, its "aud" is the service, and that it is signed by a
@@ -54,7 +70,7 @@ http:
     service: {service}
     issuer: {issuer}
     rootcertbundle: {rootcertbundle}
-health:
+{redis}health:
   storagedriver:
     enabled: true
     interval: 10s
@@ -63,17 +79,182 @@ notifications:
   events:
     includereferences: true
   endpoints:
-    # A placeholder: the control plane does not consume registry events yet. Enable it once it
-    # does; delivery is in memory and best-effort, so events are hints, never the record.
+{endpoint}"""
+
+#: Placeholder until REGISTRY_NOTIFICATIONS_URL is set: the control plane does not consume
+#: registry events yet, and a registry retries an endpoint that refuses them, in memory.
+PLACEHOLDER_ENDPOINT = """\
+    # A placeholder: the control plane does not consume registry events yet. Set
+    # REGISTRY_NOTIFICATIONS_URL and REGISTRY_NOTIFICATIONS_TOKEN to send them somewhere.
     - name: controlplane
       disabled: true
-      url: {notifications_url}
+      url: {url}
       timeout: 2s
       threshold: 5
       backoff: 1s
       ignore:
         actions: [pull]
 """
+
+ENDPOINT = """\
+    # Delivery is in memory and best-effort (retried with backoff while the registry runs):
+    # events are hints, never the record.
+    - name: controlplane
+      disabled: false
+      url: {url}
+      headers:
+        Authorization: [{authorization}]
+      timeout: 2s
+      threshold: 5
+      backoff: 1s
+      ignore:
+        actions: [pull]
+"""
+
+#: A Go duration as Distribution parses it (time.ParseDuration): 168h, 90m, 1h30m.
+GO_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+
+
+class RegistryConfigError(ValueError):
+    """A setting that cannot make a working configuration; its message names the setting and
+    never holds its value (it may be a secret)."""
+
+
+def q(value: object) -> str:
+    """``value`` as a YAML double-quoted scalar. A JSON string is one, so a path, a URL or a
+    secret holding ``: ``, ``#`` or a newline cannot change the file's structure."""
+    return json.dumps(str(value))
+
+
+def _http_url(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise RegistryConfigError(f"{name} is not an http:// or https:// URL")
+    return url
+
+
+def _storage(storage_dir: str) -> str:
+    """The ``storage`` driver's section (indented under ``storage:``)."""
+    if settings.REGISTRY_STORAGE == "filesystem":
+        return f"  filesystem:\n    rootdirectory: {q(storage_dir)}\n"
+    if settings.REGISTRY_STORAGE != "s3":
+        raise RegistryConfigError(
+            f"REGISTRY_STORAGE={settings.REGISTRY_STORAGE!r} is not valid: use filesystem or s3"
+        )
+    if not settings.REGISTRY_S3_BUCKET:
+        raise RegistryConfigError("REGISTRY_STORAGE=s3 needs REGISTRY_S3_BUCKET")
+    access, secret = settings.REGISTRY_S3_ACCESS_KEY, settings.REGISTRY_S3_SECRET_KEY
+    if bool(access) != bool(secret):
+        raise RegistryConfigError(
+            "Set both REGISTRY_S3_ACCESS_KEY and REGISTRY_S3_SECRET_KEY, or neither (the AWS "
+            "SDK's own credentials: AWS_ACCESS_KEY_ID..., an instance or pod role)"
+        )
+    lines = ["  s3:", f"    region: {q(settings.REGISTRY_S3_REGION or 'us-east-1')}"]
+    lines.append(f"    bucket: {q(settings.REGISTRY_S3_BUCKET)}")
+    secure = True
+    if settings.REGISTRY_S3_ENDPOINT:
+        endpoint = _http_url("REGISTRY_S3_ENDPOINT", settings.REGISTRY_S3_ENDPOINT)
+        lines.append(f"    regionendpoint: {q(endpoint)}")  # path-style requests with it
+        secure = urlsplit(endpoint).scheme == "https"
+    lines += [f"    secure: {str(secure).lower()}", "    v4auth: true"]
+    if settings.REGISTRY_S3_ROOT_DIRECTORY:
+        lines.append(f"    rootdirectory: {q(settings.REGISTRY_S3_ROOT_DIRECTORY)}")
+    if access:
+        lines += [f"    accesskey: {q(access)}", f"    secretkey: {q(secret)}"]
+    # Without redirects the registry streams every blob itself, which works wherever clients
+    # reach the registry; with them, clients download from presigned bucket URLs.
+    lines += ["  redirect:", f"    disable: {str(not settings.REGISTRY_S3_REDIRECT).lower()}"]
+    return "\n".join(lines) + "\n"
+
+
+def _redis() -> tuple[str, str]:
+    """The ``redis`` section and the blob-descriptor cache to use with it."""
+    url = settings.REGISTRY_REDIS_URL
+    if not url:
+        return "", "inmemory"
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 0
+    db = parts.path.strip("/") or "0"
+    if parts.scheme != "redis" or not parts.hostname or not port or not db.isdigit():
+        # Not the value itself in the message: it may hold the password.
+        raise RegistryConfigError(
+            "REGISTRY_REDIS_URL is not redis://[:password@]host[:port][/db] (Distribution 2.8 "
+            "speaks neither TLS, rediss://, nor unix sockets to Redis)"
+        )
+    if parts.username not in {None, "", "default"}:
+        raise RegistryConfigError(
+            "REGISTRY_REDIS_URL names a Redis user: Distribution 2.8 sends a password only"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    lines = ["redis:", f"  addr: {q(f'{host}:{port}')}"]
+    if parts.password:
+        lines.append(f"  password: {q(unquote(parts.password))}")
+    lines += [
+        f"  db: {int(db)}",
+        "  dialtimeout: 2s",
+        "  readtimeout: 2s",
+        "  writetimeout: 2s",
+        "  pool:",
+        "    maxidle: 16",
+        "    maxactive: 64",
+        "    idletimeout: 300s",
+    ]
+    return "\n".join(lines) + "\n", "redis"
+
+
+def _duration(name: str) -> str:
+    value = str(getattr(settings, name))
+    if not GO_DURATION.fullmatch(value):
+        raise RegistryConfigError(f"{name}={value!r} is not a duration such as 168h or 90m")
+    return value
+
+
+def _tls() -> str:
+    certificate, key = settings.REGISTRY_TLS_CERTIFICATE, settings.REGISTRY_TLS_KEY
+    if bool(certificate) != bool(key):
+        raise RegistryConfigError(
+            "Set both REGISTRY_TLS_CERTIFICATE and REGISTRY_TLS_KEY, or neither"
+        )
+    if not certificate:
+        return ""
+    return f"  tls:\n    certificate: {q(certificate)}\n    key: {q(key)}\n    minimumtls: tls1.2\n"
+
+
+def _debug(addr: str, debug_addr: str | None, prometheus: bool) -> str:
+    """The debug listener: only when asked, on loopback (ValueError otherwise)."""
+    if prometheus and not debug_addr:
+        port = int(addr.rpartition(":")[2]) + 1
+        debug_addr = f"127.0.0.1:{port}"
+    if not debug_addr:
+        return ""
+    section = f"  debug:\n    addr: {q(loopback_address(debug_addr))}\n"
+    if prometheus:
+        section += "    prometheus:\n      enabled: true\n      path: /metrics\n"
+    return section
+
+
+def _endpoint(realm: str) -> str:
+    url, token = settings.REGISTRY_NOTIFICATIONS_URL, settings.REGISTRY_NOTIFICATIONS_TOKEN
+    if not url:
+        if token:
+            raise RegistryConfigError(
+                "REGISTRY_NOTIFICATIONS_TOKEN is set but REGISTRY_NOTIFICATIONS_URL is not"
+            )
+        return PLACEHOLDER_ENDPOINT.format(url=q(urljoin(realm, "/registry/notifications")))
+    url = _http_url("REGISTRY_NOTIFICATIONS_URL", url)
+    if not token:
+        raise RegistryConfigError(
+            "REGISTRY_NOTIFICATIONS_URL needs REGISTRY_NOTIFICATIONS_TOKEN: the registry sends "
+            "it as 'Authorization: Bearer <token>' so that the receiver knows its events"
+        )
+    if not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise RegistryConfigError(
+            "REGISTRY_NOTIFICATIONS_TOKEN must be printable ASCII without spaces"
+        )
+    return ENDPOINT.format(url=q(url), authorization=q(f"Bearer {token}"))
 
 
 def render_registry_config(
@@ -84,27 +265,53 @@ def render_registry_config(
     log_level: str = "info",
     realm: str | None = None,
     rootcertbundle: str | None = None,
+    prometheus: bool | None = None,
 ) -> str:
-    """The registry's configuration; the realm and CA default to this service's settings.
+    """The registry's configuration; the realm and CA default to this service's settings, the
+    production options (storage, Redis, notifications, TLS, metrics) come from the settings.
 
-    No debug listener unless ``debug_addr`` is given; ValueError unless it is on loopback.
+    No debug listener unless ``debug_addr`` is given or ``prometheus`` (default:
+    REGISTRY_PROMETHEUS_ENABLED) asks for one; ValueError unless it is on loopback, and
+    RegistryConfigError (a ValueError too) for a setting that cannot work.
     """
     realm = realm or settings.REGISTRY_TOKEN_REALM
-    debug = f"  debug:\n    addr: {loopback_address(debug_addr)}\n" if debug_addr else ""
+    if prometheus is None:
+        prometheus = settings.REGISTRY_PROMETHEUS_ENABLED
+    redis, blobdescriptor = _redis()
     return TEMPLATE.format(
-        addr=addr,
-        debug=debug,
-        storage_dir=storage_dir,
+        addr=q(addr),
+        debug=_debug(addr, debug_addr, prometheus),
+        tls=_tls(),
+        storage=_storage(storage_dir),
+        blobdescriptor=blobdescriptor,
+        redis=redis,
+        purging_age=q(_duration("REGISTRY_UPLOAD_PURGING_AGE")),
+        purging_interval=q(_duration("REGISTRY_UPLOAD_PURGING_INTERVAL")),
         log_level=log_level,
-        realm=realm,
-        service=settings.REGISTRY_TOKEN_SERVICE,
-        issuer=settings.REGISTRY_TOKEN_ISSUER,
-        rootcertbundle=rootcertbundle or key_store().ca_certificate_path.resolve(),
-        notifications_url=urljoin(realm, "/registry/notifications"),
+        realm=q(realm),
+        service=q(settings.REGISTRY_TOKEN_SERVICE),
+        issuer=q(settings.REGISTRY_TOKEN_ISSUER),
+        rootcertbundle=q(rootcertbundle or key_store().ca_certificate_path.resolve()),
+        endpoint=_endpoint(realm),
         # Signs upload state between a client's requests. Derived, so the file never holds
-        # SECRET_KEY itself and the value is stable across restarts.
-        http_secret=salted_hmac("registries.registry_config.http_secret", "").hexdigest()[:32],
+        # SECRET_KEY itself and the value is stable across restarts (and the same on every
+        # replica that shares the SECRET_KEY, as replicas on one bucket must).
+        http_secret=q(salted_hmac("registries.registry_config.http_secret", "").hexdigest()[:32]),
     )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as a file only its owner reads (0600), replacing it whole."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, path)
 
 
 class Command(BaseCommand):
@@ -120,6 +327,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--storage-dir", default=settings.REGISTRY_STORAGE_DIR)
         parser.add_argument("--log-level", default="info")
+        parser.add_argument(
+            "--output",
+            help="write the configuration to this file, mode 0600, instead of standard output "
+            "(it holds secrets when S3 keys, a Redis password or a notifications token are set)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         addr = options["addr"] or urlsplit(settings.REGISTRY_URL).netloc
@@ -138,6 +350,11 @@ class Command(BaseCommand):
                 storage_dir=options["storage_dir"],
                 log_level=options["log_level"],
             )
+        except RegistryConfigError as exc:
+            raise CommandError(f"{exc}.") from exc
         except ValueError as exc:
             raise CommandError(f"Refusing the debug listener: {exc}.") from exc
-        self.stdout.write(config, ending="")
+        if options["output"]:
+            write_private(Path(options["output"]), config)
+        else:
+            self.stdout.write(config, ending="")
