@@ -1,0 +1,136 @@
+"""deploy/keys_secret.py, the keys Job's process, against a stand-in for the Kubernetes API: it
+fills an empty Secret once, leaves a filled one alone, and rotates the signing key in it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.integration
+
+SECRET_PATH = "/api/v1/namespaces/controlplane/secrets/controlplane-registry-keys"
+TOKEN = "service-account-token"  # noqa: S105 - the stand-in's own
+
+
+class FakeApi(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.data: dict[str, str] = {}
+        self.patches: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeApi
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _allowed(self) -> bool:
+        if self.path != SECRET_PATH or self.headers["Authorization"] != f"Bearer {TOKEN}":
+            self._answer(403, {"kind": "Status", "code": 403})
+            return False
+        return True
+
+    def do_GET(self) -> None:
+        if self._allowed():
+            self._answer(200, {"kind": "Secret", "data": dict(self.server.data)})
+
+    def do_PATCH(self) -> None:
+        if not self._allowed():
+            return
+        assert self.headers["Content-Type"] == "application/merge-patch+json"
+        patch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.patches.append(patch)
+        self.server.data.update(patch["data"])
+        self._answer(200, {"kind": "Secret", "data": dict(self.server.data)})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    server = FakeApi()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def keys_secret(
+    api: FakeApi, tmp_path: Path, *args: str, token: str = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    """One run of the Job's container: a fresh scratch folder, as each pod has."""
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    folders = len(list(tmp_path.glob("keys-*")))
+    environment = {
+        **os.environ,
+        "KUBERNETES_API_URL": api.url,
+        "KUBERNETES_TOKEN_FILE": str(token_file),
+        "KUBERNETES_NAMESPACE": "controlplane",
+        "REGISTRY_KEYS_DIR": str(tmp_path / f"keys-{folders}"),
+        "DJANGO_DEBUG": "true",
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "CONTROLPLANE_VAR_DIR": str(tmp_path / "var"),
+    }
+    return subprocess.run(  # noqa: S603 - the repository's own script
+        [sys.executable, str(ROOT / "deploy" / "keys_secret.py"), "controlplane-registry-keys",
+         *args],
+        env=environment, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def decoded(api: FakeApi, name: str) -> bytes:
+    return base64.b64decode(api.data[name])
+
+
+def test_the_keys_job_fills_the_secret_once_and_rotates_its_signing_key(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    first = keys_secret(api, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert set(api.data) == {"ca.crt", "ca.key", "signing.pem"}
+    assert b"PRIVATE KEY" in decoded(api, "ca.key")
+    ca_key, signing = decoded(api, "ca.key"), decoded(api, "signing.pem")
+
+    again = keys_secret(api, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "unchanged" in again.stdout
+    assert len(api.patches) == 1
+
+    rotated = keys_secret(api, tmp_path, "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert len(api.patches) == 2
+    assert decoded(api, "ca.key") == ca_key  # the CA registries trust stays
+    assert decoded(api, "signing-previous.pem") == signing
+    assert decoded(api, "signing.pem") != signing
+
+
+def test_a_refused_api_call_fails_the_job(api: FakeApi, tmp_path: Path) -> None:
+    refused = keys_secret(api, tmp_path, token="another-service-account")
+    assert refused.returncode != 0
+    assert "403" in refused.stderr
+    assert api.patches == []
