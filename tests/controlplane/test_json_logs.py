@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import urllib.error
 import urllib.request
@@ -144,6 +145,8 @@ def test_secrets_never_reach_the_log(formatter: logging.Formatter) -> None:
 def test_the_console_handler_formats_as_log_format_says_through_both_filters() -> None:
     console = settings.LOGGING["handlers"]["console"]
     assert console["formatter"] == settings.LOG_FORMAT
+    if not os.environ.get("LOG_FORMAT"):  # the tests run as development does: DEBUG on, text
+        assert settings.LOG_FORMAT == "text"
     assert console["filters"] == ["context", "redact"]
     assert log_format(" JSON ") == "json"
     with pytest.raises(ValueError, match="json, text"):
