@@ -98,13 +98,13 @@ def test_readyz_is_503_when_the_broker_does_not_answer(
 
 @pytest.mark.django_db
 def test_a_check_that_hangs_fails_after_the_timeout(client, settings, monkeypatch) -> None:
-    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 0.3
-    monkeypatch.setitem(health._checks, "registry", lambda: time.sleep(2))
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
+    monkeypatch.setitem(health._checks, "registry", lambda: time.sleep(5))
 
     started = time.monotonic()
     response = client.get("/readyz")
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3
     assert response.status_code == 503
     assert response.json()["checks"]["registry"]["error"] == "timeout"
     assert response.json()["checks"]["database"]["ok"] is True
