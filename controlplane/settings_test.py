@@ -43,3 +43,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The rate limit tests set their own limits; everything else must never meet one.
 API_RATE_LIMIT_ORGANIZATION = 100_000
 API_RATE_LIMIT_TOKEN = 100_000
+
+# Nothing is collected for the suite (pytest-django runs it with DEBUG off): WhiteNoise looks for
+# files per request instead of warning at every start that STATIC_ROOT does not exist. The
+# production static files are tested with collectstatic and gunicorn (tests/browser).
+WHITENOISE_AUTOREFRESH = True
