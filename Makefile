@@ -52,7 +52,7 @@ run: .venv/.installed
 	@mkdir -p "$(CONTROLPLANE_VAR_DIR)/registry" && chmod 700 "$(CONTROLPLANE_VAR_DIR)"
 	@# an earlier run's metrics files go (multiprocess mode: docs/operations.md, "Metrics")
 	@rm -rf "$(CONTROLPLANE_VAR_DIR)/metrics"
-	@umask 077 && $(WITH_ENV) $(PY) manage.py registry_config > "$(CONTROLPLANE_VAR_DIR)/registry/config.yml"
+	@$(WITH_ENV) $(PY) manage.py registry_config --output "$(CONTROLPLANE_VAR_DIR)/registry/config.yml"
 	.venv/bin/honcho -f deploy/Procfile.dev -d . start
 
 test: .venv/.installed

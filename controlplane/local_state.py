@@ -14,7 +14,9 @@ differs, and nothing for a file the process does not own.
 
 from __future__ import annotations
 
+import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +53,20 @@ def private_sqlite_files(sender: Any, connection: Any, **kwargs: Any) -> None:
         return
     for suffix in SQLITE_COMPANIONS:
         private_file(Path(name + suffix))
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to ``path``, replacing it atomically. The temporary file is created 0600
+    with a unique name (a crash can leave one behind; it never blocks a later write)."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -25,7 +25,6 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.conf import settings
+
+from controlplane.local_state import write_atomic
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -234,23 +235,6 @@ def _issue_signing_key(
     return SigningKey(private_key=key, certificate=certificate)
 
 
-def _write(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to ``path``, replacing it atomically. The temporary file is created 0600
-    with a unique name (a crash can leave one behind; it never blocks a later write)."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temporary = Path(name)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 class KeyStore:
     """The key files in one folder. Reading is cached until ``signing.pem`` changes, so a running
     service picks up a rotation by itself."""
@@ -286,8 +270,8 @@ class KeyStore:
                 )
             if not self.path(CA_KEY).exists():
                 ca_key, ca_certificate = _issue_ca()
-                _write(self.path(CA_KEY), _private_pem(ca_key), mode=0o600)
-                _write(
+                write_atomic(self.path(CA_KEY), _private_pem(ca_key), mode=0o600)
+                write_atomic(
                     self.path(CA_CERT),
                     ca_certificate.public_bytes(serialization.Encoding.PEM),
                     mode=0o644,
@@ -299,7 +283,9 @@ class KeyStore:
                 self._replace_signing_key()  # expired: a rotation
                 return True
             ca_key, ca_certificate = self._ca()
-            _write(self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600)
+            write_atomic(
+                self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600
+            )
         return True
 
     def rotate(self) -> SigningKeys:
@@ -317,8 +303,8 @@ class KeyStore:
         ca_key, ca_certificate = self._ca()
         new = _issue_signing_key(ca_key, ca_certificate)
         with self._lock:
-            _write(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
-            _write(self.path(SIGNING), new.pem(), mode=0o600)
+            write_atomic(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
+            write_atomic(self.path(SIGNING), new.pem(), mode=0o600)
             self._cached = None
 
     def _ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import socket
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from controlplane.env import env, loopback_address
-from tests.support.processes import RegistryProcess, free_port, require_binary
+from tests.support.processes import RegistryProcess, free_port, require_binary, two_free_ports
 from tests.support.stack import ManagedProcess
 
 
@@ -80,19 +79,6 @@ def test_loopback_addresses_are_accepted(addr: str) -> None:
 def test_an_address_without_a_valid_port_is_refused(addr: str) -> None:
     with pytest.raises(ValueError, match="is not host:port"):
         loopback_address(addr)
-
-
-def two_free_ports() -> int:
-    """A free port whose next port is free too (the old default put the debug listener there)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    pytest.fail("no two consecutive free ports")
 
 
 def debug_vars(addr: str) -> int | None:

@@ -24,7 +24,7 @@ from django.core.management import call_command
 
 from registries.demo_image import write_oci_layout
 from tests.support.containers import layout_digest, ok
-from tests.support.processes import RegistryProcess, free_port, wait_until
+from tests.support.processes import RegistryProcess, free_port, two_free_ports, wait_until
 from tests.support.stack import ManagedProcess, RedisServer, inherited_environment
 
 pytestmark = [
@@ -134,7 +134,7 @@ def s3_registry(
     settings.REGISTRY_NOTIFICATIONS_TOKEN = NOTIFY_TOKEN
     settings.REGISTRY_PROMETHEUS_ENABLED = True
     settings.REGISTRY_DEBUG_ADDR = ""
-    port = free_port()
+    port = two_free_ports()  # the metrics listen on port + 1
     out = StringIO()
     call_command(
         "registry_config",

@@ -50,6 +50,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def two_free_ports() -> int:
+    """A free port whose next port is free too: a registry's debug and metrics listener defaults
+    to the next one."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no two consecutive free ports")
+
+
 def closed_url(scheme: str = "http") -> str:
     """The URL of a port on 127.0.0.1 that nothing listens on: a service that is down."""
     return f"{scheme}://127.0.0.1:{free_port()}"

@@ -16,14 +16,13 @@ For production (issue 14) it also renders, from the settings of
 Redis (shared by replicas, instead of each process's memory), upload purging (always on: a client
 that gives up mid-push leaves its upload behind otherwise), notifications with an auth header,
 and TLS. The file then holds secrets (the S3 secret key, the Redis password, the notifications
-token, ``http.secret``): ``--output`` writes it 0600 (``make run`` redirects under umask 077),
+token, ``http.secret``): ``--output`` writes it 0600, replacing it whole (``make run`` and compose use it),
 and nothing here logs a value or puts one in an error message.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.crypto import salted_hmac
 
 from controlplane.env import loopback_address
+from controlplane.local_state import write_atomic
 from registries.keys import key_store
 
 TEMPLATE = """\
@@ -300,20 +300,6 @@ def render_registry_config(
     )
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` as a file only its owner reads (0600), replacing it whole."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, path)
-
-
 class Command(BaseCommand):
     help = "Print a Distribution (docker-registry) configuration for REGISTRY_URL."
 
@@ -355,6 +341,6 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"Refusing the debug listener: {exc}.") from exc
         if options["output"]:
-            write_private(Path(options["output"]), config)
+            write_atomic(Path(options["output"]), config.encode(), mode=0o600)
         else:
             self.stdout.write(config, ending="")
