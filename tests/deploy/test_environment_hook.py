@@ -5,39 +5,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clusters import services
-from tests.support.http import StandIn, stand_in_server
+from tests.deploy.shell import DUMP, HOOKS, bash
 from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.integration  # every test runs the hook in bash
 
-HOOK = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks" / "environment"
 # Source the hook, then print the resulting environment as JSON.
-SCRIPT = (
-    f'source "{HOOK}" || exit $?; python3 -c "import json, os; print(json.dumps(dict(os.environ)))"'
-)
+SCRIPT = f'source "{HOOKS}/environment" || exit $?; {DUMP}'
 
 
 def source_hook(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", SCRIPT],
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def impostor() -> Iterator[StandIn]:
-    with stand_in_server() as server:
-        yield server
+    return bash(SCRIPT, env)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -150,7 +133,7 @@ def test_the_hook_says_what_to_set_when_it_is_not_configured() -> None:
     assert result.returncode == 1
     assert result.stderr == (
         "controlplane environment hook: CONTROLPLANE_URL is not set; "
-        f"write it to {HOOK.parent}/controlplane.conf.\n"
+        f"write it to {HOOKS}/controlplane.conf.\n"
     )
     result = source_hook(
         {"CONTROLPLANE_URL": "http://127.0.0.1:1", "CONTROLPLANE_AGENT_TOKEN_FILE": "/nonexistent"}

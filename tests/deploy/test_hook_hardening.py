@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,26 +18,13 @@ from rest_framework import exceptions
 from clusters import services
 from registries.agent.views import JobCredentialsView
 from registries.models import JobCredential
-from tests.support.http import StandIn, stand_in_server
+from tests.deploy.shell import DUMP, HOOKS, bash
+from tests.support.http import StandIn
 from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.integration  # every test runs the hooks in bash
 
-HOOKS = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks"
-DUMP = '/usr/bin/python3 -c "import json, os; print(json.dumps(dict(os.environ)))"'
-PATH = "/usr/local/bin:/usr/bin:/bin"
 REGISTRY_HOST = "127.0.0.1:5000"  # the hosted_queue fixture's BUILDKITE_HOSTED_REGISTRY_URL
-
-
-def bash(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["/bin/bash", "-c", script],
-        env={"PATH": PATH, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def job(hooks: Path = HOOKS, between: str = "") -> str:
@@ -55,12 +40,6 @@ def installed(tmp_path: Path, conf: str) -> Path:
         shutil.copy(HOOKS / name, hooks / name)
     (hooks / "controlplane.conf").write_text(conf)
     return hooks
-
-
-@pytest.fixture
-def impostor() -> Iterator[StandIn]:
-    with stand_in_server() as server:
-        yield server
 
 
 @pytest.fixture

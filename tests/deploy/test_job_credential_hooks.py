@@ -8,19 +8,17 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clusters import services
 from registries.models import JobCredential
-from tests.support.http import StandIn, stand_in_server
+from tests.deploy.shell import DUMP, HOOKS, bash
+from tests.support.http import StandIn
 
 pytestmark = pytest.mark.integration  # every test runs the hooks in bash
 
-HOOKS = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "hooks"
-DUMP = 'python3 -c "import json, os; print(json.dumps(dict(os.environ)))"'
 # One job: the environment hook, the job's environment, the pre-exit hook, the environment after.
 JOB = f'source "{HOOKS}/environment" || exit $?; {DUMP}; source "{HOOKS}/pre-exit"; {DUMP}'
 REGISTRY_HOST = "127.0.0.1:5000"  # the hosted_queue fixture's BUILDKITE_HOSTED_REGISTRY_URL
@@ -28,14 +26,7 @@ JOB_ID = "0190a5d0-ac96-4e2b-8f5e-0d3a7c1b2e4f"
 
 
 def run_job(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], list[dict[str, str]]]:
-    result = subprocess.run(
-        ["bash", "-c", JOB],
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = bash(JOB, env)
     return result, [json.loads(line) for line in result.stdout.splitlines()]
 
 
@@ -50,12 +41,6 @@ def agent(live_server, hosted_queue, tmp_path: Path) -> dict[str, str]:
         "BUILDKITE_JOB_ID": JOB_ID,
         "TMPDIR": str(tmp_path),
     }
-
-
-@pytest.fixture
-def impostor() -> Iterator[StandIn]:
-    with stand_in_server() as server:
-        yield server
 
 
 @pytest.mark.django_db(transaction=True)
@@ -84,14 +69,7 @@ def test_the_auth_file_is_private_and_holds_a_basic_entry_for_the_registry_host(
 ) -> None:
     script = f'source "{HOOKS}/environment" || exit $?; stat -c "%a" "$DOCKER_CONFIG" '
     script += '"$REGISTRY_AUTH_FILE"; cat "$REGISTRY_AUTH_FILE"'
-    result = subprocess.run(
-        ["bash", "-c", script],
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", **agent},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = bash(script, agent)
 
     assert result.returncode == 0, result.stderr
     folder_mode, file_mode, content = result.stdout.splitlines()
@@ -216,13 +194,9 @@ def test_pre_exit_leaves_a_folder_it_did_not_make_alone(tmp_path: Path) -> None:
     theirs = tmp_path / "docker"
     theirs.mkdir()
     (theirs / "config.json").write_text("{}")
-    result = subprocess.run(
-        ["bash", "-c", f'source "{HOOKS}/pre-exit"; echo "$DOCKER_CONFIG"'],
-        env={"PATH": "/usr/bin:/bin", "DOCKER_CONFIG": str(theirs), "CONTROLPLANE_URL": "x"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    result = bash(
+        f'source "{HOOKS}/pre-exit"; echo "$DOCKER_CONFIG"',
+        {"PATH": "/usr/bin:/bin", "DOCKER_CONFIG": str(theirs), "CONTROLPLANE_URL": "x"},
     )
     assert result.returncode == 0
     assert result.stdout == f"{theirs}\n"
