@@ -141,10 +141,6 @@ def clear_context() -> None:
     _context.set(_NO_IDS)
 
 
-def current_context() -> Mapping[str, str]:
-    return _context.get()
-
-
 @contextmanager
 def log_context(**ids: str) -> Iterator[None]:
     token = bind_context(**ids)

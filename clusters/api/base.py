@@ -93,21 +93,14 @@ def with_rate_limit_headers(request: Request, response: Response) -> Response:
     return response
 
 
-class OrganizationAPIView(APIView):
+class ApiTokenAPIView(APIView):
+    """What every view an API token calls shares: the token authenticates (401 with how to
+    send one otherwise), and each answer carries the rate-limit headers its request counted."""
+
     authentication_classes = [ApiTokenAuthentication]
-    permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
-    # No defaults: a view declares the scopes of the methods it answers (configuration_errors).
-    read_scope: str
-    write_scope: str
+    permission_classes = [ApiTokenRequired]
 
-    organization: Organization
     token: ApiToken
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        errors = configuration_errors(cls)
-        if errors:
-            raise ImproperlyConfigured(" ".join(errors))
 
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None
@@ -116,13 +109,34 @@ class OrganizationAPIView(APIView):
             raise exceptions.NotAuthenticated(ApiTokenRequired.message)
         super().permission_denied(request, message, code)
 
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        return with_rate_limit_headers(request, response)
+
+
+class OrganizationAPIView(ApiTokenAPIView):
+    permission_classes = [ApiTokenRequired]  # the rest in initial(), in the order above
+    # No defaults: a view declares the scopes of the methods it answers (configuration_errors).
+    read_scope: str
+    write_scope: str
+
+    organization: Organization
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        errors = configuration_errors(cls)
+        if errors:
+            raise ImproperlyConfigured(" ".join(errors))
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         token = cast(ApiToken, request.auth)  # ApiTokenRequired let only API tokens through
         if token.organization.slug != kwargs.get("org_slug"):
             raise exceptions.NotFound("No organization found")
         self.token, self.organization = token, token.organization
-        self._rate_limit(request)
+        rate_limit(request, self.token)
         reads = request.method in READ_METHODS
         scope: str | None = getattr(self, "read_scope" if reads else "write_scope", None)
         if scope is None:  # no scope declared for the method: the view has no handler for it
@@ -134,15 +148,6 @@ class OrganizationAPIView(APIView):
     def user(self) -> User:
         """The owner of the API token: what the API records as ``created_by``."""
         return self.token.user
-
-    def _rate_limit(self, request: Request) -> None:
-        rate_limit(request, self.token)
-
-    def finalize_response(
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        return with_rate_limit_headers(request, response)
 
     # --- lookups, always within the token's organization ------------------------------------
 
@@ -171,34 +176,16 @@ class OrganizationAPIView(APIView):
         return {"request": self.request, "organization": self.organization, **extra}
 
 
-class AccessTokenAPIView(APIView):
+class AccessTokenAPIView(ApiTokenAPIView):
     """The base of the views about the calling API token itself (``/v2/access-token``): the
     token authenticates (401 otherwise) and counts against its rate limits, as everywhere; no
     organization is in the URL, and no scope is needed (as on Buildkite). It reaches nothing
     but the token."""
 
-    authentication_classes = [ApiTokenAuthentication]
-    permission_classes = [ApiTokenRequired]
-
-    token: ApiToken
-
-    def permission_denied(
-        self, request: Request, message: str | None = None, code: str | None = None
-    ) -> NoReturn:
-        if not request.successful_authenticator:
-            raise exceptions.NotAuthenticated(ApiTokenRequired.message)
-        super().permission_denied(request, message, code)
-
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         self.token = cast(ApiToken, request.auth)
         rate_limit(request, self.token)
-
-    def finalize_response(
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        return with_rate_limit_headers(request, response)
 
 
 def answered_methods(view_class: type[APIView]) -> list[str]:

@@ -13,7 +13,6 @@ The webhook's services are in ``clusters.webhooks``. Row locks are taken through
 ``clusters.locks``, in its one order.
 """
 
-from clusters.selectors import RESERVED_VARIABLES
 from clusters.services.clusters import (
     UNSET,
     cluster_create,
@@ -44,7 +43,6 @@ from clusters.services.queues import (
 __all__ = [
     "AGENT_TOKEN_PREFIX",
     "API_TOKEN_PREFIX",
-    "RESERVED_VARIABLES",
     "UNSET",
     "agent_environment_set",
     "agent_environment_unset",
