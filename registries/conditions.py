@@ -136,30 +136,6 @@ def ready_from_state(registry: Registry, *, now: datetime | None = None) -> bool
     )
 
 
-def synced(registry: Registry, message: str, *, now: datetime | None = None) -> bool:
-    """``Synced`` True: the last attempt did what it set out to do."""
-    return condition_set(registry, SYNCED, TRUE, RECONCILE_SUCCESS, message, now=now)
-
-
-def not_synced(
-    registry: Registry,
-    reason: str,
-    message: str,
-    *,
-    now: datetime | None = None,
-    detail: str = "",
-) -> bool:
-    """``Synced`` False, with why (``detail``: the operators' account)."""
-    return condition_set(registry, SYNCED, FALSE, reason, message, now=now, detail=detail)
-
-
-def sync_pending(
-    registry: Registry, reason: str, message: str, *, now: datetime | None = None
-) -> bool:
-    """``Synced`` Unknown: something was asked for and nothing has been tried yet."""
-    return condition_set(registry, SYNCED, UNKNOWN, reason, message, now=now)
-
-
 @dataclass(frozen=True)
 class SyncedCondition:
     """What a transition says on ``Synced`` (``services.lifecycle.transition`` sets it with the

@@ -122,17 +122,14 @@ class RegistryCredential:
         return principal_for_agent_token(self.agent_token, self.job_credential)
 
 
-def job_credential_authenticate(secret: str) -> JobCredential | None:
-    """The usable job credential whose secret this is (unexpired, unrevoked, its agent token
-    active), with its agent token and cluster; None otherwise."""
-    if not secret.startswith(JOB_CREDENTIAL_PREFIX):
-        return None
-    return (
-        JobCredential.objects.usable()
-        .select_related("agent_token__cluster")
-        .filter(secret_hash=JobCredential.hash_secret(secret))
-        .first()
+def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
+    """The usable job credential matching ``lookup`` (unexpired, unrevoked, its agent token
+    active), with its agent token in the same query (the token endpoint reads the token's
+    cluster id, allow-list and expiry, never the cluster row)."""
+    credential = (
+        JobCredential.objects.usable().select_related("agent_token").filter(**lookup).first()
     )
+    return None if credential is None else RegistryCredential(credential.agent_token, credential)
 
 
 def job_credential_for_secret(secret: str) -> JobCredential | None:
@@ -146,10 +143,7 @@ def registry_credential_for_secret(secret: str) -> RegistryCredential | None:
     """What a password sent to the token endpoint is: a job credential (``bkrc_...``) or an
     agent token; None for a wrong, expired or revoked one."""
     if secret.startswith(JOB_CREDENTIAL_PREFIX):
-        credential = job_credential_authenticate(secret)
-        return (
-            None if credential is None else RegistryCredential(credential.agent_token, credential)
-        )
+        return _usable_job_credential(secret_hash=JobCredential.hash_secret(secret))
     token = agent_token_authenticate(secret)
     return None if token is None else RegistryCredential(token)
 
@@ -160,15 +154,7 @@ def registry_credential_for_refresh(
     """What a refresh token names, if it is still valid: a refresh token issued to a job
     credential ends with that credential (and with its agent token)."""
     if job_credential_id is not None:
-        credential = (
-            JobCredential.objects.usable()
-            .select_related("agent_token__cluster")
-            .filter(pk=job_credential_id, agent_token_id=agent_token_id)
-            .first()
-        )
-        return (
-            None if credential is None else RegistryCredential(credential.agent_token, credential)
-        )
+        return _usable_job_credential(pk=job_credential_id, agent_token_id=agent_token_id)
     token = ClusterAgentToken.objects.active().filter(pk=agent_token_id).first()
     return None if token is None else RegistryCredential(token)
 

@@ -2,7 +2,7 @@
 (``DELETE /v3/agent/registry-credentials/current``, the ``pre-exit`` hook): ``Authorization:
 Token <credential>`` (or ``Bearer``). Giving a credential up needs no more than holding it, so a
 revoked or expired one is still known here; using one for the registry goes through
-``registries.selectors.job_credential_authenticate``, which checks it still works."""
+``registries.selectors.registry_credential_for_secret``, which checks it still works."""
 
 from __future__ import annotations
 

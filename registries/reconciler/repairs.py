@@ -114,14 +114,14 @@ def registry_republish(*, registry: Registry) -> str | None:
             problem = (
                 f"{REGISTRY_URL_VARIABLE} is {what} and cannot be published: {exc.messages[0]}"
             )
-            conditions.not_synced(locked, conditions.RECONCILE_ERROR, problem)
+            SyncedCondition.false(conditions.RECONCILE_ERROR, problem).set_on(locked)
             # Jobs do not receive the URL: the registry is of no use to them.
             conditions.condition_set(
                 locked, conditions.READY, conditions.FALSE, conditions.NOT_PUBLISHED, problem
             )
         else:
             repaired = f"re-published {REGISTRY_URL_VARIABLE}: it was {what}"
-            conditions.synced(locked, f"{repaired[0].upper()}{repaired[1:]}.")
+            SyncedCondition.true(f"{repaired[0].upper()}{repaired[1:]}.").set_on(locked)
             ready = conditions.condition_get(locked, conditions.READY)
             if ready and ready["reason"] == conditions.NOT_PUBLISHED:
                 conditions.ready_from_state(locked)

@@ -5,8 +5,8 @@ A credential is a secret shown once (``bkrc_`` and 256 random bits; only its SHA
 bound to the agent token that asked for it and, when the agent gave one, to the job
 (``BUILDKITE_JOB_ID``). It expires after ``REGISTRY_JOB_CREDENTIAL_TTL_SECONDS`` (never after its
 agent token), and the ``pre-exit`` hook revokes it when the job ends. Whether it still works is
-checked on every use (``registries.selectors.job_credential_authenticate``), so revoking the agent
-token or deleting the cluster ends every credential at once.
+checked on every use (``registries.selectors.registry_credential_for_secret``), so revoking the
+agent token or deleting the cluster ends every credential at once.
 """
 
 from __future__ import annotations

@@ -306,7 +306,8 @@ def _record_enqueue_failure(registry_id: str, exc: Exception) -> None:
         with transaction.atomic():
             registry = registry_lock(registry_id)
             if registry is not None and registry.state not in SETTLED:
-                conditions.not_synced(registry, conditions.ENQUEUE_FAILED, message, detail=detail)
+                failed = SyncedCondition.false(conditions.ENQUEUE_FAILED, message, detail=detail)
+                failed.set_on(registry)
                 fields = ["conditions"]
                 if registry.attempt_deadline is None:  # no attempt runs: due in one interval
                     registry.next_attempt_at = timezone.now() + reconcile_interval()
@@ -341,12 +342,9 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
                     next_attempt_at=now + reconcile_interval(),
                 )
                 conditions.ready_from_state(registry, now=now)
-                conditions.sync_pending(
-                    registry,
-                    conditions.CREATED,
-                    "Provisioning is enqueued; no attempt has run yet.",
-                    now=now,
-                )
+                SyncedCondition.unknown(
+                    conditions.CREATED, "Provisioning is enqueued; no attempt has run yet.", at=now
+                ).set_on(registry)
                 registry.save(force_insert=True)
                 RegistryEvent.objects.create(
                     registry=registry, from_state="", to_state=State.PENDING, message="created"

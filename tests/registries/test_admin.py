@@ -162,7 +162,7 @@ def test_registries_show_their_conditions_in_the_list_and_in_full(operator: Clie
     conditions.condition_set(
         registry, "Ready", "False", "CanaryFailed", "The health canary failed: POST answered 503"
     )
-    conditions.synced(registry, "Provisioned.")
+    conditions.SyncedCondition.true("Provisioned.").set_on(registry)
     registry.save()
 
     listed = operator.get(CHANGELIST).content.decode()

@@ -16,8 +16,8 @@ For production (issue 14) it also renders, from the settings of
 Redis (shared by replicas, instead of each process's memory), upload purging (always on: a client
 that gives up mid-push leaves its upload behind otherwise), notifications with an auth header,
 and TLS. The file then holds secrets (the S3 secret key, the Redis password, the notifications
-token, ``http.secret``): ``--output`` writes it 0600, replacing it whole (``make run`` and compose use it),
-and nothing here logs a value or puts one in an error message.
+token, ``http.secret``): ``--output`` writes it 0600, replacing it whole (``make run`` and
+compose use it), and nothing here logs a value or puts one in an error message.
 """
 
 from __future__ import annotations
