@@ -6,7 +6,6 @@ offers ``clusters.services.agent_environment_set`` for other apps to publish var
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 
 from django.conf import settings
@@ -17,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clusters import instance_shapes, ip_allow_lists
+from controlplane.credentials import secret_hash
 
 SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 QUEUE_KEY_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -34,12 +34,6 @@ env_name_validator = RegexValidator(
 )
 color_validator = RegexValidator(COLOR_PATTERN, "Use a hex color such as #FFE0F1.")
 BUILDKITE_FLAG = "Buildkite's flag, kept for its clients; nothing here reads it."
-
-
-def secret_hash(secret: str) -> str:
-    """How token secrets are stored. They have 256 bits of entropy, so a fast hash is enough,
-    and it keeps the lookup an indexed equality."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class Organization(models.Model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clusters.interface import Cluster, ClusterAgentToken
+from controlplane import credentials
 
 #: The variable that publishes a ready registry's URL to its cluster's hosted jobs.
 REGISTRY_URL_VARIABLE = "BUILDKITE_HOSTED_REGISTRY_URL"
@@ -217,8 +217,4 @@ class JobCredential(models.Model):
     def __str__(self) -> str:
         return f"{self.job_id or 'job'} ({self.secret_prefix}…)"
 
-    @staticmethod
-    def hash_secret(secret: str) -> str:
-        """How secrets are stored: 256 random bits need no slow hash, and the lookup stays an
-        indexed equality (as for agent tokens)."""
-        return hashlib.sha256(secret.encode()).hexdigest()
+    hash_secret = staticmethod(credentials.secret_hash)

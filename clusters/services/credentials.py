@@ -8,7 +8,6 @@ a salt) and a short prefix that tells it apart in lists are stored.
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import datetime
 from typing import TypeVar
 
@@ -18,6 +17,7 @@ from django.utils import timezone
 
 from clusters import ip_allow_lists
 from clusters.models import ApiToken, Cluster, ClusterAgentToken, Organization, WebhookSecret
+from controlplane.credentials import new_secret, revoke_once, shown_prefix
 
 logger = logging.getLogger("clusters.services")
 
@@ -25,24 +25,13 @@ AGENT_TOKEN_PREFIX = "bkct_"  # noqa: S105 - a marker for secret scanners, not a
 API_TOKEN_PREFIX = "bkua_"  # noqa: S105 - the same, for API access tokens
 
 
-def new_secret(prefix: str) -> str:
-    """A secret shown once: ``prefix`` (so that secret scanners recognise it) and 256 random
-    bits."""
-    return prefix + secrets.token_urlsafe(32)
-
-
-def shown_prefix(secret: str, prefix: str) -> str:
-    """What is kept of a secret to tell it apart in lists: its prefix and four characters."""
-    return secret[: len(prefix) + 4]
-
-
 Revocable = TypeVar("Revocable", ClusterAgentToken, ApiToken, WebhookSecret)
 
 
 def revoke(obj: Revocable, event: str, id_name: str) -> Revocable:
-    """Set ``revoked_at`` once, atomically (a second revocation keeps the first time)."""
-    type(obj).objects.filter(pk=obj.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    obj.refresh_from_db(fields=["revoked_at"])
+    """Set ``revoked_at`` once, atomically (a second revocation keeps the first time), and log
+    ``event`` with the row's id as ``id_name``."""
+    revoke_once(obj)
     logger.info(event, extra={id_name: str(obj.pk)})
     return obj
 

@@ -30,7 +30,8 @@ from django.utils.crypto import salted_hmac
 
 from clusters import locks
 from clusters.models import SLUG_PATTERN, Organization, WebhookSecret
-from clusters.services.credentials import revoke, shown_prefix
+from clusters.services.credentials import revoke
+from controlplane.credentials import shown_prefix
 
 # The logger the webhook's services have always logged under, so their log lines are unchanged.
 logger = logging.getLogger("clusters.services")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from datetime import timedelta
 
 from django.conf import settings
@@ -21,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from clusters.interface import ClusterAgentToken
+from controlplane.credentials import new_secret, revoke_once, shown_prefix
 from registries.models import JOB_CREDENTIAL_PREFIX, JobCredential
 
 logger = logging.getLogger("registries.services")
@@ -45,12 +45,12 @@ def job_credential_create(
     expires_at = now + timedelta(seconds=settings.REGISTRY_JOB_CREDENTIAL_TTL_SECONDS)
     if agent_token.expires_at is not None:
         expires_at = min(expires_at, agent_token.expires_at)
-    secret = JOB_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+    secret = new_secret(JOB_CREDENTIAL_PREFIX)
     credential = JobCredential.objects.create(
         agent_token=agent_token,
         job_id=job_id,
         secret_hash=JobCredential.hash_secret(secret),
-        secret_prefix=secret[: len(JOB_CREDENTIAL_PREFIX) + 4],
+        secret_prefix=shown_prefix(secret, JOB_CREDENTIAL_PREFIX),
         created_at=now,
         expires_at=expires_at,
     )
@@ -68,10 +68,7 @@ def job_credential_create(
 
 def job_credential_revoke(*, credential: JobCredential) -> JobCredential:
     """Revoke a credential at once; revoking it again keeps the first time."""
-    JobCredential.objects.filter(pk=credential.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    credential.refresh_from_db(fields=["revoked_at"])
+    revoke_once(credential)
     logger.info(
         "job_credential.revoked",
         extra={"credential_id": str(credential.pk), "job_id": credential.job_id},
