@@ -151,6 +151,12 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# The per-process caches of the hot paths (controlplane/hotcache.py: the agent environment, the
+# token endpoint's principal, webhook secrets): how long an entry may live, which is how long a
+# credential revoked in another process or host may still be accepted here; 0 turns them off.
+HOT_CACHE_SECONDS = env_float("HOT_CACHE_SECONDS", 5.0)
+HOT_CACHE_MAX_ENTRIES = env_int("HOT_CACHE_MAX_ENTRIES", 10_000, minimum=1)
+
 # --- Celery ---------------------------------------------------------------------------------
 # CELERY_BROKER_URL (or, failing that, REDIS_URL) selects Redis. The embedded default is kombu's
 # filesystem transport: one folder that the web process writes to and the worker reads from.

@@ -1,0 +1,151 @@
+"""Per-process caches for the hot read paths: the agent environment, the token endpoint's
+principal, the webhook's secrets. A warm answer reads no database.
+
+- **Bound**: an entry lives ``HOT_CACHE_SECONDS`` at most (a setting, a few seconds), and never
+  past the ``expires_at`` of the credential it was made from. That bound is what every other
+  process and host gets: a credential revoked anywhere stops working everywhere within it.
+- **Same process**: ``invalidate(*tags)`` drops at once every entry carrying one of the tags, in
+  every cache of the process, and again when the surrounding transaction commits (so that a
+  request reading between the write and the commit cannot keep the old answer). Model signals
+  call it (``clusters.apps``, ``registries.apps``), and writes that use ``QuerySet.update()``
+  call it themselves.
+- **Fills never race an invalidation**: take ``fill_started()`` before reading the database and
+  pass it to ``put``; an entry whose tags were invalidated after that moment is born dead.
+- **Keys** are derived from a hash of the secret (``controlplane.credentials.secret_hash``),
+  never the secret itself, so a memory dump of the cache holds no usable credential.
+- Misses are never cached (a token created in another process must work at once), and the
+  caller decides what is not worth caching (``put`` is simply not called).
+
+The caches are ``cachetools.TLRUCache`` (least recently used first out, each entry with its own
+deadline) behind a lock, so that threaded servers (gunicorn ``gthread``) share them safely.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from cachetools import TLRUCache
+from django.conf import settings
+from django.db import transaction
+
+V = TypeVar("V")
+
+# The invalidation clock, shared by every cache of the process: each invalidation moves it on.
+_clock_lock = threading.Lock()
+_epoch = 0
+#: The epoch at which each tag was last invalidated.
+_invalidated: dict[str, int] = {}
+#: Entries born before this epoch are dead (``clear()``).
+_floor = 0
+#: Past this many remembered tags, everything is cleared and the memory given back.
+_MAX_REMEMBERED_TAGS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[V]):
+    value: V
+    tags: tuple[str, ...]
+    born: int  # the epoch when the fill started
+    deadline: float  # time.monotonic()
+
+
+def _deadline(key: Hashable, entry: _Entry[Any], now: float) -> float:
+    return entry.deadline
+
+
+def _alive(entry: _Entry[Any]) -> bool:
+    if entry.born < _floor:
+        return False
+    return all(_invalidated.get(tag, 0) <= entry.born for tag in entry.tags)
+
+
+def fill_started() -> int:
+    """The moment a fill starts, to pass to ``HotCache.put``: take it before the database read."""
+    return _epoch
+
+
+def invalidate(*tags: str) -> None:
+    """Drop every entry carrying one of ``tags``, in every cache, now and (inside a transaction)
+    again once it commits."""
+    _invalidate(tags)
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: _invalidate(tags))
+
+
+def _invalidate(tags: Iterable[str]) -> None:
+    global _epoch, _floor
+    with _clock_lock:
+        _epoch += 1
+        for tag in tags:
+            _invalidated[tag] = _epoch
+        if len(_invalidated) > _MAX_REMEMBERED_TAGS:
+            _invalidated.clear()
+            _floor = _epoch
+
+
+def clear() -> None:
+    """Drop every entry of every cache (tests; a process that lost track, e.g. after a fork)."""
+    global _epoch, _floor
+    with _clock_lock:
+        _epoch += 1
+        _floor = _epoch
+
+
+def seconds() -> float:
+    """How long an entry may live: ``HOT_CACHE_SECONDS`` (0 turns the caches off)."""
+    return float(settings.HOT_CACHE_SECONDS)
+
+
+class HotCache(Generic[V]):
+    """One bounded cache of values of type ``V`` (frozen, never mutated once put)."""
+
+    def __init__(self, name: str, *, maxsize: int | None = None) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._entries: TLRUCache[Hashable, _Entry[V]] = TLRUCache(
+            maxsize or int(settings.HOT_CACHE_MAX_ENTRIES), ttu=_deadline
+        )
+
+    def get(self, key: Hashable) -> V | None:
+        """The live value under ``key``, or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if not _alive(entry):
+                del self._entries[key]
+                return None
+        return entry.value
+
+    def put(
+        self,
+        key: Hashable,
+        value: V,
+        *,
+        since: int,
+        tags: Iterable[str] = (),
+        expires_at: datetime | None = None,
+    ) -> None:
+        """Keep ``value`` under ``key`` for ``HOT_CACHE_SECONDS`` at most, and not past
+        ``expires_at`` (the credential's own expiry). ``since`` is ``fill_started()`` taken
+        before the value was read; ``tags`` name what the value was read from."""
+        ttl = seconds()
+        if expires_at is not None:
+            ttl = min(ttl, expires_at.timestamp() - time.time())
+        if ttl <= 0:
+            return
+        entry = _Entry(value, tuple(tags), since, time.monotonic() + ttl)
+        if not _alive(entry):
+            return
+        with self._lock:
+            self._entries[key] = entry
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._entries.expire()
+            return len(self._entries)
