@@ -41,6 +41,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+#: The states in which a registry is owed an attempt (provisioning or deprovisioning), which the
+#: reconciler moves on once their ``next_attempt_at`` has passed.
+OWED_STATES = (State.PENDING, State.PROVISIONING, State.DEPROVISIONING)
+
+
 class RegistryQuerySet(models.QuerySet["Registry"]):
     def ready(self) -> RegistryQuerySet:
         return self.filter(state=State.READY)
@@ -96,6 +101,16 @@ class Registry(models.Model):
     canary_ok = models.BooleanField(null=True, blank=True)
     canary_latency = models.DurationField(null=True, blank=True)
     canary_message = models.TextField(blank=True, default="")
+    #: Whether the ``canary_*`` fields above hold its backend's canary (one per backend and
+    #: round, recorded on every ready registry of the backend when its outcome changes) rather
+    #: than a canary of this registry's own namespace. A passing backend canary restores only
+    #: the failures it recorded itself.
+    canary_by_backend = models.BooleanField(default=False)
+    #: When this registry's namespace is next due for a canary of its own: each round checks at
+    #: most ``REGISTRY_CANARY_SAMPLE`` due ready registries, oldest due first, and moves each one
+    #: ``REGISTRY_CANARY_PERIOD_SECONDS`` on (``services.health.registries_canary_claim``). A new
+    #: registry is due at once.
+    canary_due_at = models.DateTimeField(default=timezone.now)
     #: The last "verify now" from the console: when, whether the registry still demanded and
     #: accepted our tokens, and what was seen.
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -119,6 +134,37 @@ class Registry(models.Model):
                 condition=Q(deprovision_requested_at__isnull=False)
                 | (Q(cluster__isnull=False) & ~Q(state__in=[State.DEPROVISIONING, State.DELETED])),
                 name="registry_deprovisioning_requested",
+            ),
+        ]
+        # Partial indexes: each holds only the rows one periodic select is after, so the
+        # reconciler and the canary rounds read the rows that are due, not the whole table
+        # (docs/reliability.md, "What a pass reads").
+        indexes = [
+            # selectors.registries_due: the registries owed an attempt, by due time (and the
+            # rows written before there were due times, by age).
+            models.Index(
+                fields=["next_attempt_at", "state_changed_at"],
+                name="registry_attempt_due",
+                condition=Q(state__in=OWED_STATES),
+            ),
+            # selectors.registries_failed_transiently.
+            models.Index(
+                fields=["state_changed_at"],
+                name="registry_failed_transient",
+                condition=Q(state=State.FAILED, failure_transient=True),
+            ),
+            # selectors.registries_canary_due: the next ready namespaces to canary.
+            models.Index(
+                fields=["canary_due_at", "id"],
+                name="registry_canary_due",
+                condition=Q(state=State.READY),
+            ),
+            # The ready registries whose canary failed, by backend: what a backend canary
+            # that passes again restores.
+            models.Index(
+                fields=["driver"],
+                name="registry_canary_failed",
+                condition=Q(state=State.READY, canary_ok=False),
             ),
         ]
 
@@ -164,6 +210,9 @@ class Lease(models.Model):
     name = models.CharField(max_length=64, primary_key=True)
     holder = models.CharField(max_length=255, blank=True, default="")
     expires_at = models.DateTimeField(default=timezone.now)
+    #: What the holder carries over to the next holder, written when it lets go (only while it
+    #: still holds the lease): the reconciler's sweeps keep where they stopped here.
+    progress = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.name

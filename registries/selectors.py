@@ -6,8 +6,9 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet
 
 from clusters.interface import (
     AgentEnvironmentVariable,
@@ -18,6 +19,7 @@ from clusters.interface import (
 )
 from registries.models import (
     JOB_CREDENTIAL_PREFIX,
+    OWED_STATES,
     REGISTRY_URL_VARIABLE,
     JobCredential,
     Registry,
@@ -27,6 +29,8 @@ from registries.models import (
 )
 from registries.tokens import Principal
 
+_M = TypeVar("_M", bound=Model)
+
 
 def registries_due(*, now: datetime, interval: timedelta) -> RegistryQuerySet:
     """Registries owed an attempt that nothing has moved by their due time, oldest first:
@@ -34,41 +38,96 @@ def registries_due(*, now: datetime, interval: timedelta) -> RegistryQuerySet:
     ``deprovisioning`` ones whose attempt's lease expired (a dead worker, a database outage),
     retries whose message was lost, and swept ``deprovisioning`` ones whose final sweep is due.
     A row without a due time (written before there were any) is due once unchanged for
-    ``interval``."""
-    owed = Q(state__in=[State.PENDING, State.PROVISIONING, State.DEPROVISIONING])
+    ``interval``. Reads the partial index ``registry_attempt_due`` (owed rows only)."""
     due = Q(next_attempt_at__lte=now) | Q(
         next_attempt_at__isnull=True, state_changed_at__lte=now - interval
     )
-    return Registry.objects.filter(owed & due).order_by("state_changed_at")
+    return Registry.objects.filter(due, state__in=OWED_STATES).order_by("state_changed_at")
 
 
-def clusters_owed_a_registry() -> QuerySet[Cluster]:
-    """Clusters with a hosted queue and no registry (the signal that creates it was lost, or the
-    queue was written around the services)."""
+@dataclass(frozen=True)
+class KeyWindow:
+    """A slice of a table in primary-key order, which a sweep reads instead of the whole table:
+    the rows after ``after`` (from the first row when None) through ``through`` (to the last row
+    when None). ``EVERY_ROW`` is the whole table."""
+
+    after: str | None = None
+    through: str | None = None
+
+    def of(self, queryset: QuerySet[_M]) -> QuerySet[_M]:
+        if self.after is not None:
+            queryset = queryset.filter(pk__gt=self.after)
+        if self.through is not None:
+            queryset = queryset.filter(pk__lte=self.through)
+        return queryset
+
+    @property
+    def next_after(self) -> str | None:
+        """Where the next window starts: after this one, or at the first row again once this
+        one ran to the end of the table."""
+        return self.through
+
+
+EVERY_ROW = KeyWindow()
+
+
+def key_window(queryset: QuerySet[Any], *, after: str | None, size: int) -> KeyWindow:
+    """The next ``size`` rows of ``queryset`` after the key ``after``, in primary-key order (one
+    index-only read of at most ``size`` keys). A window with fewer rows left runs to the end of
+    the table, so a table of at most ``size`` rows is read whole every time."""
+    keys = KeyWindow(after=after).of(queryset).order_by("pk").values_list("pk", flat=True)
+    through = next(iter(keys[size - 1 : size]), None)
+    return KeyWindow(after=after, through=None if through is None else str(through))
+
+
+def clusters_window(*, after: str | None, size: int) -> KeyWindow:
+    """The next window of ``size`` clusters for ``clusters_owed_a_registry``."""
+    return key_window(Cluster.objects.all(), after=after, size=size)
+
+
+def registries_window(*, after: str | None, size: int) -> KeyWindow:
+    """The next window of ``size`` registry rows (any state) for ``registries_unpublished``."""
+    return key_window(Registry.objects.all(), after=after, size=size)
+
+
+def clusters_owed_a_registry(window: KeyWindow = EVERY_ROW) -> QuerySet[Cluster]:
+    """Clusters (of ``window``) with a hosted queue and no registry (the signal that creates it
+    was lost, or the queue was written around the services)."""
     return (
-        Cluster.objects.filter(
-            Exists(Queue.objects.hosted().filter(cluster=OuterRef("pk"))), registry__isnull=True
-        )
+        window.of(Cluster.objects.filter(registry__isnull=True))
+        .filter(Exists(Queue.objects.hosted().filter(cluster=OuterRef("pk"))))
         .select_related("organization")  # the namespace starts with its slug
-        .order_by("created_at")
+        .order_by("pk")
     )
 
 
-def registries_unpublished() -> RegistryQuerySet:
-    """Ready registries whose cluster's jobs do not receive their URL (the variable is missing or
-    holds another value)."""
+def registries_unpublished(window: KeyWindow = EVERY_ROW) -> RegistryQuerySet:
+    """Ready registries (of ``window``) whose cluster's jobs do not receive their URL (the
+    variable is missing or holds another value)."""
     published = AgentEnvironmentVariable.objects.filter(
         cluster=OuterRef("cluster"), name=REGISTRY_URL_VARIABLE, value=OuterRef("url")
     )
-    return Registry.objects.ready().filter(cluster__isnull=False).exclude(Exists(published))
+    return (
+        window.of(Registry.objects.ready())
+        .filter(cluster__isnull=False)
+        .exclude(Exists(published))
+        .order_by("pk")
+    )
 
 
 def registries_failed_transiently(*, before: datetime) -> RegistryQuerySet:
     """Failed registries whose last error was the registry not answering, failed before
-    ``before``: worth an automatic retry once the registry answers again."""
+    ``before``: worth an automatic retry once the registry answers again. Reads the partial
+    index ``registry_failed_transient``."""
     return Registry.objects.filter(
         state=State.FAILED, failure_transient=True, state_changed_at__lte=before
     ).order_by("state_changed_at")
+
+
+def registries_canary_due(*, now: datetime) -> RegistryQuerySet:
+    """Ready registries whose namespace is due for a canary of its own, longest due first (the
+    partial index ``registry_canary_due``)."""
+    return Registry.objects.ready().filter(canary_due_at__lte=now).order_by("canary_due_at", "pk")
 
 
 def cluster_registry(cluster: Cluster) -> RegistryQuerySet:
