@@ -241,6 +241,9 @@ REGISTRY_DRIVER = env("REGISTRY_DRIVER", "distribution")
 REGISTRY_URL = env("REGISTRY_URL", "http://127.0.0.1:5000").rstrip("/")
 REGISTRY_PUBLIC_HOST = env("REGISTRY_PUBLIC_HOST", REGISTRY_URL.split("://", 1)[-1])
 REGISTRY_HTTP_TIMEOUT = env_float("REGISTRY_HTTP_TIMEOUT", 5.0)
+# How long a worker reuses a passing check of the registry (GET /v2/ demands and accepts our
+# tokens) for provisioning, instead of asking again for every registry; 0 checks every time.
+REGISTRY_CHECK_CACHE_SECONDS = env_float("REGISTRY_CHECK_CACHE_SECONDS", 5.0)
 REGISTRY_STORAGE_DIR = env("REGISTRY_STORAGE_DIR", str(VAR_DIR / "registry" / "data"))
 # Distribution's debug listener (pprof, expvar: no authentication) in the generated registry
 # configuration: none unless set, and then only on loopback (host:port; refused otherwise).
