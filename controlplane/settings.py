@@ -210,10 +210,32 @@ CELERY_BROKER_RECONNECT_MAX_SECONDS = env_float("CELERY_BROKER_RECONNECT_MAX_SEC
 # reuse, so a restarted PostgreSQL costs one reconnect (controlplane/celery.py).
 CELERY_WORKER_DATABASE_POOL_SIZE = env_int("CELERY_WORKER_DATABASE_POOL_SIZE", 8)
 
+# Two queues: "celery" for provisioning and every other task, "canaries" for the health canaries,
+# so a new cluster's registry never waits behind a round of canaries. A worker started without
+# --queues consumes both (make run, the tests); deploy/entrypoint's worker takes
+# CELERY_WORKER_QUEUES, and Kubernetes runs the canaries in a worker of their own
+# (docs/reliability.md, "Health canaries").
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CANARY_QUEUE = "canaries"
+CELERY_TASK_QUEUES = {
+    queue: {"exchange": queue, "routing_key": queue}
+    for queue in (CELERY_TASK_DEFAULT_QUEUE, CANARY_QUEUE)
+}
+CELERY_TASK_ROUTES = {
+    "registries.canaries": {"queue": CANARY_QUEUE},
+    "registries.canary": {"queue": CANARY_QUEUE},
+}
+
 # Celery beat (run exactly one; see docs/reliability.md): the reconciler, and the canaries.
 # A beat message still queued when the next one is due has nothing left to add: it expires.
 REGISTRY_RECONCILE_INTERVAL_SECONDS = env_float("REGISTRY_RECONCILE_INTERVAL_SECONDS", 30.0)
 REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS", 60.0)
+# Each canary round runs one canary per registry backend, plus the canaries of at most
+# REGISTRY_CANARY_SAMPLE ready registries whose namespace is due; each one checked is due again
+# REGISTRY_CANARY_PERIOD_SECONDS later. Every ready registry's namespace is checked at least every
+# max(period, ceil(ready registries / sample) rounds) (docs/reliability.md, "Health canaries").
+REGISTRY_CANARY_SAMPLE = env_int("REGISTRY_CANARY_SAMPLE", 100, minimum=0)
+REGISTRY_CANARY_PERIOD_SECONDS = env_float("REGISTRY_CANARY_PERIOD_SECONDS", 3600.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "registries.reconcile": {
         "task": "registries.reconcile",
@@ -256,6 +278,9 @@ REGISTRY_PROVISION_BACKOFF_MAX_SECONDS = env_float("REGISTRY_PROVISION_BACKOFF_M
 # drift per pass (the rest in the next pass).
 REGISTRY_FAILED_RETRY_AFTER_SECONDS = env_float("REGISTRY_FAILED_RETRY_AFTER_SECONDS", 300.0)
 REGISTRY_RECONCILE_BATCH = env_int("REGISTRY_RECONCILE_BATCH", 500)
+# The reconciler's two sweeps (clusters owed a registry, published URLs) read this many rows of
+# their table per pass, going on where the last pass stopped (docs/reliability.md).
+REGISTRY_RECONCILE_SWEEP = env_int("REGISTRY_RECONCILE_SWEEP", 2000, minimum=1)
 
 # --- Registry tokens ------------------------------------------------------------------------
 # The registry sends clients to REGISTRY_TOKEN_REALM (our token endpoint) for a JWT whose "iss"

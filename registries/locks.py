@@ -14,8 +14,8 @@ import uuid
 from datetime import datetime, timedelta
 
 from clusters.interface import cluster_lock
-from registries.models import Registry
-from registries.selectors import registries_due
+from registries.models import Registry, RegistryQuerySet
+from registries.selectors import registries_canary_due, registries_due
 
 
 def registry_lock(pk: uuid.UUID | str) -> Registry | None:
@@ -42,3 +42,18 @@ def registries_due_lock(*, now: datetime, interval: timedelta, limit: int) -> li
     rows another transaction holds: an attempt is moving those on right now."""
     due = registries_due(now=now, interval=interval).select_for_update(skip_locked=True)
     return list(due[:limit])
+
+
+def registries_canary_due_lock(*, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Lock up to ``limit`` ready registries whose canary is due
+    (``selectors.registries_canary_due``), skipping the rows another transaction holds (a
+    canary or a deletion is writing them). Returns their ids."""
+    due = registries_canary_due(now=now).select_for_update(skip_locked=True)
+    return list(due.values_list("pk", flat=True)[:limit])
+
+
+def registries_lock_batch(registries: RegistryQuerySet, *, limit: int) -> list[Registry]:
+    """Lock up to ``limit`` rows of ``registries`` in primary-key order, skipping the rows another
+    transaction holds: a caller that writes many registries (a backend's canary) takes them a
+    batch at a time, and leaves a busy row for its next round rather than wait for it."""
+    return list(registries.order_by("pk").select_for_update(skip_locked=True)[:limit])

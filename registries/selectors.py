@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
 from clusters.interface import (
     AgentEnvironmentVariable,
@@ -29,7 +29,7 @@ from registries.models import (
 )
 from registries.tokens import Principal
 
-_M = TypeVar("_M", bound=Model)
+_Q = TypeVar("_Q", bound=QuerySet[Any])
 
 
 def registries_due(*, now: datetime, interval: timedelta) -> RegistryQuerySet:
@@ -54,7 +54,7 @@ class KeyWindow:
     after: str | None = None
     through: str | None = None
 
-    def of(self, queryset: QuerySet[_M]) -> QuerySet[_M]:
+    def of(self, queryset: _Q) -> _Q:
         if self.after is not None:
             queryset = queryset.filter(pk__gt=self.after)
         if self.through is not None:

@@ -1,9 +1,10 @@
 """Celery tasks: thin, idempotent wrappers that take ids and call services.
 
 Every task may run twice (delivery is at least once: see docs/reliability.md); each service it
-calls locks its registry row and does nothing when the work is already done. The services
-enqueue ``registries.provision`` and ``registries.deprovision`` by name: this module imports
-them, so they do not import it (``RegistriesConfig.ready`` does, to register the tasks).
+calls locks its registry row and does nothing when the work is already done. The canary tasks
+run on the canaries queue (``CELERY_TASK_ROUTES``), so provisioning never waits behind them. The
+services enqueue ``registries.provision`` and ``registries.deprovision`` by name: this module
+imports them, so they do not import it (``RegistriesConfig.ready`` does, to register the tasks).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import dataclasses
 from celery import Task, shared_task
 from django.conf import settings
 
-from registries.models import Registry
 from registries.reconciler import registries_reconcile
 from registries.services import (
     DEPROVISION_TASK,
     PROVISION_TASK,
     AttemptResult,
+    backend_canary,
+    canary_backends,
+    registries_canary_claim,
     registry_canary,
     registry_deprovision,
     registry_provision,
@@ -57,14 +60,18 @@ def reconcile_registries() -> dict[str, object]:
 
 @shared_task(name="registries.canaries")  # type: ignore[untyped-decorator]
 def run_canaries() -> list[str]:
-    """Enqueue the health canary of every ready registry (Celery beat, every
-    REGISTRY_CANARY_INTERVAL_SECONDS)."""
-    ids = [str(pk) for pk in Registry.objects.ready().values_list("pk", flat=True)]
+    """One canary round (Celery beat, every REGISTRY_CANARY_INTERVAL_SECONDS, on the canaries
+    queue): enqueue the canaries of the namespaces that are due (at most
+    REGISTRY_CANARY_SAMPLE), then run each registry backend's canary. Returns the registries
+    whose canary it enqueued."""
+    ids = [str(pk) for pk in registries_canary_claim()]
     for registry_id in ids:
         # A canary still queued when the next round starts is stale: let it expire.
         canary_registry.apply_async(
             (registry_id,), expires=settings.REGISTRY_CANARY_INTERVAL_SECONDS
         )
+    for backend in canary_backends():
+        backend_canary(backend=backend)
     return ids
 
 

@@ -5,7 +5,8 @@ surface (``from registries.services import registry_provision``).
   enqueueing, creation and retry;
 - ``provisioning``: an attempt from ``pending`` to ``ready``;
 - ``deprovisioning``: from a deletion to ``deleted``;
-- ``health``: the backend check, "verify now", the health canary and the readiness checks;
+- ``health``: the backend check, "verify now", the health canaries (a backend's, a namespace's,
+  and the sample each round takes) and the readiness checks;
 - ``job_credentials``: the registry credentials jobs get instead of the agent token.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
@@ -17,10 +18,15 @@ from registries.services.deprovisioning import (
     registry_deprovision_start,
 )
 from registries.services.health import (
+    BACKEND_CANARY_NAMESPACE,
+    BackendCanaryResult,
     CanaryResult,
+    backend_canary,
     backend_check,
+    canary_backends,
     readiness_registry,
     readiness_signing_key,
+    registries_canary_claim,
     registry_canary,
     registry_verify,
 )
@@ -43,21 +49,26 @@ from registries.services.lifecycle import (
 from registries.services.provisioning import registry_provision
 
 __all__ = [
+    "BACKEND_CANARY_NAMESPACE",
     "DEPROVISION_TASK",
     "JOB_CREDENTIAL_USERNAME",
     "PROVISION_TASK",
     "SETTLED",
     "AttemptResult",
+    "BackendCanaryResult",
     "CanaryResult",
     "access_token_window",
     "attempt_lease",
+    "backend_canary",
     "backend_check",
     "backoff_seconds",
+    "canary_backends",
     "job_credential_create",
     "job_credential_revoke",
     "readiness_registry",
     "readiness_signing_key",
     "reconcile_interval",
+    "registries_canary_claim",
     "registry_canary",
     "registry_create_for_cluster",
     "registry_deprovision",

@@ -1,6 +1,7 @@
 """Health: whether a registry's backend answers and trusts our tokens (``backend_check``, "verify
-now" in the console), the health canary of a ready registry, and the registries app's readiness
-checks for ``/readyz`` (controlplane/health.py). None of these changes a state."""
+now" in the console), the health canaries (a backend's, and a ready registry's namespace's, with
+the sample of namespaces each round checks), and the registries app's readiness checks for
+``/readyz`` (controlplane/health.py). None of these changes a state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 from django.conf import settings
@@ -19,8 +20,8 @@ from controlplane import metrics
 from registries import conditions
 from registries.drivers import DriverError, RegistryUnavailable, get_driver
 from registries.keys import key_store
-from registries.locks import registry_lock
-from registries.models import Registry, State
+from registries.locks import registries_canary_due_lock, registries_lock_batch, registry_lock
+from registries.models import Registry, RegistryQuerySet, State
 
 # The logger of the registry services before they became a package: log filters key on it.
 logger = logging.getLogger("registries.services")
@@ -45,16 +46,89 @@ def registry_verify(*, registry: Registry) -> Registry:
     return registry
 
 
+#: The namespace a backend's own canary writes to. It has a dot, which no organization's slug
+#: (so no registry's namespace) may contain: no cluster's jobs can reach it.
+BACKEND_CANARY_NAMESPACE = "controlplane.canary"
+
+#: How many registries a backend canary records its outcome on per transaction.
+BACKEND_CANARY_BATCH = 500
+
+_CANARY_FIELDS = [
+    "canary_at", "canary_ok", "canary_latency", "canary_message", "canary_by_backend", "conditions"
+]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CanaryResult:
     ok: bool
     latency: timedelta
     seen: str
+    #: For operators: what the registry or the library said when it failed ("" if it passed).
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BackendCanaryResult:
+    backend: str
+    result: CanaryResult
+    #: The registries it recorded its outcome on: all the backend's ready registries not failing
+    #: yet when it failed; those whose failure it had recorded when it passes again.
+    recorded: int
+    #: Registries whose own namespace's canary had failed, due again now that it passes.
+    rechecked: int
+
+
+def _canary(driver: str, namespace: str) -> CanaryResult:
+    """Push, read back and delete a blob in ``namespace`` (``driver.canary``), and count it."""
+    started = time.monotonic()
+    detail = ""
+    try:
+        seen, ok = get_driver(driver).canary(namespace=namespace), True
+    except DriverError as exc:
+        # Tenants read ``seen`` (the API's canary and Ready); operators the detail too.
+        seen, detail, ok = exc.public, exc.detail, False
+    latency = timedelta(seconds=time.monotonic() - started)
+    outcome = "passed" if ok else "failed"
+    metrics.CANARIES.labels(outcome).inc()
+    metrics.CANARY_SECONDS.labels(outcome).observe(latency.total_seconds())
+    return CanaryResult(ok=ok, latency=latency, seen=seen, detail=detail)
+
+
+def _canary_record(
+    registry: Registry, result: CanaryResult, *, now: datetime, by_backend: bool
+) -> None:
+    """Record a canary's outcome on a locked, ready registry (not saved): its ``canary_*``
+    fields, and ``Ready`` False (``CanaryFailed``) if it failed, or True again
+    (``CanaryPassed``) if it passed after a failed one."""
+    registry.canary_at, registry.canary_ok = now, result.ok
+    registry.canary_latency, registry.canary_message = result.latency, result.seen
+    registry.canary_by_backend = by_backend
+    ready = conditions.condition_get(registry, conditions.READY)
+    if not result.ok:
+        conditions.condition_set(
+            registry,
+            conditions.READY,
+            conditions.FALSE,
+            conditions.CANARY_FAILED,
+            f"The health canary failed: {result.seen}",
+            now=now,
+            detail=result.detail,
+        )
+    elif ready is not None and ready["reason"] == conditions.CANARY_FAILED:
+        conditions.condition_set(
+            registry,
+            conditions.READY,
+            conditions.TRUE,
+            conditions.CANARY_PASSED,
+            f"The health canary passes again ({_milliseconds(result.latency)}).",
+            now=now,
+        )
 
 
 def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
-    """Run the health canary of a ``ready`` registry: push a small blob to the reserved repository
-    in its namespace, read it back and delete it, with a token we mint as a job's would be.
+    """Run the health canary of a ``ready`` registry's namespace: push a small blob to the
+    reserved repository in its namespace, read it back and delete it, with a token we mint as a
+    job's would be.
 
     Records when, whether it passed, how long it took and what was seen. A failure sets ``Ready``
     False (reason ``CanaryFailed``); the next pass sets it True again. The state stays ``ready``:
@@ -63,59 +137,97 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
     registry = Registry.objects.ready().filter(pk=registry_id).first()
     if registry is None:
         return None
-    started = time.monotonic()
-    detail = ""
-    try:
-        seen, ok = get_driver(registry.driver).canary(namespace=registry.namespace), True
-    except DriverError as exc:
-        # Tenants read ``seen`` (the API's canary and Ready); operators the detail too.
-        seen, detail, ok = exc.public, exc.detail, False
-    result = CanaryResult(ok=ok, latency=timedelta(seconds=time.monotonic() - started), seen=seen)
-    outcome = "passed" if ok else "failed"
-    metrics.CANARIES.labels(outcome).inc()
-    metrics.CANARY_SECONDS.labels(outcome).observe(result.latency.total_seconds())
+    result = _canary(registry.driver, registry.namespace)
     with transaction.atomic():
         locked = registry_lock(registry_id)
         if locked is None or locked.state != State.READY:
             return result
-        now = timezone.now()
-        locked.canary_at, locked.canary_ok = now, ok
-        locked.canary_latency, locked.canary_message = result.latency, seen
-        ready = conditions.condition_get(locked, conditions.READY)
-        if not ok:
-            conditions.condition_set(
-                locked,
-                conditions.READY,
-                conditions.FALSE,
-                conditions.CANARY_FAILED,
-                f"The health canary failed: {seen}",
-                now=now,
-                detail=detail,
-            )
-        elif ready is not None and ready["reason"] == conditions.CANARY_FAILED:
-            conditions.condition_set(
-                locked,
-                conditions.READY,
-                conditions.TRUE,
-                conditions.CANARY_PASSED,
-                f"The health canary passes again ({_milliseconds(result.latency)}).",
-                now=now,
-            )
-        locked.save(
-            update_fields=[
-                "canary_at", "canary_ok", "canary_latency", "canary_message", "conditions"
-            ]
-        )  # fmt: skip
-    log = logger.info if ok else logger.warning
+        _canary_record(locked, result, now=timezone.now(), by_backend=False)
+        locked.save(update_fields=_CANARY_FIELDS)
+    log = logger.info if result.ok else logger.warning
     log(
-        "registry.canary.passed" if ok else "registry.canary.failed",
+        "registry.canary.passed" if result.ok else "registry.canary.failed",
         extra={
             "registry_id": str(registry_id),
             "latency_ms": round(result.latency.total_seconds() * 1000, 1),
-            **({} if ok else {"error": detail}),
+            **({} if result.ok else {"error": result.detail}),
         },
     )
     return result
+
+
+def canary_backends() -> list[str]:
+    """The registry backends that get a canary of their own every round, by driver name. Today
+    there is one: every registry lives on the registry ``REGISTRY_URL`` names, reached through
+    ``REGISTRY_DRIVER``."""
+    return [settings.REGISTRY_DRIVER]
+
+
+def backend_canary(*, backend: str) -> BackendCanaryResult:
+    """Run the canary of a whole registry backend, in its reserved namespace
+    (``BACKEND_CANARY_NAMESPACE``): what every registry on it shares (the registry answering,
+    its storage, its trust in our signing key), checked once instead of once per namespace.
+
+    Its outcome is recorded on the backend's ready registries only where it changes something:
+    a failure on each one that is not failing yet (so ``Ready`` says so within one round, for
+    every registry, whatever their turn in the sample), and a pass on each one whose failure it
+    had recorded itself. A registry whose own namespace's canary failed keeps that failure until
+    its own canary passes; when the backend passes again after failing, those are made due now,
+    since the outage may have been their failure too. Rows another transaction holds are left
+    for the next round.
+    """
+    result = _canary(backend, BACKEND_CANARY_NAMESPACE)
+    ready = Registry.objects.ready().filter(driver=backend)
+    if result.ok:
+        recorded = _canary_record_all(ready.filter(canary_ok=False, canary_by_backend=True), result)
+        rechecked = 0
+        if recorded:
+            rechecked = ready.filter(canary_ok=False, canary_by_backend=False).update(
+                canary_due_at=timezone.now()
+            )
+    else:
+        recorded, rechecked = _canary_record_all(ready.exclude(canary_ok=False), result), 0
+    log = logger.info if result.ok else logger.warning
+    log(
+        "registry.backend_canary.passed" if result.ok else "registry.backend_canary.failed",
+        extra={
+            "backend": backend,
+            "latency_ms": round(result.latency.total_seconds() * 1000, 1),
+            "registries_recorded": recorded,
+            **({} if result.ok else {"error": result.detail}),
+        },
+    )
+    return BackendCanaryResult(backend, result, recorded, rechecked)
+
+
+def _canary_record_all(registries: RegistryQuerySet, result: CanaryResult) -> int:
+    """Record a backend canary's outcome on every registry of ``registries`` (which it takes out
+    of that set), a batch per transaction; returns how many."""
+    recorded = 0
+    while True:
+        with transaction.atomic():
+            batch = registries_lock_batch(registries, limit=BACKEND_CANARY_BATCH)
+            now = timezone.now()
+            for registry in batch:
+                _canary_record(registry, result, now=now, by_backend=True)
+            Registry.objects.bulk_update(batch, _CANARY_FIELDS)
+        recorded += len(batch)
+        if len(batch) < BACKEND_CANARY_BATCH:
+            return recorded
+
+
+def registries_canary_claim(*, now: datetime | None = None) -> list[uuid.UUID]:
+    """Take the ready registries whose namespace is due for a canary, at most
+    ``REGISTRY_CANARY_SAMPLE``, longest due first, and make each due again
+    ``REGISTRY_CANARY_PERIOD_SECONDS`` from now (whether or not its canary then runs: a canary
+    message that expires unrun waits for the registry's next turn). Returns their ids."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = registries_canary_due_lock(now=now, limit=settings.REGISTRY_CANARY_SAMPLE)
+        if due:
+            period = timedelta(seconds=settings.REGISTRY_CANARY_PERIOD_SECONDS)
+            Registry.objects.filter(pk__in=due).update(canary_due_at=now + period)
+    return due
 
 
 def _milliseconds(duration: timedelta) -> str:
