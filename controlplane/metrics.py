@@ -84,6 +84,13 @@ WEBHOOK_DELIVERIES = Counter(
     "invalid (400, 422), error.",
     ["outcome"],
 )
+WEBHOOK_REFUSALS = Counter(
+    "controlplane_webhook_refusals",
+    "Webhook deliveries refused with 401 (counted here instead of a log line each), by reason: "
+    "unsigned (no signature or token), malformed (signature header), stale (timestamp), "
+    "signature or token (matches no active secret of the organization, or no such organization).",
+    ["reason"],
+)
 
 # --- Health canaries and the reconciler -------------------------------------------------------
 CANARIES = Counter(
