@@ -47,71 +47,70 @@ def registries_due(*, now: datetime, interval: timedelta) -> RegistryQuerySet:
 
 @dataclass(frozen=True)
 class KeyWindow:
-    """A slice of a table in primary-key order, which a sweep reads instead of the whole table:
-    the rows after ``after`` (from the first row when None) through ``through`` (to the last row
-    when None). ``EVERY_ROW`` is the whole table."""
+    """A range of keys, which a sweep reads instead of a whole table: the keys after ``after``
+    (from the first when None) through ``through`` (to the last when None). ``EVERY_ROW`` is
+    the whole table."""
 
     after: str | None = None
     through: str | None = None
 
-    def of(self, queryset: _Q) -> _Q:
+    def of(self, queryset: _Q, key: str = "pk") -> _Q:
+        """``queryset``'s rows whose ``key`` is in the window (no row whose key is NULL, unless
+        the window is ``EVERY_ROW``)."""
         if self.after is not None:
-            queryset = queryset.filter(pk__gt=self.after)
+            queryset = queryset.filter(**{f"{key}__gt": self.after})
         if self.through is not None:
-            queryset = queryset.filter(pk__lte=self.through)
+            queryset = queryset.filter(**{f"{key}__lte": self.through})
         return queryset
 
     @property
     def next_after(self) -> str | None:
-        """Where the next window starts: after this one, or at the first row again once this
-        one ran to the end of the table."""
+        """Where the next window starts: after this one, or at the first key again once this
+        one ran to the end."""
         return self.through
 
 
 EVERY_ROW = KeyWindow()
 
 
-def key_window(queryset: QuerySet[Any], *, after: str | None, size: int) -> KeyWindow:
-    """The next ``size`` rows of ``queryset`` after the key ``after``, in primary-key order (one
-    index-only read of at most ``size`` keys). A window with fewer rows left runs to the end of
-    the table, so a table of at most ``size`` rows is read whole every time."""
-    keys = KeyWindow(after=after).of(queryset).order_by("pk").values_list("pk", flat=True)
+def clusters_window(*, after: str | None, size: int) -> KeyWindow:
+    """The next ``size`` cluster ids after ``after`` (one index-only read of at most ``size``
+    keys): the window of the reconciler's sweeps, which read the clusters, their queues,
+    registries and variables of those ids only. The last window of a sweep runs to the end,
+    so with at most ``size`` clusters every window is the whole table."""
+    keys = KeyWindow(after=after).of(Cluster.objects.order_by("pk")).values_list("pk", flat=True)
     through = next(iter(keys[size - 1 : size]), None)
     return KeyWindow(after=after, through=None if through is None else str(through))
 
 
-def clusters_window(*, after: str | None, size: int) -> KeyWindow:
-    """The next window of ``size`` clusters for ``clusters_owed_a_registry``."""
-    return key_window(Cluster.objects.all(), after=after, size=size)
-
-
-def registries_window(*, after: str | None, size: int) -> KeyWindow:
-    """The next window of ``size`` registry rows (any state) for ``registries_unpublished``."""
-    return key_window(Registry.objects.all(), after=after, size=size)
-
-
 def clusters_owed_a_registry(window: KeyWindow = EVERY_ROW) -> QuerySet[Cluster]:
     """Clusters (of ``window``) with a hosted queue and no registry (the signal that creates it
-    was lost, or the queue was written around the services)."""
+    was lost, or the queue was written around the services), by id. Every table it joins is
+    limited to the window's ids, so that it reads that many rows of each, whichever plan."""
+    registries = window.of(Registry.objects.filter(cluster=OuterRef("pk")), key="cluster")
+    hosted = window.of(Queue.objects.hosted().filter(cluster=OuterRef("pk")), key="cluster")
     return (
-        window.of(Cluster.objects.filter(registry__isnull=True))
-        .filter(Exists(Queue.objects.hosted().filter(cluster=OuterRef("pk"))))
+        window.of(Cluster.objects.all())
+        .filter(~Exists(registries), Exists(hosted))
         .select_related("organization")  # the namespace starts with its slug
         .order_by("pk")
     )
 
 
 def registries_unpublished(window: KeyWindow = EVERY_ROW) -> RegistryQuerySet:
-    """Ready registries (of ``window``) whose cluster's jobs do not receive their URL (the
-    variable is missing or holds another value)."""
-    published = AgentEnvironmentVariable.objects.filter(
-        cluster=OuterRef("cluster"), name=REGISTRY_URL_VARIABLE, value=OuterRef("url")
+    """Ready registries (of ``window``'s clusters) whose cluster's jobs do not receive their URL
+    (the variable is missing or holds another value), by cluster id."""
+    published = window.of(
+        AgentEnvironmentVariable.objects.filter(
+            cluster=OuterRef("cluster"), name=REGISTRY_URL_VARIABLE, value=OuterRef("url")
+        ),
+        key="cluster",
     )
     return (
-        window.of(Registry.objects.ready())
+        window.of(Registry.objects.ready(), key="cluster")
         .filter(cluster__isnull=False)
         .exclude(Exists(published))
-        .order_by("pk")
+        .order_by("cluster_id")  # not "cluster": that would order (and join) by its name
     )
 
 

@@ -14,6 +14,13 @@ is recorded and what the registry answers, and repairs the difference.
 5. Job credentials that expired more than a day ago are deleted (housekeeping, not a repair: the
    report counts them apart).
 
+Steps 2, 4 and 5 read only the rows that are due, through partial indexes. Steps 1 and 3 look
+for drift that leaves no due time behind, so they sweep: each pass looks at the next
+``REGISTRY_RECONCILE_SWEEP`` clusters by id (a ``KeyWindow``), and at those clusters' queues,
+registries and variables only, and leaves where it stopped on its lease for the next pass; with
+at most that many clusters, every pass looks at all of them. So a pass costs the same with 1,000
+registries or 100,000.
+
 Each pass holds the ``reconciler`` lease (a row in ``registries_lease``, see ``lease.py``), so
 two Celery beats, or a pass that outlives its interval, never run two passes at once: the second
 finds the lease held and does nothing. Every repair is also safe on its own (rows are locked and
@@ -24,6 +31,7 @@ The repairs themselves are in ``repairs.py``; this module is the pass.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +41,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from controlplane import metrics
-from registries.reconciler.lease import lease_acquire, lease_holder, lease_release, this_process
+from registries.reconciler.lease import (
+    lease_acquire,
+    lease_holder,
+    lease_progress,
+    lease_release,
+    this_process,
+)
 from registries.reconciler.repairs import (
     job_credentials_purge,
     registries_claim_due,
@@ -41,7 +55,9 @@ from registries.reconciler.repairs import (
     registry_retry_failed,
 )
 from registries.selectors import (
+    KeyWindow,
     clusters_owed_a_registry,
+    clusters_window,
     registries_failed_transiently,
     registries_unpublished,
 )
@@ -62,6 +78,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RECONCILER_LEASE = "reconciler"
+#: Where the sweeps stopped, in the reconciler lease's ``progress``: the last cluster id read.
+SWEPT_THROUGH = "clusters_swept_through"
 
 
 @dataclass
@@ -93,16 +111,23 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
         metrics.RECONCILE_SECONDS.labels("skipped").observe(elapsed())
         return report
     report = ReconcileReport()
+    progress = None  # a pass that fails sweeps the same windows again next time
     try:
-        _create_missing(report)
+        window = clusters_window(
+            after=lease_progress(RECONCILER_LEASE).get(SWEPT_THROUGH),
+            size=settings.REGISTRY_RECONCILE_SWEEP,
+        )
+        stopped = _create_missing(report, window)
         with _one_repair("enqueue_due"):
             report.enqueued = [str(r.pk) for r in registries_claim_due()]
-        _republish(report)
+        stopped += _republish(report, window)
         _retry_failed(report)
         with _one_repair("purge_job_credentials"):
             report.job_credentials_purged = job_credentials_purge()
+        # The next window starts after this one, or where a repair stopped at the batch limit.
+        progress = {SWEPT_THROUGH: min(stopped) if stopped else window.next_after}
     finally:
-        lease_release(RECONCILER_LEASE, holder=holder)
+        lease_release(RECONCILER_LEASE, holder=holder, progress=progress)
     metrics.RECONCILE_SECONDS.labels("ran").observe(elapsed())
     for repair in ("created", "enqueued", "republished", "retried"):
         if repaired := getattr(report, repair):
@@ -121,38 +146,54 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
     return report
 
 
-def _create_missing(report: ReconcileReport) -> None:
-    for cluster in clusters_owed_a_registry()[: settings.REGISTRY_RECONCILE_BATCH]:
+def _create_missing(report: ReconcileReport, window: KeyWindow) -> list[str]:
+    """Create the registries of ``window``'s clusters owed one, at most
+    ``REGISTRY_RECONCILE_BATCH``; returns the last cluster id repaired if it stopped there."""
+    owed = list(clusters_owed_a_registry(window)[: settings.REGISTRY_RECONCILE_BATCH])
+    for cluster in owed:
         with _one_repair("create_registry", cluster_id=str(cluster.pk)):
             registry = registry_create_for_cluster(cluster=cluster)
             report.created.append(str(registry.pk))
+    return _stopped_at([cluster.pk for cluster in owed])
 
 
-def _republish(report: ReconcileReport) -> None:
-    for registry in registries_unpublished()[: settings.REGISTRY_RECONCILE_BATCH]:
+def _republish(report: ReconcileReport, window: KeyWindow) -> list[str]:
+    """Publish again the URLs of ``window``'s ready registries that their jobs do not receive,
+    at most ``REGISTRY_RECONCILE_BATCH``; returns the last cluster id repaired if it stopped
+    there."""
+    unpublished = list(registries_unpublished(window)[: settings.REGISTRY_RECONCILE_BATCH])
+    for registry in unpublished:
         # A variable that cannot be published (another source owns the name) is reported on
         # the registry's Synced condition.
         with _one_repair("republish", registry_id=str(registry.pk)):
             # Looked up in this module at call time, so a test can replace it here.
             if registry_republish(registry=registry):
                 report.republished.append(str(registry.pk))
+    return _stopped_at([registry.cluster_id for registry in unpublished])
+
+
+def _stopped_at(cluster_ids: list[uuid.UUID | None]) -> list[str]:
+    """``[the last id]`` of a batch of repairs (in cluster id order) that the batch limit
+    stopped, so that the next pass goes on from there; ``[]`` if it repaired all."""
+    if len(cluster_ids) < settings.REGISTRY_RECONCILE_BATCH:
+        return []
+    return [str(cluster_ids[-1])]
 
 
 def _retry_failed(report: ReconcileReport) -> None:
     before = timezone.now() - timedelta(seconds=settings.REGISTRY_FAILED_RETRY_AFTER_SECONDS)
-    answering: dict[str, bool] = {}  # one check of each registry backend per pass
-    for registry in registries_failed_transiently(before=before)[
-        : settings.REGISTRY_RECONCILE_BATCH
-    ]:
-        if registry.driver not in answering:
-            answering[registry.driver], seen = backend_check(registry.driver)
-            if not answering[registry.driver]:
-                logger.info("reconcile.registry_still_down", extra={"error": seen})
-        if not answering[registry.driver]:
+    failed = registries_failed_transiently(before=before)
+    # One check of each registry backend with failed registries, before reading them: while
+    # it does not answer, their rows are not read at all.
+    for driver in failed.order_by().values_list("driver", flat=True).distinct():
+        answering, seen = backend_check(driver)
+        if not answering:
+            logger.info("reconcile.registry_still_down", extra={"error": seen})
             continue
-        with _one_repair("retry", registry_id=str(registry.pk)):
-            if registry_retry_failed(registry=registry):
-                report.retried.append(str(registry.pk))
+        for registry in failed.filter(driver=driver)[: settings.REGISTRY_RECONCILE_BATCH]:
+            with _one_repair("retry", registry_id=str(registry.pk)):
+                if registry_retry_failed(registry=registry):
+                    report.retried.append(str(registry.pk))
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -34,8 +35,19 @@ def lease_acquire(name: str, *, holder: str, ttl: timedelta) -> bool:
     return taken == 1
 
 
-def lease_release(name: str, *, holder: str) -> None:
-    Lease.objects.filter(name=name, holder=holder).update(expires_at=timezone.now())
+def lease_release(name: str, *, holder: str, progress: dict[str, Any] | None = None) -> None:
+    """Let go of the lease ``name`` if ``holder`` still holds it, leaving ``progress`` (when
+    given) for the next holder: a holder whose lease expired or was taken over writes nothing."""
+    fields: dict[str, Any] = {"expires_at": timezone.now()}
+    if progress is not None:
+        fields["progress"] = progress
+    Lease.objects.filter(name=name, holder=holder).update(**fields)
+
+
+def lease_progress(name: str) -> dict[str, Any]:
+    """What the last holder of the lease ``name`` left for the next one ({} if nothing)."""
+    progress = Lease.objects.filter(name=name).values_list("progress", flat=True).first()
+    return progress or {}
 
 
 def lease_holder(name: str) -> str:
