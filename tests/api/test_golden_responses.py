@@ -74,8 +74,9 @@ def world() -> Client:
     sam = _user(7001, "sam", "Sam@Example.com ", "Sam", "Kim")
     bot = _user(7002, "api-bot", "")
     lee = _user(7003, "lee", "lee@example.org", "Lee")
-    organization = services.organization_create(slug=ORG, name="Acme Corp")
-    Organization.objects.filter(pk=organization.pk).update(uuid=_id(1), created_at=_at(1))
+    made = services.organization_create(slug=ORG, name="Acme Corp")
+    Organization.objects.filter(pk=made.pk).update(id=9001, uuid=_id(1), created_at=_at(1))
+    organization = Organization.objects.get(pk=9001)
     token, secret = services.api_token_create(
         user=sam, organization=organization, description="golden", scopes=list(ApiScope.values)
     )
