@@ -15,8 +15,12 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
+
+import psycopg
+import redis
 
 from bench.measures import MODULES, Measure
 from bench.report import Row, render
@@ -71,16 +75,12 @@ def selected(measure: Measure, only: Sequence[str]) -> bool:
 
 def versions(stack: Stack) -> dict[str, str]:
     """PostgreSQL, Redis, Django, gunicorn and Distribution versions, for the report."""
-    import django
-    import gunicorn
-    import psycopg
-    import redis
-
-    found = {"Django": django.get_version(), "gunicorn": gunicorn.__version__}
+    found = {name: version(name) for name in ("Django", "gunicorn", "psycopg", "celery")}
     with psycopg.connect(stack.postgres_url, connect_timeout=5) as connection:
-        found["PostgreSQL"] = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        row = connection.execute("SHOW server_version").fetchone()
+        found["PostgreSQL"] = str(row[0] if row else "?")
     client = redis.Redis.from_url(stack.redis_url)
-    found["Redis"] = str(client.info("server")["redis_version"])  # type: ignore[index]
+    found["Redis"] = str(client.info("server")["redis_version"])
     client.close()
     registry = shutil.which("docker-registry") or "docker-registry"
     result = subprocess.run(  # noqa: S603 - the registry the stack runs

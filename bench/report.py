@@ -96,6 +96,7 @@ def _read(path: str) -> str:
 
 def machine(versions: dict[str, str]) -> list[str]:
     """The machine: CPUs, memory, OS, and the versions of what was measured."""
+    system = os.uname()  # not platform.uname(): its processor field runs `uname -p`
     cpuinfo = _read("/proc/cpuinfo")
     models = [
         line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
@@ -103,9 +104,9 @@ def machine(versions: dict[str, str]) -> list[str]:
     meminfo = _read("/proc/meminfo").split()
     memory = f"{int(meminfo[1]) / 1024 / 1024:.1f} GB" if meminfo[:1] == ["MemTotal:"] else "?"
     lines = [
-        f"- CPU: {os.cpu_count()} × {models[0] if models else platform.processor() or '?'}",
+        f"- CPU: {os.cpu_count()} × {models[0] if models else system.machine}",
         f"- memory: {memory}",
-        f"- OS: {platform.platform()}",
+        f"- OS: {system.sysname} {system.release} {system.machine}",
         f"- Python {platform.python_version()}",
     ]
     lines += [f"- {name} {version}" for name, version in versions.items()]

@@ -237,6 +237,10 @@ def count_queries(
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     statuses: list[str] = []
     pings = 0
+
+    def start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        statuses.append(status)
+
     is_usable = connection.is_usable
 
     def counted_is_usable() -> bool:
@@ -247,7 +251,7 @@ def count_queries(
     connection.is_usable = counted_is_usable  # type: ignore[method-assign]
     try:
         with CaptureQueriesContext(connection) as captured:
-            response = WSGIHandler()(environ, lambda status, _headers: statuses.append(status))
+            response = WSGIHandler()(environ, start_response)
             b"".join(response)
             response.close()  # request_finished: what production runs after each request
     finally:
