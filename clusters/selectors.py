@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from clusters.models import AgentEnvironmentVariable, ApiToken, ClusterAgentToken, Queue
+from django.db.models import F, FilteredRelation, Q
+
+from clusters.models import (
+    AgentEnvironmentVariable,
+    ApiToken,
+    Cluster,
+    ClusterAgentToken,
+    Queue,
+)
 
 #: Variables the platform computes for every job; no source may set them.
 PLATFORM_VARIABLES = frozenset(
@@ -62,11 +72,42 @@ def variable_reserved(name: str) -> bool:
     return name in RESERVED_VARIABLES or name.startswith(RESERVED_PREFIXES)
 
 
+#: Variables without which a hosted queue's environment is not complete yet: its jobs get the
+#: answer, but it is never cached (``clusters.agent.views``), so the next request sees the
+#: registry once it is ready. Published by the registries app (``registries.models``).
+HOSTED_ENVIRONMENT_REQUIRED = frozenset({"BUILDKITE_HOSTED_REGISTRY_URL"})
+
+#: Where ``agent_queue_lookup`` puts the cluster's published variables, read in the same query
+#: (as ``Prefetch(to_attr=...)`` would), so that ``agent_environment_for_queue`` reads no more.
+PUBLISHED_VARIABLES = "published_variables"
+
+
 @dataclass(frozen=True)
 class EnvironmentEntry:
     name: str
     value: str
     source: str
+
+
+@dataclass(frozen=True)
+class AgentTokenFacts:
+    """What the hot paths need of an active agent token, read once and kept (``hotcache``): who
+    it is, its cluster, where it may be used from, and until when."""
+
+    pk: uuid.UUID
+    cluster_id: uuid.UUID
+    allowed_ip_addresses: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AgentQueueLookup:
+    """An active agent token and the queue of its cluster an agent asked for (None when the
+    cluster has none by that key, or no default queue), with the cluster and its published
+    variables loaded."""
+
+    token: AgentTokenFacts
+    queue: Queue | None
 
 
 def agent_token_authenticate(secret: str) -> ClusterAgentToken | None:
@@ -79,6 +120,62 @@ def agent_token_authenticate(secret: str) -> ClusterAgentToken | None:
         .filter(token_hash=ClusterAgentToken.hash_secret(secret))
         .first()
     )
+
+
+def agent_queue_lookup(*, token_hash: str, queue_key: str) -> AgentQueueLookup | None:
+    """The active agent token whose secret hashes to ``token_hash``, and its cluster's queue
+    ``queue_key`` (the cluster's default queue when ``queue_key`` is ""), with the cluster's
+    published variables: one query (a row per variable). None when no active token has that
+    hash."""
+    if queue_key:
+        condition = Q(cluster__queues__key=queue_key)
+    else:
+        condition = Q(cluster__queues__pk=F("cluster__default_queue_id"))
+    rows = list(
+        ClusterAgentToken.objects.active()
+        .filter(token_hash=token_hash)
+        .annotate(found=FilteredRelation("cluster__queues", condition=condition))
+        .values_list(
+            "pk",
+            "allowed_ip_addresses",
+            "expires_at",
+            "cluster_id",
+            "cluster__organization_id",
+            "cluster__name",
+            "cluster__default_queue_id",
+            "found__id",
+            "found__key",
+            "found__instance_shape",
+            "cluster__environment__name",
+            "cluster__environment__value",
+            "cluster__environment__source",
+        )
+        .order_by()
+    )
+    if not rows:
+        return None
+    token_id, allowed, expires_at, cluster_id, organization_id, name, default_queue_id = rows[0][:7]
+    token = AgentTokenFacts(token_id, cluster_id, allowed, expires_at)
+    queue_id, key, instance_shape = rows[0][7:10]
+    if queue_id is None:
+        return AgentQueueLookup(token, None)
+    cluster = Cluster(
+        id=cluster_id,
+        organization_id=organization_id,
+        name=name,
+        default_queue_id=default_queue_id,
+    )
+    setattr(
+        cluster,
+        PUBLISHED_VARIABLES,
+        [
+            AgentEnvironmentVariable(cluster=cluster, name=var, value=value, source=source)
+            for *_, var, value, source in rows
+            if var is not None
+        ],
+    )
+    queue = Queue(id=queue_id, cluster=cluster, key=key, instance_shape=instance_shape)
+    return AgentQueueLookup(token, queue)
 
 
 def agent_environment_for_queue(*, queue: Queue) -> list[EnvironmentEntry]:
@@ -98,6 +195,9 @@ def agent_environment_for_queue(*, queue: Queue) -> list[EnvironmentEntry]:
         EnvironmentEntry("BUILDKITE_AGENT_META_DATA_QUEUE", queue.key, PLATFORM_SOURCE),
     ]
     if queue.hosted:
+        variables = getattr(cluster, PUBLISHED_VARIABLES, None)
+        if variables is None:
+            variables = AgentEnvironmentVariable.objects.filter(cluster=cluster)
         # A stored row never stands in for a platform variable, nor claims the platform as its
         # source (``agent_environment_set`` refuses both; rows can arrive another way).
         entries += [
@@ -106,7 +206,7 @@ def agent_environment_for_queue(*, queue: Queue) -> list[EnvironmentEntry]:
                 variable.value,
                 variable.source if variable.source != PLATFORM_SOURCE else "stored",
             )
-            for variable in AgentEnvironmentVariable.objects.filter(cluster=cluster)
+            for variable in variables
             if variable.name not in PLATFORM_VARIABLES
         ]
     return sorted(entries, key=lambda entry: entry.name)

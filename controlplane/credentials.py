@@ -10,6 +10,8 @@ from typing import Any, Protocol, TypeVar
 
 from django.utils import timezone
 
+from controlplane import hotcache
+
 
 def secret_hash(secret: str) -> str:
     """How token secrets are stored. They have 256 bits of entropy, so a fast hash is enough,
@@ -39,7 +41,9 @@ R = TypeVar("R", bound=_Revocable)
 
 
 def revoke_once(obj: R) -> R:
-    """Set ``revoked_at`` once, atomically (a second revocation keeps the first time)."""
+    """Set ``revoked_at`` once, atomically (a second revocation keeps the first time), and drop
+    what the hot paths cached of ``obj`` (``controlplane.hotcache``: an update sends no signal)."""
     type(obj).objects.filter(pk=obj.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    hotcache.invalidate(hotcache.row_tag(type(obj), obj.pk))
     obj.refresh_from_db(fields=["revoked_at"])
     return obj

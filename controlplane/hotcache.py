@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -32,6 +32,8 @@ from typing import Any, Generic, TypeVar
 from cachetools import TLRUCache
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Model
+from django.db.models.signals import post_delete, post_save
 
 V = TypeVar("V")
 
@@ -62,6 +64,32 @@ def _alive(entry: _Entry[Any]) -> bool:
     if entry.born < _floor:
         return False
     return all(_invalidated.get(tag, 0) <= entry.born for tag in entry.tags)
+
+
+def row_tag(model: Any, pk: object) -> str:
+    """The tag of what was read from one row of ``model`` (a model class):
+    ``clusters.cluster:<id>``."""
+    return f"{model._meta.label_lower}:{pk}"
+
+
+def secret_tag(hashed: str) -> str:
+    """The tag of what was read for one secret (by its hash): a row created later with the same
+    hash (tests reuse secrets) must not find an answer made for an older one."""
+    return f"secret:{hashed}"
+
+
+def invalidate_on_change(
+    model: type[Model], tags: Callable[[Any], Iterable[str]], *, name: str
+) -> None:
+    """Invalidate ``tags(instance)`` whenever an instance of ``model`` is saved or deleted
+    (connected once, under ``name``). Writes with ``QuerySet.update()`` send no signal: they call
+    ``invalidate`` themselves."""
+
+    def receiver(sender: type[Model], instance: Model, **kwargs: Any) -> None:
+        invalidate(*tags(instance))
+
+    for signal in (post_save, post_delete):
+        signal.connect(receiver, sender=model, weak=False, dispatch_uid=f"hotcache.{name}")
 
 
 def fill_started() -> int:

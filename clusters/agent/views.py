@@ -1,9 +1,20 @@
-"""The agent API: what a job on a cluster's agents receives."""
+"""The agent API: what a job on a cluster's agents receives.
+
+Every job start asks for its environment, so a ``GET`` in JSON or shell form skips the REST
+framework (``_plain``: plain Django, the same renderers, error bodies and headers, byte for byte)
+and is answered from a per-process cache when warm, without a query (``controlplane.hotcache``;
+the bound on staleness and what invalidates an entry: docs/agents.md, "The cache"). The REST
+framework still answers the rest as before: other methods (``OPTIONS``, ``HEAD``, a ``POST``'s
+405), formats chosen by content negotiation, too many query parameters.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
+from django.core.exceptions import TooManyFieldsSent
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
@@ -11,16 +22,70 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clusters.agent.authentication import ClusterAgentTokenAuthentication
+from clusters.agent.authentication import (
+    BAD_TOKEN,
+    MALFORMED,
+    SCHEMES,
+    WWW_AUTHENTICATE,
+    ClusterAgentTokenAuthentication,
+    agent_token_check_address,
+)
 from clusters.agent.renderers import ShellExportRenderer
 from clusters.job_environment import job_environment
-from clusters.models import ClusterAgentToken
-from controlplane import metrics
+from clusters.models import Cluster, ClusterAgentToken
+from clusters.selectors import (
+    HOSTED_ENVIRONMENT_REQUIRED,
+    AgentQueueLookup,
+    AgentTokenFacts,
+    agent_queue_lookup,
+)
+from controlplane import hotcache, metrics
+from controlplane.api.authentication import authorization_header
+from controlplane.credentials import secret_hash
 
 
 class QueueRequired(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "Name the agent's queue with ?queue=<key>; this cluster has no default queue."
+
+
+_JSON = JSONRenderer()
+_SHELL = ShellExportRenderer()
+#: The formats the plain view serves itself: ``?format=`` or a plain ``Accept`` header.
+_RENDERERS = {"json": _JSON, "shell": _SHELL}
+_ACCEPTED = {"": "json", "*/*": "json", _JSON.media_type: "json", _SHELL.media_type: "shell"}
+#: The headers the REST framework view adds to every answer.
+_HEADERS = {"Allow": "GET, HEAD, OPTIONS", "Vary": "Accept"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A rendered environment and the token it was made for (its allow-list is checked on
+    every request, cached or not)."""
+
+    token: AgentTokenFacts
+    body: bytes
+    content_type: str
+
+
+#: Rendered answers by (hash of the agent token, queue key, format).
+_ANSWERS: hotcache.HotCache[Answer] = hotcache.HotCache("agent-environment")
+
+
+def environment_answer(lookup: AgentQueueLookup, queue_key: str) -> tuple[dict[str, Any], bool]:
+    """The environment a job on the queue the agent asked for receives (``lookup``), as the JSON
+    shape both paths render, and whether it may be cached. Raises the endpoint's 400 and 404."""
+    queue = lookup.queue
+    if queue is None:
+        if queue_key:
+            raise exceptions.NotFound(
+                f"No queue {queue_key!r} found in this agent token's cluster."
+            )
+        raise QueueRequired()
+    environment = job_environment(queue)
+    # A hosted queue whose registry is not ready yet gets what there is, but is asked again.
+    complete = not queue.hosted or environment.env.keys() >= HOSTED_ENVIRONMENT_REQUIRED
+    return {"cluster_id": str(lookup.token.cluster_id), **environment.as_dict()}, complete
 
 
 class AgentEnvironmentView(APIView):
@@ -35,28 +100,100 @@ class AgentEnvironmentView(APIView):
     renderer_classes = [JSONRenderer, ShellExportRenderer]
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        response = super().dispatch(request, *args, **kwargs)
+        response = _plain(request) or super().dispatch(request, *args, **kwargs)
         metrics.AGENT_ENVIRONMENT_REQUESTS.labels(metrics.http_outcome(response.status_code)).inc()
         return response
 
     def get(self, request: Request) -> Response:
+        """The REST framework's way, for formats chosen by content negotiation."""
         token = cast(ClusterAgentToken, request.auth)  # the only authentication class
-        cluster = token.cluster
         key = request.query_params.get("queue", "")
-        # Through the related manager, so each queue found already carries ``cluster``.
-        if key:
-            queue = cluster.queues.filter(key=key).first()
-        elif cluster.default_queue_id:
-            queue = cluster.queues.filter(pk=cluster.default_queue_id).first()
-        else:
-            raise QueueRequired()
-        if queue is None:
-            raise exceptions.NotFound(f"No queue {key!r} found in this agent token's cluster.")
-        # The REST API's queue environment, with the cluster the token belongs to.
-        return Response({"cluster_id": str(cluster.pk), **job_environment(queue).as_dict()})
+        lookup = agent_queue_lookup(token_hash=token.token_hash, queue_key=key)
+        if lookup is None:  # revoked since it authenticated
+            raise exceptions.AuthenticationFailed(BAD_TOKEN)
+        data, _ = environment_answer(lookup, key)
+        return Response(data)
 
     def handle_exception(self, exc: Exception) -> Response:
         # Errors are always JSON: an error rendered as shell lines could be eval'd by a hook.
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
+
+
+def _plain(request: HttpRequest) -> HttpResponse | None:
+    """The answer to a ``GET`` in JSON or shell form, without the REST framework; None for what
+    it leaves to the REST framework (other methods, content negotiation, too many parameters)."""
+    if request.method != "GET":
+        return None
+    try:
+        params: QueryDict = request.GET
+    except TooManyFieldsSent:
+        return None  # the REST framework's 400 for it
+    fmt = params.get("format") or _ACCEPTED.get(request.META.get("HTTP_ACCEPT", ""))
+    if fmt not in _RENDERERS:
+        return None
+    try:
+        answer = _answer(request, params.get("queue", ""), fmt)
+    except exceptions.APIException as exc:
+        return _error(exc)
+    response = HttpResponse(answer.body, content_type=answer.content_type)
+    for name, value in _HEADERS.items():
+        response[name] = value
+    return response
+
+
+def _answer(request: HttpRequest, queue_key: str, fmt: str) -> Answer:
+    header = authorization_header(request)
+    if header is None:
+        raise exceptions.NotAuthenticated()
+    scheme, secret = header
+    secret = secret.strip()
+    if scheme not in SCHEMES or not secret:
+        raise exceptions.AuthenticationFailed(MALFORMED)
+    token_hash = secret_hash(secret)
+    key = (token_hash, queue_key, fmt)
+    answer = _ANSWERS.get(key)
+    if answer is not None:
+        agent_token_check_address(answer.token, request)
+        return answer
+    since = hotcache.fill_started()
+    lookup = agent_queue_lookup(token_hash=token_hash, queue_key=queue_key)
+    if lookup is None:
+        raise exceptions.AuthenticationFailed(BAD_TOKEN)
+    token = lookup.token
+    agent_token_check_address(token, request)
+    data, complete = environment_answer(lookup, queue_key)
+    renderer = _RENDERERS[fmt]
+    content_type = renderer.media_type
+    if renderer.charset:
+        content_type += f"; charset={renderer.charset}"
+    body = renderer.render(data)
+    answer = Answer(token, body.encode() if isinstance(body, str) else body, content_type)
+    if complete:
+        _ANSWERS.put(
+            key,
+            answer,
+            since=since,
+            tags=(
+                hotcache.row_tag(ClusterAgentToken, token.pk),
+                hotcache.row_tag(Cluster, token.cluster_id),
+                hotcache.secret_tag(token_hash),
+            ),
+            expires_at=token.expires_at,
+        )
+    return answer
+
+
+def _error(exc: exceptions.APIException) -> HttpResponse:
+    """The REST framework view's answer to ``exc`` (``controlplane.api.exceptions``)."""
+    response = HttpResponse(
+        _JSON.render({"message": str(exc.detail)}),
+        content_type=_JSON.media_type,
+        status=exc.status_code,
+    )
+    for name, value in _HEADERS.items():
+        response[name] = value
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return response
