@@ -13,10 +13,10 @@ Everything here is something registries needs from clusters, and nothing more:
   command drives as a user would (``organization_get_or_create``, ``cluster_create``,
   ``agent_token_create``, ``queue_create``);
 - how an agent token's secret is checked (``agent_token_authenticate``: the registry token
-  endpoint accepts agent tokens), and where the token may be used from: its IP allow-list
-  (``agent_token_check_address(token, request)`` raises the agent endpoint's 403 naming the
-  address), so that every endpoint that accepts the token, or a credential made from it, applies
-  the same rule;
+  endpoint accepts agent tokens), what the hot paths keep of one (``AgentTokenFacts``), and
+  where the token may be used from: its IP allow-list (``agent_token_check_address(token,
+  request)`` raises the agent endpoint's 403 naming the address), so that every endpoint that
+  accepts the token, or a credential made from it, applies the same rule;
 - how agents authenticate (``ClusterAgentTokenAuthentication``: the agent endpoint that hands a
   job its registry credential accepts the agent token exactly as the agent environment endpoint
   does);
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from clusters.locks import cluster_lock
 from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
-from clusters.selectors import agent_token_authenticate
+from clusters.selectors import AgentTokenFacts, agent_token_authenticate
 from clusters.services import (
     agent_environment_set,
     agent_environment_unset,
@@ -87,6 +87,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AddressNotAllowed",
     "AgentEnvironmentVariable",
+    "AgentTokenFacts",
     "ApiScope",
     "Cluster",
     "ClusterAdmin",
