@@ -193,11 +193,12 @@ class CeleryWorker:
     """``celery -A controlplane worker`` on the tests' database and broker.
 
     It runs with the production settings module, configured only through environment variables,
-    as a deployed worker is.
+    as a deployed worker is: one process (``--pool solo``) unless ``pool`` names another.
     """
 
-    def __init__(self, workdir: Path, **environment: str) -> None:
+    def __init__(self, workdir: Path, *, pool: str = "solo", **environment: str) -> None:
         self.workdir = workdir
+        self.pool = pool
         self.environment = environment
         self.log_path = workdir / f"celery-worker-{free_port()}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -215,7 +216,7 @@ class CeleryWorker:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "controlplane", "worker",
-                    "--pool", "solo", "--loglevel", "INFO",
+                    "--pool", self.pool, "--concurrency", "1", "--loglevel", "INFO",
                     "--without-gossip", "--without-mingle", "--without-heartbeat",
                 ],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
