@@ -70,7 +70,16 @@ def agent_environment_variable_lock(
     *, cluster: Cluster, name: str, defaults: dict[str, Any]
 ) -> tuple[AgentEnvironmentVariable, bool]:
     """Lock the cluster's variable ``name`` (last in the order), created with ``defaults`` if
-    there is none; and whether it was created."""
-    return AgentEnvironmentVariable.objects.select_for_update().get_or_create(
-        cluster=cluster, name=name, defaults=defaults
+    there is none; and whether it was created. Two statements either way: ``INSERT ... ON
+    CONFLICT DO NOTHING`` (a concurrent insert is no error, so no savepoint is needed), then the
+    row locked. Inserted rows send no ``post_save``: the caller announces a creation."""
+    new = AgentEnvironmentVariable(cluster=cluster, name=name, **defaults)
+    AgentEnvironmentVariable.objects.bulk_create([new], ignore_conflicts=True)
+    variable = AgentEnvironmentVariable.objects.select_for_update().get(cluster=cluster, name=name)
+    # Ours if it is what was inserted: its creation time is of this call, to the microsecond.
+    created = (variable.created_at, variable.source, variable.value) == (
+        new.created_at,
+        new.source,
+        new.value,
     )
+    return variable, created

@@ -5,6 +5,7 @@ from typing import Any
 
 from celery import Celery
 from celery.app.amqp import AMQP
+from celery.fixups.django import DjangoFixup, DjangoWorkerFixup
 from celery.signals import task_postrun, task_prerun, worker_init
 from kombu.connection import Connection as KombuConnection
 
@@ -37,7 +38,60 @@ class ControlPlaneAMQP(AMQP):
     Connection = Connection
 
 
-app = Celery("controlplane", amqp=ControlPlaneAMQP)
+class WorkerFixup(DjangoWorkerFixup):
+    """Celery's Django fixup for workers, except at task boundaries: there it hands the task's
+    database connections back to the pool (``close()`` on a pooled connection does), and never
+    closes the pool itself, which Celery does in prefork children after every task (celery#10554)
+    so that each task opened a new PostgreSQL connection. A prefork child now keeps its
+    connection from one task to the next, as a threads worker does. A child still drops the pool
+    it inherits from its parent when it starts (``on_worker_process_init``, unchanged)."""
+
+    def on_task_prerun(self, sender: Any, **kwargs: Any) -> None:
+        if not getattr(sender.request, "is_eager", False):
+            self.release_connections()
+
+    def on_task_postrun(self, sender: Any, **kwargs: Any) -> None:
+        if not getattr(sender.request, "is_eager", False):
+            self.release_connections()
+            self.close_cache()
+
+    def release_connections(self) -> None:
+        """Close this thread's connections: a pooled one goes back to its pool, which checks it
+        before handing it out again (``CONN_HEALTH_CHECKS``), so a restarted PostgreSQL costs a
+        reconnect, not a failed task."""
+        for connection in self._db.connections.all(initialized_only=True):
+            try:
+                connection.close()
+            except self.interface_errors:
+                pass  # already closed: nothing to give back
+            except self.DatabaseError as exc:  # as Celery's fixup: a lost connection is closed
+                if "closed" not in str(exc) and "not connected" not in str(exc):
+                    raise
+
+
+class ControlPlaneDjangoFixup(DjangoFixup):
+    """Celery's Django fixup with ``WorkerFixup`` for workers."""
+
+    _worker_fixup: DjangoWorkerFixup | None
+
+    @property
+    def worker_fixup(self) -> DjangoWorkerFixup:
+        if self._worker_fixup is None:
+            self._worker_fixup = WorkerFixup(self.app)
+        return self._worker_fixup
+
+    @worker_fixup.setter
+    def worker_fixup(self, value: DjangoWorkerFixup) -> None:
+        self._worker_fixup = value
+
+
+def django_fixup(app: Celery) -> DjangoFixup:
+    """Installs ``ControlPlaneDjangoFixup`` in place of Celery's built-in Django fixup."""
+    fixup: DjangoFixup = ControlPlaneDjangoFixup(app).install()
+    return fixup
+
+
+app = Celery("controlplane", amqp=ControlPlaneAMQP, fixups=["controlplane.celery:django_fixup"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
@@ -48,12 +102,11 @@ def pool_database_connections(sender: Any = None, **kwargs: Any) -> None:
     ``OPTIONS["pool"]``) of at most ``CELERY_WORKER_DATABASE_POOL_SIZE``, and never fewer than
     the worker's concurrency (a task holds its connection until it ends).
 
-    Celery's Django fixup closes every connection before and after each task; with a pool,
-    closing hands the connection back instead, and the next task reuses it. The pool checks a
-    connection before handing it out (``CONN_HEALTH_CHECKS``), so a restarted PostgreSQL costs
-    one reconnect, not a failed task. Only threads and solo workers keep the pool between
-    tasks (the fixup closes a prefork child's pool after each task). Web processes keep
-    ``DATABASE_CONN_MAX_AGE``.
+    The fixup (``WorkerFixup``) closes every connection before and after each task; with a
+    pool, closing hands the connection back instead, and the next task reuses it, in threads,
+    solo and prefork workers alike. The pool checks a connection before handing it out
+    (``CONN_HEALTH_CHECKS``), so a restarted PostgreSQL costs one reconnect, not a failed task.
+    Web processes keep ``DATABASE_CONN_MAX_AGE``.
     """
     from django.conf import settings
 

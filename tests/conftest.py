@@ -11,6 +11,7 @@ from django.test import Client
 
 from clusters import services
 from clusters.models import Queue
+from registries.drivers.distribution import recent_checks
 from registries.keys import KeyStore, key_store
 from tests.clusters.factories import QueueFactory
 from tests.support import broker, integration
@@ -101,6 +102,13 @@ def metrics_files() -> None:
     compare scrapes, but every file is read by every scrape."""
     for path in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         path.unlink()
+
+
+@pytest.fixture(autouse=True)
+def registry_checks_forgotten() -> None:
+    """Every test starts with no registry check remembered (``recent_checks``), so whether
+    provisioning asks the registry never depends on the tests that ran before."""
+    recent_checks.forget()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
 from clusters import locks
 from clusters.models import Cluster, Organization, Queue
@@ -68,33 +70,59 @@ def cluster_create(
 
 
 def _save_cluster(cluster: Cluster, *, create: bool = False) -> None:
-    """Validate and save; a name taken in the organization is a ValidationError on ``name``,
-    also when a concurrent request took it between the check and the save. A creation never
-    overwrites an existing row with the same id (it is an error on ``id``)."""
+    """Validate and save; a name taken in the organization is a ValidationError on ``name``.
+    A creation never overwrites an existing row with the same id (it is an error on ``id``)."""
     duplicate = ValidationError(
         {"name": f"A cluster named {cluster.name!r} already exists in this organization."}
     )
     taken = Cluster.objects.filter(organization_id=cluster.organization_id, name=cluster.name)
-    if taken.exclude(pk=cluster.pk).exists():
-        raise duplicate
-    cluster.full_clean(validate_constraints=False)
-    insert_or_explain(cluster, duplicate=duplicate, create=create)
+    # The organization (and the creator) are rows the caller holds, not input to look up.
+    cluster.full_clean(
+        exclude=["organization", "created_by"] if create else None,
+        validate_unique=not create,
+        validate_constraints=False,
+    )
+    insert_or_explain(
+        cluster, duplicate=duplicate, taken=taken.exclude(pk=cluster.pk), create=create
+    )
 
 
 def insert_or_explain(
-    obj: Cluster | Queue, *, duplicate: ValidationError, create: bool = True
+    obj: Cluster | Queue,
+    *,
+    duplicate: ValidationError,
+    taken: QuerySet[Cluster] | QuerySet[Queue],
+    create: bool = True,
 ) -> None:
-    """Save ``obj``, with its database constraints as the last guard against a concurrent
-    writer: a creation never overwrites a row with the same id (an error on ``id``), and any
-    other conflict is ``duplicate``."""
+    """Save ``obj`` with its database constraints as the check, so that a write that conflicts
+    with nothing (nearly all of them) reads nothing first; a conflict is explained by
+    ``conflict_error``. Outside a transaction the save is one statement; inside one, a savepoint,
+    so that the caller's transaction survives the conflict."""
     try:
-        with transaction.atomic():
+        with _savepoint_if_in_transaction():
             obj.save(force_insert=create)
     except IntegrityError as exc:
-        if create and type(obj).objects.filter(pk=obj.pk).exists():
-            name = type(obj)._meta.verbose_name
-            raise ValidationError({"id": f"A {name} with this id already exists."}) from exc
-        raise duplicate from exc
+        raise conflict_error(obj, duplicate=duplicate, taken=taken, create=create) from exc
+
+
+def conflict_error(
+    obj: Cluster | Queue,
+    *,
+    duplicate: ValidationError,
+    taken: QuerySet[Cluster] | QuerySet[Queue],
+    create: bool = True,
+) -> ValidationError:
+    """Why saving ``obj`` broke a constraint: ``duplicate`` if ``taken`` (the other rows holding
+    its unique value) finds one, or an error on ``id`` if a creation found a row with the same id
+    (a creation never overwrites one), else ``duplicate``."""
+    if not taken.exists() and create and type(obj).objects.filter(pk=obj.pk).exists():
+        name = type(obj)._meta.verbose_name
+        return ValidationError({"id": f"A {name} with this id already exists."})
+    return duplicate
+
+
+def _savepoint_if_in_transaction() -> AbstractContextManager[object]:
+    return transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
 
 
 class _Unset:

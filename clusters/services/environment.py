@@ -11,6 +11,7 @@ import logging
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from clusters import locks
@@ -35,22 +36,31 @@ def agent_environment_set(
         raise ValidationError({"name": f"{name} is reserved: jobs must not receive it from here."})
     if "\x00" in value:
         raise ValidationError({"value": "Must not contain NUL characters."})
+    # The cluster is a row the caller holds, not input to look up.
     AgentEnvironmentVariable(cluster=cluster, name=name, value=value, source=source).full_clean(
-        validate_constraints=False
+        exclude=["cluster"], validate_unique=False, validate_constraints=False
     )
-    with transaction.atomic():
+    # No savepoint: nothing in here fails but the database, and the caller's transaction is then
+    # lost anyway. A variable of another source is refused once the block is left.
+    with transaction.atomic(savepoint=False):
         variable, created = locks.agent_environment_variable_lock(
             cluster=cluster, name=name, defaults={"value": value, "source": source}
         )
-        if not created:
-            if variable.source != source:
-                raise ValidationError(
-                    {"name": f"{name} is owned by the {variable.source!r} source."}
-                )
-            if variable.value != value:
-                variable.value = value
-                variable.updated_at = timezone.now()
-                variable.save(update_fields=["value", "updated_at"])
+        if created:  # inserted without save(): say so as a save would (the hot caches listen)
+            post_save.send(
+                AgentEnvironmentVariable,
+                instance=variable,
+                created=True,
+                raw=False,
+                using=variable._state.db,
+                update_fields=None,
+            )
+        elif variable.source == source and variable.value != value:
+            variable.value = value
+            variable.updated_at = timezone.now()
+            variable.save(update_fields=["value", "updated_at"])
+    if variable.source != source:
+        raise ValidationError({"name": f"{name} is owned by the {variable.source!r} source."})
     logger.info(
         "agent_environment.set",
         extra={"cluster_id": str(cluster.pk), "variable": name, "source": source},

@@ -12,12 +12,12 @@ import uuid
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from clusters import instance_shapes, locks
 from clusters.models import Cluster, Queue, RetryAgentAffinity
-from clusters.services.clusters import insert_or_explain
+from clusters.services.clusters import conflict_error
 from clusters.signals import first_hosted_queue_created
 
 logger = logging.getLogger("clusters.services")
@@ -48,41 +48,64 @@ def queue_create(
     The cluster row is locked first, so that concurrent creations on one cluster are serialised
     and exactly one of them sees itself as the cluster's first hosted queue and sends
     ``first_hosted_queue_created`` (inside this transaction).
+
+    The key's uniqueness is the database's constraint: a taken key (or id) rolls the transaction
+    back, and only then is it read which it was (``conflict_error``), so that a creation that
+    conflicts with nothing reads nothing but the hosted queues.
     """
     if error := _unknown_shape_error(instance_shape):
         raise ValidationError({"instance_shape": error})
-    duplicate = ValidationError(
-        {"key": f"A queue with key {key!r} already exists in this cluster."}
+    queue = Queue(
+        pk=queue_id or uuid.uuid4(),
+        key=key,
+        description=description,
+        instance_shape=instance_shape,
+        retry_agent_affinity=retry_agent_affinity,
+        created_by=created_by,
     )
-    with transaction.atomic():
-        cluster = locks.cluster_lock_or_raise(cluster.pk)
-        if cluster.queues.filter(key=key).exists():
-            raise duplicate
-        first_hosted = bool(instance_shape) and not cluster.queues.hosted().exists()
-        queue = Queue(
-            pk=queue_id or uuid.uuid4(),
-            cluster=cluster,
-            key=key,
-            description=description,
-            instance_shape=instance_shape,
-            retry_agent_affinity=retry_agent_affinity,
-            created_by=created_by,
+    inserted = False
+    try:
+        with transaction.atomic():
+            queue.cluster = _cluster_locked(cluster)
+            first_hosted = bool(instance_shape) and not queue.cluster.queues.hosted().exists()
+            # The field validators cover what the check constraints say; the cluster (locked
+            # just above) and the creator are rows the caller holds, not input to look up.
+            queue.full_clean(
+                exclude=["cluster", "created_by"], validate_unique=False, validate_constraints=False
+            )
+            queue.save(force_insert=True)
+            inserted = True
+            logger.info(
+                "queue.created",
+                extra={
+                    "cluster_id": str(queue.cluster_id),
+                    "queue_id": str(queue.pk),
+                    "hosted": queue.hosted,
+                },
+            )
+            if first_hosted:
+                first_hosted_queue_created.send(sender=Queue, cluster=queue.cluster, queue=queue)
+    except IntegrityError as exc:
+        if inserted:
+            raise
+        duplicate = ValidationError(
+            {"key": f"A queue with key {key!r} already exists in this cluster."}
         )
-        # Uniqueness was checked just above, under the lock, with a message naming the field;
-        # the field validators cover what the check constraints say.
-        queue.full_clean(validate_constraints=False)
-        insert_or_explain(queue, duplicate=duplicate)
-        logger.info(
-            "queue.created",
-            extra={
-                "cluster_id": str(cluster.pk),
-                "queue_id": str(queue.pk),
-                "hosted": queue.hosted,
-            },
-        )
-        if first_hosted:
-            first_hosted_queue_created.send(sender=Queue, cluster=cluster, queue=queue)
+        taken = Queue.objects.filter(cluster_id=cluster.pk, key=key)
+        raise conflict_error(queue, duplicate=duplicate, taken=taken) from exc
     return queue
+
+
+def _cluster_locked(cluster: Cluster) -> Cluster:
+    """Lock the cluster row, keeping the organization the caller had already read with it (the
+    first hosted queue's registry is named after the organization)."""
+    locked = locks.cluster_lock_or_raise(cluster.pk)
+    if (
+        Cluster.organization.is_cached(cluster)
+        and cluster.organization_id == locked.organization_id
+    ):
+        locked.organization = cluster.organization
+    return locked
 
 
 def queue_delete(*, queue: Queue) -> None:

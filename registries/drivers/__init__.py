@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from registries.drivers.base import DriverError, RegistryDriver, RegistryUnavailable
+from registries.drivers.base import (
+    CachedProvisioning,
+    DriverError,
+    RegistryDriver,
+    RegistryUnavailable,
+)
 from registries.drivers.distribution import DistributionDriver
 
 DRIVERS: dict[str, Callable[[], RegistryDriver]] = {
@@ -22,4 +27,11 @@ def get_driver(name: str) -> RegistryDriver:
     return factory()
 
 
-__all__ = ["DRIVERS", "DriverError", "RegistryDriver", "RegistryUnavailable", "get_driver"]
+__all__ = [
+    "DRIVERS",
+    "CachedProvisioning",
+    "DriverError",
+    "RegistryDriver",
+    "RegistryUnavailable",
+    "get_driver",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class DriverError(Exception):
@@ -54,4 +54,15 @@ class RegistryDriver(Protocol):
     def check_api(self) -> str:
         """Check that the registry answers and trusts our tokens; describe what was seen.
         Raises ``RegistryUnavailable`` or ``DriverError``."""
+        ...
+
+
+@runtime_checkable
+class CachedProvisioning(Protocol):
+    """A driver that can sometimes provision without calling the registry: provisioning then
+    takes one transaction instead of two (``registries.services.provisioning``)."""
+
+    def provision_cached(self, *, namespace: str) -> str | None:
+        """What ``provision`` would return, if it can answer without calling the registry now
+        (it checked the registry moments ago); None if it must call it."""
         ...

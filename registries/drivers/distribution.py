@@ -3,7 +3,10 @@
 Distribution has no call to create a namespace: a repository exists once something is pushed to
 it, and the namespace becomes usable through the tokens we grant for it. Provisioning therefore
 checks that the registry demands our tokens (``/v2/`` answers 401 with a challenge naming our
-token endpoint) and accepts them (``/v2/`` with a token of ours answers 200).
+token endpoint) and accepts them (``/v2/`` with a token of ours answers 200). A check that
+passed is reused for ``REGISTRY_CHECK_CACHE_SECONDS`` by the process that made it
+(``recent_checks``), and every request goes through its thread's keep-alive session
+(``shared_session``).
 
 There is no call to delete a repository either: deprovisioning deletes every manifest of every
 repository in the namespace by digest, following the catalog and tag lists page by page. The
@@ -14,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +61,75 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(_CHALLENGE_PARAMETER.findall(parameters))
 
 
+_sessions = threading.local()
+
+
+def shared_session() -> requests.Session:
+    """This thread's HTTP session to the registries: every request of the thread reuses its
+    keep-alive connections instead of opening one per check. One per thread, since ``requests``
+    does not promise that a session is thread-safe (the threads pool runs tasks side by side);
+    a forked child (a prefork worker) makes its own rather than use its parent's sockets."""
+    session: requests.Session | None = getattr(_sessions, "session", None)
+    if session is None or _sessions.pid != os.getpid():
+        session = requests.Session()
+        _sessions.session, _sessions.pid = session, os.getpid()
+    return session
+
+
+@dataclass(frozen=True)
+class _Check:
+    """A check that passed: what it was made against, what it saw, until when it stands."""
+
+    against: tuple[str, ...]
+    seen: str
+    until: float  # time.monotonic()
+
+
+class RecentChecks:
+    """The last passing ``check_api`` of each registry in this process, reused for
+    ``REGISTRY_CHECK_CACHE_SECONDS``: provisioning a burst of registries checks the registry once,
+    not once each. A check made against other settings (realm, service, issuer, keys) does not
+    count, and any request to the registry that finds it unavailable forgets its check at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checks: dict[str, _Check] = {}
+
+    def get(self, api_url: str) -> str | None:
+        """What the check of ``api_url`` saw, if it passed recently against these settings."""
+        check = self._checks.get(api_url)
+        if check is None or check.against != _check_settings() or check.until <= time.monotonic():
+            return None
+        return check.seen
+
+    def put(self, api_url: str, seen: str) -> None:
+        until = time.monotonic() + settings.REGISTRY_CHECK_CACHE_SECONDS
+        with self._lock:
+            self._checks[api_url] = _Check(_check_settings(), seen, until)
+
+    def forget(self, api_url: str | None = None) -> None:
+        """Forget the check of ``api_url`` (every check, without one)."""
+        with self._lock:
+            if api_url is None:
+                self._checks.clear()
+            else:
+                self._checks.pop(api_url, None)
+
+
+def _check_settings() -> tuple[str, ...]:
+    """What a check depends on besides the registry's address."""
+    return (
+        settings.REGISTRY_TOKEN_REALM,
+        settings.REGISTRY_TOKEN_SERVICE,
+        settings.REGISTRY_TOKEN_ISSUER,
+        settings.REGISTRY_KEYS_DIR,
+    )
+
+
+#: This process's recent checks, shared by every driver instance.
+recent_checks = RecentChecks()
+
+
 @dataclass(frozen=True)
 class DistributionDriver:
     api_url: str
@@ -63,7 +138,7 @@ class DistributionDriver:
     name: str = "distribution"
     #: Entries per page of the catalog and tag lists (Distribution's default is 100).
     page_size: int = 100
-    session: requests.Session = field(default_factory=requests.Session, compare=False)
+    session: requests.Session = field(default_factory=shared_session, compare=False)
 
     @classmethod
     def from_settings(cls) -> DistributionDriver:
@@ -74,15 +149,33 @@ class DistributionDriver:
         )
 
     def provision(self, *, namespace: str) -> str:
-        self.check_api()
+        """The namespace needs nothing of the registry but the check (see the module): a check
+        that passed within ``REGISTRY_CHECK_CACHE_SECONDS`` is not made again."""
+        if recent_checks.get(self.api_url) is None:
+            self.check_api()
+        return self._namespace_url(namespace)
+
+    def provision_cached(self, *, namespace: str) -> str | None:
+        if recent_checks.get(self.api_url) is None:
+            return None
+        return self._namespace_url(namespace)
+
+    def _namespace_url(self, namespace: str) -> str:
         return f"{self.public_host}/{namespace}"
 
     def check_api(self) -> str:
-        """Check that the registry demands our tokens and accepts them; return what was seen.
+        """Check now that the registry demands our tokens and accepts them; return what was
+        seen, and remember it for ``provision`` (``recent_checks``).
 
         Raises ``RegistryUnavailable`` when it does not answer (worth retrying), and
         ``DriverError`` when it answers but is not configured for us (retrying will not help).
         """
+        recent_checks.forget(self.api_url)
+        seen = self._check_api()
+        recent_checks.put(self.api_url, seen)
+        return seen
+
+    def _check_api(self) -> str:
         endpoint = self._url("/v2/")
         response = self._request("GET", endpoint, expect=(200, 401))
         if response.headers.get(API_VERSION_HEADER) != "registry/2.0":
@@ -269,11 +362,13 @@ class DistributionDriver:
                 method, url, headers=headers, data=data, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
+            recent_checks.forget(self.api_url)
             raise RegistryUnavailable(
                 f"{what} failed: {exc}", public=f"The registry did not answer ({_why(exc)})"
             ) from exc
         status = response.status_code
         if status >= 500 or status in TRANSIENT_STATUSES:
+            recent_checks.forget(self.api_url)
             raise RegistryUnavailable(
                 f"{what} answered {status}", public=f"The registry answered {status}"
             )

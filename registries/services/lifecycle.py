@@ -17,7 +17,7 @@ import logging
 import random
 import secrets
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -106,33 +106,65 @@ def transition(
     saved with it. A settled registry has no due time, and only a failure says whether it was
     transient.
     """
-    if not registry.can_become(to_state):
-        raise ValidationError(f"A {registry.state} registry cannot become {to_state}.")
-    now = timezone.now()
-    if synced is not None:
-        # Stamped with the transition's own moment (unless the caller chose one), so that
-        # ``Synced`` and ``state_changed_at`` name the same instant.
-        replace(synced, at=synced.at or now).set_on(registry)
-    from_state, duration = registry.state, now - registry.state_changed_at
-    registry.state = to_state
-    registry.state_changed_at = now
-    defaults: dict[str, object] = {"failure_transient": False, "attempt_deadline": None}
-    if to_state in SETTLED:
-        defaults["next_attempt_at"] = None
-    changes = {**defaults, **changes}
-    for field, value in changes.items():
-        setattr(registry, field, value)
-    conditions.ready_from_state(registry, now=now)
-    RegistryEvent.objects.create(
-        registry=registry,
-        from_state=from_state,
-        to_state=to_state,
-        attempt=registry.attempts,
-        duration=duration,
-        message=message,
-        created_at=now,
-    )
-    registry.save(update_fields=["state", "state_changed_at", "conditions", *changes])
+    transitions = Transitions(registry)
+    transitions.to(to_state, synced=synced, message=message, **changes)
+    transitions.save()
+
+
+@dataclass
+class Transitions:
+    """Transitions of one locked registry (``to``), written together (``save``): their events in
+    one INSERT and the registry's changed fields in one UPDATE. ``transition`` is one of them; an
+    attempt that starts and ends in one transaction makes two."""
+
+    registry: Registry
+    events: list[RegistryEvent] = field(default_factory=list)
+    fields: set[str] = field(default_factory=set)
+
+    def to(
+        self,
+        to_state: str,
+        *,
+        synced: SyncedCondition | None = None,
+        message: str = "",
+        **changes: object,
+    ) -> None:
+        """Move the registry to ``to_state`` in memory, with its event (see ``transition``)."""
+        registry = self.registry
+        if not registry.can_become(to_state):
+            raise ValidationError(f"A {registry.state} registry cannot become {to_state}.")
+        now = timezone.now()
+        if synced is not None:
+            # Stamped with the transition's own moment (unless the caller chose one), so that
+            # ``Synced`` and ``state_changed_at`` name the same instant.
+            replace(synced, at=synced.at or now).set_on(registry)
+        from_state, duration = registry.state, now - registry.state_changed_at
+        registry.state = to_state
+        registry.state_changed_at = now
+        defaults: dict[str, object] = {"failure_transient": False, "attempt_deadline": None}
+        if to_state in SETTLED:
+            defaults["next_attempt_at"] = None
+        changes = {**defaults, **changes}
+        for name, value in changes.items():
+            setattr(registry, name, value)
+        conditions.ready_from_state(registry, now=now)
+        self.events.append(
+            RegistryEvent(
+                registry=registry,
+                from_state=from_state,
+                to_state=to_state,
+                attempt=registry.attempts,
+                duration=duration,
+                message=message,
+                created_at=now,
+            )
+        )
+        self.fields.update(["state", "state_changed_at", "conditions", *changes])
+
+    def save(self) -> None:
+        RegistryEvent.objects.bulk_create(self.events)
+        self.registry.save(update_fields=sorted(self.fields))
+        self.events, self.fields = [], set()
 
 
 def left_as_is(registry: Registry | None) -> AttemptResult:
@@ -147,7 +179,13 @@ def begin_attempt(
     attempt's deadline (its lease and fencing token, for the caller to record as it starts the
     attempt), or what to return instead: the registry is gone or in another state, an attempt
     already holds it (a duplicate message), or its attempt budget is spent (now ``failed``)."""
-    registry = registry_lock(registry_id)
+    return attempt_may_begin(registry_lock(registry_id), states)
+
+
+def attempt_may_begin(
+    registry: Registry | None, states: tuple[str, ...]
+) -> tuple[Registry, datetime] | AttemptResult:
+    """``begin_attempt`` for a registry the caller has locked (or found gone)."""
     if registry is None or registry.state not in states:
         return left_as_is(registry)
     now = timezone.now()
@@ -187,7 +225,7 @@ def _give_up_if_exhausted(registry: Registry) -> AttemptResult | None:
 
 #: Errors that end an attempt and are recorded on the registry. Anything else (a database
 #: outage, say) propagates, and the reconciler finds the row again once its lease expires.
-_RECORDED_ERRORS = (DriverError, ValidationError, ValueError, TypeError, LookupError)
+RECORDED_ERRORS = (DriverError, ValidationError, ValueError, TypeError, LookupError)
 
 
 #: What tenants read for an error that is not the registry's (a bug, bad data): the operators
@@ -219,7 +257,7 @@ def attempt_failed(
     ``pending``, a deprovisioning one stays ``deprovisioning``. Otherwise the registry is
     ``failed``, with the error, for an operator to retry once the cause is fixed.
     """
-    if not isinstance(exc, _RECORDED_ERRORS):
+    if not isinstance(exc, RECORDED_ERRORS):
         raise exc
     if not isinstance(exc, DriverError):
         # A bug or bad data, not the registry: retrying the same code would fail the same way.
@@ -323,44 +361,54 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
     """Create the cluster's registry in ``pending`` and enqueue its provisioning after commit.
 
     A cluster has one registry, ever: if it already has one, that one is returned and nothing is
-    enqueued. The one-to-one constraint is the last guard against a concurrent creation.
+    enqueued. The row is inserted with ``ON CONFLICT DO NOTHING`` and its id read back, so that
+    neither a registry the cluster has already nor one a concurrent transaction created first
+    (the one-to-one constraint is the last guard) raises an error in the caller's transaction,
+    and no savepoint is needed. If the namespace drawn was taken (48 random bits), nothing was
+    inserted and another is drawn.
     """
-    existing = Registry.objects.filter(cluster=cluster).first()
-    if existing is not None:
-        return existing
-    for attempt in range(NAMESPACE_ATTEMPTS):
-        try:
-            with transaction.atomic():
-                now = timezone.now()
-                registry = Registry(
-                    cluster=cluster,
-                    namespace=registry_namespace(cluster),
-                    driver=settings.REGISTRY_DRIVER,
-                    state=State.PENDING,
-                    state_changed_at=now,
-                    created_at=now,
-                    next_attempt_at=now + reconcile_interval(),
-                )
-                conditions.ready_from_state(registry, now=now)
-                SyncedCondition.unknown(
-                    conditions.CREATED, "Provisioning is enqueued; no attempt has run yet.", at=now
-                ).set_on(registry)
-                registry.save(force_insert=True)
+    for _ in range(NAMESPACE_ATTEMPTS):
+        with transaction.atomic(savepoint=False):
+            candidate = _new_registry(cluster)
+            Registry.objects.bulk_create([candidate], ignore_conflicts=True)
+            found = Registry.objects.filter(cluster=cluster).values_list("pk", flat=True).first()
+            if found == candidate.pk:
                 RegistryEvent.objects.create(
-                    registry=registry, from_state="", to_state=State.PENDING, message="created"
+                    registry=candidate,
+                    from_state="",
+                    to_state=State.PENDING,
+                    message="created",
+                    created_at=candidate.created_at,
                 )
-            break
-        except IntegrityError:
-            raced = Registry.objects.filter(cluster=cluster).first()
-            if raced is not None:
-                return raced  # another transaction created it
-            if attempt == NAMESPACE_ATTEMPTS - 1:  # 48 random bits taken, three times
-                raise
+                break
+        if found is not None:  # it had one, or a concurrent transaction created it first
+            return Registry.objects.get(pk=found)
+    else:
+        raise IntegrityError(f"No namespace was free for cluster {cluster.pk}: drawn three times.")
     logger.info(
         "registry.created",
-        extra={"registry_id": str(registry.pk), "cluster_id": str(cluster.pk)},
+        extra={"registry_id": str(candidate.pk), "cluster_id": str(cluster.pk)},
     )
-    enqueue(registry)
+    enqueue(candidate)
+    return candidate
+
+
+def _new_registry(cluster: Cluster) -> Registry:
+    """A ``pending`` registry for ``cluster``, with a new namespace, not saved."""
+    now = timezone.now()
+    registry = Registry(
+        cluster=cluster,
+        namespace=registry_namespace(cluster),
+        driver=settings.REGISTRY_DRIVER,
+        state=State.PENDING,
+        state_changed_at=now,
+        created_at=now,
+        next_attempt_at=now + reconcile_interval(),
+    )
+    conditions.ready_from_state(registry, now=now)
+    SyncedCondition.unknown(
+        conditions.CREATED, "Provisioning is enqueued; no attempt has run yet.", at=now
+    ).set_on(registry)
     return registry
 
 
