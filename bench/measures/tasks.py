@@ -1,0 +1,768 @@
+"""The worker-side measures: provisioning against a no-op task, statements, canaries, the
+reconciler, and a Celery worker's memory (issue 15: P3, P4, P4b, P8, P9, P10).
+
+Every measure runs on the stack's processes (gunicorn, PostgreSQL, Redis, the registry) plus the
+Celery workers and beat it starts itself (:mod:`bench.workers`), and seeds rows in bulk from the
+driver process through the ORM with only the fields a row needs (so it follows the models as
+they are). The baseline is the no-op task (:mod:`bench.tasks`), sent to the queue the product
+routes provisioning to and observed the same way (polling, 1 ms apart):
+
+- **P3** (per pool: threads and prefork, one worker of concurrency 4 each, as deploy/entrypoint
+  starts it): from the moment the REST API answered 201 to a cluster's first hosted queue until
+  the agent environment endpoint (polled with the cluster's agent token) serves
+  ``BUILDKITE_HOSTED_REGISTRY_URL``, against a no-op task's round trip (sent, until its Redis key
+  exists). Samples alternate candidate and baseline; p50 and p95 per round, ratio per round.
+- **P4**: one threads worker draining 1,000 provisionings (pending registries seeded in bulk, their
+  tasks enqueued while no worker runs) against 1,000 no-op tasks: first task started to last task
+  finished, from the registries' event times and the no-op tasks' own timestamps.
+- **P8 (Celery)**: the resident memory of that worker (one process: threads) after each drain.
+- **P4b**: SQL statements (``CaptureQueriesContext``) of ``cluster_create`` + ``queue_create``
+  (the cluster's first hosted queue), with the statements listed.
+- **P9**: P3 (threads) with 10,000 ready registries and beat running the canaries every 5 s,
+  against the no-op round trip with beat stopped and nothing queued: a new cluster's registry
+  must not wait behind canaries. Tasks the routing sends to another queue than provisioning's
+  get a worker of their own, as production runs them.
+- **P10**: one reconcile pass (``registries_reconcile()`` in the driver) over 100,000 registry
+  rows, mostly ready and published, in milliseconds (absolute), after ``ANALYZE``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import secrets
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from bench import workers
+from bench.measures import Measure, Result, progress, rss_mb
+
+if TYPE_CHECKING:
+    from django.db.models import Model
+
+    from bench.stack import Stack
+    from clusters.models import Organization
+
+HOSTED_SHAPE = "LINUX_AMD64_2X4"
+QUEUE_KEY = "linux"
+#: Seconds between two polls, for the registry's URL and for a no-op task alike.
+POLL_SECONDS = 0.001
+#: Samples of each side per round (P3), and the first ones of a worker, not counted.
+P3_SAMPLES = 20
+WARMUP_SAMPLES = 3
+#: A first hosted queue whose URL takes longer than this is recorded at this figure (P9 before
+#: canaries had a queue of their own: the rest of its round is skipped).
+SAMPLE_TIMEOUT = 20.0
+P4_TASKS = 1_000
+P9_REGISTRIES = 10_000
+P9_SAMPLES = 10
+P9_CANARY_INTERVAL = 5.0
+P10_REGISTRIES = 100_000
+P10_PASSES = 5
+#: Rows per bulk insert, and per organization, when seeding.
+SEED_BATCH = 5_000
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (as the console's provisioning p50 and p95)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+# --- memo: one run feeds several lines of the report ----------------------------------------
+
+_memo: dict[tuple[int, str], Any] = {}
+
+
+def _memoized(stack: Stack, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per stack and key: the p50 and p95 lines of P3 come from one run, P8's
+    Celery line from P4's drains."""
+    slot = (id(stack), key)
+    if slot not in _memo:
+        _memo[slot] = compute()
+    return _memo[slot]
+
+
+# --- the REST API and the agent endpoint ----------------------------------------------------
+
+
+class Api:
+    """The REST API of one organization, with a token of every scope made in the driver."""
+
+    def __init__(self, stack: Stack, slug: str) -> None:
+        from django.core.management import call_command
+
+        from clusters.models import ApiScope
+
+        stack.django()
+        out = io.StringIO()
+        call_command(
+            "create_api_token", slug, "bench", "--scopes", ",".join(ApiScope.values), "--quiet",
+            stdout=out, stderr=io.StringIO(),
+        )  # fmt: skip
+        self.base_url = stack.base_url
+        self.url = f"{stack.base_url}/v2/organizations/{slug}/"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {out.getvalue().strip()}"
+        self.agent = requests.Session()
+
+    def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = self.session.post(self.url + path, json=body, timeout=30)
+        if response.status_code != 201:
+            raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:500]}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def cluster_with_token(self) -> tuple[str, str]:
+        """A new cluster and the secret of an agent token of it."""
+        cluster = self.post("clusters", {"name": f"bench-{uuid.uuid4().hex[:16]}"})
+        token = self.post(f"clusters/{cluster['id']}/tokens", {"description": "bench"})
+        return str(cluster["id"]), str(token["token"])
+
+    def url_visible(self, secret: str) -> bool:
+        """Whether the agent environment endpoint serves the registry's URL to the queue."""
+        from registries.models import REGISTRY_URL_VARIABLE
+
+        response = self.agent.get(
+            f"{self.base_url}/v3/agent/environment",
+            params={"queue": QUEUE_KEY},
+            headers={"Authorization": f"Token {secret}"},
+            timeout=30,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"agent environment: {response.status_code} {response.text[:500]}")
+        return REGISTRY_URL_VARIABLE in response.json()["env"]
+
+
+def _poll(check: Callable[[], bool], timeout: float) -> float | None:
+    """Call ``check`` every POLL_SECONDS until it is true; the seconds that took (from the call),
+    or None after ``timeout``."""
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > timeout:
+            return None
+        time.sleep(POLL_SECONDS)
+    return time.perf_counter() - started
+
+
+def first_queue_sample(api: Api, *, timeout: float = SAMPLE_TIMEOUT) -> tuple[float, float | None]:
+    """A new cluster's first hosted queue through the REST API: ``(seconds the POST took,
+    seconds from its 201 until the agent sees the URL)``; the second is None after ``timeout``."""
+    cluster_id, secret = api.cluster_with_token()
+    started = time.perf_counter()
+    api.post(
+        f"clusters/{cluster_id}/queues",
+        {"key": QUEUE_KEY, "hostedAgents": {"instanceShape": HOSTED_SHAPE}},
+    )
+    created = time.perf_counter() - started
+    return created, _poll(lambda: api.url_visible(secret), timeout)
+
+
+def noop_sample(queue: str, *, timeout: float = SAMPLE_TIMEOUT) -> float:
+    """A no-op task's round trip: sent to ``queue`` until its Redis key exists."""
+    from bench.tasks import noop, redis_client
+
+    client = redis_client()
+    key = f"bench:noop:{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    noop.apply_async((key,), queue=queue)
+    seen = _poll(lambda: bool(client.exists(key)), timeout)
+    elapsed = time.perf_counter() - started
+    client.delete(key)
+    if seen is None:
+        raise RuntimeError(f"the no-op task did not run within {timeout:g}s")
+    return elapsed
+
+
+def provision_queue() -> str:
+    from registries.services import PROVISION_TASK
+
+    return workers.task_queue(PROVISION_TASK)
+
+
+def product_queues() -> set[str]:
+    """Every queue the routing sends one of the product's tasks to."""
+    from controlplane.celery import app
+
+    app.loader.import_default_modules()
+    return {workers.task_queue(name) for name in app.tasks if not name.startswith("celery.")}
+
+
+# --- P3 ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatencyRounds:
+    """Per round: the candidate's and the baseline's p50 and p95 (seconds)."""
+
+    candidate_p50: list[float] = field(default_factory=list)
+    candidate_p95: list[float] = field(default_factory=list)
+    baseline_p50: list[float] = field(default_factory=list)
+    baseline_p95: list[float] = field(default_factory=list)
+    created_p50: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, candidate: list[float], baseline: list[float], created: list[float]) -> None:
+        self.candidate_p50.append(percentile(candidate, 0.5))
+        self.candidate_p95.append(percentile(candidate, 0.95))
+        self.baseline_p50.append(percentile(baseline, 0.5))
+        self.baseline_p95.append(percentile(baseline, 0.95))
+        self.created_p50.append(percentile(created, 0.5))
+
+    def ratios(self, which: str) -> list[float]:
+        candidate, baseline = (
+            getattr(self, f"candidate_{which}"),
+            getattr(self, f"baseline_{which}"),
+        )
+        return [c / b for c, b in zip(candidate, baseline, strict=True)]
+
+    def detail(self, which: str) -> str:
+        def ms(values: list[float]) -> str:
+            return f"{statistics.median(values) * 1000:.1f} ms"
+
+        other = "p95" if which == "p50" else "p50"
+        other_ratio = statistics.median(self.ratios(other))
+        return (
+            f"{which} {ms(getattr(self, f'candidate_{which}'))} vs no-op "
+            f"{ms(getattr(self, f'baseline_{which}'))} (median of rounds); {other} ratio "
+            f"{other_ratio:.2f}×; the queue's POST took {ms(self.created_p50)} (not counted)"
+            + "".join(f"; {note}" for note in self.notes)
+        )
+
+
+def p3(stack: Stack, rounds: int, pool: str) -> LatencyRounds:
+    stack.django()
+    api = Api(stack, f"bench-p3-{pool}")
+    queue = provision_queue()
+    result = LatencyRounds()
+    process = workers.worker(stack, pool=pool)
+    try:
+        for _ in range(WARMUP_SAMPLES):
+            first_queue_sample(api)
+            noop_sample(queue)
+        for number in range(rounds):
+            candidate: list[float] = []
+            baseline: list[float] = []
+            created: list[float] = []
+            for sample in range(2 * P3_SAMPLES):
+                if (sample + number) % 2 == 0:
+                    took, visible = first_queue_sample(api)
+                    if visible is None:
+                        raise RuntimeError(f"no URL within {SAMPLE_TIMEOUT:g}s ({pool})")
+                    candidate.append(visible)
+                    created.append(took)
+                else:
+                    baseline.append(noop_sample(queue))
+            result.add(candidate, baseline, created)
+            progress(
+                f"P3 {pool} round {number + 1}: p50 {result.candidate_p50[-1] * 1000:.1f} ms vs "
+                f"{result.baseline_p50[-1] * 1000:.1f} ms, p95 "
+                f"{result.candidate_p95[-1] * 1000:.1f} ms vs "
+                f"{result.baseline_p95[-1] * 1000:.1f} ms"
+            )
+    finally:
+        process.stop()
+    return result
+
+
+def _p3_line(pool: str, which: str, limit: float) -> Measure:
+    def run(stack: Stack, rounds: int) -> Result:
+        data: LatencyRounds = _memoized(stack, f"P3 {pool}", lambda: p3(stack, rounds, pool))
+        return Result(
+            ratios=data.ratios(which),
+            detail=data.detail(which),
+            extra={"pool": pool, **data.__dict__},
+        )
+
+    return Measure(
+        id=f"P3 {pool} {which}",
+        title=f"first hosted queue created → URL visible to the agent, vs a no-op task's round "
+        f"trip ({pool} pool, {which})",
+        goal=f"≤ {limit:g}×",
+        check=lambda result: result.median <= limit,
+        run=run,
+    )
+
+
+# --- seeding ----------------------------------------------------------------------------------
+
+
+def _organization(slug: str) -> Organization:
+    from clusters.services import organization_get_or_create
+
+    return organization_get_or_create(slug=slug)[0]
+
+
+def bulk_copy(model: type[Model], template: Model, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert one row per item of ``rows`` into ``model``'s table with ``COPY``: every column as
+    the ORM prepares ``template`` (its defaults included, whatever fields the model has at run
+    time), but for the fields (attribute names) each item sets. Database-generated keys are left
+    to the database. Returns the number of rows."""
+    from django.db import connection
+    from psycopg import sql
+
+    fields = [field for field in model._meta.concrete_fields if not field.db_returning]
+    base = {
+        field.attname: field.get_db_prep_save(field.pre_save(template, add=True), connection)
+        for field in fields
+    }
+    by_name = {field.attname: field for field in fields}
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(model._meta.db_table),
+        sql.SQL(", ").join([sql.Identifier(str(field.column)) for field in fields]),
+    )
+    written = 0
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for changes in rows:
+            values = dict(base)
+            for name, value in changes.items():
+                values[name] = by_name[name].get_db_prep_save(value, connection)
+            copy.write_row([values[field.attname] for field in fields])
+            written += 1
+    return written
+
+
+def seed_registries(counts: Mapping[str, int], *, prefix: str) -> list[uuid.UUID]:
+    """Bulk-insert registries in the given states (``ready``, ``pending``, ``failed``,
+    ``deleted``), each but the deleted with its cluster and a hosted queue, each ready one with
+    its URL published; SEED_BATCH registries per organization. Returns their ids.
+
+    Rows are copied from one model instance per table and state (:func:`bulk_copy`), so they
+    carry the defaults of the fields the models have at run time. Pending ones are in flight
+    (due in a day: the reconciler leaves them); failed ones failed for good (not transiently);
+    deleted ones have no cluster, as a deleted cluster leaves them.
+    """
+    from django.conf import settings
+    from django.db import transaction
+    from django.utils import timezone
+
+    from clusters.models import AgentEnvironmentVariable, Cluster, Queue
+    from registries.models import REGISTRY_URL_VARIABLE, Registry, State
+    from registries.services.lifecycle import ENVIRONMENT_SOURCE
+
+    now = timezone.now()
+    host = settings.REGISTRY_PUBLIC_HOST
+    ids: list[uuid.UUID] = []
+    for state, count in counts.items():
+        registry = Registry(namespace="-", driver=settings.REGISTRY_DRIVER, state=state)
+        if state == State.READY:
+            registry.url, registry.ready_at = "-", now
+        elif state == State.PENDING:
+            registry.next_attempt_at = now + timedelta(days=1)
+        elif state == State.FAILED:
+            registry.last_error = "seeded by the bench"
+        elif state == State.DELETED:
+            registry.deprovision_requested_at = now
+        for start in range(0, count, SEED_BATCH):
+            organization = _organization(f"{prefix}-{secrets.token_hex(4)}")
+            size = min(SEED_BATCH, count - start)
+            batch = [(uuid.uuid4(), uuid.uuid4(), secrets.token_hex(6)) for _ in range(size)]
+            cluster = Cluster(organization=organization, name="-")
+            with transaction.atomic():
+                if state != State.DELETED:
+                    bulk_copy(
+                        Cluster, cluster, ({"id": c, "name": f"c-{c.hex}"} for _, c, _ in batch)
+                    )
+                    bulk_copy(
+                        Queue,
+                        Queue(cluster=cluster, key=QUEUE_KEY, instance_shape=HOSTED_SHAPE),
+                        ({"id": uuid.uuid4(), "cluster_id": c} for _, c, _ in batch),
+                    )
+                if state == State.READY:
+                    bulk_copy(
+                        AgentEnvironmentVariable,
+                        AgentEnvironmentVariable(
+                            cluster=cluster, name=REGISTRY_URL_VARIABLE, value="-",
+                            source=ENVIRONMENT_SOURCE,
+                        ),
+                        (
+                            {"cluster_id": c, "value": f"{host}/{organization.slug}/{n}"}
+                            for _, c, n in batch
+                        ),
+                    )  # fmt: skip
+                bulk_copy(
+                    Registry,
+                    registry,
+                    (
+                        {
+                            "id": r,
+                            "cluster_id": None if state == State.DELETED else c,
+                            "namespace": f"{organization.slug}/{n}",
+                            **({"url": f"{host}/{organization.slug}/{n}"} if registry.url else {}),
+                        }
+                        for r, c, n in batch
+                    ),
+                )
+            ids += [r for r, _, _ in batch]
+    return ids
+
+
+def seed_to(total: int, counts: Callable[[int], Mapping[str, int]], *, prefix: str) -> int:
+    """Top the registries table up to ``total`` rows (``counts(missing)`` says in which states),
+    then ``ANALYZE`` the seeded tables, as autovacuum would have; how many rows were added."""
+    from django.db import connection
+
+    from registries.models import Registry
+
+    missing = total - Registry.objects.count()
+    if missing > 0:
+        started = time.perf_counter()
+        seed_registries(counts(missing), prefix=prefix)
+        progress(f"seeded {missing:,} registries in {time.perf_counter() - started:.1f}s")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return max(missing, 0)
+
+
+def ready_only(missing: int) -> dict[str, int]:
+    return {"ready": missing}
+
+
+def realistic_mix(missing: int) -> dict[str, int]:
+    """Mostly ready: 3 % deleted, 1 % failed, 0.5 % in flight, the rest ready."""
+    deleted, failed, pending = missing * 3 // 100, missing // 100, missing // 200
+    return {
+        "deleted": deleted,
+        "failed": failed,
+        "pending": pending,
+        "ready": missing - deleted - failed - pending,
+    }
+
+
+# --- P4 and P8 --------------------------------------------------------------------------------
+
+
+@dataclass
+class DrainRounds:
+    provisionings: list[float] = field(default_factory=list)
+    noops: list[float] = field(default_factory=list)
+    worker_rss_mb: list[float] = field(default_factory=list)
+
+
+@contextmanager
+def _worker_running(stack: Stack, **options: Any) -> Iterator[Any]:
+    process = workers.worker(stack, **options)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def drain_provisionings(stack: Stack, count: int) -> tuple[float, float]:
+    """Seed ``count`` pending registries, enqueue their provisioning with no worker running, then
+    start one (threads) and wait until every one is ready: ``(seconds from the first attempt's
+    start to the last one's end, the worker's RSS in MB)``."""
+    from django.db.models import Max, Min
+
+    from controlplane.celery import app
+    from registries.models import Registry, RegistryEvent, State
+    from registries.services import PROVISION_TASK
+
+    ids = seed_registries({State.PENDING: count}, prefix="bench-p4")
+    task = app.tasks[PROVISION_TASK]
+    for registry_id in ids:
+        task.delay(str(registry_id))
+    with _worker_running(stack, pool="threads") as process:
+        registries = Registry.objects.filter(pk__in=ids)
+
+        def ready() -> int:
+            if failed := registries.filter(state=State.FAILED).first():
+                raise RuntimeError(f"registry {failed.pk} failed: {failed.last_error}")
+            return registries.filter(state=State.READY).count()
+
+        _wait_for(ready, count, what="provisionings", log=process.log)
+        rss = rss_mb(process.pid)
+    window = RegistryEvent.objects.filter(registry__in=ids).aggregate(
+        first=Min("created_at"), last=Max("created_at")
+    )
+    return (window["last"] - window["first"]).total_seconds(), rss
+
+
+def drain_noops(stack: Stack, count: int) -> float:
+    """Enqueue ``count`` no-op tasks with no worker running, start one (threads) and wait until
+    every one ran: seconds from the first to the last one's timestamp."""
+    from bench.tasks import noop, redis_client
+
+    client = redis_client()
+    key = f"bench:drain:{uuid.uuid4().hex}"
+    queue = provision_queue()
+    for _ in range(count):
+        noop.apply_async((key,), queue=queue)
+    with _worker_running(stack, pool="threads") as process:
+        _wait_for(lambda: int(client.llen(key)), count, what="no-op tasks", log=process.log)
+    stamps = [float(stamp) for stamp in client.lrange(key, 0, -1)]
+    client.delete(key)
+    return max(stamps) - min(stamps)
+
+
+#: A drain that finishes no task for this long is stuck (a task that raises, say).
+STALL_SECONDS = 60.0
+
+
+def _wait_for(done: Callable[[], int], count: int, *, what: str, log: Callable[[], str]) -> None:
+    """Wait until ``done()`` reaches ``count``; raise, with the worker's last errors, once it
+    makes no progress for STALL_SECONDS."""
+    last, progressed = -1, time.monotonic()
+    while (finished := done()) < count:
+        if finished != last:
+            last, progressed = finished, time.monotonic()
+        elif time.monotonic() - progressed > STALL_SECONDS:
+            errors = [line[:600] for line in log().splitlines() if '"level": "ERROR"' in line]
+            raise RuntimeError(
+                f"{finished} of {count} {what} done, none for {STALL_SECONDS:g}s; the worker's "
+                f"last errors: {errors[-3:]}"
+            )
+        time.sleep(0.2)
+
+
+def p4(stack: Stack, rounds: int) -> DrainRounds:
+    stack.django()
+    workers.purge([provision_queue()])
+    result = DrainRounds()
+    for number in range(rounds):
+        sides = ["provisionings", "noops"] if number % 2 == 0 else ["noops", "provisionings"]
+        for side in sides:
+            if side == "provisionings":
+                seconds, rss = drain_provisionings(stack, P4_TASKS)
+                result.provisionings.append(seconds)
+                result.worker_rss_mb.append(rss)
+            else:
+                result.noops.append(drain_noops(stack, P4_TASKS))
+        progress(
+            f"P4 round {number + 1}: {P4_TASKS} provisionings {result.provisionings[-1]:.2f}s, "
+            f"{P4_TASKS} no-ops {result.noops[-1]:.2f}s; worker {result.worker_rss_mb[-1]:.0f} MB"
+        )
+    return result
+
+
+def _p4_run(stack: Stack, rounds: int) -> Result:
+    data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
+    ratios = [a / b for a, b in zip(data.provisionings, data.noops, strict=True)]
+    provisioning, noops = statistics.median(data.provisionings), statistics.median(data.noops)
+    return Result(
+        ratios=ratios,
+        detail=f"{P4_TASKS:,} provisionings in {provisioning:.2f} s "
+        f"({P4_TASKS / provisioning:.0f}/s), {P4_TASKS:,} no-ops in {noops:.2f} s "
+        f"({P4_TASKS / noops:.0f}/s); one threads worker, concurrency {workers.CONCURRENCY}",
+        extra=data.__dict__,
+    )
+
+
+def _p8_run(stack: Stack, rounds: int) -> Result:
+    data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
+    return Result(
+        ratios=data.worker_rss_mb,
+        detail=f"VmRSS of the threads worker (one process, concurrency {workers.CONCURRENCY}) "
+        f"after each drain of {P4_TASKS:,} provisionings (P4)",
+        extra={"worker_rss_mb": data.worker_rss_mb},
+    )
+
+
+# --- P4b --------------------------------------------------------------------------------------
+
+_STATEMENT = re.compile(
+    r'^\s*(?P<verb>\w+)\b.*?(?:\bFROM|\bINTO|^\s*UPDATE)\s+"?(?P<table>\w+)"?', re.S | re.I
+)
+
+
+def statement_kind(sql: str) -> str:
+    """``SELECT clusters_cluster``, ``INSERT registries_registry``, ``SAVEPOINT``..."""
+    match = _STATEMENT.match(sql)
+    if match is None:
+        return sql.split(None, 1)[0].upper() if sql.strip() else "?"
+    return f"{match['verb'].upper()} {match['table']}"
+
+
+def creation_statements() -> list[str]:
+    """The SQL of creating a cluster and its first hosted queue through the services, in the
+    driver process (the broker message it enqueues is no statement)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from clusters import services
+
+    organization = _organization("bench-p4b")
+    with CaptureQueriesContext(connection) as captured:
+        cluster = services.cluster_create(
+            organization=organization, name=f"bench-{uuid.uuid4().hex[:16]}"
+        )
+        services.queue_create(cluster=cluster, key=QUEUE_KEY, instance_shape=HOSTED_SHAPE)
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def _p4b_run(stack: Stack, rounds: int) -> Result:
+    stack.django()
+    counts = []
+    statements: list[str] = []
+    for _ in range(rounds):
+        statements = creation_statements()
+        counts.append(float(len(statements)))
+    # Their messages would provision registries nobody waits for: no worker runs now.
+    workers.purge([provision_queue()])
+    kinds = Counter(statement_kind(sql) for sql in statements)
+    listed = ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items())
+    return Result(
+        ratios=counts,
+        detail=f"cluster_create + queue_create (first hosted queue): {listed}",
+        extra={"statements": statements},
+    )
+
+
+# --- P9 ---------------------------------------------------------------------------------------
+
+
+def p9(stack: Stack, rounds: int) -> LatencyRounds:
+    from django.utils import timezone
+
+    from registries.models import Registry
+
+    stack.django()
+    seed_to(P9_REGISTRIES, ready_only, prefix="bench-p9")
+    environment = {"REGISTRY_CANARY_INTERVAL_SECONDS": f"{P9_CANARY_INTERVAL:g}"}
+    queue = provision_queue()
+    others = sorted(product_queues() - {queue})
+    api = Api(stack, "bench-p9")
+    result = LatencyRounds()
+    started = [workers.worker(stack, queues=[queue], environment=environment, name="provision")]
+    if others:
+        started.append(workers.worker(stack, queues=others, environment=environment, name="others"))
+    canaried = 0
+    waiting: list[int] = []
+    loaded: list[float] = []
+    try:
+        for _ in range(WARMUP_SAMPLES):
+            first_queue_sample(api)
+            noop_sample(queue)
+        for number in range(rounds):
+            baseline = [noop_sample(queue) for _ in range(P9_SAMPLES)]
+            beat = workers.beat(stack, environment=environment)
+            since = timezone.now()
+            candidate: list[float] = []
+            created: list[float] = []
+            try:
+                # Beat's first canary round is one interval after its start; the samples then
+                # spread over the next interval.
+                time.sleep(P9_CANARY_INTERVAL + 0.5)
+                for _ in range(P9_SAMPLES):
+                    waiting.append(workers.waiting(queue))
+                    took, visible = first_queue_sample(api)
+                    created.append(took)
+                    candidate.append(SAMPLE_TIMEOUT if visible is None else visible)
+                    if visible is None:
+                        result.notes.append(f"a URL took > {SAMPLE_TIMEOUT:g}s: round cut short")
+                        break
+                    try:  # the no-op under the same load: queued behind canaries, or not
+                        loaded.append(noop_sample(queue))
+                    except RuntimeError:
+                        loaded.append(SAMPLE_TIMEOUT)
+                    time.sleep(P9_CANARY_INTERVAL / P9_SAMPLES)
+            finally:
+                beat.stop()
+            if hasattr(Registry, "canary_at"):
+                canaried += Registry.objects.filter(canary_at__gte=since).count()
+            workers.purge([queue, *others])
+            result.add(candidate, baseline, created)
+            progress(
+                f"P9 round {number + 1}: p50 {result.candidate_p50[-1] * 1000:.1f} ms vs "
+                f"{result.baseline_p50[-1] * 1000:.1f} ms (no-op, beat stopped); up to "
+                f"{max(waiting)} messages waiting on {queue!r}"
+            )
+    finally:
+        for process in started:
+            process.stop()
+    consumers = f"a worker for {queue!r}" + (f", one for {', '.join(others)}" if others else "")
+    result.notes[:0] = [
+        f"{P9_REGISTRIES:,} ready registries, canaries every {P9_CANARY_INTERVAL:g}s "
+        f"({canaried:,} registries canaried), {consumers}",
+        f"no-op under the same load p50 {percentile(loaded, 0.5) * 1000:.1f} ms",
+        f"at most {max(waiting)} messages waiting on {queue!r}",
+    ]
+    return result
+
+
+def _p9_run(stack: Stack, rounds: int) -> Result:
+    data: LatencyRounds = _memoized(stack, "P9", lambda: p9(stack, rounds))
+    return Result(ratios=data.ratios("p50"), detail=data.detail("p50"), extra=data.__dict__)
+
+
+# --- P10 --------------------------------------------------------------------------------------
+
+
+def _p10_run(stack: Stack, rounds: int) -> Result:
+    from registries.reconciler import registries_reconcile
+
+    stack.django()
+    seed_to(P10_REGISTRIES, realistic_mix, prefix="bench-p10")
+    registries_reconcile()  # warm: connection, plans, and whatever was really due
+    passes: list[float] = []
+    repairs: list[int] = []
+    for _ in range(max(rounds, P10_PASSES)):
+        started = time.perf_counter()
+        report = registries_reconcile()
+        passes.append((time.perf_counter() - started) * 1000)
+        repairs.append(report.repairs)
+    progress(f"P10: passes {', '.join(f'{ms:.1f}' for ms in passes)} ms")
+    return Result(
+        ratios=passes,
+        detail=f"{P10_REGISTRIES:,} registry rows (3 % deleted, 1 % failed, 0.5 % in flight, "
+        f"the rest ready and published); median of {len(passes)} passes after a first one; "
+        f"repairs per pass: {', '.join(map(str, repairs))}",
+        extra={"passes_ms": passes, "repairs": repairs},
+    )
+
+
+MEASURES: list[Measure] = [
+    Measure(
+        id="P4b",
+        title="SQL statements to create a cluster and its first hosted queue",
+        goal="≤ 10",
+        check=lambda result: result.median <= 10,
+        run=_p4b_run,
+        unit=" statements",
+    ),
+    _p3_line("threads", "p50", 2),
+    _p3_line("threads", "p95", 3),
+    _p3_line("prefork", "p50", 2),
+    _p3_line("prefork", "p95", 3),
+    Measure(
+        id="P4",
+        title=f"one worker draining {P4_TASKS:,} queued provisionings vs {P4_TASKS:,} no-op tasks",
+        goal="≤ 1.5×",
+        check=lambda result: result.median <= 1.5,
+        run=_p4_run,
+    ),
+    Measure(
+        id="P8 celery",
+        title="RSS of one Celery worker after P4's load",
+        goal="≤ 150 MB",
+        check=lambda result: result.median <= 150,
+        run=_p8_run,
+        unit=" MB",
+    ),
+    Measure(
+        id="P9",
+        title=f"P3 (threads, p50) with {P9_REGISTRIES:,} ready registries and canaries running, "
+        "vs an idle no-op round trip",
+        goal="≤ 2×",
+        check=lambda result: result.median <= 2,
+        run=_p9_run,
+    ),
+    Measure(
+        id="P10",
+        title=f"one reconcile pass with {P10_REGISTRIES:,} registries",
+        goal="≤ 50 ms",
+        check=lambda result: result.median <= 50,
+        run=_p10_run,
+        unit=" ms",
+    ),
+]
