@@ -97,22 +97,23 @@ def task_queue(task_name: str) -> str:
     return str(route["queue"].name)
 
 
-def purge(queues: Iterable[str]) -> int:
-    """Drop every message waiting in ``queues`` (between measures, with no worker running);
-    how many were dropped."""
+def purge(queues: Iterable[str], url: str | None = None) -> int:
+    """Drop every message waiting in ``queues`` of the broker (``url``, or the app's) between
+    measures, with no worker running; how many were dropped."""
     from controlplane.celery import app
 
     dropped = 0
-    with app.connection_for_write() as connection:
+    with app.connection_for_write(url) as connection:
         channel = connection.default_channel
         for queue in set(queues):
             dropped += channel.queue_purge(queue) or 0
     return dropped
 
 
-def waiting(queue: str) -> int:
-    """How many messages wait in ``queue`` (reserved ones not counted)."""
+def waiting(queue: str, url: str | None = None) -> int:
+    """How many messages wait in ``queue`` of the broker (``url``, or the app's); reserved ones
+    are not counted."""
     from controlplane.celery import app
 
-    with app.connection_for_read() as connection:
+    with app.connection_for_read(url) as connection:
         return int(connection.default_channel.queue_declare(queue).message_count)

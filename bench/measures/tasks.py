@@ -570,17 +570,16 @@ def _p8_run(stack: Stack, rounds: int) -> Result:
 
 # --- P4b --------------------------------------------------------------------------------------
 
-_STATEMENT = re.compile(
-    r'^\s*(?P<verb>\w+)\b.*?(?:\bFROM|\bINTO|^\s*UPDATE)\s+"?(?P<table>\w+)"?', re.S | re.I
-)
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)', re.I)
 
 
 def statement_kind(sql: str) -> str:
     """``SELECT clusters_cluster``, ``INSERT registries_registry``, ``SAVEPOINT``..."""
-    match = _STATEMENT.match(sql)
-    if match is None:
-        return sql.split(None, 1)[0].upper() if sql.strip() else "?"
-    return f"{match['verb'].upper()} {match['table']}"
+    verb = sql.split(None, 1)[0].upper() if sql.strip() else "?"
+    table = _TABLE.search(sql)
+    return (
+        f"{verb} {table[1]}" if table and verb in {"SELECT", "INSERT", "UPDATE", "DELETE"} else verb
+    )
 
 
 def creation_statements() -> list[str]:
