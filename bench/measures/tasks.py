@@ -73,6 +73,40 @@ P10_PASSES = 5
 SEED_BATCH = 5_000
 
 
+NOTES = [
+    "**Workers** (P3, P4, P9): `celery -A controlplane worker` as `deploy/entrypoint` starts "
+    f"it (concurrency {workers.CONCURRENCY}, `--without-gossip --without-mingle`), with the "
+    "stack's environment; the no-op task (`bench.tasks`, bench settings only) goes to the "
+    "queue the routing gives provisioning and appends the time to a Redis list. Both sides are "
+    "observed by polling 1 ms apart: the agent environment endpoint (HTTP, the cluster's agent "
+    "token) for the registry's URL, Redis for the no-op.",
+    "**P3**: a new cluster and agent token first (not timed), then the hosted queue through the "
+    "REST API; the clock starts when the POST has answered 201 (the task is enqueued on commit), "
+    f"and stops when the agent sees `BUILDKITE_HOSTED_REGISTRY_URL`. {P3_SAMPLES} samples of "
+    f"each side a round, alternating, after {WARMUP_SAMPLES} warm-up samples; nearest-rank p50 "
+    "and p95 per round, ratio per round.",
+    f"**P4**: {P4_TASKS:,} pending registries copied in (`COPY`, from ORM instances: every "
+    "field's default as the models have it) and their tasks enqueued with no worker running; "
+    "then one threads worker drains them. Time = first attempt's first event to the last "
+    "registry's last event (`RegistryEvent.created_at`); for the no-ops, first to last task "
+    "timestamp. Worker start-up is in neither. P8 (Celery) is that worker's VmRSS after each "
+    "drain (threads: one process).",
+    "**P4b**: `CaptureQueriesContext` around `cluster_create` + `queue_create` (the cluster's "
+    "first hosted queue) in the bench process; every statement psycopg sends is counted, "
+    "`BEGIN`/`COMMIT` and savepoints included.",
+    f"**P9**: {P9_REGISTRIES:,} ready registries (clusters, hosted queues, published URLs) "
+    f"copied in; beat started with `REGISTRY_CANARY_INTERVAL_SECONDS={P9_CANARY_INTERVAL:g}`; "
+    "one worker for the provisioning queue and, when the routing sends tasks elsewhere (the "
+    "canaries), one for those queues. Each round: the no-op's round trip with beat stopped "
+    f"and nothing queued ({P9_SAMPLES} samples), then beat started and, from its first canary "
+    f"round on, {P9_SAMPLES} first hosted queues spread over a canary interval; queues purged "
+    "between rounds. Ratio = p50 under canaries / idle no-op p50.",
+    f"**P10**: {P10_REGISTRIES:,} registry rows copied in (3 % deleted, 1 % failed, 0.5 % in "
+    "flight, the rest ready with published URLs), then `ANALYZE`; `registries_reconcile()` "
+    f"in the bench process, one pass to warm up, then {P10_PASSES} timed passes (ms, absolute).",
+]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (as the console's provisioning p50 and p95)."""
     ordered = sorted(values)
