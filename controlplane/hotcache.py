@@ -13,6 +13,9 @@ principal, the webhook's secrets. A warm answer reads no database.
   pass it to ``put``; an entry whose tags were invalidated after that moment is born dead.
 - **Keys** are derived from a hash of the secret (``controlplane.credentials.secret_hash``),
   never the secret itself, so a memory dump of the cache holds no usable credential.
+- Only committed state is cached: ``put`` keeps nothing read inside a transaction (an atomic
+  block), which may still roll back. The hot paths read outside any; so do tests that exercise
+  the caches (``django_db(transaction=True)``): a test inside a transaction reads the database.
 - Misses are never cached (a token created in another process must work at once), and the
   caller decides what is not worth caching (``put`` is simply not called).
 
@@ -79,16 +82,24 @@ def secret_tag(hashed: str) -> str:
 
 
 def invalidate_on_change(
-    model: type[Model], tags: Callable[[Any], Iterable[str]], *, name: str
+    model: type[Model],
+    tags: Callable[[Any], Iterable[str]],
+    *,
+    name: str,
+    deletes: bool = True,
 ) -> None:
-    """Invalidate ``tags(instance)`` whenever an instance of ``model`` is saved or deleted
-    (connected once, under ``name``). Writes with ``QuerySet.update()`` send no signal: they call
-    ``invalidate`` themselves."""
+    """Invalidate ``tags(instance)`` whenever an instance of ``model`` is saved, or deleted
+    unless ``deletes`` is False (connected once, under ``name``). Writes with
+    ``QuerySet.update()`` send no signal: they call ``invalidate`` themselves.
+
+    A ``post_delete`` receiver costs a query on every bulk delete of the model, which Django then
+    reads row by row to signal each (``deletes=False`` for a table purged in bulk whose deleted
+    rows no cache can still hold)."""
 
     def receiver(sender: type[Model], instance: Model, **kwargs: Any) -> None:
         invalidate(*tags(instance))
 
-    for signal in (post_save, post_delete):
+    for signal in (post_save, post_delete) if deletes else (post_save,):
         signal.connect(receiver, sender=model, weak=False, dispatch_uid=f"hotcache.{name}")
 
 
@@ -162,6 +173,8 @@ class HotCache(Generic[V]):
         """Keep ``value`` under ``key`` for ``HOT_CACHE_SECONDS`` at most, and not past
         ``expires_at`` (the credential's own expiry). ``since`` is ``fill_started()`` taken
         before the value was read; ``tags`` name what the value was read from."""
+        if transaction.get_connection().in_atomic_block:
+            return  # it may still roll back
         ttl = seconds()
         if expires_at is not None:
             ttl = min(ttl, expires_at.timestamp() - time.time())

@@ -21,6 +21,26 @@ class RegistriesConfig(AppConfig):
         )
         checks.register()
         _register_health_and_metrics()
+        _invalidate_hot_caches_on_change()
+
+
+def _invalidate_hot_caches_on_change() -> None:
+    """What the token endpoint caches of a principal (``registries.selectors``: its namespace
+    while the registry is ready, its job credential) goes as soon as they change here. Job
+    credentials are purged in bulk a day after they expired, when no cache holds them any more:
+    their deletion is not listened to."""
+    from clusters.interface import Cluster
+    from controlplane.hotcache import invalidate_on_change, row_tag, secret_tag
+    from registries.models import JobCredential, Registry
+
+    def of_registry(registry: Registry) -> list[str]:
+        return [] if registry.cluster_id is None else [row_tag(Cluster, registry.cluster_id)]
+
+    def of_job_credential(credential: JobCredential) -> list[str]:
+        return [row_tag(JobCredential, credential.pk), secret_tag(credential.secret_hash)]
+
+    invalidate_on_change(Registry, of_registry, name="registry")
+    invalidate_on_change(JobCredential, of_job_credential, name="job_credential", deletes=False)
 
 
 def _register_health_and_metrics() -> None:

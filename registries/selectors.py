@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from clusters.interface import (
     AgentEnvironmentVariable,
+    AgentTokenFacts,
     Cluster,
     ClusterAgentToken,
     Queue,
-    agent_token_authenticate,
 )
+from controlplane import hotcache
+from controlplane.credentials import secret_hash
 from registries.models import (
     JOB_CREDENTIAL_PREFIX,
     OWED_STATES,
@@ -143,53 +147,115 @@ def registry_queryset(cluster: Cluster) -> RegistryQuerySet:
     return cluster_registry(cluster).prefetch_related(Prefetch("events", queryset=events))
 
 
-def principal_for_agent_token(
-    token: ClusterAgentToken, job_credential: JobCredential | None = None
+def _principal(
+    token: AgentTokenFacts,
+    namespace: str | None,
+    job_credential_id: uuid.UUID | None = None,
+    job_credential_expires_at: datetime | None = None,
 ) -> Principal:
     """What a cluster agent token (or a job credential made from it) may do in the registry:
-    everything in its cluster's namespace while that registry is ready, and nothing anywhere
-    else (nothing at all before the registry is ready or once it is being deprovisioned), until
-    the earlier of their expiries."""
-    namespace = (
-        Registry.objects.ready()
-        .filter(cluster_id=token.cluster_id)
-        .values_list("namespace", flat=True)
-        .first()
-    )
+    everything in its cluster's namespace while that registry is ready (``namespace``, None
+    otherwise), and nothing anywhere else (nothing at all before the registry is ready or once it
+    is being deprovisioned), until the earlier of their expiries."""
     subject = f"cluster:{token.cluster_id}:agent-token:{token.pk}"
     expiries = [token.expires_at]
-    if job_credential is not None:
-        subject += f":job-credential:{job_credential.pk}"
-        expiries.append(job_credential.expires_at)
+    if job_credential_id is not None:
+        subject += f":job-credential:{job_credential_id}"
+        expiries.append(job_credential_expires_at)
     return Principal(
         subject=subject,
         namespace=namespace,
         agent_token_id=token.pk,
-        job_credential_id=None if job_credential is None else job_credential.pk,
+        job_credential_id=job_credential_id,
         expires_at=min((e for e in expiries if e is not None), default=None),
     )
 
 
 @dataclass(frozen=True)
 class RegistryCredential:
-    """A credential the token endpoint accepted: an agent token, or a job credential and the
-    agent token behind it (whose IP allow-list applies to both)."""
+    """A credential the token endpoint accepted: what it may do in the registry (``principal``),
+    and the agent token behind it (whose IP allow-list applies to a job credential made from it
+    too, and is checked on every request)."""
 
-    agent_token: ClusterAgentToken
-    job_credential: JobCredential | None = None
+    agent_token: AgentTokenFacts
+    principal: Principal
 
-    def principal(self) -> Principal:
-        return principal_for_agent_token(self.agent_token, self.job_credential)
+
+#: Credentials the token endpoint accepted, by what was presented: ``("secret", hash of the
+#: secret)`` or ``("refresh", agent token id, job credential id)``. Only those whose registry is
+#: ready: one that is not yet gets an empty grant, and is read again on the next request.
+_CREDENTIALS: hotcache.HotCache[RegistryCredential] = hotcache.HotCache("registry-credentials")
+
+
+def _ready_namespace(cluster_id: str) -> Subquery:
+    return Subquery(
+        Registry.objects.ready().filter(cluster_id=OuterRef(cluster_id)).values("namespace")[:1]
+    )
+
+
+def _agent_token_credential(**lookup: object) -> RegistryCredential | None:
+    """The active agent token matching ``lookup``, with its cluster's ready namespace: one
+    query."""
+    rows = (
+        ClusterAgentToken.objects.active()
+        .filter(**lookup)
+        .annotate(namespace=_ready_namespace("cluster_id"))
+        .values_list("pk", "cluster_id", "allowed_ip_addresses", "expires_at", "namespace")
+        .order_by()[:1]
+    )
+    for token_id, cluster_id, allowed, expires_at, namespace in rows:
+        token = AgentTokenFacts(token_id, cluster_id, allowed, expires_at)
+        return RegistryCredential(token, _principal(token, namespace))
+    return None
 
 
 def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
     """The usable job credential matching ``lookup`` (unexpired, unrevoked, its agent token
-    active), with its agent token in the same query (the token endpoint reads the token's
-    cluster id, allow-list and expiry, never the cluster row)."""
-    credential = (
-        JobCredential.objects.usable().select_related("agent_token").filter(**lookup).first()
+    active), with its agent token and its cluster's ready namespace: one query (never the
+    cluster row)."""
+    rows = (
+        JobCredential.objects.usable()
+        .filter(**lookup)
+        .annotate(namespace=_ready_namespace("agent_token__cluster_id"))
+        .values_list(
+            "pk",
+            "expires_at",
+            "agent_token_id",
+            "agent_token__cluster_id",
+            "agent_token__allowed_ip_addresses",
+            "agent_token__expires_at",
+            "namespace",
+        )
+        .order_by()[:1]
     )
-    return None if credential is None else RegistryCredential(credential.agent_token, credential)
+    for pk, expires_at, token_id, cluster_id, allowed, token_expires_at, namespace in rows:
+        token = AgentTokenFacts(token_id, cluster_id, allowed, token_expires_at)
+        return RegistryCredential(token, _principal(token, namespace, pk, expires_at))
+    return None
+
+
+def _cached(
+    key: tuple[object, ...], read: Callable[[], RegistryCredential | None], *tags: str
+) -> RegistryCredential | None:
+    """``read()``, kept in ``_CREDENTIALS`` under ``key`` (``controlplane.hotcache``) while its
+    registry is ready, for ``HOT_CACHE_SECONDS`` at most and never past the credential's expiry.
+    """
+    credential = _CREDENTIALS.get(key)
+    if credential is not None:
+        return credential
+    since = hotcache.fill_started()
+    credential = read()
+    if credential is None or credential.principal.namespace is None:
+        return credential
+    token, principal = credential.agent_token, credential.principal
+    tags += (
+        hotcache.row_tag(ClusterAgentToken, token.pk),
+        hotcache.row_tag(Cluster, token.cluster_id),
+    )
+    if principal.job_credential_id is not None:
+        tags += (hotcache.row_tag(JobCredential, principal.job_credential_id),)
+    _CREDENTIALS.put(key, credential, since=since, tags=tags, expires_at=principal.expires_at)
+    return credential
 
 
 def job_credential_for_secret(secret: str) -> JobCredential | None:
@@ -201,22 +267,27 @@ def job_credential_for_secret(secret: str) -> JobCredential | None:
 
 def registry_credential_for_secret(secret: str) -> RegistryCredential | None:
     """What a password sent to the token endpoint is: a job credential (``bkrc_...``) or an
-    agent token; None for a wrong, expired or revoked one."""
+    agent token; None for a wrong, expired or revoked one. Warm: no query."""
+    if not secret:
+        return None
+    hashed = secret_hash(secret)
     if secret.startswith(JOB_CREDENTIAL_PREFIX):
-        return _usable_job_credential(secret_hash=JobCredential.hash_secret(secret))
-    token = agent_token_authenticate(secret)
-    return None if token is None else RegistryCredential(token)
+        read = partial(_usable_job_credential, secret_hash=hashed)
+    else:
+        read = partial(_agent_token_credential, token_hash=hashed)
+    return _cached(("secret", hashed), read, hotcache.secret_tag(hashed))
 
 
 def registry_credential_for_refresh(
     agent_token_id: uuid.UUID, job_credential_id: uuid.UUID | None
 ) -> RegistryCredential | None:
     """What a refresh token names, if it is still valid: a refresh token issued to a job
-    credential ends with that credential (and with its agent token)."""
+    credential ends with that credential (and with its agent token). Warm: no query."""
     if job_credential_id is not None:
-        return _usable_job_credential(pk=job_credential_id, agent_token_id=agent_token_id)
-    token = ClusterAgentToken.objects.active().filter(pk=agent_token_id).first()
-    return None if token is None else RegistryCredential(token)
+        read = partial(_usable_job_credential, pk=job_credential_id, agent_token_id=agent_token_id)
+    else:
+        read = partial(_agent_token_credential, pk=agent_token_id)
+    return _cached(("refresh", agent_token_id, job_credential_id), read)
 
 
 @dataclass(frozen=True)

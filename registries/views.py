@@ -128,7 +128,7 @@ class RegistryTokenView(APIView):
         """The credential's principal, if the agent token behind it may be used from here (its
         IP allow-list; 403 otherwise)."""
         agent_token_check_address(credential.agent_token, self.request)
-        return credential.principal()
+        return credential.principal
 
     def _refresh(self, refresh_token: str) -> Principal:
         try:
