@@ -29,7 +29,7 @@ def authorization_header(request: Request | HttpRequest) -> tuple[str, str] | No
 
 
 def authorization_secret(
-    request: Request, *, schemes: Collection[str], malformed: str
+    request: Request | HttpRequest, *, schemes: Collection[str], malformed: str
 ) -> str | None:
     """The secret of ``Authorization: <scheme> <secret>``; None without the header.
 
@@ -44,7 +44,7 @@ def authorization_secret(
     return secret.strip()
 
 
-def basic_password(request: Request, *, not_basic: str, malformed: str) -> str | None:
+def basic_password(request: Request | HttpRequest, *, not_basic: str, malformed: str) -> str | None:
     """The password of ``Authorization: Basic <base64 of user:password>``; None without the
     header. The user name is ignored, and no colon means an empty password.
 
