@@ -13,13 +13,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.api.fields import TimestampField, empty_to_none
+from controlplane.api.serializers import ReadSerializer
 from registries import conditions as registry_conditions
 from registries.models import Registry, RegistryEvent, State
 
 STATE_HELP = f"A registry state: {', '.join(State.values)}."
 
 
-class RegistryConditionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RegistryConditionSerializer(ReadSerializer):
     """One condition, as Kubernetes writes them (see ``registries.conditions``)."""
 
     type = serializers.ChoiceField(
@@ -45,7 +46,7 @@ class RegistryConditionSerializer(serializers.Serializer):  # type: ignore[type-
     last_transition_time = TimestampField(help_text="When status last changed.")
 
 
-class RegistryCanarySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RegistryCanarySerializer(ReadSerializer):
     """The last health canary: a blob pushed, read back and deleted in the namespace."""
 
     at = TimestampField(source="canary_at")
@@ -58,7 +59,7 @@ class RegistryCanarySerializer(serializers.Serializer):  # type: ignore[type-arg
         return None if latency is None else round(latency.total_seconds() * 1000, 1)
 
 
-class RegistryEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RegistryEventSerializer(ReadSerializer):
     """One transition of the registry."""
 
     # Plain strings, not a second and third name for the state enum (``RegistrySerializer.state``).
@@ -78,7 +79,7 @@ class RegistryEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return event.duration.total_seconds()
 
 
-class RegistrySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RegistrySerializer(ReadSerializer):
     """A cluster's container registry, its Ready condition and its transitions, oldest first."""
 
     # ``events`` are read from the prefetch of ``registries.selectors.registry_queryset``.

@@ -23,6 +23,7 @@ from clusters import ip_allow_lists
 from clusters.api.serializers.common import UserSerializer, absolute, graphql_id
 from clusters.models import ClusterAgentToken
 from controlplane.api.fields import TimestampField
+from controlplane.api.serializers import ReadSerializer
 
 #: How far ahead an expiry must be, at creation (as on Buildkite).
 MIN_EXPIRY = timedelta(minutes=10)
@@ -50,7 +51,7 @@ class AllowedIpAddressesField(serializers.Field):  # type: ignore[type-arg]
         return value
 
 
-class AgentTokenSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AgentTokenSerializer(ReadSerializer):
     """A cluster agent token, without its secret."""
 
     id = serializers.UUIDField(read_only=True)

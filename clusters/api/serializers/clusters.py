@@ -17,9 +17,10 @@ from clusters.api.serializers.common import (
 )
 from clusters.models import COLOR_PATTERN, Cluster
 from controlplane.api.fields import TimestampField, empty_to_none
+from controlplane.api.serializers import ReadSerializer
 
 
-class ClusterSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ClusterSerializer(ReadSerializer):
     id = serializers.UUIDField(read_only=True)
     graphql_id = serializers.SerializerMethodField()
     default_queue_id = serializers.UUIDField(read_only=True, allow_null=True)

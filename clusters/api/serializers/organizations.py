@@ -12,9 +12,10 @@ from rest_framework import serializers
 from clusters.api.serializers.common import absolute, graphql_id
 from clusters.models import ApiScope, ApiToken, Organization
 from controlplane.api.fields import TimestampField
+from controlplane.api.serializers import ReadSerializer
 
 
-class OrganizationSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class OrganizationSerializer(ReadSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     graphql_id = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
@@ -35,7 +36,7 @@ class OrganizationSerializer(serializers.Serializer):  # type: ignore[type-arg]
         )
 
 
-class AccessTokenSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AccessTokenSerializer(ReadSerializer):
     uuid = serializers.UUIDField(source="pk", read_only=True)
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=ApiScope.choices), read_only=True

@@ -20,6 +20,7 @@ from clusters import instance_shapes
 from clusters.api.serializers.common import UserSerializer, absolute, blank_nulls, graphql_id
 from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
 from controlplane.api.fields import TimestampField, empty_to_none
+from controlplane.api.serializers import ReadSerializer
 
 AGENT_IMAGE_REF_MAX_LENGTH = Queue._meta.get_field("agent_image_ref").max_length
 #: Buildkite's answer to ``agentImageRef`` sent without ``instanceShape`` beside it, word for word
@@ -63,7 +64,7 @@ HOSTED_AGENTS_SCHEMA: dict[str, Any] = {
 }
 
 
-class QueueSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class QueueSerializer(ReadSerializer):
     #: Fields a queue shows only when they apply (see ``to_representation``).
     OPTIONAL_FIELDS = ("retry_agent_affinity", "hosted_agents")
 
@@ -278,13 +279,13 @@ class QueuePauseDispatchSerializer(serializers.Serializer):  # type: ignore[type
 # --- the environment of a job on a queue ------------------------------------------------------
 
 
-class QueueReferenceSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class QueueReferenceSerializer(ReadSerializer):
     id = serializers.UUIDField(read_only=True)
     key = serializers.CharField(read_only=True)
     hosted = serializers.BooleanField(read_only=True)
 
 
-class QueueEnvironmentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class QueueEnvironmentSerializer(ReadSerializer):
     """What a job on the queue receives, as the agent endpoint (``/v3/agent/environment``)
     gives it: the variables, and which part of the platform set each one."""
 

@@ -1,0 +1,76 @@
+"""``ReadSerializer``: a serializer whose responses skip DRF's per-field machinery.
+
+DRF's ``Serializer.to_representation`` walks every field through ``get_attribute`` (a generic
+attribute walk) and, for a ``SerializerMethodField``, a lookup of its method, for every item: on
+a page of 100 that is most of the time not spent in the database. A ``ReadSerializer`` binds,
+once per serializer, one getter per readable field, and builds each item's dict from those.
+
+The JSON is the same: the declared fields, in their order, each rendered by its own
+``to_representation`` (the fields stay the single source of the response and its schema), with
+DRF's rules kept: ``None`` is rendered ``None``, a method field calls its method with the
+instance. Only the common case takes the short way: a field reading one attribute of an object.
+Anything else (dotted sources, related fields, nested lists, a ``Mapping`` instance, an attribute
+that is missing or callable) goes through DRF's own ``get_attribute`` for that field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any, cast
+
+from rest_framework import serializers
+from rest_framework.fields import Field, SkipField
+from rest_framework.relations import PKOnlyObject, RelatedField
+
+Getter = Callable[[Any], Any]
+
+
+def drf_value(field: Field, instance: Any) -> Any:  # type: ignore[type-arg]
+    """What DRF's ``Serializer.to_representation`` puts under ``field`` for ``instance`` (raises
+    ``SkipField`` where DRF leaves the field out)."""
+    attribute = field.get_attribute(instance)
+    check_for_none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+    return None if check_for_none is None else field.to_representation(attribute)
+
+
+def getter(field: Field) -> Getter:  # type: ignore[type-arg]
+    """How a ``ReadSerializer`` reads ``field`` from an instance."""
+    if isinstance(field, serializers.SerializerMethodField):
+        method: Getter = getattr(field.parent, field.method_name)
+        return method  # DRF passes the instance itself (source "*")
+    if len(field.source_attrs) != 1 or isinstance(field, RelatedField):
+        return lambda instance: drf_value(field, instance)
+    name, to_representation = field.source_attrs[0], field.to_representation
+
+    def get(instance: Any) -> Any:
+        try:
+            attribute = getattr(instance, name)
+        except AttributeError:  # DRF's default, null, or skip; or a missing related object
+            return drf_value(field, instance)
+        if attribute is None:
+            return None
+        if callable(attribute):  # DRF calls simple callables
+            return drf_value(field, instance)
+        return to_representation(attribute)
+
+    return get
+
+
+class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A serializer of responses (see the module's docstring); input fields work as usual."""
+
+    @cached_property
+    def _getters(self) -> list[tuple[str, Getter]]:
+        return [(cast(str, field.field_name), getter(field)) for field in self._readable_fields]
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        if isinstance(instance, Mapping):  # DRF reads keys, not attributes
+            return dict(super().to_representation(instance))
+        data = {}
+        for name, get in self._getters:
+            try:
+                data[name] = get(instance)
+            except SkipField:
+                continue
+        return data
