@@ -78,7 +78,7 @@ def rate_limit(request: Request, token: ApiToken) -> None:
     token_budget = Budget(
         "rest_user", "RateLimit-User", str(token.pk), settings.API_RATE_LIMIT_TOKEN
     )
-    usages = [usage for usage in (consume(organization_budget), consume(token_budget)) if usage]
+    usages = consume(organization_budget, token_budget)
     request._rate_limit_usages = usages  # type: ignore[attr-defined]
     for usage in usages:
         if usage.exceeded:

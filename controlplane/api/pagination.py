@@ -1,6 +1,10 @@
 """Page-number pagination as Buildkite's REST API has it: ``?page=`` (from 1) and ``?per_page=``
 (default 30, at most 100); the body is a bare JSON array, and the ``Link`` header carries the
-``next``, ``prev``, ``first`` and ``last`` pages."""
+``next``, ``prev``, ``first`` and ``last`` pages.
+
+A page and the total it needs for ``last`` are one query: the page's rows carry the count of
+the whole list (``COUNT(*) OVER ()``). Only a page past the end, which has no row to carry it,
+counts apart."""
 
 from __future__ import annotations
 
@@ -9,11 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count, Window
 from rest_framework import exceptions
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
+
+#: The annotation that carries the list's length on each row of a page.
+TOTAL = "pagination_total"
+#: Pages starting beyond this offset are empty without asking the database (which refuses
+#: offsets past a 64-bit integer).
+MAX_OFFSET = 2**62
 
 
 def _positive_int(request: Request, name: str, default: int) -> int:
@@ -40,11 +51,14 @@ class LinkHeaderPagination(BasePagination):
             settings.API_MAX_PAGE_SIZE,
         )
         self.page = _positive_int(request, self.page_query_param, 1)
-        self.count: int = queryset.count()
         start = (self.page - 1) * self.per_page
-        if start >= self.count:  # past the end (and no offset too large for the database)
-            return []
-        return list(queryset[start : start + self.per_page])
+        page: list[Any] = []
+        if start <= MAX_OFFSET:  # beyond, past any end (and too large for the database)
+            counted = queryset.annotate(**{TOTAL: Window(Count("*"))})
+            page = list(counted[start : start + self.per_page])
+        # An empty first page is an empty list; an empty later page, past its end, counts it.
+        self.count: int = getattr(page[0], TOTAL) if page else queryset.count() if start else 0
+        return page
 
     @property
     def last_page(self) -> int:

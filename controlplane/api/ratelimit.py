@@ -2,16 +2,24 @@
 organization (``RateLimit-*`` headers, scope ``rest``) and one for the caller's token
 (``RateLimit-User-*``, scope ``rest_user``), counted per fixed window in the cache (Redis in
 production, so every web process shares the counts). Every response carries both header sets;
-a request over either budget gets 429."""
+a request over either budget gets 429.
+
+Both counters of a request are counted in one round trip to Redis (a pipeline of ``SET NX EX``
+and ``INCR`` per counter), not the four of Django's ``cache.incr`` (``EXISTS`` then ``INCR``,
+per counter), since every API request pays it; other cache backends count through the cache
+API, with the same keys."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.redis import RedisCache
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
@@ -53,25 +61,49 @@ class Usage:
         return headers
 
 
-def consume(budget: Budget, now: float | None = None) -> Usage | None:
-    """Count one request against ``budget`` and say where it stands; None when the counter
-    cannot be reached. Rate limits protect the service, so an unreachable cache lets requests
-    through (logged) rather than failing every one of them."""
+def consume(*budgets: Budget, now: float | None = None) -> list[Usage]:
+    """Count one request against each of ``budgets`` and say where each stands; none when the
+    counters cannot be reached. Rate limits protect the service, so an unreachable cache lets
+    requests through (logged) rather than failing every one of them."""
     now = time.time() if now is None else now
-    window_start = int(now // budget.window) * budget.window
-    key = f"{settings.API_RATE_LIMIT_KEY_PREFIX}:{budget.scope}:{budget.key}:{window_start}"
+    starts = [int(now // budget.window) * budget.window for budget in budgets]
+    keys = [
+        f"{settings.API_RATE_LIMIT_KEY_PREFIX}:{budget.scope}:{budget.key}:{start}"
+        for budget, start in zip(budgets, starts, strict=True)
+    ]
+    timeouts = [budget.window + 1 for budget in budgets]
     try:
-        try:
-            current = cache.incr(key)  # the common case: the window's counter exists
-        except ValueError:  # the window's first request (or another request's, meanwhile)
-            first = cache.add(key, 1, timeout=budget.window + 1)
-            current = 1 if first else cache.incr(key)
+        counts = _count(caches["default"], keys, timeouts)
     except Exception:
-        logger.warning("ratelimit.unavailable", exc_info=True, extra={"scope": budget.scope})
-        return None
-    return Usage(
-        budget=budget, current=current, reset=max(1, window_start + budget.window - int(now))
-    )
+        scopes = ",".join(budget.scope for budget in budgets)
+        logger.warning("ratelimit.unavailable", exc_info=True, extra={"scope": scopes})
+        return []
+    return [
+        Usage(budget=budget, current=current, reset=max(1, start + budget.window - int(now)))
+        for budget, start, current in zip(budgets, starts, counts, strict=True)
+    ]
+
+
+def _count(cache: BaseCache, keys: list[str], timeouts: Sequence[int]) -> list[int]:
+    """Add one to each counter (created for ``timeouts`` seconds by its first request); their
+    new values."""
+    if isinstance(cache, RedisCache):
+        # The cache's own client and keys (Django stores integers as such, so ``cache.get``
+        # reads these counters too); one round trip for every counter.
+        pipeline = cache._cache.get_client(write=True).pipeline(transaction=False)
+        for key, timeout in zip(keys, timeouts, strict=True):
+            redis_key = cache.make_and_validate_key(key)
+            pipeline.set(redis_key, 0, ex=timeout, nx=True)
+            pipeline.incr(redis_key)
+        return [int(current) for current in pipeline.execute()[1::2]]
+    return [_incr(cache, key, timeout) for key, timeout in zip(keys, timeouts, strict=True)]
+
+
+def _incr(cache: BaseCache, key: str, timeout: int) -> int:
+    try:
+        return cache.incr(key)  # the common case: the window's counter exists
+    except ValueError:  # the window's first request (or another request's, meanwhile)
+        return 1 if cache.add(key, 1, timeout=timeout) else cache.incr(key)
 
 
 class RateLimited(APIException):
