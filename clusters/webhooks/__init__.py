@@ -9,7 +9,11 @@ cluster and queue events, once each, through the same services as the REST API.
 What callers use (views, management commands, tests) is importable from here.
 """
 
-from clusters.webhooks.delivery import webhook_delivery_receive, webhook_delivery_replay
+from clusters.webhooks.delivery import (
+    webhook_delivery_receive,
+    webhook_delivery_repeated,
+    webhook_delivery_replay,
+)
 from clusters.webhooks.payloads import (
     DELIVERY_HEADER,
     DELIVERY_ID,
@@ -24,11 +28,13 @@ from clusters.webhooks.signing import (
     SIGNATURE_HEADER,
     TOKEN_HEADER,
     TOLERANCE_SECONDS,
+    Signed,
     Verified,
     WebhookRefused,
     new_salt,
     secret_for,
     sign,
+    verified_secret,
     verify,
     webhook_secret_create,
     webhook_secret_limit_error,
@@ -46,14 +52,17 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TOKEN_HEADER",
     "TOLERANCE_SECONDS",
+    "Signed",
     "Verified",
     "WebhookRefused",
     "new_salt",
     "parse_body",
     "secret_for",
     "sign",
+    "verified_secret",
     "verify",
     "webhook_delivery_receive",
+    "webhook_delivery_repeated",
     "webhook_delivery_replay",
     "webhook_secret_create",
     "webhook_secret_limit_error",

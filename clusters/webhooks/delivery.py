@@ -51,8 +51,7 @@ def webhook_delivery_receive(
     event = data["event"]
     body_sha256 = hashlib.sha256(body).hexdigest()
     signature = verified.signature or ""
-    seen = Q(delivery_id=delivery_id) | (Q(signature=signature) if signature else Q(pk=None))
-    existing = WebhookDelivery.objects.filter(seen, organization=organization).first()
+    existing = _recorded(organization.pk, delivery_id, signature)
     if existing is not None:
         return _repeated(existing, body_sha256), True
     started = time.monotonic()
@@ -90,6 +89,35 @@ def webhook_delivery_receive(
         extra={"organization": organization.slug, "delivery_id": delivery_id, "event": event},
     )
     return response, False
+
+
+def webhook_delivery_repeated(
+    *, organization_id: int, delivery_id: str, signature: str | None, body: bytes, event: str | None
+) -> dict[str, Any] | None:
+    """The original answer to an exact repeat of a recorded delivery (the same body and event,
+    under its delivery id or its signature), or None. The view asks this first, before the body
+    is parsed or validated: one indexed lookup answers a retry. Anything else (a new delivery,
+    an id reused for another body or event) is None and goes the whole way, which answers it as
+    before.
+    """
+    existing = _recorded(organization_id, delivery_id, signature or "")
+    if existing is None or existing.event != event:
+        return None
+    if existing.body_sha256 != hashlib.sha256(body).hexdigest():
+        return None
+    return dict(existing.response)
+
+
+def _recorded(organization_id: int, delivery_id: str, signature: str) -> WebhookDelivery | None:
+    """The organization's recorded delivery with this id, or this signature (the id is not
+    signed: a signed delivery re-sent under another id is the same delivery); the latest if two.
+    Both are indexed: (organization, delivery id) is unique, the signature has an index."""
+    seen = Q(delivery_id=delivery_id) | (Q(signature=signature) if signature else Q(pk=None))
+    return (
+        WebhookDelivery.objects.filter(seen, organization_id=organization_id)
+        .only("delivery_id", "event", "body_sha256", "response")
+        .first()
+    )
 
 
 def _repeated(delivery: WebhookDelivery, body_sha256: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clusters.webhooks import payloads, signing
-from clusters.webhooks.delivery import webhook_delivery_receive
+from clusters.webhooks.delivery import webhook_delivery_receive, webhook_delivery_repeated
 from controlplane import metrics
 
 #: The ``X-Delivery-Repeated`` header of a 200 -> the delivery's outcome; no header: a ping.
@@ -29,6 +29,13 @@ class BuildkiteWebhookView(APIView):
     (400 unless it is one this endpoint applies, or ``ping``, answered 200), the payload (422).
     Then the event is applied once (``webhook_delivery_receive``): 200, and a repeated
     delivery gets the original answer again.
+
+    Cheap where it is hit hardest: the signature is checked against the organization's cached
+    secrets (``signing.verify``: no query when warm), and a retry of a recorded delivery is
+    answered from one indexed lookup right after the delivery id header
+    (``webhook_delivery_repeated``), before its body is parsed. A 401 is counted in
+    ``controlplane_webhook_refusals_total`` by reason, not logged: whoever can reach the
+    endpoint could otherwise write a warning line per request.
     """
 
     authentication_classes: list[type] = []
@@ -43,16 +50,29 @@ class BuildkiteWebhookView(APIView):
     def post(self, request: Request, org_slug: str) -> Response:
         body = request.body
         try:
-            verified = signing.verify(org_slug, request.headers, body, time.time())
+            signed = signing.verify(org_slug, request.headers, body, time.time())
         except signing.WebhookRefused as refused:
-            return Response({"message": refused.message}, status=refused.status)
-        organization = verified.secret.organization
+            return _refusal(refused)
         delivery_id = request.headers.get(payloads.DELIVERY_HEADER, "").strip()
         if not payloads.DELIVERY_ID.fullmatch(delivery_id):
             raise exceptions.ParseError(
                 f"Send a unique id for the delivery in {payloads.DELIVERY_HEADER} (1 to 128 "
                 "letters, digits, '.', '_', ':' or '-'): retries and replays reuse it."
             )
+        original = webhook_delivery_repeated(
+            organization_id=signed.organization_id,
+            delivery_id=delivery_id,
+            signature=signed.signature,
+            body=body,
+            event=request.headers.get(payloads.EVENT_HEADER),
+        )
+        if original is not None:
+            return Response(original, headers={"X-Delivery-Repeated": "true"})
+        try:
+            verified = signing.verified_secret(signed)
+        except signing.WebhookRefused as refused:
+            return _refusal(refused)
+        organization = verified.secret.organization
         try:
             payload = payloads.parse_body(body)
         except ValueError as exc:
@@ -81,6 +101,15 @@ class BuildkiteWebhookView(APIView):
             verified=verified,
         )
         return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})
+
+
+def _refusal(refused: signing.WebhookRefused) -> Response:
+    """The answer to a delivery ``signing`` refused, counted by reason rather than logged
+    (Django logs every 4xx a view answers unless the response says it was logged)."""
+    metrics.WEBHOOK_REFUSALS.labels(refused.reason).inc()
+    response = Response({"message": refused.message}, status=refused.status)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log.log_response
+    return response
 
 
 def delivery_outcome(response: HttpResponseBase) -> str:
