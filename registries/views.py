@@ -20,19 +20,21 @@ import logging
 from typing import Any, cast
 
 from django.conf import settings
-from django.http import QueryDict
+from django.core.exceptions import TooManyFieldsSent
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from clusters.interface import agent_token_check_address
 from controlplane import metrics
 from controlplane.api.authentication import basic_password
 from controlplane.api.caching import no_store
+from controlplane.api.fast_path import FastPathAPIView
 from registries.keys import SigningKeyMissing
 from registries.models import JOB_CREDENTIAL_PREFIX
 from registries.selectors import (
@@ -64,13 +66,16 @@ NO_SIGNING_KEY = (
 MAX_SCOPES = 50
 #: Distribution's error codes, for clients that read its ``errors`` list.
 ERROR_CODES = {400: "DENIED", 401: "UNAUTHORIZED", 403: "DENIED", 503: "UNAVAILABLE"}
+_JSON = JSONRenderer()
+#: ``Accept`` headers the one renderer satisfies as it is (anything else is negotiated).
+_JSON_ACCEPTED = frozenset({"", "*/*", _JSON.media_type})
 
 
 class TokenServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
-class RegistryTokenView(APIView):
+class RegistryTokenView(FastPathAPIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     parser_classes = [FormParser]
@@ -84,8 +89,24 @@ class RegistryTokenView(APIView):
         metrics.TOKEN_SECONDS.labels(outcome).observe(elapsed())
         return response
 
+    def fast(self, request: HttpRequest) -> HttpResponse | None:
+        """A ``GET`` for the JSON answer (what every client sends) without the REST framework;
+        content negotiation and the other methods go through it."""
+        if request.method != "GET" or request.META.get("HTTP_ACCEPT", "") not in _JSON_ACCEPTED:
+            return None
+        try:
+            params: QueryDict = request.GET
+        except TooManyFieldsSent:
+            return None  # the REST framework's 400 for it
+        if "format" in params:
+            return None
+        body = _JSON.render(self._get(request, params))
+        return no_store(HttpResponse(body, content_type=_JSON.media_type))
+
     def get(self, request: Request) -> Response:
-        params = request.query_params
+        return no_store(Response(self._get(request, request.query_params)))
+
+    def _get(self, request: Request | HttpRequest, params: QueryDict) -> dict[str, Any]:
         self._check_service(params.get("service"))
         password = basic_password(request, not_basic=NOT_BASIC, malformed=MALFORMED_BASIC)
         principal = Principal.anonymous() if password is None else self._authenticate(password)
@@ -106,7 +127,7 @@ class RegistryTokenView(APIView):
                 "or GET this endpoint with HTTP Basic credentials."
             )
         offline = form.get("access_type") == "offline" or grant_type == "refresh_token"
-        return self._issue(principal, form.getlist("scope"), offline=offline)
+        return no_store(Response(self._issue(principal, form.getlist("scope"), offline=offline)))
 
     def _check_service(self, service: str | None) -> None:
         if not service:
@@ -143,7 +164,10 @@ class RegistryTokenView(APIView):
             raise exceptions.AuthenticationFailed(BAD_JOB_CREDENTIAL if job else BAD_CREDENTIALS)
         return self._principal(credential)
 
-    def _issue(self, principal: Principal, scope_values: list[str], *, offline: bool) -> Response:
+    def _issue(
+        self, principal: Principal, scope_values: list[str], *, offline: bool
+    ) -> dict[str, Any]:
+        """The answer's body: a token for ``principal`` granting what it may of the scopes."""
         scopes = parse_scopes(scope_values)
         if len(scopes) > MAX_SCOPES:
             raise exceptions.ParseError(
@@ -168,7 +192,7 @@ class RegistryTokenView(APIView):
                 ),
             },
         )
-        return no_store(Response(body))
+        return body
 
     def get_authenticate_header(self, request: Request) -> str:
         return 'Basic realm="registry token"'

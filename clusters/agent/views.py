@@ -1,11 +1,11 @@
 """The agent API: what a job on a cluster's agents receives.
 
 Every job start asks for its environment, so a ``GET`` in JSON or shell form skips the REST
-framework (``_plain``: plain Django, the same renderers, error bodies and headers, byte for byte)
-and is answered from a per-process cache when warm, without a query (``controlplane.hotcache``;
-the bound on staleness and what invalidates an entry: docs/agents.md, "The cache"). The REST
-framework still answers the rest as before: other methods (``OPTIONS``, ``HEAD``, a ``POST``'s
-405), formats chosen by content negotiation, too many query parameters.
+framework (``controlplane.api.fast_path``: the same bytes) and is answered from a per-process
+cache when warm, without a query (``controlplane.hotcache``; the bound on staleness and what
+invalidates an entry: docs/agents.md, "The cache"). The REST framework still answers the rest as
+before: other methods (``OPTIONS``, ``HEAD``, a ``POST``'s 405), formats chosen by content
+negotiation, too many query parameters.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from clusters.agent.authentication import (
     BAD_TOKEN,
     MALFORMED,
     SCHEMES,
-    WWW_AUTHENTICATE,
     ClusterAgentTokenAuthentication,
     agent_token_check_address,
 )
@@ -41,6 +39,7 @@ from clusters.selectors import (
 )
 from controlplane import hotcache, metrics
 from controlplane.api.authentication import authorization_header
+from controlplane.api.fast_path import FastPathAPIView
 from controlplane.credentials import secret_hash
 
 
@@ -51,11 +50,9 @@ class QueueRequired(exceptions.APIException):
 
 _JSON = JSONRenderer()
 _SHELL = ShellExportRenderer()
-#: The formats the plain view serves itself: ``?format=`` or a plain ``Accept`` header.
+#: The formats answered without the REST framework: ``?format=`` or a plain ``Accept`` header.
 _RENDERERS = {"json": _JSON, "shell": _SHELL}
 _ACCEPTED = {"": "json", "*/*": "json", _JSON.media_type: "json", _SHELL.media_type: "shell"}
-#: The headers the REST framework view adds to every answer.
-_HEADERS = {"Allow": "GET, HEAD, OPTIONS", "Vary": "Accept"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def environment_answer(lookup: AgentQueueLookup, queue_key: str) -> tuple[dict[s
     return {"cluster_id": str(lookup.token.cluster_id), **environment.as_dict()}, complete
 
 
-class AgentEnvironmentView(APIView):
+class AgentEnvironmentView(FastPathAPIView):
     """``GET /v3/agent/environment?queue=<key>``: the environment of a job on that queue.
 
     JSON by default; ``?format=shell`` (or ``Accept: text/x-shellscript``) gives ``export`` lines
@@ -100,9 +97,23 @@ class AgentEnvironmentView(APIView):
     renderer_classes = [JSONRenderer, ShellExportRenderer]
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        response = _plain(request) or super().dispatch(request, *args, **kwargs)
+        response = super().dispatch(request, *args, **kwargs)
         metrics.AGENT_ENVIRONMENT_REQUESTS.labels(metrics.http_outcome(response.status_code)).inc()
         return response
+
+    def fast(self, request: HttpRequest) -> HttpResponse | None:
+        """A ``GET`` for JSON or shell lines, from the cache when warm (no query)."""
+        if request.method != "GET":
+            return None
+        try:
+            params: QueryDict = request.GET
+        except TooManyFieldsSent:
+            return None  # the REST framework's 400 for it
+        fmt = params.get("format") or _ACCEPTED.get(request.META.get("HTTP_ACCEPT", ""))
+        if fmt not in _RENDERERS:
+            return None
+        answer = _answer(request, params.get("queue", ""), fmt)
+        return HttpResponse(answer.body, content_type=answer.content_type)
 
     def get(self, request: Request) -> Response:
         """The REST framework's way, for formats chosen by content negotiation."""
@@ -121,29 +132,9 @@ class AgentEnvironmentView(APIView):
         return super().handle_exception(exc)
 
 
-def _plain(request: HttpRequest) -> HttpResponse | None:
-    """The answer to a ``GET`` in JSON or shell form, without the REST framework; None for what
-    it leaves to the REST framework (other methods, content negotiation, too many parameters)."""
-    if request.method != "GET":
-        return None
-    try:
-        params: QueryDict = request.GET
-    except TooManyFieldsSent:
-        return None  # the REST framework's 400 for it
-    fmt = params.get("format") or _ACCEPTED.get(request.META.get("HTTP_ACCEPT", ""))
-    if fmt not in _RENDERERS:
-        return None
-    try:
-        answer = _answer(request, params.get("queue", ""), fmt)
-    except exceptions.APIException as exc:
-        return _error(exc)
-    response = HttpResponse(answer.body, content_type=answer.content_type)
-    for name, value in _HEADERS.items():
-        response[name] = value
-    return response
-
-
 def _answer(request: HttpRequest, queue_key: str, fmt: str) -> Answer:
+    """The answer for the agent token ``request`` presents: cached, or read (one query) and
+    rendered. Raises what ``ClusterAgentTokenAuthentication`` and the view would."""
     header = authorization_header(request)
     if header is None:
         raise exceptions.NotAuthenticated()
@@ -183,17 +174,3 @@ def _answer(request: HttpRequest, queue_key: str, fmt: str) -> Answer:
             expires_at=token.expires_at,
         )
     return answer
-
-
-def _error(exc: exceptions.APIException) -> HttpResponse:
-    """The REST framework view's answer to ``exc`` (``controlplane.api.exceptions``)."""
-    response = HttpResponse(
-        _JSON.render({"message": str(exc.detail)}),
-        content_type=_JSON.media_type,
-        status=exc.status_code,
-    )
-    for name, value in _HEADERS.items():
-        response[name] = value
-    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        response["WWW-Authenticate"] = WWW_AUTHENTICATE
-    return response

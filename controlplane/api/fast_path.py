@@ -1,0 +1,57 @@
+"""REST framework views whose hot request skips the REST framework.
+
+The agent environment and the registry token endpoint answer every job start and every push or
+pull. Their common request (a ``GET`` that asks for the one format it gets) is answered by the
+view's ``fast(request)`` in plain Django: no ``Request`` wrapper, no content negotiation, no
+``Response`` rendering. Everything else (other methods, ``OPTIONS``, other formats or ``Accept``
+headers, too many query parameters) ``fast`` leaves to the REST framework by returning None.
+
+Errors ``fast`` raises (``APIException``) are answered by the REST framework's own exception
+handling (the view's ``handle_exception``, ``controlplane.api.exceptions``), and every answer
+carries the view's default headers (``Allow``, ``Vary``): the same bytes either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from rest_framework import exceptions
+from rest_framework.views import APIView
+
+
+class FastPathAPIView(APIView):
+    """An ``APIView`` whose ``fast`` may answer a request itself (see the module)."""
+
+    #: The default headers of each subclass (``Allow``, ``Vary``), computed once.
+    _fast_headers: ClassVar[dict[type, dict[str, str]]] = {}
+
+    def fast(self, request: HttpRequest) -> HttpResponseBase | None:
+        """The answer to ``request`` without the REST framework, or None to leave it to it."""
+        return None
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            response = self.fast(request)
+        except exceptions.APIException as exc:
+            return self._fast_error(request, exc, args, kwargs)
+        if response is None:
+            return super().dispatch(request, *args, **kwargs)
+        headers = self._fast_headers.get(type(self))
+        if headers is None:
+            headers = self._fast_headers[type(self)] = dict(self.default_response_headers)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    def _fast_error(
+        self, request: HttpRequest, exc: exceptions.APIException, args: Any, kwargs: Any
+    ) -> HttpResponseBase:
+        """``exc`` answered as ``APIView.dispatch`` answers an exception its handler raised."""
+        self.args, self.kwargs = args, kwargs
+        self.request = self.initialize_request(request, *args, **kwargs)
+        self.headers = self.default_response_headers
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        response = self.handle_exception(exc)
+        return self.finalize_response(self.request, response, *args, **kwargs)
