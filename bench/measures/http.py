@@ -1,11 +1,11 @@
 """The HTTP measures: P1, P2, P5, P6 against the bare view; P7 through the registry; P8 RSS.
 
-Load comes from ``wrk`` (C, one thread, ``CONNECTIONS`` keep-alive connections, for
-``SECONDS`` a run): it costs the shared CPUs far less than the server it loads, so the figures
+Load comes from ``wrk`` (C, one thread, ``CONNECTIONS`` keep-alive connections, runs of
+``SLICE_SECONDS``): it costs the shared CPUs far less than the server it loads, so the figures
 are the server's. gunicorn's sync workers close every connection after one answer, so each
-request also pays a TCP connection, for the bare view and the candidate alike. A round is one
-bare run and one candidate run back to back, the order alternating between rounds; the ratio is
-candidate requests per second / bare requests per second.
+request also pays a TCP connection, for the bare view and the candidate alike. A round is
+``SLICES`` short runs of each side, alternating; the ratio is candidate requests per second /
+bare requests per second.
 
 The rows are seeded once per stack through the services (``_Fixture``); query counts are taken
 in the driver process through Django's own WSGI handler, so that ``close_old_connections`` runs
@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tarfile
 import time
@@ -38,9 +39,11 @@ from bench.measures import Measure, Result, at_least, at_most, progress, rss_mb
 if TYPE_CHECKING:
     from bench.stack import Stack
 
-#: Seconds of load per run, and ``wrk``'s connections (more than gunicorn's 2 workers, so that
-#: neither waits for the client).
-SECONDS = 3.0
+#: A round: ``SLICES`` runs of ``SLICE_SECONDS`` for each side, alternating, so that a shared
+#: machine's drift hits both sides alike; ``wrk``'s connections (more than gunicorn's 2 workers,
+#: so that neither waits for the client).
+SLICES = 3
+SLICE_SECONDS = 1.0
 CONNECTIONS = 4
 #: A short run before the rounds, per target: imports, caches and connections warm.
 WARM_SECONDS = 1.0
@@ -51,12 +54,14 @@ PAGE = 100
 IMAGE_MB = 100
 
 NOTES = [
-    "**HTTP load**: `wrk` (Debian's), one thread, "
-    f"{CONNECTIONS} connections, {SECONDS:g} s per run after a {WARM_SECONDS:g} s warm-up per "
-    "target; gunicorn's sync workers answer `Connection: close`, so every request of the bare "
-    "view and of the candidate alike includes a TCP connection. Ratio = candidate requests/s / "
-    "bare requests/s.",
-    "**P1/P5 query counts**: through Django's WSGI handler in the bench process, on the same "
+    f"**HTTP load**: `wrk` (Debian's), one thread, {CONNECTIONS} connections, after a "
+    f"{WARM_SECONDS:g} s warm-up per target. A round is {SLICES} runs of {SLICE_SECONDS:g} s of "
+    "each side, alternating (bare, candidate, candidate, bare, ...); a round's ratio is the "
+    "median of its pairs' ratios, so that a burst of the shared machine's other load in one run "
+    "moves it little. gunicorn's sync "
+    "workers answer `Connection: close`, so every request of the bare view and of the candidate "
+    "alike includes a TCP connection. A pair's ratio = candidate requests/s / bare requests/s.",
+    "**P1, P2, P5 query counts**: through Django's WSGI handler in the bench process, on the same "
     "database and settings (so the health-check ping of `CONN_HEALTH_CHECKS`, which runs the "
     "first time a request touches the database, is counted as `+ N ping`), after a warming "
     "request.",
@@ -127,8 +132,12 @@ def _check(stack: Stack, target: Target) -> None:
         )
 
 
-def wrk(stack: Stack, target: Target, seconds: float = SECONDS) -> float:
-    """Requests per second of ``target`` under ``wrk``; raises if any answer was unexpected."""
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def wrk(stack: Stack, target: Target, seconds: float = SLICE_SECONDS) -> tuple[int, float]:
+    """Requests answered and seconds taken by ``wrk`` on ``target``; raises if any answer was
+    not of the expected kind (2xx, or 4xx for a refusal)."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed: `sudo apt-get install wrk` (make bench does)")
@@ -138,56 +147,66 @@ def wrk(stack: Stack, target: Target, seconds: float = SECONDS) -> float:
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     output = result.stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if rate is None:
-        raise RuntimeError(f"wrk printed no rate:\n{output}{result.stderr}")
-    requests_done = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", output)
+    if done is None:
+        raise RuntimeError(f"wrk printed no count:\n{output}{result.stderr}")
+    requests_done, elapsed = int(done[1]), float(done[2]) * _DURATION_UNITS[done[3]]
     unexpected = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     non_2xx = int(unexpected[1]) if unexpected else 0
     wanted_non_2xx = requests_done if target.status >= 400 else 0
-    if non_2xx != wanted_non_2xx:
+    if non_2xx != wanted_non_2xx or "Socket errors" in output:
         raise RuntimeError(
             f"{target.name}: {non_2xx} of {requests_done} answers were not 2xx/3xx "
-            f"(expected {wanted_non_2xx}):\n{output}"
+            f"(expected {wanted_non_2xx}), or connections failed:\n{output}"
         )
-    return float(rate[1])
+    return requests_done, elapsed
 
 
 @dataclass
 class Throughput:
-    """A/B rounds of a candidate against the bare view: requests per second of each."""
+    """A/B rounds of a candidate against the bare view: each side's requests per second, and
+    the ratio of each round (the median of its pairs' ratios: a burst of the shared machine's
+    other load that hits one run of one pair moves the round's ratio little)."""
 
     bare: list[float] = field(default_factory=list)
     candidate: list[float] = field(default_factory=list)
-
-    @property
-    def ratios(self) -> list[float]:
-        return [c / b for c, b in zip(self.candidate, self.bare, strict=True)]
+    ratios: list[float] = field(default_factory=list)
 
 
 def ab_rounds(stack: Stack, target: Target, rounds: int) -> Throughput:
-    """Interleaved rounds of the bare view and ``target`` (alternating which goes first)."""
+    """Interleaved rounds of the bare view and ``target``: each round is ``SLICES`` pairs of
+    runs, alternating which side goes first."""
     _check(stack, BARE)
     _check(stack, target)
     wrk(stack, BARE, WARM_SECONDS)
     wrk(stack, target, WARM_SECONDS)
     found = Throughput()
     for index in range(rounds):
-        order = [BARE, target] if index % 2 == 0 else [target, BARE]
-        rates = {each.name: wrk(stack, each) for each in order}
-        found.bare.append(rates[BARE.name])
-        found.candidate.append(rates[target.name])
+        totals = {BARE.name: [0, 0.0], target.name: [0, 0.0]}
+        pairs = []
+        for piece in range(SLICES):
+            order = [BARE, target] if (index + piece) % 2 == 0 else [target, BARE]
+            rates = {}
+            for each in order:
+                requests_done, elapsed = wrk(stack, each)
+                totals[each.name][0] += requests_done
+                totals[each.name][1] += elapsed
+                rates[each.name] = requests_done / elapsed
+            pairs.append(rates[target.name] / rates[BARE.name])
+        found.bare.append(totals[BARE.name][0] / totals[BARE.name][1])
+        found.candidate.append(totals[target.name][0] / totals[target.name][1])
+        found.ratios.append(statistics.median(pairs))
         progress(
-            f"{target.name} round {index + 1}: {rates[target.name]:.0f} req/s vs bare "
-            f"{rates[BARE.name]:.0f} req/s = {found.ratios[-1]:.2f}×"
+            f"{target.name} round {index + 1}: {found.candidate[-1]:.0f} req/s vs bare "
+            f"{found.bare[-1]:.0f} req/s; pairs {', '.join(f'{pair:.2f}' for pair in pairs)} "
+            f"= {found.ratios[-1]:.2f}×"
         )
     return found
 
 
 def _rates(found: Throughput) -> str:
-    median = sorted(found.candidate)[len(found.candidate) // 2]
-    bare = sorted(found.bare)[len(found.bare) // 2]
-    return f"{median:.0f} req/s vs bare {bare:.0f} req/s (medians)"
+    candidate, bare = statistics.median(found.candidate), statistics.median(found.bare)
+    return f"{candidate:.0f} req/s vs bare {bare:.0f} req/s (medians of the rounds)"
 
 
 # --- query counts in the driver process ------------------------------------------------------
@@ -643,8 +662,8 @@ def _p7(stack: Stack, rounds: int) -> Result:
     ratios = [a / b for a, b in zip(with_auth, without, strict=True)]
     return Result(
         ratios,
-        f"push + pull of {IMAGE_MB} MB: {sorted(with_auth)[len(with_auth) // 2]:.2f}s with token "
-        f"auth vs {sorted(without)[len(without) // 2]:.2f}s without (medians)",
+        f"push + pull of {IMAGE_MB} MB: {statistics.median(with_auth):.2f}s with token "
+        f"auth vs {statistics.median(without):.2f}s without (medians)",
         {"with_auth": with_auth, "without": without},
     )
 
