@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,9 @@ def versions(stack: Stack) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     only = [item.strip() for item in arguments.only.split(",") if item.strip()]
+    # A SIGTERM (timeout, CI) unwinds like Ctrl-C: the stack stops its processes and drops its
+    # database on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     rows: list[Row] = []
     notes: list[str] = []
