@@ -5,22 +5,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from clusters.webhooks import payloads, signing
 from clusters.webhooks.delivery import webhook_delivery_receive, webhook_delivery_repeated
 from controlplane import metrics
+from controlplane.api.fast_path import FastPathAPIView
 
 #: The ``X-Delivery-Repeated`` header of a 200 -> the delivery's outcome; no header: a ping.
 REPEATED_OUTCOMES = {"true": "repeated", "false": "applied", None: "ping"}
 
 
-class BuildkiteWebhookView(APIView):
+class BuildkiteWebhookView(FastPathAPIView):
     """``POST /v2/webhooks/buildkite/<org>``: the platform's queue and cluster events.
 
     Checked in this order, each refusal a JSON ``{"message"}`` that writes nothing: the body
@@ -30,49 +32,57 @@ class BuildkiteWebhookView(APIView):
     Then the event is applied once (``webhook_delivery_receive``): 200, and a repeated
     delivery gets the original answer again.
 
-    Cheap where it is hit hardest: the signature is checked against the organization's cached
-    secrets (``signing.verify``: no query when warm), and a retry of a recorded delivery is
-    answered from one indexed lookup right after the delivery id header
-    (``webhook_delivery_repeated``), before its body is parsed. A 401 is counted in
-    ``controlplane_webhook_refusals_total`` by reason, not logged: whoever can reach the
-    endpoint could otherwise write a warning line per request.
+    Cheap where it is hit hardest, in plain Django (``fast``; the same bytes as the REST
+    framework's answers): the signature is checked against the organization's cached secrets
+    (``signing.verify``: no query when warm), and a retry of a recorded delivery is answered
+    from one indexed lookup right after the delivery id header (``webhook_delivery_repeated``),
+    before its body is parsed. A 401 is counted in ``controlplane_webhook_refusals_total`` by
+    reason, not logged: whoever can reach the endpoint could otherwise write a warning line per
+    request. The rest of a verified delivery goes on in ``post``.
     """
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     parser_classes: list[type] = []  # the signature is over the raw body: it is read as bytes
 
+    #: What ``fast`` verified, for ``post``.
+    signed: signing.Signed
+
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = super().dispatch(request, *args, **kwargs)
         metrics.WEBHOOK_DELIVERIES.labels(delivery_outcome(response)).inc()
         return response
 
-    def post(self, request: Request, org_slug: str) -> Response:
-        body = request.body
+    def fast(self, request: HttpRequest) -> HttpResponse | None:
+        """A POST's signature (401), delivery id (400) and exact repeat (200); None leaves a
+        verified delivery that is not a repeat to ``post``, and other methods to the REST
+        framework."""
+        if request.method != "POST":
+            return None
+        body, org_slug = request.body, self.kwargs["org_slug"]
         try:
-            signed = signing.verify(org_slug, request.headers, body, time.time())
+            self.signed = signing.verify(org_slug, request.headers, body, time.time())
         except signing.WebhookRefused as refused:
             return _refusal(refused)
-        delivery_id = request.headers.get(payloads.DELIVERY_HEADER, "").strip()
-        if not payloads.DELIVERY_ID.fullmatch(delivery_id):
-            raise exceptions.ParseError(
-                f"Send a unique id for the delivery in {payloads.DELIVERY_HEADER} (1 to 128 "
-                "letters, digits, '.', '_', ':' or '-'): retries and replays reuse it."
-            )
         original = webhook_delivery_repeated(
-            organization_id=signed.organization_id,
-            delivery_id=delivery_id,
-            signature=signed.signature,
+            organization_id=self.signed.organization_id,
+            delivery_id=_delivery_id(request),
+            signature=self.signed.signature,
             body=body,
             event=request.headers.get(payloads.EVENT_HEADER),
         )
-        if original is not None:
-            return Response(original, headers={"X-Delivery-Repeated": "true"})
+        if original is None:
+            return None
+        return _json(original, headers={"X-Delivery-Repeated": "true"})
+
+    def post(self, request: Request, org_slug: str) -> HttpResponseBase:
+        body = request.body
         try:
-            verified = signing.verified_secret(signed)
+            verified = signing.verified_secret(self.signed)
         except signing.WebhookRefused as refused:
             return _refusal(refused)
         organization = verified.secret.organization
+        delivery_id = _delivery_id(request)
         try:
             payload = payloads.parse_body(body)
         except ValueError as exc:
@@ -103,13 +113,34 @@ class BuildkiteWebhookView(APIView):
         return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})
 
 
-def _refusal(refused: signing.WebhookRefused) -> Response:
+_RENDERER = JSONRenderer()
+
+
+def _json(data: dict[str, Any], *, status: int = 200, **kwargs: Any) -> HttpResponse:
+    """``data`` as ``Response(data)`` renders it."""
+    return HttpResponse(
+        _RENDERER.render(data), status=status, content_type=_RENDERER.media_type, **kwargs
+    )
+
+
+def _refusal(refused: signing.WebhookRefused) -> HttpResponse:
     """The answer to a delivery ``signing`` refused, counted by reason rather than logged
     (Django logs every 4xx a view answers unless the response says it was logged)."""
     metrics.WEBHOOK_REFUSALS.labels(refused.reason).inc()
-    response = Response({"message": refused.message}, status=refused.status)
+    response = _json({"message": refused.message}, status=refused.status)
     response._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log.log_response
     return response
+
+
+def _delivery_id(request: HttpRequest | Request) -> str:
+    """The delivery's id (``X-Buildkite-Delivery``); 400 without a usable one."""
+    delivery_id: str = request.headers.get(payloads.DELIVERY_HEADER, "").strip()
+    if not payloads.DELIVERY_ID.fullmatch(delivery_id):
+        raise exceptions.ParseError(
+            f"Send a unique id for the delivery in {payloads.DELIVERY_HEADER} (1 to 128 "
+            "letters, digits, '.', '_', ':' or '-'): retries and replays reuse it."
+        )
+    return delivery_id
 
 
 def delivery_outcome(response: HttpResponseBase) -> str:
