@@ -40,8 +40,8 @@ from django.db.models.signals import post_delete, post_save
 
 V = TypeVar("V")
 
-# The invalidation clock, shared by every cache of the process: each invalidation moves it on.
-_clock_lock = threading.Lock()
+# The invalidation epoch, shared by every cache of the process: each invalidation moves it on.
+_epoch_lock = threading.Lock()
 _epoch = 0
 #: The epoch at which each tag was last invalidated.
 _invalidated: dict[str, int] = {}
@@ -56,11 +56,19 @@ class _Entry(Generic[V]):
     value: V
     tags: tuple[str, ...]
     born: int  # the epoch when the fill started
-    deadline: float  # time.monotonic()
+    deadline: float  # on clock()
 
 
 def _deadline(key: Hashable, entry: _Entry[Any], now: float) -> float:
     return entry.deadline
+
+
+#: The caches' clock (seconds, monotonic); tests move it to see entries expire.
+clock: Callable[[], float] = time.monotonic
+
+
+def _now() -> float:
+    return clock()
 
 
 def _alive(entry: _Entry[Any]) -> bool:
@@ -118,7 +126,7 @@ def invalidate(*tags: str) -> None:
 
 def _invalidate(tags: Iterable[str]) -> None:
     global _epoch, _floor
-    with _clock_lock:
+    with _epoch_lock:
         _epoch += 1
         for tag in tags:
             _invalidated[tag] = _epoch
@@ -130,7 +138,7 @@ def _invalidate(tags: Iterable[str]) -> None:
 def clear() -> None:
     """Drop every entry of every cache (tests; a process that lost track, e.g. after a fork)."""
     global _epoch, _floor
-    with _clock_lock:
+    with _epoch_lock:
         _epoch += 1
         _floor = _epoch
 
@@ -147,7 +155,7 @@ class HotCache(Generic[V]):
         self.name = name
         self._lock = threading.Lock()
         self._entries: TLRUCache[Hashable, _Entry[V]] = TLRUCache(
-            maxsize or int(settings.HOT_CACHE_MAX_ENTRIES), ttu=_deadline
+            maxsize or int(settings.HOT_CACHE_MAX_ENTRIES), ttu=_deadline, timer=_now
         )
 
     def get(self, key: Hashable) -> V | None:
@@ -180,7 +188,7 @@ class HotCache(Generic[V]):
             ttl = min(ttl, expires_at.timestamp() - time.time())
         if ttl <= 0:
             return
-        entry = _Entry(value, tuple(tags), since, time.monotonic() + ttl)
+        entry = _Entry(value, tuple(tags), since, _now() + ttl)
         if not _alive(entry):
             return
         with self._lock:
