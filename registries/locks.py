@@ -52,8 +52,13 @@ def registries_canary_due_lock(*, now: datetime, limit: int) -> list[uuid.UUID]:
     return list(due.values_list("pk", flat=True)[:limit])
 
 
-def registries_lock_batch(registries: RegistryQuerySet, *, limit: int) -> list[Registry]:
-    """Lock up to ``limit`` rows of ``registries`` in primary-key order, skipping the rows another
-    transaction holds: a caller that writes many registries (a backend's canary) takes them a
-    batch at a time, and leaves a busy row for its next round rather than wait for it."""
+def registries_lock_batch(
+    registries: RegistryQuerySet, *, after: uuid.UUID | None, limit: int
+) -> list[Registry]:
+    """Lock up to ``limit`` rows of ``registries`` after the key ``after``, in primary-key order,
+    skipping the rows another transaction holds: a caller that writes many registries (a
+    backend's canary) takes them a batch at a time, and leaves a busy row for its next round
+    rather than wait for it."""
+    if after is not None:
+        registries = registries.filter(pk__gt=after)
     return list(registries.order_by("pk").select_for_update(skip_locked=True)[:limit])
