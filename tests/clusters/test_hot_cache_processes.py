@@ -1,0 +1,127 @@
+"""Across processes, a revoked agent token stops working within the caches' bound
+(``HOT_CACHE_SECONDS``), with nothing but the bound: two production web processes (gunicorn,
+``deploy/gunicorn.conf.py``) on the tests' database, each warm with the agent environment and a
+registry token for the token, which the test process then revokes. Once the bound has passed,
+both refuse it at both endpoints."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from clusters import services
+from registries.models import State
+from tests.registries.factories import RegistryFactory
+from tests.support.processes import (
+    ROOT,
+    database_url_for_children,
+    free_port,
+    stop_process,
+    wait_until,
+)
+from tests.support.stack import inherited_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+#: The bound the web processes run with.
+BOUND = 2
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """``start()`` starts one more web process (one gunicorn worker) and returns its URL."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> str:
+        port = free_port()
+        environment = {
+            **inherited_environment(),
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": database_url_for_children(),
+            "REDIS_URL": "redis://127.0.0.1:1/0",  # not used by these endpoints
+            "REGISTRY_TOKEN_REALM": "http://127.0.0.1:1/registry/token",
+            "REGISTRY_KEYS_DIR": settings.REGISTRY_KEYS_DIR,
+            "CONTROLPLANE_VAR_DIR": str(tmp_path / f"var-{port}"),
+            "HOT_CACHE_SECONDS": str(BOUND),
+            "PORT": str(port),
+            "GUNICORN_BIND_HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_THREADS": "1",
+        }
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
+                cwd=ROOT,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited: {log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, timeout=60, what="gunicorn to answer")
+        return url
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            stop_process(process)
+
+
+def test_a_revoked_token_is_refused_by_every_process_once_the_bound_has_passed(
+    web, hosted_queue
+) -> None:
+    cluster = hosted_queue.cluster
+    registry = RegistryFactory(cluster=cluster, state=State.READY)
+    token, secret = services.agent_token_create(cluster=cluster, description="agents")
+    basic = "Basic " + base64.b64encode(f"job:{secret}".encode()).decode()
+
+    def environment(url: str) -> int:
+        return requests.get(
+            f"{url}/v3/agent/environment",
+            params={"queue": hosted_queue.key},
+            headers={"Authorization": f"Token {secret}"},
+            timeout=10,
+        ).status_code
+
+    def registry_token(url: str) -> int:
+        return requests.get(
+            f"{url}/registry/token",
+            params={
+                "service": settings.REGISTRY_TOKEN_SERVICE,
+                "scope": f"repository:{registry.namespace}/base:pull",
+            },
+            headers={"Authorization": basic},
+            timeout=10,
+        ).status_code
+
+    urls = [web(), web()]
+    for url in urls:  # each process reads the token once, then answers from its cache
+        assert [environment(url), environment(url)] == [200, 200]
+        assert [registry_token(url), registry_token(url)] == [200, 200]
+
+    services.agent_token_revoke(token=token)  # in this process: the web processes hear nothing
+    time.sleep(BOUND + 0.5)
+
+    assert [environment(url) for url in urls] == [401, 401]
+    assert [registry_token(url) for url in urls] == [401, 401]
