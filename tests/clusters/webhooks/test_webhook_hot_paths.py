@@ -1,0 +1,164 @@
+"""The webhook's hot paths (issue 15, P6): a forged delivery is refused with HMACs alone (the
+organization's secrets cached per process) and counted, not logged; a retry is answered from one
+indexed lookup before its body is parsed; secrets rotate and revoke as before, within the
+cache's bound for other processes.
+
+Tests run outside a transaction (``transaction=True``): the caches keep nothing read inside one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from clusters import webhooks
+from clusters.models import WebhookSecret
+from clusters.webhooks import payloads
+from controlplane import hotcache
+from tests.clusters.webhooks.helpers import (
+    CREATED,
+    MALFORMED_SIGNATURE,
+    NO_CREDENTIALS,
+    Platform,
+    counts,
+    deliver,
+    payload,
+)
+from tests.controlplane.test_metrics import delta, scrape  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FORGED = webhooks.SECRET_PREFIX + "0" * 48
+REFUSALS = "controlplane_webhook_refusals_total"
+
+
+@pytest.fixture(autouse=True)
+def cache(settings) -> None:
+    settings.HOT_CACHE_SECONDS = 5
+    hotcache.clear()
+
+
+def test_a_forged_delivery_is_refused_without_a_query_or_a_log_line(
+    platform: Platform,
+    caplog,
+    scrape,  # noqa: F811
+) -> None:
+    deliver(payload(), secret=FORGED)  # the organization's secrets are read once, then cached
+    before = scrape()
+
+    with caplog.at_level(logging.INFO), CaptureQueriesContext(connection) as captured:
+        responses = [deliver(payload(), secret=FORGED, delivery=f"f-{n}") for n in range(3)]
+
+    assert [(r.status_code, r.json()) for r in responses] == [
+        (401, {"message": "Invalid signature."})
+    ] * 3
+    assert len(captured) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert delta(before, scrape(), REFUSALS, reason="signature") == 3
+    assert counts()["WebhookDelivery"] == 0
+
+
+@pytest.mark.parametrize(
+    ("send", "reason", "message"),
+    [
+        (lambda p: deliver(payload()), "unsigned", NO_CREDENTIALS),
+        (lambda p: deliver(payload(), signature="sha256=abc"), "malformed", MALFORMED_SIGNATURE),
+        (lambda p: deliver(payload(), secret=p.secret, timestamp=p.now - 301), "stale", None),
+        (lambda p: deliver(payload(), token=FORGED), "token", "Invalid token."),
+        (lambda p: deliver(payload(), secret=p.secret, org="nobody"), "signature", None),
+    ],
+    ids=["unsigned", "malformed", "stale", "wrong token", "unknown organization"],
+)
+def test_each_refusal_is_counted_by_its_reason(
+    frozen: Platform,
+    scrape,  # noqa: F811
+    send,
+    reason,
+    message,
+) -> None:
+    before = scrape()
+
+    response = send(frozen)
+
+    assert response.status_code == 401
+    if message is not None:
+        assert response.json() == {"message": message}
+    assert delta(before, scrape(), REFUSALS, reason=reason) == 1
+
+
+def test_a_retry_is_one_indexed_lookup_and_its_body_is_not_parsed(
+    platform: Platform, monkeypatch
+) -> None:
+    body = json.dumps(payload()).encode()
+    signature = webhooks.sign(platform.secret, int(time.time()), body)
+    first = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+    parsed: list[bytes] = []
+    parse = payloads.parse_body
+    monkeypatch.setattr(payloads, "parse_body", lambda raw: parsed.append(raw) or parse(raw))
+
+    with CaptureQueriesContext(connection) as captured:
+        retried = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+        resent = deliver(body, signature=signature, event=CREATED, delivery="another-id")
+
+    for response in (retried, resent):
+        assert response.status_code == 200
+        assert response.json() == first.json()
+        assert response["X-Delivery-Repeated"] == "true"
+    assert parsed == []
+    assert len(captured) == 2  # one lookup each: (organization, delivery id) or the signature
+    assert "clusters_webhookdelivery" in captured[0]["sql"]
+    assert counts()["WebhookDelivery"] == 1
+
+
+def test_what_is_not_an_exact_repeat_is_answered_as_before(platform: Platform) -> None:
+    assert deliver(payload(), secret=platform.secret, delivery="d-1").status_code == 200
+
+    other_event = deliver(payload(), secret=platform.secret, delivery="d-1", event="ping")
+    other_body = deliver(payload(key="other"), secret=platform.secret, delivery="d-1")
+
+    assert other_event.status_code == 400
+    assert "does not agree with the body's event" in other_event.json()["message"]
+    assert other_body.status_code == 422
+    assert "was already used for a different delivery" in other_body.json()["message"]
+    assert counts()["WebhookDelivery"] == 1
+
+
+def test_a_new_secret_works_at_once_and_a_revoked_one_stops_at_once(
+    platform: Platform,
+) -> None:
+    assert deliver(payload(), secret=FORGED).status_code == 401  # the one secret, cached
+    row, new = webhooks.webhook_secret_create(
+        organization=platform.organization, description="next"
+    )
+
+    assert deliver(payload(), secret=new, delivery="with-new").status_code == 200
+
+    webhooks.webhook_secret_revoke(secret=platform.row)
+    refused = deliver(payload(), secret=platform.secret, delivery="with-old")
+    assert (refused.status_code, refused.json()) == (401, {"message": "Invalid signature."})
+
+
+def test_a_secret_revoked_by_another_process_applies_nothing_more(
+    platform: Platform, monkeypatch
+) -> None:
+    assert deliver(payload(), secret=platform.secret, delivery="d-1").status_code == 200
+    # Revoked elsewhere: this process's cache does not hear of it.
+    WebhookSecret.objects.filter(pk=platform.row.pk).update(revoked_at=timezone.now())
+
+    new = deliver(payload(key="other"), secret=platform.secret, delivery="d-2")
+    assert (new.status_code, new.json()) == (401, {"message": "Invalid signature."})
+    # Within the bound (HOT_CACHE_SECONDS), a retry of what it applied still gets its answer;
+    retried = deliver(payload(), secret=platform.secret, delivery="d-1")
+    assert (retried.status_code, retried["X-Delivery-Repeated"]) == (200, "true")
+    # once its bound has passed, the secret is refused for everything.
+    now = hotcache.clock()
+    monkeypatch.setattr(hotcache, "clock", lambda: now + 5.1)
+    again = deliver(payload(), secret=platform.secret, delivery="d-1")
+    assert (again.status_code, again.json()) == (401, {"message": "Invalid signature."})
+    assert counts()["WebhookDelivery"] == 1
