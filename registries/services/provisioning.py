@@ -98,6 +98,7 @@ def _provision_at_once(registry: Registry, url: str) -> AttemptResult | None:
         _ready(registry, transitions, url)
         transitions.save()
         _publish(cluster, url)
+    _started(registry)
     _finished(registry, url)
     return AttemptResult(state=State.READY, attempts=registry.attempts)
 
@@ -113,6 +114,7 @@ def _provision_in_two_steps(registry_id: uuid.UUID | str) -> AttemptResult:
         transitions = Transitions(registry)
         _start(registry, transitions, deadline)
         transitions.save()
+    _started(registry)
     try:
         url = get_driver(registry.driver).provision(namespace=registry.namespace)
         with transaction.atomic():
@@ -149,6 +151,10 @@ def _start(registry: Registry, transitions: Transitions, deadline: datetime | No
         next_attempt_at=deadline or registry.next_attempt_at,
         attempt_deadline=deadline,
     )
+
+
+def _started(registry: Registry) -> None:
+    """Said once the attempt's start is committed (with its end, for one transaction)."""
     logger.info("registry.provision.started", extra=_log_extra(registry))
     metrics.ATTEMPTS.labels("provision").inc()
 
