@@ -25,11 +25,11 @@ METHOD = """\
   and, for the worker measures, a no-op Celery task (`bench/tasks.py`). Each round measures the
   baseline and the candidate back to back (A/B, interleaved), so drift of a shared machine hits
   both; a ratio is per round, the table shows the median and the spread of the rounds.
-- **HTTP throughput ratio** = candidate requests per second / bare requests per second, both
-  measured with the same load generator for the same number of requests. Above 1 is faster
-  than the bare view; latency ratios are inverted the same way (bare / candidate).
-- **Query counts** are counted in the bench's own process with Django's test client and
-  `CaptureQueriesContext`, on the same database, after one warming request.
+- **Ratios**: throughput ratios (P1, P2, P5, P6) are candidate requests/s / bare requests/s,
+  so above 1 is faster than the bare view; time ratios (P3, P4, P7, P9) are candidate time /
+  baseline time, so below is better. P4b, P8 and P10 are absolute figures.
+- **Query counts** are counted in the bench's own process, through Django's WSGI handler and
+  `CaptureQueriesContext`, on the same database and settings, after one warming request.
 - **No timed assertion in the test suite**: these figures live here only; the query counts are
   pinned in `tests/*/query_counts.json`.
 """
