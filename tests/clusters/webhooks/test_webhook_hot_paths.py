@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 from django.db import connection
@@ -39,8 +40,12 @@ REFUSALS = "controlplane_webhook_refusals_total"
 
 
 @pytest.fixture(autouse=True)
-def cache(settings) -> None:
+def cache(settings) -> Iterator[None]:
+    """The cache's bound as deployed, and nothing cached before or after (the rows a test
+    reads are flushed after it)."""
     settings.HOT_CACHE_SECONDS = 5
+    hotcache.clear()
+    yield
     hotcache.clear()
 
 
