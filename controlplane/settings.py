@@ -113,10 +113,15 @@ TEMPLATES = [
 # embedded default is a SQLite file; IMMEDIATE transactions and WAL let the web process and the
 # Celery worker write to it side by side without "database is locked" errors.
 _SQLITE_DEFAULT = f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}"
+# Web processes keep their connection between requests in production (DATABASE_CONN_MAX_AGE,
+# 600 s; 0 with DEBUG on, as in the tests): connecting costs more than most requests. A request
+# checks it once, before its first query (CONN_HEALTH_CHECKS), so a restarted PostgreSQL costs a
+# reconnect, and a request answered from the hot caches reads and pings nothing. Celery workers
+# pool theirs instead (controlplane/celery.py).
 DATABASES = {
     "default": dj_database_url.parse(
         env("DATABASE_URL", _SQLITE_DEFAULT, required_in_production=True),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0 if _DEBUG else 600),
         conn_health_checks=True,
     )
 }
