@@ -14,6 +14,7 @@ whatever routes the settings give the tasks (a queue of their own for the canari
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -87,6 +88,12 @@ def process_ids(process: ManagedProcess) -> list[int]:
     """The worker's process id, then its pool's children (prefork's processes)."""
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     return [process.pid, *(int(pid) for pid in children.read_text().split())]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process ``pid`` has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def task_queue(task_name: str) -> str:

@@ -490,25 +490,46 @@ def realistic_mix(missing: int) -> dict[str, int]:
 
 
 @dataclass
+class Drain:
+    """One worker draining a queue: seconds from the first task's start to the last one's end,
+    the worker's CPU time per task (ms, from the moment it was ready: its start-up is not in
+    it) and its RSS (MB) at the end."""
+
+    seconds: float
+    cpu_ms_per_task: float
+    rss_mb: float
+
+
+@dataclass
 class DrainRounds:
-    provisionings: list[float] = field(default_factory=list)
-    noops: list[float] = field(default_factory=list)
-    worker_rss_mb: list[float] = field(default_factory=list)
+    provisionings: list[Drain] = field(default_factory=list)
+    noops: list[Drain] = field(default_factory=list)
+
+    def median(self, side: str, attribute: str) -> float:
+        return float(statistics.median(getattr(drain, attribute) for drain in getattr(self, side)))
 
 
 @contextmanager
-def _worker_running(stack: Stack, **options: Any) -> Iterator[Any]:
-    process = workers.worker(stack, **options)
+def _draining(stack: Stack, count: int) -> Iterator[tuple[Any, Callable[[float], Drain]]]:
+    """A threads worker started for a drain of ``count`` tasks, and how to sum it up (given the
+    seconds it took) before it stops."""
+    process = workers.worker(stack, pool="threads")
+    started = workers.cpu_seconds(process.pid)
+
+    def summed(seconds: float) -> Drain:
+        cpu = workers.cpu_seconds(process.pid) - started
+        return Drain(seconds, cpu * 1000 / count, rss_mb(process.pid))
+
     try:
-        yield process
+        yield process, summed
     finally:
         process.stop()
 
 
-def drain_provisionings(stack: Stack, count: int) -> tuple[float, float]:
+def drain_provisionings(stack: Stack, count: int) -> Drain:
     """Seed ``count`` pending registries, enqueue their provisioning with no worker running, then
-    start one (threads) and wait until every one is ready: ``(seconds from the first attempt's
-    start to the last one's end, the worker's RSS in MB)``."""
+    start one (threads) and wait until every one is ready; the time from the first attempt's
+    first event to the last registry's last event."""
     from django.db.models import Max, Min
 
     from controlplane.celery import app
@@ -519,7 +540,7 @@ def drain_provisionings(stack: Stack, count: int) -> tuple[float, float]:
     task = app.tasks[PROVISION_TASK]
     for registry_id in ids:
         task.delay(str(registry_id))
-    with _worker_running(stack, pool="threads") as process:
+    with _draining(stack, count) as (process, summed):
         registries = Registry.objects.filter(pk__in=ids)
 
         def ready() -> int:
@@ -528,16 +549,15 @@ def drain_provisionings(stack: Stack, count: int) -> tuple[float, float]:
             return registries.filter(state=State.READY).count()
 
         _wait_for(ready, count, what="provisionings", log=process.log)
-        rss = rss_mb(process.pid)
-    window = RegistryEvent.objects.filter(registry__in=ids).aggregate(
-        first=Min("created_at"), last=Max("created_at")
-    )
-    return (window["last"] - window["first"]).total_seconds(), rss
+        window = RegistryEvent.objects.filter(registry__in=ids).aggregate(
+            first=Min("created_at"), last=Max("created_at")
+        )
+        return summed((window["last"] - window["first"]).total_seconds())
 
 
-def drain_noops(stack: Stack, count: int) -> float:
+def drain_noops(stack: Stack, count: int) -> Drain:
     """Enqueue ``count`` no-op tasks with no worker running, start one (threads) and wait until
-    every one ran: seconds from the first to the last one's timestamp."""
+    every one ran; the time from the first to the last one's timestamp."""
     from bench.tasks import noop, redis_client
 
     client = redis_client()
@@ -545,11 +565,11 @@ def drain_noops(stack: Stack, count: int) -> float:
     queue = provision_queue()
     for _ in range(count):
         noop.apply_async((key,), queue=queue)
-    with _worker_running(stack, pool="threads") as process:
+    with _draining(stack, count) as (process, summed):
         _wait_for(lambda: int(client.llen(key)), count, what="no-op tasks", log=process.log)
-    stamps = [float(stamp) for stamp in client.lrange(key, 0, -1)]
-    client.delete(key)
-    return max(stamps) - min(stamps)
+        stamps = [float(stamp) for stamp in client.lrange(key, 0, -1)]
+        client.delete(key)
+        return summed(max(stamps) - min(stamps))
 
 
 #: A drain that finishes no task for this long is stuck (a task that raises, say).
@@ -580,38 +600,43 @@ def p4(stack: Stack, rounds: int) -> DrainRounds:
         sides = ["provisionings", "noops"] if number % 2 == 0 else ["noops", "provisionings"]
         for side in sides:
             if side == "provisionings":
-                seconds, rss = drain_provisionings(stack, P4_TASKS)
-                result.provisionings.append(seconds)
-                result.worker_rss_mb.append(rss)
+                result.provisionings.append(drain_provisionings(stack, P4_TASKS))
             else:
                 result.noops.append(drain_noops(stack, P4_TASKS))
+        provisionings, noops = result.provisionings[-1], result.noops[-1]
         progress(
-            f"P4 round {number + 1}: {P4_TASKS} provisionings {result.provisionings[-1]:.2f}s, "
-            f"{P4_TASKS} no-ops {result.noops[-1]:.2f}s; worker {result.worker_rss_mb[-1]:.0f} MB"
+            f"P4 round {number + 1}: {P4_TASKS} provisionings {provisionings.seconds:.2f}s "
+            f"({provisionings.cpu_ms_per_task:.1f} ms CPU each), {P4_TASKS} no-ops "
+            f"{noops.seconds:.2f}s ({noops.cpu_ms_per_task:.1f} ms CPU each); worker "
+            f"{provisionings.rss_mb:.0f} MB"
         )
     return result
 
 
 def _p4_run(stack: Stack, rounds: int) -> Result:
     data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
-    ratios = [a / b for a, b in zip(data.provisionings, data.noops, strict=True)]
-    provisioning, noops = statistics.median(data.provisionings), statistics.median(data.noops)
+    ratios = [a.seconds / b.seconds for a, b in zip(data.provisionings, data.noops, strict=True)]
+    provisioning, noops = data.median("provisionings", "seconds"), data.median("noops", "seconds")
     return Result(
         ratios=ratios,
         detail=f"{P4_TASKS:,} provisionings in {provisioning:.2f} s "
-        f"({P4_TASKS / provisioning:.0f}/s), {P4_TASKS:,} no-ops in {noops:.2f} s "
-        f"({P4_TASKS / noops:.0f}/s); one threads worker, concurrency {workers.CONCURRENCY}",
-        extra=data.__dict__,
+        f"({P4_TASKS / provisioning:.0f}/s, {data.median('provisionings', 'cpu_ms_per_task'):.1f} "
+        f"ms of worker CPU each), {P4_TASKS:,} no-ops in {noops:.2f} s ({P4_TASKS / noops:.0f}/s, "
+        f"{data.median('noops', 'cpu_ms_per_task'):.1f} ms CPU each); one threads worker, "
+        f"concurrency {workers.CONCURRENCY}",
+        extra={side: [drain.__dict__ for drain in getattr(data, side)] for side in data.__dict__},
     )
 
 
 def _p8_run(stack: Stack, rounds: int) -> Result:
     data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
+    rss = [drain.rss_mb for drain in data.provisionings]
     return Result(
-        ratios=data.worker_rss_mb,
+        ratios=rss,
         detail=f"VmRSS of the threads worker (one process, concurrency {workers.CONCURRENCY}) "
-        f"after each drain of {P4_TASKS:,} provisionings (P4)",
-        extra={"worker_rss_mb": data.worker_rss_mb},
+        f"after each drain of {P4_TASKS:,} provisionings (P4); after {P4_TASKS:,} no-ops: "
+        f"{data.median('noops', 'rss_mb'):.0f} MB",
+        extra={"worker_rss_mb": rss},
     )
 
 

@@ -6,6 +6,7 @@ anything."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,10 @@ def test_queues_follow_the_routing() -> None:
     for task, route in routes.items():
         assert workers.task_queue(task) == route["queue"]
     assert {default, *(route["queue"] for route in routes.values())} <= measures.product_queues()
+
+
+def test_cpu_seconds_of_a_process() -> None:
+    assert workers.cpu_seconds(os.getpid()) > 0
 
 
 def test_percentiles_are_nearest_rank() -> None:
