@@ -159,10 +159,10 @@ class Registry(models.Model):
                 name="registry_canary_due",
                 condition=Q(state=State.READY),
             ),
-            # The ready registries whose canary failed, by backend: what a backend canary
-            # that passes again restores.
+            # The ready registries whose canary failed, by backend, in key order (the order a
+            # backend canary that passes again restores them in, a batch at a time).
             models.Index(
-                fields=["driver"],
+                fields=["driver", "id"],
                 name="registry_canary_failed",
                 condition=Q(state=State.READY, canary_ok=False),
             ),
