@@ -17,6 +17,8 @@ push must go on by plain upload.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -25,6 +27,8 @@ from typing import Any
 
 import jwt
 from django.conf import settings
+from jwt.algorithms import ECAlgorithm
+from jwt.utils import base64url_encode
 
 from registries.keys import key_store, utc_now
 
@@ -184,14 +188,25 @@ def _expiry(principal: Principal, now: int, lifetime: int) -> int:
     return max(exp, now)
 
 
+_ES256 = ECAlgorithm(ECAlgorithm.SHA256)
+
+
+@functools.lru_cache(maxsize=4)
+def _header_segment(kid: str, x5c: tuple[str, ...]) -> bytes:
+    """The JWS header of every token a key signs, encoded once per key: its certificate chain
+    makes it most of the token (PyJWT's encoding of the same header, byte for byte)."""
+    header = {"alg": "ES256", "kid": kid, "typ": "JWT", "x5c": list(x5c)}
+    return base64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+
+
 def _sign(claims: dict[str, Any]) -> str:
+    """A compact JWS of ``claims`` signed with the current key (ES256): what ``jwt.encode``
+    makes, without encoding the same header again for every token."""
     key = key_store().load().current
-    return jwt.encode(
-        claims,
-        key.private_key,
-        algorithm="ES256",
-        headers={"typ": "JWT", "kid": key.kid, "x5c": key.x5c},
-    )
+    payload = base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = _header_segment(key.kid, tuple(key.x5c)) + b"." + payload
+    signature = _ES256.sign(signing_input, key.private_key)
+    return (signing_input + b"." + base64url_encode(signature)).decode()
 
 
 def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
