@@ -1,27 +1,29 @@
 """Absolute URLs of routes for the items of a response, each route reversed once per request.
 
 ``reverse()`` and ``build_absolute_uri()`` cost tens of microseconds each, and a page of 100
-clusters links each cluster three or four times. ``Links.url`` answers what
+clusters links each cluster three or four times. ``Links`` answers what
 ``request.build_absolute_uri(reverse(name, kwargs=kwargs))`` answers, byte for byte, but reverses
-a route once per request: arguments that are UUIDs or integers (which need no quoting) become
-placeholders in a template, formatted per item; any other argument (text, such as an
-organization's slug) is reversed as it is and keys the template. A route whose converters refuse
-the placeholders is reversed per call, as before.
+a route once per request: arguments that vary per item become placeholders in a template that
+each item formats (one ``str.format``). Only UUIDs and integers are formatted so: their text is
+the same quoted or not, and every path converter this service uses takes it. A route whose
+converters refuse the placeholders is reversed per call, as before.
+
+``links_for(request)`` is the request's one ``Links``.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-#: Arguments formatted into a template rather than reversed: their text is the same quoted or
-#: not, and every path converter of this service accepts it.
+#: Arguments formatted into a template rather than reversed.
 FORMATTED = (uuid.UUID, int)
-#: A template that could not be made: the route is reversed per call.
-_UNTEMPLATED = ""
+
+Formatter = Callable[..., str]
 
 
 class Links:
@@ -29,31 +31,52 @@ class Links:
 
     def __init__(self, request: HttpRequest) -> None:
         self._request = request
-        self._templates: dict[tuple[Any, ...], str] = {}
+        self._formatters: dict[tuple[Any, ...], Formatter] = {}
+
+    def formatter(self, name: str, *formatted: str, **fixed: Any) -> Formatter:
+        """``format(**arguments)`` -> the URL of route ``name`` with ``fixed`` and
+        ``arguments``, which are the ``formatted`` ones: UUIDs or integers (anything else would
+        not be quoted as ``reverse`` quotes it)."""
+        key = (name, formatted, *fixed.items())
+        found = self._formatters.get(key)
+        if found is None:
+            found = self._formatters[key] = self._formatter(name, formatted, fixed)
+        return found
 
     def url(self, name: str, **kwargs: Any) -> str:
-        key = (name, *[(k, None if isinstance(v, FORMATTED) else v) for k, v in kwargs.items()])
-        template = self._templates.get(key)
-        if template is None:
-            template = self._templates[key] = self._template(name, kwargs)
-        if template is _UNTEMPLATED:
-            return self._absolute(name, kwargs)
-        return template.format_map(kwargs)
+        """``build_absolute_uri(reverse(name, kwargs=kwargs))``, formatting the UUID and integer
+        arguments into the route's template."""
+        formatted = tuple(k for k, v in kwargs.items() if isinstance(v, FORMATTED))
+        fixed = {k: v for k, v in kwargs.items() if k not in formatted}
+        return self.formatter(name, *formatted, **fixed)(**{k: kwargs[k] for k in formatted})
 
     def _absolute(self, name: str, kwargs: dict[str, Any]) -> str:
         return self._request.build_absolute_uri(reverse(name, kwargs=kwargs))
 
-    def _template(self, name: str, kwargs: dict[str, Any]) -> str:
-        """The URL with ``{argument}`` for each formatted argument (braces elsewhere doubled),
-        or ``_UNTEMPLATED``."""
-        holes = {k: f"~{k}~" for k, v in kwargs.items() if isinstance(v, FORMATTED)}
+    def _formatter(self, name: str, formatted: tuple[str, ...], fixed: dict[str, Any]) -> Formatter:
+        """The template's ``format``: the URL with ``{argument}`` for each formatted argument
+        (braces elsewhere doubled); or, for a route that cannot be templated, ``reverse``."""
+
+        def reversed_each_time(**arguments: Any) -> str:
+            return self._absolute(name, {**fixed, **arguments})
+
+        holes = {argument: f"~{argument}~" for argument in formatted}
         try:
-            url = self._absolute(name, {**kwargs, **holes})
+            url = self._absolute(name, {**fixed, **holes})
         except NoReverseMatch:  # a converter that only takes digits, or a UUID
-            return _UNTEMPLATED
+            return reversed_each_time
         template = url.replace("{", "{{").replace("}", "}}")
         for argument, hole in holes.items():
             if template.count(hole) != 1:  # the placeholder's text is elsewhere in the URL too
-                return _UNTEMPLATED
+                return reversed_each_time
             template = template.replace(hole, "{" + argument + "}")
-        return template
+        return template.format
+
+
+def links_for(request: HttpRequest) -> Links:
+    """The request's ``Links`` (made at its first use)."""
+    links: Links | None = getattr(request, "_links", None)
+    if links is None:
+        links = Links(request)
+        request._links = links  # type: ignore[attr-defined]
+    return links

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
+from redis import Redis
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
@@ -88,15 +90,27 @@ def _count(cache: BaseCache, keys: list[str], timeouts: Sequence[int]) -> list[i
     """Add one to each counter (created for ``timeouts`` seconds by its first request); their
     new values."""
     if isinstance(cache, RedisCache):
-        # The cache's own client and keys (Django stores integers as such, so ``cache.get``
-        # reads these counters too); one round trip for every counter.
-        pipeline = cache._cache.get_client(write=True).pipeline(transaction=False)
+        # The cache's own connections and keys (Django stores integers as such, so
+        # ``cache.get`` reads these counters too); one round trip for every counter.
+        pipeline = _redis(cache).pipeline(transaction=False)
         for key, timeout in zip(keys, timeouts, strict=True):
             redis_key = cache.make_and_validate_key(key)
             pipeline.set(redis_key, 0, ex=timeout, nx=True)
             pipeline.incr(redis_key)
         return [int(current) for current in pipeline.execute()[1::2]]
     return [_incr(cache, key, timeout) for key, timeout in zip(keys, timeouts, strict=True)]
+
+
+#: One client per cache (Django's makes a new one, with its hundreds of callbacks, per call);
+#: clients share the cache's connection pool and are safe across threads.
+_clients: weakref.WeakKeyDictionary[RedisCache, Redis] = weakref.WeakKeyDictionary()
+
+
+def _redis(cache: RedisCache) -> Redis:
+    client = _clients.get(cache)
+    if client is None:
+        client = _clients[cache] = cache._cache.get_client(write=True)
+    return client
 
 
 def _incr(cache: BaseCache, key: str, timeout: int) -> int:

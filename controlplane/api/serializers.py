@@ -8,9 +8,11 @@ once per serializer, one getter per readable field, and builds each item's dict 
 The JSON is the same: the declared fields, in their order, each rendered by its own
 ``to_representation`` (the fields stay the single source of the response and its schema), with
 DRF's rules kept: ``None`` is rendered ``None``, a method field calls its method with the
-instance. Only the common case takes the short way: a field reading one attribute of an object.
-Anything else (dotted sources, related fields, nested lists, a ``Mapping`` instance, an attribute
-that is missing or callable) goes through DRF's own ``get_attribute`` for that field.
+instance. Only the common case takes the short way: a field reading one attribute of an object,
+rendered by the field's ``to_representation`` or, for DRF's plain text, number, boolean and UUID
+fields, the builtin that method amounts to (``CONVERTERS``). Anything else (dotted sources,
+related fields, nested lists, a ``Mapping`` instance, an attribute that is missing or callable)
+goes through DRF's own ``get_attribute`` for that field.
 """
 
 from __future__ import annotations
@@ -34,6 +36,23 @@ def drf_value(field: Field, instance: Any) -> Any:  # type: ignore[type-arg]
     return None if check_for_none is None else field.to_representation(attribute)
 
 
+def _boolean(field: Field) -> Getter:  # type: ignore[type-arg]
+    to_representation = field.to_representation
+    return lambda value: value if value is True or value is False else to_representation(value)
+
+
+#: The ``to_representation`` of DRF's fields whose rendering is a builtin (or, for booleans,
+#: the value itself), by exact class: subclasses may render otherwise.
+CONVERTERS: dict[type, Callable[[Field], Getter]] = {  # type: ignore[type-arg]
+    serializers.CharField: lambda field: str,
+    serializers.IntegerField: lambda field: int,
+    serializers.BooleanField: _boolean,
+    serializers.UUIDField: lambda field: (
+        str if getattr(field, "uuid_format", None) == "hex_verbose" else field.to_representation
+    ),
+}
+
+
 def getter(field: Field) -> Getter:  # type: ignore[type-arg]
     """How a ``ReadSerializer`` reads ``field`` from an instance."""
     if isinstance(field, serializers.SerializerMethodField):
@@ -41,7 +60,9 @@ def getter(field: Field) -> Getter:  # type: ignore[type-arg]
         return method  # DRF passes the instance itself (source "*")
     if len(field.source_attrs) != 1 or isinstance(field, RelatedField):
         return lambda instance: drf_value(field, instance)
-    name, to_representation = field.source_attrs[0], field.to_representation
+    name = field.source_attrs[0]
+    converter = CONVERTERS.get(type(field))
+    to_representation = converter(field) if converter else field.to_representation
 
     def get(instance: Any) -> Any:
         try:

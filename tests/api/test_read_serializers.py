@@ -4,6 +4,7 @@ fixture with every case (``golden_world``), and for each rule of DRF's field wal
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -103,6 +104,8 @@ class Toy(ReadSerializer):
     name = serializers.CharField()
     number = serializers.IntegerField(allow_null=True)
     flag = serializers.BooleanField()
+    ident = serializers.UUIDField()
+    hexed = serializers.UUIDField(source="ident", format="hex")
     shouted = serializers.SerializerMethodField()
     called = serializers.CharField(source="describe")  # a method: DRF calls it
     dotted = serializers.CharField(source="inner.label", allow_null=True)  # through None: None
@@ -122,11 +125,19 @@ class Thing(SimpleNamespace):
 
 
 THINGS = [
-    Thing(name="a", number=1, flag=True, inner=SimpleNamespace(label="x"), inners=[]),
+    Thing(
+        name="a",
+        number=1,
+        flag=True,
+        ident=uuid.UUID(int=1),
+        inner=SimpleNamespace(label="x"),
+        inners=[],
+    ),
     Thing(
         name=7,
         number=None,
         flag=0,
+        ident=uuid.UUID(int=2),
         inner=None,
         inners=[SimpleNamespace(label=1), SimpleNamespace(label="y")],
         optional="here",
@@ -137,6 +148,7 @@ THINGS = [
         "name": "m",
         "number": 2,
         "flag": "false",
+        "ident": uuid.UUID(int=3),
         "describe": "d",
         "inner": {"label": "i"},
         "inners": [],
@@ -161,6 +173,7 @@ def test_what_drf_would_do_is_what_it_does() -> None:
     """The rules above, spelled out once."""
     data = Toy(THINGS[0]).data
 
+    assert (data["ident"], data["hexed"]) == (str(uuid.UUID(int=1)), uuid.UUID(int=1).hex)
     assert data["called"] == "thing a"
     assert data["dotted"] == "x"
     assert data["defaulted"] == "the default"

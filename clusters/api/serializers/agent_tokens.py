@@ -20,7 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from clusters import ip_allow_lists
-from clusters.api.serializers.common import UserSerializer, absolute, graphql_id
+from clusters.api.serializers.common import Route, UserSerializer, graphql_id
 from clusters.models import ClusterAgentToken
 from controlplane.api.fields import TimestampField
 from controlplane.api.serializers import ReadSerializer
@@ -67,14 +67,14 @@ class AgentTokenSerializer(ReadSerializer):
     def get_graphql_id(self, token: ClusterAgentToken) -> str:
         return graphql_id("ClusterToken", token.pk)
 
-    def _url_kwargs(self, token: ClusterAgentToken) -> dict[str, Any]:
-        return {"org_slug": self.context["organization"].slug, "cluster_id": token.cluster_id}
+    _token = Route("api:token", "cluster_id", "token_id", organization=True)
+    _cluster = Route("api:cluster", "cluster_id", organization=True)
 
     def get_url(self, token: ClusterAgentToken) -> str:
-        return absolute(self.context, "api:token", **self._url_kwargs(token), token_id=token.pk)
+        return self._token(cluster_id=token.cluster_id, token_id=token.pk)
 
     def get_cluster_url(self, token: ClusterAgentToken) -> str:
-        return absolute(self.context, "api:cluster", **self._url_kwargs(token))
+        return self._cluster(cluster_id=token.cluster_id)
 
 
 class AgentTokenCreatedSerializer(AgentTokenSerializer):

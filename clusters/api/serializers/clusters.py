@@ -9,9 +9,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from clusters.api.serializers.common import (
+    Route,
     StrictBooleanField,
     UserSerializer,
-    absolute,
     blank_nulls,
     graphql_id,
 )
@@ -63,23 +63,24 @@ class ClusterSerializer(ReadSerializer):
     def get_maintainers(self, cluster: Cluster) -> dict[str, list[Any]]:
         return {"users": [], "teams": []}  # maintainers are not modelled here
 
-    def _url_kwargs(self, cluster: Cluster) -> dict[str, Any]:
-        return {"org_slug": self.context["organization"].slug, "cluster_id": cluster.pk}
+    _cluster = Route("api:cluster", "cluster_id", organization=True)
+    _console = Route("admin:clusters_cluster_change", "object_id")
+    _queues = Route("api:queues", "cluster_id", organization=True)
+    _queue = Route("api:queue", "cluster_id", "queue_id", organization=True)
 
     def get_url(self, cluster: Cluster) -> str:
-        return absolute(self.context, "api:cluster", **self._url_kwargs(cluster))
+        return self._cluster(cluster_id=cluster.pk)
 
     def get_web_url(self, cluster: Cluster) -> str:
-        return absolute(self.context, "admin:clusters_cluster_change", object_id=cluster.pk)
+        return self._console(object_id=cluster.pk)
 
     def get_queues_url(self, cluster: Cluster) -> str:
-        return absolute(self.context, "api:queues", **self._url_kwargs(cluster))
+        return self._queues(cluster_id=cluster.pk)
 
     def get_default_queue_url(self, cluster: Cluster) -> str | None:
         if cluster.default_queue_id is None:
             return None
-        kwargs = {**self._url_kwargs(cluster), "queue_id": cluster.default_queue_id}
-        return absolute(self.context, "api:queue", **kwargs)
+        return self._queue(cluster_id=cluster.pk, queue_id=cluster.default_queue_id)
 
 
 class ClusterCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -2,9 +2,10 @@
 of ``<Type>---<uuid>``, as Buildkite's are), absolute URLs, ``null`` for blank text, and users as
 Buildkite shows them.
 
-Output serializers are ``ReadSerializer``s (``controlplane.api.serializers``), and ``absolute``
-reverses each route once per response (``controlplane.api.links``): a page of 100 items costs
-little more than its query.
+Output serializers are ``ReadSerializer``s (``controlplane.api.serializers``); their URLs are
+``Route``s, each reversed once per request and formatted per item (``controlplane.api.links``);
+a user is rendered once per response however many items show them. A page of 100 items costs
+little more than reading it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import base64
 import hashlib
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from functools import cached_property
+from typing import Any, overload
 
 from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.api.fields import TimestampField
-from controlplane.api.links import Links
+from controlplane.api.links import Formatter, links_for
 from controlplane.api.serializers import ReadSerializer
 
 
@@ -31,11 +33,35 @@ def graphql_id(type_name: str, pk: uuid.UUID | int) -> str:
 def absolute(context: Mapping[str, Any], name: str, **kwargs: Any) -> str:
     """``request.build_absolute_uri(reverse(name, kwargs=kwargs))``, through the request's one
     ``Links`` (each route reversed once per request)."""
-    request = context["request"]
-    links: Links | None = getattr(request, "_links", None)
-    if links is None:
-        links = request._links = Links(request)
-    return links.url(name, **kwargs)
+    return links_for(context["request"]).url(name, **kwargs)
+
+
+class Route:
+    """A serializer's link to route ``name``: ``self.<attribute>(**arguments)`` is its absolute
+    URL, with the UUID arguments named in ``formatted`` (and, with ``organization``, the slug of
+    the serializer's ``context["organization"]``). The route is reversed at its first use in a
+    response; each item formats it."""
+
+    def __init__(self, name: str, *formatted: str, organization: bool = False) -> None:
+        self.name, self.formatted, self.organization = name, formatted, organization
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+
+    @overload
+    def __get__(self, serializer: None, owner: type) -> Route: ...
+
+    @overload
+    def __get__(self, serializer: object, owner: type) -> Formatter: ...
+
+    def __get__(self, serializer: Any, owner: type) -> Route | Formatter:
+        if serializer is None:
+            return self
+        context = serializer.context
+        fixed = {"org_slug": context["organization"].slug} if self.organization else {}
+        formatter = links_for(context["request"]).formatter(self.name, *self.formatted, **fixed)
+        serializer.__dict__[self.attribute] = formatter  # the serializer's next reads find it
+        return formatter
 
 
 def blank_nulls(attrs: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -63,7 +89,8 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class UserSerializer(ReadSerializer):
-    """A user as Buildkite shows one (``created_by``, ``dispatch_paused_by``)."""
+    """A user as Buildkite shows one (``created_by``, ``dispatch_paused_by``), rendered once per
+    response: a page of 100 queues names the same few users."""
 
     id = serializers.SerializerMethodField()
     graphql_id = serializers.SerializerMethodField()
@@ -71,6 +98,16 @@ class UserSerializer(ReadSerializer):
     email = serializers.SerializerMethodField()
     avatar_url = serializers.SerializerMethodField()
     created_at = TimestampField(source="date_joined")
+
+    @cached_property
+    def _rendered(self) -> dict[Any, dict[str, Any]]:
+        return {}
+
+    def to_representation(self, user: User) -> dict[str, Any]:
+        rendered = self._rendered.get(user.pk)
+        if rendered is None:
+            rendered = self._rendered[user.pk] = super().to_representation(user)
+        return rendered
 
     def get_id(self, user: User) -> str:
         return str(user.pk)

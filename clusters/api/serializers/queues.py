@@ -17,7 +17,7 @@ from drf_spectacular.utils import Direction, extend_schema_field
 from rest_framework import serializers
 
 from clusters import instance_shapes
-from clusters.api.serializers.common import UserSerializer, absolute, blank_nulls, graphql_id
+from clusters.api.serializers.common import Route, UserSerializer, blank_nulls, graphql_id
 from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
 from controlplane.api.fields import TimestampField, empty_to_none
 from controlplane.api.serializers import ReadSerializer
@@ -103,18 +103,18 @@ class QueueSerializer(ReadSerializer):
     def get_dispatch_paused_note(self, queue: Queue) -> str | None:
         return empty_to_none(queue.dispatch_paused_note)
 
-    def _cluster_kwargs(self, queue: Queue) -> dict[str, Any]:
-        return {"org_slug": self.context["organization"].slug, "cluster_id": queue.cluster_id}
+    _queue = Route("api:queue", "cluster_id", "queue_id", organization=True)
+    _console = Route("admin:clusters_queue_change", "object_id")
+    _cluster = Route("api:cluster", "cluster_id", organization=True)
 
     def get_url(self, queue: Queue) -> str:
-        kwargs = {**self._cluster_kwargs(queue), "queue_id": queue.pk}
-        return absolute(self.context, "api:queue", **kwargs)
+        return self._queue(cluster_id=queue.cluster_id, queue_id=queue.pk)
 
     def get_web_url(self, queue: Queue) -> str:
-        return absolute(self.context, "admin:clusters_queue_change", object_id=queue.pk)
+        return self._console(object_id=queue.pk)
 
     def get_cluster_url(self, queue: Queue) -> str:
-        return absolute(self.context, "api:cluster", **self._cluster_kwargs(queue))
+        return self._cluster(cluster_id=queue.cluster_id)
 
     @extend_schema_field(HOSTED_AGENTS_SCHEMA)
     def get_hosted_agents(self, queue: Queue) -> dict[str, Any] | None:
