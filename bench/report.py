@@ -16,8 +16,8 @@ from bench.measures import Measure, Result
 METHOD = """\
 - **Production-like**: gunicorn with `deploy/gunicorn.conf.py`, sync workers × 2, DEBUG off,
   PostgreSQL and Redis on the host, a real Distribution registry with token authentication, JSON
-  logs and gunicorn's access log on, Prometheus' multiprocess files, persistent database
-  connections (`DATABASE_CONN_MAX_AGE=600`). Two departures: workers are not recycled
+  logs and gunicorn's access log on, Prometheus' multiprocess files, production's persistent
+  database connections (`DATABASE_CONN_MAX_AGE`, 600 s). Two departures: workers are not recycled
   (`GUNICORN_MAX_REQUESTS=0`) so that every round measures the same warm processes, and the API
   rate limits are set out of reach.
 - **Baselines in the same run**: the bare view (`bench/views.py`: a plain Django view through

@@ -11,9 +11,10 @@ commands (``registry_keys init``, ``registry_config --output``), and starts:
   ``DJANGO_SETTINGS_MODULE=bench.settings``,
 
 as ``deploy/`` runs them: configured by environment variables alone (:attr:`Stack.env`, which
-every process of the stack gets), persistent database connections (``DATABASE_CONN_MAX_AGE``),
-Prometheus' multiprocess files. Two departures, so that a measure measures one steady state:
-workers are never recycled (``GUNICORN_MAX_REQUESTS=0``) and API rate limits are out of reach.
+every process of the stack gets), the production defaults otherwise (persistent database
+connections, ``DATABASE_CONN_MAX_AGE``), Prometheus' multiprocess files. Two departures, so that
+a measure measures one steady state: workers are never recycled (``GUNICORN_MAX_REQUESTS=0``)
+and API rate limits are out of reach.
 
 Measures start more processes with :meth:`Stack.spawn` (a registry without authentication, Celery
 workers); every process is stopped by its pid on exit, and the database dropped. The process
@@ -128,7 +129,6 @@ class Stack:
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
             "DATABASE_URL": self.database_url,
-            "DATABASE_CONN_MAX_AGE": "600",
             "REDIS_URL": self.redis_url,
             "CELERY_BROKER_URL": self.redis_url,
             "REGISTRY_URL": self.registry_url,
