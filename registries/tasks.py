@@ -61,17 +61,17 @@ def reconcile_registries() -> dict[str, object]:
 @shared_task(name="registries.canaries")  # type: ignore[untyped-decorator]
 def run_canaries() -> list[str]:
     """One canary round (Celery beat, every REGISTRY_CANARY_INTERVAL_SECONDS, on the canaries
-    queue): enqueue the canaries of the namespaces that are due (at most
-    REGISTRY_CANARY_SAMPLE), then run each registry backend's canary. Returns the registries
-    whose canary it enqueued."""
+    queue): run each registry backend's canary, then enqueue the canaries of the namespaces
+    that are due (at most REGISTRY_CANARY_SAMPLE; a failing one the backend's pass made due
+    again among them). Returns the registries whose canary it enqueued."""
+    for backend in canary_backends():
+        backend_canary(backend=backend)
     ids = [str(pk) for pk in registries_canary_claim()]
     for registry_id in ids:
         # A canary still queued when the next round starts is stale: let it expire.
         canary_registry.apply_async(
             (registry_id,), expires=settings.REGISTRY_CANARY_INTERVAL_SECONDS
         )
-    for backend in canary_backends():
-        backend_canary(backend=backend)
     return ids
 
 

@@ -77,7 +77,7 @@ class BackendCanaryResult:
     #: The registries it recorded its outcome on: all the backend's ready registries not failing
     #: yet when it failed; those whose failure it had recorded when it passes again.
     recorded: int
-    #: Registries whose own namespace's canary had failed, due again now that it passes.
+    #: Registries whose own namespace's canary had failed, made due again since it passes.
     rechecked: int
 
 
@@ -175,19 +175,18 @@ def backend_canary(*, backend: str) -> BackendCanaryResult:
     a failure on each one that is not failing yet (so ``Ready`` says so within one round, for
     every registry, whatever their turn in the sample), and a pass on each one whose failure it
     had recorded itself. A registry whose own namespace's canary failed keeps that failure until
-    its own canary passes; when the backend passes again after failing, those are made due now,
-    since the outage may have been their failure too. Rows another transaction holds are left
-    for the next round.
+    its own canary passes, and while the backend passes it is due again at once (its failure
+    may have been the backend's, seen by its own canary first). Rows another transaction holds
+    are left for the next round.
     """
     result = _canary(backend, BACKEND_CANARY_NAMESPACE)
     ready = Registry.objects.ready().filter(driver=backend)
     if result.ok:
         recorded = _canary_record_all(ready.filter(canary_ok=False, canary_by_backend=True), result)
-        rechecked = 0
-        if recorded:
-            rechecked = ready.filter(canary_ok=False, canary_by_backend=False).update(
-                canary_due_at=timezone.now()
-            )
+        now = timezone.now()
+        rechecked = ready.filter(
+            canary_ok=False, canary_by_backend=False, canary_due_at__gt=now
+        ).update(canary_due_at=now)
     else:
         recorded, rechecked = _canary_record_all(ready.exclude(canary_ok=False), result), 0
     log = logger.info if result.ok else logger.warning

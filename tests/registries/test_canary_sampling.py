@@ -204,3 +204,21 @@ def test_a_failing_backend_canary_fails_every_ready_registry_and_restores_what_i
     assert registry_canary(registry_id=own.pk).ok
     assert ready_condition(own) == ("True", "CanaryPassed")
     assert (backend_canary(backend=BACKEND).recorded, own.canary_by_backend) == (0, False)
+
+
+def test_a_registry_whose_own_canary_saw_the_outage_is_checked_in_the_round_the_backend_passes(
+    settings, registry_settings, broker_queue
+) -> None:
+    registry = RegistryFactory(state=State.READY, canary_due_at=timezone.now() + timedelta(hours=1))
+    registry_url = settings.REGISTRY_URL
+    settings.REGISTRY_URL = closed_url()
+    assert registry_canary(registry_id=registry.pk).ok is False  # before any backend canary
+    settings.REGISTRY_URL = registry_url
+    broker_queue.drain()
+
+    assert run_canaries.apply().get() == [str(registry.pk)]  # not its turn, but failing
+
+    assert broker_queue.drain() == [("registries.canary", (str(registry.pk),))]
+    assert canary_registry.apply((str(registry.pk),)).get() is True
+    assert ready_condition(registry) == ("True", "CanaryPassed")
+    assert run_canaries.apply().get() == []  # passing: back to its turn in the period
