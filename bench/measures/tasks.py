@@ -180,16 +180,15 @@ class Api:
         return REGISTRY_URL_VARIABLE in response.json()["env"]
 
 
-def _poll(check: Callable[[], bool], timeout: float) -> float | None:
-    """Call ``check`` every POLL_SECONDS until it is true: the seconds from the call to the start
-    of the check that was true (so an HTTP poll's own duration is not charged to what it
-    observes), or None after ``timeout``."""
-    started = time.perf_counter()
+def _poll(check: Callable[[], bool], timeout: float, since: float) -> float | None:
+    """Call ``check`` every POLL_SECONDS until it is true: the seconds from ``since`` (a
+    ``time.perf_counter()``) to the start of the check that was true (so an HTTP poll's own
+    duration is not charged to what it observes), or None after ``timeout``."""
     while True:
         asked = time.perf_counter()
         if check():
-            return asked - started
-        if asked - started > timeout:
+            return asked - since
+        if asked - since > timeout:
             return None
         time.sleep(POLL_SECONDS)
 
@@ -203,24 +202,23 @@ def first_queue_sample(api: Api, *, timeout: float = SAMPLE_TIMEOUT) -> tuple[fl
         f"clusters/{cluster_id}/queues",
         {"key": QUEUE_KEY, "hostedAgents": {"instanceShape": HOSTED_SHAPE}},
     )
-    created = time.perf_counter() - started
-    return created, _poll(lambda: api.url_visible(secret), timeout)
+    created = time.perf_counter()
+    return created - started, _poll(lambda: api.url_visible(secret), timeout, since=created)
 
 
 def noop_sample(queue: str, *, timeout: float = SAMPLE_TIMEOUT) -> float:
-    """A no-op task's round trip: sent to ``queue`` until its Redis key exists."""
+    """A no-op task's round trip: from sending it to ``queue`` until its Redis key exists."""
     from bench.tasks import noop, redis_client
 
     client = redis_client()
     key = f"bench:noop:{uuid.uuid4().hex}"
-    started = time.perf_counter()
+    sent = time.perf_counter()
     noop.apply_async((key,), queue=queue)
-    seen = _poll(lambda: bool(client.exists(key)), timeout)
-    elapsed = time.perf_counter() - started
+    seen = _poll(lambda: bool(client.exists(key)), timeout, since=sent)
     client.delete(key)
     if seen is None:
         raise RuntimeError(f"the no-op task did not run within {timeout:g}s")
-    return elapsed
+    return seen
 
 
 def provision_queue() -> str:
