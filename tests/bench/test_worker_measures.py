@@ -173,9 +173,8 @@ def test_a_worker_runs_the_noop_task(
 def test_beat_starts_with_a_schedule_of_its_own(stack: Stack) -> None:
     process = workers.beat(stack)
     assert process.running
-    schedules = list(Path(stack.workdir).glob("celery-beat-*-schedule*"))
+    assert poll(lambda: list(Path(stack.workdir).glob("celery-beat-*-schedule*")), timeout=30)
     process.stop()
-    assert schedules
 
 
 @pytest.mark.integration
