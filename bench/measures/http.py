@@ -25,7 +25,7 @@ import tarfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,10 @@ NOTES = [
     "moves it little. gunicorn's sync "
     "workers answer `Connection: close`, so every request of the bare view and of the candidate "
     "alike includes a TCP connection. A pair's ratio = candidate requests/s / bare requests/s.",
+    "**Server CPU a request** (in the details): user + system CPU of gunicorn's workers and of "
+    "the PostgreSQL backends of the stack's database (from `/proc`; Redis, shared, is left "
+    "out), over each side's requests of a round; its ratio (bare / candidate) is what the "
+    "server pays, which the machine's other load hardly moves, while requests/s swing with it.",
     "**P1, P2, P5 query counts**: through Django's WSGI handler in the bench process, on the same "
     "database and settings (so the health-check ping of `CONN_HEALTH_CHECKS`, which runs the "
     "first time a request touches the database, is counted as `+ N ping`), after a warming "
@@ -162,15 +166,65 @@ def wrk(stack: Stack, target: Target, seconds: float = SLICE_SECONDS) -> tuple[i
     return requests_done, elapsed
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (``/proc/<pid>/stat``);
+    a process gone meanwhile counts nothing."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _TICKS
+
+
+def server_pids(stack: Stack) -> list[int]:
+    """gunicorn's workers and the PostgreSQL backends connected to the stack's database (the
+    bench's own query excepted): the processes whose CPU a request costs on this host."""
+    import psycopg
+
+    with psycopg.connect(stack.database_url, autocommit=True, connect_timeout=5) as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [*stack.gunicorn_pids(), *(int(row[0]) for row in rows)]
+
+
+@dataclass
+class _Side:
+    requests: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+
 @dataclass
 class Throughput:
     """A/B rounds of a candidate against the bare view: each side's requests per second, and
     the ratio of each round (the median of its pairs' ratios: a burst of the shared machine's
-    other load that hits one run of one pair moves the round's ratio little)."""
+    other load that hits one run of one pair moves the round's ratio little). ``cpu_ratios``:
+    per round, the bare view's server CPU per request / the candidate's, which other load on
+    the machine hardly moves."""
 
     bare: list[float] = field(default_factory=list)
     candidate: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
+    bare_cpu_ms: list[float] = field(default_factory=list)
+    candidate_cpu_ms: list[float] = field(default_factory=list)
+    cpu_ratios: list[float] = field(default_factory=list)
+
+    def cpu(self) -> str:
+        """The CPU figures for a measure's detail."""
+        return (
+            f"server CPU a request {statistics.median(self.candidate_cpu_ms):.2f} ms vs bare "
+            f"{statistics.median(self.bare_cpu_ms):.2f} ms (gunicorn worker + PostgreSQL "
+            f"backend), CPU ratio {statistics.median(self.cpu_ratios):.2f}× "
+            f"({', '.join(f'{ratio:.2f}' for ratio in self.cpu_ratios)})"
+        )
 
 
 def ab_rounds(stack: Stack, target: Target, rounds: int) -> Throughput:
@@ -180,33 +234,42 @@ def ab_rounds(stack: Stack, target: Target, rounds: int) -> Throughput:
     _check(stack, target)
     wrk(stack, BARE, WARM_SECONDS)
     wrk(stack, target, WARM_SECONDS)
+    pids = server_pids(stack)  # after the warm-up: every worker holds its connection
     found = Throughput()
     for index in range(rounds):
-        totals = {BARE.name: [0, 0.0], target.name: [0, 0.0]}
+        sides = {BARE.name: _Side(), target.name: _Side()}
         pairs = []
         for piece in range(SLICES):
             order = [BARE, target] if (index + piece) % 2 == 0 else [target, BARE]
             rates = {}
             for each in order:
+                cpu_before = cpu_seconds(pids)
                 requests_done, elapsed = wrk(stack, each)
-                totals[each.name][0] += requests_done
-                totals[each.name][1] += elapsed
+                side = sides[each.name]
+                side.cpu += cpu_seconds(pids) - cpu_before
+                side.requests += requests_done
+                side.seconds += elapsed
                 rates[each.name] = requests_done / elapsed
             pairs.append(rates[target.name] / rates[BARE.name])
-        found.bare.append(totals[BARE.name][0] / totals[BARE.name][1])
-        found.candidate.append(totals[target.name][0] / totals[target.name][1])
+        bare, candidate = sides[BARE.name], sides[target.name]
+        found.bare.append(bare.requests / bare.seconds)
+        found.candidate.append(candidate.requests / candidate.seconds)
         found.ratios.append(statistics.median(pairs))
+        found.bare_cpu_ms.append(1000 * bare.cpu / bare.requests)
+        found.candidate_cpu_ms.append(1000 * candidate.cpu / candidate.requests)
+        found.cpu_ratios.append(found.bare_cpu_ms[-1] / found.candidate_cpu_ms[-1])
         progress(
             f"{target.name} round {index + 1}: {found.candidate[-1]:.0f} req/s vs bare "
             f"{found.bare[-1]:.0f} req/s; pairs {', '.join(f'{pair:.2f}' for pair in pairs)} "
-            f"= {found.ratios[-1]:.2f}×"
+            f"= {found.ratios[-1]:.2f}×; CPU a request {found.candidate_cpu_ms[-1]:.2f} ms vs "
+            f"{found.bare_cpu_ms[-1]:.2f} ms = {found.cpu_ratios[-1]:.2f}×"
         )
     return found
 
 
 def _rates(found: Throughput) -> str:
     candidate, bare = statistics.median(found.candidate), statistics.median(found.bare)
-    return f"{candidate:.0f} req/s vs bare {bare:.0f} req/s (medians of the rounds)"
+    return f"{candidate:.0f} req/s vs bare {bare:.0f} req/s (medians of the rounds); {found.cpu()}"
 
 
 # --- query counts in the driver process ------------------------------------------------------
@@ -400,8 +463,7 @@ def _p1(stack: Stack, rounds: int) -> Result:
     return Result(
         found.ratios,
         f"warm: {queries} a request; {_rates(found)}",
-        {"queries": queries.statements, "pings": queries.pings, "bare": found.bare,
-         "candidate": found.candidate},
+        {"queries": queries.statements, "pings": queries.pings, "throughput": asdict(found)},
     )  # fmt: skip
 
 
@@ -432,7 +494,7 @@ def _p2(stack: Stack, rounds: int) -> Result:
         found.ratios,
         f"HTTP Basic with a job credential, one `{scope}` scope; warm: {queries} a request; "
         f"{_rates(found)}",
-        {"queries": queries.statements, "bare": found.bare, "candidate": found.candidate},
+        {"queries": queries.statements, "throughput": asdict(found)},
     )
 
 
@@ -461,7 +523,7 @@ def _list(stack: Stack, rounds: int, what: str) -> Result:
         f"{PAGE} {what} a page: {queries_many} for {PAGE} items, {queries_one} for 1; "
         f"{_rates(found)}",
         {"queries_100": queries_many.statements, "queries_1": queries_one.statements,
-         "bare": found.bare, "candidate": found.candidate},
+         "throughput": asdict(found)},
     )  # fmt: skip
 
 
@@ -524,7 +586,7 @@ def _p6(stack: Stack, rounds: int, forged: bool) -> Result:
     return Result(
         found.ratios,
         f"{what}; {_rates(found)}",
-        {"bare": found.bare, "candidate": found.candidate},
+        {"throughput": asdict(found)},
     )
 
 
