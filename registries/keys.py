@@ -26,7 +26,8 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,6 +50,10 @@ INIT_COMMAND = "python manage.py registry_keys init"
 #: How far certificates start in the past, so that a registry whose clock is a little behind
 #: ours never sees one from the future (the tokens' 60 s leeway does not cover certificates).
 BACKDATE = dt.timedelta(minutes=5)
+#: How long a process signs with the keys it loaded before it looks at ``signing.pem`` again: a
+#: rotation by another process (``registry_keys rotate``, the keys job) is used here within this
+#: long; one by this process (any store on the same folder) at once.
+RECHECK_SECONDS = 1.0
 
 
 class SigningKeyMissing(Exception):
@@ -237,12 +242,19 @@ def _issue_signing_key(
 
 class KeyStore:
     """The key files in one folder. Reading is cached until ``signing.pem`` changes, so a running
-    service picks up a rotation by itself."""
+    service picks up a rotation by itself: a rotation through any store of this process at once,
+    one by another process once ``RECHECK_SECONDS`` have passed (``signing.pem`` is looked at no
+    more often than that, not on every token)."""
+
+    #: The clock the re-check bound is measured on (the tests move it).
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
+        self._folder = str(self.directory)
+        self._signing_path = str(self.directory / SIGNING)
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[int, int], SigningKeys] | None = None
+        self._cached: _Loaded | None = None
 
     def path(self, name: str) -> Path:
         return self.directory / name
@@ -286,6 +298,7 @@ class KeyStore:
             write_atomic(
                 self.path(SIGNING), _issue_signing_key(ca_key, ca_certificate).pem(), mode=0o600
             )
+        _changed(self.directory)
         return True
 
     def rotate(self) -> SigningKeys:
@@ -306,6 +319,7 @@ class KeyStore:
             write_atomic(self.path(SIGNING_PREVIOUS), self.path(SIGNING).read_bytes(), mode=0o600)
             write_atomic(self.path(SIGNING), new.pem(), mode=0o600)
             self._cached = None
+        _changed(self.directory)
 
     def _ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         ca_key = serialization.load_pem_private_key(self.path(CA_KEY).read_bytes(), None)
@@ -324,9 +338,22 @@ class KeyStore:
             os.close(descriptor)  # releases the lock
 
     def load(self) -> SigningKeys:
-        """The current and previous signing keys. Raises ``SigningKeyMissing``."""
+        """The current and previous signing keys. Raises ``SigningKeyMissing``.
+
+        Warm, no system call: the keys last loaded, until ``RECHECK_SECONDS`` have passed or a
+        store of this process changed the folder's keys; then ``signing.pem`` is looked at again
+        (a ``stat``) and read only if it changed."""
+        cached = self._cached
+        now = self.clock()
+        if (
+            cached is not None
+            and now < cached.recheck_at
+            and cached.generation == _generations.get(self._folder, 0)
+        ):
+            return cached.keys
+        generation = _generations.get(self._folder, 0)
         try:
-            stat = self.path(SIGNING).stat()
+            stat = os.stat(self._signing_path)
         except FileNotFoundError:
             raise SigningKeyMissing(
                 f"The registry token service has no signing key in {self.directory}. "
@@ -334,16 +361,39 @@ class KeyStore:
             ) from None
         stamp = (stat.st_mtime_ns, stat.st_ino)
         with self._lock:
-            if self._cached is not None and self._cached[0] == stamp:
-                return self._cached[1]
-            current = SigningKey.from_pem(self.path(SIGNING).read_bytes())
-            previous_path = self.path(SIGNING_PREVIOUS)
-            previous = (
-                SigningKey.from_pem(previous_path.read_bytes()) if previous_path.exists() else None
-            )
-            keys = SigningKeys(current=current, previous=previous)
-            self._cached = (stamp, keys)
+            if self._cached is not None and self._cached.stamp == stamp:
+                keys = self._cached.keys
+            else:
+                current = SigningKey.from_pem(self.path(SIGNING).read_bytes())
+                previous_path = self.path(SIGNING_PREVIOUS)
+                previous = (
+                    SigningKey.from_pem(previous_path.read_bytes())
+                    if previous_path.exists()
+                    else None
+                )
+                keys = SigningKeys(current=current, previous=previous)
+            self._cached = _Loaded(keys, stamp, generation, now + RECHECK_SECONDS)
             return keys
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What a store loaded: the keys, ``signing.pem``'s (mtime, inode) they were read at, the
+    folder's change count in this process then, and when to look at the file again."""
+
+    keys: SigningKeys
+    stamp: tuple[int, int]
+    generation: int
+    recheck_at: float
+
+
+#: Key changes made by this process, per folder: a store sees another store's change at once.
+_generations: dict[str, int] = {}
+
+
+def _changed(directory: Path) -> None:
+    with _stores_lock:
+        _generations[str(directory)] = _generations.get(str(directory), 0) + 1
 
 
 def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -359,6 +409,9 @@ _stores_lock = threading.Lock()
 def key_store() -> KeyStore:
     """The key store of ``REGISTRY_KEYS_DIR``, one per folder per process."""
     directory = str(settings.REGISTRY_KEYS_DIR)
+    store = _stores.get(directory)
+    if store is not None:
+        return store
     with _stores_lock:
         if directory not in _stores:
             _stores[directory] = KeyStore(directory)
