@@ -19,6 +19,7 @@ nor send escape sequences to an operator's terminal. A traceback keeps its lines
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterator, Mapping
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD_ATTRS = frozenset(
@@ -88,7 +89,11 @@ class JsonLinesFormatter(JsonFormatter):
     then every ``extra`` field, the request or task ids, and ``exc_info`` (the traceback, as one
     string) when there is one. JSON escapes control characters by itself (``ensure_ascii``
     escapes every non-ASCII character too, so line separators and bidirectional overrides
-    included), so nothing a request sends can end the line."""
+    included), so nothing a request sends can end the line.
+
+    A record without a traceback, stack or ``dict`` message (nearly all of them) is written
+    without python-json-logger's generic field walk, with one encoder built once: the same
+    line, for a third of the cost (the token endpoint logs one per token)."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -97,17 +102,40 @@ class JsonLinesFormatter(JsonFormatter):
             reserved_attrs=sorted(_STANDARD_ATTRS),
             json_ensure_ascii=True,
         )
+        # What ``json.dumps(..., cls=JsonEncoder, ensure_ascii=True)`` builds for every record.
+        self._encode = JsonEncoder(ensure_ascii=True).encode
+        self._skip = frozenset(self._skip_fields)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
-        created = datetime.fromtimestamp(record.created, tz=UTC)
-        log_data["time"] = created.isoformat(timespec="milliseconds")
+        log_data["time"] = _iso_time(record.created)
         super().add_fields(log_data, record, message_dict)
 
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        return self._encode(log_data)
+
     def format(self, record: logging.LogRecord) -> str:
-        # A traceback's exception message can quote a token; redact the whole line.
-        return redact_tokens(super().format(record))
+        if record.exc_info or record.exc_text or record.stack_info or isinstance(record.msg, dict):
+            # A traceback's exception message can quote a token; redact the whole line.
+            return redact_tokens(super().format(record))
+        # What ``add_fields`` makes of such a record, in the same order.
+        record.message = message = record.getMessage()
+        log_data: dict[str, Any] = {
+            "time": _iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        skip = self._skip
+        for key, value in record.__dict__.items():
+            if key not in skip and not key.startswith("_"):
+                log_data[key] = value
+        return redact_tokens(self._encode(log_data))
+
+
+def _iso_time(created: float) -> str:
+    return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
 
 
 LOG_FORMATS = ("json", "text")
@@ -174,12 +202,27 @@ REDACTED = "[redacted]"
 
 
 def redact_tokens(text: str) -> str:
-    """``text`` with our tokens and URL passwords replaced by ``[redacted]``."""
-    text = _TOKEN.sub(lambda match: f"{match.group(1)}_{REDACTED}", text)
-    return _URL_PASSWORD.sub(lambda match: f"{match.group(1)}:{REDACTED}@", text)
+    """``text`` with our tokens and URL passwords replaced by ``[redacted]``. Text that cannot
+    hold either (no ``bk``, no ``://``: nearly every value) is returned without a regex."""
+    if "bk" in text:
+        text = _TOKEN.sub(_redact_token, text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(_redact_url_password, text)
+    return text
 
 
+def _redact_token(match: re.Match[str]) -> str:
+    return f"{match.group(1)}_{REDACTED}"
+
+
+def _redact_url_password(match: re.Match[str]) -> str:
+    return f"{match.group(1)}:{REDACTED}@"
+
+
+@functools.lru_cache(maxsize=1024)
 def is_secret_key(key: str) -> bool:
+    """Whether a field named ``key`` holds a secret (remembered per name: ``extra`` keys are
+    the code's own names, a few dozen)."""
     return bool(_SECRET_KEY.search(key)) and not _ID_KEY.search(key)
 
 
@@ -200,11 +243,12 @@ class RedactSecretsFilter(logging.Filter):
     fields. The formatters redact the tokens from the finished line too (tracebacks)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD_ATTRS:
-                redacted = _redact_value(key, value)
-                if redacted is not value and redacted != value:
-                    setattr(record, key, redacted)
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD_ATTRS:
+            value = fields[key]
+            redacted = _redact_value(key, value)
+            if redacted is not value and redacted != value:
+                setattr(record, key, redacted)
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # a bad format string: logging reports it when it formats
