@@ -21,7 +21,7 @@ from controlplane.logging import (
 
 def record(msg: object, *args: object, **extra: object) -> logging.LogRecord:
     return logging.getLogger("tests.fast").makeRecord(
-        "tests.fast", logging.INFO, __file__, 1, msg, args or None, None, extra=extra
+        "tests.fast", logging.INFO, __file__, 1, msg, args, None, extra=extra
     )
 
 
