@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
@@ -45,8 +46,9 @@ class BuildkiteWebhookView(FastPathAPIView):
     permission_classes = [AllowAny]
     parser_classes: list[type] = []  # the signature is over the raw body: it is read as bytes
 
-    #: What ``fast`` verified, for ``post``.
-    signed: signing.Signed
+    #: What ``fast`` verified, for ``post``; None when ``fast`` left the request to the REST
+    #: framework before verifying it.
+    signed: signing.Signed | None = None
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = super().dispatch(request, *args, **kwargs)
@@ -55,20 +57,24 @@ class BuildkiteWebhookView(FastPathAPIView):
 
     def fast(self, request: HttpRequest) -> HttpResponse | None:
         """A POST's signature (401), delivery id (400) and exact repeat (200); None leaves a
-        verified delivery that is not a repeat to ``post``, and other methods to the REST
-        framework."""
-        if request.method != "POST":
-            return None
-        body, org_slug = request.body, self.kwargs["org_slug"]
+        verified delivery that is not a repeat to ``post``, and what the REST framework would
+        answer otherwise (other methods, ``Accept`` headers, format overrides) to it."""
+        if request.method != "POST" or request.META.get("HTTP_ACCEPT", "") not in _ACCEPTED:
+            return None  # the REST framework's 405, or its content negotiation (406)
         try:
-            self.signed = signing.verify(org_slug, request.headers, body, time.time())
+            if "format" in request.GET:
+                return None  # the REST framework's format override (404 for another format)
+        except TooManyFieldsSent:
+            return None  # the REST framework's 400 for it
+        try:
+            signed = self._verify(request)
         except signing.WebhookRefused as refused:
             return _refusal(refused)
         original = webhook_delivery_repeated(
-            organization_id=self.signed.organization_id,
+            organization_id=signed.organization_id,
             delivery_id=_delivery_id(request),
-            signature=self.signed.signature,
-            body=body,
+            signature=signed.signature,
+            body=request.body,
             event=request.headers.get(payloads.EVENT_HEADER),
         )
         if original is None:
@@ -78,7 +84,7 @@ class BuildkiteWebhookView(FastPathAPIView):
     def post(self, request: Request, org_slug: str) -> HttpResponseBase:
         body = request.body
         try:
-            verified = signing.verified_secret(self.signed)
+            verified = signing.verified_secret(self.signed or self._verify(request))
         except signing.WebhookRefused as refused:
             return _refusal(refused)
         organization = verified.secret.organization
@@ -112,8 +118,17 @@ class BuildkiteWebhookView(FastPathAPIView):
         )
         return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})
 
+    def _verify(self, request: HttpRequest | Request) -> signing.Signed:
+        """The delivery's signature or token, verified (``signing.verify``; raises its
+        ``WebhookRefused``), and kept for ``post``."""
+        org_slug = self.kwargs["org_slug"]
+        self.signed = signing.verify(org_slug, request.headers, request.body, time.time())
+        return self.signed
+
 
 _RENDERER = JSONRenderer()
+#: ``Accept`` headers answered without content negotiation: JSON, as it would choose.
+_ACCEPTED = frozenset({"", "*/*", _RENDERER.media_type})
 
 
 def _json(data: dict[str, Any], *, status: int = 200, **kwargs: Any) -> HttpResponse:

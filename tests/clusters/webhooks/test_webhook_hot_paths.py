@@ -12,9 +12,11 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -167,3 +169,32 @@ def test_a_secret_revoked_by_another_process_applies_nothing_more(
     again = deliver(payload(), secret=platform.secret, delivery="d-1")
     assert (again.status_code, again.json()) == (401, {"message": "Invalid signature."})
     assert counts()["WebhookDelivery"] == 1
+
+
+def test_what_content_negotiation_answers_is_still_its_answer(platform: Platform) -> None:
+    """The plain-Django path answers a plain request only; what the REST framework negotiates
+    (``Accept``, ``?format=``) goes to it, and gets what it got before."""
+    body = json.dumps(payload()).encode()
+    first = deliver(body, secret=platform.secret, event=CREATED, delivery="d-1")
+
+    def send(secret: str, path: str = "", **headers: str) -> Any:
+        signature = webhooks.sign(secret, int(time.time()), body)
+        return Client().post(
+            f"/v2/webhooks/buildkite/acme{path}",
+            body,
+            content_type="application/json",
+            headers={
+                webhooks.SIGNATURE_HEADER: signature,
+                webhooks.EVENT_HEADER: CREATED,
+                webhooks.DELIVERY_HEADER: "d-1",
+                **headers,
+            },
+        )
+
+    assert send(FORGED, Accept="text/html").status_code == 406
+    assert send(platform.secret, "?format=xml").status_code == 404
+    indented = send(platform.secret, Accept="application/json; indent=2")
+    assert indented.status_code == 200
+    assert indented.content.startswith(b"{\n  ")
+    assert indented.json() == first.json()
+    assert indented["X-Delivery-Repeated"] == "true"
