@@ -74,8 +74,28 @@ class Scope:
 def parse_scopes(values: Iterable[str]) -> list[Scope]:
     """``scope`` parameters as clients send them: repeated, and each may hold several scopes
     separated by spaces (the OAuth2 form). Unparseable ones are dropped."""
-    scopes = (Scope.parse(item) for value in values for item in value.split())
-    return [scope for scope in scopes if scope is not None]
+    return [
+        scope
+        for value in values
+        for scope in (
+            _parse_value(value) if len(value) <= CACHED_VALUE_LENGTH else _parse_uncached(value)
+        )
+    ]
+
+
+#: ``scope`` values up to this long are parsed once per process (``_parse_value``); clients send
+#: the same few again and again (an image's repository, a blob mount's source).
+CACHED_VALUE_LENGTH = 512
+#: How many parsed ``scope`` values and grants each process keeps (least recently used first out).
+CACHE_ENTRIES = 256
+
+
+def _parse_uncached(value: str) -> tuple[Scope, ...]:
+    scopes = (Scope.parse(item) for item in value.split())
+    return tuple(scope for scope in scopes if scope is not None)
+
+
+_parse_value = functools.lru_cache(maxsize=CACHE_ENTRIES)(_parse_uncached)
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,47 @@ def grant(principal: Principal, scopes: Iterable[Scope]) -> list[dict[str, Any]]
     return _grant(principal, scopes, widen=True)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What ``token_issue`` works out from a principal and the scopes it asked for: the
+    ``access`` claim (``grant``), whether what was asked can only read (the token's lifetime,
+    ``lifetime_for``), and the audit log's ``requested`` and ``granted`` fields."""
+
+    access: tuple[dict[str, Any], ...]
+    read_only: bool
+    requested: str
+    granted: str
+
+
+#: Grants with at most this many scopes are remembered (``grant_for``); clients ask for one to
+#: three.
+CACHED_GRANT_SCOPES = 4
+
+
+def grant_for(principal: Principal, scopes: Iterable[Scope]) -> Grant:
+    """The ``Grant`` of ``scopes`` to ``principal``; remembered per process for the last
+    ``CACHE_ENTRIES`` (principal, scopes) pairs (a grant depends on nothing else: a principal
+    that changes, a narrower namespace or a later expiry, is another key)."""
+    asked = tuple(scopes)
+    if len(asked) <= CACHED_GRANT_SCOPES:
+        return _cached_grant(principal, asked)
+    return _grant_for(principal, asked)
+
+
+def _grant_for(principal: Principal, scopes: tuple[Scope, ...]) -> Grant:
+    access = grant(principal, scopes)
+    asked = _grant(principal, scopes, widen=False)
+    return Grant(
+        access=tuple(access),
+        read_only=all(set(entry["actions"]) <= {"pull"} for entry in asked),
+        requested=" ".join(str(scope) for scope in scopes),
+        granted=" ".join(f"{a['type']}:{a['name']}:{','.join(a['actions'])}" for a in access),
+    )
+
+
+_cached_grant = functools.lru_cache(maxsize=CACHE_ENTRIES)(_grant_for)
+
+
 def _grant(principal: Principal, scopes: Iterable[Scope], *, widen: bool) -> list[dict[str, Any]]:
     """``grant``; with ``widen=False``, only the actions asked for (what the token's lifetime
     follows)."""
@@ -154,6 +215,8 @@ class IssuedToken:
     token: str
     expires_in: int
     issued_at: dt.datetime
+    #: What the access was worked out from (the audit log's fields too).
+    grant: Grant
     access: list[dict[str, Any]] = field(default_factory=list)
 
     def as_response(self) -> dict[str, Any]:
@@ -173,7 +236,10 @@ def lifetime_for(access: list[dict[str, Any]]) -> int:
     to pull gets the short lifetime even though its token may push, so that a leaked pull token
     is not good for an hour.
     """
-    read_only = all(set(entry["actions"]) <= {"pull"} for entry in access)
+    return _lifetime(read_only=all(set(entry["actions"]) <= {"pull"} for entry in access))
+
+
+def _lifetime(*, read_only: bool) -> int:
     if read_only:
         return int(settings.REGISTRY_TOKEN_PULL_TTL_SECONDS)
     return int(settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS)
@@ -214,24 +280,28 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
 
     Raises ``registries.keys.SigningKeyMissing`` when there is no key to sign with.
     """
-    scopes = list(scopes)
-    access = grant(principal, scopes)
+    granted = grant_for(principal, scopes)
+    access = [{**entry, "actions": list(entry["actions"])} for entry in granted.access]
     now = utc_now()
-    exp = _expiry(
-        principal, int(now.timestamp()), lifetime_for(_grant(principal, scopes, widen=False))
-    )
-    lifetime = exp - int(now.timestamp())
+    timestamp = int(now.timestamp())
+    exp = _expiry(principal, timestamp, _lifetime(read_only=granted.read_only))
     claims = {
         "iss": settings.REGISTRY_TOKEN_ISSUER,
         "sub": principal.subject,
         "aud": settings.REGISTRY_TOKEN_SERVICE,  # a string: Distribution rejects a list
         "exp": exp,
-        "nbf": int(now.timestamp()),
-        "iat": int(now.timestamp()),
+        "nbf": timestamp,
+        "iat": timestamp,
         "jti": uuid.uuid4().hex,
         "access": access,
     }
-    return IssuedToken(token=_sign(claims), expires_in=lifetime, issued_at=now, access=access)
+    return IssuedToken(
+        token=_sign(claims),
+        expires_in=exp - timestamp,
+        issued_at=now,
+        access=access,
+        grant=granted,
+    )
 
 
 def refresh_token_issue(principal: Principal) -> str:

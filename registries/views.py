@@ -182,14 +182,13 @@ class RegistryTokenView(FastPathAPIView):
             # The log has the folder; the caller only needs to know who must act.
             logger.error("registry.token.no_signing_key", extra={"error": str(exc)})
             raise TokenServiceUnavailable(NO_SIGNING_KEY) from exc
+        granted = issued.grant
         logger.info(
             "registry.token.issued",
             extra={
                 "subject": principal.subject or "anonymous",
-                "requested": " ".join(str(scope) for scope in scopes),
-                "granted": " ".join(
-                    f"{a['type']}:{a['name']}:{','.join(a['actions'])}" for a in issued.access
-                ),
+                "requested": granted.requested,
+                "granted": granted.granted,
             },
         )
         return body
