@@ -22,7 +22,10 @@ at a time under its organization row, and then creates and deletes clusters and 
 organization comes first.
 
 Callers never write ``select_for_update`` themselves: they call these, so that every lock of
-the app is here, next to the order it must follow.
+the app is here, next to the order it must follow. Each lock reads its one row without the
+model's ordering: ordering a cluster by its organization's slug joined the organization, and
+``FOR UPDATE`` then locked the organization row too (every provisioning of an organization
+waited for the others). The hot ones are compiled once (``controlplane.compiled``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import uuid
 from typing import Any
 
 from clusters.models import AgentEnvironmentVariable, Cluster, Organization, Queue
+from controlplane.compiled import CompiledSelect
 
 #: The rows a transaction may lock, outermost first (``app_label.Model``).
 LOCK_ORDER = (
@@ -49,9 +53,15 @@ def organization_lock(pk: int) -> Organization | None:
     return Organization.objects.select_for_update().filter(pk=pk).first()
 
 
+_cluster_lock = CompiledSelect(
+    Cluster, lambda pk: Cluster.objects.select_for_update().filter(pk=pk).order_by()[:1], "id"
+)
+
+
 def cluster_lock(pk: Pk) -> Cluster | None:
     """Lock the cluster row (after its organization); None if it is gone."""
-    return Cluster.objects.select_for_update().filter(pk=pk).first()
+    found = _cluster_lock(pk)
+    return found[0] if found else None
 
 
 def cluster_lock_or_raise(pk: Pk) -> Cluster:
@@ -66,6 +76,18 @@ def queue_lock_or_raise(pk: Pk) -> Queue:
     return Queue.objects.select_for_update().get(pk=pk)
 
 
+_variable_lock = CompiledSelect(
+    AgentEnvironmentVariable,
+    lambda cluster, name: (
+        AgentEnvironmentVariable.objects.select_for_update()
+        .filter(cluster=cluster, name=name)
+        .order_by()
+    ),
+    "cluster",
+    "name",
+)
+
+
 def agent_environment_variable_lock(
     *, cluster: Cluster, name: str, defaults: dict[str, Any]
 ) -> tuple[AgentEnvironmentVariable, bool]:
@@ -75,7 +97,10 @@ def agent_environment_variable_lock(
     row locked. Inserted rows send no ``post_save``: the caller announces a creation."""
     new = AgentEnvironmentVariable(cluster=cluster, name=name, **defaults)
     AgentEnvironmentVariable.objects.bulk_create([new], ignore_conflicts=True)
-    variable = AgentEnvironmentVariable.objects.select_for_update().get(cluster=cluster, name=name)
+    found = _variable_lock(cluster.pk, name)  # (cluster, name) is unique
+    if not found:  # deleted since the insert found it: as get() says
+        raise AgentEnvironmentVariable.DoesNotExist(f"No variable {name} on cluster {cluster.pk}")
+    variable = found[0]
     # Ours if it is what was inserted: its creation time is of this call, to the microsecond.
     created = (variable.created_at, variable.source, variable.value) == (
         new.created_at,

@@ -14,13 +14,20 @@ import uuid
 from datetime import datetime, timedelta
 
 from clusters.interface import cluster_lock
+from controlplane.compiled import CompiledSelect
 from registries.models import Registry, RegistryQuerySet
 from registries.selectors import registries_canary_due, registries_due
 
+_registry_lock = CompiledSelect(
+    Registry, lambda pk: Registry.objects.select_for_update().filter(pk=pk).order_by()[:1], "id"
+)
+
 
 def registry_lock(pk: uuid.UUID | str) -> Registry | None:
-    """Lock the registry row ``pk`` until the transaction ends; None if there is none."""
-    return Registry.objects.select_for_update().filter(pk=pk).first()
+    """Lock the registry row ``pk`` until the transaction ends; None if there is none. (Every
+    attempt takes it: compiled once, ``controlplane.compiled``.)"""
+    found = _registry_lock(pk)
+    return found[0] if found else None
 
 
 def registry_lock_with_cluster(registry: Registry) -> Registry | None:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from clusters.interface import Cluster, agent_environment_set
 from controlplane import metrics
+from controlplane.compiled import CompiledSelect
 from registries.conditions import SyncedCondition
 from registries.drivers import CachedProvisioning, DriverError, get_driver
 from registries.locks import registry_lock_with_cluster
@@ -33,6 +34,13 @@ logger = logging.getLogger("registries.services")
 #: The states an attempt starts from (``provisioning``: a worker died mid-attempt).
 STARTS_FROM = (State.PENDING, State.PROVISIONING)
 
+#: What an attempt reads first, to choose between one transaction and two (compiled once).
+_registry_read = CompiledSelect(
+    Registry,
+    lambda pk: Registry.objects.filter(pk=pk).only("cluster", "driver", "namespace").order_by()[:1],
+    "id",
+)
+
 
 def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     """Run one provisioning attempt. Harmless to repeat: a ready registry is left as it is.
@@ -48,9 +56,8 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     whole attempt is one transaction (``_provision_at_once``); otherwise the attempt is recorded
     first, the driver called with no lock held, and the outcome recorded in a second transaction.
     """
-    registry = (
-        Registry.objects.filter(pk=registry_id).only("cluster", "driver", "namespace").first()
-    )
+    found = _registry_read(registry_id)
+    registry = found[0] if found else None
     url = _url_at_once(registry) if registry is not None else None
     if registry is not None and url is not None:
         try:

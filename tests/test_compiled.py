@@ -1,0 +1,112 @@
+"""``controlplane.compiled.CompiledSelect``: a query the ORM compiled once, run again with other
+values, gives what the ORM gives; a query that does not fit is run by the ORM every time; a lock
+refuses to run outside a transaction, as the ORM's does. And the row locks built on it lock
+their one row (not the organization the model's ordering joined)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+
+from clusters import locks
+from controlplane.compiled import CompiledSelect
+from registries.locks import registry_lock
+from registries.models import Registry
+from tests.registries.factories import RegistryFactory
+
+pytestmark = pytest.mark.django_db
+
+FIELDS = [f.attname for f in Registry._meta.concrete_fields]
+
+
+def as_orm(registry: Registry) -> dict[str, object]:
+    return {name: getattr(registry, name) for name in FIELDS}
+
+
+def test_a_compiled_select_answers_what_the_orm_answers_with_each_value() -> None:
+    first, second = RegistryFactory(), RegistryFactory()
+    Registry.objects.filter(pk=first.pk).update(conditions=[{"type": "Ready", "status": "False"}])
+    select = CompiledSelect(Registry, lambda pk: Registry.objects.filter(pk=pk), "id")
+
+    found = [select(first.pk), select(second.pk), select(str(first.pk))]
+
+    assert "default" in select._compiled
+    assert select._compiled["default"] is not None
+    for (registry,), expected in zip(found, [first, second, first], strict=True):
+        assert as_orm(registry) == as_orm(Registry.objects.get(pk=expected.pk))
+        assert registry._state.db == "default"
+        assert not registry._state.adding
+    # The JSON conditions went through the field's converter, as the ORM's do.
+    assert found[0][0].conditions == [{"type": "Ready", "status": "False"}]
+
+
+def test_the_second_run_sends_only_the_sql() -> None:
+    registry = RegistryFactory()
+    select = CompiledSelect(
+        Registry, lambda pk: Registry.objects.filter(pk=pk).only("namespace"), "id"
+    )
+    select(registry.pk)
+
+    with CaptureQueriesContext(connection) as captured:
+        (found,) = select(registry.pk)
+
+    assert len(captured) == 1
+    assert found.namespace == registry.namespace
+    assert found.get_deferred_fields() >= {"state", "conditions"}
+
+
+def test_a_missing_row_is_no_row() -> None:
+    registry = RegistryFactory()
+    select = CompiledSelect(Registry, lambda pk: Registry.objects.filter(pk=pk), "id")
+    select(registry.pk)
+    registry.delete()
+
+    assert select(registry.pk) == []
+
+
+def test_a_query_that_does_not_fit_is_run_by_the_orm_each_time() -> None:
+    registry = RegistryFactory()
+    # Its parameters are not the values given: not kept.
+    select = CompiledSelect(
+        Registry, lambda pk: Registry.objects.filter(pk=pk, attempts__gte=0), "id"
+    )
+
+    assert [r.pk for r in select(registry.pk)] == [registry.pk]
+    assert select._compiled["default"] is None
+    assert [r.pk for r in select(registry.pk)] == [registry.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compiled_lock_refuses_to_run_outside_a_transaction() -> None:
+    registry = RegistryFactory()
+    select = CompiledSelect(
+        Registry, lambda pk: Registry.objects.select_for_update().filter(pk=pk), "id"
+    )
+    with transaction.atomic():
+        assert [r.pk for r in select(registry.pk)] == [registry.pk]  # compiled here
+    assert select._compiled["default"] is not None
+    if not connection.features.has_select_for_update:
+        assert [r.pk for r in select(registry.pk)] == [registry.pk]  # as the ORM: no check
+        return
+    with pytest.raises(TransactionManagementError):
+        select(registry.pk)
+
+
+@pytest.mark.postgresql
+def test_row_locks_lock_their_own_row_only() -> None:
+    registry = RegistryFactory()
+
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        locks.cluster_lock(registry.cluster_id)
+        registry_lock(registry.pk)
+        locks.agent_environment_variable_lock(
+            cluster=registry.cluster, name="X", defaults={"value": "1", "source": "test"}
+        )
+
+    selects = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(selects) == 3
+    for sql in selects:
+        assert sql.endswith("FOR UPDATE"), sql
+        assert " JOIN " not in sql, sql
