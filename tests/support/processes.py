@@ -47,7 +47,8 @@ def require_binary(name: str, *, path: str | None = None) -> str:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def two_free_ports() -> int:
