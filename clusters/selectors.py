@@ -1,20 +1,28 @@
-"""Reads that are more than a filter: agent authentication and the job environment."""
+"""Reads that are more than a filter: agent and API token authentication and the job
+environment."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
-from django.db.models import F, FilteredRelation, Q
+from django.contrib.auth.models import User
+from django.db.models import F, FilteredRelation, Model, Q
 
 from clusters.models import (
     AgentEnvironmentVariable,
     ApiToken,
     Cluster,
     ClusterAgentToken,
+    Organization,
     Queue,
 )
+from controlplane import hotcache
+
+M = TypeVar("M", bound=Model)
 
 #: Variables the platform computes for every job; no source may set them.
 PLATFORM_VARIABLES = frozenset(
@@ -212,13 +220,64 @@ def agent_environment_for_queue(*, queue: Queue) -> list[EnvironmentEntry]:
     return sorted(entries, key=lambda entry: entry.name)
 
 
+#: A model instance as read: its database alias, its concrete fields' attribute names and values.
+_Row = tuple[str | None, tuple[str, ...], tuple[Any, ...]]
+
+
+#: Active API tokens by the hash of their secret: each a token, its user and its organization
+#: as ``from_db`` takes them back (``controlplane.hotcache``; docs/api.md, "Tokens and scopes").
+_API_TOKENS: hotcache.HotCache[tuple[_Row, _Row, _Row]] = hotcache.HotCache("api-tokens")
+
+
 def api_token_authenticate(secret: str) -> ApiToken | None:
-    """The active API token whose secret this is, with its user and organization, or None."""
+    """The active API token whose secret this is, with its user and organization, or None.
+
+    Kept per process for ``HOT_CACHE_SECONDS`` at most (a warm call reads no database), and
+    dropped at once in this process when the token, its user or its organization is saved or
+    deleted, or the token revoked (``clusters.apps``, ``revoke_once``). Each call gets instances
+    of its own."""
     if not secret:
         return None
-    return (
+    hashed = ApiToken.hash_secret(secret)
+    rows = _API_TOKENS.get(hashed)
+    if rows is not None:
+        return _api_token_from(rows)
+    since = hotcache.fill_started()
+    token = (
         ApiToken.objects.active()
         .select_related("user", "organization")
-        .filter(token_hash=ApiToken.hash_secret(secret), user__is_active=True)
+        .filter(token_hash=hashed, user__is_active=True)
         .first()
     )
+    if token is not None:
+        tags = (
+            hotcache.row_tag(ApiToken, token.pk),
+            hotcache.row_tag(User, token.user_id),
+            hotcache.row_tag(Organization, token.organization_id),
+            hotcache.secret_tag(hashed),
+        )
+        rows = (_row(token), _row(token.user), _row(token.organization))
+        _API_TOKENS.put(hashed, rows, since=since, tags=tags)
+    return token
+
+
+def _row(instance: Model) -> _Row:
+    names = tuple(field.attname for field in instance._meta.concrete_fields)
+    return instance._state.db, names, tuple(_copied(getattr(instance, name)) for name in names)
+
+
+def _instance(model: type[M], row: _Row) -> M:
+    db, names, values = row
+    return model.from_db(db, names, [_copied(value) for value in values])
+
+
+def _copied(value: Any) -> Any:
+    """``value``, or a copy of it where it could be changed in place (a JSON field's list)."""
+    return copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+
+def _api_token_from(rows: tuple[_Row, _Row, _Row]) -> ApiToken:
+    token = _instance(ApiToken, rows[0])
+    token.user = _instance(User, rows[1])
+    token.organization = _instance(Organization, rows[2])
+    return token
