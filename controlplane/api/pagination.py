@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Window
+from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -27,8 +28,8 @@ TOTAL = "pagination_total"
 MAX_OFFSET = 2**62
 
 
-def _positive_int(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
+def _positive_int(request: Request | HttpRequest, name: str, default: int) -> int:
+    raw = request.GET.get(name)  # a REST framework Request passes it on: its query_params
     if raw is None or raw == "":
         return default
     try:
@@ -44,7 +45,9 @@ class LinkHeaderPagination(BasePagination):
     page_query_param = "page"
     page_size_query_param = "per_page"
 
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
+    def paginate_queryset(
+        self, queryset: Any, request: Request | HttpRequest, view: Any = None
+    ) -> list[Any]:
         self.request = request
         self.per_page = min(
             _positive_int(request, self.page_size_query_param, settings.API_PAGE_SIZE),
