@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from django.core.exceptions import TooManyFieldsSent
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
@@ -39,7 +38,7 @@ from clusters.selectors import (
 )
 from controlplane import hotcache, metrics
 from controlplane.api.authentication import authorization_header
-from controlplane.api.fast_path import FastPathAPIView
+from controlplane.api.fast_path import JSON_ACCEPT, FastPathAPIView, plain_request
 from controlplane.credentials import secret_hash
 
 
@@ -52,7 +51,7 @@ _JSON = JSONRenderer()
 _SHELL = ShellExportRenderer()
 #: The formats answered without the REST framework: ``?format=`` or a plain ``Accept`` header.
 _RENDERERS = {"json": _JSON, "shell": _SHELL}
-_ACCEPTED = {"": "json", "*/*": "json", _JSON.media_type: "json", _SHELL.media_type: "shell"}
+_ACCEPTED = {**JSON_ACCEPT, _SHELL.media_type: "shell"}
 
 
 @dataclass(frozen=True)
@@ -103,15 +102,10 @@ class AgentEnvironmentView(FastPathAPIView):
 
     def fast(self, request: HttpRequest) -> HttpResponse | None:
         """A ``GET`` for JSON or shell lines, from the cache when warm (no query)."""
-        if request.method != "GET":
+        plain = plain_request(request, "GET", accept=_ACCEPTED, overrides=_RENDERERS)
+        if plain is None:
             return None
-        try:
-            params: QueryDict = request.GET
-        except TooManyFieldsSent:
-            return None  # the REST framework's 400 for it
-        fmt = params.get("format") or _ACCEPTED.get(request.META.get("HTTP_ACCEPT", ""))
-        if fmt not in _RENDERERS:
-            return None
+        params, fmt = plain
         answer = _answer(request, params.get("queue", ""), fmt)
         return HttpResponse(answer.body, content_type=answer.content_type)
 

@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ImproperlyConfigured, TooManyFieldsSent
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
@@ -38,15 +38,13 @@ from clusters.api.authentication import BEARER_TOKEN_REQUIRED, ApiTokenAuthentic
 from clusters.models import ApiScope, ApiToken, Cluster, Organization
 from clusters.selectors import api_token_authenticate
 from controlplane.api.authentication import authorization_secret
-from controlplane.api.fast_path import FastPathAPIView
+from controlplane.api.fast_path import FastPathAPIView, plain_request
 from controlplane.api.pagination import LinkHeaderPagination
 from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 M = TypeVar("M", bound=Model)
 R = TypeVar("R", bound=HttpResponseBase)
-#: ``Accept`` headers a plain GET may carry: those for which the REST framework chooses JSON.
-PLAIN_ACCEPT = frozenset({"", "*/*", JSONRenderer.media_type})
 _RENDERER = JSONRenderer()
 
 _CHECKS = (
@@ -155,14 +153,7 @@ class OrganizationAPIView(ApiTokenAPIView):
         (``controlplane.api.fast_path``). Anything else, and the 401 and 404 of the token and
         the organization, the REST framework answers."""
         handler = getattr(self, "get", None)
-        if request.method != "GET" or not callable(handler):
-            return None
-        try:
-            if "format" in request.GET:
-                return None
-        except TooManyFieldsSent:
-            return None  # the REST framework's 400
-        if request.META.get("HTTP_ACCEPT", "") not in PLAIN_ACCEPT:
+        if not callable(handler) or plain_request(request, "GET") is None:
             return None
         try:
             secret = authorization_secret(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
@@ -17,7 +16,7 @@ from rest_framework.response import Response
 from clusters.webhooks import payloads, signing
 from clusters.webhooks.delivery import webhook_delivery_receive, webhook_delivery_repeated
 from controlplane import metrics
-from controlplane.api.fast_path import FastPathAPIView
+from controlplane.api.fast_path import FastPathAPIView, plain_request
 
 #: The ``X-Delivery-Repeated`` header of a 200 -> the delivery's outcome; no header: a ping.
 REPEATED_OUTCOMES = {"true": "repeated", "false": "applied", None: "ping"}
@@ -59,13 +58,8 @@ class BuildkiteWebhookView(FastPathAPIView):
         """A POST's signature (401), delivery id (400) and exact repeat (200); None leaves a
         verified delivery that is not a repeat to ``post``, and what the REST framework would
         answer otherwise (other methods, ``Accept`` headers, format overrides) to it."""
-        if request.method != "POST" or request.META.get("HTTP_ACCEPT", "") not in _ACCEPTED:
-            return None  # the REST framework's 405, or its content negotiation (406)
-        try:
-            if "format" in request.GET:
-                return None  # the REST framework's format override (404 for another format)
-        except TooManyFieldsSent:
-            return None  # the REST framework's 400 for it
+        if plain_request(request, "POST") is None:
+            return None  # the REST framework's 405, 400, format override or negotiation
         try:
             signed = self._verify(request)
         except signing.WebhookRefused as refused:
@@ -127,8 +121,6 @@ class BuildkiteWebhookView(FastPathAPIView):
 
 
 _RENDERER = JSONRenderer()
-#: ``Accept`` headers answered without content negotiation: JSON, as it would choose.
-_ACCEPTED = frozenset({"", "*/*", _RENDERER.media_type})
 
 
 def _json(data: dict[str, Any], *, status: int = 200, **kwargs: Any) -> HttpResponse:

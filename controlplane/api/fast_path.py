@@ -4,7 +4,8 @@ The agent environment and the registry token endpoint answer every job start and
 pull. Their common request (a ``GET`` that asks for the one format it gets) is answered by the
 view's ``fast(request)`` in plain Django: no ``Request`` wrapper, no content negotiation, no
 ``Response`` rendering. Everything else (other methods, ``OPTIONS``, other formats or ``Accept``
-headers, too many query parameters) ``fast`` leaves to the REST framework by returning None.
+headers, too many query parameters: ``plain_request``) ``fast`` leaves to the REST framework by
+returning None.
 
 Errors ``fast`` raises (``APIException``) are answered by the REST framework's own exception
 handling (the view's ``handle_exception``, ``controlplane.api.exceptions``), and every answer
@@ -13,12 +14,49 @@ carries the view's default headers (``Allow``, ``Vary``): the same bytes either 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
-from django.http import HttpRequest
+from django.core.exceptions import TooManyFieldsSent
+from django.http import HttpRequest, QueryDict
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
+
+#: The ``Accept`` headers for which the REST framework chooses JSON, by format: what a plain
+#: request carries.
+JSON_ACCEPT: Mapping[str, str] = {"": "json", "*/*": "json", JSONRenderer.media_type: "json"}
+
+
+def plain_request(
+    request: HttpRequest,
+    method: str,
+    *,
+    accept: Mapping[str, str] = JSON_ACCEPT,
+    overrides: Collection[str] = (),
+) -> tuple[QueryDict, str] | None:
+    """The query parameters of a request ``fast`` may answer and the format it asks for, or
+    None to leave the request to the REST framework: another method (its 405), too many query
+    parameters (its 400), a ``?format=`` not in ``overrides`` (its format override: a 404 for
+    an unknown one), an ``Accept`` header not in ``accept`` (its content negotiation: a 406).
+
+    Without ``overrides`` any ``?format=`` goes to the REST framework; with them an empty one
+    counts as none, as the REST framework reads it.
+    """
+    if request.method != method:
+        return None
+    try:
+        params: QueryDict = request.GET
+    except TooManyFieldsSent:
+        return None
+    override = params.get("format")
+    if override is not None and not overrides:
+        return None
+    if override:
+        return (params, override) if override in overrides else None
+    fmt = accept.get(request.META.get("HTTP_ACCEPT", ""))
+    return None if fmt is None else (params, fmt)
 
 
 class FastPathAPIView(APIView):
