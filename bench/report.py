@@ -77,6 +77,22 @@ def _table(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def _shortfalls(rows: Sequence[Row]) -> list[str]:
+    """The section "Goals not met": each measured row that missed its goal, with its measure's
+    shortfall; rows that share one shortfall (the four P3 lines) are listed together."""
+    missed: dict[str, list[str]] = {}
+    for row in rows:
+        if row.result is not None and not row.measure.check(row.result):
+            shortfall = row.measure.shortfall or "Not analysed yet."
+            missed.setdefault(shortfall, []).append(row.measure.id)
+    if not missed:
+        return []
+    lines = ["## Goals not met", ""]
+    for shortfall, ids in missed.items():
+        lines.append(f"- **{', '.join(ids)}**: {shortfall}")
+    return [*lines, ""]
+
+
 def _details(rows: Sequence[Row]) -> list[str]:
     lines: list[str] = []
     for row in rows:
@@ -136,6 +152,7 @@ def render(
         "",
         *_table(rows),
         "",
+        *_shortfalls(rows),
         "## Details",
         "",
         *_details(rows),

@@ -52,7 +52,9 @@ class Result:
 class Measure:
     """One line of the report. ``id`` is the issue's (``P1``, ``P5 clusters``...), ``title`` what
     is measured, ``goal`` the goal in words (``≥ 0.8×, 0 SQL``), ``check`` whether a result meets
-    it, ``run(stack, rounds)`` does the work. ``unit`` says what the ratio is (for the report)."""
+    it, ``run(stack, rounds)`` does the work. ``unit`` says what the ratio is (for the report).
+    ``shortfall``: while the goal is not met, why (the profiled figures, dated) and what would
+    meet it; the report lists it under "Goals not met" when a run misses the goal."""
 
     id: str
     title: str
@@ -60,6 +62,7 @@ class Measure:
     check: Callable[[Result], bool]
     run: Callable[[Stack, int], Result]
     unit: str = "×"
+    shortfall: str = ""
 
 
 def at_least(threshold: float) -> Callable[[Result], bool]:

@@ -744,15 +744,33 @@ def _p8(stack: Stack, rounds: int) -> Result:
     )
 
 
+# --- why goals are not met yet (profiled in-process, CPU) ----------------------------------------
+
+P2_SHORTFALL = (
+    "Profiled 2026-12-01 (in-process CPU): the token view's own work is 1,224 Python calls a "
+    "request against the bare view's 725; the ES256 signature is 35-45 µs of C and the rest is "
+    "spread thin (query-string parsing, headers, the audit log record, URL resolution, the cache "
+    "lookup). Under gunicorn five runs gave 0.52-0.62×: meeting 0.6× every time needs fewer calls "
+    "across all of these, as no single one dominates."
+)
+P5_SHORTFALL = (
+    "Profiled 2026-12-01 (in-process CPU): a 100-item page takes ~10-12.7 ms against ~0.35 ms "
+    "for the bare view; reading the page and building ~200 model instances is ~40 % of it, the "
+    "serializer ~35 % (16 getter calls an item). Next: plain rows (`values_list`, compiled "
+    "once) rendered by a per-column row renderer."
+)
+
 MEASURES = [
     Measure("P1", "agent environment, warm", "≥ 0.8×, 0 SQL", lambda r: (
         r.median >= 0.8 and not r.extra["queries"] and not r.extra["pings"]), _p1),
     Measure("P2", "registry token (HTTP Basic, one pull/push scope)", "≥ 0.6×", at_least(0.6),
-            _p2),
+            _p2, shortfall=P2_SHORTFALL),
     Measure("P5 clusters", f"clusters list, {PAGE} per page", "≥ 0.2×, same queries for 1 and "
-            f"{PAGE}", _list_check(0.2), lambda stack, rounds: _list(stack, rounds, "clusters")),
+            f"{PAGE}", _list_check(0.2), lambda stack, rounds: _list(stack, rounds, "clusters"),
+            shortfall=P5_SHORTFALL),
     Measure("P5 queues", f"queues list, {PAGE} per page", f"≥ 0.2×, same queries for 1 and {PAGE}",
-            _list_check(0.2), lambda stack, rounds: _list(stack, rounds, "queues")),
+            _list_check(0.2), lambda stack, rounds: _list(stack, rounds, "queues"),
+            shortfall=P5_SHORTFALL),
     Measure("P6 repeat", "webhook: a repeated delivery", "≥ 0.4×", at_least(0.4),
             lambda stack, rounds: _p6(stack, rounds, forged=False)),
     Measure("P6 forged", "webhook: a forged signature", "≥ 0.7×", at_least(0.7),

@@ -102,3 +102,44 @@ def test_the_report_renders_a_table() -> None:
     assert "- **P1** 0 SQL a request" in text
     assert "- PostgreSQL 15" in text
     assert "make bench" in text
+
+
+def test_the_report_lists_the_shortfall_of_each_goal_not_met() -> None:
+    why = "Profiled: the serializer is half of it. Next: plain rows."
+    met = Measure("P1", "agent environment", "≥ 0.8×", at_least(0.8), never_run, shortfall="no")
+    clusters = Measure("P5 clusters", "list", "≥ 0.2×", at_least(0.2), never_run, shortfall=why)
+    queues = Measure("P5 queues", "list", "≥ 0.2×", at_least(0.2), never_run, shortfall=why)
+    unexplained = Measure("P7", "push + pull", "≤ 1.1×", at_most(1.1), never_run)
+    broken = Measure("P2", "token", "≥ 0.6×", at_least(0.6), never_run, shortfall="not run")
+    rows = [
+        Row(met, Result([0.9])),
+        Row(clusters, Result([0.1])),
+        Row(queues, Result([0.15])),
+        Row(unexplained, Result([1.3])),
+        Row(broken, None, "RuntimeError: boom"),
+    ]
+    text = render(rows, versions={}, rounds=1, command="python -m bench", elapsed=60)
+    section = text.split("## Goals not met\n\n", 1)[1].split("\n\n", 1)[0]
+    assert text.index("| P7 |") < text.index("## Goals not met") < text.index("## Details")
+    assert section.splitlines() == [
+        f"- **P5 clusters, P5 queues**: {why}",
+        "- **P7**: Not analysed yet.",
+    ]
+
+
+def test_no_goals_not_met_section_when_every_goal_is_met() -> None:
+    met = Measure("P1", "agent environment", "≥ 0.8×", at_least(0.8), never_run, shortfall="no")
+    text = render(
+        [Row(met, Result([0.9]))], versions={}, rounds=1, command="python -m bench", elapsed=60
+    )
+    assert "Goals not met" not in text
+
+
+def test_the_measures_that_miss_their_goals_say_why() -> None:
+    from bench.measures import tasks
+
+    measures = {measure.id: measure for measure in [*MEASURES, *tasks.MEASURES]}
+    explained = ["P2", "P5 clusters", "P5 queues", "P3 threads p50", "P3 prefork p95", "P4"]
+    for id_ in [*explained, "P9", "P10"]:
+        assert "2026-12-01" in measures[id_].shortfall, id_
+    assert measures["P3 threads p50"].shortfall == measures["P4"].shortfall
