@@ -7,7 +7,7 @@ The order, outermost first (``LOCK_ORDER``):
 3. the queue (``queue_lock_or_raise``): changing or pausing it;
 4. rows of other apps that belong to the cluster: the registries app's ``Registry`` (its
    ``locks.registry_lock_with_cluster`` takes the cluster here first);
-5. the cluster's agent environment variable (``agent_environment_variable_lock``).
+5. the cluster's agent environment variable (``agent_environment_variable_upsert``).
 
 A transaction may skip a level but never goes back up: two transactions that take locks in
 different orders can each wait for the other, and PostgreSQL then aborts one of them. The order
@@ -31,7 +31,12 @@ waited for the others). The hot ones are compiled once (``controlplane.compiled`
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
+from django.db.transaction import TransactionManagementError
 
 from clusters.models import AgentEnvironmentVariable, Cluster, Organization, Queue
 from controlplane.compiled import CompiledSelect
@@ -76,35 +81,84 @@ def queue_lock_or_raise(pk: Pk) -> Queue:
     return Queue.objects.select_for_update().get(pk=pk)
 
 
-_variable_lock = CompiledSelect(
-    AgentEnvironmentVariable,
-    lambda cluster, name: (
-        AgentEnvironmentVariable.objects.select_for_update()
-        .filter(cluster=cluster, name=name)
-        .order_by()
-    ),
-    "cluster",
-    "name",
-)
+#: The variable's upsert, per database alias: its SQL, the columns it returns and their
+#: converters (the ORM's, as ``QuerySet`` applies them).
+_variable_upserts: dict[str, tuple[str, list[str], list[tuple[int, list[Any], Any]]]] = {}
+
+#: The columns the upsert inserts, by field name.
+_UPSERT_FIELDS: dict[str, Field[Any, Any]] = {
+    name: cast("Field[Any, Any]", AgentEnvironmentVariable._meta.get_field(name))
+    for name in ("cluster", "name", "value", "source", "created_at", "updated_at")
+}
 
 
-def agent_environment_variable_lock(
-    *, cluster: Cluster, name: str, defaults: dict[str, Any]
-) -> tuple[AgentEnvironmentVariable, bool]:
-    """Lock the cluster's variable ``name`` (last in the order), created with ``defaults`` if
-    there is none; and whether it was created. Two statements either way: ``INSERT ... ON
-    CONFLICT DO NOTHING`` (a concurrent insert is no error, so no savepoint is needed), then the
-    row locked. Inserted rows send no ``post_save``: the caller announces a creation."""
-    new = AgentEnvironmentVariable(cluster=cluster, name=name, **defaults)
-    AgentEnvironmentVariable.objects.bulk_create([new], ignore_conflicts=True)
-    found = _variable_lock(cluster.pk, name)  # (cluster, name) is unique
-    if not found:  # deleted since the insert found it: as get() says
-        raise AgentEnvironmentVariable.DoesNotExist(f"No variable {name} on cluster {cluster.pk}")
-    variable = found[0]
-    # Ours if it is what was inserted: its creation time is of this call, to the microsecond.
+def _variable_upsert_sql(
+    connection: BaseDatabaseWrapper,
+) -> tuple[str, list[str], list[tuple[int, list[Any], Any]]]:
+    compiled = _variable_upserts.get(connection.alias)
+    if compiled is not None:
+        return compiled
+    meta, quote = AgentEnvironmentVariable._meta, connection.ops.quote_name
+    table = quote(meta.db_table)
+    column = {name: quote(str(field.column)) for name, field in _UPSERT_FIELDS.items()}
+    value, source, updated_at = column["value"], column["source"], column["updated_at"]
+    returned = list(meta.concrete_fields)
+    # Names from the model's own metadata, quoted; every value a parameter.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(column.values())}) "  # noqa: S608 - names from the model
+        f"VALUES ({', '.join(['%s'] * len(column))}) "
+        f"ON CONFLICT ({column['cluster']}, {column['name']}) DO UPDATE SET "
+        f"{value} = CASE WHEN {table}.{source} = EXCLUDED.{source} "
+        f"THEN EXCLUDED.{value} ELSE {table}.{value} END, "
+        f"{updated_at} = CASE WHEN {table}.{source} = EXCLUDED.{source} "
+        f"AND {table}.{value} <> EXCLUDED.{value} "
+        f"THEN EXCLUDED.{updated_at} ELSE {table}.{updated_at} END "
+        f"RETURNING {', '.join(quote(str(field.column)) for field in returned)}"
+    )
+    converters = []
+    for position, field in enumerate(returned):
+        column_expression = field.get_col(str(meta.db_table))
+        functions = connection.ops.get_db_converters(column_expression) + field.get_db_converters(
+            connection
+        )
+        if functions:
+            converters.append((position, functions, column_expression))
+    compiled = (sql, [field.attname for field in returned], converters)
+    _variable_upserts[connection.alias] = compiled
+    return compiled
+
+
+def agent_environment_variable_upsert(
+    *, cluster: Cluster, name: str, value: str, source: str
+) -> tuple[AgentEnvironmentVariable, bool, bool]:
+    """Lock the cluster's variable ``name`` (last in the order) in one statement, ``INSERT ...
+    ON CONFLICT DO UPDATE ... RETURNING``: created with ``value`` if there is none, its value
+    replaced if ``source`` owns it and it differs, left as it is otherwise (another source's: the
+    caller refuses it). A concurrent insert is no error, so no savepoint is needed. Returns the
+    row as it now is, whether it was created and whether its value changed. No ``post_save`` is
+    sent: the caller announces what changed."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.get_autocommit():  # as a lock: it holds the row until the transaction ends
+        raise TransactionManagementError("The variable's upsert locks it: run it in a transaction.")
+    sql, attnames, converters = _variable_upsert_sql(connection)
+    new = AgentEnvironmentVariable(cluster=cluster, name=name, value=value, source=source)
+    params = [
+        field.get_db_prep_save(getattr(new, field.attname), connection)
+        for field in _UPSERT_FIELDS.values()
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = list(cursor.fetchone())
+    for position, functions, expression in converters:
+        for function in functions:
+            row[position] = function(row[position], expression, connection)
+    variable = AgentEnvironmentVariable.from_db(DEFAULT_DB_ALIAS, attnames, row)
+    # Ours if it is what was inserted: its creation time is of this call, to the microsecond;
+    # changed if its update time is.
     created = (variable.created_at, variable.source, variable.value) == (
         new.created_at,
         new.source,
         new.value,
     )
-    return variable, created
+    changed = not created and variable.updated_at == new.updated_at
+    return variable, created, changed

@@ -101,12 +101,16 @@ def test_row_locks_lock_their_own_row_only() -> None:
     with CaptureQueriesContext(connection) as captured, transaction.atomic():
         locks.cluster_lock(registry.cluster_id)
         registry_lock(registry.pk)
-        locks.agent_environment_variable_lock(
-            cluster=registry.cluster, name="X", defaults={"value": "1", "source": "test"}
+        locks.agent_environment_variable_upsert(
+            cluster=registry.cluster, name="X", value="1", source="test"
         )
 
-    selects = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
-    assert len(selects) == 3
+    sqls = [q["sql"] for q in captured.captured_queries]
+    selects = [sql for sql in sqls if sql.startswith("SELECT")]
+    assert len(selects) == 2
+    (upsert,) = [sql for sql in sqls if sql.startswith("INSERT")]
+    assert " JOIN " not in upsert, upsert
+    assert "ON CONFLICT" in upsert, upsert
     for sql in selects:
         assert sql.endswith("FOR UPDATE"), sql
         assert " JOIN " not in sql, sql

@@ -2,7 +2,7 @@
 agent environment variable, in every transaction that takes more than one row lock.
 
 Each test runs one path that takes several locks, captures its SQL and reads, transaction by
-transaction, which tables it locked (``SELECT ... FOR UPDATE``) in which order. Two paths that
+transaction, which tables it locked (``SELECT ... FOR UPDATE``, or an upsert) in which order. Two paths that
 lock the same rows in different orders can deadlock (provisioning that locked the registry
 before the cluster did, against a cluster deletion: ``tests/registries/test_concurrency.py``).
 PostgreSQL only: SQLite has no ``FOR UPDATE``.
@@ -34,7 +34,12 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.django_db]
 TABLES = [apps.get_model(label)._meta.db_table for label in LOCK_ORDER]
 ORGANIZATION, CLUSTER, QUEUE, REGISTRY, VARIABLE = TABLES
 RANK = {table: rank for rank, table in enumerate(TABLES)}
-LOCKED_TABLE = re.compile(r'^SELECT .* FROM "(\w+)".* FOR UPDATE', re.DOTALL)
+#: A row lock: ``SELECT ... FOR UPDATE``, or an upsert (``INSERT ... ON CONFLICT ... DO UPDATE``
+#: locks the row it finds, or the one it inserts).
+LOCKED_TABLE = re.compile(
+    r'^(?:SELECT .* FROM "(\w+)".* FOR UPDATE|INSERT INTO "(\w+)".* ON CONFLICT .* DO UPDATE)',
+    re.DOTALL,
+)
 
 
 def locks_by_transaction(queries: list[dict[str, Any]]) -> list[list[str]]:
@@ -56,7 +61,7 @@ def locks_by_transaction(queries: list[dict[str, Any]]) -> list[list[str]]:
             depth -= 1
         elif match := LOCKED_TABLE.match(sql):
             assert depth > 0, f"a lock outside any transaction: {sql}"
-            transactions[-1].append(match[1])
+            transactions[-1].append(match[1] or match[2])
     return [locked for locked in transactions if locked]
 
 

@@ -12,7 +12,6 @@ import logging
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models.signals import post_save
-from django.utils import timezone
 
 from clusters import locks
 from clusters.models import AgentEnvironmentVariable, Cluster
@@ -43,22 +42,18 @@ def agent_environment_set(
     # No savepoint: nothing in here fails but the database, and the caller's transaction is then
     # lost anyway. A variable of another source is refused once the block is left.
     with transaction.atomic(savepoint=False):
-        variable, created = locks.agent_environment_variable_lock(
-            cluster=cluster, name=name, defaults={"value": value, "source": source}
+        variable, created, changed = locks.agent_environment_variable_upsert(
+            cluster=cluster, name=name, value=value, source=source
         )
-        if created:  # inserted without save(): say so as a save would (the hot caches listen)
+        if created or changed:  # written without save(): say so as a save would (hot caches)
             post_save.send(
                 AgentEnvironmentVariable,
                 instance=variable,
-                created=True,
+                created=created,
                 raw=False,
                 using=variable._state.db,
-                update_fields=None,
+                update_fields=None if created else frozenset(["value", "updated_at"]),
             )
-        elif variable.source == source and variable.value != value:
-            variable.value = value
-            variable.updated_at = timezone.now()
-            variable.save(update_fields=["value", "updated_at"])
     if variable.source != source:
         raise ValidationError({"name": f"{name} is owned by the {variable.source!r} source."})
     logger.info(
