@@ -21,7 +21,6 @@ import logging
 from typing import Any, cast
 
 from django.conf import settings
-from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from prometheus_client import Counter, Histogram
@@ -36,7 +35,7 @@ from clusters.interface import agent_token_check_address
 from controlplane import metrics
 from controlplane.api.authentication import basic_password
 from controlplane.api.caching import no_store
-from controlplane.api.fast_path import FastPathAPIView
+from controlplane.api.fast_path import FastPathAPIView, plain_request
 from registries.keys import SigningKeyMissing
 from registries.models import JOB_CREDENTIAL_PREFIX
 from registries.selectors import (
@@ -69,10 +68,6 @@ MAX_SCOPES = 50
 #: Distribution's error codes, for clients that read its ``errors`` list.
 ERROR_CODES = {400: "DENIED", 401: "UNAUTHORIZED", 403: "DENIED", 503: "UNAVAILABLE"}
 _JSON = JSONRenderer()
-#: ``Accept`` headers the one renderer satisfies as it is (anything else is negotiated).
-_JSON_ACCEPTED = frozenset({"", "*/*", _JSON.media_type})
-
-
 _JSON_ENCODER = json.JSONEncoder(
     ensure_ascii=_JSON.ensure_ascii,
     allow_nan=not _JSON.strict,
@@ -116,14 +111,10 @@ class RegistryTokenView(FastPathAPIView):
     def fast(self, request: HttpRequest) -> HttpResponse | None:
         """A ``GET`` for the JSON answer (what every client sends) without the REST framework;
         content negotiation and the other methods go through it."""
-        if request.method != "GET" or request.META.get("HTTP_ACCEPT", "") not in _JSON_ACCEPTED:
+        plain = plain_request(request, "GET")
+        if plain is None:
             return None
-        try:
-            params: QueryDict = request.GET
-        except TooManyFieldsSent:
-            return None  # the REST framework's 400 for it
-        if "format" in params:
-            return None
+        params, _ = plain
         body = _render(self._get(request, params))
         return no_store(HttpResponse(body, content_type=_JSON.media_type))
 
