@@ -38,7 +38,6 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import redis
-import requests
 from psycopg import sql
 
 if TYPE_CHECKING:  # imported once Django is configured (tests.support.stack imports models)
@@ -64,11 +63,9 @@ def free_port() -> int:
 
 
 def _answers(url: str, status: int | None = None) -> bool:
-    try:
-        response = requests.get(url, timeout=1)
-    except requests.RequestException:
-        return False
-    return status is None or response.status_code == status
+    from tests.support.processes import answers_http
+
+    return answers_http(url, status)
 
 
 def children(pid: int) -> list[int]:

@@ -44,6 +44,16 @@ def require_binary(name: str, *, path: str | None = None) -> str:
     return found
 
 
+def answers_http(url: str, status: int | None = None) -> bool:
+    """Whether ``url`` answers a GET within a second (with ``status``, when given): a process's
+    readiness check."""
+    try:
+        response = requests.get(url, timeout=1)
+    except requests.RequestException:
+        return False
+    return status is None or response.status_code == status
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

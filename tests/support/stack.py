@@ -51,7 +51,14 @@ from psycopg import sql
 from clusters.models import ApiScope
 from registries.management.commands.registry_config import render_registry_config
 from tests.support.integration import require_integration
-from tests.support.processes import ROOT, free_port, require_binary, stop_process, wait_until
+from tests.support.processes import (
+    ROOT,
+    answers_http,
+    free_port,
+    require_binary,
+    stop_process,
+    wait_until,
+)
 
 #: The database every stack's database is a copy of (``CREATE DATABASE ... TEMPLATE``).
 TEMPLATE_DATABASE = "controlplane_template"
@@ -563,14 +570,6 @@ execute_from_command_line(["manage.py", *sys.argv[2:]])
 """
 
 
-def _answers_http(url: str, status: int | None = None) -> bool:
-    try:
-        response = requests.get(url, timeout=1)
-    except requests.RequestException:
-        return False
-    return status is None or response.status_code == status
-
-
 def _logged(text: str) -> Callable[[ManagedProcess], bool]:
     return lambda process: text in process.log()
 
@@ -624,7 +623,7 @@ class Stack:
             # Distribution reads REGISTRY_* variables as configuration overrides, and ours share
             # the prefix (see scripts/run-registry).
             env={k: v for k, v in self.env.items() if not k.startswith("REGISTRY_")},
-            is_ready=lambda _process: _answers_http(f"{self.registry_url}/v2/", 401),
+            is_ready=lambda _process: answers_http(f"{self.registry_url}/v2/", 401),
         )  # fmt: skip
         celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
         runserver = ["runserver", "--noreload", f"127.0.0.1:{self.web_port}"]
@@ -632,7 +631,7 @@ class Stack:
         self.web = self._process(
             "web",
             [*web, *runserver],
-            is_ready=lambda _process: _answers_http(f"{self.web_url}/"),
+            is_ready=lambda _process: answers_http(f"{self.web_url}/"),
         )
         self.worker = self._process(
             "worker",
