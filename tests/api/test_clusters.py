@@ -155,7 +155,7 @@ def test_per_page_is_capped_at_100(api) -> None:
 
 def test_listing_1_or_50_clusters_takes_the_same_number_of_queries(api) -> None:
     def queries() -> int:
-        # The token (with its user and organization), the count, the page.
+        # The token (with its user and organization), the page with its total.
         with expected_queries("api:clusters") as captured:
             assert api.get("/clusters", per_page=100).status_code == 200
         return len(captured)

@@ -291,7 +291,7 @@ def test_a_cluster_without_queues_lists_none(api, cluster) -> None:
 
 def test_listing_1_or_50_queues_takes_the_same_number_of_queries(api, cluster) -> None:
     def queries() -> int:
-        # The token (with its user and organization), the cluster, the count, the page.
+        # The token (with its user and organization), the cluster, the page with its total.
         with expected_queries("api:queues") as captured:
             assert api.get(queues_path(cluster), per_page=100).status_code == 200
         return len(captured)

@@ -171,7 +171,7 @@ def test_a_bearer_header_is_accepted_too(queue) -> None:
 def test_the_environment_costs_a_fixed_number_of_queries(agent, queue) -> None:
     for n in range(20):
         services.agent_environment_set(cluster=queue.cluster, name=f"V{n}", value="x", source="t")
-    # token (with cluster and organization), queue, environment
+    # one joined query: the token, its cluster, the queue and the published variables
     with expected_queries("agent-environment"):
         assert agent.get(URL, {"queue": "linux-small"}).status_code == 200
 
