@@ -1,4 +1,4 @@
-"""SELECTs the ORM compiles once per database and runs again with other values.
+"""Statements the ORM compiles once per database and runs again with other values.
 
 A hot path that runs the same small query for every task (a row lock by primary key, say)
 spends most of its CPU in Django compiling it again each time (``QuerySet`` cloning, lookups,
@@ -18,12 +18,13 @@ kept: it is run by the ORM every time, so a wrong fit costs speed, not correctne
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Field, Model, QuerySet
+from django.db.models.signals import post_save, pre_save
 from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
@@ -118,3 +119,67 @@ class CompiledSelect(Generic[M]):
         with self._lock:
             self._compiled[using] = compiled
         return list(queryset)
+
+
+#: ``save_fields``' UPDATEs: per model, field names and database alias, the SQL and its fields
+#: (None: the model has its own ``save()`` or a field its own placeholder, so ``save()`` runs).
+_Update = tuple[str, list["Field[Any, Any]"], "Field[Any, Any]"]
+_updates: dict[tuple[type[Model], tuple[str, ...], str], _Update | None] = {}
+
+
+def save_fields(instance: Model, fields: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """``instance.save(update_fields=fields)``, its ``UPDATE`` compiled once per model, fields and
+    database: the same ``pre_save`` and ``post_save`` signals (so the hot caches see it), the
+    fields' own ``pre_save`` (``auto_now``), the same error when no row was updated. A model
+    with its own ``save()``, a field with its own SQL placeholder or a value that is an
+    expression goes through ``save()`` itself."""
+    model, names = type(instance), tuple(sorted(fields))
+    key = (model, names, using)
+    if key not in _updates:
+        _updates[key] = _compile_update(model, names, using)
+    compiled = _updates[key]
+    values = [getattr(instance, field.attname) for field in compiled[1]] if compiled else []
+    if compiled is None or any(hasattr(value, "resolve_expression") for value in values):
+        instance.save(update_fields=names, using=using)
+        return
+    sql, targets, pk = compiled
+    update_fields = frozenset(names)
+    pre_save.send(model, instance=instance, raw=False, using=using, update_fields=update_fields)
+    connection = connections[using]
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, False), connection) for field in targets
+    ]
+    params.append(pk.get_db_prep_value(instance.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        updated = cursor.rowcount
+    if not updated:
+        raise DatabaseError("Save with update_fields did not affect any rows.")
+    instance._state.adding, instance._state.db = False, using
+    post_save.send(
+        model,
+        instance=instance,
+        created=False,
+        update_fields=update_fields,
+        raw=False,
+        using=using,
+    )
+
+
+def _compile_update(model: type[Model], names: tuple[str, ...], using: str) -> _Update | None:
+    pk = model._meta.pk
+    if model.save is not Model.save or pk is None:
+        return None
+    targets = [cast("Field[Any, Any]", model._meta.get_field(name)) for name in names]
+    if any(
+        not field.concrete or field.primary_key or hasattr(field, "get_placeholder")
+        for field in targets
+    ):
+        return None
+    quote = connections[using].ops.quote_name
+    assignments = ", ".join(f"{quote(str(field.column))} = %s" for field in targets)
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} SET {assignments} "  # noqa: S608 - names from the model
+        f"WHERE {quote(str(pk.column))} = %s"
+    )
+    return sql, targets, pk

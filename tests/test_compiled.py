@@ -6,12 +6,13 @@ their one row (not the organization the model's ordering joined)."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models.signals import post_save, pre_save
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from clusters import locks
-from controlplane.compiled import CompiledSelect
+from controlplane.compiled import CompiledSelect, save_fields
 from registries.locks import registry_lock
 from registries.models import Registry
 from tests.registries.factories import RegistryFactory
@@ -114,3 +115,55 @@ def test_row_locks_lock_their_own_row_only() -> None:
     for sql in selects:
         assert sql.endswith("FOR UPDATE"), sql
         assert " JOIN " not in sql, sql
+
+
+def test_save_fields_writes_the_fields_and_signals_as_save_does() -> None:
+    registry = RegistryFactory()
+    seen: list[tuple[str, object, object]] = []
+
+    def pre(sender: object, instance: Registry, update_fields: object, **kwargs: object) -> None:
+        seen.append(("pre", instance.pk, update_fields))
+
+    def post(sender: object, instance: Registry, update_fields: object, **kwargs: object) -> None:
+        seen.append(("post", instance.pk, (update_fields, kwargs["created"])))
+
+    pre_save.connect(pre, sender=Registry, weak=False)
+    post_save.connect(post, sender=Registry, weak=False)
+    try:
+        registry.last_error, registry.url = "down", "elsewhere"
+        save_fields(registry, ["last_error"])
+    finally:
+        pre_save.disconnect(pre, sender=Registry)
+        post_save.disconnect(post, sender=Registry)
+
+    fields = frozenset(["last_error"])
+    assert seen == [("pre", registry.pk, fields), ("post", registry.pk, (fields, False))]
+    stored = Registry.objects.get(pk=registry.pk)
+    assert stored.last_error == "down"
+    assert stored.url != "elsewhere"  # only the fields named
+
+
+def test_save_fields_refuses_a_row_that_is_gone_as_save_does() -> None:
+    registry = RegistryFactory()
+    Registry.objects.filter(pk=registry.pk).delete()
+    registry.last_error = "down"
+
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        save_fields(registry, ["last_error"])
+
+
+def test_publishing_a_variable_replaces_only_its_own_sources_value() -> None:
+    registry = RegistryFactory()
+    cluster = registry.cluster
+
+    def upsert(value: str, source: str) -> tuple[object, bool, bool]:
+        with transaction.atomic():
+            variable, created, changed = locks.agent_environment_variable_upsert(
+                cluster=cluster, name="X", value=value, source=source
+            )
+        return variable.value, created, changed
+
+    assert upsert("1", "test") == ("1", True, False)
+    assert upsert("1", "test") == ("1", False, False)
+    assert upsert("2", "test") == ("2", False, True)
+    assert upsert("3", "other") == ("2", False, False)  # another source's: left as it is
