@@ -13,6 +13,9 @@ What it takes: a function from the values to a ``QuerySet`` of one model, with n
 (in that order), prepared as the named fields prepare them. A query that does not fit is never
 kept: it is run by the ORM every time, so a wrong fit costs speed, not correctness. Like
 ``QuerySet``, a locking query refuses to run outside a transaction.
+
+``save_fields`` does the same for ``save(update_fields=...)``: its ``UPDATE`` is kept per model,
+fields and database, with the signals and checks ``save()`` has.
 """
 
 from __future__ import annotations
