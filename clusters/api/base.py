@@ -59,6 +59,7 @@ _LOOKUPS = (
 SCOPING_HOOKS = {
     "dispatch": _CHECKS,
     "fast": _CHECKS,
+    "_admit": _CHECKS,
     "initial": _CHECKS,
     "perform_authentication": _CHECKS,
     "get_authenticators": _CHECKS,

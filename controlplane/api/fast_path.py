@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
-from django.core.exceptions import TooManyFieldsSent
-from django.http import HttpRequest, QueryDict
+from django.core.exceptions import PermissionDenied, TooManyFieldsSent
+from django.http import Http404, HttpRequest, QueryDict
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
@@ -72,7 +72,9 @@ class FastPathAPIView(APIView):
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             response = self.fast(request)
-        except exceptions.APIException as exc:
+        except (exceptions.APIException, Http404, PermissionDenied) as exc:
+            # What the REST framework's handler answers (Django's two as its NotFound and
+            # PermissionDenied); anything else propagates as it would there.
             return self._fast_error(request, exc, args, kwargs)
         if response is None:
             return super().dispatch(request, *args, **kwargs)
@@ -84,7 +86,7 @@ class FastPathAPIView(APIView):
         return response
 
     def _fast_error(
-        self, request: HttpRequest, exc: exceptions.APIException, args: Any, kwargs: Any
+        self, request: HttpRequest, exc: Exception, args: Any, kwargs: Any
     ) -> HttpResponseBase:
         """``exc`` answered as ``APIView.dispatch`` answers an exception its handler raised."""
         self.args, self.kwargs = args, kwargs
