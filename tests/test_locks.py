@@ -2,9 +2,10 @@
 agent environment variable, in every transaction that takes more than one row lock.
 
 Each test runs one path that takes several locks, captures its SQL and reads, transaction by
-transaction, which tables it locked (``SELECT ... FOR UPDATE``, or an upsert) in which order. Two paths that
-lock the same rows in different orders can deadlock (provisioning that locked the registry
-before the cluster did, against a cluster deletion: ``tests/registries/test_concurrency.py``).
+transaction, which tables it locked (``SELECT ... FOR UPDATE``, or an upsert) in which order.
+Two paths that lock the same rows in different orders can deadlock (provisioning that locked the
+registry before the cluster did, against a cluster deletion:
+``tests/registries/test_concurrency.py``).
 PostgreSQL only: SQLite has no ``FOR UPDATE``.
 """
 
