@@ -314,10 +314,10 @@ def p3(stack: Stack, rounds: int, pool: str) -> LatencyRounds:
 
 #: Why P3 and P4 miss their goals: the cost of one provisioning attempt.
 ATTEMPT_SHORTFALL = (
-    "Profiled 2026-12-01 (in-process CPU): a provisioning attempt is ~3.9 ms (9 statements; the "
-    "two INSERTs and the registry UPDATE about half of it) plus ~2.8 ms of task overhead, "
-    "against ~2.0 ms for a no-op task. Next: a compiled UPDATE for the registry's fields, and "
-    "INSERT ... ON CONFLICT ... RETURNING for the variable."
+    "Profiled 2026-12-01 (in-process CPU): a provisioning attempt is ~3.0 ms (8 statements, "
+    "after the compiled registry UPDATE and the variable's upsert; the events' INSERT is now the "
+    "largest ORM compile left) plus ~2.8 ms of task overhead, against ~2.0-2.5 ms for a no-op "
+    "task. Next: the events' INSERT compiled once, and the task wrapper's own overhead."
 )
 
 
