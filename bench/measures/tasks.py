@@ -8,7 +8,8 @@ they are). The baseline is the no-op task (:mod:`bench.tasks`), sent to the queu
 routes provisioning to and observed the same way (polling, 1 ms apart):
 
 - **P3** (per pool: threads and prefork, one worker of concurrency 4 each, as deploy/entrypoint
-  starts it): from the moment the REST API answered 201 to a cluster's first hosted queue until
+  starts it): from the creation of the registry row of a cluster's first hosted queue (made
+  through the REST API) until
   the agent environment endpoint (polled with the cluster's agent token) serves
   ``BUILDKITE_HOSTED_REGISTRY_URL``, against a no-op task's round trip (sent, until its Redis key
   exists). Samples alternate candidate and baseline; p50 and p95 per round, ratio per round.
@@ -83,7 +84,8 @@ NOTES = [
     "it is taken when that poll starts, so the poll's own duration (an HTTP request against a "
     "Redis GET) is charged to neither.",
     "**P3**: a new cluster and agent token first (not timed), then the hosted queue through the "
-    "REST API; the clock starts when the POST has answered 201 (the task is enqueued on commit), "
+    "REST API; the clock starts at the registry row's `created_at` (in the creating transaction; "
+    "the task is enqueued on commit), not at the 201, which a worker may beat, "
     f"and stops when the agent sees `BUILDKITE_HOSTED_REGISTRY_URL`. {P3_SAMPLES} samples of "
     f"each side a round, alternating, after {WARMUP_SAMPLES} warm-up samples; nearest-rank p50 "
     "and p95 per round, ratio per round.",
@@ -195,15 +197,31 @@ def _poll(check: Callable[[], bool], timeout: float, since: float) -> float | No
 
 def first_queue_sample(api: Api, *, timeout: float = SAMPLE_TIMEOUT) -> tuple[float, float | None]:
     """A new cluster's first hosted queue through the REST API: ``(seconds the POST took,
-    seconds from its 201 until the agent sees the URL)``; the second is None after ``timeout``."""
+    seconds from the registry's creation until the agent sees the URL)``; the second is None
+    after ``timeout``.
+
+    The clock starts at the registry row's ``created_at`` (stamped in the transaction that
+    creates the queue, by the web process, on this machine's clock), not at the POST's 201: a
+    worker may publish the URL before the answer reaches the client, which would read as 0. When
+    the first poll already sees the URL the sample is an upper bound (it includes the answer's
+    way back), never less than the real time."""
+    from registries.models import Registry
+
     cluster_id, secret = api.cluster_with_token()
     started = time.perf_counter()
     api.post(
         f"clusters/{cluster_id}/queues",
         {"key": QUEUE_KEY, "hostedAgents": {"instanceShape": HOSTED_SHAPE}},
     )
-    created = time.perf_counter()
-    return created - started, _poll(lambda: api.url_visible(secret), timeout, since=created)
+    answered = time.perf_counter()
+    answered_wall = time.time()
+    seen = _poll(lambda: api.url_visible(secret), timeout, since=answered)
+    if seen is None:
+        return answered - started, None
+    registry_created = Registry.objects.values_list("created_at", flat=True).get(
+        cluster_id=cluster_id
+    )
+    return answered - started, answered_wall + seen - registry_created.timestamp()
 
 
 def noop_sample(queue: str, *, timeout: float = SAMPLE_TIMEOUT) -> float:
