@@ -84,9 +84,11 @@ NOTES = [
     "it is taken when that poll starts, so the poll's own duration (an HTTP request against a "
     "Redis GET) is charged to neither.",
     "**P3**: a new cluster and agent token first (not timed), then the hosted queue through the "
-    "REST API; the clock starts at the registry row's `created_at` (in the creating transaction; "
-    "the task is enqueued on commit), not at the 201, which a worker may beat, "
-    f"and stops when the agent sees `BUILDKITE_HOSTED_REGISTRY_URL`. {P3_SAMPLES} samples of "
+    "REST API; timed by the rows' own times: from the registry row's `created_at` (in the "
+    "creating transaction; the task is enqueued on commit) to the published variable's "
+    "`updated_at` (the worker's, just before its commit), not from the 201, which a worker may "
+    "beat; the agent endpoint is polled until it serves `BUILDKITE_HOSTED_REGISTRY_URL` (a "
+    f"poll that sees it earlier ends the sample there). {P3_SAMPLES} samples of "
     f"each side a round, alternating, after {WARMUP_SAMPLES} warm-up samples; nearest-rank p50 "
     "and p95 per round, ratio per round.",
     f"**P4**: {P4_TASKS:,} pending registries copied in (`COPY`, from ORM instances: every "
@@ -200,12 +202,14 @@ def first_queue_sample(api: Api, *, timeout: float = SAMPLE_TIMEOUT) -> tuple[fl
     seconds from the registry's creation until the agent sees the URL)``; the second is None
     after ``timeout``.
 
-    The clock starts at the registry row's ``created_at`` (stamped in the transaction that
-    creates the queue, by the web process, on this machine's clock), not at the POST's 201: a
-    worker may publish the URL before the answer reaches the client, which would read as 0. When
-    the first poll already sees the URL the sample is an upper bound (it includes the answer's
-    way back), never less than the real time."""
-    from registries.models import Registry
+    Both ends are the rows' own times, on this machine's one clock: from the registry row's
+    ``created_at`` (stamped in the transaction that creates the queue) to the published
+    variable's ``updated_at`` (stamped by the worker just before its commit), or the poll that saw
+    the URL if that is earlier. Not from the POST's 201: a worker may publish the URL before the
+    answer reaches the client (a poll from the 201 would read 0), or after (the POST's way back
+    would be charged to it). The polls only wait for the URL to be served."""
+    from clusters.models import AgentEnvironmentVariable
+    from registries.models import REGISTRY_URL_VARIABLE, Registry
 
     cluster_id, secret = api.cluster_with_token()
     started = time.perf_counter()
@@ -221,7 +225,11 @@ def first_queue_sample(api: Api, *, timeout: float = SAMPLE_TIMEOUT) -> tuple[fl
     registry_created = Registry.objects.values_list("created_at", flat=True).get(
         cluster_id=cluster_id
     )
-    return answered - started, answered_wall + seen - registry_created.timestamp()
+    published = AgentEnvironmentVariable.objects.values_list("updated_at", flat=True).get(
+        cluster_id=cluster_id, name=REGISTRY_URL_VARIABLE
+    )
+    visible = min(answered_wall + seen, published.timestamp())
+    return answered - started, visible - registry_created.timestamp()
 
 
 def noop_sample(queue: str, *, timeout: float = SAMPLE_TIMEOUT) -> float:
