@@ -12,9 +12,10 @@ from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from clusters import locks
-from controlplane.compiled import CompiledSelect, save_fields
+from controlplane import compiled as compiled_module
+from controlplane.compiled import CompiledSelect, insert_rows, save_fields
 from registries.locks import registry_lock
-from registries.models import Registry
+from registries.models import Registry, RegistryEvent
 from tests.registries.factories import RegistryFactory
 
 pytestmark = pytest.mark.django_db
@@ -141,6 +142,46 @@ def test_save_fields_writes_the_fields_and_signals_as_save_does() -> None:
     stored = Registry.objects.get(pk=registry.pk)
     assert stored.last_error == "down"
     assert stored.url != "elsewhere"  # only the fields named
+
+
+def test_insert_rows_stores_what_bulk_create_stores_and_sets_the_keys() -> None:
+    registry = RegistryFactory()
+
+    def events(message: str) -> list[RegistryEvent]:
+        return [
+            RegistryEvent(registry=registry, from_state="", to_state="pending", message=message),
+            RegistryEvent(registry=registry, from_state="pending", to_state="provisioning"),
+        ]
+
+    expected, compiled = RegistryEvent.objects.bulk_create(events("orm")), events("compiled")
+    assert insert_rows(compiled) is compiled
+    with CaptureQueriesContext(connection) as again:
+        insert_rows(events("again"))
+
+    columns = ["from_state", "to_state", "attempt", "duration", "registry_id"]
+    for made, orm in zip(compiled, expected, strict=True):
+        assert made.pk is not None
+        assert not made._state.adding
+        assert made._state.db == "default"
+        stored = RegistryEvent.objects.get(pk=made.pk)
+        assert [getattr(stored, name) for name in columns] == [
+            getattr(orm, name) for name in columns
+        ]
+        assert stored.created_at == made.created_at
+    assert RegistryEvent.objects.get(pk=compiled[0].pk).message == "compiled"
+    assert compiled_module._inserts[(RegistryEvent, 2, "default")] is not None  # kept
+    assert [query["sql"].split(" (")[0] for query in again] == [
+        'INSERT INTO "registries_registryevent"'
+    ]
+
+
+def test_insert_rows_leaves_rows_that_do_not_fit_to_bulk_create() -> None:
+    registry = RegistryFactory()
+    assert insert_rows([]) == []
+    kept = RegistryEvent.objects.create(registry=registry, to_state="pending")
+    # A key already set: bulk_create's own error (the row exists).
+    with pytest.raises(DatabaseError), transaction.atomic():
+        insert_rows([kept])
 
 
 def test_save_fields_refuses_a_row_that_is_gone_as_save_does() -> None:

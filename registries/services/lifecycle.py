@@ -29,7 +29,7 @@ from typing_extensions import TypeIs
 from clusters.interface import Cluster
 from controlplane import metrics
 from controlplane.celery import app as celery_app
-from controlplane.compiled import save_fields
+from controlplane.compiled import insert_rows, save_fields
 from registries import conditions
 from registries.conditions import SyncedCondition
 from registries.drivers import DriverError, RegistryUnavailable
@@ -163,7 +163,7 @@ class Transitions:
         self.fields.update(["state", "state_changed_at", "conditions", *changes])
 
     def save(self) -> None:
-        RegistryEvent.objects.bulk_create(self.events)
+        insert_rows(self.events)  # bulk_create, compiled once
         save_fields(self.registry, self.fields)  # save(update_fields=...), compiled once
         self.events, self.fields = [], set()
 
