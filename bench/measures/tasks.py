@@ -15,7 +15,9 @@ routes provisioning to and observed the same way (polling, 1 ms apart):
   exists). Samples alternate candidate and baseline; p50 and p95 per round, ratio per round.
 - **P4**: one threads worker draining 1,000 provisionings (pending registries seeded in bulk, their
   tasks enqueued while no worker runs) against 1,000 no-op tasks: first task started to last task
-  finished, from the registries' event times and the no-op tasks' own timestamps.
+  finished, from the registries' event times and the no-op tasks' own timestamps. A third drain,
+  the floor (``bench.tasks.provision_floor``: the attempt's statements alone, by hand), says how
+  close to the no-op any attempt could come.
 - **P8 (Celery)**: the resident memory of that worker (one process: threads) after each drain.
 - **P4b**: SQL statements (``CaptureQueriesContext``) of ``cluster_create`` + ``queue_create``
   (the cluster's first hosted queue), with the statements listed.
@@ -95,8 +97,11 @@ NOTES = [
     "field's default as the models have it) and their tasks enqueued with no worker running; "
     "then one threads worker drains them. Time = first attempt's first event to the last "
     "registry's last event (`RegistryEvent.created_at`); for the no-ops, first to last task "
-    "timestamp. Worker start-up is in neither. P8 (Celery) is that worker's VmRSS after each "
-    "drain (threads: one process).",
+    "timestamp. Worker start-up is in neither. A third drain each round, the floor, runs the "
+    "statements an attempt must send (`BEGIN`, the cluster and registry locks, two events, the "
+    "registry's `UPDATE`, the variable's upsert, `COMMIT`) as hand-written SQL in a bench task "
+    "on 1,000 more pending registries: no implementation of the attempt can drain faster. P8 "
+    "(Celery) is that worker's VmRSS after each drain (threads: one process).",
     "**P4b**: `CaptureQueriesContext` around `cluster_create` + `queue_create` (the cluster's "
     "first hosted queue) in the bench process; every statement psycopg sends is counted, "
     "`BEGIN`/`COMMIT` and savepoints included.",
@@ -538,6 +543,8 @@ class Drain:
 class DrainRounds:
     provisionings: list[Drain] = field(default_factory=list)
     noops: list[Drain] = field(default_factory=list)
+    #: The attempt's statements alone, by hand (``bench.tasks.provision_floor``): its floor.
+    floors: list[Drain] = field(default_factory=list)
 
     def median(self, side: str, attribute: str) -> float:
         return float(statistics.median(getattr(drain, attribute) for drain in getattr(self, side)))
@@ -560,20 +567,22 @@ def _draining(stack: Stack, count: int) -> Iterator[tuple[Any, Callable[[float],
         process.stop()
 
 
-def drain_provisionings(stack: Stack, count: int) -> Drain:
+def drain_provisionings(stack: Stack, count: int, *, floor: bool = False) -> Drain:
     """Seed ``count`` pending registries, enqueue their provisioning with no worker running, then
     start one (threads) and wait until every one is ready; the time from the first attempt's
-    first event to the last registry's last event."""
+    first event to the last registry's last event. With ``floor``, the tasks are the attempt's
+    statements alone (``bench.tasks.provision_floor``), sent to the same queue."""
     from django.db.models import Max, Min
 
+    from bench.tasks import FLOOR_TASK
     from controlplane.celery import app
     from registries.models import Registry, RegistryEvent, State
     from registries.services import PROVISION_TASK
 
     ids = seed_registries({State.PENDING: count}, prefix="bench-p4")
-    task = app.tasks[PROVISION_TASK]
+    task, queue = app.tasks[FLOOR_TASK if floor else PROVISION_TASK], provision_queue()
     for registry_id in ids:
-        task.delay(str(registry_id))
+        task.apply_async((str(registry_id),), queue=queue)
     with _draining(stack, count) as (process, summed):
         registries = Registry.objects.filter(pk__in=ids)
 
@@ -631,17 +640,19 @@ def p4(stack: Stack, rounds: int) -> DrainRounds:
     workers.purge([provision_queue()])
     result = DrainRounds()
     for number in range(rounds):
-        sides = ["provisionings", "noops"] if number % 2 == 0 else ["noops", "provisionings"]
-        for side in sides:
-            if side == "provisionings":
-                result.provisionings.append(drain_provisionings(stack, P4_TASKS))
-            else:
+        sides = ["provisionings", "noops", "floors"]
+        for side in sides[number % 3 :] + sides[: number % 3]:
+            if side == "noops":
                 result.noops.append(drain_noops(stack, P4_TASKS))
-        provisionings, noops = result.provisionings[-1], result.noops[-1]
+            else:
+                drain = drain_provisionings(stack, P4_TASKS, floor=side == "floors")
+                getattr(result, side).append(drain)
+        provisionings, noops, floor = result.provisionings[-1], result.noops[-1], result.floors[-1]
         progress(
             f"P4 round {number + 1}: {P4_TASKS} provisionings {provisionings.seconds:.2f}s "
             f"({provisionings.cpu_ms_per_task:.1f} ms CPU each), {P4_TASKS} no-ops "
-            f"{noops.seconds:.2f}s ({noops.cpu_ms_per_task:.1f} ms CPU each); worker "
+            f"{noops.seconds:.2f}s ({noops.cpu_ms_per_task:.1f} ms CPU each), {P4_TASKS} floors "
+            f"{floor.seconds:.2f}s ({floor.cpu_ms_per_task:.1f} ms CPU each); worker "
             f"{provisionings.rss_mb:.0f} MB"
         )
     return result
@@ -650,14 +661,20 @@ def p4(stack: Stack, rounds: int) -> DrainRounds:
 def _p4_run(stack: Stack, rounds: int) -> Result:
     data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
     ratios = [a.seconds / b.seconds for a, b in zip(data.provisionings, data.noops, strict=True)]
+    floors = [a.seconds / b.seconds for a, b in zip(data.floors, data.noops, strict=True)]
     provisioning, noops = data.median("provisionings", "seconds"), data.median("noops", "seconds")
+    floor = data.median("floors", "seconds")
     return Result(
         ratios=ratios,
         detail=f"{P4_TASKS:,} provisionings in {provisioning:.2f} s "
         f"({P4_TASKS / provisioning:.0f}/s, {data.median('provisionings', 'cpu_ms_per_task'):.1f} "
         f"ms of worker CPU each), {P4_TASKS:,} no-ops in {noops:.2f} s ({P4_TASKS / noops:.0f}/s, "
         f"{data.median('noops', 'cpu_ms_per_task'):.1f} ms CPU each); one threads worker, "
-        f"concurrency {workers.CONCURRENCY}",
+        f"concurrency {workers.CONCURRENCY}; the floor (the attempt's statements alone, by hand: "
+        f"`bench.tasks.provision_floor`) {floor:.2f} s "
+        f"({data.median('floors', 'cpu_ms_per_task'):.1f} ms CPU each), "
+        f"{statistics.median(floors):.2f}× the no-ops "
+        f"({', '.join(f'{ratio:.2f}' for ratio in floors)})",
         extra={side: [drain.__dict__ for drain in getattr(data, side)] for side in data.__dict__},
     )
 

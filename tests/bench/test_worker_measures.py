@@ -130,6 +130,24 @@ def test_seeded_registries_leave_the_reconciler_nothing_to_repair() -> None:
     assert registries_reconcile().repairs == 0
 
 
+@pytest.mark.postgresql
+@pytest.mark.django_db
+def test_the_floor_task_leaves_a_registry_as_an_attempt_does() -> None:
+    (registry_id,) = measures.seed_registries({State.PENDING: 1}, prefix="floor")
+
+    bench_tasks.provision_floor.run(str(registry_id))
+
+    registry = Registry.objects.get(pk=registry_id)
+    assert registry.state == State.READY
+    assert registry.attempts == 1
+    assert registry.url == f"{settings.REGISTRY_PUBLIC_HOST}/{registry.namespace}"
+    assert AgentEnvironmentVariable.objects.get(cluster=registry.cluster).value == registry.url
+    assert list(registry.events.values_list("from_state", "to_state", "attempt")) == [
+        (State.PENDING, State.PROVISIONING, 1),
+        (State.PROVISIONING, State.READY, 1),
+    ]
+
+
 # --- integration: real workers and beat -----------------------------------------------------------
 
 
