@@ -761,6 +761,12 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
     canaried = 0
     waiting: list[int] = []
     loaded: list[float] = []
+    # What the canaries cost the machine: the CPU of their worker and of the registry while beat
+    # runs (seconds of CPU, seconds of wall time), the provisioning worker's contention.
+    canary_cpu = canary_wall = 0.0
+    canary_pids = [process.pid for process in started[1:]]
+    if stack.registry is not None:
+        canary_pids.append(stack.registry.pid)
     try:
         for _ in range(WARMUP_SAMPLES):
             first_queue_sample(api)
@@ -769,6 +775,8 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
             baseline = [noop_sample(queue) for _ in range(P9_SAMPLES)]
             beat = workers.beat(stack, environment=environment)
             since = timezone.now()
+            cpu_before = sum(map(workers.cpu_seconds, canary_pids))
+            wall_before = time.monotonic()
             candidate: list[float] = []
             created: list[float] = []
             try:
@@ -790,6 +798,8 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
                     time.sleep(P9_CANARY_INTERVAL / P9_SAMPLES)
             finally:
                 beat.stop()
+            canary_cpu += sum(map(workers.cpu_seconds, canary_pids)) - cpu_before
+            canary_wall += time.monotonic() - wall_before
             if hasattr(Registry, "canary_at"):
                 canaried += Registry.objects.filter(canary_at__gte=since).count()
             workers.purge([queue, *others])
@@ -802,11 +812,14 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
     finally:
         for process in started:
             process.stop()
+    share = canary_cpu / canary_wall if canary_wall else 0.0
     consumers = f"a worker for {queue!r}" + (f", one for {', '.join(others)}" if others else "")
     result.notes[:0] = [
         f"{P9_REGISTRIES:,} ready registries, canaries every {P9_CANARY_INTERVAL:g}s "
         f"({canaried:,} registries canaried), {consumers}",
         f"no-op under the same load p50 {percentile(loaded, 0.5) * 1000:.1f} ms",
+        f"the canaries' worker and the registry used {share:.0%} of one core while beat ran "
+        f"({share * P9_CANARY_INTERVAL * 1000:.0f} ms of CPU a {P9_CANARY_INTERVAL:g} s round)",
         f"at most {max(waiting)} messages waiting on {queue!r}",
     ]
     return result
