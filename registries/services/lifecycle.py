@@ -374,12 +374,18 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
             Registry.objects.bulk_create([candidate], ignore_conflicts=True)
             found = Registry.objects.filter(cluster=cluster).values_list("pk", flat=True).first()
             if found == candidate.pk:
-                RegistryEvent.objects.create(
-                    registry=candidate,
-                    from_state="",
-                    to_state=State.PENDING,
-                    message="created",
-                    created_at=candidate.created_at,
+                # Compiled once (``insert_rows``): this runs after the row's ``created_at`` and
+                # before the commit that enqueues its provisioning, so P3 counts it.
+                insert_rows(
+                    [
+                        RegistryEvent(
+                            registry=candidate,
+                            from_state="",
+                            to_state=State.PENDING,
+                            message="created",
+                            created_at=candidate.created_at,
+                        )
+                    ]
                 )
                 break
         if found is not None:  # it had one, or a concurrent transaction created it first
