@@ -763,10 +763,11 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
     loaded: list[float] = []
     # What the canaries cost the machine: the CPU of their worker and of the registry while beat
     # runs (seconds of CPU, seconds of wall time), the provisioning worker's contention.
-    canary_cpu = canary_wall = 0.0
-    canary_pids = [process.pid for process in started[1:]]
+    canary_wall = 0.0
+    canary_pids = {"worker": [process.pid for process in started[1:]], "registry": []}
     if stack.registry is not None:
-        canary_pids.append(stack.registry.pid)
+        canary_pids["registry"].append(stack.registry.pid)
+    canary_cpu = dict.fromkeys(canary_pids, 0.0)
     try:
         for _ in range(WARMUP_SAMPLES):
             first_queue_sample(api)
@@ -775,7 +776,7 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
             baseline = [noop_sample(queue) for _ in range(P9_SAMPLES)]
             beat = workers.beat(stack, environment=environment)
             since = timezone.now()
-            cpu_before = sum(map(workers.cpu_seconds, canary_pids))
+            cpu_before = {k: sum(map(workers.cpu_seconds, p)) for k, p in canary_pids.items()}
             wall_before = time.monotonic()
             candidate: list[float] = []
             created: list[float] = []
@@ -798,7 +799,8 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
                     time.sleep(P9_CANARY_INTERVAL / P9_SAMPLES)
             finally:
                 beat.stop()
-            canary_cpu += sum(map(workers.cpu_seconds, canary_pids)) - cpu_before
+            for kind, pids in canary_pids.items():
+                canary_cpu[kind] += sum(map(workers.cpu_seconds, pids)) - cpu_before[kind]
             canary_wall += time.monotonic() - wall_before
             if hasattr(Registry, "canary_at"):
                 canaried += Registry.objects.filter(canary_at__gte=since).count()
@@ -812,14 +814,16 @@ def p9(stack: Stack, rounds: int) -> LatencyRounds:
     finally:
         for process in started:
             process.stop()
-    share = canary_cpu / canary_wall if canary_wall else 0.0
+    share = {kind: cpu / canary_wall if canary_wall else 0.0 for kind, cpu in canary_cpu.items()}
+    per_round = {kind: value * P9_CANARY_INTERVAL * 1000 for kind, value in share.items()}
     consumers = f"a worker for {queue!r}" + (f", one for {', '.join(others)}" if others else "")
     result.notes[:0] = [
         f"{P9_REGISTRIES:,} ready registries, canaries every {P9_CANARY_INTERVAL:g}s "
         f"({canaried:,} registries canaried), {consumers}",
         f"no-op under the same load p50 {percentile(loaded, 0.5) * 1000:.1f} ms",
-        f"the canaries' worker and the registry used {share:.0%} of one core while beat ran "
-        f"({share * P9_CANARY_INTERVAL * 1000:.0f} ms of CPU a {P9_CANARY_INTERVAL:g} s round)",
+        f"the canaries' worker and the registry used {sum(share.values()):.0%} of one core "
+        f"while beat ran ({per_round['worker']:.0f} + {per_round['registry']:.0f} ms of CPU a "
+        f"{P9_CANARY_INTERVAL:g} s round)",
         f"at most {max(waiting)} messages waiting on {queue!r}",
     ]
     return result
