@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from django.conf import settings
-from jwt.algorithms import ECAlgorithm
 from jwt.utils import base64url_encode
 
 from registries.keys import key_store, utc_now
@@ -225,8 +227,22 @@ class IssuedToken:
             "token": self.token,
             "access_token": self.token,
             "expires_in": self.expires_in,
-            "issued_at": self.issued_at.isoformat().replace("+00:00", "Z"),
+            "issued_at": self._issued_at_text(),
         }
+
+    def as_json(self) -> bytes:
+        """``as_response()`` as the REST framework's ``JSONRenderer`` writes it (compact), without
+        an encoder: the token holds base64url segments and dots only, ``issued_at`` digits and
+        ``-:.TZ``, so nothing in either needs JSON escaping. Encoding it is a scan of every
+        character of the token, twice (``tests/registries/test_token_render.py``)."""
+        token = self.token
+        return (
+            f'{{"token":"{token}","access_token":"{token}","expires_in":{self.expires_in:d},'
+            f'"issued_at":"{self._issued_at_text()}"}}'
+        ).encode()
+
+    def _issued_at_text(self) -> str:
+        return self.issued_at.isoformat().replace("+00:00", "Z")
 
 
 def lifetime_for(access: list[dict[str, Any]]) -> int:
@@ -254,7 +270,12 @@ def _expiry(principal: Principal, now: int, lifetime: int) -> int:
     return max(exp, now)
 
 
-_ES256 = ECAlgorithm(ECAlgorithm.SHA256)
+#: ES256: ECDSA on P-256 (the curve ``registries.keys`` makes its keys on) over SHA-256.
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_P256_BYTES = 32
+#: ``json.dumps(claims, separators=(",", ":"))``, with the encoder built once rather than for
+#: every token.
+_claims_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @functools.lru_cache(maxsize=4)
@@ -267,11 +288,14 @@ def _header_segment(kid: str, x5c: tuple[str, ...]) -> bytes:
 
 def _sign(claims: dict[str, Any]) -> str:
     """A compact JWS of ``claims`` signed with the current key (ES256): what ``jwt.encode``
-    makes, without encoding the same header again for every token."""
+    makes, without encoding the same header again for every token, and with the signature
+    converted from DER to JWS's ``r || s`` as PyJWT's ``ECAlgorithm.sign`` does, minus its
+    per-call curve and hash objects."""
     key = key_store().load().current
-    payload = base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    payload = base64url_encode(_claims_json(claims).encode())
     signing_input = _header_segment(key.kid, tuple(key.x5c)) + b"." + payload
-    signature = _ES256.sign(signing_input, key.private_key)
+    r, s = decode_dss_signature(key.private_key.sign(signing_input, _ECDSA_SHA256))
+    signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
     return (signing_input + b"." + base64url_encode(signature)).decode()
 
 

@@ -16,11 +16,14 @@ that docker, skopeo and buildah print the reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from prometheus_client import Counter, Histogram
@@ -44,13 +47,18 @@ from registries.selectors import (
     registry_credential_for_secret,
 )
 from registries.tokens import (
+    CACHE_ENTRIES,
     InvalidRefreshToken,
+    IssuedToken,
     Principal,
     parse_scopes,
     refresh_token_issue,
     refresh_token_subject,
     token_issue,
 )
+
+if TYPE_CHECKING:
+    from django.http.request import _ImmutableQueryDict
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +92,58 @@ def _render(answer: dict[str, Any]) -> bytes:
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
 
 
+#: Query strings up to this long are parsed once per process (``_query``): a client asks for the
+#: same scopes again and again (its image's repository), so the same query string comes back.
+CACHED_QUERY_LENGTH = 1024
+
+
+@functools.lru_cache(maxsize=CACHE_ENTRIES)
+def _query(raw: str, encoding: str, max_fields: int | None) -> _ImmutableQueryDict:
+    """What ``WSGIRequest.GET`` makes of ``QUERY_STRING`` (``raw``, as the server passed it):
+    the same immutable ``QueryDict``, shared by the requests that send the same string (nothing
+    on the token endpoint's paths changes one). The settings it depends on are in the key.
+    ``TooManyFieldsSent`` is raised, not remembered."""
+    return QueryDict(raw.encode("iso-8859-1"), encoding=encoding)
+
+
+def _share_query(request: HttpRequest) -> None:
+    """Give a ``WSGIRequest`` that has not parsed its query string yet the ``QueryDict`` of an
+    earlier request with the same one (``_query``); a request that has, or whose query string is
+    long or has too many fields, parses its own (``request.GET``, as ``plain_request`` reads it).
+    """
+    raw = request.META.get("QUERY_STRING", "")
+    if "GET" in request.__dict__ or not isinstance(raw, str) or len(raw) > CACHED_QUERY_LENGTH:
+        return
+    try:
+        request.GET = _query(
+            raw,
+            request.encoding or settings.DEFAULT_CHARSET,
+            settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
+        )
+    except TooManyFieldsSent:
+        return
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the endpoint answers: the token, and a refresh token when offline access was asked."""
+
+    issued: IssuedToken
+    refresh_token: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        body = self.issued.as_response()
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+    def json(self) -> bytes:
+        """``JSONRenderer().render(self.data())``."""
+        if self.refresh_token is None:
+            return self.issued.as_json()
+        return _render(self.data())
+
+
 class TokenServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
@@ -111,17 +171,19 @@ class RegistryTokenView(FastPathAPIView):
     def fast(self, request: HttpRequest) -> HttpResponse | None:
         """A ``GET`` for the JSON answer (what every client sends) without the REST framework;
         content negotiation and the other methods go through it."""
+        if request.method == "GET":
+            _share_query(request)
         plain = plain_request(request, "GET")
         if plain is None:
             return None
         params, _ = plain
-        body = _render(self._get(request, params))
+        body = self._get(request, params).json()
         return no_store(HttpResponse(body, content_type=_JSON.media_type))
 
     def get(self, request: Request) -> Response:
-        return no_store(Response(self._get(request, request.query_params)))
+        return no_store(Response(self._get(request, request.query_params).data()))
 
-    def _get(self, request: Request | HttpRequest, params: QueryDict) -> dict[str, Any]:
+    def _get(self, request: Request | HttpRequest, params: QueryDict) -> _Answer:
         self._check_service(params.get("service"))
         password = basic_password(request, not_basic=NOT_BASIC, malformed=MALFORMED_BASIC)
         principal = Principal.anonymous() if password is None else self._authenticate(password)
@@ -142,7 +204,8 @@ class RegistryTokenView(FastPathAPIView):
                 "or GET this endpoint with HTTP Basic credentials."
             )
         offline = form.get("access_type") == "offline" or grant_type == "refresh_token"
-        return no_store(Response(self._issue(principal, form.getlist("scope"), offline=offline)))
+        answer = self._issue(principal, form.getlist("scope"), offline=offline)
+        return no_store(Response(answer.data()))
 
     def _check_service(self, service: str | None) -> None:
         if not service:
@@ -179,10 +242,8 @@ class RegistryTokenView(FastPathAPIView):
             raise exceptions.AuthenticationFailed(BAD_JOB_CREDENTIAL if job else BAD_CREDENTIALS)
         return self._principal(credential)
 
-    def _issue(
-        self, principal: Principal, scope_values: list[str], *, offline: bool
-    ) -> dict[str, Any]:
-        """The answer's body: a token for ``principal`` granting what it may of the scopes."""
+    def _issue(self, principal: Principal, scope_values: list[str], *, offline: bool) -> _Answer:
+        """The answer: a token for ``principal`` granting what it may of the scopes."""
         scopes = parse_scopes(scope_values)
         if len(scopes) > MAX_SCOPES:
             raise exceptions.ParseError(
@@ -190,9 +251,11 @@ class RegistryTokenView(FastPathAPIView):
             )
         try:
             issued = token_issue(principal, scopes)
-            body: dict[str, Any] = issued.as_response()
-            if offline and principal.agent_token_id is not None:
-                body["refresh_token"] = refresh_token_issue(principal)
+            refresh_token = (
+                refresh_token_issue(principal)
+                if offline and principal.agent_token_id is not None
+                else None
+            )
         except SigningKeyMissing as exc:
             # The log has the folder; the caller only needs to know who must act.
             logger.error("registry.token.no_signing_key", extra={"error": str(exc)})
@@ -206,7 +269,7 @@ class RegistryTokenView(FastPathAPIView):
                 "granted": granted.granted,
             },
         )
-        return body
+        return _Answer(issued, refresh_token)
 
     def get_authenticate_header(self, request: Request) -> str:
         return 'Basic realm="registry token"'
