@@ -7,7 +7,8 @@ rate limits, in that order, in one place that views cannot bypass.
 - A token without the scope the method needs: 403.
 - Over the organization's or the token's rate limit: 429.
 
-Views reach clusters only through ``get_cluster``, which filters by the token's organization.
+Views reach clusters only through ``get_cluster`` and ``paginated_clusters``, which filter by
+the token's organization.
 
 The base fails closed. A view names the scope of every method it answers (there is no default
 scope to inherit by forgetting), and it cannot override the hooks that do the above
@@ -19,6 +20,7 @@ both are refused when the class is created, and again by ``manage.py check``
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 from django.conf import settings
@@ -35,12 +37,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clusters.api.authentication import BEARER_TOKEN_REQUIRED, ApiTokenAuthentication
-from clusters.models import ApiScope, ApiToken, Cluster, Organization
+from clusters.models import ApiScope, ApiToken, Cluster, Organization, Queue
 from clusters.selectors import api_token_authenticate
 from controlplane.api.authentication import authorization_secret
 from controlplane.api.fast_path import FastPathAPIView, plain_request
+from controlplane.api.pages import CompiledPage
 from controlplane.api.pagination import LinkHeaderPagination
 from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
+from controlplane.compiled import CompiledSelect
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 M = TypeVar("M", bound=Model)
@@ -70,7 +74,38 @@ SCOPING_HOOKS = {
     "permission_denied": _CHECKS,
     "clusters": _LOOKUPS,
     "get_cluster": _LOOKUPS,
+    "paginated_clusters": _LOOKUPS,
 }
+
+
+#: ``OrganizationAPIView.get_cluster``'s query: the cluster by organization and primary key
+#: (unordered: there is one).
+_organization_cluster = CompiledSelect(
+    Cluster,
+    lambda organization_id, pk: Cluster.objects.filter(
+        organization_id=organization_id, pk=pk
+    ).order_by(),
+    "organization",
+    "id",
+)
+
+
+#: A view's choice of what a list shows: the order, and the relations its responses show.
+Shown = Callable[[QuerySet[M]], QuerySet[M]]
+_compiled_pages: dict[tuple[type[Model], str, Callable[..., Any]], CompiledPage[Any]] = {}
+
+
+def _compiled_page(model: type[M], scope: str, shown: Shown[M]) -> CompiledPage[M]:
+    """The ``CompiledPage`` of ``shown(model.objects.filter(<scope>=value))``: one for each
+    list, made at its first request."""
+    key = (model, scope, shown)
+    page = _compiled_pages.get(key)
+    if page is None:
+        manager = model._default_manager
+        page = _compiled_pages[key] = CompiledPage(
+            model, lambda value: shown(manager.filter(**{scope: value})), scope
+        )
+    return page
 
 
 class ApiTokenRequired(IsAuthenticated):
@@ -196,13 +231,42 @@ class OrganizationAPIView(ApiTokenAPIView):
         return Cluster.objects.filter(organization=self.organization)
 
     def get_cluster(self, cluster_id: str) -> Cluster:
-        return get_or_404(self.clusters(), cluster_id, "No cluster found")
+        """The organization's cluster ``cluster_id`` (404 otherwise): ``clusters()``' filter and
+        the primary key, compiled once (``CompiledSelect``), since every view under a cluster
+        starts here and compiling the query each time cost more than running it."""
+        key = uuid_or_404(cluster_id, "No cluster found")
+        for cluster in _organization_cluster(self.organization.pk, key):
+            return cluster
+        raise exceptions.NotFound("No cluster found")
 
     # --- pagination ---------------------------------------------------------------------------
 
     def paginated(self, queryset: QuerySet[Any], serializer_class: type) -> Response:
         paginator = LinkHeaderPagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
+        data = serializer_class(page, many=True, context=self.serializer_context()).data
+        return paginator.get_paginated_response(data)
+
+    def paginated_clusters(self, shown: Shown[Cluster], serializer_class: type) -> Response:
+        """``paginated(shown(self.clusters()), serializer_class)``, its query compiled once
+        (``controlplane.api.pages``): ``shown`` orders the clusters and joins what a response
+        shows of them."""
+        page = _compiled_page(Cluster, "organization", shown)
+        return self._paginated_compiled(page, self.organization.pk, serializer_class)
+
+    def paginated_queues(
+        self, cluster: Cluster, shown: Shown[Queue], serializer_class: type
+    ) -> Response:
+        """``paginated(shown(cluster.queues.all()), serializer_class)`` for a ``cluster`` from
+        ``get_cluster``, its query compiled once (see ``paginated_clusters``)."""
+        page = _compiled_page(Queue, "cluster", shown)
+        return self._paginated_compiled(page, cluster.pk, serializer_class)
+
+    def _paginated_compiled(
+        self, compiled: CompiledPage[Any], scope: Any, serializer_class: type
+    ) -> Response:
+        paginator = LinkHeaderPagination()
+        page = paginator.paginate_compiled(compiled, (scope,), self.request)
         data = serializer_class(page, many=True, context=self.serializer_context()).data
         return paginator.get_paginated_response(data)
 
@@ -270,13 +334,17 @@ def configuration_errors(view_class: type[OrganizationAPIView]) -> list[str]:
     return errors
 
 
-def get_or_404(queryset: QuerySet[M], pk: str, message: str) -> M:
-    """The row of ``queryset`` with primary key ``pk`` (a UUID), or 404 with ``message``."""
+def uuid_or_404(pk: str, message: str) -> uuid.UUID:
+    """``pk`` as a UUID, or 404 with ``message`` (no row has a primary key that is not one)."""
     try:
-        key = uuid.UUID(str(pk))
+        return uuid.UUID(str(pk))
     except ValueError:
         raise exceptions.NotFound(message) from None
-    found = queryset.filter(pk=key).first()
+
+
+def get_or_404(queryset: QuerySet[M], pk: str, message: str) -> M:
+    """The row of ``queryset`` with primary key ``pk`` (a UUID), or 404 with ``message``."""
+    found = queryset.filter(pk=uuid_or_404(pk, message)).first()
     if found is None:
         raise exceptions.NotFound(message)
     return found

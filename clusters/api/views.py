@@ -80,8 +80,13 @@ class OrganizationView(OrganizationAPIView):
 CLUSTER_TAGS = ["Clusters"]
 
 
+def _shown_clusters(clusters: QuerySet[Cluster]) -> QuerySet[Cluster]:
+    """What a response shows of clusters, in the order of a list."""
+    return clusters.select_related("created_by").order_by("name", "pk")
+
+
 def _clusters_queryset(view: OrganizationAPIView) -> QuerySet[Cluster]:
-    return view.clusters().select_related("created_by").order_by("name", "pk")
+    return _shown_clusters(view.clusters())
 
 
 class ClusterListView(ClustersAPIView):
@@ -92,7 +97,7 @@ class ClusterListView(ClustersAPIView):
         responses={200: ClusterSerializer(many=True)},
     )
     def get(self, request: Request, org_slug: str) -> Response:
-        return self.paginated(_clusters_queryset(self), ClusterSerializer)
+        return self.paginated_clusters(_shown_clusters, ClusterSerializer)
 
     @operation(
         "clusters_create",
@@ -155,10 +160,15 @@ class ClusterDetailView(ClustersAPIView):
 QUEUE_TAGS = ["Queues"]
 
 
+def _shown_queues(queues: QuerySet[Queue]) -> QuerySet[Queue]:
+    """Queues with what a response shows of them, so that reading one or a page takes a fixed
+    number of queries, in the order of a list."""
+    return queues.select_related("created_by", "dispatch_paused_by").order_by("key", "pk")
+
+
 def _queues(cluster: Cluster) -> QuerySet[Queue]:
-    """The cluster's queues, with what a response shows of them, so that reading one or a page
-    takes a fixed number of queries."""
-    return cluster.queues.select_related("created_by", "dispatch_paused_by").order_by("key", "pk")
+    """The cluster's queues (see ``_shown_queues``)."""
+    return _shown_queues(cluster.queues.all())
 
 
 class QueueAPIView(ClustersAPIView):
@@ -173,7 +183,8 @@ class QueueListView(QueueAPIView):
         "queues_list", paginated=True, tags=QUEUE_TAGS, responses={200: QueueSerializer(many=True)}
     )
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        return self.paginated(_queues(self.get_cluster(cluster_id)), QueueSerializer)
+        cluster = self.get_cluster(cluster_id)
+        return self.paginated_queues(cluster, _shown_queues, QueueSerializer)
 
     @operation(
         "queues_create",

@@ -26,6 +26,9 @@ def timestamp(value: dt.datetime | None) -> str | None:
 
 @extend_schema_field(OpenApiTypes.DATETIME)
 class TimestampField(serializers.Field):  # type: ignore[type-arg]
+    #: Its rendering depends on the value alone (``controlplane.api.serializers.SHARED_FIELDS``).
+    renders_value_only = True
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(read_only=True, **kwargs)
 

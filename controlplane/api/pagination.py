@@ -4,7 +4,8 @@
 
 A page and the total it needs for ``last`` are one query: the page's rows carry the count of
 the whole list (``COUNT(*) OVER ()``). Only a page past the end, which has no row to carry it,
-counts apart."""
+counts apart. ``paginate_compiled`` does the same with a ``CompiledPage`` (the query compiled
+once, its rows read as ``RowView``s: ``controlplane.api.pages``)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-#: The annotation that carries the list's length on each row of a page.
-TOTAL = "pagination_total"
+from controlplane.api.pages import TOTAL, CompiledPage
+
 #: Pages starting beyond this offset are empty without asking the database (which refuses
 #: offsets past a 64-bit integer).
 MAX_OFFSET = 2**62
@@ -48,13 +49,7 @@ class LinkHeaderPagination(BasePagination):
     def paginate_queryset(
         self, queryset: Any, request: Request | HttpRequest, view: Any = None
     ) -> list[Any]:
-        self.request = request
-        self.per_page = min(
-            _positive_int(request, self.page_size_query_param, settings.API_PAGE_SIZE),
-            settings.API_MAX_PAGE_SIZE,
-        )
-        self.page = _positive_int(request, self.page_query_param, 1)
-        start = (self.page - 1) * self.per_page
+        start = self._read_page(request)
         page: list[Any] = []
         if start <= MAX_OFFSET:  # beyond, past any end (and too large for the database)
             counted = queryset.annotate(**{TOTAL: Window(Count("*"))})
@@ -62,6 +57,29 @@ class LinkHeaderPagination(BasePagination):
         # An empty first page is an empty list; an empty later page, past its end, counts it.
         self.count: int = getattr(page[0], TOTAL) if page else queryset.count() if start else 0
         return page
+
+    def paginate_compiled(
+        self, compiled: CompiledPage[Any], values: Sequence[Any], request: Request | HttpRequest
+    ) -> list[Any]:
+        """``paginate_queryset`` for the list ``compiled(*values)`` (``CompiledPage``): the
+        same page and count, by the SQL compiled once."""
+        start = self._read_page(request)
+        page: list[Any] = []
+        total: int | None = None
+        if start <= MAX_OFFSET:
+            page, total = compiled(*values, offset=start, limit=self.per_page)
+        self.count = total if total is not None else compiled.count(*values) if start else 0
+        return page
+
+    def _read_page(self, request: Request | HttpRequest) -> int:
+        """Read ``?per_page=`` and ``?page=``; the offset of the page's first row."""
+        self.request = request
+        self.per_page = min(
+            _positive_int(request, self.page_size_query_param, settings.API_PAGE_SIZE),
+            settings.API_MAX_PAGE_SIZE,
+        )
+        self.page = _positive_int(request, self.page_query_param, 1)
+        return (self.page - 1) * self.per_page
 
     @property
     def last_page(self) -> int:
