@@ -17,7 +17,8 @@ from rest_framework import serializers
 def timestamp(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    utc = value.astimezone(dt.UTC)
+    # What the database gives is in UTC already (USE_TZ): no conversion to make.
+    utc = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
     if utc.year < 1000:  # strftime writes such a year unpadded; keep its text
         return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
     # strftime's text, by the faster isoformat (which ends "+00:00" for UTC)

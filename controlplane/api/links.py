@@ -8,7 +8,11 @@ each item formats (one ``str.format``). Only UUIDs and integers are formatted so
 the same quoted or not, and every path converter this service uses takes it. A route whose
 converters refuse the placeholders is reversed per call, as before.
 
-``links_for(request)`` is the request's one ``Links``.
+``links_for(request)`` is the request's one ``Links``. Templates are also kept for the process
+(``_templates``, at most ``MAX_TEMPLATES``), by everything the URL depends on besides the
+formatted arguments: the scheme and host, the script prefix, the URLconf's resolver, the route
+and its fixed arguments; reversing them again for every response was most of a short list's
+time apart from the request itself.
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_resolver, get_script_prefix, get_urlconf, reverse
 
 #: Arguments formatted into a template rather than reversed.
 FORMATTED = (uuid.UUID, int)
+#: How many templates the process keeps (it forgets them all past this: hosts and
+#: organizations are few, and a forgotten template is only reversed again).
+MAX_TEMPLATES = 4096
+
+_templates: dict[tuple[Any, ...], str] = {}
 
 Formatter = Callable[..., str]
 
@@ -56,6 +65,30 @@ class Links:
     def _formatter(self, name: str, formatted: tuple[str, ...], fixed: dict[str, Any]) -> Formatter:
         """The template's ``format``: the URL with ``{argument}`` for each formatted argument
         (braces elsewhere doubled); or, for a route that cannot be templated, ``reverse``."""
+        key = (
+            self._request.scheme,
+            self._request.get_host(),
+            get_script_prefix(),
+            get_resolver(get_urlconf()),
+            name,
+            formatted,
+            *fixed.items(),
+        )
+        template = _templates.get(key)
+        if template is not None:
+            return template.format
+        found = self._template(name, formatted, fixed)
+        if isinstance(found, str):
+            if len(_templates) >= MAX_TEMPLATES:
+                _templates.clear()
+            _templates[key] = found
+            return found.format
+        return found
+
+    def _template(
+        self, name: str, formatted: tuple[str, ...], fixed: dict[str, Any]
+    ) -> str | Formatter:
+        """The route's template, or, for a route that cannot be templated, ``reverse``."""
 
         def reversed_each_time(**arguments: Any) -> str:
             return self._absolute(name, {**fixed, **arguments})
@@ -70,7 +103,7 @@ class Links:
             if template.count(hole) != 1:  # the placeholder's text is elsewhere in the URL too
                 return reversed_each_time
             template = template.replace(hole, "{" + argument + "}")
-        return template.format
+        return template
 
 
 def links_for(request: HttpRequest) -> Links:

@@ -62,6 +62,8 @@ class RowView:
     module): ``RowView.of(model)`` is the class of the model's rows."""
 
     _classes: dict[type[Model], type[RowView]] = {}
+    #: The attribute names of the model's columns: what every row holds as plain values.
+    columns: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, model: type[Model]) -> type[RowView]:
@@ -71,6 +73,7 @@ class RowView:
         if found is None:
             pk_attname = model._meta.pk.attname
             namespace: dict[str, Any] = {
+                "columns": frozenset(field.attname for field in model._meta.concrete_fields),
                 "pk": property(lambda row: row.__dict__[pk_attname]),
                 "__repr__": lambda row: f"<{model.__name__} row {row.pk}>",
             }

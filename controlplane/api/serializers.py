@@ -25,6 +25,8 @@ from rest_framework import serializers
 from rest_framework.fields import Field, SkipField, empty
 from rest_framework.relations import PKOnlyObject, RelatedField
 
+from controlplane.api.pages import RowView
+
 Getter = Callable[[Any], Any]
 
 
@@ -53,6 +55,13 @@ CONVERTERS: dict[type, Callable[[Field], Getter]] = {  # type: ignore[type-arg]
 }
 
 
+def converter(field: Field) -> Getter:  # type: ignore[type-arg]
+    """How ``field`` renders a value that is not None: its ``to_representation``, or the
+    builtin that amounts to (``CONVERTERS``)."""
+    found = CONVERTERS.get(type(field))
+    return found(field) if found else field.to_representation
+
+
 def getter(field: Field) -> Getter:  # type: ignore[type-arg]
     """How a ``ReadSerializer`` reads ``field`` from an instance."""
     if isinstance(field, serializers.SerializerMethodField):
@@ -61,8 +70,7 @@ def getter(field: Field) -> Getter:  # type: ignore[type-arg]
     if len(field.source_attrs) != 1 or isinstance(field, RelatedField):
         return lambda instance: drf_value(field, instance)
     name = field.source_attrs[0]
-    converter = CONVERTERS.get(type(field))
-    to_representation = converter(field) if converter else field.to_representation
+    to_representation = converter(field)
 
     def get(instance: Any) -> Any:
         try:
@@ -121,10 +129,17 @@ def _binder(field: Field) -> Binder | None:  # type: ignore[type-arg]
     return None
 
 
+#: What a row plan does for one field: its name, and either the row's column and the field's
+#: converter, or (column None) the serializer's getter.
+PlanStep = tuple[str, str | None, Getter]
+
+
 class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A serializer of responses (see the module's docstring); input fields work as usual."""
 
     _class_binders: ClassVar[list[tuple[str, Binder]] | None]
+    #: The shared plain fields (``SHARED_FIELDS``): the attribute each reads, its converter.
+    _class_columns: ClassVar[dict[str, tuple[str, Getter]]]
 
     @classmethod
     def _binders(cls) -> list[tuple[str, Binder]] | None:
@@ -142,6 +157,13 @@ class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
                 (cast(str, field.field_name), _binder(field))
                 for field in prototype._readable_fields
             ]
+            cls._class_columns = {
+                cast(str, field.field_name): (field.source_attrs[0], converter(field))
+                for field in prototype._readable_fields
+                if _shared(field)
+                and len(field.source_attrs) == 1
+                and not isinstance(field, RelatedField)
+            }
             cls._class_binders = (
                 None
                 if any(binder is None for _, binder in binders)
@@ -157,10 +179,47 @@ class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
             return [(name, bind(self)) for name, bind in binders]
         return [(cast(str, field.field_name), getter(field)) for field in self._readable_fields]
 
+    @cached_property
+    def _row_plans(self) -> dict[type[RowView], list[PlanStep]]:
+        return {}
+
+    def _row_plan(self, row_class: type[RowView]) -> list[PlanStep] | None:
+        """How this serializer renders a ``RowView`` of ``row_class`` (a page's row,
+        ``controlplane.api.pages``): a plain field whose attribute is one of the row's columns
+        is read from the row's values and converted, without its getter (a column is a value:
+        never missing, never callable); anything else through its getter. None for a class
+        whose fields need their own copies (no class plan)."""
+        plan = self._row_plans.get(row_class)
+        if plan is None:
+            if self._binders() is None:
+                return None
+            columns, plan = self._class_columns, []
+            for name, get in self._getters:
+                column = columns.get(name)
+                if column is not None and column[0] in row_class.columns:
+                    plan.append((name, column[0], column[1]))
+                else:
+                    plan.append((name, None, get))
+            self._row_plans[row_class] = plan
+        return plan
+
     def to_representation(self, instance: Any) -> dict[str, Any]:
         if isinstance(instance, Mapping):  # DRF reads keys, not attributes
             return dict(super().to_representation(instance))
         data = {}
+        plan = self._row_plan(type(instance)) if isinstance(instance, RowView) else None
+        if plan is not None:
+            values = instance.__dict__
+            for name, column, get in plan:
+                if column is not None:
+                    value = values[column]
+                    data[name] = None if value is None else get(value)
+                    continue
+                try:
+                    data[name] = get(instance)
+                except SkipField:
+                    continue
+            return data
         for name, get in self._getters:
             try:
                 data[name] = get(instance)

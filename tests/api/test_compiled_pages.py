@@ -155,3 +155,18 @@ def test_a_read_serializer_binds_from_one_copy_of_its_fields_made_for_its_class(
     assert dict(second._getters)["url"].__self__ is second  # type: ignore[attr-defined]
     # A field that needs its own copy (a nested list) keeps DRF's copy for each serializer.
     assert Toy._binders() is None
+
+
+def test_a_row_is_rendered_from_its_values_where_a_field_reads_a_column() -> None:
+    plan = ClusterSerializer()._row_plan(RowView.of(Cluster))
+
+    assert plan is not None
+    columns = {name: column for name, column, _ in plan}
+    assert columns["id"] == "id"
+    assert columns["default_queue_id"] == "default_queue_id"
+    assert columns["created_at"] == "created_at"
+    # Method fields and nested serializers go through their getters.
+    assert columns["url"] is None
+    assert columns["created_by"] is None
+    # A serializer whose fields need their own copies has no plan.
+    assert Toy()._row_plan(RowView.of(Cluster)) is None

@@ -32,6 +32,12 @@ def _request(**extra: Any) -> Any:
     return RequestFactory().get("/anything", **extra)
 
 
+@pytest.fixture(autouse=True)
+def _no_kept_templates() -> None:
+    """Each test starts with none of the templates the process keeps."""
+    links_module._templates.clear()
+
+
 @pytest.mark.parametrize(
     "extra",
     [{}, {"secure": True}, {"HTTP_HOST": "api.example.com:8443"}],
@@ -75,6 +81,35 @@ def test_each_route_is_reversed_once_per_request_and_text_arguments_key_it(monke
     links.url("api:cluster", org_slug="other", cluster_id=uuid.uuid4())
 
     assert reversed_ == ["api:cluster", "api:cluster"]  # once for acme, once for other
+
+
+def test_the_process_keeps_each_template_for_the_next_requests(monkeypatch, settings) -> None:
+    settings.ALLOWED_HOSTS = ["testserver", "api.example.com"]
+    reversed_: list[str] = []
+    real = links_module.reverse
+
+    def counting(name: str, **kwargs: Any) -> str:
+        reversed_.append(name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(links_module, "reverse", counting)
+    arguments = {"org_slug": "acme", "cluster_id": CLUSTER}
+    urls = [Links(_request()).url("api:cluster", **arguments) for _ in range(3)]
+    other_host = Links(_request(HTTP_HOST="api.example.com")).url("api:cluster", **arguments)
+    https = Links(_request(secure=True)).url("api:cluster", **arguments)
+
+    assert urls == [f"http://testserver/v2/organizations/acme/clusters/{CLUSTER}"] * 3
+    assert other_host == f"http://api.example.com/v2/organizations/acme/clusters/{CLUSTER}"
+    assert https == f"https://testserver/v2/organizations/acme/clusters/{CLUSTER}"
+    assert reversed_ == ["api:cluster"] * 3  # once for each scheme and host
+
+
+def test_kept_templates_are_forgotten_past_the_limit(monkeypatch) -> None:
+    monkeypatch.setattr(links_module, "MAX_TEMPLATES", 2)
+    for slug in ("a", "b", "c"):
+        Links(_request()).url("api:organization", org_slug=slug)
+
+    assert len(links_module._templates) == 1
 
 
 def _view(request: Any, **kwargs: Any) -> HttpResponse:
