@@ -364,7 +364,7 @@ def p3(stack: Stack, rounds: int, pool: str) -> LatencyRounds:
 ATTEMPT_SHORTFALL = (
     "Measured 2026-12-01 on this shared 2-core machine. P4: the floor drain (in the details: "
     "the statements an attempt must send, hand-written SQL on the task's own connection, no "
-    "ORM, log line or metric) took 1.6-4.4× the no-ops' time in all 6 rounds of two runs, so "
+    "ORM, log line or metric) took 1.6-4.4× the no-ops' time in all 9 rounds of three runs, so "
     "no implementation of the attempt reaches 1.5× here: the pool's connection check, BEGIN, "
     "two row locks, the events, the UPDATE, the upsert and COMMIT are 8 round trips to "
     "PostgreSQL where the no-op makes one to Redis. The product's attempt drains in 1.2-1.7× "
