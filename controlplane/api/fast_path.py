@@ -50,7 +50,8 @@ def plain_request(
         params: QueryDict = request.GET
     except TooManyFieldsSent:
         return None
-    override = params.get("format")
+    # "in" first: QueryDict.get of a missing key raises (and catches) two exceptions.
+    override = params.get("format") if "format" in params else None
     if override is not None and not overrides:
         return None
     if override:

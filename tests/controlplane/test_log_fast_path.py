@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from controlplane.logging import (
     REDACTED,
     JsonLinesFormatter,
     RedactSecretsFilter,
+    _iso_time,
     is_secret_key,
     redact_tokens,
 )
@@ -99,3 +101,36 @@ def test_the_filter_redacts_extra_fields_and_leaves_the_standard_ones() -> None:
     )
     assert made.msg == "m"
     assert made.levelname == "INFO"
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        0.0,
+        1.0,
+        1_764_612_345.0,
+        1_764_612_345.0004995,
+        1_764_612_345.9995,
+        1_764_612_345.9999996,  # rounds up into the next second
+        1_764_612_346.0000004,
+        1_764_612_345.123456,
+        -1.5,
+        -0.0000001,
+        253_402_300_799.999,  # 9999-12-31T23:59:59.999
+    ],
+)
+def test_the_time_is_written_as_datetime_writes_it(created: float) -> None:
+    expected = dt.datetime.fromtimestamp(created, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+    assert _iso_time(created) == expected
+    assert _iso_time(created) == expected  # the second's text remembered
+
+
+def test_the_time_of_random_moments_is_written_as_datetime_writes_it() -> None:
+    rng = random.Random(15)
+    for _ in range(20_000):
+        created = (
+            rng.uniform(0, 4_102_444_800) if rng.random() < 0.5 else 1_764_612_345 + rng.random()
+        )
+        expected = dt.datetime.fromtimestamp(created, tz=dt.UTC).isoformat(timespec="milliseconds")
+        assert _iso_time(created) == expected, created
