@@ -187,7 +187,8 @@ class RegistryTokenView(FastPathAPIView):
         self._check_service(params.get("service"))
         password = basic_password(request, not_basic=NOT_BASIC, malformed=MALFORMED_BASIC)
         principal = Principal.anonymous() if password is None else self._authenticate(password)
-        offline = params.get("offline_token", "").lower() == "true"
+        # "in" first: a missing key costs QueryDict.get two exceptions.
+        offline = "offline_token" in params and params.get("offline_token", "").lower() == "true"
         return self._issue(principal, params.getlist("scope"), offline=offline)
 
     def post(self, request: Request) -> Response:

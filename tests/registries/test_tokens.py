@@ -332,6 +332,15 @@ def test_every_access_token_has_its_own_id(settings) -> None:
     assert first["jti"] != second["jti"]
 
 
+def test_a_token_id_is_a_random_uuid4() -> None:
+    ids = [tokens._jti() for _ in range(200)]
+
+    assert len(set(ids)) == len(ids)
+    for jti in ids:
+        parsed = uuid.UUID(hex=jti)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, jti)
+
+
 PULL_TTL, PUSH_TTL = 120, 1800
 
 
