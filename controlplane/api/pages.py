@@ -25,9 +25,9 @@ and its schema.
 What it takes: a function from the values to a ``QuerySet`` (filters, ``select_related`` of
 forward relations, ordering) whose compiled parameters are exactly those values, prepared as the
 named fields prepare them: the tenant's scope is in those values, which the caller passes. A
-query that does not fit (other parameters, annotations, ``extra``, deferred fields, a lock, a
-combinator) is never kept: the ORM runs it every time and its instances are rendered instead,
-so a wrong fit costs speed, not correctness.
+query that does not fit (other parameters, annotations, ``extra``, deferred fields of the listed
+model, a lock, a combinator) is never kept: the ORM runs it every time and its instances are
+rendered instead, so a wrong fit costs speed, not correctness.
 
 Related instances skip ``Model.__init__`` only where that changes nothing: a model with Django's
 own ``__init__`` and ``from_db`` and no ``pre_init``/``post_init`` receivers; otherwise
@@ -193,7 +193,8 @@ class CompiledPage(Generic[M]):
                 field.get_db_prep_value(value, connection)
                 for field, value in zip(self.fields, values, strict=True)
             ]
-            klass = _klass(compiler.klass_info, None) if compiler.klass_info else None
+            info = compiler.klass_info
+            klass = _klass(info, None, compiler.select) if info else None
             if list(params) == prepared and klass is not None and klass.model is self.model:
                 expressions = [column[0] for column in compiler.select]
                 total = compiler.annotation_col_map[TOTAL]
@@ -209,27 +210,30 @@ class CompiledPage(Generic[M]):
             self._compiled[using] = compiled
 
 
-def _klass(info: dict[str, Any], name: str | None) -> _Klass | None:
-    """The read plan of one ``klass_info`` of the ORM's compiler (and its relations), or None
-    for what the plan does not cover: a reverse relation, deferred fields, columns out of
-    order."""
+def _klass(info: dict[str, Any], name: str | None, select: list[Any]) -> _Klass | None:
+    """The read plan of one ``klass_info`` of the ORM's compiler (and its relations), from the
+    compiler's ``select``; None for what the plan does not cover: a reverse relation, columns
+    out of order, deferred fields of the listed model (a related model's may be deferred, as
+    ``defer("created_by__password")`` does: its instances load them if read, as Django's do)."""
     model: type[Model] = info["model"]
     positions: list[int] = info["select_fields"]
-    fields = model._meta.concrete_fields
-    if not positions or len(positions) != len(fields):  # deferred fields: not planned
+    if not positions:
         return None
     start, end = positions[0], positions[-1] + 1
     if positions != list(range(start, end)):
+        return None
+    fields = [column[0].target for column in select[start:end]]
+    pk = model._meta.pk
+    if pk not in fields or (name is None and len(fields) != len(model._meta.concrete_fields)):
         return None
     related = []
     for child in info.get("related_klass_infos", []):
         if child.get("reverse") or child.get("from_parent"):
             return None
-        planned = _klass(child, child["field"].name)
+        planned = _klass(child, child["field"].name, select)
         if planned is None:
             return None
         related.append(planned)
-    pk_attname = model._meta.pk.attname
     attnames = tuple(field.attname for field in fields)
     return _Klass(
         model=model,
@@ -241,7 +245,7 @@ def _klass(info: dict[str, Any], name: str | None) -> _Klass | None:
             for index, field in enumerate(fields)
             if isinstance(getattr(field, "target_field", field), UUIDField)
         ),
-        pk_index=start + attnames.index(pk_attname),
+        pk_index=start + fields.index(pk),
         name=name,
         related=tuple(related),
     )

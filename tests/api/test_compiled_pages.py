@@ -170,3 +170,30 @@ def test_a_row_is_rendered_from_its_values_where_a_field_reads_a_column() -> Non
     assert columns["created_by"] is None
     # A serializer whose fields need their own copies has no plan.
     assert Toy()._row_plan(RowView.of(Cluster)) is None
+
+
+def test_a_related_model_may_be_read_in_part_as_defer_reads_it(queues) -> None:
+    page = CompiledPage(
+        Queue, lambda cluster_id: _queues(cluster_id).defer("created_by__password"), "cluster"
+    )
+    rows, _ = page(queues[0].cluster_id, offset=0, limit=1)
+    (row,) = rows
+
+    assert page._compiled["default"] is not None
+    assert "password" not in row.created_by.__dict__
+    assert row.created_by.username == "bob"
+    with CaptureQueriesContext(connection) as captured:
+        assert row.created_by.password == User.objects.get(username="bob").password
+    assert len(captured) == 2  # the deferred field's own query, as Django's, and ours
+
+
+def test_the_listed_model_read_in_part_does_not_fit(queues) -> None:
+    page = CompiledPage(
+        Queue, lambda cluster_id: _queues(cluster_id).defer("description"), "cluster"
+    )
+
+    rows, total = page(queues[0].cluster_id, offset=0, limit=10)
+
+    assert page._compiled["default"] is None
+    assert all(isinstance(row, Queue) for row in rows)
+    assert total == 5
