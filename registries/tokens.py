@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from django.conf import settings
 from jwt.utils import base64url_encode
 
@@ -289,33 +290,46 @@ def _jti() -> str:
     return f"{random & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
-#: ES256: ECDSA on P-256 (the curve ``registries.keys`` makes its keys on) over SHA-256.
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+#: ES256: ECDSA on P-256 (the curve ``registries.keys`` makes its keys on) over SHA-256, of a
+#: digest ``_sign`` computes (``_Header``).
+_ECDSA_PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
 _P256_BYTES = 32
 #: ``json.dumps(claims, separators=(",", ":"))``, with the encoder built once rather than for
 #: every token.
 _claims_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
+@dataclass(frozen=True)
+class _Header:
+    """The JWS header of every token a key signs, encoded once per key (PyJWT's encoding of the
+    same header, byte for byte): its certificate chain makes it most of the token. ``digest``
+    is SHA-256 fed with the signing input's part that never changes (the header and its dot),
+    so each token hashes only its payload (``copy()`` of a fed hash is its state)."""
+
+    segment: bytes
+    digest: Any  # hashlib's SHA-256 object (``hashlib._Hash``)
+
+
 @functools.lru_cache(maxsize=4)
-def _header_segment(kid: str, x5c: tuple[str, ...]) -> bytes:
-    """The JWS header of every token a key signs, encoded once per key: its certificate chain
-    makes it most of the token (PyJWT's encoding of the same header, byte for byte)."""
+def _header(kid: str, x5c: tuple[str, ...]) -> _Header:
     header = {"alg": "ES256", "kid": kid, "typ": "JWT", "x5c": list(x5c)}
-    return base64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+    segment = base64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+    return _Header(segment, hashlib.sha256(segment + b"."))
 
 
 def _sign(claims: dict[str, Any]) -> str:
     """A compact JWS of ``claims`` signed with the current key (ES256): what ``jwt.encode``
-    makes, without encoding the same header again for every token, and with the signature
-    converted from DER to JWS's ``r || s`` as PyJWT's ``ECAlgorithm.sign`` does, minus its
-    per-call curve and hash objects."""
+    makes, without encoding (nor hashing) the same header again for every token, and with the
+    signature converted from DER to JWS's ``r || s`` as PyJWT's ``ECAlgorithm.sign`` does,
+    minus its per-call curve and hash objects."""
     key = key_store().load().current
+    header = _header(key.kid, tuple(key.x5c))
     payload = base64url_encode(_claims_json(claims).encode())
-    signing_input = _header_segment(key.kid, tuple(key.x5c)) + b"." + payload
-    r, s = decode_dss_signature(key.private_key.sign(signing_input, _ECDSA_SHA256))
+    digest = header.digest.copy()
+    digest.update(payload)
+    r, s = decode_dss_signature(key.private_key.sign(digest.digest(), _ECDSA_PREHASHED))
     signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
-    return (signing_input + b"." + base64url_encode(signature)).decode()
+    return b".".join((header.segment, payload, base64url_encode(signature))).decode()
 
 
 def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
