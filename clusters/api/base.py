@@ -31,7 +31,6 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -44,6 +43,7 @@ from controlplane.api.fast_path import FastPathAPIView, plain_request
 from controlplane.api.pages import CompiledPage
 from controlplane.api.pagination import LinkHeaderPagination
 from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
+from controlplane.api.renderers import JSONRenderer, PlainJSON
 from controlplane.compiled import CompiledSelect
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -268,6 +268,8 @@ class OrganizationAPIView(ApiTokenAPIView):
         paginator = LinkHeaderPagination()
         page = paginator.paginate_compiled(compiled, (scope,), self.request)
         data = serializer_class(page, many=True, context=self.serializer_context()).data
+        if getattr(serializer_class, "PLAIN_JSON", False):  # written by orjson, same bytes
+            data = PlainJSON(data)
         return paginator.get_paginated_response(data)
 
     def respond(

@@ -137,6 +137,10 @@ PlanStep = tuple[str, str | None, Getter]
 class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A serializer of responses (see the module's docstring); input fields work as usual."""
 
+    #: Whether everything it renders is plain JSON (``controlplane.api.renderers.PlainJSON``:
+    #: strings, 64-bit integers, booleans, None, UUIDs, lists and dicts of these; no float),
+    #: so that a list of it may be written by orjson.
+    PLAIN_JSON: ClassVar[bool] = False
     _class_binders: ClassVar[list[tuple[str, Binder]] | None]
     #: The shared plain fields (``SHARED_FIELDS``): the attribute each reads, its converter.
     _class_columns: ClassVar[dict[str, tuple[str, Getter]]]

@@ -21,6 +21,8 @@ from controlplane.api.serializers import ReadSerializer
 
 
 class ClusterSerializer(ReadSerializer):
+    PLAIN_JSON = True  # strings, booleans, None and integers only
+
     id = serializers.UUIDField(read_only=True)
     graphql_id = serializers.SerializerMethodField()
     default_queue_id = serializers.UUIDField(read_only=True, allow_null=True)

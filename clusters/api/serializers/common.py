@@ -92,6 +92,8 @@ class UserSerializer(ReadSerializer):
     """A user as Buildkite shows one (``created_by``, ``dispatch_paused_by``), rendered once per
     response: a page of 100 queues names the same few users."""
 
+    PLAIN_JSON = True  # strings, booleans, None and integers only
+
     id = serializers.SerializerMethodField()
     graphql_id = serializers.SerializerMethodField()
     name = serializers.SerializerMethodField()

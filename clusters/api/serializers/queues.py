@@ -65,6 +65,8 @@ HOSTED_AGENTS_SCHEMA: dict[str, Any] = {
 
 
 class QueueSerializer(ReadSerializer):
+    PLAIN_JSON = True  # strings, booleans, None and integers only
+
     #: Fields a queue shows only when they apply (see ``to_representation``).
     OPTIONAL_FIELDS = ("retry_agent_affinity", "hosted_agents")
 
