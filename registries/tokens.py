@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from django.conf import settings
+from django.core.signals import setting_changed
 from jwt.utils import base64url_encode
 
 from registries.keys import key_store, utc_now
@@ -264,9 +265,40 @@ def lifetime_for(access: list[dict[str, Any]]) -> int:
 
 
 def _lifetime(*, read_only: bool) -> int:
-    if read_only:
-        return int(settings.REGISTRY_TOKEN_PULL_TTL_SECONDS)
-    return int(settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS)
+    found = token_settings()
+    return found.pull_ttl if read_only else found.push_ttl
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """The settings every access token reads: ``REGISTRY_TOKEN_ISSUER``, ``_SERVICE``,
+    ``_PULL_TTL_SECONDS`` and ``_PUSH_TTL_SECONDS``."""
+
+    issuer: str
+    service: str
+    pull_ttl: int
+    push_ttl: int
+
+
+@functools.cache
+def token_settings() -> TokenSettings:
+    """``TokenSettings``, read once per process rather than four times a token (each read of
+    ``django.conf.settings`` is a few Python calls); read again after a setting changes
+    (``setting_changed``: tests)."""
+    return TokenSettings(
+        issuer=settings.REGISTRY_TOKEN_ISSUER,
+        service=settings.REGISTRY_TOKEN_SERVICE,
+        pull_ttl=int(settings.REGISTRY_TOKEN_PULL_TTL_SECONDS),
+        push_ttl=int(settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS),
+    )
+
+
+def _setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith("REGISTRY_TOKEN_"):
+        token_settings.cache_clear()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="registries.tokens.token_settings")
 
 
 def _expiry(principal: Principal, now: int, lifetime: int) -> int:
@@ -342,10 +374,11 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
     now = utc_now()
     timestamp = int(now.timestamp())
     exp = _expiry(principal, timestamp, _lifetime(read_only=granted.read_only))
+    found = token_settings()
     claims = {
-        "iss": settings.REGISTRY_TOKEN_ISSUER,
+        "iss": found.issuer,
         "sub": principal.subject,
-        "aud": settings.REGISTRY_TOKEN_SERVICE,  # a string: Distribution rejects a list
+        "aud": found.service,  # a string: Distribution rejects a list
         "exp": exp,
         "nbf": timestamp,
         "iat": timestamp,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
+from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from prometheus_client import Counter, Histogram
@@ -55,6 +56,7 @@ from registries.tokens import (
     refresh_token_issue,
     refresh_token_subject,
     token_issue,
+    token_settings,
 )
 
 if TYPE_CHECKING:
@@ -106,6 +108,21 @@ def _query(raw: str, encoding: str, max_fields: int | None) -> _ImmutableQueryDi
     return QueryDict(raw.encode("iso-8859-1"), encoding=encoding)
 
 
+@functools.cache
+def _query_settings() -> tuple[str, int | None]:
+    """``DEFAULT_CHARSET`` and ``DATA_UPLOAD_MAX_NUMBER_FIELDS``, read once per process (again
+    after a setting changes: tests), as ``token_settings``."""
+    return settings.DEFAULT_CHARSET, settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+
+
+def _query_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in ("DEFAULT_CHARSET", "DATA_UPLOAD_MAX_NUMBER_FIELDS"):
+        _query_settings.cache_clear()
+
+
+setting_changed.connect(_query_setting_changed, dispatch_uid="registries.views.query_settings")
+
+
 def _share_query(request: HttpRequest) -> None:
     """Give a ``WSGIRequest`` that has not parsed its query string yet the ``QueryDict`` of an
     earlier request with the same one (``_query``); a request that has, or whose query string is
@@ -114,12 +131,9 @@ def _share_query(request: HttpRequest) -> None:
     raw = request.META.get("QUERY_STRING", "")
     if "GET" in request.__dict__ or not isinstance(raw, str) or len(raw) > CACHED_QUERY_LENGTH:
         return
+    charset, max_fields = _query_settings()
     try:
-        request.GET = _query(
-            raw,
-            request.encoding or settings.DEFAULT_CHARSET,
-            settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
-        )
+        request.GET = _query(raw, request.encoding or charset, max_fields)
     except TooManyFieldsSent:
         return
 
@@ -211,10 +225,10 @@ class RegistryTokenView(FastPathAPIView):
     def _check_service(self, service: str | None) -> None:
         if not service:
             raise exceptions.ParseError("service is required (the registry's challenge names it).")
-        if service != settings.REGISTRY_TOKEN_SERVICE:
+        expected = token_settings().service
+        if service != expected:
             raise exceptions.ParseError(
-                f"This endpoint issues tokens for the service {settings.REGISTRY_TOKEN_SERVICE!r},"
-                f" not {service!r}."
+                f"This endpoint issues tokens for the service {expected!r}, not {service!r}."
             )
 
     def _authenticate(self, secret: str) -> Principal:
