@@ -16,6 +16,7 @@ push must go on by plain upload.
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import functools
 import hashlib
@@ -349,6 +350,16 @@ def _header(kid: str, x5c: tuple[str, ...]) -> _Header:
     return _Header(segment, hashlib.sha256(segment + b"."))
 
 
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def b64url(data: bytes) -> bytes:
+    """``jwt.utils.base64url_encode(data)`` (URL-safe base64 without padding) in three C calls,
+    without the three Python functions around them: each token encodes its payload and its
+    signature."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
+
+
 def _sign(claims: dict[str, Any]) -> str:
     """A compact JWS of ``claims`` signed with the current key (ES256): what ``jwt.encode``
     makes, without encoding (nor hashing) the same header again for every token, and with the
@@ -356,12 +367,12 @@ def _sign(claims: dict[str, Any]) -> str:
     minus its per-call curve and hash objects."""
     key = key_store().load().current
     header = _header(key.kid, tuple(key.x5c))
-    payload = base64url_encode(_claims_json(claims).encode())
+    payload = b64url(_claims_json(claims).encode())
     digest = header.digest.copy()
     digest.update(payload)
     r, s = decode_dss_signature(key.private_key.sign(digest.digest(), _ECDSA_PREHASHED))
     signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
-    return b".".join((header.segment, payload, base64url_encode(signature))).decode()
+    return b".".join((header.segment, payload, b64url(signature))).decode()
 
 
 def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from jwt.utils import base64url_encode
 
 from registries import tokens
 from registries.keys import key_store, libtrust_kid
@@ -493,3 +494,8 @@ def test_a_refresh_token_of_the_previous_key_is_accepted_until_its_window_closes
     settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 0  # the window closes at the rotation
     with pytest.raises(InvalidRefreshToken, match="not signed by a key we accept"):
         refresh_token_subject(refresh_token)
+
+
+@given(st.binary(max_size=400))
+def test_b64url_is_pyjwts_base64url(data: bytes) -> None:
+    assert tokens.b64url(data) == base64url_encode(data)
