@@ -17,7 +17,8 @@ kept: it is run by the ORM every time, so a wrong fit costs speed, not correctne
 ``save_fields`` does the same for ``save(update_fields=...)``: its ``UPDATE`` is kept per model,
 fields and database, with the signals and checks ``save()`` has; ``insert_rows`` for
 ``bulk_create`` of new rows (an attempt's events), its ``INSERT`` kept per model, row count and
-database.
+database; ``insert_row_ignoring_conflicts`` for ``bulk_create([row], ignore_conflicts=True)`` that
+also says whether the row went in.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Field, Model, QuerySet
+from django.db.models.constants import OnConflict
 from django.db.models.signals import post_save, pre_save
 from django.db.transaction import TransactionManagementError
 
@@ -194,6 +196,8 @@ def _compile_update(model: type[Model], names: tuple[str, ...], using: str) -> _
 #: fills and the primary key it returns (None: the model does not fit, so ``bulk_create`` runs).
 _Insert = tuple[str, list["Field[Any, Any]"], "Field[Any, Any]"]
 _inserts: dict[tuple[type[Model], int, str], _Insert | None] = {}
+#: ``insert_row_ignoring_conflicts``' INSERTs, per model and database alias (as ``_inserts``).
+_inserts_ignoring_conflicts: dict[tuple[type[Model], str], _Insert | None] = {}
 
 
 def insert_rows(instances: list[M], *, using: str = DEFAULT_DB_ALIAS) -> list[M]:
@@ -222,12 +226,8 @@ def insert_rows(instances: list[M], *, using: str = DEFAULT_DB_ALIAS) -> list[M]
     connection = connections[using]
     params: list[Any] = []
     for instance in instances:
-        # As bulk_create: a related object must be saved first (the same error).
-        instance._prepare_related_fields_for_save(  # type: ignore[attr-defined]
-            operation_name="bulk_create"
-        )
-        values = [field.pre_save(instance, True) for field in targets]
-        if any(hasattr(value, "resolve_expression") for value in values):
+        values = _insert_values(instance, targets)
+        if values is None:
             return model._default_manager.using(using).bulk_create(instances)
         params += [
             field.get_db_prep_save(value, connection)
@@ -246,26 +246,93 @@ def insert_rows(instances: list[M], *, using: str = DEFAULT_DB_ALIAS) -> list[M]
     return instances
 
 
-def _compile_insert(model: type[Model], rows: int, using: str) -> _Insert | None:
-    meta, connection = model._meta, connections[using]
-    pk = meta.pk
-    if (
-        pk is None
-        or meta.parents
-        or not connection.features.can_return_rows_from_bulk_insert
-        or [field.attname for field in meta.db_returning_fields] != [pk.attname]
-    ):
+def insert_row_ignoring_conflicts(instance: Model, *, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """``Model.objects.bulk_create([instance], ignore_conflicts=True)`` for a new row whose key
+    the instance already has (a ``uuid4`` default, say), and whether it was inserted: ``INSERT
+    ... ON CONFLICT DO NOTHING RETURNING`` its key (``INSERT OR IGNORE`` on SQLite), compiled
+    once per model and database, which returns the key only if the row went in. Fields are
+    prepared as ``insert_rows`` prepares them; no signals, as ``bulk_create`` sends none.
+
+    Why not ``bulk_create`` itself: with ``ignore_conflicts`` it returns nothing, so a caller
+    that must know whether its row went in (or lost to a constraint) read it back, one more
+    round trip (a new registry's, between its ``created_at`` and the commit that P3 times). A
+    model or backend that does not fit goes to ``bulk_create`` and that read."""
+    model = type(instance)
+    if instance.pk is None:  # nothing would say whether it went in
+        raise ValueError(f"{model.__name__}: insert_row_ignoring_conflicts needs the row's key.")
+    key = (model, using)
+    if key not in _inserts_ignoring_conflicts:
+        _inserts_ignoring_conflicts[key] = _compile_insert(model, 1, using, ignore_conflicts=True)
+    compiled = _inserts_ignoring_conflicts[key]
+    values = None if compiled is None else _insert_values(instance, compiled[1])
+    if compiled is None or values is None:
+        model._default_manager.using(using).bulk_create([instance], ignore_conflicts=True)
+        return model._default_manager.using(using).filter(pk=instance.pk).exists()
+    sql, targets, _ = compiled
+    connection = connections[using]
+    params = [
+        field.get_db_prep_save(value, connection)
+        for field, value in zip(targets, values, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchone() is not None
+    if inserted:
+        instance._state.adding, instance._state.db = False, using
+    return inserted
+
+
+def _insert_values(instance: Model, targets: list[Field[Any, Any]]) -> list[Any] | None:
+    """The values of ``targets`` as the ORM inserts them (each field's ``pre_save``), or None
+    if one is an expression (``bulk_create`` handles those)."""
+    # As bulk_create: a related object must be saved first (the same error).
+    instance._prepare_related_fields_for_save(  # type: ignore[attr-defined]
+        operation_name="bulk_create"
+    )
+    values = [field.pre_save(instance, True) for field in targets]
+    if any(hasattr(value, "resolve_expression") for value in values):
         return None
-    targets = [field for field in meta.concrete_fields if field is not pk and not field.generated]
-    if not pk.db_returning or any(
+    return values
+
+
+def _compile_insert(
+    model: type[Model], rows: int, using: str, *, ignore_conflicts: bool = False
+) -> _Insert | None:
+    """The ``INSERT`` of ``rows`` new rows returning their keys: keys the database assigns, or
+    (``ignore_conflicts``) the one row's own key, returned only if it was inserted."""
+    meta, connection = model._meta, connections[using]
+    pk, features = meta.pk, connection.features
+    if pk is None or meta.parents:
+        return None
+    if ignore_conflicts:
+        fits = (
+            rows == 1
+            and features.supports_ignore_conflicts
+            and features.can_return_columns_from_insert
+            and not meta.db_returning_fields  # nothing to read back but the key
+        )
+        targets = [field for field in meta.concrete_fields if not field.generated]
+    else:
+        fits = (
+            features.can_return_rows_from_bulk_insert
+            and [field.attname for field in meta.db_returning_fields] == [pk.attname]
+            and pk.db_returning
+        )
+        targets = [
+            field for field in meta.concrete_fields if field is not pk and not field.generated
+        ]
+    if not fits or any(
         hasattr(field, "get_placeholder") or field.has_db_default() for field in targets
     ):
         return None
-    quote = connection.ops.quote_name
+    quote, ops = connection.ops.quote_name, connection.ops
+    on_conflict = OnConflict.IGNORE if ignore_conflicts else None
+    suffix = ops.on_conflict_suffix_sql(targets, on_conflict, None, None)
     row = f"({', '.join(['%s'] * len(targets))})"
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 - names from the model
+        f"{ops.insert_statement(on_conflict=on_conflict)} {quote(meta.db_table)} "
         f"({', '.join(quote(str(field.column)) for field in targets)}) "
-        f"VALUES {', '.join([row] * rows)} RETURNING {quote(str(pk.column))}"
+        f"VALUES {', '.join([row] * rows)} {suffix + ' ' if suffix else ''}"
+        f"RETURNING {quote(str(pk.column))}"
     )
     return sql, targets, pk

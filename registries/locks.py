@@ -13,7 +13,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from clusters.interface import cluster_lock
+from django.db.models import Subquery
+
+from clusters.interface import Cluster, cluster_lock
 from controlplane.compiled import CompiledSelect
 from registries.models import Registry, RegistryQuerySet
 from registries.selectors import registries_canary_due, registries_due
@@ -42,6 +44,38 @@ def registry_lock_with_cluster(registry: Registry) -> Registry | None:
     if locked is not None and cluster is not None and locked.cluster_id == cluster.pk:
         locked.cluster = cluster
     return locked
+
+
+#: The cluster of the registry with this id, locked; the registry is only read, in a sub-select
+#: (``FOR UPDATE`` locks the rows of the outer ``FROM`` alone). Its parameter is the registry's
+#: id, a UUID as the cluster's own.
+_registry_cluster_lock = CompiledSelect(
+    Cluster,
+    lambda pk: (
+        Cluster.objects.select_for_update()
+        .filter(pk=Subquery(Registry.objects.filter(pk=pk).values("cluster")[:1]))
+        .order_by()[:1]
+    ),
+    "id",
+)
+
+
+def registry_lock_with_its_cluster(pk: uuid.UUID | str) -> tuple[Registry | None, Cluster | None]:
+    """``registry_lock_with_cluster`` for a caller that has only the registry's id: its cluster
+    row locked first, found by the registry's id in the same statement, then the registry row.
+    Returns the locked registry (None if it is gone) and its locked cluster, None unless it is
+    the cluster the locked registry belongs to (it has none, or it was detached meanwhile).
+
+    Why not read the registry first and then lock its cluster: that read was one more round
+    trip for every provisioning attempt (issue 15, P3/P4), and the registry row is locked and
+    read again anyway, so its cluster is checked against the one locked."""
+    found = _registry_cluster_lock(pk)
+    locked = registry_lock(pk)
+    cluster = found[0] if found else None
+    if locked is None or cluster is None or locked.cluster_id != cluster.pk:
+        return locked, None
+    locked.cluster = cluster
+    return locked, cluster
 
 
 def registries_due_lock(*, now: datetime, interval: timedelta, limit: int) -> list[Registry]:

@@ -5,6 +5,8 @@ their one row (not the organization the model's ordering joined)."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.db.models.signals import post_save, pre_save
@@ -13,9 +15,16 @@ from django.test.utils import CaptureQueriesContext
 
 from clusters import locks
 from controlplane import compiled as compiled_module
-from controlplane.compiled import CompiledSelect, insert_rows, save_fields
-from registries.locks import registry_lock
+from controlplane.compiled import (
+    CompiledSelect,
+    insert_row_ignoring_conflicts,
+    insert_rows,
+    save_fields,
+)
+from registries import locks as registry_locks
+from registries.locks import registry_lock, registry_lock_with_its_cluster
 from registries.models import Registry, RegistryEvent
+from tests.clusters.factories import ClusterFactory
 from tests.registries.factories import RegistryFactory
 
 pytestmark = pytest.mark.django_db
@@ -182,6 +191,54 @@ def test_insert_rows_leaves_rows_that_do_not_fit_to_bulk_create() -> None:
     # A key already set: bulk_create's own error (the row exists).
     with pytest.raises(DatabaseError), transaction.atomic():
         insert_rows([kept])
+
+
+def test_a_registry_and_its_cluster_are_locked_by_the_registrys_id() -> None:
+    registry, detached = RegistryFactory(), RegistryFactory()
+    Registry.objects.filter(pk=detached.pk).update(
+        cluster=None, state="deprovisioning", deprovision_requested_at=detached.created_at
+    )
+    detached.refresh_from_db()
+
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        locked, cluster = registry_lock_with_its_cluster(registry.pk)
+        assert registry_lock_with_its_cluster(str(detached.pk)) == (detached, None)
+        assert registry_lock_with_its_cluster(uuid.uuid4()) == (None, None)
+
+    assert (locked, cluster) == (registry, registry.cluster)
+    assert locked is not None
+    assert locked.cluster is cluster  # set: not read again
+    assert registry_locks._registry_cluster_lock._compiled["default"] is not None  # kept
+    sqls = [query["sql"] for query in captured.captured_queries if "SELECT" in query["sql"]]
+    assert len(sqls) == 6  # the cluster's lock, then the registry's, for each
+    if connection.features.has_select_for_update:
+        # The cluster alone is locked: the registry is read in a sub-select.
+        assert sqls[0].startswith('SELECT "clusters_cluster"."id"'), sqls[0]
+        assert sqls[0].endswith("LIMIT 1) LIMIT 1 FOR UPDATE"), sqls[0]
+        assert " JOIN " not in sqls[0], sqls[0]
+
+
+def test_insert_row_ignoring_conflicts_says_whether_the_row_went_in() -> None:
+    cluster, other = ClusterFactory(), ClusterFactory()
+    new = Registry(cluster=cluster, namespace="acme/1", driver="distribution")
+    same_cluster = Registry(cluster=cluster, namespace="acme/2", driver="distribution")
+    same_namespace = Registry(cluster=other, namespace="acme/1", driver="distribution")
+
+    assert insert_row_ignoring_conflicts(new) is True
+    with CaptureQueriesContext(connection) as again:
+        # Another row's constraint (one registry a cluster, one namespace): no error, no row.
+        assert insert_row_ignoring_conflicts(same_cluster) is False
+        assert insert_row_ignoring_conflicts(same_namespace) is False
+
+    assert not new._state.adding
+    assert new._state.db == "default"
+    assert as_orm(Registry.objects.get()) == as_orm(new)  # as bulk_create stores it
+    assert compiled_module._inserts_ignoring_conflicts[(Registry, "default")] is not None
+    assert [query["sql"].split(" (")[0].split(" INTO ")[1] for query in again] == [
+        '"registries_registry"'
+    ] * 2
+    with pytest.raises(ValueError, match="needs the row's key"):
+        insert_row_ignoring_conflicts(RegistryEvent(registry=new, to_state="pending"))
 
 
 def test_save_fields_refuses_a_row_that_is_gone_as_save_does() -> None:

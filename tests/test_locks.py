@@ -36,9 +36,11 @@ TABLES = [apps.get_model(label)._meta.db_table for label in LOCK_ORDER]
 ORGANIZATION, CLUSTER, QUEUE, REGISTRY, VARIABLE = TABLES
 RANK = {table: rank for rank, table in enumerate(TABLES)}
 #: A row lock: ``SELECT ... FOR UPDATE``, or an upsert (``INSERT ... ON CONFLICT ... DO UPDATE``
-#: locks the row it finds, or the one it inserts).
+#: locks the row it finds, or the one it inserts). The locked table is the outer query's, the
+#: first ``FROM``: a sub-select in its ``WHERE`` (the registry that names the cluster to lock)
+#: is read, not locked.
 LOCKED_TABLE = re.compile(
-    r'^(?:SELECT .* FROM "(\w+)".* FOR UPDATE|INSERT INTO "(\w+)".* ON CONFLICT .* DO UPDATE)',
+    r'^(?:SELECT .*? FROM "(\w+)".* FOR UPDATE|INSERT INTO "(\w+)".* ON CONFLICT .* DO UPDATE)',
     re.DOTALL,
 )
 
@@ -105,8 +107,31 @@ def test_provisioning_locks_the_cluster_then_the_registry_then_the_variable(
 
     locks = run(lambda: registry_provision(registry_id=registry.pk))
 
-    # The attempt starts under the registry's lock alone; its last step publishes the URL.
-    assert locks == [[REGISTRY], [CLUSTER, REGISTRY, VARIABLE]]
+    # The attempt starts under its cluster's lock and the registry's (the cluster found by the
+    # registry's id); its last step publishes the URL.
+    assert locks == [[CLUSTER, REGISTRY], [CLUSTER, REGISTRY, VARIABLE]]
+    registry.refresh_from_db()
+    assert registry.state == State.READY
+
+
+def test_provisioning_at_once_locks_the_cluster_then_the_registry_then_the_variable(
+    organization, monkeypatch
+) -> None:
+    cluster = services.cluster_create(organization=organization, name="linux")
+    services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
+    registry = Registry.objects.get()
+
+    class Checked:
+        """A driver that checked the registry moments ago: the attempt is one transaction."""
+
+        def provision_cached(self, *, namespace: str) -> str:
+            return f"registry.example/{namespace}"
+
+    monkeypatch.setattr("registries.services.provisioning.get_driver", lambda name: Checked())
+
+    locks = run(lambda: registry_provision(registry_id=registry.pk))
+
+    assert locks == [[CLUSTER, REGISTRY, VARIABLE]]
     registry.refresh_from_db()
     assert registry.state == State.READY
 

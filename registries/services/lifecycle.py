@@ -29,7 +29,7 @@ from typing_extensions import TypeIs
 from clusters.interface import Cluster
 from controlplane import metrics
 from controlplane.celery import app as celery_app
-from controlplane.compiled import insert_rows, save_fields
+from controlplane.compiled import insert_row_ignoring_conflicts, insert_rows, save_fields
 from registries import conditions
 from registries.conditions import SyncedCondition
 from registries.drivers import DriverError, RegistryUnavailable
@@ -362,20 +362,19 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
     """Create the cluster's registry in ``pending`` and enqueue its provisioning after commit.
 
     A cluster has one registry, ever: if it already has one, that one is returned and nothing is
-    enqueued. The row is inserted with ``ON CONFLICT DO NOTHING`` and its id read back, so that
+    enqueued. The row is inserted with ``ON CONFLICT DO NOTHING ... RETURNING`` its id, so that
     neither a registry the cluster has already nor one a concurrent transaction created first
     (the one-to-one constraint is the last guard) raises an error in the caller's transaction,
-    and no savepoint is needed. If the namespace drawn was taken (48 random bits), nothing was
-    inserted and another is drawn.
+    and no savepoint is needed; only when nothing was inserted is the cluster's registry read.
+    If the namespace drawn was taken (48 random bits), the cluster has none and another is drawn.
     """
     for _ in range(NAMESPACE_ATTEMPTS):
         with transaction.atomic(savepoint=False):
             candidate = _new_registry(cluster)
-            Registry.objects.bulk_create([candidate], ignore_conflicts=True)
-            found = Registry.objects.filter(cluster=cluster).values_list("pk", flat=True).first()
-            if found == candidate.pk:
-                # Compiled once (``insert_rows``): this runs after the row's ``created_at`` and
-                # before the commit that enqueues its provisioning, so P3 counts it.
+            # Both INSERTs compiled once, and nothing read back when the row went in: they run
+            # between the row's ``created_at`` and the commit that enqueues its provisioning,
+            # which P3 times.
+            if insert_row_ignoring_conflicts(candidate):
                 insert_rows(
                     [
                         RegistryEvent(
@@ -388,6 +387,7 @@ def registry_create_for_cluster(*, cluster: Cluster) -> Registry:
                     ]
                 )
                 break
+            found = Registry.objects.filter(cluster=cluster).values_list("pk", flat=True).first()
         if found is not None:  # it had one, or a concurrent transaction created it first
             return Registry.objects.get(pk=found)
     else:

@@ -11,10 +11,9 @@ from django.utils import timezone
 
 from clusters.interface import Cluster, agent_environment_set
 from controlplane import metrics
-from controlplane.compiled import CompiledSelect
 from registries.conditions import SyncedCondition
 from registries.drivers import CachedProvisioning, DriverError, get_driver
-from registries.locks import registry_lock_with_cluster
+from registries.locks import registry_lock_with_cluster, registry_lock_with_its_cluster
 from registries.models import REGISTRY_URL_VARIABLE, Registry, State
 from registries.services.lifecycle import (
     ENVIRONMENT_SOURCE,
@@ -23,7 +22,6 @@ from registries.services.lifecycle import (
     Transitions,
     attempt_failed,
     attempt_may_begin,
-    begin_attempt,
     left_as_is,
     still_ours,
 )
@@ -33,13 +31,6 @@ logger = logging.getLogger("registries.services")
 
 #: The states an attempt starts from (``provisioning``: a worker died mid-attempt).
 STARTS_FROM = (State.PENDING, State.PROVISIONING)
-
-#: What an attempt reads first, to choose between one transaction and two (compiled once).
-_registry_read = CompiledSelect(
-    Registry,
-    lambda pk: Registry.objects.filter(pk=pk).only("cluster", "driver", "namespace").order_by()[:1],
-    "id",
-)
 
 
 def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
@@ -52,25 +43,33 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     ``REGISTRY_PROVISION_MAX_ATTEMPTS``; then, or on any other failure, ``failed``: an operator
     retries it (``registry_retry``) once the cause is fixed.
 
-    When the driver can answer without calling the registry (it checked it moments ago), the
-    whole attempt is one transaction (``_provision_at_once``); otherwise the attempt is recorded
-    first, the driver called with no lock held, and the outcome recorded in a second transaction.
+    The attempt starts by locking the registry's cluster and then the registry (the lock
+    order), found by the registry's id with nothing read before. When the driver can then answer
+    without calling the registry (it checked it moments ago), the whole attempt is that one
+    transaction (``_provision_at_once``); otherwise it records the attempt's start
+    (``_begin``), and the driver is called with no lock held and the outcome recorded in a
+    second transaction.
     """
-    found = _registry_read(registry_id)
-    registry = found[0] if found else None
-    url = _url_at_once(registry) if registry is not None else None
-    if registry is not None and url is not None:
-        try:
-            result = _provision_at_once(registry, url)
-        except RECORDED_ERRORS:
-            # All rolled back, the attempt too: the two-step attempt records the failure.
-            logger.info(
-                "registry.provision.at_once_failed", extra={"registry_id": str(registry_id)}
-            )
+    outcome: Registry | AttemptResult | tuple[Registry, datetime] | None
+    with transaction.atomic():
+        registry, cluster = registry_lock_with_its_cluster(registry_id)
+        if (
+            registry is not None
+            and cluster is not None
+            and (url := _url_at_once(registry)) is not None
+        ):
+            outcome = _provision_at_once(registry, cluster, url)
         else:
-            if result is not None:
-                return result
-    return _provision_in_two_steps(registry_id)
+            outcome = _begin(registry)
+    if outcome is None:  # the attempt at once failed, all rolled back: the two-step one records it
+        return _provision_in_two_steps(registry_id)
+    if isinstance(outcome, AttemptResult):
+        return outcome
+    if isinstance(outcome, Registry):  # made ready at once
+        _started(outcome)
+        _finished(outcome, outcome.url)
+        return AttemptResult(state=State.READY, attempts=outcome.attempts)
+    return _provision_outcome(*outcome)
 
 
 def _url_at_once(registry: Registry) -> str | None:
@@ -79,49 +78,65 @@ def _url_at_once(registry: Registry) -> str | None:
         driver = get_driver(registry.driver)
     except DriverError:
         return None  # an unknown driver: the two-step attempt records it
-    if registry.cluster_id is None or not isinstance(driver, CachedProvisioning):
+    if not isinstance(driver, CachedProvisioning):
         return None
     return driver.provision_cached(namespace=registry.namespace)
 
 
-def _provision_at_once(registry: Registry, url: str) -> AttemptResult | None:
-    """The attempt in one transaction, for a URL the driver gave without calling the registry:
-    the registry's cluster and then its row locked (the lock order), ``pending -> provisioning
-    -> ready`` with both events, and the URL published. None if the registry changed clusters
-    since it was read (the two-step attempt handles it)."""
-    with transaction.atomic():
-        locked = registry_lock_with_cluster(registry)
-        if locked is not None and locked.cluster_id != registry.cluster_id:
-            return None
-        cluster = locked.cluster if locked is not None else None
-        begun = attempt_may_begin(locked, STARTS_FROM)
+def _provision_at_once(
+    registry: Registry, cluster: Cluster, url: str
+) -> Registry | AttemptResult | None:
+    """The attempt in the caller's transaction, which locked the registry and its cluster, for
+    a URL the driver gave without calling the registry: ``pending -> provisioning -> ready``
+    with both events, and the URL published. Returns the registry made ready, what to return
+    instead (``attempt_may_begin``), or None if it failed: the transaction is then rolled back
+    (the attempt too), for the two-step attempt to record the failure."""
+    try:
+        begun = attempt_may_begin(registry, STARTS_FROM)
         if isinstance(begun, AttemptResult):
             return begun
         registry, _ = begun
-        if cluster is None:
-            return None
         transitions = Transitions(registry)
         _start(registry, transitions, deadline=None)
         _ready(registry, transitions, url)
         transitions.save()
         _publish(cluster, url)
-    _started(registry)
-    _finished(registry, url)
-    return AttemptResult(state=State.READY, attempts=registry.attempts)
+    except RECORDED_ERRORS:
+        transaction.set_rollback(True)
+        logger.info("registry.provision.at_once_failed", extra={"registry_id": str(registry.pk)})
+        return None
+    return registry
+
+
+def _begin(registry: Registry | None) -> tuple[Registry, datetime] | AttemptResult:
+    """The two-step attempt's start, in the caller's transaction, which locked ``registry``:
+    recorded with its lease (the attempt's deadline), or what to return instead."""
+    begun = attempt_may_begin(registry, STARTS_FROM)
+    if isinstance(begun, AttemptResult):
+        return begun
+    registry, deadline = begun
+    transitions = Transitions(registry)
+    _start(registry, transitions, deadline)
+    transitions.save()
+    return begun
 
 
 def _provision_in_two_steps(registry_id: uuid.UUID | str) -> AttemptResult:
-    """The attempt recorded first (its lease), the driver called with no lock held, then the
-    outcome recorded if the attempt still holds the registry."""
+    """The attempt again in two steps, after the one at once failed and was rolled back: its
+    start recorded (the same locks), then ``_provision_outcome``, which records the failure."""
     with transaction.atomic():
-        begun = begin_attempt(registry_id, STARTS_FROM)
-        if isinstance(begun, AttemptResult):
-            return begun
-        registry, deadline = begun
-        transitions = Transitions(registry)
-        _start(registry, transitions, deadline)
-        transitions.save()
+        registry, _ = registry_lock_with_its_cluster(registry_id)
+        begun = _begin(registry)
+    if isinstance(begun, AttemptResult):
+        return begun
+    return _provision_outcome(*begun)
+
+
+def _provision_outcome(registry: Registry, deadline: datetime) -> AttemptResult:
+    """The two-step attempt, its start committed: the driver called with no lock held, then the
+    outcome recorded if the attempt still holds the registry."""
     _started(registry)
+    registry_id = registry.pk
     try:
         url = get_driver(registry.driver).provision(namespace=registry.namespace)
         with transaction.atomic():

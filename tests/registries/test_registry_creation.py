@@ -1,6 +1,7 @@
 """Creating a cluster's registry (``registry_create_for_cluster``): one ``INSERT ... ON CONFLICT
-DO NOTHING`` and a read of whose registry it is, so that a registry the cluster has already and a
-namespace that is taken are handled without an error in the creating transaction."""
+DO NOTHING RETURNING`` its id and, only if nothing went in, a read of whose registry it is, so
+that a registry the cluster has already and a namespace that is taken are handled without an
+error in the creating transaction."""
 
 from __future__ import annotations
 
