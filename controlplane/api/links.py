@@ -41,6 +41,7 @@ class Links:
     def __init__(self, request: HttpRequest) -> None:
         self._request = request
         self._formatters: dict[tuple[Any, ...], Formatter] = {}
+        self._site: tuple[Any, ...] | None = None
 
     def formatter(self, name: str, *formatted: str, **fixed: Any) -> Formatter:
         """``format(**arguments)`` -> the URL of route ``name`` with ``fixed`` and
@@ -65,15 +66,10 @@ class Links:
     def _formatter(self, name: str, formatted: tuple[str, ...], fixed: dict[str, Any]) -> Formatter:
         """The template's ``format``: the URL with ``{argument}`` for each formatted argument
         (braces elsewhere doubled); or, for a route that cannot be templated, ``reverse``."""
-        key = (
-            self._request.scheme,
-            self._request.get_host(),
-            get_script_prefix(),
-            get_resolver(get_urlconf()),
-            name,
-            formatted,
-            *fixed.items(),
-        )
+        if self._site is None:  # what every URL of the request depends on
+            request = self._request
+            self._site = (request.scheme, request.get_host(), get_script_prefix())
+        key = (*self._site, get_resolver(get_urlconf()), name, formatted, *fixed.items())
         template = _templates.get(key)
         if template is not None:
             return template.format

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -62,8 +62,9 @@ class RowView:
     module): ``RowView.of(model)`` is the class of the model's rows."""
 
     _classes: dict[type[Model], type[RowView]] = {}
-    #: The attribute names of the model's columns: what every row holds as plain values.
-    columns: frozenset[str] = frozenset()
+    #: The model's columns, what every row holds as plain values: by attribute name, the
+    #: internal type of each (``Field.get_internal_type()``, the target's for a foreign key).
+    columns: Mapping[str, str] = {}
 
     @classmethod
     def of(cls, model: type[Model]) -> type[RowView]:
@@ -73,7 +74,10 @@ class RowView:
         if found is None:
             pk_attname = model._meta.pk.attname
             namespace: dict[str, Any] = {
-                "columns": frozenset(field.attname for field in model._meta.concrete_fields),
+                "columns": {
+                    field.attname: getattr(field, "target_field", field).get_internal_type()
+                    for field in model._meta.concrete_fields
+                },
                 "pk": property(lambda row: row.__dict__[pk_attname]),
                 "__repr__": lambda row: f"<{model.__name__} row {row.pk}>",
             }

@@ -25,6 +25,7 @@ from rest_framework import serializers
 from rest_framework.fields import Field, SkipField, empty
 from rest_framework.relations import PKOnlyObject, RelatedField
 
+from controlplane.api.fields import TimestampField, timestamp
 from controlplane.api.pages import RowView
 
 Getter = Callable[[Any], Any]
@@ -52,6 +53,7 @@ CONVERTERS: dict[type, Callable[[Field], Getter]] = {  # type: ignore[type-arg]
     serializers.UUIDField: lambda field: (
         str if getattr(field, "uuid_format", None) == "hex_verbose" else field.to_representation
     ),
+    TimestampField: lambda field: timestamp,
 }
 
 
@@ -129,6 +131,23 @@ def _binder(field: Field) -> Binder | None:  # type: ignore[type-arg]
     return None
 
 
+#: The columns (by ``Field.get_internal_type()``, of the target for a foreign key) whose values,
+#: as a page's rows hold them (``RowView``: UUIDs as text), each field renders as themselves:
+#: ``str`` of a string, ``bool`` of a boolean, ``int`` of an integer.
+SAME_VALUE: dict[type, frozenset[str]] = {
+    serializers.CharField: frozenset({"CharField", "TextField", "SlugField", "EmailField"}),
+    serializers.UUIDField: frozenset({"UUIDField"}),
+    serializers.BooleanField: frozenset({"BooleanField"}),
+    serializers.IntegerField: frozenset(
+        {"IntegerField", "BigIntegerField", "SmallIntegerField", "AutoField", "BigAutoField"}
+    ),
+}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 #: What a row plan does for one field: its name, and either the row's column and the field's
 #: converter, or (column None) the serializer's getter.
 PlanStep = tuple[str, str | None, Getter]
@@ -143,7 +162,7 @@ class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     PLAIN_JSON: ClassVar[bool] = False
     _class_binders: ClassVar[list[tuple[str, Binder]] | None]
     #: The shared plain fields (``SHARED_FIELDS``): the attribute each reads, its converter.
-    _class_columns: ClassVar[dict[str, tuple[str, Getter]]]
+    _class_columns: ClassVar[dict[str, tuple[str, Getter, type]]]
 
     @classmethod
     def _binders(cls) -> list[tuple[str, Binder]] | None:
@@ -162,7 +181,7 @@ class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
                 for field in prototype._readable_fields
             ]
             cls._class_columns = {
-                cast(str, field.field_name): (field.source_attrs[0], converter(field))
+                cast(str, field.field_name): (field.source_attrs[0], converter(field), type(field))
                 for field in prototype._readable_fields
                 if _shared(field)
                 and len(field.source_attrs) == 1
@@ -200,30 +219,36 @@ class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
             columns, plan = self._class_columns, []
             for name, get in self._getters:
                 column = columns.get(name)
-                if column is not None and column[0] in row_class.columns:
-                    plan.append((name, column[0], column[1]))
-                else:
+                if column is None or column[0] not in row_class.columns:
                     plan.append((name, None, get))
+                    continue
+                attribute, convert, field_class = column
+                kind = row_class.columns[attribute]
+                if kind in SAME_VALUE.get(field_class, ()):
+                    convert = _same
+                plan.append((name, attribute, convert))
             self._row_plans[row_class] = plan
         return plan
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        if isinstance(instance, Mapping):  # DRF reads keys, not attributes
-            return dict(super().to_representation(instance))
         data = {}
-        plan = self._row_plan(type(instance)) if isinstance(instance, RowView) else None
+        plan = self._row_plans.get(type(instance))  # a page's row, after its first
+        if plan is None and isinstance(instance, RowView):
+            plan = self._row_plan(type(instance))
         if plan is not None:
             values = instance.__dict__
             for name, column, get in plan:
                 if column is not None:
                     value = values[column]
-                    data[name] = None if value is None else get(value)
+                    data[name] = value if value is None or get is _same else get(value)
                     continue
                 try:
                     data[name] = get(instance)
                 except SkipField:
                     continue
             return data
+        if isinstance(instance, Mapping):  # DRF reads keys, not attributes
+            return dict(super().to_representation(instance))
         for name, get in self._getters:
             try:
                 data[name] = get(instance)
