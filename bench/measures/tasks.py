@@ -245,7 +245,7 @@ def first_queue_sample(
     ``published_check``), then the agent endpoint's answer. ``started`` collects
     the seconds from the registry's creation to its attempt's first transition (the event
     ``pending -> provisioning``: the creating transaction's rest and commit, the message, the
-    worker's pickup, the attempt's read and locks)."""
+    worker's pickup, the attempt's locks)."""
     from clusters.models import AgentEnvironmentVariable
     from registries.models import REGISTRY_URL_VARIABLE, Registry, RegistryEvent, State
 
@@ -385,7 +385,7 @@ def p3(stack: Stack, rounds: int, pool: str) -> LatencyRounds:
         result.notes.append(
             f"of which {percentile(attempts_began, 0.5) * 1000:.1f} ms (p50) until the attempt's "
             "first transition (the creating transaction's rest and commit, the message, the "
-            "worker's pickup, the attempt's read and locks)"
+            "worker's pickup, the attempt's locks)"
         )
     return result
 
