@@ -68,17 +68,15 @@ class RowView:
 
     @classmethod
     def of(cls, model: type[Model]) -> type[RowView]:
-        """The row class of ``model``: ``pk`` and the model's own properties (``Queue.hosted``),
-        which read the row's attributes as they read an instance's."""
+        """The row class of ``model``: the model's own properties (``Queue.hosted``), which
+        read the row's attributes as they read an instance's (each row holds ``pk`` too)."""
         found = cls._classes.get(model)
         if found is None:
-            pk_attname = model._meta.pk.attname
             namespace: dict[str, Any] = {
                 "columns": {
                     field.attname: getattr(field, "target_field", field).get_internal_type()
                     for field in model._meta.concrete_fields
                 },
-                "pk": property(lambda row: row.__dict__[pk_attname]),
                 "__repr__": lambda row: f"<{model.__name__} row {row.pk}>",
             }
             for klass in reversed(model.__mro__):
@@ -271,12 +269,15 @@ def _rows(klass: _Klass, rows: list[Any], using: str, uuids_as_text: bool) -> li
     """The page's ``RowView``s, with their related instances (see ``_attach``)."""
     row_class, new = RowView.of(klass.model), object.__new__
     start, end, attnames, uuids = klass.start, klass.end, klass.attnames, klass.uuids
+    pk_index = klass.pk_index
     if uuids and not uuids_as_text:
         rows = [_texts(row, uuids) for row in rows]
     views = []
     for row in rows:
         view = new(row_class)
-        view.__dict__.update(zip(attnames, row[start:end], strict=True))
+        values = view.__dict__
+        values.update(zip(attnames, row[start:end], strict=True))
+        values["pk"] = row[pk_index]  # an attribute, not a property: links read it often
         views.append(view)
     _attach(klass, rows, views, using, uuids_as_text)
     return views
