@@ -10,9 +10,9 @@ little more than reading it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
+from binascii import b2a_base64
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, overload
@@ -26,8 +26,9 @@ from controlplane.api.links import Formatter, links_for
 from controlplane.api.serializers import ReadSerializer
 
 
-def graphql_id(type_name: str, pk: uuid.UUID | int) -> str:
-    return base64.b64encode(f"{type_name}---{pk}".encode()).decode()
+def graphql_id(type_name: str, pk: uuid.UUID | int | str) -> str:
+    # base64.b64encode's own call, without its Python wrapper: once an item of every list.
+    return b2a_base64(f"{type_name}---{pk}".encode(), newline=False).decode()
 
 
 def absolute(context: Mapping[str, Any], name: str, **kwargs: Any) -> str:
