@@ -26,6 +26,7 @@ from clusters.models import AgentEnvironmentVariable, Cluster
 from registries.models import Registry, State
 from registries.reconciler import registries_reconcile
 from registries.services import PROVISION_TASK
+from tests.clusters.factories import ClusterFactory
 from tests.support.processes import ROOT, poll
 from tests.support.stack import RedisServer
 
@@ -145,6 +146,31 @@ def test_the_floor_task_leaves_a_registry_as_an_attempt_does() -> None:
     assert list(registry.events.values_list("from_state", "to_state", "attempt")) == [
         (State.PENDING, State.PROVISIONING, 1),
         (State.PROVISIONING, State.READY, 1),
+    ]
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_the_p3_floor_writes_the_rows_and_is_timed_to_the_published_row() -> None:
+    from controlplane.celery import app
+
+    cluster = ClusterFactory()
+    assert not measures.published_check(str(cluster.pk))()
+
+    app.conf.task_always_eager = True  # the floor task runs here, on commit
+    try:
+        seconds = measures.floor_sample(str(cluster.pk), "celery", timeout=5)
+    finally:
+        app.conf.task_always_eager = False
+
+    assert 0 < seconds < 5
+    assert measures.published_check(str(cluster.pk))()
+    registry = Registry.objects.get(cluster=cluster)
+    assert registry.state == State.READY
+    assert list(registry.events.values_list("from_state", "to_state")) == [
+        ("", State.PENDING),
+        (State.PENDING, State.PROVISIONING),
+        (State.PROVISIONING, State.READY),
     ]
 
 
