@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from bench.stack import Stack
 
 #: The measure modules, in the order they run.
-MODULES = ["bench.measures.http", "bench.measures.tasks"]
+MODULES = [
+    "bench.measures.http",
+    "bench.measures.registry",
+    "bench.measures.tasks",
+    "bench.measures.scale",
+]
 
 
 @dataclass

@@ -1,57 +1,39 @@
-"""The HTTP measures: P1, P2, P5, P6 against the bare view; P7 through the registry; P8 RSS.
+"""The HTTP measures against the bare view: P1 (agent environment), P2 (registry token), P5
+(lists), P6 (webhook), and P8 (a gunicorn worker's memory after their load); the load itself is
+:mod:`bench.load`, P7 through the registry :mod:`bench.measures.registry`.
 
-Load comes from ``wrk`` (C, one thread, ``CONNECTIONS`` keep-alive connections, runs of
-``SLICE_SECONDS``): it costs the shared CPUs far less than the server it loads, so the figures
-are the server's. gunicorn's sync workers close every connection after one answer, so each
-request also pays a TCP connection, for the bare view and the candidate alike. A round is
-``SLICES`` short runs of each side, alternating; the ratio is candidate requests per second /
-bare requests per second.
-
-The rows are seeded once per stack through the services (``_Fixture``); query counts are taken
-in the driver process through Django's own WSGI handler, so that ``close_old_connections`` runs
-and the per-request health-check ping (``CONN_HEALTH_CHECKS``) is counted as production pays it.
+The rows are seeded once per stack through the services (``_Fixture``).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import re
-import shutil
-import statistics
-import subprocess
-import tarfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from hashlib import sha256
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import requests
-import yaml
 
+from bench.load import (
+    CONNECTIONS,
+    SLICE_SECONDS,
+    SLICES,
+    WARM_SECONDS,
+    Target,
+    ab_rounds,
+    rates,
+    warm_queries,
+)
 from bench.measures import Measure, Result, at_least, at_most, progress, rss_mb
 
 if TYPE_CHECKING:
     from bench.stack import Stack
 
-#: A round: ``SLICES`` runs of ``SLICE_SECONDS`` for each side, alternating, so that a shared
-#: machine's drift hits both sides alike; ``wrk``'s connections (more than gunicorn's 2 workers,
-#: so that neither waits for the client).
-SLICES = 3
-SLICE_SECONDS = 1.0
-CONNECTIONS = 4
-#: A short run before the rounds, per target: imports, caches and connections warm.
-WARM_SECONDS = 1.0
-BARE_PATH = "/bench/bare"
 #: P5: items per page, as the issue measures.
 PAGE = 100
-#: P7: the image's one layer, random bytes (incompressible).
-IMAGE_MB = 100
 
 NOTES = [
     f"**HTTP load**: `wrk` (Debian's), one thread, {CONNECTIONS} connections, after a "
@@ -69,287 +51,9 @@ NOTES = [
     "database and settings (so the health-check ping of `CONN_HEALTH_CHECKS`, which runs the "
     "first time a request touches the database, is counted as `+ N ping`), after a warming "
     "request.",
-    f"**P7**: `skopeo copy` of a one-layer image ({IMAGE_MB} MB of random bytes, a new layer "
-    "every round so that nothing is mounted or skipped) from an OCI layout to the registry and "
-    "back to a `dir:`, through token authentication (the job credential, tokens from gunicorn) "
-    "and through a second `docker-registry` with the same configuration minus `auth`; ratio = "
-    "time with auth / time without.",
     "**P8**: VmRSS of each gunicorn worker after every HTTP measure's load; the figure is the "
     "larger worker.",
 ]
-
-
-# --- the load generator ----------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    """One request, repeated: the method, path, headers and body, and the status expected."""
-
-    name: str
-    path: str
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    status: int = 200
-
-
-BARE = Target("bare", BARE_PATH)
-
-_LUA_STRING = re.compile(r"[^\w .,:;=/+\-{}\[\]\"@*()!?#%&<>|~^$]")
-
-
-def _lua(text: str) -> str:
-    """A Lua string literal for ``text`` (decimal escapes for anything unusual)."""
-    escaped = _LUA_STRING.sub(
-        lambda match: "".join(f"\\{byte}" for byte in match[0].encode()), text
-    )
-    return '"' + escaped.replace('"', '\\"') + '"'
-
-
-def _script(stack: Stack, target: Target) -> Path:
-    lines = [f"wrk.method = {_lua(target.method)}"]
-    lines += [
-        f"wrk.headers[{_lua(name)}] = {_lua(value)}" for name, value in target.headers.items()
-    ]
-    if target.body:
-        lines.append(f"wrk.body = {_lua(target.body.decode())}")
-    path = stack.workdir / "wrk" / f"{target.name}.lua"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _check(stack: Stack, target: Target) -> None:
-    """One request by ``requests`` first: the target answers what the measure expects."""
-    response = requests.request(
-        target.method,
-        stack.base_url + target.path,
-        headers=dict(target.headers),
-        data=target.body or None,
-        timeout=10,
-    )
-    if response.status_code != target.status:
-        raise RuntimeError(
-            f"{target.name}: {target.method} {target.path} answered {response.status_code}, "
-            f"not {target.status}: {response.text[:300]}"
-        )
-
-
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-
-
-def wrk(stack: Stack, target: Target, seconds: float = SLICE_SECONDS) -> tuple[int, float]:
-    """Requests answered and seconds taken by ``wrk`` on ``target``; raises if any answer was
-    not of the expected kind (2xx, or 4xx for a refusal)."""
-    binary = shutil.which("wrk")
-    if binary is None:
-        raise RuntimeError("wrk is not installed: `sudo apt-get install wrk` (make bench does)")
-    result = subprocess.run(  # noqa: S603 - wrk on our own server
-        [binary, "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "10s",
-         "-s", str(_script(stack, target)), stack.base_url + target.path],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
-    )  # fmt: skip
-    output = result.stdout
-    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", output)
-    if done is None:
-        raise RuntimeError(f"wrk printed no count:\n{output}{result.stderr}")
-    requests_done, elapsed = int(done[1]), float(done[2]) * _DURATION_UNITS[done[3]]
-    unexpected = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    non_2xx = int(unexpected[1]) if unexpected else 0
-    wanted_non_2xx = requests_done if target.status >= 400 else 0
-    if non_2xx != wanted_non_2xx or "Socket errors" in output:
-        raise RuntimeError(
-            f"{target.name}: {non_2xx} of {requests_done} answers were not 2xx/3xx "
-            f"(expected {wanted_non_2xx}), or connections failed:\n{output}"
-        )
-    return requests_done, elapsed
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by the processes ``pids`` (``/proc/<pid>/stat``);
-    a process gone meanwhile counts nothing."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / _TICKS
-
-
-def server_pids(stack: Stack) -> list[int]:
-    """gunicorn's workers and the PostgreSQL backends connected to the stack's database (the
-    bench's own query excepted): the processes whose CPU a request costs on this host."""
-    import psycopg
-
-    with psycopg.connect(stack.database_url, autocommit=True, connect_timeout=5) as connection:
-        rows = connection.execute(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return [*stack.gunicorn_pids(), *(int(row[0]) for row in rows)]
-
-
-@dataclass
-class _Side:
-    requests: int = 0
-    seconds: float = 0.0
-    cpu: float = 0.0
-
-
-@dataclass
-class Throughput:
-    """A/B rounds of a candidate against the bare view: each side's requests per second, and
-    the ratio of each round (the median of its pairs' ratios: a burst of the shared machine's
-    other load that hits one run of one pair moves the round's ratio little). ``cpu_ratios``:
-    per round, the bare view's server CPU per request / the candidate's, which other load on
-    the machine hardly moves."""
-
-    bare: list[float] = field(default_factory=list)
-    candidate: list[float] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
-    bare_cpu_ms: list[float] = field(default_factory=list)
-    candidate_cpu_ms: list[float] = field(default_factory=list)
-    cpu_ratios: list[float] = field(default_factory=list)
-
-    def cpu(self) -> str:
-        """The CPU figures for a measure's detail."""
-        return (
-            f"server CPU a request {statistics.median(self.candidate_cpu_ms):.2f} ms vs bare "
-            f"{statistics.median(self.bare_cpu_ms):.2f} ms (gunicorn worker + PostgreSQL "
-            f"backend), CPU ratio {statistics.median(self.cpu_ratios):.2f}× "
-            f"({', '.join(f'{ratio:.2f}' for ratio in self.cpu_ratios)})"
-        )
-
-
-def ab_rounds(stack: Stack, target: Target, rounds: int) -> Throughput:
-    """Interleaved rounds of the bare view and ``target``: each round is ``SLICES`` pairs of
-    runs, alternating which side goes first."""
-    _check(stack, BARE)
-    _check(stack, target)
-    wrk(stack, BARE, WARM_SECONDS)
-    wrk(stack, target, WARM_SECONDS)
-    pids = server_pids(stack)  # after the warm-up: every worker holds its connection
-    found = Throughput()
-    for index in range(rounds):
-        sides = {BARE.name: _Side(), target.name: _Side()}
-        pairs = []
-        for piece in range(SLICES):
-            order = [BARE, target] if (index + piece) % 2 == 0 else [target, BARE]
-            rates = {}
-            for each in order:
-                cpu_before = cpu_seconds(pids)
-                requests_done, elapsed = wrk(stack, each)
-                side = sides[each.name]
-                side.cpu += cpu_seconds(pids) - cpu_before
-                side.requests += requests_done
-                side.seconds += elapsed
-                rates[each.name] = requests_done / elapsed
-            pairs.append(rates[target.name] / rates[BARE.name])
-        bare, candidate = sides[BARE.name], sides[target.name]
-        found.bare.append(bare.requests / bare.seconds)
-        found.candidate.append(candidate.requests / candidate.seconds)
-        found.ratios.append(statistics.median(pairs))
-        found.bare_cpu_ms.append(1000 * bare.cpu / bare.requests)
-        found.candidate_cpu_ms.append(1000 * candidate.cpu / candidate.requests)
-        found.cpu_ratios.append(found.bare_cpu_ms[-1] / found.candidate_cpu_ms[-1])
-        progress(
-            f"{target.name} round {index + 1}: {found.candidate[-1]:.0f} req/s vs bare "
-            f"{found.bare[-1]:.0f} req/s; pairs {', '.join(f'{pair:.2f}' for pair in pairs)} "
-            f"= {found.ratios[-1]:.2f}×; CPU a request {found.candidate_cpu_ms[-1]:.2f} ms vs "
-            f"{found.bare_cpu_ms[-1]:.2f} ms = {found.cpu_ratios[-1]:.2f}×"
-        )
-    return found
-
-
-def _rates(found: Throughput) -> str:
-    candidate, bare = statistics.median(found.candidate), statistics.median(found.bare)
-    return f"{candidate:.0f} req/s vs bare {bare:.0f} req/s (medians of the rounds); {found.cpu()}"
-
-
-# --- query counts in the driver process ------------------------------------------------------
-
-
-@dataclass
-class Queries:
-    """What one request cost the database, counted in the driver process."""
-
-    status: int
-    statements: list[str]
-    pings: int
-
-    def __str__(self) -> str:
-        ping = f" + {self.pings} health-check ping" if self.pings else ""
-        return f"{len(self.statements)} SQL{ping}"
-
-
-def count_queries(
-    path: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
-) -> Queries:
-    """Run one request through Django's WSGI handler in this process (Django configured by
-    ``Stack.django``); the SQL it ran and the health-check pings (``is_usable`` calls)."""
-    from django.core.handlers.wsgi import WSGIHandler
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    url = urlsplit(path)
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": url.path,
-        "QUERY_STRING": url.query,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "127.0.0.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    statuses: list[str] = []
-    pings = 0
-
-    def start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-        statuses.append(status)
-
-    is_usable = connection.is_usable
-
-    def counted_is_usable() -> bool:
-        nonlocal pings
-        pings += 1
-        return is_usable()
-
-    connection.is_usable = counted_is_usable  # type: ignore[method-assign]
-    try:
-        with CaptureQueriesContext(connection) as captured:
-            response = WSGIHandler()(environ, start_response)
-            b"".join(response)
-            response.close()  # request_finished: what production runs after each request
-    finally:
-        del connection.is_usable
-    return Queries(
-        int(statuses[0].split()[0]), [q["sql"] for q in captured.captured_queries], pings
-    )
-
-
-def warm_queries(path: str, headers: Mapping[str, str]) -> Queries:
-    """The queries of the second of two identical requests (the first warms the caches)."""
-    count_queries(path, headers=headers)
-    found = count_queries(path, headers=headers)
-    if found.status != 200:
-        raise RuntimeError(f"GET {path} answered {found.status} in the driver process")
-    return found
 
 
 # --- the rows every measure uses ---------------------------------------------------------------
@@ -462,7 +166,7 @@ def _p1(stack: Stack, rounds: int) -> Result:
     found = ab_rounds(stack, Target("P1 agent environment", path, headers=headers), rounds)
     return Result(
         found.ratios,
-        f"warm: {queries} a request; {_rates(found)}",
+        f"warm: {queries} a request; {rates(found)}",
         {"queries": queries.statements, "pings": queries.pings, "throughput": asdict(found)},
     )  # fmt: skip
 
@@ -493,7 +197,7 @@ def _p2(stack: Stack, rounds: int) -> Result:
     return Result(
         found.ratios,
         f"HTTP Basic with a job credential, one `{scope}` scope; warm: {queries} a request; "
-        f"{_rates(found)}",
+        f"{rates(found)}",
         {"queries": queries.statements, "throughput": asdict(found)},
     )
 
@@ -521,7 +225,7 @@ def _list(stack: Stack, rounds: int, what: str) -> Result:
     return Result(
         found.ratios,
         f"{PAGE} {what} a page: {queries_many} for {PAGE} items, {queries_one} for 1; "
-        f"{_rates(found)}",
+        f"{rates(found)}",
         {"queries_100": queries_many.statements, "queries_1": queries_one.statements,
          "throughput": asdict(found)},
     )  # fmt: skip
@@ -585,148 +289,8 @@ def _p6(stack: Stack, rounds: int, forged: bool) -> Result:
     what = "401, nothing written" if forged else "200 with the original answer"
     return Result(
         found.ratios,
-        f"{what}; {_rates(found)}",
+        f"{what}; {rates(found)}",
         {"throughput": asdict(found)},
-    )
-
-
-# --- P7 ----------------------------------------------------------------------------------------
-
-
-def _oci_layout(folder: Path, megabytes: int) -> None:
-    """An OCI image layout in ``folder``: one uncompressed layer holding ``megabytes`` of
-    random bytes in one file, a config and a manifest, tagged ``latest``."""
-    blobs = folder / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def blob(data: bytes) -> tuple[str, int]:
-        digest = sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return f"sha256:{digest}", len(data)
-
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as archive:
-        payload = os.urandom(megabytes * 1024 * 1024)
-        member = tarfile.TarInfo("payload.bin")
-        member.size = len(payload)
-        member.mtime = int(time.time())
-        archive.addfile(member, io.BytesIO(payload))
-    layer_digest, layer_size = blob(layer.getvalue())
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        "config": {},
-    }
-    config_digest, config_size = blob(json.dumps(config).encode())
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config_size,
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": layer_digest,
-                "size": layer_size,
-            }
-        ],
-    }
-    manifest_digest, manifest_size = blob(json.dumps(manifest).encode())
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest_size,
-                "annotations": {"org.opencontainers.image.ref.name": "latest"},
-            }
-        ],
-    }
-    (folder / "index.json").write_text(json.dumps(index))
-    (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-
-
-def _unauthenticated_registry(stack: Stack) -> str:
-    """A second ``docker-registry``: the stack's configuration without ``auth``, its own port
-    and storage. Returns its host:port."""
-    from bench.stack import free_port
-
-    port = free_port()
-    config = yaml.safe_load((stack.workdir / "registry" / "config.yml").read_text())
-    config.pop("auth")
-    config["http"]["addr"] = f"127.0.0.1:{port}"
-    config["http"].pop("debug", None)
-    config["storage"]["filesystem"]["rootdirectory"] = str(stack.workdir / "registry-open-data")
-    path = stack.workdir / "registry" / "open.yml"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    stack.registry_process("registry-open", path, port)
-    return f"127.0.0.1:{port}"
-
-
-def _copy_time(source: str, destination: str, credentials: str | None, workdir: Path) -> float:
-    skopeo = shutil.which("skopeo")
-    if skopeo is None:
-        raise RuntimeError("skopeo is not installed: `sudo apt-get install skopeo`")
-    argv = [skopeo, "--tmpdir", str(workdir), "copy", "--quiet"]
-    if source.startswith("docker://"):
-        argv += ["--src-tls-verify=false"] + (["--src-creds", credentials] if credentials else [])
-    if destination.startswith("docker://"):
-        argv += ["--dest-tls-verify=false"] + (["--dest-creds", credentials] if credentials else [])
-    started = time.monotonic()
-    result = subprocess.run(  # noqa: S603 - skopeo on our own registries
-        [*argv, source, destination], capture_output=True, text=True, check=False, timeout=600
-    )
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"skopeo copy {source} {destination} failed:\n{result.stderr[-2000:]}")
-    return elapsed
-
-
-def _push_pull(layout: Path, host: str, repository: str, credentials: str | None) -> float:
-    pulled = layout.parent / f"pulled-{uuid.uuid4().hex[:8]}"
-    reference = f"docker://{host}/{repository}:latest"
-    try:
-        push = _copy_time(f"oci:{layout}:latest", reference, credentials, layout.parent)
-        pull = _copy_time(reference, f"dir:{pulled}", credentials, layout.parent)
-    finally:
-        shutil.rmtree(pulled, ignore_errors=True)
-    return push + pull
-
-
-def _p7(stack: Stack, rounds: int) -> Result:
-    from registries.services import JOB_CREDENTIAL_USERNAME
-
-    rows = fixture(stack)
-    open_host = _unauthenticated_registry(stack)
-    credentials = f"{JOB_CREDENTIAL_USERNAME}:{rows.job_credential}"
-    with_auth: list[float] = []
-    without: list[float] = []
-    base = stack.workdir / "p7"
-    for index in range(rounds):
-        layout = base / f"round-{index}" / "layout"
-        _oci_layout(layout, IMAGE_MB)
-        repository = f"{rows.namespace}/big{index}"
-        runs = [("auth", stack.registry_host, credentials), ("open", open_host, None)]
-        for name, host, creds in runs if index % 2 == 0 else runs[::-1]:
-            seconds = _push_pull(layout, host, repository, creds)
-            (with_auth if name == "auth" else without).append(seconds)
-        shutil.rmtree(layout.parent, ignore_errors=True)
-        progress(
-            f"P7 round {index + 1}: {with_auth[-1]:.2f}s with auth, {without[-1]:.2f}s without "
-            f"= {with_auth[-1] / without[-1]:.2f}×"
-        )
-    ratios = [a / b for a, b in zip(with_auth, without, strict=True)]
-    return Result(
-        ratios,
-        f"push + pull of {IMAGE_MB} MB: {statistics.median(with_auth):.2f}s with token "
-        f"auth vs {statistics.median(without):.2f}s without (medians)",
-        {"with_auth": with_auth, "without": without},
     )
 
 
@@ -787,8 +351,6 @@ MEASURES = [
             lambda stack, rounds: _p6(stack, rounds, forged=False)),
     Measure("P6 forged", "webhook: a forged signature", "≥ 0.7×", at_least(0.7),
             lambda stack, rounds: _p6(stack, rounds, forged=True)),
-    Measure("P7", f"push + pull of {IMAGE_MB} MB, token auth vs none", "≤ 1.1×", at_most(1.1),
-            _p7),
     Measure("P8 web", "RSS of one gunicorn worker after the load", "≤ 120 MB", at_most(120), _p8,
             unit="MB"),
 ]  # fmt: skip

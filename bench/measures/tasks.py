@@ -1,5 +1,5 @@
-"""The worker-side measures: provisioning against a no-op task, statements, canaries, the
-reconciler, and a Celery worker's memory (issue 15: P3, P4, P4b, P8, P9, P10).
+"""The worker-side measures: provisioning against a no-op task, statements, and a Celery
+worker's memory (issue 15: P3, P4, P4b, P8); P9 and P10 at scale are in :mod:`bench.measures.scale`.
 
 Every measure runs on the stack's processes (gunicorn, PostgreSQL, Redis, the registry) plus the
 Celery workers and beat it starts itself (:mod:`bench.workers`), and seeds rows in bulk from the
@@ -21,60 +21,44 @@ routes provisioning to and observed the same way (polling, 1 ms apart):
 - **P8 (Celery)**: the resident memory of that worker (one process: threads) after each drain.
 - **P4b**: SQL statements (``CaptureQueriesContext``) of ``cluster_create`` + ``queue_create``
   (the cluster's first hosted queue), with the statements listed.
-- **P9**: P3 (threads) with 10,000 ready registries and beat running the canaries every 5 s,
-  against the no-op round trip with beat stopped and nothing queued: a new cluster's registry
-  must not wait behind canaries. Tasks the routing sends to another queue than provisioning's
-  get a worker of their own, as production runs them.
-- **P10**: one reconcile pass (``registries_reconcile()`` in the driver) over 100,000 registry
-  rows, mostly ready and published, in milliseconds (absolute), after ``ANALYZE``.
 """
 
 from __future__ import annotations
 
-import io
-import math
 import re
-import secrets
 import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from bench import workers
+from bench.latency import (
+    HOSTED_SHAPE,
+    QUEUE_KEY,
+    SAMPLE_TIMEOUT,
+    WARMUP_SAMPLES,
+    Api,
+    LatencyRounds,
+    first_queue_sample,
+    floor_sample,
+    memoized,
+    noop_sample,
+    percentile,
+    provision_queue,
+)
 from bench.measures import Measure, Result, progress, rss_mb
+from bench.seed import new_organization, seed_registries
 
 if TYPE_CHECKING:
-    from django.db.models import Model
-
     from bench.stack import Stack
-    from clusters.models import Organization
 
-HOSTED_SHAPE = "LINUX_AMD64_2X4"
-QUEUE_KEY = "linux"
-#: Seconds between two polls, for the registry's URL and for a no-op task alike.
-POLL_SECONDS = 0.001
-#: Samples of each side per round (P3), and the first ones of a worker, not counted.
+#: Samples of each side per round (P3).
 P3_SAMPLES = 20
-WARMUP_SAMPLES = 3
-#: A first hosted queue whose URL takes longer than this is recorded at this figure (P9 before
-#: canaries had a queue of their own: the rest of its round is skipped).
-SAMPLE_TIMEOUT = 20.0
 P4_TASKS = 1_000
-P9_REGISTRIES = 10_000
-P9_SAMPLES = 10
-P9_CANARY_INTERVAL = 5.0
-P10_REGISTRIES = 100_000
-P10_PASSES = 5
-#: Rows per bulk insert, and per organization, when seeding.
-SEED_BATCH = 5_000
-
 
 NOTES = [
     "**Workers** (P3, P4, P9): `celery -A controlplane worker` as `deploy/entrypoint` starts "
@@ -113,275 +97,10 @@ NOTES = [
     "**P4b**: `CaptureQueriesContext` around `cluster_create` + `queue_create` (the cluster's "
     "first hosted queue) in the bench process; every statement psycopg sends is counted, "
     "`BEGIN`/`COMMIT` and savepoints included.",
-    f"**P9**: {P9_REGISTRIES:,} ready registries (clusters, hosted queues, published URLs) "
-    f"copied in; beat started with `REGISTRY_CANARY_INTERVAL_SECONDS={P9_CANARY_INTERVAL:g}`; "
-    "one worker for the provisioning queue and, when the routing sends tasks elsewhere (the "
-    "canaries), one for those queues. Each round: the no-op's round trip with beat stopped "
-    f"and nothing queued ({P9_SAMPLES} samples), then beat started and, from its first canary "
-    f"round on, {P9_SAMPLES} first hosted queues spread over a canary interval, each followed by "
-    "a no-op under the same load; queues purged between rounds. Ratio = p50 under canaries / "
-    "the no-op's p50 under the same canaries (A/B in the same conditions, as every other "
-    "measure); the idle no-op's p50 is in the details.",
-    f"**P10**: {P10_REGISTRIES:,} registry rows copied in (3 % deleted, 1 % failed, 0.5 % in "
-    "flight, the rest ready with published URLs), then `ANALYZE`; `registries_reconcile()` "
-    f"in the bench process, one pass to warm up, then {P10_PASSES} timed passes (ms, absolute).",
 ]
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (as the console's provisioning p50 and p95)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-# --- memo: one run feeds several lines of the report ----------------------------------------
-
-_memo: dict[tuple[int, str], Any] = {}
-
-
-def _memoized(stack: Stack, key: str, compute: Callable[[], Any]) -> Any:
-    """``compute()`` once per stack and key: the p50 and p95 lines of P3 come from one run, P8's
-    Celery line from P4's drains."""
-    slot = (id(stack), key)
-    if slot not in _memo:
-        _memo[slot] = compute()
-    return _memo[slot]
-
-
-# --- the REST API and the agent endpoint ----------------------------------------------------
-
-
-class Api:
-    """The REST API of one organization, with a token of every scope made in the driver."""
-
-    def __init__(self, stack: Stack, slug: str) -> None:
-        from django.core.management import call_command
-
-        from clusters.models import ApiScope
-
-        stack.django()
-        out = io.StringIO()
-        call_command(
-            "create_api_token", slug, "bench", "--scopes", ",".join(ApiScope.values), "--quiet",
-            stdout=out, stderr=io.StringIO(),
-        )  # fmt: skip
-        self.base_url = stack.base_url
-        self.url = f"{stack.base_url}/v2/organizations/{slug}/"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {out.getvalue().strip()}"
-        self.agent = requests.Session()
-
-    def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        response = self.session.post(self.url + path, json=body, timeout=30)
-        if response.status_code != 201:
-            raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:500]}")
-        result: dict[str, Any] = response.json()
-        return result
-
-    def cluster_with_token(self) -> tuple[str, str]:
-        """A new cluster and the secret of an agent token of it."""
-        cluster = self.post("clusters", {"name": f"bench-{uuid.uuid4().hex[:16]}"})
-        token = self.post(f"clusters/{cluster['id']}/tokens", {"description": "bench"})
-        return str(cluster["id"]), str(token["token"])
-
-    def url_visible(self, secret: str) -> bool:
-        """Whether the agent environment endpoint serves the registry's URL to the queue."""
-        from registries.models import REGISTRY_URL_VARIABLE
-
-        response = self.agent.get(
-            f"{self.base_url}/v3/agent/environment",
-            params={"queue": QUEUE_KEY},
-            headers={"Authorization": f"Token {secret}"},
-            timeout=30,
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"agent environment: {response.status_code} {response.text[:500]}")
-        return REGISTRY_URL_VARIABLE in response.json()["env"]
-
-
-def _poll(check: Callable[[], bool], timeout: float, since: float) -> float | None:
-    """Call ``check`` every POLL_SECONDS until it is true: the seconds from ``since`` (a
-    ``time.perf_counter()``) to the start of the check that was true (so an HTTP poll's own
-    duration is not charged to what it observes), or None after ``timeout``."""
-    while True:
-        asked = time.perf_counter()
-        if check():
-            return asked - since
-        if asked - since > timeout:
-            return None
-        time.sleep(POLL_SECONDS)
-
-
-def published_check(cluster_id: str) -> Callable[[], bool]:
-    """Whether the cluster's ``BUILDKITE_HOSTED_REGISTRY_URL`` row is committed: one indexed
-    ``SELECT`` on the bench's own connection (autocommit), a fraction of what a request to the
-    agent endpoint costs the machine the worker shares."""
-    from django.db import connection
-
-    from clusters.models import AgentEnvironmentVariable
-    from registries.models import REGISTRY_URL_VARIABLE
-
-    table = AgentEnvironmentVariable._meta.db_table  # the model's, not input
-    sql = f"SELECT 1 FROM {table} WHERE cluster_id = %s AND name = %s"  # noqa: S608
-    arguments = (uuid.UUID(cluster_id), REGISTRY_URL_VARIABLE)
-
-    def check() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, arguments)
-            return cursor.fetchone() is not None
-
-    return check
-
-
-def first_queue_sample(
-    api: Api, *, timeout: float = SAMPLE_TIMEOUT, started: list[float] | None = None
-) -> tuple[float, float | None]:
-    """A new cluster's first hosted queue through the REST API: ``(seconds the POST took,
-    seconds from the registry's creation until the agent sees the URL)``; the second is None
-    after ``timeout``.
-
-    Both ends are the rows' own times, on this machine's one clock: from the registry row's
-    ``created_at`` (stamped in the transaction that creates the queue) to the published
-    variable's ``updated_at`` (stamped by the worker just before its commit), or the poll that saw
-    the URL if that is earlier. Not from the POST's 201: a worker may publish the URL before the
-    answer reaches the client (a poll from the 201 would read 0), or after (the POST's way back
-    would be charged to it). The polls only wait for the URL: the row's (cheap, see
-    ``published_check``), then the agent endpoint's answer. ``started`` collects
-    the seconds from the registry's creation to its attempt's first transition (the event
-    ``pending -> provisioning``: the creating transaction's rest and commit, the message, the
-    worker's pickup, the attempt's locks)."""
-    from clusters.models import AgentEnvironmentVariable
-    from registries.models import REGISTRY_URL_VARIABLE, Registry, RegistryEvent, State
-
-    cluster_id, secret = api.cluster_with_token()
-    began = time.perf_counter()
-    api.post(
-        f"clusters/{cluster_id}/queues",
-        {"key": QUEUE_KEY, "hostedAgents": {"instanceShape": HOSTED_SHAPE}},
-    )
-    answered = time.perf_counter()
-    answered_wall = time.time()
-    seen = _poll(published_check(cluster_id), timeout, since=answered)
-    if seen is not None and not api.url_visible(secret):  # published, not served yet
-        seen = _poll(lambda: api.url_visible(secret), timeout, since=answered)
-    if seen is None:
-        return answered - began, None
-    registry_created = Registry.objects.values_list("created_at", flat=True).get(
-        cluster_id=cluster_id
-    )
-    published = AgentEnvironmentVariable.objects.values_list("updated_at", flat=True).get(
-        cluster_id=cluster_id, name=REGISTRY_URL_VARIABLE
-    )
-    visible = min(answered_wall + seen, published.timestamp())
-    if started is not None:
-        attempt = RegistryEvent.objects.filter(
-            registry__cluster_id=cluster_id, to_state=State.PROVISIONING
-        ).values_list("created_at", flat=True)[:1]
-        started += [(moment - registry_created).total_seconds() for moment in attempt]
-    return answered - began, visible - registry_created.timestamp()
-
-
-def noop_sample(queue: str, *, timeout: float = SAMPLE_TIMEOUT) -> float:
-    """A no-op task's round trip: from sending it to ``queue`` until its Redis key exists."""
-    from bench.tasks import noop, redis_client
-
-    client = redis_client()
-    key = f"bench:noop:{uuid.uuid4().hex}"
-    sent = time.perf_counter()
-    noop.apply_async((key,), queue=queue)
-    seen = _poll(lambda: bool(client.exists(key)), timeout, since=sent)
-    client.delete(key)
-    if seen is None:
-        raise RuntimeError(f"the no-op task did not run within {timeout:g}s")
-    return seen
-
-
-def floor_sample(cluster_id: str, queue: str, *, timeout: float = SAMPLE_TIMEOUT) -> float:
-    """The floor of a P3 sample, on a cluster without a registry: the rows a first hosted queue
-    must write (the pending registry and its event, by the product's compiled INSERTs, and a
-    durable COMMIT), the message on commit, and the floor attempt (``bench.tasks.provision_floor``:
-    the statements an attempt cannot do without, by hand) until the variable's row is there.
-    Timed from just before the registry's INSERT (where P3's ``created_at`` is stamped) to the
-    poll that sees the row, so it carries no HTTP, ORM save, signal or log line: no
-    implementation of the product's path can be faster on this machine."""
-    from django.conf import settings
-    from django.db import transaction
-
-    from bench.tasks import provision_floor
-    from controlplane.compiled import insert_rows
-    from registries.models import Registry, RegistryEvent, State
-
-    began = time.perf_counter()
-    with transaction.atomic():
-        registry = Registry(
-            cluster_id=cluster_id,
-            namespace=f"bench-floor/{uuid.uuid4().hex[:12]}",
-            driver=settings.REGISTRY_DRIVER,
-        )
-        insert_rows([registry])
-        insert_rows([RegistryEvent(registry=registry, to_state=State.PENDING)])
-        registry_id = str(registry.pk)
-        transaction.on_commit(lambda: provision_floor.apply_async((registry_id,), queue=queue))
-    seen = _poll(published_check(cluster_id), timeout, since=began)
-    if seen is None:
-        raise RuntimeError(f"the floor attempt did not publish within {timeout:g}s")
-    return seen
-
-
-def provision_queue() -> str:
-    from registries.services import PROVISION_TASK
-
-    return workers.task_queue(PROVISION_TASK)
-
-
-def product_queues() -> set[str]:
-    """Every queue the routing sends one of the product's tasks to."""
-    from controlplane.celery import app
-
-    app.loader.import_default_modules()
-    return {workers.task_queue(name) for name in app.tasks if not name.startswith("celery.")}
-
-
 # --- P3 ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class LatencyRounds:
-    """Per round: the candidate's and the baseline's p50 and p95 (seconds)."""
-
-    candidate_p50: list[float] = field(default_factory=list)
-    candidate_p95: list[float] = field(default_factory=list)
-    baseline_p50: list[float] = field(default_factory=list)
-    baseline_p95: list[float] = field(default_factory=list)
-    created_p50: list[float] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, candidate: list[float], baseline: list[float], created: list[float]) -> None:
-        self.candidate_p50.append(percentile(candidate, 0.5))
-        self.candidate_p95.append(percentile(candidate, 0.95))
-        self.baseline_p50.append(percentile(baseline, 0.5))
-        self.baseline_p95.append(percentile(baseline, 0.95))
-        self.created_p50.append(percentile(created, 0.5))
-
-    def ratios(self, which: str) -> list[float]:
-        candidate, baseline = (
-            getattr(self, f"candidate_{which}"),
-            getattr(self, f"baseline_{which}"),
-        )
-        return [c / b for c, b in zip(candidate, baseline, strict=True)]
-
-    def detail(self, which: str) -> str:
-        def ms(values: list[float]) -> str:
-            return f"{statistics.median(values) * 1000:.1f} ms"
-
-        other = "p95" if which == "p50" else "p50"
-        other_ratio = statistics.median(self.ratios(other))
-        return (
-            f"{which} {ms(getattr(self, f'candidate_{which}'))} vs no-op "
-            f"{ms(getattr(self, f'baseline_{which}'))} (median of rounds); {other} ratio "
-            f"{other_ratio:.2f}×; the queue's POST took {ms(self.created_p50)} (not counted)"
-            + "".join(f"; {note}" for note in self.notes)
-        )
 
 
 def p3(stack: Stack, rounds: int, pool: str) -> LatencyRounds:
@@ -466,7 +185,7 @@ ATTEMPT_SHORTFALL = (
 
 def _p3_line(pool: str, which: str, limit: float) -> Measure:
     def run(stack: Stack, rounds: int) -> Result:
-        data: LatencyRounds = _memoized(stack, f"P3 {pool}", lambda: p3(stack, rounds, pool))
+        data: LatencyRounds = memoized(stack, f"P3 {pool}", lambda: p3(stack, rounds, pool))
         return Result(
             ratios=data.ratios(which),
             detail=data.detail(which),
@@ -482,159 +201,6 @@ def _p3_line(pool: str, which: str, limit: float) -> Measure:
         run=run,
         shortfall=ATTEMPT_SHORTFALL,
     )
-
-
-# --- seeding ----------------------------------------------------------------------------------
-
-
-def _organization(slug: str) -> Organization:
-    from clusters.services import organization_get_or_create
-
-    return organization_get_or_create(slug=slug)[0]
-
-
-def bulk_copy(model: type[Model], template: Model, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Insert one row per item of ``rows`` into ``model``'s table with ``COPY``: every column as
-    the ORM prepares ``template`` (its defaults included, whatever fields the model has at run
-    time), but for the fields (attribute names) each item sets. Database-generated keys are left
-    to the database. Returns the number of rows."""
-    from django.db import DEFAULT_DB_ALIAS, connections
-    from psycopg import sql
-
-    connection = connections[DEFAULT_DB_ALIAS]  # not the proxy: it is asked once per value
-    fields = [field for field in model._meta.concrete_fields if not field.db_returning]
-    base = [
-        field.get_db_prep_save(field.pre_save(template, add=True), connection) for field in fields
-    ]
-    position = {field.attname: (index, field) for index, field in enumerate(fields)}
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(model._meta.db_table),
-        sql.SQL(", ").join([sql.Identifier(str(field.column)) for field in fields]),
-    )
-    written = 0
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for changes in rows:
-            row = list(base)
-            for name, value in changes.items():
-                index, field = position[name]
-                row[index] = field.get_db_prep_save(value, connection)
-            copy.write_row(row)
-            written += 1
-    return written
-
-
-def seed_registries(counts: Mapping[str, int], *, prefix: str) -> list[uuid.UUID]:
-    """Bulk-insert registries in the given states (``ready``, ``pending``, ``failed``,
-    ``deleted``), each but the deleted with its cluster and a hosted queue, each ready one with
-    its URL published; SEED_BATCH registries per organization. Returns their ids.
-
-    Rows are copied from one model instance per table and state (:func:`bulk_copy`), so they
-    carry the defaults of the fields the models have at run time. Pending ones are in flight
-    (due in a day: the reconciler leaves them); failed ones failed for good (not transiently);
-    deleted ones have no cluster, as a deleted cluster leaves them.
-    """
-    from django.conf import settings
-    from django.db import transaction
-    from django.utils import timezone
-
-    from clusters.models import AgentEnvironmentVariable, Cluster, Queue
-    from registries.models import REGISTRY_URL_VARIABLE, Registry, State
-    from registries.services.lifecycle import ENVIRONMENT_SOURCE
-
-    now = timezone.now()
-    host = settings.REGISTRY_PUBLIC_HOST
-    ids: list[uuid.UUID] = []
-    for state, count in counts.items():
-        registry = Registry(namespace="-", driver=settings.REGISTRY_DRIVER, state=state)
-        if state == State.READY:
-            registry.url, registry.ready_at = "-", now
-        elif state == State.PENDING:
-            registry.next_attempt_at = now + timedelta(days=1)
-        elif state == State.FAILED:
-            registry.last_error = "seeded by the bench"
-        elif state == State.DELETED:
-            registry.deprovision_requested_at = now
-        for start in range(0, count, SEED_BATCH):
-            organization = _organization(f"{prefix}-{secrets.token_hex(4)}")
-            size = min(SEED_BATCH, count - start)
-            batch = [(uuid.uuid4(), uuid.uuid4(), secrets.token_hex(6)) for _ in range(size)]
-            cluster = Cluster(organization=organization, name="-")
-            with transaction.atomic():
-                if state != State.DELETED:
-                    bulk_copy(
-                        Cluster, cluster, ({"id": c, "name": f"c-{c.hex}"} for _, c, _ in batch)
-                    )
-                    bulk_copy(
-                        Queue,
-                        Queue(cluster=cluster, key=QUEUE_KEY, instance_shape=HOSTED_SHAPE),
-                        ({"id": uuid.uuid4(), "cluster_id": c} for _, c, _ in batch),
-                    )
-                if state == State.READY:
-                    bulk_copy(
-                        AgentEnvironmentVariable,
-                        AgentEnvironmentVariable(
-                            cluster=cluster, name=REGISTRY_URL_VARIABLE, value="-",
-                            source=ENVIRONMENT_SOURCE,
-                        ),
-                        (
-                            {"cluster_id": c, "value": f"{host}/{organization.slug}/{n}"}
-                            for _, c, n in batch
-                        ),
-                    )  # fmt: skip
-                bulk_copy(
-                    Registry,
-                    registry,
-                    (
-                        {
-                            "id": r,
-                            "cluster_id": None if state == State.DELETED else c,
-                            "namespace": f"{organization.slug}/{n}",
-                            **({"url": f"{host}/{organization.slug}/{n}"} if registry.url else {}),
-                        }
-                        for r, c, n in batch
-                    ),
-                )
-            ids += [r for r, _, _ in batch]
-    return ids
-
-
-def seed_to(
-    total: int,
-    counts: Callable[[int], Mapping[str, int]],
-    *,
-    prefix: str,
-    counted: Callable[[], int] | None = None,
-) -> int:
-    """Top the registries up to ``total`` (``counted()`` of them, by default every row;
-    ``counts(missing)`` says in which states), then ``ANALYZE``, as autovacuum would have; how
-    many rows were added."""
-    from django.db import connection
-
-    from registries.models import Registry
-
-    missing = total - (counted or Registry.objects.count)()
-    if missing > 0:
-        started = time.perf_counter()
-        seed_registries(counts(missing), prefix=prefix)
-        progress(f"seeded {missing:,} registries in {time.perf_counter() - started:.1f}s")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
-    return max(missing, 0)
-
-
-def ready_only(missing: int) -> dict[str, int]:
-    return {"ready": missing}
-
-
-def realistic_mix(missing: int) -> dict[str, int]:
-    """Mostly ready: 3 % deleted, 1 % failed, 0.5 % in flight, the rest ready."""
-    deleted, failed, pending = missing * 3 // 100, missing // 100, missing // 200
-    return {
-        "deleted": deleted,
-        "failed": failed,
-        "pending": pending,
-        "ready": missing - deleted - failed - pending,
-    }
 
 
 # --- P4 and P8 --------------------------------------------------------------------------------
@@ -771,7 +337,7 @@ def p4(stack: Stack, rounds: int) -> DrainRounds:
 
 
 def _p4_run(stack: Stack, rounds: int) -> Result:
-    data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
+    data: DrainRounds = memoized(stack, "P4", lambda: p4(stack, rounds))
     ratios = [a.seconds / b.seconds for a, b in zip(data.provisionings, data.noops, strict=True)]
     floors = [a.seconds / b.seconds for a, b in zip(data.floors, data.noops, strict=True)]
     provisioning, noops = data.median("provisionings", "seconds"), data.median("noops", "seconds")
@@ -792,7 +358,7 @@ def _p4_run(stack: Stack, rounds: int) -> Result:
 
 
 def _p8_run(stack: Stack, rounds: int) -> Result:
-    data: DrainRounds = _memoized(stack, "P4", lambda: p4(stack, rounds))
+    data: DrainRounds = memoized(stack, "P4", lambda: p4(stack, rounds))
     rss = [drain.rss_mb for drain in data.provisionings]
     return Result(
         ratios=rss,
@@ -825,7 +391,7 @@ def creation_statements() -> list[str]:
 
     from clusters import services
 
-    organization = _organization("bench-p4b")
+    organization = new_organization("bench-p4b")
     with CaptureQueriesContext(connection) as captured:
         cluster = services.cluster_create(
             organization=organization, name=f"bench-{uuid.uuid4().hex[:16]}"
@@ -849,139 +415,6 @@ def _p4b_run(stack: Stack, rounds: int) -> Result:
         ratios=counts,
         detail=f"cluster_create + queue_create (first hosted queue): {listed}",
         extra={"statements": statements},
-    )
-
-
-# --- P9 ---------------------------------------------------------------------------------------
-
-
-def p9(stack: Stack, rounds: int) -> LatencyRounds:
-    from django.utils import timezone
-
-    from registries.models import Registry
-
-    stack.django()
-    seed_to(P9_REGISTRIES, ready_only, prefix="bench-p9", counted=Registry.objects.ready().count)
-    environment = {"REGISTRY_CANARY_INTERVAL_SECONDS": f"{P9_CANARY_INTERVAL:g}"}
-    queue = provision_queue()
-    others = sorted(product_queues() - {queue})
-    api = Api(stack, "bench-p9")
-    result = LatencyRounds()
-    started = [workers.worker(stack, queues=[queue], environment=environment, name="provision")]
-    if others:
-        started.append(workers.worker(stack, queues=others, environment=environment, name="others"))
-    canaried = 0
-    waiting: list[int] = []
-    loaded: list[float] = []
-    idle: list[float] = []
-    # What the canaries cost the machine: the CPU of their worker and of the registry while beat
-    # runs (seconds of CPU, seconds of wall time), the provisioning worker's contention.
-    canary_wall = 0.0
-    canary_pids = {"worker": [process.pid for process in started[1:]], "registry": []}
-    if stack.registry is not None:
-        canary_pids["registry"].append(stack.registry.pid)
-    canary_cpu = dict.fromkeys(canary_pids, 0.0)
-    try:
-        for _ in range(WARMUP_SAMPLES):
-            first_queue_sample(api)
-            noop_sample(queue)
-        for number in range(rounds):
-            idle += [noop_sample(queue) for _ in range(P9_SAMPLES)]
-            beat = workers.beat(stack, environment=environment)
-            since = timezone.now()
-            baseline: list[float] = []  # the no-op under the same canaries
-            cpu_before = {k: sum(map(workers.cpu_seconds, p)) for k, p in canary_pids.items()}
-            wall_before = time.monotonic()
-            candidate: list[float] = []
-            created: list[float] = []
-            try:
-                # Beat's first canary round is one interval after its start; the samples then
-                # spread over the next interval.
-                time.sleep(P9_CANARY_INTERVAL + 0.5)
-                for _ in range(P9_SAMPLES):
-                    waiting.append(workers.waiting(queue))
-                    took, visible = first_queue_sample(api)
-                    created.append(took)
-                    candidate.append(SAMPLE_TIMEOUT if visible is None else visible)
-                    if visible is None:
-                        result.notes.append(f"a URL took > {SAMPLE_TIMEOUT:g}s: round cut short")
-                        break
-                    try:  # the no-op under the same load: queued behind canaries, or not
-                        baseline.append(noop_sample(queue))
-                    except RuntimeError:
-                        baseline.append(SAMPLE_TIMEOUT)
-                    time.sleep(P9_CANARY_INTERVAL / P9_SAMPLES)
-            finally:
-                beat.stop()
-            for kind, pids in canary_pids.items():
-                canary_cpu[kind] += sum(map(workers.cpu_seconds, pids)) - cpu_before[kind]
-            canary_wall += time.monotonic() - wall_before
-            if hasattr(Registry, "canary_at"):
-                canaried += Registry.objects.filter(canary_at__gte=since).count()
-            workers.purge([queue, *others])
-            loaded += baseline
-            result.add(candidate, baseline, created)
-            progress(
-                f"P9 round {number + 1}: p50 {result.candidate_p50[-1] * 1000:.1f} ms vs "
-                f"{result.baseline_p50[-1] * 1000:.1f} ms (no-op, same canaries); up to "
-                f"{max(waiting)} messages waiting on {queue!r}"
-            )
-    finally:
-        for process in started:
-            process.stop()
-    share = {kind: cpu / canary_wall if canary_wall else 0.0 for kind, cpu in canary_cpu.items()}
-    per_round = {kind: value * P9_CANARY_INTERVAL * 1000 for kind, value in share.items()}
-    consumers = f"a worker for {queue!r}" + (f", one for {', '.join(others)}" if others else "")
-    result.notes[:0] = [
-        f"{P9_REGISTRIES:,} ready registries, canaries every {P9_CANARY_INTERVAL:g}s "
-        f"({canaried:,} registries canaried), {consumers}",
-        f"the no-op idle (beat stopped, nothing queued) p50 {percentile(idle, 0.5) * 1000:.1f} "
-        f"ms, under the canaries {percentile(loaded, 0.5) * 1000:.1f} ms",
-        f"the canaries' worker and the registry used {sum(share.values()):.0%} of one core "
-        f"while beat ran ({per_round['worker']:.0f} + {per_round['registry']:.0f} ms of CPU a "
-        f"{P9_CANARY_INTERVAL:g} s round)",
-        f"at most {max(waiting)} messages waiting on {queue!r}",
-    ]
-    return result
-
-
-def _p9_run(stack: Stack, rounds: int) -> Result:
-    data: LatencyRounds = _memoized(stack, "P9", lambda: p9(stack, rounds))
-    return Result(ratios=data.ratios("p50"), detail=data.detail("p50"), extra=data.__dict__)
-
-
-# --- P10 --------------------------------------------------------------------------------------
-
-
-def _p10_run(stack: Stack, rounds: int) -> Result:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from registries.reconciler import registries_reconcile
-
-    stack.django()
-    seed_to(P10_REGISTRIES, realistic_mix, prefix="bench-p10")
-    registries_reconcile()  # warm: connection, plans, and whatever was really due
-    passes: list[float] = []
-    repairs: list[int] = []
-    for _ in range(max(rounds, P10_PASSES)):
-        started = time.perf_counter()
-        report = registries_reconcile()
-        passes.append((time.perf_counter() - started) * 1000)
-        repairs.append(report.repairs)
-    with CaptureQueriesContext(connection) as captured:  # one more, for what it asks (untimed)
-        registries_reconcile()
-    statements = [(float(query["time"]) * 1000, query["sql"]) for query in captured]
-    slowest = max(statements, default=(0.0, ""))
-    progress(f"P10: passes {', '.join(f'{ms:.1f}' for ms in passes)} ms")
-    return Result(
-        ratios=passes,
-        detail=f"{P10_REGISTRIES:,} registry rows (3 % deleted, 1 % failed, 0.5 % in flight, "
-        f"the rest ready and published); median of {len(passes)} passes after a first one; "
-        f"repairs per pass: {', '.join(map(str, repairs))}; a pass: {len(statements)} "
-        f"statements, {sum(ms for ms, _ in statements):.0f} ms in them as Django timed them, "
-        f"the slowest {slowest[0]:.0f} ms ({statement_kind(slowest[1])})",
-        extra={"passes_ms": passes, "repairs": repairs, "statements": statements},
     )
 
 
@@ -1013,34 +446,5 @@ MEASURES: list[Measure] = [
         check=lambda result: result.median <= 150,
         run=_p8_run,
         unit=" MB",
-    ),
-    Measure(
-        id="P9",
-        title=f"P3 (threads, p50) with {P9_REGISTRIES:,} ready registries and canaries running, "
-        "vs a no-op's round trip under the same canaries",
-        goal="≤ 2×",
-        check=lambda result: result.median <= 2,
-        run=_p9_run,
-        shortfall="Measured 2026-12-01: no message waited on the provisioning queue (the "
-        "canaries have their own queue and worker). While beat runs, the canaries' worker and "
-        "the registry take ~45 % of one of the 2 cores (1.0 s + 1.2 s of CPU a 5 s round: one "
-        "backend canary and 100 namespace canaries, each a push, read back and delete with a "
-        "token of its own, ~22 ms of CPU each), and the no-op itself slows from 2.8 to 7.0 ms "
-        "p50 under that load. Against the no-op under the same load (the ratio now) it read "
-        "3.5-4.7× with P3's old polling, so it carries P3's own ratio (see P3). Next: a "
-        "lighter namespace check (one authenticated HEAD over the kept session, as the backend "
-        "canary already pushes and reads back once a round) and P3's own round trips.",
-    ),
-    Measure(
-        id="P10",
-        title=f"one reconcile pass with {P10_REGISTRIES:,} registries",
-        goal="≤ 50 ms",
-        check=lambda result: result.median <= 50,
-        run=_p10_run,
-        unit=" ms",
-        shortfall="Profiled 2026-12-01: a pass reads only due rows and a 2,000-cluster window, "
-        "and EXPLAIN shows each select under 25 ms. A pass took 41-66 ms at load 4-5 and "
-        "88-150 ms at load 7-9 on this shared 2-core machine: the time over 50 ms grows with "
-        "the machine's load, so meeting the goal steadily needs a machine not shared with it.",
     ),
 ]

@@ -1,4 +1,5 @@
-"""The bench's worker-side pieces keep working (bench.workers, bench.tasks, bench.measures.tasks):
+"""The bench's worker-side pieces keep working (bench.workers, bench.tasks, bench.latency,
+bench.seed, bench.measures.tasks and .scale):
 the workers' command line and queues, the seeding (steady state: nothing for the reconciler to
 repair), the statement list of P4b, the arithmetic of the rounds; and, as integration tests, a
 worker of each pool and beat started for a stack, running the no-op task. Nothing here times
@@ -18,8 +19,9 @@ from django.conf import settings
 from django.test import override_settings
 from kombu import Connection
 
+from bench import latency, seed, workers
 from bench import tasks as bench_tasks
-from bench import workers
+from bench.measures import scale
 from bench.measures import tasks as measures
 from bench.stack import Stack
 from clusters.models import AgentEnvironmentVariable, Cluster
@@ -50,11 +52,11 @@ def test_the_worker_starts_as_the_entrypoint_starts_it() -> None:
 
 def test_queues_follow_the_routing() -> None:
     default = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
-    assert workers.task_queue(PROVISION_TASK) == measures.provision_queue() == default
+    assert workers.task_queue(PROVISION_TASK) == latency.provision_queue() == default
     routes: dict[str, dict[str, Any]] = getattr(settings, "CELERY_TASK_ROUTES", None) or {}
     for task, route in routes.items():
         assert workers.task_queue(task) == route["queue"]
-    assert {default, *(route["queue"] for route in routes.values())} <= measures.product_queues()
+    assert {default, *(route["queue"] for route in routes.values())} <= latency.product_queues()
 
 
 def test_cpu_seconds_of_a_process() -> None:
@@ -63,13 +65,13 @@ def test_cpu_seconds_of_a_process() -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(n) for n in range(20, 0, -1)]
-    assert measures.percentile(values, 0.5) == 10
-    assert measures.percentile(values, 0.95) == 19
-    assert measures.percentile([3.0], 0.95) == 3
+    assert latency.percentile(values, 0.5) == 10
+    assert latency.percentile(values, 0.95) == 19
+    assert latency.percentile([3.0], 0.95) == 3
 
 
 def test_rounds_give_one_ratio_each() -> None:
-    rounds = measures.LatencyRounds()
+    rounds = latency.LatencyRounds()
     rounds.add([0.04, 0.05, 0.06], [0.01, 0.01, 0.02], [0.03, 0.03, 0.03])
     rounds.add([0.02, 0.02, 0.02], [0.01, 0.01, 0.01], [0.03, 0.03, 0.03])
     assert rounds.ratios("p50") == pytest.approx([5.0, 2.0])
@@ -90,13 +92,13 @@ def test_statement_kinds() -> None:
 
 
 def test_the_realistic_mix_adds_up() -> None:
-    mix = measures.realistic_mix(90_000)
+    mix = seed.realistic_mix(90_000)
     assert sum(mix.values()) == 90_000
     assert mix["ready"] == max(mix.values())
 
 
 def test_every_measure_has_an_id_of_its_own() -> None:
-    ids = [measure.id for measure in measures.MEASURES]
+    ids = [measure.id for measure in [*measures.MEASURES, *scale.MEASURES]]
     assert len(ids) == len(set(ids))
     assert {id.split()[0] for id in ids} == {"P3", "P4", "P4b", "P8", "P9", "P10"}
 
@@ -114,8 +116,8 @@ def test_creation_statements_are_counted_and_named() -> None:
 @pytest.mark.postgresql
 @pytest.mark.django_db
 def test_seeded_registries_leave_the_reconciler_nothing_to_repair() -> None:
-    mix = measures.realistic_mix(800)
-    ids = measures.seed_registries(mix, prefix="seed")
+    mix = seed.realistic_mix(800)
+    ids = seed.seed_registries(mix, prefix="seed")
     assert len(ids) == len(set(ids)) == Registry.objects.count() == 800
     for state, count in mix.items():
         assert Registry.objects.filter(state=state).count() == count
@@ -134,7 +136,7 @@ def test_seeded_registries_leave_the_reconciler_nothing_to_repair() -> None:
 @pytest.mark.postgresql
 @pytest.mark.django_db
 def test_the_floor_task_leaves_a_registry_as_an_attempt_does() -> None:
-    (registry_id,) = measures.seed_registries({State.PENDING: 1}, prefix="floor")
+    (registry_id,) = seed.seed_registries({State.PENDING: 1}, prefix="floor")
 
     bench_tasks.provision_floor.run(str(registry_id))
 
@@ -155,16 +157,16 @@ def test_the_p3_floor_writes_the_rows_and_is_timed_to_the_published_row() -> Non
     from controlplane.celery import app
 
     cluster = ClusterFactory()
-    assert not measures.published_check(str(cluster.pk))()
+    assert not latency.published_check(str(cluster.pk))()
 
     app.conf.task_always_eager = True  # the floor task runs here, on commit
     try:
-        seconds = measures.floor_sample(str(cluster.pk), "celery", timeout=5)
+        seconds = latency.floor_sample(str(cluster.pk), "celery", timeout=5)
     finally:
         app.conf.task_always_eager = False
 
     assert 0 < seconds < 5
-    assert measures.published_check(str(cluster.pk))()
+    assert latency.published_check(str(cluster.pk))()
     registry = Registry.objects.get(cluster=cluster)
     assert registry.state == State.READY
     assert list(registry.events.values_list("from_state", "to_state")) == [
