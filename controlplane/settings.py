@@ -17,7 +17,6 @@ import django_stubs_ext
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import (
     env,
-    env_bool,
     env_float,
     env_int,
     env_list,
@@ -30,6 +29,9 @@ from controlplane.logging import log_format
 
 # The production registry configuration's settings (REGISTRY_STORAGE, REGISTRY_S3_*, ...).
 from controlplane.registry_settings import *  # noqa: F403
+
+# Production's security settings: TLS at the proxy, HSTS, secure cookies (from the environment).
+from controlplane.security_settings import *  # noqa: F403
 
 # Makes generic Django classes subscriptable at runtime (ModelAdmin[Queue]) for type checking.
 django_stubs_ext.monkeypatch()
@@ -387,28 +389,6 @@ if not DEBUG:
             "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage",
         },
     }
-
-# --- Security (production) ------------------------------------------------------------------
-# TLS ends in front of the service (a load balancer or ingress), so the settings that depend on
-# it come from the environment; docs/operations.md#running-in-production lists the values that
-# make `manage.py check --deploy` clean. The probes and metrics answer over plain HTTP inside the
-# cluster, never redirected.
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
-# Trust X-Forwarded-Proto: https only behind a proxy that sets it on every request (and strips a
-# client's own), or any client could claim to be on HTTPS.
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https")
-    if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False)
-    else None
-)
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
-CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
-SECURE_CONTENT_TYPE_NOSNIFF = True
-X_FRAME_OPTIONS = "DENY"
 
 # --- Health and metrics (docs/operations.md#health-and-probes) ------------------------------
 # /readyz gives each check this long. /metrics answers only `Authorization: Bearer
