@@ -4,22 +4,26 @@ model's properties, the ``select_related`` relations as instances, one a distinc
 list's total, in one query; a query that does not fit is run by the ORM every time.
 
 And ``ReadSerializer`` binds its getters from one copy of its fields made for the class, or
-from its own copy when a field needs one."""
+from its own copy when a field needs one; renders a row's method fields that declare the columns
+they read (``from_columns``) from those columns."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
+from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from clusters.api.serializers import ClusterSerializer, QueueSerializer
 from clusters.models import Cluster, Queue
 from controlplane.api.pages import CompiledPage, RowView
+from controlplane.api.serializers import ReadSerializer, from_columns, plain
 from tests.api.test_read_serializers import Toy
 from tests.clusters.factories import ClusterFactory, OrganizationFactory, QueueFactory
 
@@ -197,3 +201,64 @@ def test_the_listed_model_read_in_part_does_not_fit(queues) -> None:
     assert page._compiled["default"] is None
     assert all(isinstance(row, Queue) for row in rows)
     assert total == 5
+
+
+class Declared(ReadSerializer):
+    """A method field rendered from the row's columns (``from_columns``), one from a column a
+    row lacks (its method, then), and one that is left out of some items (``SkipField``)."""
+
+    name = serializers.CharField(read_only=True)
+    shout = serializers.SerializerMethodField()
+    tagged = serializers.SerializerMethodField()
+    unknown = serializers.SerializerMethodField()
+    maybe = serializers.SerializerMethodField()
+
+    calls: ClassVar[list[str]] = []
+
+    @from_columns(lambda serializer: serializer.upper, "name", suffix="description")
+    def get_shout(self, cluster: Any) -> str:
+        self.calls.append("shout")
+        return self.upper(cluster.name, suffix=cluster.description)
+
+    @from_columns(plain(lambda pk: f"cluster:{pk}"), "pk")
+    def get_tagged(self, cluster: Any) -> str:
+        self.calls.append("tagged")
+        return f"cluster:{cluster.pk}"
+
+    @from_columns(plain(str), "not_a_column")
+    def get_unknown(self, cluster: Any) -> str:
+        return "method"
+
+    def get_maybe(self, cluster: Any) -> str:
+        if cluster.name == "skip":
+            raise SkipField
+        return "here"
+
+    def upper(self, name: str, suffix: str) -> str:
+        return f"{name.upper()}!{suffix}"
+
+
+def test_method_fields_that_declare_their_columns_render_a_row_from_them() -> None:
+    organization = OrganizationFactory()
+    for name in ("keep", "skip"):
+        ClusterFactory(organization=organization, name=name, description="d")
+    page = CompiledPage(
+        Cluster,
+        lambda org: Cluster.objects.filter(organization_id=org).order_by("name"),
+        "organization",
+    )
+    rows, _ = page(organization.pk, offset=0, limit=10)
+    Declared.calls.clear()
+
+    items = [dict(item) for item in Declared(rows, many=True).data]
+
+    keep, skip = rows
+    assert items == [
+        {"name": "keep", "shout": "KEEP!d", "tagged": f"cluster:{keep.pk}",
+         "unknown": "method", "maybe": "here"},
+        # SkipField: the item rendered step by step, by the methods
+        {"name": "skip", "shout": "SKIP!d", "tagged": f"cluster:{skip.pk}", "unknown": "method"},
+    ]  # fmt: skip
+    assert Declared.calls == ["shout", "tagged"]  # the first item's methods were not called
+    instances = list(Cluster.objects.filter(organization=organization).order_by("name"))
+    assert [dict(item) for item in Declared(instances, many=True).data] == items

@@ -3,6 +3,7 @@ one may send."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -17,7 +18,10 @@ from clusters.api.serializers.common import (
 )
 from clusters.models import COLOR_PATTERN, Cluster
 from controlplane.api.fields import TimestampField, empty_to_none
-from controlplane.api.serializers import ReadSerializer
+from controlplane.api.serializers import ReadSerializer, from_columns, plain
+
+#: A cluster's ``graphql_id`` of its primary key (in the class, ``graphql_id`` is the field).
+CLUSTER_GRAPHQL_ID = partial(graphql_id, "Cluster")
 
 
 class ClusterSerializer(ReadSerializer):
@@ -40,15 +44,19 @@ class ClusterSerializer(ReadSerializer):
     hosted_git_mirror_enabled = serializers.BooleanField(read_only=True)
     hosted_container_cache_enabled = serializers.BooleanField(read_only=True)
 
+    @from_columns(plain(CLUSTER_GRAPHQL_ID), "pk")
     def get_graphql_id(self, cluster: Cluster) -> str:
-        return graphql_id("Cluster", cluster.pk)
+        return CLUSTER_GRAPHQL_ID(cluster.pk)
 
+    @from_columns(plain(empty_to_none), "description")
     def get_description(self, cluster: Cluster) -> str | None:
         return empty_to_none(cluster.description)
 
+    @from_columns(plain(empty_to_none), "emoji")
     def get_emoji(self, cluster: Cluster) -> str | None:
         return empty_to_none(cluster.emoji)
 
+    @from_columns(plain(empty_to_none), "color")
     def get_color(self, cluster: Cluster) -> str | None:
         return empty_to_none(cluster.color)
 
@@ -70,12 +78,15 @@ class ClusterSerializer(ReadSerializer):
     _queues = Route("api:queues", "cluster_id", organization=True)
     _queue = Route("api:queue", "cluster_id", "queue_id", organization=True)
 
+    @from_columns(_cluster.of, cluster_id="pk")
     def get_url(self, cluster: Cluster) -> str:
         return self._cluster(cluster_id=cluster.pk)
 
+    @from_columns(_console.of, object_id="pk")
     def get_web_url(self, cluster: Cluster) -> str:
         return self._console(object_id=cluster.pk)
 
+    @from_columns(_queues.of, cluster_id="pk")
     def get_queues_url(self, cluster: Cluster) -> str:
         return self._queues(cluster_id=cluster.pk)
 

@@ -49,6 +49,11 @@ class Route:
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
 
+    def of(self, serializer: Any) -> Formatter:
+        """The serializer's formatter (``from_columns``'s ``bind`` of a link)."""
+        formatter: Formatter = self.__get__(serializer, type(serializer))
+        return formatter
+
     @overload
     def __get__(self, serializer: None, owner: type) -> Route: ...
 

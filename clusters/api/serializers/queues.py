@@ -9,6 +9,7 @@ A self-hosted queue shows ``retry_agent_affinity`` and no ``hosted_agents``; a h
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
@@ -20,7 +21,7 @@ from clusters import instance_shapes
 from clusters.api.serializers.common import Route, UserSerializer, blank_nulls, graphql_id
 from clusters.models import QUEUE_KEY_PATTERN, Queue, RetryAgentAffinity
 from controlplane.api.fields import TimestampField, empty_to_none
-from controlplane.api.serializers import ReadSerializer
+from controlplane.api.serializers import ReadSerializer, from_columns, plain
 
 AGENT_IMAGE_REF_MAX_LENGTH = Queue._meta.get_field("agent_image_ref").max_length
 #: Buildkite's answer to ``agentImageRef`` sent without ``instanceShape`` beside it, word for word
@@ -64,6 +65,10 @@ HOSTED_AGENTS_SCHEMA: dict[str, Any] = {
 }
 
 
+#: A queue's ``graphql_id`` of its primary key (in the class, ``graphql_id`` is the field).
+QUEUE_GRAPHQL_ID = partial(graphql_id, "ClusterQueue")
+
+
 class QueueSerializer(ReadSerializer):
     PLAIN_JSON = True  # strings, booleans, None and integers only
 
@@ -96,25 +101,31 @@ class QueueSerializer(ReadSerializer):
         data.pop("retry_agent_affinity" if queue.hosted else "hosted_agents")
         return data
 
-    def get_graphql_id(self, queue: Queue) -> str:
-        return graphql_id("ClusterQueue", queue.pk)
-
-    def get_description(self, queue: Queue) -> str | None:
-        return empty_to_none(queue.description)
-
-    def get_dispatch_paused_note(self, queue: Queue) -> str | None:
-        return empty_to_none(queue.dispatch_paused_note)
-
     _queue = Route("api:queue", "cluster_id", "queue_id", organization=True)
     _console = Route("admin:clusters_queue_change", "object_id")
     _cluster = Route("api:cluster", "cluster_id", organization=True)
 
+    @from_columns(plain(QUEUE_GRAPHQL_ID), "pk")
+    def get_graphql_id(self, queue: Queue) -> str:
+        return QUEUE_GRAPHQL_ID(queue.pk)
+
+    @from_columns(plain(empty_to_none), "description")
+    def get_description(self, queue: Queue) -> str | None:
+        return empty_to_none(queue.description)
+
+    @from_columns(plain(empty_to_none), "dispatch_paused_note")
+    def get_dispatch_paused_note(self, queue: Queue) -> str | None:
+        return empty_to_none(queue.dispatch_paused_note)
+
+    @from_columns(_queue.of, cluster_id="cluster_id", queue_id="pk")
     def get_url(self, queue: Queue) -> str:
         return self._queue(cluster_id=queue.cluster_id, queue_id=queue.pk)
 
+    @from_columns(_console.of, object_id="pk")
     def get_web_url(self, queue: Queue) -> str:
         return self._console(object_id=queue.pk)
 
+    @from_columns(_cluster.of, cluster_id="cluster_id")
     def get_cluster_url(self, queue: Queue) -> str:
         return self._cluster(cluster_id=queue.cluster_id)
 
