@@ -65,6 +65,26 @@ HOSTED_AGENTS_SCHEMA: dict[str, Any] = {
 }
 
 
+def shown_hosted_agents(instance_shape: str, agent_image_ref: str) -> dict[str, Any] | None:
+    """A queue's ``hosted_agents`` (None for a self-hosted queue), from its columns."""
+    shape = instance_shapes.SHAPES.get(instance_shape)  # Queue.shape
+    if shape is None:
+        return None
+    platform_settings: dict[str, Any] = {}
+    if shape.machine_type == "linux":
+        platform_settings["linux"] = {"agent_image_ref": empty_to_none(agent_image_ref)}
+    return {
+        "instance_shape": {
+            "machine_type": shape.machine_type,
+            "architecture": shape.architecture,
+            "cpu": shape.cpu,
+            "memory": shape.memory,
+            "name": shape.name,
+        },
+        "platform_settings": platform_settings,
+    }
+
+
 #: A queue's ``graphql_id`` of its primary key (in the class, ``graphql_id`` is the field).
 QUEUE_GRAPHQL_ID = partial(graphql_id, "ClusterQueue")
 
@@ -130,23 +150,9 @@ class QueueSerializer(ReadSerializer):
         return self._cluster(cluster_id=queue.cluster_id)
 
     @extend_schema_field(HOSTED_AGENTS_SCHEMA)
+    @from_columns(plain(shown_hosted_agents), "instance_shape", "agent_image_ref")
     def get_hosted_agents(self, queue: Queue) -> dict[str, Any] | None:
-        shape = queue.shape
-        if shape is None:
-            return None
-        platform_settings: dict[str, Any] = {}
-        if shape.machine_type == "linux":
-            platform_settings["linux"] = {"agent_image_ref": empty_to_none(queue.agent_image_ref)}
-        return {
-            "instance_shape": {
-                "machine_type": shape.machine_type,
-                "architecture": shape.architecture,
-                "cpu": shape.cpu,
-                "memory": shape.memory,
-                "name": shape.name,
-            },
-            "platform_settings": platform_settings,
-        }
+        return shown_hosted_agents(queue.instance_shape, queue.agent_image_ref)
 
 
 class QueueSerializerSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
