@@ -38,6 +38,7 @@ from clusters.api.serializers import (
     QueueSerializer,
     QueueUpdateSerializer,
 )
+from clusters.api.serializers.common import unshown_user_fields
 from clusters.job_environment import job_environment
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, ClusterAgentTokenQuerySet, Queue
 from controlplane.api.caching import no_store
@@ -82,7 +83,11 @@ CLUSTER_TAGS = ["Clusters"]
 
 def _shown_clusters(clusters: QuerySet[Cluster]) -> QuerySet[Cluster]:
     """What a response shows of clusters, in the order of a list."""
-    return clusters.select_related("created_by").order_by("name", "pk")
+    return (
+        clusters.select_related("created_by")
+        .defer(*unshown_user_fields("created_by"))
+        .order_by("name", "pk")
+    )
 
 
 def _clusters_queryset(view: OrganizationAPIView) -> QuerySet[Cluster]:
@@ -163,7 +168,12 @@ QUEUE_TAGS = ["Queues"]
 def _shown_queues(queues: QuerySet[Queue]) -> QuerySet[Queue]:
     """Queues with what a response shows of them, so that reading one or a page takes a fixed
     number of queries, in the order of a list."""
-    return queues.select_related("created_by", "dispatch_paused_by").order_by("key", "pk")
+    relations = ("created_by", "dispatch_paused_by")
+    return (
+        queues.select_related(*relations)
+        .defer(*unshown_user_fields(*relations))
+        .order_by("key", "pk")
+    )
 
 
 def _queues(cluster: Cluster) -> QuerySet[Queue]:
