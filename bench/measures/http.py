@@ -324,16 +324,19 @@ P2_SHORTFALL = (
     "(docs/registry-tokens.md), so 0.7× every time needs a quieter machine or fewer of these."
 )
 P5_SHORTFALL = (
-    "Measured 2026-12-01 (shared 2 cores, load 4-7): server CPU a request 4.5 ms (clusters) and "
-    "6.1 ms (queues) against ~0.65 ms for the bare view (13.9 / 17.9 ms before the pages were "
-    "compiled, read as rows and written by orjson); 0.2× needs ~3.3 ms. It is not the floor: "
-    "through the same gunicorn, a view that runs the same page query (rows fetched with "
-    "psycopg's C loaders) and answers the same 100 KB costs ~1.9 ms (0.29×), and the 100 KB "
-    "alone costs what the bare view costs. The rest is Python: ~15M instructions a request "
-    "for 100 clusters (callgrind; 50M before, the bare view 1.1M), ~7.7M of them the "
-    "serializer (~77k an item: nine method fields, four links, graphql_id, the timestamp) and "
-    "~3.6M the path of a 1-item page (token, rate-limit round trip, Link header). Next: the "
-    "method fields rendered from the row's columns as the plain fields already are."
+    "Measured 2026-12-01 (make bench on a fresh clone, the machine otherwise idle): server CPU a "
+    "request 5.2 ms (clusters) and 6.1 ms (queues) against 0.8-1.0 ms for the bare view, CPU "
+    "ratios 0.15× and 0.17× (13.9 / 17.9 ms before this session's work: pages compiled once "
+    "and read as rows, fields rendered from the row's columns by one generated function per "
+    "serializer, orjson). It is not the floor: through the same gunicorn, a view that runs the "
+    "same page query and answers the same 100 KB costs ~1.9 ms (0.29×). The rest is Python, "
+    "in-process 13.9M instructions a request for 100 clusters and 16.2M for 100 queues "
+    "(callgrind; 50M / 62M before; the bare view 1.1M): about 100k an item all told (four "
+    "links, graphql_id's base64, one or two timestamps and nested users, a 16-key dict, the row "
+    "read and written), plus the fixed path of a 1-item page (~1.5 ms in-process: the API "
+    "token, the rate-limit round trip to Redis, the scope checks). Next: memoize each item's "
+    "JSON by its row's values (rendering is a pure function of them; orjson.Fragment embeds it) "
+    "and profile the fixed path."
 )
 
 MEASURES = [
