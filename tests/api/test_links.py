@@ -66,15 +66,23 @@ def test_a_script_prefix_is_kept() -> None:
         clear_script_prefix()
 
 
-def test_each_route_is_reversed_once_per_request_and_text_arguments_key_it(monkeypatch) -> None:
-    reversed_: list[str] = []
+@pytest.fixture
+def reversed_(monkeypatch) -> list[str]:
+    """The route names ``controlplane.api.links`` reverses, in order."""
+    names: list[str] = []
     real = links_module.reverse
 
     def counting(name: str, **kwargs: Any) -> str:
-        reversed_.append(name)
+        names.append(name)
         return real(name, **kwargs)
 
     monkeypatch.setattr(links_module, "reverse", counting)
+    return names
+
+
+def test_each_route_is_reversed_once_per_request_and_text_arguments_key_it(
+    reversed_: list[str],
+) -> None:
     links = Links(_request())
     for _ in range(3):
         links.url("api:cluster", org_slug="acme", cluster_id=uuid.uuid4())
@@ -83,16 +91,10 @@ def test_each_route_is_reversed_once_per_request_and_text_arguments_key_it(monke
     assert reversed_ == ["api:cluster", "api:cluster"]  # once for acme, once for other
 
 
-def test_the_process_keeps_each_template_for_the_next_requests(monkeypatch, settings) -> None:
+def test_the_process_keeps_each_template_for_the_next_requests(
+    reversed_: list[str], settings
+) -> None:
     settings.ALLOWED_HOSTS = ["testserver", "api.example.com"]
-    reversed_: list[str] = []
-    real = links_module.reverse
-
-    def counting(name: str, **kwargs: Any) -> str:
-        reversed_.append(name)
-        return real(name, **kwargs)
-
-    monkeypatch.setattr(links_module, "reverse", counting)
     arguments = {"org_slug": "acme", "cluster_id": CLUSTER}
     urls = [Links(_request()).url("api:cluster", **arguments) for _ in range(3)]
     other_host = Links(_request(HTTP_HOST="api.example.com")).url("api:cluster", **arguments)
