@@ -95,12 +95,18 @@ def test_deleting_a_cluster_locks_the_cluster_then_its_registry(organization) ->
     assert Registry.objects.get().state == State.DEPROVISIONING
 
 
-def test_provisioning_locks_the_cluster_then_the_registry_then_the_variable(
-    organization, monkeypatch
-) -> None:
+@pytest.fixture
+def pending_registry(organization) -> Registry:
+    """The registry of a new cluster's first hosted queue, not provisioned yet."""
     cluster = services.cluster_create(organization=organization, name="linux")
     services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
-    registry = Registry.objects.get()
+    return Registry.objects.get()
+
+
+def test_provisioning_locks_the_cluster_then_the_registry_then_the_variable(
+    pending_registry, monkeypatch
+) -> None:
+    registry = pending_registry
     # The registry backend is outside the database: a driver that answers at once.
     driver = SimpleNamespace(provision=lambda namespace: f"registry.example/{namespace}")
     monkeypatch.setattr("registries.services.provisioning.get_driver", lambda name: driver)
@@ -115,11 +121,9 @@ def test_provisioning_locks_the_cluster_then_the_registry_then_the_variable(
 
 
 def test_provisioning_at_once_locks_the_cluster_then_the_registry_then_the_variable(
-    organization, monkeypatch
+    pending_registry, monkeypatch
 ) -> None:
-    cluster = services.cluster_create(organization=organization, name="linux")
-    services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
-    registry = Registry.objects.get()
+    registry = pending_registry
 
     class Checked:
         """A driver that checked the registry moments ago: the attempt is one transaction."""
