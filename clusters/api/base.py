@@ -40,6 +40,7 @@ from clusters.models import ApiScope, ApiToken, Cluster, Organization, Queue
 from clusters.selectors import api_token_authenticate
 from controlplane.api.authentication import authorization_secret
 from controlplane.api.fast_path import FastPathAPIView, plain_request
+from controlplane.api.memo import render_items
 from controlplane.api.pages import CompiledPage
 from controlplane.api.pagination import LinkHeaderPagination
 from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
@@ -267,9 +268,16 @@ class OrganizationAPIView(ApiTokenAPIView):
     ) -> Response:
         paginator = LinkHeaderPagination()
         page = paginator.paginate_compiled(compiled, (scope,), self.request)
-        data = serializer_class(page, many=True, context=self.serializer_context()).data
+        context = self.serializer_context()
         if getattr(serializer_class, "PLAIN_JSON", False):  # written by orjson, same bytes
-            data = PlainJSON(data)
+            if not isinstance(self.request, Request):  # the fast path, written by _RENDERER:
+                # each item's JSON memoized by its row's values (``controlplane.api.memo``).
+                memoized = render_items(serializer_class, page, context)
+                if memoized is not None:
+                    return paginator.get_paginated_response(memoized)
+            data = PlainJSON(serializer_class(page, many=True, context=context).data)
+        else:
+            data = serializer_class(page, many=True, context=context).data
         return paginator.get_paginated_response(data)
 
     def respond(

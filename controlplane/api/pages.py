@@ -54,6 +54,10 @@ M = TypeVar("M", bound=Model)
 #: The annotation that carries the list's length on each row of a page.
 TOTAL = "pagination_total"
 
+#: Where a ``RowView`` keeps the whole row it was read from (its related rows' columns too):
+#: everything its item is rendered from, the key of its memoized JSON (``controlplane.api.memo``).
+ROW = "_page_row"
+
 Row = Sequence[Any]
 
 
@@ -278,6 +282,7 @@ def _rows(klass: _Klass, rows: list[Any], using: str, uuids_as_text: bool) -> li
         values = view.__dict__
         values.update(zip(attnames, row[start:end], strict=True))
         values["pk"] = row[pk_index]  # an attribute, not a property: links read it often
+        values[ROW] = row
         views.append(view)
     _attach(klass, rows, views, using, uuids_as_text)
     return views

@@ -26,12 +26,28 @@ _LINE_SEPARATORS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029")
 
 class PlainJSON(list):  # type: ignore[type-arg]
     """A response body its producer vouches holds only strings, 64-bit integers, booleans,
-    None, UUIDs, and lists and dicts (string keys) of these: no float (see the module)."""
+    None, UUIDs, and lists and dicts (string keys) of these: no float (see the module); or
+    items orjson wrote so (``orjson.Fragment``s of ``controlplane.api.memo``)."""
 
 
-def _refuse(value: Any) -> Any:
+def refuse(value: Any) -> Any:
     """orjson's ``default``: a type orjson would not write as the REST framework does."""
     raise TypeError(type(value).__name__)
+
+
+#: How a ``PlainJSON`` is written: a subclass goes to ``default`` (``refuse``), as does a
+#: datetime or a dataclass.
+ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _unfragmented(data: PlainJSON) -> list[Any]:
+    """``data`` with each memoized item read back (the same values, a UUID as its text, which
+    the REST framework writes alike): for the REST framework's encoder."""
+    return [orjson.loads(item.contents) if type(item) is orjson.Fragment else item for item in data]
 
 
 class JSONRenderer(renderers.JSONRenderer):
@@ -52,11 +68,9 @@ class JSONRenderer(renderers.JSONRenderer):
         ):
             try:
                 body = orjson.dumps(
-                    list(data),  # a subclass goes to ``default`` with the option below
-                    default=_refuse,
-                    option=orjson.OPT_PASSTHROUGH_SUBCLASS
-                    | orjson.OPT_PASSTHROUGH_DATETIME
-                    | orjson.OPT_PASSTHROUGH_DATACLASS,
+                    list(data),  # a subclass goes to ``default`` with the options
+                    default=refuse,
+                    option=ORJSON_OPTIONS,
                 )
             except TypeError:  # orjson's JSONEncodeError is one
                 pass
@@ -65,5 +79,7 @@ class JSONRenderer(renderers.JSONRenderer):
                     if character in body:
                         body = body.replace(character, escaped)
                 return body
+        if type(data) is PlainJSON:
+            data = _unfragmented(data)
         rendered: bytes = super().render(data, accepted_media_type, renderer_context)
         return rendered
