@@ -54,3 +54,20 @@ def test_an_entry_is_not_answered_at_its_deadline(now: list[float], settings) ->
     now[0] = 1005.0
     assert cache.get("a") is None
     assert len(cache) == 0
+
+
+def test_a_full_cache_looks_for_expired_entries_at_most_once_a_second(
+    now: list[float], settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.HOT_CACHE_SECONDS = 5
+    cache: hotcache.HotCache[int] = hotcache.HotCache("test", maxsize=3)
+    sweeps: list[float] = []
+    expire = cache._expire
+    monkeypatch.setattr(cache, "_expire", lambda: (sweeps.append(now[0]), expire())[1])
+    since = hotcache.fill_started()
+    for n in range(10):  # all live: each put over the bound drops the least recently used
+        cache.put(n, n, since=since)
+        now[0] += 0.25
+
+    assert len(sweeps) == 2  # at 1000.75 (the first overflow) and 1001.75
+    assert [cache.get(n) for n in range(10)] == [None] * 7 + [7, 8, 9]
