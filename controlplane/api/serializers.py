@@ -303,6 +303,8 @@ class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
                 if _shared(field)
                 and len(field.source_attrs) == 1
                 and not isinstance(field, RelatedField)
+                # a row holds a UUID as its hyphenated text: only that format renders as itself
+                and getattr(field, "uuid_format", "hex_verbose") == "hex_verbose"
             }
             cls._class_binders = (
                 None

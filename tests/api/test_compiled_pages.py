@@ -176,6 +176,18 @@ def test_a_row_is_rendered_from_its_values_where_a_field_reads_a_column() -> Non
     assert Toy()._row_plan(RowView.of(Cluster)) is None
 
 
+def test_a_uuid_in_another_format_is_rendered_by_its_field_not_as_the_rows_text() -> None:
+    class Hex(ReadSerializer):
+        id = serializers.UUIDField(read_only=True, format="hex")
+        default_queue_id = serializers.UUIDField(read_only=True)
+
+    plan = Hex()._row_plan(RowView.of(Cluster))
+
+    assert plan is not None
+    columns = {name: column for name, column, _ in plan}
+    assert columns == {"id": None, "default_queue_id": "default_queue_id"}
+
+
 def test_a_related_model_may_be_read_in_part_as_defer_reads_it(queues) -> None:
     page = CompiledPage(
         Queue, lambda cluster_id: _queues(cluster_id).defer("created_by__password"), "cluster"
