@@ -1,12 +1,13 @@
-"""Absolute URLs of routes for the items of a response, each route reversed once per request.
+"""Absolute URLs of routes for the items of a response, each route reversed once per process.
 
 ``reverse()`` and ``build_absolute_uri()`` cost tens of microseconds each, and a page of 100
 clusters links each cluster three or four times. ``Links`` answers what
 ``request.build_absolute_uri(reverse(name, kwargs=kwargs))`` answers, byte for byte, but reverses
-a route once per request: arguments that vary per item become placeholders in a template that
-each item formats (one ``str.format``). Only UUIDs and integers are formatted so: their text is
-the same quoted or not, and every path converter this service uses takes it. A route whose
-converters refuse the placeholders is reversed per call, as before.
+a route once (its template is kept for the process: below): arguments that vary per item become
+placeholders in a template that each item formats (one ``str.format``). Only UUIDs and
+integers are formatted so: their text is the same quoted or not, and every path converter this
+service uses takes it. A route whose converters refuse the placeholders is reversed per call, as
+before.
 
 ``links_for(request)`` is the request's one ``Links``. Templates are also kept for the process
 (``_templates``, at most ``MAX_TEMPLATES``), by everything the URL depends on besides the
