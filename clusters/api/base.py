@@ -45,6 +45,7 @@ from controlplane.api.pages import CompiledPage
 from controlplane.api.pagination import LinkHeaderPagination
 from controlplane.api.ratelimit import Budget, RateLimited, Usage, consume
 from controlplane.api.renderers import JSONRenderer, PlainJSON
+from controlplane.api.serializers import renders_plain_json
 from controlplane.compiled import CompiledSelect
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -269,7 +270,7 @@ class OrganizationAPIView(ApiTokenAPIView):
         paginator = LinkHeaderPagination()
         page = paginator.paginate_compiled(compiled, (scope,), self.request)
         context = self.serializer_context()
-        if getattr(serializer_class, "PLAIN_JSON", False):  # written by orjson, same bytes
+        if renders_plain_json(serializer_class):  # written by orjson, same bytes
             if not isinstance(self.request, Request):  # the fast path, written by _RENDERER:
                 # each item's JSON memoized by its row's values (``controlplane.api.memo``).
                 memoized = render_items(serializer_class, page, context)

@@ -266,6 +266,12 @@ def row_renderer_factory(
     return factory
 
 
+def renders_plain_json(serializer_class: type) -> bool:
+    """Whether ``serializer_class`` itself says it renders plain JSON (``PLAIN_JSON``): not
+    inherited, as a subclass may add a field that renders a float."""
+    return bool(serializer_class.__dict__.get("PLAIN_JSON", False))
+
+
 class ReadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A serializer of responses (see the module's docstring); input fields work as usual."""
 

@@ -120,3 +120,15 @@ def test_the_serializers_that_say_they_render_plain_json_do() -> None:
         assert data
         types = _types(list(data)) - {list}
         assert types <= {dict, str, int, bool, type(None)}, types
+
+
+def test_a_subclass_does_not_inherit_the_promise_of_plain_json() -> None:
+    from rest_framework import serializers
+
+    from controlplane.api.serializers import renders_plain_json
+
+    class WithAFloat(ClusterSerializer):
+        load = serializers.FloatField(read_only=True)
+
+    assert renders_plain_json(ClusterSerializer)
+    assert not renders_plain_json(WithAFloat)
