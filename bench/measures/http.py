@@ -329,19 +329,18 @@ P2_SHORTFALL = (
     "(docs/registry-tokens.md), so 0.7× every time needs a quieter machine or fewer of these."
 )
 P5_SHORTFALL = (
-    "Measured 2026-12-01 (make bench on a fresh clone, the machine otherwise idle): server CPU a "
-    "request 5.2 ms (clusters) and 6.1 ms (queues) against 0.8-1.0 ms for the bare view, CPU "
-    "ratios 0.15× and 0.17× (13.9 / 17.9 ms before this session's work: pages compiled once "
-    "and read as rows, fields rendered from the row's columns by one generated function per "
-    "serializer, orjson). It is not the floor: through the same gunicorn, a view that runs the "
-    "same page query and answers the same 100 KB costs ~1.9 ms (0.29×). The rest is Python, "
-    "in-process 13.9M instructions a request for 100 clusters and 16.2M for 100 queues "
-    "(callgrind; 50M / 62M before; the bare view 1.1M): about 100k an item all told (four "
-    "links, graphql_id's base64, one or two timestamps and nested users, a 16-key dict, the row "
-    "read and written), plus the fixed path of a 1-item page (~1.5 ms in-process: the API "
-    "token, the rate-limit round trip to Redis, the scope checks). Next: memoize each item's "
-    "JSON by its row's values (rendering is a pure function of them; orjson.Fragment embeds it) "
-    "and profile the fixed path."
+    "Measured 2026-12-01 (make bench on a fresh clone, the machine otherwise idle): at the "
+    "goal's edge, not steadily over it: throughput ratios 0.20× (clusters, rounds 0.13-0.47) "
+    "and 0.24× (queues, 0.12-0.32); server CPU a request 3.3 ms (clusters) and 4.1 ms (queues) "
+    "against 0.6-0.85 ms for the bare view, CPU ratios 0.18× and 0.19× (13.9 / 17.9 ms before "
+    "this session; 5.2 / 6.1 ms for a page of rows not seen before, which the memo does not "
+    "help). Of a request in-process, the fixed path of a 1-item page is ~1 ms against 0.2 ms "
+    "for the bare view: the rate-limit round trip to Redis (one pipeline, pinned by the tests), "
+    "the CONN_HEALTH_CHECKS ping before the page's query (kept: a restarted PostgreSQL costs one "
+    "reconnect, not a failed request), the token and scope checks; the queues list also runs "
+    "the cluster's lookup apart from the page (PostgreSQL 0.75 against 0.45 ms). Next: the "
+    "cluster's lookup folded into the queues page (keeping the 404-before-400 order) and no "
+    "row objects built when every item is in the memo."
 )
 
 MEASURES = [

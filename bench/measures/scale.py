@@ -201,8 +201,8 @@ MEASURES: list[Measure] = [
         "the provisioning queue (the canaries have their own queue and worker), so a new "
         "cluster's registry no longer waits behind canaries (about 60 s before issue 15). What "
         "is left is P3's own cost: P9 is P3's path (threads, p50) under the canaries' load "
-        "(their worker and the registry used 42 % of one of the 2 cores at one round every 5 s, "
-        "12 times production's default), and P3's floor in the same run was 2.92× the no-op "
+        "(their worker and the registry used 38 % of one of the 2 cores at one round every 5 s, "
+        "12 times production's default), and P3's floor in the same run was 2.23× the no-op "
         "at p50 (threads) with no canaries at all, above P9's 2× (see P3 and P4).",
     ),
     Measure(
