@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from jwt.utils import base64url_encode
 
-from registries import tokens
+from registries import signing, tokens
 from registries.keys import key_store, libtrust_kid
 from registries.tokens import (
     InvalidRefreshToken,
@@ -334,7 +334,7 @@ def test_every_access_token_has_its_own_id(settings) -> None:
 
 
 def test_a_token_id_is_a_random_uuid4() -> None:
-    ids = [tokens._jti() for _ in range(200)]
+    ids = [signing.new_jti() for _ in range(200)]
 
     assert len(set(ids)) == len(ids)
     for jti in ids:
@@ -498,4 +498,4 @@ def test_a_refresh_token_of_the_previous_key_is_accepted_until_its_window_closes
 
 @given(st.binary(max_size=400))
 def test_b64url_is_pyjwts_base64url(data: bytes) -> None:
-    assert tokens.b64url(data) == base64url_encode(data)
+    assert signing.b64url(data) == base64url_encode(data)
