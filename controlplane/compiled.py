@@ -45,16 +45,29 @@ class _Compiled:
     locks: bool
 
 
-class CompiledSelect(Generic[M]):
-    """``build(*values)``'s rows, compiled by the ORM once per database (see the module)."""
+class CompiledQuery(Generic[M]):
+    """What a query compiled once keeps (``CompiledSelect`` here, ``CompiledPage`` in
+    ``controlplane.api.pages``): how to build it, the fields its values are prepared as, and per
+    database alias what was compiled (None: it does not fit, and the ORM runs it every time)."""
 
     def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], *fields: str) -> None:
         self.model = model
         self.build = build
         #: The field each value is prepared as (``Field.get_db_prep_value``), in order.
         self.fields = [cast("Field[Any, Any]", model._meta.get_field(name)) for name in fields]
-        self._compiled: dict[str, _Compiled | None] = {}
+        self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def prepared(self, values: tuple[Any, ...], connection: Any) -> list[Any]:
+        """``values`` as the database takes them, each prepared as its field prepares it."""
+        return [
+            field.get_db_prep_value(value, connection)
+            for field, value in zip(self.fields, values, strict=True)
+        ]
+
+
+class CompiledSelect(CompiledQuery[M]):
+    """``build(*values)``'s rows, compiled by the ORM once per database (see the module)."""
 
     def __call__(self, *values: Any, using: str = DEFAULT_DB_ALIAS) -> list[M]:
         connection = connections[using]
@@ -67,10 +80,7 @@ class CompiledSelect(Generic[M]):
             raise TransactionManagementError(
                 "select_for_update cannot be used outside of a transaction."
             )
-        params = [
-            field.get_db_prep_value(value, connection)
-            for field, value in zip(self.fields, values, strict=True)
-        ]
+        params = self.prepared(values, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
@@ -104,10 +114,7 @@ class CompiledSelect(Generic[M]):
         ):
             compiler = query.get_compiler(using)
             sql, params = compiler.as_sql()
-            prepared = [
-                field.get_db_prep_value(value, connection)
-                for field, value in zip(self.fields, values, strict=True)
-            ]
+            prepared = self.prepared(values, connection)
             info = compiler.klass_info or {}
             if (
                 list(params) == prepared

@@ -37,17 +37,18 @@ whose time zone is UTC, where it gives the value Django's loader gives.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Count, Field, Model, QuerySet, UUIDField, Window
+from django.db.models import Count, Model, UUIDField, Window
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
+
+from controlplane.compiled import CompiledQuery
 
 M = TypeVar("M", bound=Model)
 
@@ -127,19 +128,11 @@ class _Compiled:
     total: int  # the count's column
 
 
-class CompiledPage(Generic[M]):
+class CompiledPage(CompiledQuery[M]):
     """Pages of ``build(*values)``'s rows, compiled by the ORM once per database (see the
     module): ``page(*values, offset=, limit=)`` is the page's rows (``RowView``s; the ORM's
     instances for a query that does not fit) and the length of the whole list (None for an
     empty page, which has no row to carry it)."""
-
-    def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], *fields: str) -> None:
-        self.model = model
-        self.build = build
-        #: The field each value is prepared as (``Field.get_db_prep_value``), in order.
-        self.fields = [cast("Field[Any, Any]", model._meta.get_field(name)) for name in fields]
-        self._compiled: dict[str, _Compiled | None] = {}
-        self._lock = threading.Lock()
 
     def __call__(
         self, *values: Any, offset: int, limit: int, using: str = DEFAULT_DB_ALIAS
@@ -150,10 +143,7 @@ class CompiledPage(Generic[M]):
         if compiled is None:  # does not fit: the ORM every time
             return self._orm_page(values, offset, limit, using)
         connection = connections[using]
-        params = [
-            field.get_db_prep_value(value, connection)
-            for field, value in zip(self.fields, values, strict=True)
-        ]
+        params = self.prepared(values, connection)
         params += [limit, offset]
         with connection.cursor() as cursor:
             uuids_as_text = _fast_loaders(cursor, connection)
@@ -195,10 +185,7 @@ class CompiledPage(Generic[M]):
         ):
             compiler = query.get_compiler(using)
             sql, params = compiler.as_sql(with_limits=False)
-            prepared = [
-                field.get_db_prep_value(value, connection)
-                for field, value in zip(self.fields, values, strict=True)
-            ]
+            prepared = self.prepared(values, connection)
             info = compiler.klass_info
             klass = _klass(info, None, compiler.select) if info else None
             if list(params) == prepared and klass is not None and klass.model is self.model:
