@@ -5,14 +5,12 @@ Every measure runs on the stack's processes (gunicorn, PostgreSQL, Redis, the re
 Celery workers and beat it starts itself (:mod:`bench.workers`), and seeds rows in bulk from the
 driver process through the ORM with only the fields a row needs (so it follows the models as
 they are). The baseline is the no-op task (:mod:`bench.tasks`), sent to the queue the product
-routes provisioning to and observed the same way (polling, 1 ms apart):
+routes provisioning to and observed the same way (a cheap poll, 1 ms apart):
 
 - **P3** (per pool: threads and prefork, one worker of concurrency 4 each, as deploy/entrypoint
-  starts it): from the creation of the registry row of a cluster's first hosted queue (made
-  through the REST API) until
-  the agent environment endpoint (polled with the cluster's agent token) serves
-  ``BUILDKITE_HOSTED_REGISTRY_URL``, against a no-op task's round trip (sent, until its Redis key
-  exists). Samples alternate candidate and baseline; p50 and p95 per round, ratio per round.
+  starts it): from the registry row's creation for a cluster's first hosted queue (through the
+  REST API) until its URL is published and served to the agent, against a no-op task's round
+  trip and the floor (``bench.latency.floor_sample``); the sides in turn, p50 and p95 per round.
 - **P4**: one threads worker draining 1,000 provisionings (pending registries seeded in bulk, their
   tasks enqueued while no worker runs) against 1,000 no-op tasks: first task started to last task
   finished, from the registries' event times and the no-op tasks' own timestamps. A third drain,
