@@ -6,6 +6,7 @@ Each is started on 127.0.0.1, waited for until it answers, and stopped by its pr
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,11 +55,32 @@ def answers_http(url: str, status: int | None = None) -> bool:
     return status is None or response.status_code == status
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux's
+    ``ip_local_port_range``; 32768 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: Ports for the servers the tests start, below the ephemeral range: a port chosen here and
+#: bound by its server seconds later is never taken meanwhile by an outgoing connection (a
+#: registry's debug listener once lost its port so to a client's connection in CI).
+LISTEN_PORTS = range(20000, max(20001, _ephemeral_low()))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
 def two_free_ports() -> int:
