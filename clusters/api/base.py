@@ -276,9 +276,9 @@ class OrganizationAPIView(ApiTokenAPIView):
                 memoized = render_items(serializer_class, page, context)
                 if memoized is not None:
                     return paginator.get_paginated_response(memoized)
-            data = PlainJSON(serializer_class(page, many=True, context=context).data)
+            data = PlainJSON(serializer_class(page.views(), many=True, context=context).data)
         else:
-            data = serializer_class(page, many=True, context=context).data
+            data = serializer_class(page.views(), many=True, context=context).data
         return paginator.get_paginated_response(data)
 
     def respond(

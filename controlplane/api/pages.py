@@ -55,10 +55,6 @@ M = TypeVar("M", bound=Model)
 #: The annotation that carries the list's length on each row of a page.
 TOTAL = "pagination_total"
 
-#: Where a ``RowView`` keeps the whole row it was read from (its related rows' columns too):
-#: everything its item is rendered from, the key of its memoized JSON (``controlplane.api.memo``).
-ROW = "_page_row"
-
 Row = Sequence[Any]
 
 
@@ -128,6 +124,31 @@ class _Compiled:
     total: int  # the count's column
 
 
+class Fetched:
+    """A page's rows as the database sent them (``rows``: what its items are rendered from,
+    the key of their memoized JSON; None for a page the ORM read) and, built on the first call
+    of ``views()``, what ``CompiledPage.__call__`` gives for them."""
+
+    __slots__ = ("rows", "_plan", "_views")
+
+    def __init__(
+        self, rows: tuple[Row, ...] | None, views: list[Any] | tuple[_Klass, str, bool]
+    ) -> None:
+        self.rows = rows
+        self._views: list[Any] | None = views if isinstance(views, list) else None
+        self._plan = None if isinstance(views, list) else views
+
+    def views(self) -> list[Any]:
+        """The page's ``RowView``s (the ORM's instances for a query that does not fit)."""
+        if self._views is None:
+            klass, using, uuids_as_text = cast(tuple[_Klass, str, bool], self._plan)
+            self._views = _rows(klass, list(cast(tuple[Row, ...], self.rows)), using, uuids_as_text)
+        return self._views
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.views())
+
+
 class CompiledPage(CompiledQuery[M]):
     """Pages of ``build(*values)``'s rows, compiled by the ORM once per database (see the
     module): ``page(*values, offset=, limit=)`` is the page's rows (``RowView``s; the ORM's
@@ -137,11 +158,20 @@ class CompiledPage(CompiledQuery[M]):
     def __call__(
         self, *values: Any, offset: int, limit: int, using: str = DEFAULT_DB_ALIAS
     ) -> tuple[list[Any], int | None]:
+        fetched, total = self.fetch(*values, offset=offset, limit=limit, using=using)
+        return fetched.views(), total
+
+    def fetch(
+        self, *values: Any, offset: int, limit: int, using: str = DEFAULT_DB_ALIAS
+    ) -> tuple[Fetched, int | None]:
+        """The page as ``__call__`` reads it, its ``RowView``s built only when asked for
+        (``Fetched``): a page whose items' JSON is all memoized never builds them."""
         if using not in self._compiled:
             self._compile(values, using)
         compiled = self._compiled[using]
         if compiled is None:  # does not fit: the ORM every time
-            return self._orm_page(values, offset, limit, using)
+            page, total = self._orm_page(values, offset, limit, using)
+            return Fetched(None, page), total
         connection = connections[using]
         params = self.prepared(values, connection)
         params += [limit, offset]
@@ -150,10 +180,11 @@ class CompiledPage(CompiledQuery[M]):
             cursor.execute(compiled.sql, params)
             rows: list[Any] = cursor.fetchall()
         if not rows:
-            return [], None
+            return Fetched((), []), None
         if compiled.converters:  # as SQLCompiler.apply_converters
             rows = [_converted(row, compiled.converters, connection) for row in rows]
-        return _rows(compiled.klass, rows, using, uuids_as_text), int(rows[0][compiled.total])
+        total = int(rows[0][compiled.total])
+        return Fetched(tuple(rows), (compiled.klass, using, uuids_as_text)), total
 
     def count(self, *values: Any, using: str = DEFAULT_DB_ALIAS) -> int:
         """The length of the whole list (for a page past its end, which carries no count)."""
@@ -246,14 +277,14 @@ def _klass(info: dict[str, Any], name: str | None, select: list[Any]) -> _Klass 
 
 def _converted(
     row: Row, converters: tuple[tuple[int, tuple[list[Any], Any]], ...], connection: Any
-) -> list[Any]:
+) -> tuple[Any, ...]:
     values = list(row)
     for position, (functions, expression) in converters:
         value = values[position]
         for function in functions:
             value = function(value, expression, connection)
         values[position] = value
-    return values
+    return tuple(values)  # hashable: a key of the memo
 
 
 def _rows(klass: _Klass, rows: list[Any], using: str, uuids_as_text: bool) -> list[RowView]:
@@ -269,7 +300,6 @@ def _rows(klass: _Klass, rows: list[Any], using: str, uuids_as_text: bool) -> li
         values = view.__dict__
         values.update(zip(attnames, row[start:end], strict=True))
         values["pk"] = row[pk_index]  # an attribute, not a property: links read it often
-        values[ROW] = row
         views.append(view)
     _attach(klass, rows, views, using, uuids_as_text)
     return views

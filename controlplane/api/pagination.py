@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from controlplane.api.pages import TOTAL, CompiledPage
+from controlplane.api.pages import TOTAL, CompiledPage, Fetched
 
 #: Pages starting beyond this offset are empty without asking the database (which refuses
 #: offsets past a 64-bit integer).
@@ -60,14 +60,14 @@ class LinkHeaderPagination(BasePagination):
 
     def paginate_compiled(
         self, compiled: CompiledPage[Any], values: Sequence[Any], request: Request | HttpRequest
-    ) -> list[Any]:
+    ) -> Fetched:
         """``paginate_queryset`` for the list ``compiled(*values)`` (``CompiledPage``): the
-        same page and count, by the SQL compiled once."""
+        same page (its rows, their ``RowView``s built when asked for) and count, by the SQL
+        compiled once."""
         start = self._read_page(request)
-        page: list[Any] = []
-        total: int | None = None
+        page, total = Fetched((), []), None
         if start <= MAX_OFFSET:
-            page, total = compiled(*values, offset=start, limit=self.per_page)
+            page, total = compiled.fetch(*values, offset=start, limit=self.per_page)
         self.count = total if total is not None else compiled.count(*values) if start else 0
         return page
 

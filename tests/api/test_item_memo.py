@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from clusters import services
-from controlplane.api import memo
+from controlplane.api import memo, pages
 from tests.api.conftest import Api
 
 
@@ -53,3 +53,31 @@ def test_the_memo_stays_bounded(api: Api, cluster, monkeypatch) -> None:
     fast, drf = _plain_and_drf(api, "/clusters")
     assert fast == drf
     assert len(memo._items) == 2
+
+
+@pytest.mark.django_db
+def test_a_page_asked_for_again_builds_no_row_objects(api: Api, cluster, monkeypatch) -> None:
+    services.queue_create(cluster=cluster, key="q0", created_by=api.token.user)
+    memo.clear()
+    for path in ("/clusters", f"/clusters/{cluster.pk}/queues"):
+        first, _ = _plain_and_drf(api, path)
+        with monkeypatch.context() as patched:
+            patched.setattr(pages, "_rows", _no_rows)
+            again = api.client.get(api.base + path, **api._headers())
+        assert again.status_code == 200
+        assert again.content == first
+    assert len(memo._pages) == 2
+
+
+@pytest.mark.django_db
+def test_the_pages_memo_stays_bounded(api: Api, cluster, monkeypatch) -> None:
+    monkeypatch.setattr(memo, "MAXPAGES", 1)
+    memo.clear()
+    for path in ("/clusters", f"/clusters/{cluster.pk}/queues", "/clusters"):
+        fast, drf = _plain_and_drf(api, path)
+        assert fast == drf
+    assert len(memo._pages) == 1
+
+
+def _no_rows(*args: object) -> None:
+    raise AssertionError("a memoized page built its rows")
