@@ -20,12 +20,14 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
 
 from clusters import locks
 from clusters.models import Cluster, Organization, Queue, WebhookDelivery
 from clusters.services.clusters import cluster_create, cluster_delete
 from clusters.services.queues import queue_create, queue_delete
 from clusters.webhooks.signing import Verified
+from controlplane import hotcache
 
 if TYPE_CHECKING:
     from django.db.models import Field
@@ -95,19 +97,54 @@ def webhook_delivery_receive(
 
 def webhook_delivery_repeated(
     *, organization_id: int, delivery_id: str, signature: str | None, body: bytes, event: str | None
-) -> dict[str, Any] | None:
+) -> bytes | None:
     """The original answer to an exact repeat of a recorded delivery (the same body and event,
-    under its delivery id or its signature), or None. The view asks this first, before the body
-    is parsed or validated: one indexed lookup answers a retry. Anything else (a new delivery,
-    an id reused for another body or event) is None and goes the whole way, which answers it as
-    before.
+    under its delivery id or its signature), rendered as JSON as the REST framework renders it;
+    or None. The view asks this first, before the body is parsed or validated: one indexed
+    lookup answers a retry, and the process's next retries of it none (``_ANSWERS``). Anything
+    else (a new delivery, an id reused for another body or event) is None and goes the whole
+    way, which answers it as before.
     """
-    existing = _recorded(organization_id, delivery_id, signature or "")
-    if existing is None or existing.event != event:
+    signature = signature or ""
+    key = (organization_id, delivery_id, signature)
+    answer = _ANSWERS.get(key)
+    if answer is None:
+        since = hotcache.fill_started()
+        existing = _recorded(organization_id, delivery_id, signature)
+        if existing is None:
+            return None
+        answer = _Answer(existing.event, existing.body_sha256, _RENDERER.render(existing.response))
+        if existing.delivery_id == delivery_id and existing.signature == signature:
+            _ANSWERS.put(
+                key, answer, since=since, tags=[hotcache.row_tag(Organization, organization_id)]
+            )
+    if answer.event != event or answer.body_sha256 != hashlib.sha256(body).hexdigest():
         return None
-    if existing.body_sha256 != hashlib.sha256(body).hexdigest():
-        return None
-    return dict(existing.response)
+    return answer.rendered
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What answering an exact repeat needs of a recorded delivery: what the request must
+    match, and the original answer, rendered."""
+
+    event: str
+    body_sha256: str
+    rendered: bytes
+
+
+#: Recorded deliveries' answers to their exact repeats, per process, for ``HOT_CACHE_SECONDS``
+#: at most (``controlplane.hotcache``): a platform retrying a delivery is answered with no
+#: query. Rows are never changed (but for ``replayed_at``), so a process answers a repeat the
+#: same from here as from the database. Kept only for a record found under the request's own
+#: delivery id (unique: no other row can take it) and its own signature (none for a token): a
+#: row recorded later under that signature would have been a repeat of this one instead. A
+#: record found under another id or signature is looked up each time, since a row recorded
+#: later could be the latest match. Records of an organization changed or deleted in this
+#: process go at once; the signature or token is verified before every lookup, so a revoked
+#: secret gets nothing more than within the secrets' own bound.
+_ANSWERS: hotcache.HotCache[_Answer] = hotcache.HotCache("webhook-answers")
+_RENDERER = JSONRenderer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +154,7 @@ class Recorded:
     delivery_id: str
     event: str
     body_sha256: str
+    signature: str
     response: dict[str, Any]
 
 
@@ -129,7 +167,7 @@ def _column(name: str) -> str:
 #: come from the model.
 _RECORDED = (
     f"SELECT {_column('delivery_id')}, {_column('event')}, {_column('body_sha256')}, "  # noqa: S608 - names from the model
-    f"{_column('response')} FROM {WebhookDelivery._meta.db_table} "
+    f"{_column('signature')}, {_column('response')} FROM {WebhookDelivery._meta.db_table} "
     f"WHERE {_column('organization')} = %s AND ({_column('delivery_id')} = %s{{signature}}) "
     f"ORDER BY {_column('received_at')} DESC LIMIT 1"
 )
@@ -150,7 +188,8 @@ def _recorded(organization_id: int, delivery_id: str, signature: str) -> Recorde
         row = cursor.fetchone()
     if row is None:
         return None
-    return Recorded(row[0], row[1], row[2], _RESPONSE.from_db_value(row[3], None, connection))  # type: ignore[arg-type]
+    response = _RESPONSE.from_db_value(row[4], None, connection)  # type: ignore[arg-type]
+    return Recorded(row[0], row[1], row[2], row[3], response)
 
 
 def _repeated(delivery: Recorded, body_sha256: str) -> dict[str, Any]:

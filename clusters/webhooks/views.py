@@ -36,9 +36,10 @@ class BuildkiteWebhookView(FastPathAPIView):
     framework's answers): the signature is checked against the organization's cached secrets
     (``signing.verify``: no query when warm), and a retry of a recorded delivery is answered
     from one indexed lookup right after the delivery id header (``webhook_delivery_repeated``),
-    before its body is parsed. A 401 is counted in ``controlplane_webhook_refusals_total`` by
-    reason, not logged: whoever can reach the endpoint could otherwise write a warning line per
-    request. The rest of a verified delivery goes on in ``post``.
+    before its body is parsed, and its next retries in the process from memory. A 401 is
+    counted in ``controlplane_webhook_refusals_total`` by reason, not logged: whoever can reach
+    the endpoint could otherwise write a warning line per request. The rest of a verified
+    delivery goes on in ``post``.
     """
 
     authentication_classes: list[type] = []
@@ -73,7 +74,9 @@ class BuildkiteWebhookView(FastPathAPIView):
         )
         if original is None:
             return None
-        return _json(original, headers={"X-Delivery-Repeated": "true"})
+        return HttpResponse(
+            original, content_type=_RENDERER.media_type, headers={"X-Delivery-Repeated": "true"}
+        )
 
     def post(self, request: Request, org_slug: str) -> HttpResponseBase:
         body = request.body

@@ -1,7 +1,7 @@
 """The webhook's hot paths (issue 15, P6): a forged delivery is refused with HMACs alone (the
 organization's secrets cached per process) and counted, not logged; a retry is answered from one
-indexed lookup before its body is parsed; secrets rotate and revoke as before, within the
-cache's bound for other processes.
+indexed lookup before its body is parsed, and the process's next retries of it from memory;
+secrets rotate and revoke as before, within the cache's bound for other processes.
 
 Tests run outside a transaction (``transaction=True``): the caches keep nothing read inside one.
 """
@@ -198,3 +198,120 @@ def test_what_content_negotiation_answers_is_still_its_answer(platform: Platform
     assert indented.content.startswith(b"{\n  ")
     assert indented.json() == first.json()
     assert indented["X-Delivery-Repeated"] == "true"
+
+
+# --- a retry answered from the process's memory -------------------------------------------------
+
+
+def _signed(platform: Platform, body: bytes) -> str:
+    return webhooks.sign(platform.secret, int(time.time()), body)
+
+
+def test_a_retry_of_the_same_delivery_is_looked_up_once_per_process(platform: Platform) -> None:
+    body = json.dumps(payload()).encode()
+    signature = _signed(platform, body)
+    first = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+    looked_up = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+
+    with CaptureQueriesContext(connection) as captured:
+        remembered = [
+            deliver(body, signature=signature, event=CREATED, delivery="d-1") for _ in range(3)
+        ]
+
+    assert len(captured) == 0
+    for response in (looked_up, *remembered):
+        assert response.status_code == 200
+        assert response.content == looked_up.content
+        assert response.json() == first.json()
+        assert response["X-Delivery-Repeated"] == "true"
+        assert response["Content-Type"] == "application/json"
+    assert counts()["WebhookDelivery"] == 1
+
+
+def test_a_retry_by_token_is_remembered_too(platform: Platform) -> None:
+    token = {"token": platform.secret, "delivery": "t-1"}
+    first = deliver(payload(), **token)
+    deliver(payload(), **token)
+
+    with CaptureQueriesContext(connection) as captured:
+        retried = deliver(payload(), **token)
+
+    assert len(captured) == 0
+    assert (retried.status_code, retried["X-Delivery-Repeated"]) == (200, "true")
+    assert retried.json() == first.json()
+
+
+def test_a_delivery_resent_under_another_id_or_signature_is_looked_up_each_time(
+    platform: Platform, monkeypatch
+) -> None:
+    """Only a record found under the request's own id and signature is remembered: under
+    another one, a row recorded later could be the better match."""
+    body = json.dumps(payload()).encode()
+    signature = _signed(platform, body)
+    first = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+    later = webhooks.sign(platform.secret, int(time.time()) + 1, body)  # the same body re-signed
+
+    with CaptureQueriesContext(connection) as captured:
+        responses = [
+            deliver(body, signature=signature, event=CREATED, delivery="another-id"),
+            deliver(body, signature=signature, event=CREATED, delivery="another-id"),
+            deliver(body, signature=later, event=CREATED, delivery="d-1"),
+            deliver(body, signature=later, event=CREATED, delivery="d-1"),
+        ]
+
+    assert len(captured) == 4
+    for response in responses:
+        assert (response.status_code, response["X-Delivery-Repeated"]) == (200, "true")
+        assert response.json() == first.json()
+    assert counts()["WebhookDelivery"] == 1
+
+
+def test_what_is_not_an_exact_repeat_of_a_remembered_delivery_is_answered_as_before(
+    platform: Platform,
+) -> None:
+    body = json.dumps(payload()).encode()
+    deliver(body, secret=platform.secret, event=CREATED, delivery="d-1")
+    deliver(body, secret=platform.secret, event=CREATED, delivery="d-1")  # remembered
+
+    other_event = deliver(body, secret=platform.secret, event="ping", delivery="d-1")
+    other_body = deliver(payload(key="other"), secret=platform.secret, delivery="d-1")
+
+    assert other_event.status_code == 400
+    assert "does not agree with the body's event" in other_event.json()["message"]
+    assert other_body.status_code == 422
+    assert "was already used for a different delivery" in other_body.json()["message"]
+    assert counts()["WebhookDelivery"] == 1
+
+
+def test_a_remembered_retry_is_looked_up_again_after_the_bound(
+    platform: Platform, monkeypatch
+) -> None:
+    body = json.dumps(payload()).encode()
+    signature = _signed(platform, body)
+    for _ in range(2):  # applied, then looked up and remembered
+        deliver(body, signature=signature, event=CREATED, delivery="d-1")
+    now = hotcache.clock()
+    monkeypatch.setattr(hotcache, "clock", lambda: now + 5.1)
+
+    with CaptureQueriesContext(connection) as captured:
+        retried = deliver(body, signature=signature, event=CREATED, delivery="d-1")
+
+    assert (retried.status_code, retried["X-Delivery-Repeated"]) == (200, "true")
+    # The organization's secrets and the delivery, read again.
+    assert [q["sql"].count("clusters_webhookdelivery") > 0 for q in captured] == [False, True]
+
+
+def test_an_organization_deleted_in_this_process_gets_no_remembered_answer(
+    platform: Platform,
+) -> None:
+    gone = "cluster.deleted"  # recorded, and nothing created that would keep the organization
+    body = json.dumps(payload(gone, queue=False)).encode()
+    signature = _signed(platform, body)
+    for _ in range(2):  # applied, then looked up and remembered
+        deliver(body, signature=signature, event=gone, delivery="d-1")
+
+    platform.organization.delete()
+    retried = deliver(body, signature=signature, event=gone, delivery="d-1")
+
+    assert (retried.status_code, retried.json()) == (401, {"message": "Invalid signature."})
+    assert counts()["WebhookDelivery"] == 0
