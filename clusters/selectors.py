@@ -21,6 +21,7 @@ from clusters.models import (
     Queue,
 )
 from controlplane import hotcache
+from controlplane.compiled import from_db
 
 M = TypeVar("M", bound=Model)
 
@@ -268,7 +269,7 @@ def _row(instance: Model) -> _Row:
 
 def _instance(model: type[M], row: _Row) -> M:
     db, names, values = row
-    return model.from_db(db, names, [_copied(value) for value in values])
+    return from_db(model, db, names, [_copied(value) for value in values])
 
 
 def _copied(value: Any) -> Any:

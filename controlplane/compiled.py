@@ -24,17 +24,42 @@ also says whether the row went in.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Field, Model, QuerySet
+from django.db.models.base import ModelState
 from django.db.models.constants import OnConflict
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_init, post_save, pre_init, pre_save
 from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
+
+
+def fast_init(model: type[Model]) -> bool:
+    """Whether an instance of ``model`` may be built without ``Model.__init__``: nothing of the
+    model's own, and no receiver, would run in it."""
+    return (
+        model.__init__ is Model.__init__
+        and model.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
+        and not pre_init.has_listeners(model)
+        and not post_init.has_listeners(model)
+    )
+
+
+def from_db(model: type[M], using: str | None, attnames: Sequence[str], values: Sequence[Any]) -> M:
+    """``model.from_db(using, attnames, values)``; for a row of every concrete field of a
+    model that ``fast_init`` allows, its ``__dict__`` filled at once (what ``Model.__init__``
+    sets for positional values: ~20 µs less an instance with its two signals' dispatch)."""
+    if len(attnames) != len(model._meta.concrete_fields) or not fast_init(model):
+        return model.from_db(using, list(attnames), list(values))
+    instance = model.__new__(model)
+    instance.__dict__.update(zip(attnames, values, strict=True))
+    state = instance._state = ModelState()
+    state.adding, state.db = False, using
+    return instance
 
 
 @dataclass(frozen=True)
@@ -84,7 +109,7 @@ class CompiledSelect(CompiledQuery[M]):
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
-        from_db, converters = self.model.from_db, compiled.converters.items()
+        model, converters = self.model, compiled.converters.items()
         instances = []
         for row in rows:
             if converters:  # as SQLCompiler.apply_converters
@@ -94,7 +119,7 @@ class CompiledSelect(CompiledQuery[M]):
                     for function in functions:
                         value = function(value, expression, connection)
                     row[position] = value
-            instances.append(from_db(using, compiled.attnames, row))
+            instances.append(from_db(model, using, compiled.attnames, row))
         return instances
 
     def _compile(self, values: tuple[Any, ...], using: str) -> list[M]:

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from django.db import DatabaseError, connection, transaction
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_init, post_save, pre_save
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
@@ -265,3 +265,28 @@ def test_publishing_a_variable_replaces_only_its_own_sources_value() -> None:
     assert upsert("1", "test") == ("1", False, False)
     assert upsert("2", "test") == ("2", False, True)
     assert upsert("3", "other") == ("2", False, False)  # another source's: left as it is
+
+
+def test_from_db_builds_what_model_from_db_builds_and_runs_init_where_a_receiver_waits() -> None:
+    registry = RegistryFactory()
+    names = [field.attname for field in Registry._meta.concrete_fields]
+    values = [getattr(registry, name) for name in names]
+
+    fast = compiled_module.from_db(Registry, "default", names, values)
+    orm = Registry.from_db("default", names, values)
+
+    assert as_orm(fast) == as_orm(orm)
+    assert (fast._state.db, fast._state.adding) == (orm._state.db, orm._state.adding)
+    assert fast == orm and fast.cluster == registry.cluster  # a real instance: its relations load
+
+    seen: list[object] = []
+
+    def receiver(sender: object, instance: object, **kwargs: object) -> None:
+        seen.append(instance)
+
+    post_init.connect(receiver, sender=Registry)
+    try:
+        again = compiled_module.from_db(Registry, "default", names, values)
+    finally:
+        post_init.disconnect(receiver, sender=Registry)
+    assert seen == [again]  # a receiver of post_init: built through Model.__init__

@@ -17,10 +17,10 @@ Nothing needs invalidating: a changed row (or organization slug, or host) is ano
 the old entry ages out. The memo is a bounded per-process LRU (``MAXSIZE`` items, ~1-2 KB
 each with its key), written by hand as ``controlplane.hotcache`` is (an ``OrderedDict`` behind
 one lock, taken twice a page at most): ``functools.lru_cache`` keys a function's arguments,
-while an item is rendered from its ``RowView`` and the serializer, which are not part of the key, and a
-page's misses are rendered together, through the serializer, as before. A row whose values do
-not hash (a JSON column) or an item orjson would not write as the REST framework does leaves
-the page to the serializer, unmemoized.
+while an item is rendered from its ``RowView`` and the serializer, which are not part of the
+key, and a page's misses are rendered together, through the serializer, as before. A row
+whose values do not hash (a JSON column) or an item orjson would not write as the REST
+framework does leaves the page to the serializer, unmemoized.
 """
 
 from __future__ import annotations

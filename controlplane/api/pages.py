@@ -46,9 +46,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Model, UUIDField, Window
 from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 
-from controlplane.compiled import CompiledQuery
+from controlplane.compiled import CompiledQuery, fast_init
 
 M = TypeVar("M", bound=Model)
 
@@ -89,17 +88,6 @@ class RowView:
                     )
             found = cls._classes[model] = type(f"{model.__name__}Row", (cls,), namespace)
         return found
-
-
-def _fast_init(model: type[Model]) -> bool:
-    """Whether an instance of ``model`` may be built without ``Model.__init__``: nothing of the
-    model's own, and no receiver, would run in it."""
-    return (
-        model.__init__ is Model.__init__
-        and model.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
-        and not pre_init.has_listeners(model)
-        and not post_init.has_listeners(model)
-    )
 
 
 @dataclass(frozen=True)
@@ -352,7 +340,7 @@ def _builder(klass: _Klass, using: str, uuids_as_text: bool) -> Callable[[Row], 
                 found[position] = uuid.UUID(found[position])
         return found
 
-    if not _fast_init(model):
+    if not fast_init(model):
         return lambda row: model.from_db(using, list(attnames), values(row))
     new = model.__new__
 
