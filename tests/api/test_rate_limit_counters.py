@@ -67,3 +67,22 @@ def test_another_cache_counts_through_the_cache_api(settings) -> None:
     counts = [[u.current for u in consume(organization, token)] for _ in range(3)]
 
     assert counts == [[1, 1], [2, 2], [3, 3]]
+
+
+def test_where_redis_refuses_the_script_the_commands_count_alike(
+    redis_calls, settings, monkeypatch
+) -> None:
+    if not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        pytest.skip("the cache is not Redis here (REDIS_URL unset)")
+    from controlplane.api import ratelimit
+
+    monkeypatch.setattr(ratelimit, "_COUNT_SCRIPT", "return redis.call('NO-SUCH-COMMAND')")
+    monkeypatch.setattr(ratelimit, "_script_refused", [])
+    organization, token = _budgets()
+
+    first = consume(organization, token, now=1_200_000.0)
+    second = consume(organization, token, now=1_200_001.0)
+
+    assert ratelimit._script_refused == [True]
+    assert redis_calls == {"commands": 0, "pipelines": 3}  # the refused script's, then two
+    assert [u.current for u in first + second] == [1, 1, 2, 2]
