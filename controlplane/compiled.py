@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+)
 from django.db.models import Field, Model, QuerySet
 from django.db.models.base import ModelState
 from django.db.models.constants import OnConflict
@@ -36,6 +42,7 @@ from django.db.models.signals import post_init, post_save, pre_init, pre_save
 from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
+T = TypeVar("T")
 
 
 def fast_init(model: type[Model]) -> bool:
@@ -62,6 +69,31 @@ def from_db(model: type[M], using: str | None, attnames: Sequence[str], values: 
     return instance
 
 
+def read_without_ping(using: str, read: Callable[[], T]) -> T:
+    """``read()``, a read-only query in autocommit, without the ``CONN_HEALTH_CHECKS`` ping
+    (``SELECT 1``) Django sends before a request's first query on a kept connection: the read
+    itself is the check. Where it fails because the connection broke meanwhile (PostgreSQL
+    restarted, an idle connection cut), the connection is closed and ``read()`` runs once more
+    on a new one, as the ping would have had it: the same answer, one round trip fewer on every
+    other request. In a transaction, or once the check was done, ``read()`` as it is."""
+    connection: Any = connections[using]  # django-stubs lack the health check's attributes
+    if (
+        connection.connection is None
+        or connection.in_atomic_block
+        or not connection.health_check_enabled
+        or connection.health_check_done
+    ):
+        return read()
+    connection.health_check_done = True
+    try:
+        return read()
+    except (OperationalError, InterfaceError):
+        if connection.is_usable():  # the query's own error, not the connection's
+            raise
+        connection.close()
+    return read()
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
@@ -75,11 +107,19 @@ class CompiledQuery(Generic[M]):
     ``controlplane.api.pages``): how to build it, the fields its values are prepared as, and per
     database alias what was compiled (None: it does not fit, and the ORM runs it every time)."""
 
-    def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], *fields: str) -> None:
+    def __init__(
+        self, model: type[M], build: Callable[..., QuerySet[M]], *fields: str | Field[Any, Any]
+    ) -> None:
         self.model = model
         self.build = build
-        #: The field each value is prepared as (``Field.get_db_prep_value``), in order.
-        self.fields = [cast("Field[Any, Any]", model._meta.get_field(name)) for name in fields]
+        #: The field each value is prepared as (``Field.get_db_prep_value``), in order: a name
+        #: of the model's, or another model's field (a filter across a relation).
+        self.fields = [
+            field
+            if isinstance(field, Field)
+            else cast("Field[Any, Any]", model._meta.get_field(field))
+            for field in fields
+        ]
         self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -118,7 +118,8 @@ _SQLITE_DEFAULT = f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}"
 # Web processes keep their connection between requests in production (DATABASE_CONN_MAX_AGE,
 # 600 s; 0 with DEBUG on, as in the tests): connecting costs more than most requests. A request
 # checks it once, before its first query (CONN_HEALTH_CHECKS), so a restarted PostgreSQL costs a
-# reconnect, and a request answered from the hot caches reads and pings nothing. Celery workers
+# reconnect, and a request answered from the hot caches reads and pings nothing (a list's page
+# is its own check: controlplane.compiled.read_without_ping). Celery workers
 # pool theirs instead (controlplane/celery.py).
 DATABASES = {
     "default": dj_database_url.parse(

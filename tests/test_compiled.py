@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, connections, transaction
 from django.db.models.signals import post_init, post_save, pre_save
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
@@ -277,7 +277,8 @@ def test_from_db_builds_what_model_from_db_builds_and_runs_init_where_a_receiver
 
     assert as_orm(fast) == as_orm(orm)
     assert (fast._state.db, fast._state.adding) == (orm._state.db, orm._state.adding)
-    assert fast == orm and fast.cluster == registry.cluster  # a real instance: its relations load
+    assert fast == orm
+    assert fast.cluster == registry.cluster  # a real instance: its relations load
 
     seen: list[object] = []
 
@@ -290,3 +291,61 @@ def test_from_db_builds_what_model_from_db_builds_and_runs_init_where_a_receiver
     finally:
         post_init.disconnect(receiver, sender=Registry)
     assert seen == [again]  # a receiver of post_init: built through Model.__init__
+
+
+def _answer() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 42")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_read_without_ping_sends_no_ping_and_runs_again_where_the_connection_broke(
+    monkeypatch,
+) -> None:
+    connection.ensure_connection()
+    wrapper = connections["default"]  # not the proxy: monkeypatch would delete its attributes
+    monkeypatch.setattr(wrapper, "health_check_enabled", True)
+    pings: list[bool] = []
+    is_usable = wrapper.is_usable
+    monkeypatch.setattr(wrapper, "is_usable", lambda: pings.append(True) or is_usable())
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(1)
+        return _answer()
+
+    connection.health_check_done = False
+    assert compiled_module.read_without_ping("default", read) == 42
+    assert (len(reads), pings) == (1, [])  # the read was the check
+
+    before = connection.connection.info.backend_pid
+    with connection._nodb_cursor() as other:  # PostgreSQL cuts the kept connection
+        other.execute("SELECT pg_terminate_backend(%s)", [before])
+    connection.health_check_done = False
+    assert compiled_module.read_without_ping("default", read) == 42
+    assert (len(reads), pings) == (3, [True])  # failed, checked, closed, read again
+    assert connection.connection.info.backend_pid != before
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_read_without_ping_raises_its_own_error_and_reads_once(monkeypatch) -> None:
+    connection.ensure_connection()
+    monkeypatch.setattr(connections["default"], "health_check_enabled", True)
+    connection.health_check_done = False
+    reads: list[int] = []
+
+    def read() -> None:
+        reads.append(1)
+        with connection.cursor() as cursor:  # canceled: an OperationalError of the query's own
+            cursor.execute("SET statement_timeout = '10ms'")
+            try:
+                cursor.execute("SELECT pg_sleep(1)")
+            finally:
+                cursor.execute("RESET statement_timeout")
+
+    with pytest.raises(OperationalError, match="statement timeout"):
+        compiled_module.read_without_ping("default", read)
+    assert reads == [1]

@@ -7,8 +7,8 @@ rate limits, in that order, in one place that views cannot bypass.
 - A token without the scope the method needs: 403.
 - Over the organization's or the token's rate limit: 429.
 
-Views reach clusters only through ``get_cluster`` and ``paginated_clusters``, which filter by
-the token's organization.
+Views reach clusters only through ``get_cluster``, ``paginated_clusters`` and
+``paginated_queues``, which filter by the token's organization.
 
 The base fails closed. A view names the scope of every method it answers (there is no default
 scope to inherit by forgetting), and it cannot override the hooks that do the above
@@ -26,7 +26,8 @@ from typing import Any, NoReturn, TypeVar, cast
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
@@ -77,6 +78,7 @@ SCOPING_HOOKS = {
     "clusters": _LOOKUPS,
     "get_cluster": _LOOKUPS,
     "paginated_clusters": _LOOKUPS,
+    "paginated_queues": _LOOKUPS,
 }
 
 
@@ -94,20 +96,38 @@ _organization_cluster = CompiledSelect(
 
 #: A view's choice of what a list shows: the order, and the relations its responses show.
 Shown = Callable[[QuerySet[M]], QuerySet[M]]
-_compiled_pages: dict[tuple[type[Model], str, Callable[..., Any]], CompiledPage[Any]] = {}
+_compiled_pages: dict[
+    tuple[type[Model], tuple[str, ...], Callable[..., Any]], CompiledPage[Any]
+] = {}
 
 
-def _compiled_page(model: type[M], scope: str, shown: Shown[M]) -> CompiledPage[M]:
-    """The ``CompiledPage`` of ``shown(model.objects.filter(<scope>=value))``: one for each
-    list, made at its first request."""
-    key = (model, scope, shown)
+def _compiled_page(model: type[M], scopes: tuple[str, ...], shown: Shown[M]) -> CompiledPage[M]:
+    """The ``CompiledPage`` of ``shown(model.objects.filter(<scope>=value)...)``, a filter for
+    each of ``scopes`` (a field, or a path across relations) in order: one for each list, made
+    at its first request."""
+    key = (model, scopes, shown)
     page = _compiled_pages.get(key)
     if page is None:
         manager = model._default_manager
+
+        def build(*values: Any) -> QuerySet[M]:
+            queryset = manager.all()
+            for scope, value in zip(scopes, values, strict=True):
+                queryset = queryset.filter(**{scope: value})
+            return shown(queryset)
+
         page = _compiled_pages[key] = CompiledPage(
-            model, lambda value: shown(manager.filter(**{scope: value})), scope
+            model, build, *(_scope_field(model, scope) for scope in scopes)
         )
     return page
+
+
+def _scope_field(model: type[Model], path: str) -> Field[Any, Any]:
+    """The field at the end of ``path`` (``cluster__organization``) from ``model``."""
+    *relations, name = path.split(LOOKUP_SEP)
+    for relation in relations:
+        model = cast(type[Model], model._meta.get_field(relation).related_model)
+    return cast("Field[Any, Any]", model._meta.get_field(name))
 
 
 class ApiTokenRequired(IsAuthenticated):
@@ -253,22 +273,45 @@ class OrganizationAPIView(ApiTokenAPIView):
         """``paginated(shown(self.clusters()), serializer_class)``, its query compiled once
         (``controlplane.api.pages``): ``shown`` orders the clusters and joins what a response
         shows of them."""
-        page = _compiled_page(Cluster, "organization", shown)
-        return self._paginated_compiled(page, self.organization.pk, serializer_class)
+        page = _compiled_page(Cluster, ("organization",), shown)
+        return self._paginated_compiled(page, (self.organization.pk,), serializer_class)
 
     def paginated_queues(
-        self, cluster: Cluster, shown: Shown[Queue], serializer_class: type
+        self, cluster_id: str, shown: Shown[Queue], serializer_class: type
     ) -> Response:
-        """``paginated(shown(cluster.queues.all()), serializer_class)`` for a ``cluster`` from
-        ``get_cluster``, its query compiled once (see ``paginated_clusters``)."""
-        page = _compiled_page(Queue, "cluster", shown)
-        return self._paginated_compiled(page, cluster.pk, serializer_class)
+        """``paginated(shown(self.get_cluster(cluster_id).queues.all()), serializer_class)``,
+        in one query: the page's, filtered by the cluster and the token's organization (see
+        ``paginated_clusters``). A page with rows shows that the cluster is the organization's;
+        only an empty one, or bad page parameters, look the cluster up, for its 404 (which
+        comes before their 400, as on the cluster's other paths)."""
+        key = uuid_or_404(cluster_id, "No cluster found")
+        page = _compiled_page(Queue, ("cluster", "cluster__organization"), shown)
+        return self._paginated_compiled(
+            page,
+            (key, self.organization.pk),
+            serializer_class,
+            check=lambda: self.get_cluster(cluster_id),
+        )
 
     def _paginated_compiled(
-        self, compiled: CompiledPage[Any], scope: Any, serializer_class: type
+        self,
+        compiled: CompiledPage[Any],
+        values: tuple[Any, ...],
+        serializer_class: type,
+        *,
+        check: Callable[[], object] | None = None,
     ) -> Response:
+        """The page of ``compiled(*values)``; ``check`` (a 404 where the list's owner does not
+        exist) runs before a 400 of the page parameters and for an empty list."""
         paginator = LinkHeaderPagination()
-        page = paginator.paginate_compiled(compiled, (scope,), self.request)
+        try:
+            page = paginator.paginate_compiled(compiled, values, self.request)
+        except exceptions.ParseError:
+            if check is not None:
+                check()
+            raise
+        if check is not None and not paginator.count:
+            check()
         context = self.serializer_context()
         if renders_plain_json(serializer_class):  # written by orjson, same bytes
             if not isinstance(self.request, Request):  # the fast path, written by _RENDERER:

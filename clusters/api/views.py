@@ -193,8 +193,7 @@ class QueueListView(QueueAPIView):
         "queues_list", paginated=True, tags=QUEUE_TAGS, responses={200: QueueSerializer(many=True)}
     )
     def get(self, request: Request, org_slug: str, cluster_id: str) -> Response:
-        cluster = self.get_cluster(cluster_id)
-        return self.paginated_queues(cluster, _shown_queues, QueueSerializer)
+        return self.paginated_queues(cluster_id, _shown_queues, QueueSerializer)
 
     @operation(
         "queues_create",

@@ -47,7 +47,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Model, UUIDField, Window
 from django.db.models.base import ModelState
 
-from controlplane.compiled import CompiledQuery, fast_init
+from controlplane.compiled import CompiledQuery, fast_init, read_without_ping
 
 M = TypeVar("M", bound=Model)
 
@@ -163,10 +163,15 @@ class CompiledPage(CompiledQuery[M]):
         connection = connections[using]
         params = self.prepared(values, connection)
         params += [limit, offset]
-        with connection.cursor() as cursor:
-            uuids_as_text = _fast_loaders(cursor, connection)
-            cursor.execute(compiled.sql, params)
-            rows: list[Any] = cursor.fetchall()
+
+        def read() -> tuple[list[Any], bool]:
+            with connection.cursor() as cursor:
+                uuids_as_text = _fast_loaders(cursor, connection)
+                cursor.execute(compiled.sql, params)
+                return cursor.fetchall(), uuids_as_text
+
+        # A page is often a request's only query: the query is the connection's check.
+        rows, uuids_as_text = read_without_ping(using, read)
         if not rows:
             return Fetched((), []), None
         if compiled.converters:  # as SQLCompiler.apply_converters

@@ -291,7 +291,8 @@ def test_a_cluster_without_queues_lists_none(api, cluster) -> None:
 
 def test_listing_1_or_50_queues_takes_the_same_number_of_queries(api, cluster) -> None:
     def queries() -> int:
-        # The token (with its user and organization), the cluster, the page with its total.
+        # The token (with its user and organization), then the page with its total, filtered by
+        # the cluster and the organization (the cluster is looked up only for an empty list).
         with expected_queries("api:queues") as captured:
             assert api.get(queues_path(cluster), per_page=100).status_code == 200
         return len(captured)
@@ -638,6 +639,33 @@ def test_the_queues_of_an_unknown_cluster_are_404(api, cluster_id, method, body)
     assert response.status_code == 404
     assert response.json() == {"message": "No cluster found"}
     assert not Queue.objects.exists()
+
+
+def test_the_queues_of_another_organizations_cluster_are_404(api) -> None:
+    other = services.organization_create(slug="other", name="Other")
+    theirs = services.cluster_create(organization=other, name="theirs")
+    services.queue_create(cluster=theirs, key="q0")
+
+    for query in ({}, {"page": "2"}, {"page": "0"}):
+        response = api.get(queues_path(theirs), **query)
+        assert (response.status_code, response.json()) == (404, {"message": "No cluster found"})
+
+
+def test_an_unknown_cluster_is_404_before_bad_page_parameters_are_400(api, cluster) -> None:
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert api.get(f"/clusters/{unknown}/queues", page="0").status_code == 404
+    response = api.get(queues_path(cluster), page="0")
+    assert response.status_code == 400
+    assert "page must be a positive integer" in response.json()["message"]
+
+
+def test_a_page_past_the_last_of_a_clusters_queues_is_empty(api, cluster) -> None:
+    services.queue_create(cluster=cluster, key="q0")
+
+    response = api.get(queues_path(cluster), page="3")
+
+    assert (response.status_code, response.json()) == (200, [])
+    assert 'rel="first"' in response["Link"]
 
 
 @pytest.mark.parametrize(("method", "action", "body"), QUEUE_REQUESTS)
