@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Field, Model, QuerySet
-from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
@@ -96,38 +96,48 @@ _organization_cluster = CompiledSelect(
 
 #: A view's choice of what a list shows: the order, and the relations its responses show.
 Shown = Callable[[QuerySet[M]], QuerySet[M]]
-_compiled_pages: dict[
-    tuple[type[Model], tuple[str, ...], Callable[..., Any]], CompiledPage[Any]
-] = {}
 
 
-def _compiled_page(model: type[M], scopes: tuple[str, ...], shown: Shown[M]) -> CompiledPage[M]:
-    """The ``CompiledPage`` of ``shown(model.objects.filter(<scope>=value)...)``, a filter for
-    each of ``scopes`` (a field, or a path across relations) in order: one for each list, made
-    at its first request."""
-    key = (model, scopes, shown)
+@dataclass(frozen=True)
+class _Scope(Generic[M]):
+    """What a list holds before ``Shown``: ``filter(*values)``, the values prepared as
+    ``fields`` (of ``model`` or across its relations) prepare them."""
+
+    model: type[M]
+    filter: Callable[..., QuerySet[M]]
+    fields: tuple[Field[Any, Any], ...]
+
+
+#: The organization's clusters.
+_CLUSTERS = _Scope(
+    Cluster,
+    lambda organization_id: Cluster.objects.filter(organization_id=organization_id),
+    (Cluster._meta.get_field("organization"),),
+)
+#: The queues of a cluster if it is the organization's: a semi-join, which PostgreSQL runs as
+#: one lookup of the cluster whatever the tables' statistics say (a join on the cluster's
+#: organization was planned, on tables not yet analyzed, as a scan of the organization's
+#: clusters for each queue: 1.7 against 0.2 ms for 100 queues).
+_CLUSTER_QUEUES = _Scope(
+    Queue,
+    lambda cluster_id, organization_id: Queue.objects.filter(
+        cluster__in=Cluster.objects.filter(pk=cluster_id).filter(organization_id=organization_id)
+    ),
+    (Cluster._meta.get_field("id"), Cluster._meta.get_field("organization")),
+)
+_compiled_pages: dict[tuple[_Scope[Any], Callable[..., Any]], CompiledPage[Any]] = {}
+
+
+def _compiled_page(scope: _Scope[M], shown: Shown[M]) -> CompiledPage[M]:
+    """The ``CompiledPage`` of ``shown(scope.filter(*values))``: one for each list, made at its
+    first request."""
+    key = (scope, shown)
     page = _compiled_pages.get(key)
     if page is None:
-        manager = model._default_manager
-
-        def build(*values: Any) -> QuerySet[M]:
-            queryset = manager.all()
-            for scope, value in zip(scopes, values, strict=True):
-                queryset = queryset.filter(**{scope: value})
-            return shown(queryset)
-
         page = _compiled_pages[key] = CompiledPage(
-            model, build, *(_scope_field(model, scope) for scope in scopes)
+            scope.model, lambda *values: shown(scope.filter(*values)), *scope.fields
         )
     return page
-
-
-def _scope_field(model: type[Model], path: str) -> Field[Any, Any]:
-    """The field at the end of ``path`` (``cluster__organization``) from ``model``."""
-    *relations, name = path.split(LOOKUP_SEP)
-    for relation in relations:
-        model = cast(type[Model], model._meta.get_field(relation).related_model)
-    return cast("Field[Any, Any]", model._meta.get_field(name))
 
 
 class ApiTokenRequired(IsAuthenticated):
@@ -273,7 +283,7 @@ class OrganizationAPIView(ApiTokenAPIView):
         """``paginated(shown(self.clusters()), serializer_class)``, its query compiled once
         (``controlplane.api.pages``): ``shown`` orders the clusters and joins what a response
         shows of them."""
-        page = _compiled_page(Cluster, ("organization",), shown)
+        page = _compiled_page(_CLUSTERS, shown)
         return self._paginated_compiled(page, (self.organization.pk,), serializer_class)
 
     def paginated_queues(
@@ -285,7 +295,7 @@ class OrganizationAPIView(ApiTokenAPIView):
         only an empty one, or bad page parameters, look the cluster up, for its 404 (which
         comes before their 400, as on the cluster's other paths)."""
         key = uuid_or_404(cluster_id, "No cluster found")
-        page = _compiled_page(Queue, ("cluster", "cluster__organization"), shown)
+        page = _compiled_page(_CLUSTER_QUEUES, shown)
         return self._paginated_compiled(
             page,
             (key, self.organization.pk),

@@ -274,3 +274,15 @@ def test_method_fields_that_declare_their_columns_render_a_row_from_them() -> No
     assert Declared.calls == ["shout", "tagged"]  # the first item's methods were not called
     instances = list(Cluster.objects.filter(organization=organization).order_by("name"))
     assert [dict(item) for item in Declared(instances, many=True).data] == items
+
+
+def test_the_apis_lists_are_compiled_pages_that_fit(api, cluster) -> None:
+    from clusters.api import base
+
+    QueueFactory(cluster=cluster, key="q0")
+    base._compiled_pages.clear()
+    for path in ("/clusters", f"/clusters/{cluster.pk}/queues"):
+        assert api.get(path).status_code == 200
+    assert len(base._compiled_pages) == 2
+    for page in base._compiled_pages.values():
+        assert page._compiled["default"] is not None  # run as compiled, not by the ORM
