@@ -336,18 +336,15 @@ P2_SHORTFALL = (
     "(docs/registry-tokens.md), so 0.7× every time needs a quieter machine or fewer of these."
 )
 P5_SHORTFALL = (
-    "Measured 2026-12-01 (make bench on a fresh clone, the machine otherwise idle): at the "
-    "goal's edge, not steadily over it: throughput ratios 0.20× (clusters, rounds 0.13-0.47) "
-    "and 0.24× (queues, 0.12-0.32); server CPU a request 3.3 ms (clusters) and 4.1 ms (queues) "
-    "against 0.6-0.85 ms for the bare view, CPU ratios 0.18× and 0.19× (13.9 / 17.9 ms before "
-    "this session; 5.2 / 6.1 ms for a page of rows not seen before, which the memo does not "
-    "help). Of a request in-process, the fixed path of a 1-item page is ~1 ms against 0.2 ms "
-    "for the bare view: the rate-limit round trip to Redis (one pipeline, pinned by the tests), "
-    "the CONN_HEALTH_CHECKS ping before the page's query (kept: a restarted PostgreSQL costs one "
-    "reconnect, not a failed request), the token and scope checks; the queues list also runs "
-    "the cluster's lookup apart from the page (PostgreSQL 0.75 against 0.45 ms). Next: the "
-    "cluster's lookup folded into the queues page (keeping the 404-before-400 order) and no "
-    "row objects built when every item is in the memo."
+    "Measured 2026-12-01 (`python -m bench --only P5`, 3 rounds, the machine otherwise idle): "
+    "server CPU a request 1.9-2.0 ms (clusters) and 2.3 ms (queues) against 0.5-0.6 ms for the "
+    "bare view, CPU ratios 0.25-0.27× (3.3 / 4.1 ms before the page memo, the semi-join and "
+    "read_without_ping). What a list still pays that the bare view does not: PostgreSQL's own "
+    "CPU for the page's query (0.30 / 0.47 ms: executing it and writing 100 rows as text; "
+    "prepared statements and generic plans saved nothing measurable), the rate limits' round "
+    "trip to Redis (~0.1 ms of the worker's CPU), the token's and the URL's checks (~0.1 ms), "
+    "and sending 70-100 KB. A run under 0.2× with CPU ratios above it is the shared machine's "
+    "noise moving requests/s; rerun with `--only P5 --rounds 5`."
 )
 
 MEASURES = [
