@@ -123,8 +123,15 @@ def test_a_retry_is_one_indexed_lookup_and_its_body_is_not_parsed(
     assert counts()["WebhookDelivery"] == 1
 
 
-def test_what_is_not_an_exact_repeat_is_answered_as_before(platform: Platform) -> None:
-    assert deliver(payload(), secret=platform.secret, delivery="d-1").status_code == 200
+@pytest.mark.parametrize("deliveries", [1, 2], ids=["recorded", "remembered"])
+def test_what_is_not_an_exact_repeat_is_answered_as_before(
+    platform: Platform, deliveries: int
+) -> None:
+    body = json.dumps(payload()).encode()
+    for _ in range(deliveries):  # applied; then, retried, remembered by the process
+        assert (
+            deliver(body, secret=platform.secret, event=CREATED, delivery="d-1").status_code == 200
+        )
 
     other_event = deliver(payload(), secret=platform.secret, delivery="d-1", event="ping")
     other_body = deliver(payload(key="other"), secret=platform.secret, delivery="d-1")
@@ -263,23 +270,6 @@ def test_a_delivery_resent_under_another_id_or_signature_is_looked_up_each_time(
     for response in responses:
         assert (response.status_code, response["X-Delivery-Repeated"]) == (200, "true")
         assert response.json() == first.json()
-    assert counts()["WebhookDelivery"] == 1
-
-
-def test_what_is_not_an_exact_repeat_of_a_remembered_delivery_is_answered_as_before(
-    platform: Platform,
-) -> None:
-    body = json.dumps(payload()).encode()
-    deliver(body, secret=platform.secret, event=CREATED, delivery="d-1")
-    deliver(body, secret=platform.secret, event=CREATED, delivery="d-1")  # remembered
-
-    other_event = deliver(body, secret=platform.secret, event="ping", delivery="d-1")
-    other_body = deliver(payload(key="other"), secret=platform.secret, delivery="d-1")
-
-    assert other_event.status_code == 400
-    assert "does not agree with the body's event" in other_event.json()["message"]
-    assert other_body.status_code == 422
-    assert "was already used for a different delivery" in other_body.json()["message"]
     assert counts()["WebhookDelivery"] == 1
 
 
