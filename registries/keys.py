@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import os
@@ -264,13 +265,27 @@ class KeyStore:
         return self.path(CA_CERT)
 
     def exists(self) -> bool:
-        return self.path(CA_KEY).exists() and self.path(SIGNING).exists()
+        """Whether the folder holds what signing needs: the CA's certificate (the registries'
+        trust) and a signing key. The CA's private key is needed only where signing keys are
+        issued (``init`` of a new CA, ``rotate``), so a folder without it (a Secret mounted
+        where tokens are only signed) is complete."""
+        return self.path(CA_CERT).exists() and self.path(SIGNING).exists()
+
+    def _ready(self) -> bool:
+        """Whether ``init`` has nothing to do (the CA's certificate, an unexpired signing key)."""
+        signing = self.path(SIGNING)
+        return self.exists() and SigningKey.from_pem(signing.read_bytes()).expires_at > utc_now()
 
     def init(self) -> bool:
         """Create what is missing: the CA and a signing key, or only a signing key from an
         existing CA (after a crash, or if ``signing.pem`` was removed or has expired). Returns
-        False when both were there and valid. An existing CA is never replaced: every registry
-        that trusts it would reject our tokens."""
+        False when both were there and valid; then nothing is written, so ``init`` on a
+        read-only folder that holds the keys (a mounted Secret) says so rather than failing.
+        An existing CA is never replaced: every registry that trusts it would reject our
+        tokens."""
+        if self._ready():
+            _make_private(self.directory)
+            return False
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory.chmod(0o700)  # mkdir leaves an existing folder's mode as it was
         with self._exclusive():
@@ -306,6 +321,12 @@ class KeyStore:
         if not self.exists():
             raise SigningKeyMissing(
                 f"No registry signing keys in {self.directory}: run `{INIT_COMMAND}` first."
+            )
+        if not self.path(CA_KEY).exists():
+            raise SigningKeyMissing(
+                f"{self.directory} holds no {CA_KEY}: a new signing key is issued where the CA's "
+                "private key is (the keys Job's folder, `keys-secret SECRET rotate`; "
+                "deploy/README.md), and reaches this folder from there."
             )
         with self._exclusive():
             self._replace_signing_key()
@@ -394,6 +415,17 @@ _generations: dict[str, int] = {}
 def _changed(directory: Path) -> None:
     with _stores_lock:
         _generations[str(directory)] = _generations.get(str(directory), 0) + 1
+
+
+def _make_private(directory: Path) -> None:
+    """The folder readable by its owner only, as ``init`` creates it; left as it is where the
+    folder is read-only (a mounted Secret, whose mode the mount sets)."""
+    if directory.stat().st_mode & 0o077:
+        try:
+            directory.chmod(0o700)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
 
 
 def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

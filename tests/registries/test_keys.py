@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import CommandError, call_command
 
+from registries import keys as keys_module
 from registries.keys import KeyStore, SigningKey, SigningKeyMissing, libtrust_kid
 
 KID = re.compile(r"[A-Z2-7]{4}(:[A-Z2-7]{4}){11}")
@@ -363,6 +365,7 @@ def test_init_refuses_a_folder_with_half_a_ca(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys")
     store.init()
     store.path("ca.key").unlink()
+    store.path("signing.pem").unlink()  # a key to issue, and no CA key to issue it with
 
     with pytest.raises(SigningKeyMissing) as excinfo:
         store.init()
@@ -416,3 +419,50 @@ def test_init_makes_an_existing_folder_private(tmp_path: Path) -> None:
     KeyStore(folder).init()
 
     assert mode(folder) == 0o700
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write to a folder fails as on a read-only mount (root ignores modes)."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    original_open = os.open
+
+    def open_(path: str, flags: int, *args: object) -> int:
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            refused()
+        return original_open(path, flags, *args)
+
+    for name in ("mkdir", "chmod", "write_bytes", "unlink", "rename", "replace"):
+        monkeypatch.setattr(Path, name, refused)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(keys_module, "write_atomic", refused)
+
+
+def test_init_on_a_read_only_folder_that_holds_the_keys_changes_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    store = KeyStore(tmp_path / "keys")
+    store.init()
+    store.path("ca.key").unlink()  # a Secret for the signers: the CA's certificate only
+    store.directory.chmod(0o755)
+    _read_only(monkeypatch)
+
+    assert KeyStore(store.directory).init() is False
+    assert KeyStore(store.directory).exists() is True
+    assert KeyStore(store.directory).load().current.kid == store.load().current.kid
+    with pytest.raises(SigningKeyMissing, match="holds no ca.key: a new signing key is issued"):
+        KeyStore(store.directory).rotate()
+
+
+def test_registry_keys_init_on_a_read_only_folder_says_the_keys_are_there(
+    keys_dir: Path, monkeypatch
+) -> None:
+    call_command("registry_keys", "init", stdout=StringIO())
+    _read_only(monkeypatch)
+    out = StringIO()
+
+    call_command("registry_keys", "init", stdout=out)
+
+    assert "already exist" in out.getvalue()
