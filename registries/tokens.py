@@ -30,6 +30,7 @@ from django.core.signals import setting_changed
 
 from registries.keys import key_store, utc_now
 from registries.signing import new_jti, sign
+from registries.trust import rotated_key
 
 #: A repository name as Distribution's reference grammar defines it: lower-case path components
 #: separated by "/", each alphanumeric runs joined by ".", "_", "__" or dashes.
@@ -381,38 +382,42 @@ def refresh_token_subject(refresh_token: str) -> RefreshSubject:
     """The agent token (and job credential) a refresh token of ours names. Raises
     ``InvalidRefreshToken``.
 
-    Accepts the current signing key, and the previous one until the longest token lifetime has
-    passed since the rotation.
+    Accepts the current signing key, the previous one until the longest token lifetime has
+    passed since the rotation, and a newer key of our CA that this process has not loaded yet
+    (``registries.trust``: another replica rotated).
     """
-    keys = key_store().load().accepted(utc_now())
+    now = utc_now()
+    keys = key_store().load()
     try:
-        kid = jwt.get_unverified_header(refresh_token).get("kid")
+        header = jwt.get_unverified_header(refresh_token)
     except jwt.InvalidTokenError as exc:
         raise InvalidRefreshToken("The refresh token is malformed.") from exc
-    for key in keys:
-        if key.kid != kid:
-            continue
-        try:
-            claims = jwt.decode(
-                refresh_token,
-                key.public_key,
-                algorithms=["ES256"],
-                audience=settings.REGISTRY_TOKEN_ISSUER,
-                issuer=settings.REGISTRY_TOKEN_ISSUER,
-                options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss"]},
-            )
-        except jwt.InvalidTokenError as exc:
-            raise InvalidRefreshToken(f"The refresh token is not valid: {exc}.") from exc
-        if claims.get("use") != REFRESH_TOKEN_USE:
-            raise InvalidRefreshToken("This is not a refresh token.")
-        try:
-            agent_token_id = uuid.UUID(str(claims.get("agent_token")))
-        except ValueError as exc:
-            raise InvalidRefreshToken("The refresh token names no agent token.") from exc
-        if "job_credential" not in claims:
-            return RefreshSubject(agent_token_id)
-        try:
-            return RefreshSubject(agent_token_id, uuid.UUID(str(claims["job_credential"])))
-        except ValueError as exc:
-            raise InvalidRefreshToken("The refresh token names no job credential.") from exc
-    raise InvalidRefreshToken("The refresh token was not signed by a key we accept.")
+    kid = header.get("kid")
+    public_key = next((key.public_key for key in keys.accepted(now) if key.kid == kid), None)
+    if public_key is None:
+        public_key = rotated_key(header, keys.current, key_store().ca_certificate_path, now)
+    if public_key is None:
+        raise InvalidRefreshToken("The refresh token was not signed by a key we accept.")
+    try:
+        claims = jwt.decode(
+            refresh_token,
+            public_key,
+            algorithms=["ES256"],
+            audience=settings.REGISTRY_TOKEN_ISSUER,
+            issuer=settings.REGISTRY_TOKEN_ISSUER,
+            options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss"]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise InvalidRefreshToken(f"The refresh token is not valid: {exc}.") from exc
+    if claims.get("use") != REFRESH_TOKEN_USE:
+        raise InvalidRefreshToken("This is not a refresh token.")
+    try:
+        agent_token_id = uuid.UUID(str(claims.get("agent_token")))
+    except ValueError as exc:
+        raise InvalidRefreshToken("The refresh token names no agent token.") from exc
+    if "job_credential" not in claims:
+        return RefreshSubject(agent_token_id)
+    try:
+        return RefreshSubject(agent_token_id, uuid.UUID(str(claims["job_credential"])))
+    except ValueError as exc:
+        raise InvalidRefreshToken("The refresh token names no job credential.") from exc

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jwt
 import pytest
@@ -16,8 +19,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from jwt.utils import base64url_encode
 
+from registries import keys as keys_module
 from registries import signing, tokens
-from registries.keys import key_store, libtrust_kid
+from registries.keys import KeyStore, key_store, libtrust_kid
 from registries.tokens import (
     InvalidRefreshToken,
     Principal,
@@ -499,3 +503,48 @@ def test_a_refresh_token_of_the_previous_key_is_accepted_until_its_window_closes
 @given(st.binary(max_size=400))
 def test_b64url_is_pyjwts_base64url(data: bytes) -> None:
     assert signing.b64url(data) == base64url_encode(data)
+
+
+def _replica(settings: Any, folder: Path) -> KeyStore:
+    """Another replica's keys: its own folder, its own store."""
+    settings.REGISTRY_KEYS_DIR = str(folder)
+    return key_store()
+
+
+def test_a_refresh_token_of_a_rotation_this_replica_has_not_loaded_yet_is_accepted(
+    tmp_path: Path, settings
+) -> None:
+    here = _replica(settings, tmp_path / "here")
+    here.init()
+    shutil.copytree(here.directory, tmp_path / "there")  # the same CA and key, then a rotation
+    there = _replica(settings, tmp_path / "there")
+    later = keys_module.utc_now() + dt.timedelta(seconds=10)
+    with mock.patch.object(keys_module, "utc_now", return_value=later):
+        there.rotate()  # certificates say their time to the second
+    principal = agent_principal()
+    refresh_token = refresh_token_issue(principal)  # signed there with the new key
+
+    _replica(settings, tmp_path / "here")
+    assert here.load().current.kid != there.load().current.kid
+
+    assert refresh_token_subject(refresh_token).agent_token_id == principal.agent_token_id
+
+
+def test_an_unknown_key_older_than_ours_or_of_another_ca_is_refused(
+    tmp_path: Path, settings
+) -> None:
+    here = _replica(settings, tmp_path / "here")
+    here.init()
+    shutil.copytree(here.directory, tmp_path / "behind")
+    other_ca = _replica(settings, tmp_path / "other-ca")
+    other_ca.init()
+    foreign = refresh_token_issue(agent_principal())  # with its x5c, from another CA
+    _replica(settings, tmp_path / "behind")
+    stale = refresh_token_issue(agent_principal())  # the key "here" had two rotations ago
+    here.rotate()
+    here.rotate()
+
+    _replica(settings, tmp_path / "here")
+    for token in (foreign, stale):
+        with pytest.raises(InvalidRefreshToken, match="not signed by a key we accept"):
+            refresh_token_subject(token)
