@@ -13,8 +13,10 @@ class ControlplaneConfig(AppConfig):
         # Celery task outcomes in /metrics, and the worker's heartbeat for `manage.py probe worker`
         # (controlplane/metrics.py, controlplane/probes.py); harmless in other processes.
         from celery.signals import beat_init, worker_ready
+        from django.core import checks
 
         from controlplane import metrics
+        from controlplane.beat_settings import check_beat_settings
         from controlplane.celery import app
         from controlplane.probes import WorkerHeartbeat
 
@@ -23,3 +25,5 @@ class ControlplaneConfig(AppConfig):
         # METRICS_PORT: a worker's or beat's own metrics endpoint.
         worker_ready.connect(metrics.serve_on_port, weak=False, dispatch_uid="metrics.port")
         beat_init.connect(metrics.serve_on_port, weak=False, dispatch_uid="metrics.beat_port")
+        # A killed beat replaced within two intervals of the shortest periodic task.
+        checks.register(check_beat_settings)

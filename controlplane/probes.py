@@ -11,6 +11,7 @@ worker for nothing, and they reconnect by themselves (controlplane.celery.Connec
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,26 @@ def heartbeat_path(role: str) -> Path:
     return Path(settings.PROBE_HEARTBEAT_DIR) / f"celery-{role}.heartbeat"
 
 
-def heartbeat(role: str) -> None:
-    """Stamp ``role``'s heartbeat file (its mtime is the heartbeat)."""
+def heartbeat(role: str, state: str = "") -> None:
+    """Stamp ``role``'s heartbeat file (its mtime is the heartbeat). With ``state`` (a beat's
+    ``active`` or ``standby``, controlplane/beat.py), the file holds it for the probe to show;
+    it is replaced whole, so the probe never reads half of it."""
     path = heartbeat_path(role)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+    if not state:
+        path.touch()
+        return
+    written = path.with_name(f".{path.name}.{os.getpid()}")
+    written.write_text(state)
+    os.replace(written, path)
+
+
+def heartbeat_state(role: str) -> str:
+    """What ``role`` last stamped with its heartbeat ("" if nothing, or no heartbeat)."""
+    try:
+        return heartbeat_path(role).read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
 
 
 def heartbeat_age(role: str, *, now: float | None = None) -> float | None:

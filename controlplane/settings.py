@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
+from controlplane.beat_settings import beat_settings
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import (
     env,
@@ -234,7 +235,8 @@ CELERY_TASK_ROUTES = {
     "registries.canary": {"queue": CANARY_QUEUE},
 }
 
-# Celery beat (run exactly one; see docs/reliability.md): the reconciler, and the canaries.
+# Celery beat (one active, standbys where the broker is Redis; docs/reliability.md): the
+# reconciler, and the canaries.
 # A beat message still queued when the next one is due has nothing left to add: it expires.
 REGISTRY_RECONCILE_INTERVAL_SECONDS = env_float("REGISTRY_RECONCILE_INTERVAL_SECONDS", 30.0)
 REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS", 60.0)
@@ -256,13 +258,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "options": {"expires": REGISTRY_CANARY_INTERVAL_SECONDS},
     },
 }
-# Where beat keeps its schedule's state (last run times). Set it in production to a writable path
-# (an emptyDir, a volume): beat writes there and nowhere else.
+# Where beat keeps its schedule's state (last run times) without Redis (with Redis, RedBeat keeps
+# it there). Set it, if used, to a writable path (an emptyDir): beat writes nowhere else.
 CELERY_BEAT_SCHEDULE_FILENAME = env(
     "CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule")
 )
-# Beat's default scheduler, stamping a heartbeat for `manage.py probe beat` (controlplane/probes).
-CELERY_BEAT_SCHEDULER = "controlplane.probes:HeartbeatScheduler"
+# Beat's scheduler, stamping a heartbeat for `manage.py probe beat`: RedBeat's, one active beat
+# and standbys, where the broker is Redis; Celery's schedule file otherwise (beat_settings.py).
+globals().update(beat_settings(CELERY_BROKER_URL))
 
 # --- Registry -------------------------------------------------------------------------------
 # REGISTRY_URL is where the control plane reaches the registry's HTTP API. REGISTRY_PUBLIC_HOST is

@@ -76,3 +76,19 @@ def test_a_running_worker_is_alive_and_a_stopped_one_is_not(start_worker) -> Non
     assert took < 10
     assert stopped.returncode == 1
     assert "worker: no heartbeat" in stopped.stderr
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [("active", "active: holds the lock"), ("standby", "standby: healthy, takes over")],
+)
+def test_an_active_beat_and_a_standby_are_both_alive_and_say_which(
+    heartbeats, state, says, capsys
+) -> None:
+    """Several beats on Redis: one active, the others standbys (controlplane/beat.py)."""
+    heartbeat(BEAT, state)
+
+    call_command("probe", BEAT)
+
+    assert capsys.readouterr().out.startswith(f"beat: alive (heartbeat 0 s ago), {says}")
+    assert not [p for p in heartbeats.iterdir() if p.name.startswith(".")]  # replaced whole

@@ -172,9 +172,11 @@ def test_the_production_overlay_runs_what_the_issue_asks() -> None:
     assert ("Service", "controlplane-web") in resources_
     assert ("PodDisruptionBudget", "controlplane-web") in resources_
 
+    # Two beats, one active and one standby (issue 16), kept two through a rolling update.
     beat = resources_["Deployment", "controlplane-beat"]["spec"]
-    assert beat["replicas"] == 1
-    assert beat["strategy"] == {"type": "Recreate"}
+    assert beat["replicas"] == 2
+    assert beat["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert ("PodDisruptionBudget", "controlplane-beat") in resources_
     assert resources_["Deployment", "controlplane-web"]["spec"]["replicas"] == 3
 
     web = _containers(resources_["Deployment", "controlplane-web"])[0]

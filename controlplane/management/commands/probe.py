@@ -8,11 +8,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from controlplane.probes import ROLES, heartbeat_age, heartbeat_path
+from controlplane.probes import ROLES, heartbeat_age, heartbeat_path, heartbeat_state
 
 #: A worker stamps every 10 s and beat at least once per reconcile interval (30 s): a few missed
 #: heartbeats before the probe fails, as Kubernetes' failureThreshold adds its own.
 DEFAULT_MAX_AGE = 120.0
+#: A beat's state, as its heartbeat file holds it (controlplane/beat.py): both are healthy.
+STATES = {
+    "active": "active: holds the lock and sends the schedule",
+    "standby": "standby: healthy, takes over when the active beat's lock expires",
+}
 
 
 class Command(BaseCommand):
@@ -36,4 +41,7 @@ class Command(BaseCommand):
             raise CommandError(f"{role}: no heartbeat at {path} (not started, or stopped)")
         if age > max_age:
             raise CommandError(f"{role}: last heartbeat {age:.0f} s ago (> {max_age:.0f} s)")
-        self.stdout.write(f"{role}: alive (heartbeat {age:.0f} s ago)")
+        meaning = STATES.get(heartbeat_state(role))
+        self.stdout.write(
+            f"{role}: alive (heartbeat {age:.0f} s ago)" + (f", {meaning}" if meaning else "")
+        )
