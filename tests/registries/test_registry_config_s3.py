@@ -8,24 +8,21 @@ pull with an agent token; the token endpoint runs in the live server.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import redis
 import requests
-from django.core.management import call_command
 
 from registries.demo_image import write_oci_layout
 from tests.support.containers import layout_digest, ok
-from tests.support.processes import RegistryProcess, free_port, two_free_ports, wait_until
-from tests.support.stack import ManagedProcess, RedisServer, inherited_environment
+from tests.support.processes import RegistryProcess, two_free_ports, wait_until
+from tests.support.s3 import SECRET_KEY, bucket_keys, render_s3_config, start_s3_server
+from tests.support.stack import RedisServer
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,45 +30,15 @@ pytestmark = [
     pytest.mark.usefixtures("live_server", "container_tools"),
 ]
 
-BUCKET = "hosted-registry"
 ROOT = "registry-root"
-ACCESS_KEY = "AKIAH15EXAMPLE"
-SECRET_KEY = "s3-secret-key-never-logged"
 NOTIFY_TOKEN = "notify-token-never-logged"
 REDIS_PASSWORD = "redis-password-never-logged"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
-def s3_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
 
 
 @pytest.fixture
 def s3_endpoint(workdir: Path) -> Iterator[str]:
     """moto's S3 server on a free 127.0.0.1 port, with the bucket created; its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = ManagedProcess(
-        "moto_server",
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=inherited_environment(),
-        log_path=workdir / "moto.log",
-        is_ready=lambda _process: _answers(url),
-        cwd=workdir,
-    ).start()
-    s3_client(url).create_bucket(Bucket=BUCKET)
+    server, url = start_s3_server(workdir)
     yield url
     server.stop()
 
@@ -114,38 +81,24 @@ def notifications() -> Iterator[tuple[str, list[tuple[str | None, list[dict[str,
 
 @pytest.fixture
 def s3_registry(
-    settings,
     workdir: Path,
     s3_endpoint: str,
     redis_server: RedisServer,
     notifications,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[RegistryProcess]:
     """docker-registry on the configuration ``registry_config`` renders from the settings."""
-    settings.REGISTRY_STORAGE = "s3"
-    settings.REGISTRY_S3_BUCKET = BUCKET
-    settings.REGISTRY_S3_REGION = "us-east-1"
-    settings.REGISTRY_S3_ENDPOINT = s3_endpoint
-    settings.REGISTRY_S3_ACCESS_KEY = ACCESS_KEY
-    settings.REGISTRY_S3_SECRET_KEY = SECRET_KEY
-    settings.REGISTRY_S3_ROOT_DIRECTORY = f"/{ROOT}"
-    settings.REGISTRY_REDIS_URL = redis_server.url(3).replace("//", f"//:{REDIS_PASSWORD}@")
-    settings.REGISTRY_NOTIFICATIONS_URL, _ = notifications
-    settings.REGISTRY_NOTIFICATIONS_TOKEN = NOTIFY_TOKEN
-    settings.REGISTRY_PROMETHEUS_ENABLED = True
-    settings.REGISTRY_DEBUG_ADDR = ""
     port = two_free_ports()  # the metrics listen on port + 1
-    out = StringIO()
-    call_command(
-        "registry_config",
-        addr=f"127.0.0.1:{port}",
-        storage_dir=str(workdir / "unused-disk-storage"),
-        stdout=out,
+    config = render_s3_config(
+        f"127.0.0.1:{port}",
+        endpoint=s3_endpoint,
+        root=ROOT,
+        redis_url=redis_server.url(3).replace("//", f"//:{REDIS_PASSWORD}@"),
+        storage_dir=workdir / "unused-disk-storage",
+        REGISTRY_NOTIFICATIONS_URL=notifications[0],
+        REGISTRY_NOTIFICATIONS_TOKEN=NOTIFY_TOKEN,
+        REGISTRY_PROMETHEUS_ENABLED=True,
     )
-    # Distribution 2.8's AWS SDK panics at start when AWS_CA_BUNDLE is set, as it is on some
-    # machines (scripts/run-registry drops it too).
-    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
-    registry = RegistryProcess(workdir, port=port, config=out.getvalue()).start()
+    registry = RegistryProcess(workdir, port=port, config=config).start()
     yield registry
     registry.stop()
 
@@ -173,11 +126,7 @@ def test_a_push_and_pull_through_s3_storage_with_the_redis_cache(
     manifest = json.loads((workdir / "image/blobs" / digest.replace(":", "/")).read_bytes())
     blobs = [digest, manifest["config"]["digest"], *(x["digest"] for x in manifest["layers"])]
     # Every blob, the manifest's revision and the tag are objects in the bucket, under the root.
-    keys = {
-        item["Key"]
-        for page in s3_client(s3_endpoint).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-        for item in page.get("Contents", [])
-    }
+    keys = bucket_keys(s3_endpoint)
     v2 = f"{ROOT}/docker/registry/v2"
     for blob in blobs:
         algorithm, hex_digest = blob.split(":")

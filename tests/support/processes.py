@@ -184,8 +184,13 @@ class RegistryProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Distribution reads REGISTRY_* variables as configuration overrides, and ours
-                # share the prefix (see scripts/run-registry).
-                env={k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")},
+                # share the prefix (see scripts/run-registry); its AWS SDK (2.8's) panics at
+                # start on S3 storage when AWS_CA_BUNDLE is set, as it is on some machines.
+                env={
+                    k: v
+                    for k, v in os.environ.items()
+                    if not k.startswith("REGISTRY_") and k != "AWS_CA_BUNDLE"
+                },
             )
         wait_until(self._answers, timeout=15, what=f"the registry on {self.host}")
         return self

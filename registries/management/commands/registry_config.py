@@ -18,6 +18,10 @@ that gives up mid-push leaves its upload behind otherwise), notifications with a
 and TLS. The file then holds secrets (the S3 secret key, the Redis password, the notifications
 token, ``http.secret``): ``--output`` writes it 0600, replacing it whole (``make run`` and
 compose use it), and nothing here logs a value or puts one in an error message.
+
+One registry may run as several replicas behind a load balancer (issue 16) on the same file:
+``--replicas N`` refuses what they could not share (disk storage, a per-process cache);
+docs/registry-replicas.md.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ storage:
       dryrun: false
 http:
   addr: {addr}
+  # Signs upload state between a client's requests; derived from DJANGO_SECRET_KEY, so every
+  # replica rendered with that key has it and finishes the uploads another started.
   secret: {http_secret}
   headers:
     X-Content-Type-Options: [nosniff]
@@ -205,6 +211,35 @@ def _redis() -> tuple[str, str]:
     return "\n".join(lines) + "\n", "redis"
 
 
+def _check_replicas(replicas: int) -> None:
+    """Refuse a configuration that several replicas of one registry cannot share.
+
+    Every request of a push may reach another replica behind the load balancer: the manifest
+    after the blobs, each chunk of an upload. So the replicas need one store (a push through one
+    is ``manifest unknown`` through the next on each one's own disk) and one blob-descriptor
+    cache (each one's memory would go on describing a blob another deleted). ``http.secret``,
+    which signs an upload's state between its requests, needs nothing: it is derived from
+    ``SECRET_KEY``, the same for every replica rendered from the same settings.
+    """
+    if replicas < 1:
+        raise RegistryConfigError(f"--replicas {replicas} is not valid: give 1 or more")
+    if replicas == 1:
+        return
+    if settings.REGISTRY_STORAGE != "s3":
+        raise RegistryConfigError(
+            f"{replicas} replicas need storage they share: set REGISTRY_STORAGE=s3 and "
+            "REGISTRY_S3_BUCKET. On filesystem storage each replica keeps its own "
+            "REGISTRY_STORAGE_DIR, so an image pushed through one is 'manifest unknown' through "
+            "another and an upload started on one is BLOB_UPLOAD_UNKNOWN on the next"
+        )
+    if not settings.REGISTRY_REDIS_URL:
+        raise RegistryConfigError(
+            f"{replicas} replicas need REGISTRY_REDIS_URL, the blob-descriptor cache they "
+            "share: each replica's in-memory cache would go on describing blobs that another "
+            "deleted"
+        )
+
+
 def _duration(name: str) -> str:
     value = str(getattr(settings, name))
     if not GO_DURATION.fullmatch(value):
@@ -266,14 +301,17 @@ def render_registry_config(
     realm: str | None = None,
     rootcertbundle: str | None = None,
     prometheus: bool | None = None,
+    replicas: int = 1,
 ) -> str:
     """The registry's configuration; the realm and CA default to this service's settings, the
     production options (storage, Redis, notifications, TLS, metrics) come from the settings.
 
     No debug listener unless ``debug_addr`` is given or ``prometheus`` (default:
     REGISTRY_PROMETHEUS_ENABLED) asks for one; ValueError unless it is on loopback, and
-    RegistryConfigError (a ValueError too) for a setting that cannot work.
+    RegistryConfigError (a ValueError too) for a setting that cannot work, also as one of
+    ``replicas`` processes serving the same registry.
     """
+    _check_replicas(replicas)
     realm = realm or settings.REGISTRY_TOKEN_REALM
     if prometheus is None:
         prometheus = settings.REGISTRY_PROMETHEUS_ENABLED
@@ -314,6 +352,13 @@ class Command(BaseCommand):
         parser.add_argument("--storage-dir", default=settings.REGISTRY_STORAGE_DIR)
         parser.add_argument("--log-level", default="info")
         parser.add_argument(
+            "--replicas",
+            type=int,
+            default=1,
+            help="how many registry processes will serve this configuration behind one load "
+            "balancer; above 1, refuse storage or a cache they cannot share",
+        )
+        parser.add_argument(
             "--output",
             help="write the configuration to this file, mode 0600, instead of standard output "
             "(it holds secrets when S3 keys, a Redis password or a notifications token are set)",
@@ -335,6 +380,7 @@ class Command(BaseCommand):
                 debug_addr=options["debug_addr"] or None,
                 storage_dir=options["storage_dir"],
                 log_level=options["log_level"],
+                replicas=options["replicas"],
             )
         except RegistryConfigError as exc:
             raise CommandError(f"{exc}.") from exc
