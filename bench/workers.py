@@ -71,10 +71,14 @@ def worker(
 
 
 def beat(stack: Stack, *, environment: Mapping[str, str] | None = None) -> ManagedProcess:
-    """Start Celery beat for ``stack`` with a new schedule file (so every entry's first run is
-    one interval after the start) and wait until it ticks (its heartbeat's ``Starting``)."""
+    """Start Celery beat for ``stack`` with a schedule of its own, so that every entry's first
+    run is one interval after the start, and wait until it ticks (its heartbeat's ``Starting``).
+    On the stack's Redis broker beat runs RedBeat (``controlplane.beat_settings``), whose
+    schedule and last runs live in Redis: they are deleted first, as a new schedule file is for
+    Celery's file scheduler."""
     unique = f"celery-beat-{next(_numbers)}"
     schedule = Path(stack.workdir) / f"{unique}-schedule"
+    _forget_redbeat(stack.redis_url)
     return stack.spawn(
         unique,
         [sys.executable, "-m", "celery", "-A", "controlplane", "beat", "--loglevel", "INFO",
@@ -82,6 +86,23 @@ def beat(stack: Stack, *, environment: Mapping[str, str] | None = None) -> Manag
         is_ready=lambda process: "beat: Starting" in process.log(),
         env={**_environment(stack, environment), "CELERY_BEAT_SCHEDULE_FILENAME": str(schedule)},
     )  # fmt: skip
+
+
+def _forget_redbeat(broker_url: str) -> None:
+    """Delete RedBeat's lock, schedule and entries from the broker's Redis database."""
+    from controlplane.beat_settings import KEY_PREFIX, uses_redis
+
+    if not uses_redis(broker_url):
+        return
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    try:
+        keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def process_ids(process: ManagedProcess) -> list[int]:

@@ -25,6 +25,7 @@ from bench.measures import scale
 from bench.measures import tasks as measures
 from bench.stack import Stack
 from clusters.models import AgentEnvironmentVariable, Cluster
+from controlplane.beat_settings import KEY_PREFIX
 from registries.models import Registry, State
 from registries.reconciler import registries_reconcile
 from registries.services import PROVISION_TASK
@@ -217,9 +218,14 @@ def test_a_worker_runs_the_noop_task(
 
 @pytest.mark.integration
 def test_beat_starts_with_a_schedule_of_its_own(stack: Stack) -> None:
+    client = redis.Redis.from_url(stack.redis_url)
+    client.set(f"{KEY_PREFIX}:schedule-of-an-earlier-beat", "x")
+
     process = workers.beat(stack)
+
     assert process.running
-    assert poll(lambda: list(Path(stack.workdir).glob("celery-beat-*-schedule*")), timeout=30)
+    assert not client.exists(f"{KEY_PREFIX}:schedule-of-an-earlier-beat")
+    assert poll(lambda: client.exists(f"{KEY_PREFIX}:schedule"), timeout=30)  # RedBeat's
     process.stop()
 
 
