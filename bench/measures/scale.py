@@ -197,12 +197,12 @@ MEASURES: list[Measure] = [
         goal="≤ 2×",
         check=lambda result: result.median <= 2,
         run=_p9_run,
-        shortfall="Measured 2026-12-01 (make bench on a fresh clone of 021c8b1): no message "
+        shortfall="Measured 2026-12-01 (make bench on a fresh clone of 0bff8da): no message "
         "waited on the provisioning queue (the canaries have their own queue and worker), so a "
         "new cluster's registry no longer waits behind canaries (about 60 s before issue 15). "
         "What is left is P3's own cost: P9 is P3's path (threads, p50) under the canaries' load "
-        "(their worker and the registry used 38 % of one of the 2 cores at one round every 5 s, "
-        "12 times production's default), and P3's floor in the same run was 3.05× the no-op "
+        "(their worker and the registry used 41 % of one of the 2 cores at one round every 5 s, "
+        "12 times production's default), and P3's floor in the same run was 2.82× the no-op "
         "at p50 (threads) with no canaries at all, above P9's 2× (see P3 and P4).",
     ),
     Measure(
