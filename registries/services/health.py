@@ -21,7 +21,7 @@ from django.utils import timezone
 from controlplane import metrics
 from registries import conditions
 from registries.drivers import DriverError, RegistryUnavailable, get_driver
-from registries.keys import key_store
+from registries.key_store import key_store
 from registries.locks import registries_canary_due_lock, registries_lock_batch, registry_lock
 from registries.models import Registry, RegistryQuerySet, State
 
