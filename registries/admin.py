@@ -25,6 +25,7 @@ from registries.models import (
     Registry,
     RegistryEvent,
     State,
+    TokenSigningAuthority,
     TokenSigningKey,
 )
 from registries.selectors import registry_overview, signing_key_statuses
@@ -258,6 +259,15 @@ class JobCredentialAdmin(ReadOnlyAdmin):
     list_select_related = ["agent_token"]
     search_fields = ["job_id", "secret_prefix"]
     exclude = ["secret_hash"]
+
+
+@admin.register(TokenSigningAuthority)
+class TokenSigningAuthorityAdmin(ReadOnlyAdmin):
+    """The CA registries trust: its certificate (public). Its private key is not in the database."""
+
+    list_display = ["fingerprint", "created_at"]
+    fields = ["fingerprint", "created_at", "certificate"]
+    readonly_fields = ["fingerprint", "created_at", "certificate"]
 
 
 @admin.register(TokenSigningKey)

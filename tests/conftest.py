@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from clusters import services
 from clusters.models import Queue
 from registries.drivers.distribution import recent_checks
 from registries.key_files import key_folder
-from registries.key_store import KeyStore, key_store
+from registries.key_store import KeyStore, _Loaded, key_store
+from registries.keys import SigningKeys, issue_ca, issue_signing_key
 from registries.models import TokenSigningAuthority, TokenSigningKey
 from registries.services.signing_keys import init_keys
 from tests.clusters.factories import QueueFactory
@@ -131,13 +133,19 @@ def registry_keys(django_db_setup: None, django_db_blocker: Any) -> KeyStore:
     still, so no test's query count depends on when the re-check bound passes; the tests of
     the bound move a clock of their own."""
     KeyStore.clock = staticmethod(_frozen_clock)
+    store = key_store()
+    if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+        # No test of this session uses the database (pytest-django set none up): a key of this
+        # process alone, for the tests that sign tokens without one.
+        ca_key, ca_certificate = issue_ca()
+        store._cached = _Loaded(SigningKeys(issue_signing_key(ca_key, ca_certificate)), math.inf)
+        return store
     with django_db_blocker.unblock():
         init_keys(key_folder())
         _session_keys[:] = [
             list(TokenSigningAuthority.objects.all()),
             list(TokenSigningKey.objects.all()),
         ]
-        store = key_store()
         store.forget()
         store.load()
     return store
