@@ -134,7 +134,8 @@ def registry_keys(django_db_setup: None, django_db_blocker: Any) -> KeyStore:
     the bound move a clock of their own."""
     KeyStore.clock = staticmethod(_frozen_clock)
     store = key_store()
-    if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+    name, test_name = connection.settings_dict["NAME"], connection.settings_dict["TEST"]["NAME"]
+    if not (name == test_name if test_name else str(name).startswith("test_")):
         # No test of this session uses the database (pytest-django set none up): a key of this
         # process alone, for the tests that sign tokens without one.
         ca_key, ca_certificate = issue_ca()
@@ -174,10 +175,14 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     fixtures = getattr(item, "fixturenames", ())
     marker = item.get_closest_marker("django_db")
     if (
-        "transactional_db" in fixtures
-        or "live_server" in fixtures
-        or (marker is not None and marker.kwargs.get("transaction"))
-    ) and _session_keys:
+        (
+            "transactional_db" in fixtures
+            or "live_server" in fixtures
+            or (marker is not None and marker.kwargs.get("transaction"))
+        )
+        and _session_keys
+        and nextitem is not None
+    ):  # after the last, the database is gone
         from pytest_django.plugin import blocking_manager_key
 
         with item.config.stash[blocking_manager_key].unblock():
