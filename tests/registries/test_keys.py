@@ -357,6 +357,15 @@ def test_registry_keys_ca_certificate_prints_and_writes_the_recorded_certificate
     assert mode(tmp_path / "bundle" / "ca.crt") == 0o644
 
 
+def test_registry_keys_before_migrate_says_to_migrate(monkeypatch) -> None:
+    from django.db import connection
+
+    monkeypatch.setattr(connection.introspection, "table_names", lambda *args, **kwargs: [])
+
+    with pytest.raises(CommandError, match="run `python manage.py migrate` first"):
+        run("init")
+
+
 def test_registry_keys_init_a_second_time_says_nothing_changed(ready: KeyFolder) -> None:
     assert "Registry keys already exist; nothing changed." in run("init")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 
 from registries import key_encryption
 from registries.key_files import key_folder
@@ -40,6 +41,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if "registries_tokensigningkey" not in connection.introspection.table_names():
+            raise CommandError(
+                "The registry key store's tables do not exist yet: run `python manage.py "
+                "migrate` first (the signing keys are kept in the database)."
+            )
         action = options["action"]
         try:
             if action == "ca-certificate":
