@@ -66,6 +66,9 @@ class KeyStore:
         if cached is not None and now < cached.recheck_at:
             return cached.keys
         with self._lock:
+            cached = self._cached
+            if cached is not None and now < cached.recheck_at:
+                return cached.keys  # another thread looked while this one waited
             newest = (
                 TokenSigningKey.objects.order_by("-issued_at", "-id")
                 .values_list("kid", flat=True)
