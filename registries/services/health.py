@@ -263,8 +263,13 @@ def _milliseconds(duration: timedelta) -> str:
 
 
 def readiness_signing_key() -> None:
-    """``/readyz``: the token service can load its signing key (raises ``SigningKeyMissing``)."""
-    key_store().load()
+    """``/readyz``: the token service can load its signing key (raises ``SigningKeyMissing``).
+    Runs on a readyz thread (``controlplane.health``): the connection a re-check opened there is
+    closed, as the database check closes its own."""
+    try:
+        key_store().load()
+    finally:
+        connection.close()
 
 
 def readiness_registry() -> None:
