@@ -378,6 +378,7 @@ def backends_rehosting() -> list[tuple[int, str, datetime]]:
     return [
         (pk, (host or settings.REGISTRY_PUBLIC_HOST).rstrip("/"), changed)
         for pk, host, changed in rows
+        if changed is not None
     ]
 
 

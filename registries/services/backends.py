@@ -37,7 +37,7 @@ _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
 CHANGEABLE = ("api_url", "public_host", "token_service", "labels", "weight", "capacity", "state")
 
 
-def _check(backend: RegistryBackend) -> None:
+def backend_validate(backend: RegistryBackend) -> None:
     """Raise ``ValidationError`` (by field) unless ``backend`` may be saved as it is."""
     errors: dict[str, str] = {}
     default = backend.name == DEFAULT_BACKEND
@@ -117,8 +117,9 @@ def backend_create(
         state=state,
     )
     with transaction.atomic():
-        _check(backend)
+        backend_validate(backend)
         backend.save()
+        backends_forget()  # this process's next read sees it (its own transaction's reads too)
         transaction.on_commit(backends_forget)
     logger.info("registry.backend.created", extra={"backend": backend.name})
     return backend
@@ -137,11 +138,12 @@ def backend_update(*, backend: RegistryBackend, **changes: Any) -> RegistryBacke
             if name in ("api_url", "public_host") and isinstance(value, str):
                 value = value.rstrip("/")
             setattr(locked, name, value)
-        _check(locked)
+        backend_validate(locked)
         locked.updated_at = timezone.now()
         if (locked.public_host or settings.REGISTRY_PUBLIC_HOST) != before:
             locked.hosts_changed_at = locked.updated_at
         locked.save()
+        backends_forget()  # this process's next read sees it (its own transaction's reads too)
         transaction.on_commit(backends_forget)
     logger.info(
         "registry.backend.updated", extra={"backend": locked.name, "changed": sorted(changes)}

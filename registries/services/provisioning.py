@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -198,7 +199,9 @@ def _start(
     holding the registry until ``deadline`` (none for an attempt made in one transaction), on
     ``backend`` (recorded if the registry had none: it keeps it from then on)."""
     resumed = registry.state == State.PROVISIONING
-    placed = {"backend_id": backend.id} if backend and registry.backend_id is None else {}
+    placed: dict[str, Any] = {}
+    if backend is not None and registry.backend_id is None:
+        placed["backend_id"] = backend.id
     transitions.to(
         State.PROVISIONING,
         message="resumed after an interrupted attempt" if resumed else "",

@@ -17,9 +17,9 @@ class RegistryFactory(factory.django.DjangoModelFactory):
     """A registry of a new cluster of organization ``acme``, in ``pending`` unless ``state=...``.
 
     Its namespace is the one the service gives (``<organization>/<first 12 hex digits of the
-    cluster id>``), on the default backend unless pending; what the table's constraints demand follows ``state``: a ``ready`` registry
-    has a URL on ``127.0.0.1:5000``, a ``deprovisioning`` or ``deleted`` one a time at which
-    deprovisioning was requested.
+    cluster id>``), on the default backend unless pending; what the table's constraints demand
+    follows ``state``: a ``ready`` registry has a URL on ``127.0.0.1:5000``, a
+    ``deprovisioning`` or ``deleted`` one a time at which deprovisioning was requested.
     """
 
     class Meta:
