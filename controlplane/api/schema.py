@@ -9,8 +9,8 @@ def only_the_rest_api(
     endpoints: list[tuple[str, Any, str, Any]],
 ) -> list[tuple[str, Any, str, Any]]:
     """The REST API under ``/v2/organizations/``, ``/v2/access-token`` and the operators'
-    ``/v2/operator/``; not the agent and registry-token endpoints, which speak their own protocols (and have their own
-    documentation)."""
+    ``/v2/operator/``; not the agent and registry-token endpoints, which speak their own
+    protocols (and have their own documentation)."""
     return [
         endpoint
         for endpoint in endpoints
