@@ -390,3 +390,11 @@ def registries_off_host(backend_id: int, public_host: str) -> RegistryQuerySet:
         .exclude(url__startswith=f"{public_host}/")
         .order_by("pk")
     )
+
+
+def registry_host_for_cluster(cluster_id: uuid.UUID) -> str:
+    """The host jobs of the cluster push to: its ready registry's URL's (its backend's public
+    host), else ``REGISTRY_PUBLIC_HOST``. One query."""
+    url = Registry.objects.ready().filter(cluster_id=cluster_id).values_list("url", flat=True)
+    found = url.order_by().first()
+    return found.split("/", 1)[0] if found else settings.REGISTRY_PUBLIC_HOST

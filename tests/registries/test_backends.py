@@ -348,3 +348,23 @@ def test_registries_keep_their_backend() -> None:
     with pytest.raises(Exception, match="protected"):
         b.delete()
     assert Registry.objects.filter(backend=b).count() == 1
+
+
+def test_a_job_credential_names_its_registrys_backend_host(client) -> None:
+    b = add("b")
+    organization = Organization.objects.create(slug="acme", name="Acme")
+    cluster = cluster_services.cluster_create(organization=organization, name="C")
+    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
+    registry = RegistryFactory(cluster=cluster, state=State.READY, backend=b)
+    registry.url = f"b.registry.example/{registry.namespace}"
+    registry.save(update_fields=["url"])
+
+    response = client.post(
+        "/v3/agent/registry-credentials",
+        {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {secret}",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["registry_host"] == "b.registry.example"
