@@ -119,10 +119,11 @@ class RecentChecks:
 
 
 def _check_settings(service: str | None = None) -> tuple[str, ...]:
-    """What a check depends on besides the registry's address."""
+    """What a check depends on besides the registry's address (and its backend's service)."""
     return (
         settings.REGISTRY_TOKEN_REALM,
         service or settings.REGISTRY_TOKEN_SERVICE,
+        settings.REGISTRY_TOKEN_SERVICE,
         settings.REGISTRY_TOKEN_ISSUER,
         settings.REGISTRY_KEYS_DIR,
     )

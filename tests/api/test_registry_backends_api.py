@@ -14,6 +14,14 @@ from tests.registries.factories import RegistryFactory
 
 URL = "/v2/operator/registry-backends"
 OPERATOR_SCOPES = [ApiScope.READ_REGISTRY_BACKENDS, ApiScope.WRITE_REGISTRY_BACKENDS]
+
+
+@pytest.fixture(autouse=True)
+def _default_backend(db) -> None:
+    """The migration's default backend, made again if a transactional test flushed it."""
+    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
+
+
 NEW = {
     "name": "eu-1",
     "api_url": "http://registry-eu-1:5000",

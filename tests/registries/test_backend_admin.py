@@ -12,6 +12,14 @@ from tests.registries.factories import RegistryFactory
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/registries/registrybackend/"
+
+
+@pytest.fixture(autouse=True)
+def _default_backend(db) -> None:
+    """The migration's default backend, made again if a transactional test flushed it."""
+    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
+
+
 FORM = {
     "name": "eu-1",
     "api_url": "http://registry-eu-1:5000",

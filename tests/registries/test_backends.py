@@ -40,6 +40,13 @@ from tests.registries.factories import RegistryFactory
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _default_backend(db) -> None:
+    """The migration's default backend, made again if a transactional test flushed it."""
+    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
+
+
 #: What an agent token gets on a repository of its namespace, whatever it asked.
 ALL = ["pull", "push", "delete"]
 

@@ -64,7 +64,9 @@ def backends(two_registries: list[RegistryProcess]) -> list[RegistryBackend]:
         )
         for name, registry in zip("ab", two_registries, strict=True)
     ]
-    backend_drain(backend=RegistryBackend.objects.get(name="default"))
+    # A transactional test before this one may have flushed the default backend's row.
+    default, _ = RegistryBackend.objects.get_or_create(name="default")
+    backend_drain(backend=default)
     backends_forget()
     return made
 
