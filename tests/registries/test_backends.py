@@ -9,10 +9,13 @@ import http.server
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from io import StringIO
 
 import jwt
 import pytest
+import yaml
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 
 from clusters import services as cluster_services
 from clusters.models import AgentEnvironmentVariable, Organization
@@ -375,3 +378,42 @@ def test_a_job_credential_names_its_registrys_backend_host(client) -> None:
 
     assert response.status_code == 201
     assert response.json()["registry_host"] == "b.registry.example"
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def test_registry_config_renders_a_backends_service_and_address() -> None:
+    add("eu", api_url="http://registry-eu.internal:5001")
+    out = StringIO()
+
+    call_command("registry_config", "--backend", "eu", stdout=out)
+
+    config = yaml.safe_load(out.getvalue())
+    assert config["auth"]["token"]["service"] == "registry-eu"
+    assert config["http"]["addr"] == "registry-eu.internal:5001"
+    default_out = StringIO()
+    call_command("registry_config", stdout=default_out)
+    assert yaml.safe_load(default_out.getvalue())["auth"]["token"]["service"] == "hosted-registry"
+
+
+def test_the_registry_backend_command_adds_lists_and_changes() -> None:
+    out = StringIO()
+    call_command(
+        "registry_backend", "add", "eu", "--api-url", "http://registry-eu:5000",
+        "--public-host", "eu.registry.example", "--service", "registry-eu",
+        "--label", "region=eu-west", "--weight", "50", "--draining", stdout=out,
+    )  # fmt: skip
+    call_command("registry_backend", "set", "eu", "--state", "active", "--capacity", "9")
+    call_command("registry_backend", "list", stdout=out)
+
+    backend = RegistryBackend.objects.get(name="eu")
+    assert (backend.state, backend.weight, backend.capacity, backend.labels) == (
+        "active",
+        50,
+        9,
+        {"region": "eu-west"},
+    )
+    assert "eu\tactive\tweight=50\tcapacity=9\tregistries=0\teu.registry.example" in out.getvalue()
+    with pytest.raises(CommandError, match="public_host"):
+        call_command("registry_backend", "set", "eu", "--public-host", "https://x")
