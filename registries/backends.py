@@ -77,9 +77,12 @@ class _Cache:
         self._lock = threading.Lock()
         self._backends: tuple[Backend, ...] = ()
         self._until = 0.0
+        self._read_at = 0.0
 
-    def get(self) -> tuple[Backend, ...]:
-        if self._until > time.monotonic():
+    def get(self, max_age: float | None = None) -> tuple[Backend, ...]:
+        now = time.monotonic()
+        fresh = max_age is None or self._read_at + max_age > now
+        if self._until > now and fresh:
             return self._backends
         rows = list(RegistryBackend.objects.order_by("name"))
         if not rows:  # a fresh database (or a test's flushed one): the settings' backend
@@ -87,8 +90,8 @@ class _Cache:
             rows = [default]
         backends = tuple(Backend.of(row) for row in rows)
         with self._lock:
-            self._backends = backends
-            self._until = time.monotonic() + settings.REGISTRY_BACKENDS_CACHE_SECONDS
+            self._backends, self._read_at = backends, time.monotonic()
+            self._until = self._read_at + settings.REGISTRY_BACKENDS_CACHE_SECONDS
         return backends
 
     def forget(self) -> None:
@@ -123,6 +126,16 @@ def backend_get(backend_id: int) -> Backend | None:
     return None
 
 
-def backend_services() -> frozenset[str]:
-    """The ``service`` of every backend: what the token endpoint issues tokens for."""
-    return frozenset(backend.token_service for backend in backends_all())
+#: How old the copy may be when a token is asked for a service it does not know: a backend added
+#: moments ago elsewhere is known within this, at one query a second at most for unknown ones.
+UNKNOWN_SERVICE_RECHECK_SECONDS = 1.0
+
+
+def backend_services(service: str | None = None) -> frozenset[str]:
+    """The ``service`` of every backend: what the token endpoint issues tokens for. Asked about
+    a ``service`` the copy does not know, it reads the backends again if the copy is older than
+    ``UNKNOWN_SERVICE_RECHECK_SECONDS``."""
+    services = frozenset(backend.token_service for backend in _cache.get())
+    if service is None or service in services:
+        return services
+    return frozenset(b.token_service for b in _cache.get(max_age=UNKNOWN_SERVICE_RECHECK_SECONDS))

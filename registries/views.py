@@ -229,7 +229,7 @@ class RegistryTokenView(FastPathAPIView):
         if not service:
             raise exceptions.ParseError("service is required (the registry's challenge names it).")
         expected = token_settings().service
-        if service != expected and service not in backend_services():
+        if service != expected and service not in backend_services(service):
             raise exceptions.ParseError(
                 f"This endpoint issues tokens for the service {expected!r} and the other "
                 f"registry backends' services, not {service!r}."

@@ -417,3 +417,13 @@ def test_the_registry_backend_command_adds_lists_and_changes() -> None:
     assert "eu\tactive\tweight=50\tcapacity=9\tregistries=0\teu.registry.example" in out.getvalue()
     with pytest.raises(CommandError, match="public_host"):
         call_command("registry_backend", "set", "eu", "--public-host", "https://x")
+
+
+def test_a_service_added_elsewhere_is_known_within_a_second(client, monkeypatch) -> None:
+    backends_all()  # this process's copy, without it
+    RegistryBackend.objects.create(
+        name="fresh", api_url="http://f:5000", public_host="f", token_service="registry-fresh"
+    )
+    monkeypatch.setattr("registries.backends.UNKNOWN_SERVICE_RECHECK_SECONDS", 0.0)
+
+    assert client.get("/registry/token", {"service": "registry-fresh"}).status_code == 200
