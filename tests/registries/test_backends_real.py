@@ -1,7 +1,9 @@
 """Two registry backends, each a real Distribution process with its own token service (rendered
 by ``registry_config``'s ``service``), the token endpoint in the live server: registries placed
 on both by provisioning, a skopeo push and pull on each with tokens naming that backend's
-service, and a token for the other backend's service refused by the registry. Nothing is mocked.
+service, and a token for the other backend's service refused by the registry; each registry's
+canary and each backend's canary pass against their own registry process; once b drains, new
+registries all land on a. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from registries.backends import backends_forget
 from registries.demo_image import write_oci_layout
 from registries.management.commands.registry_config import render_registry_config
 from registries.models import Registry, RegistryBackend, State
-from registries.services import registry_provision
+from registries.services import backend_canary, registry_canary, registry_provision
 from registries.services.backends import backend_create, backend_drain
 from registries.tokens import Principal, Scope, token_issue
 from tests.support.containers import layout_digest, ok
@@ -142,8 +144,22 @@ def test_registries_on_two_backends_push_and_pull_with_their_own_service(
             )
             assert read.status_code == status, (service, read.text)
 
-    # Both backends hold registries.
+        # Its canary goes to its backend; each backend's own canary passes too.
+        canary = registry_canary(registry_id=registry.pk)
+        assert canary is not None
+        assert canary.ok, canary.seen
+        assert backend_canary(backend=backend.name).result.ok
+
+    # Both backends hold registries; with b draining, new ones all go to a.
     assert set(Registry.objects.values_list("backend__name", flat=True)) == {"a", "b"}
+    backend_drain(backend=backends[1])
+    for attempt in range(6):
+        cluster = services.cluster_create(organization=organization, name=f"after-{attempt}")
+        services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
+        registry = Registry.objects.get(cluster=cluster)
+        assert registry_provision(registry_id=registry.pk).state == State.READY
+        registry.refresh_from_db()
+        assert registry.backend_id == backends[0].pk
 
 
 def registry_token_url() -> str:
