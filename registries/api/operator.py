@@ -1,4 +1,5 @@
-"""``/v2/operator/registry-backends``: the registry backends, for operators (an API token of a
+"""The operators' endpoints (their URLs are here): the signing keys (``api/signing_keys.py``) and
+``/v2/operator/registry-backends``: the registry backends, for operators (an API token of a
 staff user with ``read_registry_backends`` / ``write_registry_backends``).
 
 ``GET`` lists them (with how many registries each holds), ``POST`` adds one, ``GET .../{name}``
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 
 from clusters.interface import ApiScope, OperatorAPIView
 from controlplane.api.openapi import operation
+from registries.api.signing_keys import SigningKeyListView, SigningKeyRotateView
 from registries.backends import Backend
 from registries.models import BackendState, RegistryBackend, State, StorageKind
 from registries.services.backends import CHANGEABLE, backend_create, backend_update
@@ -155,4 +157,10 @@ app_name = "registries-operator-api"
 urlpatterns = [
     path("registry-backends", RegistryBackendListView.as_view(), name="registry-backends"),
     path("registry-backends/<str:name>", RegistryBackendView.as_view(), name="registry-backend"),
+    path("registry-signing-keys", SigningKeyListView.as_view(), name="registry-signing-keys"),
+    path(
+        "registry-signing-keys/rotate",
+        SigningKeyRotateView.as_view(),
+        name="registry-signing-key-rotate",
+    ),
 ]
