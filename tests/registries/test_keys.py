@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import CommandError, call_command
@@ -257,6 +257,8 @@ def test_init_without_a_valid_signing_key_and_without_ca_key_is_refused(
 
 def test_a_wrong_kek_is_a_clear_error_without_key_material(ready: KeyFolder, settings) -> None:
     settings.REGISTRY_KEYS_ENCRYPTION_KEYS = Fernet.generate_key().decode()
+    reencrypt_keys()  # away from the derived key, which always decrypts
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = Fernet.generate_key().decode()
     [(kid, encrypted)] = rows()
     key_store().forget()
 
@@ -292,6 +294,28 @@ def test_the_kek_rotates_old_keys_decrypt_until_reencrypt(ready: KeyFolder, sett
     key_store().forget()
     assert key_store().load().current.kid == kid
     assert reencrypt_keys() == 2  # with `new` alone: every key was encrypted with it
+
+
+def test_moving_from_the_derived_kek_to_an_explicit_one_keeps_every_key(
+    ready: KeyFolder, settings
+) -> None:
+    """The derived key cannot be written as OLD in the setting: it stays the last, decrypt-only
+    KEK, so setting an explicit one neither stops the token service nor needs it."""
+    rotate_keys(ready)  # two keys, both encrypted with the key derived from SECRET_KEY
+    kid = key_store().load().current.kid
+    explicit = Fernet.generate_key().decode()
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = explicit
+    key_store().forget()
+
+    assert key_store().load().current.kid == kid  # the derived key still decrypts
+    assert reencrypt_keys() == 2
+    for _kid, encrypted in rows():  # now encrypted with the explicit key, not the derived one
+        Fernet(explicit.encode()).decrypt(encrypted.encode())
+        with pytest.raises(InvalidToken):
+            Fernet(ready_kek()).decrypt(encrypted.encode())
+    settings.SECRET_KEY = "another-secret-key-" * 3  # DJANGO_SECRET_KEY may rotate freely now
+    key_store().forget()
+    assert key_store().load().current.kid == kid
 
 
 # --- rotation and the acceptance windows ----------------------------------------------------
