@@ -23,9 +23,14 @@ from registries import key_files
 from registries.key_encryption import KeyEncryptionError
 from registries.key_files import KeyFolder
 from registries.key_store import KeyStore, key_store
-from registries.keys import SigningKeyMissing, issue_signing_key, libtrust_kid
+from registries.keys import SigningKeyMissing, fingerprint, issue_signing_key, libtrust_kid
 from registries.models import TokenSigningAuthority, TokenSigningKey
-from registries.services.signing_keys import init_keys, reencrypt_keys, rotate_keys
+from registries.services.signing_keys import (
+    create_ca,
+    init_keys,
+    reencrypt_keys,
+    rotate_keys,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -250,6 +255,26 @@ def test_init_without_a_valid_signing_key_and_without_ca_key_is_refused(
     with pytest.raises(SigningKeyMissing, match="no ca.key in .* to issue one"):
         init_keys(KeyFolder(tmp_path / "signer"))
     assert init_keys(ready).issued is not None  # where ca.key is
+
+
+def test_create_ca_makes_a_ca_without_recording_it_only_where_none_is_recorded(
+    ready: KeyFolder, tmp_path: Path
+) -> None:
+    """The keys Job stores the CA in its Secret between ``create-ca`` and ``init``."""
+    assert run("create-ca").startswith("A CA exists already")
+    assert create_ca(KeyFolder(tmp_path / "elsewhere")) is False  # one is recorded
+    assert not (tmp_path / "elsewhere" / "ca.key").exists()
+    TokenSigningKey.objects.all().delete()
+    TokenSigningAuthority.objects.all().delete()
+    folder = KeyFolder(tmp_path / "new")
+
+    assert create_ca(folder) is True
+    assert not TokenSigningAuthority.objects.exists()
+    assert create_ca(folder) is False  # the folder holds one
+    created = folder.ca()
+    assert created is not None
+    init_keys(folder)
+    assert TokenSigningAuthority.objects.get().fingerprint == fingerprint(created[1])
 
 
 # --- the KEK --------------------------------------------------------------------------------
