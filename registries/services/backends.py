@@ -6,7 +6,8 @@ field); then this process forgets its copy of the backends (``registries.backend
 others see the change within ``REGISTRY_BACKENDS_CACHE_SECONDS``. A new ``public_host`` stamps
 ``hosts_changed_at``: the reconciler then republishes the URLs of the backend's ready registries,
 a batch a pass (``registries.reconciler.repairs.registry_rehost``), and clears it once none is
-left on the old host.
+left on the old host and no stale copy or attempt in flight can still use it
+(``registries.reconciler.repairs.rehost_settle``).
 """
 
 from __future__ import annotations
