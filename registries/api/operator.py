@@ -23,7 +23,7 @@ from controlplane.api.openapi import operation
 from registries.api.signing_keys import SigningKeyListView, SigningKeyRotateView
 from registries.backends import Backend
 from registries.models import BackendState, RegistryBackend, State, StorageKind
-from registries.services.backends import CHANGEABLE, backend_create, backend_update
+from registries.services.backends import CHANGEABLE, MAX_WHOLE, backend_create, backend_update
 
 TAGS = ["Registry backends (operators)"]
 
@@ -67,8 +67,10 @@ class RegistryBackendCreateSerializer(serializers.Serializer[Any]):
     token_service = serializers.CharField(max_length=255)
     storage = serializers.ChoiceField(choices=StorageKind.choices, default=StorageKind.FILESYSTEM)
     labels = serializers.DictField(child=serializers.CharField(max_length=255), default=dict)
-    weight = serializers.IntegerField(min_value=0, default=100)
-    capacity = serializers.IntegerField(min_value=0, allow_null=True, default=None)
+    weight = serializers.IntegerField(min_value=0, max_value=MAX_WHOLE, default=100)
+    capacity = serializers.IntegerField(
+        min_value=0, max_value=MAX_WHOLE, allow_null=True, default=None
+    )
     state = serializers.ChoiceField(choices=BackendState.choices, default=BackendState.ACTIVE)
 
 
@@ -77,8 +79,10 @@ class RegistryBackendUpdateSerializer(serializers.Serializer[Any]):
     public_host = serializers.CharField(max_length=255, required=False)
     token_service = serializers.CharField(max_length=255, required=False)
     labels = serializers.DictField(child=serializers.CharField(max_length=255), required=False)
-    weight = serializers.IntegerField(min_value=0, required=False)
-    capacity = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    weight = serializers.IntegerField(min_value=0, max_value=MAX_WHOLE, required=False)
+    capacity = serializers.IntegerField(
+        min_value=0, max_value=MAX_WHOLE, allow_null=True, required=False
+    )
     state = serializers.ChoiceField(choices=BackendState.choices, required=False)
 
 
