@@ -36,8 +36,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -55,6 +56,7 @@ from tests.support.processes import (
     ROOT,
     answers_http,
     free_port,
+    registry_environment,
     require_binary,
     stop_process,
     wait_until,
@@ -556,6 +558,44 @@ def _manage(
     return result.stdout
 
 
+def registry_process(
+    name: str,
+    config: Path,
+    *,
+    url: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    context: Callable[[], str] | None = None,
+) -> ManagedProcess:
+    """``docker-registry serve <config>`` answering on ``url``: ready when ``/v2/`` demands a
+    token (401), as the configurations ``registry_config`` renders do."""
+    binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
+    return ManagedProcess(
+        name,
+        [binary, "serve", str(config)],
+        env=registry_environment(env),
+        log_path=log_path,
+        is_ready=lambda _process: answers_http(f"{url}/v2/", 401),
+        context=context,
+    )
+
+
+@contextlib.contextmanager
+def private_postgres(prefix: str) -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster with a migrated template database (:func:`migrate_template`),
+    in a folder made with ``mkdtemp`` (not pytest's base temp folder, which the ``postgres`` user
+    cannot reach when the tests run as root); stopped and removed at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = PostgresServer(workdir)
+    try:
+        server.start()
+        migrate_template(server, workdir)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 #: ``manage.py runserver`` with a longer listen backlog. Django's server listens with a backlog
 #: of 10 (``WSGIServer.request_queue_size``) and no setting changes it: with dozens of concurrent
 #: clients the kernel falls back to SYN cookies, clients wait a second for a retransmitted SYN,
@@ -616,15 +656,14 @@ class Stack:
         self.timings: dict[str, float] = {}
         self._database_created = False
 
-        self.registry = self._process(
+        self.registry = registry_process(
             "registry",
-            [require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN")),
-             "serve", str(workdir / "registry.yml")],
-            # Distribution reads REGISTRY_* variables as configuration overrides, and ours share
-            # the prefix (see scripts/run-registry).
-            env={k: v for k, v in self.env.items() if not k.startswith("REGISTRY_")},
-            is_ready=lambda _process: answers_http(f"{self.registry_url}/v2/", 401),
-        )  # fmt: skip
+            workdir / "registry.yml",
+            url=self.registry_url,
+            env=self.env,
+            log_path=workdir / "registry.log",
+            context=self.log_tails,
+        )
         celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
         runserver = ["runserver", "--noreload", f"127.0.0.1:{self.web_port}"]
         web = [sys.executable, "-c", _RUNSERVER_WITH_BACKLOG, str(WEB_LISTEN_BACKLOG)]

@@ -1,0 +1,185 @@
+"""What a ``make scale`` trial checks once the burst is over, and the rotation's refresh tokens.
+
+- :class:`RefreshTokens`: just before the rotation, refresh tokens (what ``docker login``
+  stores) are issued through the load balancer for clusters whose registry is ready; after the
+  rotation, and again at the end, each is exchanged at API process 1, API process 2 and the load
+  balancer: a 401 is a token refused because of the rotation.
+- :func:`audit`: every registry ready exactly once (tests/support/outcomes.py) and the
+  placements per backend.
+- :func:`push_and_pull`: for every cluster, ``skopeo copy`` of a tiny image into its registry
+  through the load balancer with its agent token (the registry's token flow: a 401 challenge,
+  then our realm, through the load balancer too), and back out.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from registries.demo_image import write_oci_layout
+from tests.scale.burst import Created
+from tests.scale.report import Trial
+from tests.scale.topology import ScaleStack
+from tests.support.outcomes import EVENTS_QUERY, REGISTRIES_QUERY, count_registries
+from tests.support.processes import require_binary
+
+AGENT_USER = "buildkite-agent"
+#: At most this many refresh tokens are taken before the rotation (one per ready cluster).
+REFRESH_SAMPLE = 30
+
+
+def namespaces(stack: ScaleStack) -> dict[str, str]:
+    """Each ready registry's URL (``host/namespace``) by cluster id."""
+    return dict(
+        stack.sql("select cluster_id::text, url from registries_registry where state = 'ready'")
+    )
+
+
+@dataclass
+class RefreshTokens:
+    stack: ScaleStack
+    tokens: list[tuple[str, str]] = field(default_factory=list)  # (refresh token, scope)
+    exchanges: int = 0
+    accepted: int = 0
+    refused: list[str] = field(default_factory=list)
+
+    def take(self, created: list[Created]) -> None:
+        """Refresh tokens for up to REFRESH_SAMPLE clusters with a ready registry."""
+        urls = namespaces(self.stack)
+        for cluster in created:
+            url = urls.get(cluster.cluster_id)
+            if url is None or not cluster.secret or len(self.tokens) >= REFRESH_SAMPLE:
+                continue
+            scope = f"repository:{url.split('/', 1)[1]}/base:pull,push"
+            response = self._post(
+                self.stack.api_url,
+                {"grant_type": "password", "username": AGENT_USER, "password": cluster.secret,
+                 "access_type": "offline", "scope": scope},
+            )  # fmt: skip
+            if response.status_code == 200 and "refresh_token" in response.json():
+                self.tokens.append((response.json()["refresh_token"], scope))
+
+    def exchange(self) -> None:
+        """Each refresh token at each API process and at the load balancer."""
+        bases = [f"http://127.0.0.1:{port}" for port in self.stack.api_ports]
+        for refresh_token, scope in self.tokens:
+            for base in [*bases, self.stack.api_url]:
+                response = self._post(
+                    base,
+                    {"grant_type": "refresh_token", "refresh_token": refresh_token,
+                     "scope": scope},
+                )  # fmt: skip
+                self.exchanges += 1
+                if response.status_code == 200:
+                    self.accepted += 1
+                else:
+                    self.refused.append(f"{base}: {response.status_code} {response.text[:120]}")
+
+    def _post(self, base: str, form: dict[str, str]) -> requests.Response:
+        form = {**form, "service": self.stack.env["REGISTRY_TOKEN_SERVICE"]}
+        return requests.post(f"{base}/registry/token", data=form, timeout=30)
+
+
+def rotate_through_api1(
+    stack: ScaleStack, refresh: RefreshTokens, created: list[Created]
+) -> tuple[float, str]:
+    """Take refresh tokens, rotate the signing key with API process 1's environment, exchange
+    the refresh tokens once every process may have loaded the new key: the rotation command's
+    seconds, and what happened."""
+    refresh.take(created)
+    signing = stack.keys_dir / "signing.pem"
+    before = signing.read_bytes()
+    started = time.monotonic()
+    stack.manage("registry_keys", "rotate", env=stack.apis[0].env)
+    seconds = round(time.monotonic() - started, 2)
+    changed = "a new signing key" if signing.read_bytes() != before else "**the key is the same**"
+    time.sleep(1.2)  # each process looks at the key file at most once a second
+    refresh.exchange()
+    return seconds, (
+        f"{changed}; {len(refresh.tokens)} refresh tokens taken just before, "
+        f"{refresh.accepted}/{refresh.exchanges} exchanges accepted 1.2 s after"
+    )
+
+
+def audit(stack: ScaleStack, trial: Trial, created: list[Created]) -> None:
+    """Count the registries of the clusters whose hosted queue was created, and their placement
+    (the backend is the registry URL's host: backend 1's is the load balancer's)."""
+    cluster_ids = [c.cluster_id for c in created if c.queue_created]
+    trial.clusters = len(cluster_ids)
+    counts = count_registries(
+        cluster_ids, stack.sql(REGISTRIES_QUERY, [cluster_ids]), stack.sql(EVENTS_QUERY)
+    )
+    trial.recovered, trial.lost = counts.recovered, counts.lost
+    trial.duplicated, trial.provisionings = counts.duplicated, counts.provisionings
+    trial.problems.extend(counts.problems[:20])
+    names = {stack.registry_host: "backend-1"}
+    trial.placements = {}
+    for (url,) in stack.sql(
+        "select url from registries_registry where cluster_id::text = any(%s)", [cluster_ids]
+    ):
+        name = names.get((url or "").split("/", 1)[0], (url or "none").split("/", 1)[0])
+        trial.placements[name] = trial.placements.get(name, 0) + 1
+    trial.weights = {"backend-1": 1}
+
+
+def wait_all_ready(stack: ScaleStack, created: list[Created], timeout: float) -> bool:
+    wanted = {c.cluster_id for c in created if c.queue_created}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if wanted <= set(namespaces(stack)):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def push_and_pull(
+    stack: ScaleStack, trial: Trial, created: list[Created], workdir: Path, *, threads: int
+) -> None:
+    """Push a tiny image into every cluster's registry and pull it back, through the load
+    balancer with the cluster's agent token; count successes and 401s."""
+    skopeo = require_binary("skopeo")
+    layout = workdir / "image"
+    (workdir / "pulled").mkdir(parents=True, exist_ok=True)
+    write_oci_layout(layout, "make scale")
+    urls = namespaces(stack)
+    lock = threading.Lock()
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [skopeo, "--insecure-policy", *args], capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+
+    def one(cluster: Created) -> None:
+        url = urls.get(cluster.cluster_id)
+        if url is None:
+            return
+        reference = f"docker://{url}/base:latest"
+        creds = f"{AGENT_USER}:{cluster.secret}"
+        pushed = run(["copy", "--dest-tls-verify=false", "--dest-creds", creds,
+                      f"oci:{layout}", reference])  # fmt: skip
+        pulled: Any = None
+        if pushed.returncode == 0:
+            into = workdir / "pulled" / cluster.cluster_id
+            pulled = run(["copy", "--src-tls-verify=false", "--src-creds", creds, reference,
+                          f"dir:{into}"])  # fmt: skip
+        with lock:
+            trial.pushed += pushed.returncode == 0
+            trial.pulled += pulled is not None and pulled.returncode == 0
+            for result in (pushed, pulled):
+                if result is not None and result.returncode != 0:
+                    trial.unauthorized += "401" in result.stderr or "nauthorized" in result.stderr
+                    trial.problems.append(f"skopeo for {url}: {result.stderr.strip()[-300:]}")
+
+    started = time.monotonic()
+    ready = [c for c in created if c.queue_created and c.secret]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, ready))
+    trial.push_pull_seconds = round(time.monotonic() - started, 2)
