@@ -129,6 +129,17 @@ def audit(stack: ScaleStack, trial: Trial, created: list[Created]) -> None:
     trial.weights = {"backend-1": 1}
 
 
+def read_load_balancer_log(stack: ScaleStack, trial: Trial) -> None:
+    """Failovers (an ``upstream`` list of two addresses: the first refused or failed) and 502
+    answers by method, from nginx's access log (tests/scale/lb.py's ``scale`` format)."""
+    for line in (stack.workdir / "nginx-access.log").read_text(errors="replace").splitlines():
+        trial.failovers += ", " in line.partition(" upstream=")[2].partition(" upstream_status=")[0]
+        parts = line.split('"')
+        if len(parts) >= 3 and parts[2].split()[:1] == ["502"]:
+            method = parts[1].split(" ", 1)[0]
+            trial.bad_gateway[method] = trial.bad_gateway.get(method, 0) + 1
+
+
 def wait_all_ready(stack: ScaleStack, created: list[Created], timeout: float) -> bool:
     wanted = {c.cluster_id for c in created if c.queue_created}
     deadline = time.monotonic() + timeout

@@ -42,6 +42,11 @@ class Trial:
     requests: int = 0  # POSTs the burst sent, retries included
     retried: int = 0  # of which answered 502/503/504 or a broken connection, and sent again
     failed: int = 0  # operations that still failed after the client's retries
+    #: What the load balancer's access log says: requests it moved to the other backend after
+    #: a refused connection or an idempotent request's failure (invisible to clients), and its
+    #: 502 answers (a POST or PATCH in flight on a killed process), by method.
+    failovers: int = 0
+    bad_gateway: dict[str, int] = field(default_factory=dict)
     burst_seconds: float = 0.0
     #: Seconds from the last fault to the last registry ready (-1: not all ready in time).
     last_ready: float = -1.0
@@ -77,7 +82,8 @@ class Trial:
             f"trial {self.number}: {'passed' if self.passed else 'FAILED'}: "
             f"{self.clusters} clusters, {self.recovered} ready, {self.lost} lost, "
             f"{self.duplicated} duplicated, {self.provisionings} provisionings; "
-            f"{self.retried}/{self.requests} POSTs retried, {self.failed} failed; "
+            f"{self.retried}/{self.requests} POSTs retried, {self.failed} failed; load balancer "
+            f"{self.failovers} failovers, 502s {self.bad_gateway or 'none'}; "
             f"pushed {self.pushed}, pulled {self.pulled}; refresh tokens "
             f"{self.refresh_accepted}/{self.refresh_exchanges} accepted; {self.unauthorized} "
             f"401s; last ready {self.last_ready:.1f} s after the last fault; placements "
@@ -139,15 +145,17 @@ def render_report(
     )
     columns = [
         "trial", "result", "clusters", "ready", "lost", "duplicated", "provisionings",
-        "POSTs (retried / failed)", "burst (s)", "last ready after last fault (s)",
-        "push / pull", "refresh tokens accepted", "401s", "placements",
+        "POSTs (retried / failed)", "LB failovers / 502s", "burst (s)",
+        "last ready after last fault (s)", "push / pull", "refresh tokens accepted", "401s",
+        "placements",
     ]  # fmt: skip
     rows = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
     for trial in trials:
         cells: list[Any] = [
             trial.number, "passed" if trial.passed else "**FAILED**", trial.clusters,
             trial.recovered, trial.lost, trial.duplicated, trial.provisionings,
-            f"{trial.requests} ({trial.retried} / {trial.failed})", f"{trial.burst_seconds:.1f}",
+            f"{trial.requests} ({trial.retried} / {trial.failed})",
+            f"{trial.failovers} / {sum(trial.bad_gateway.values())}", f"{trial.burst_seconds:.1f}",
             f"{trial.last_ready:.1f}", f"{trial.pushed} / {trial.pulled}",
             f"{trial.refresh_accepted} / {trial.refresh_exchanges}", trial.unauthorized,
             spread(trial.placements, trial.weights),
@@ -175,6 +183,8 @@ def _totals(trials: Sequence[Trial]) -> str:
         f"{added('lost')} lost, {added('duplicated')} duplicated, {added('provisionings')} "
         f"provisionings; {added('requests')} POSTs through the load balancer, "
         f"{added('retried')} retried by the client, {added('failed')} failed; "
+        f"{added('failovers')} requests moved to the other backend by the load balancer, "
+        f"{sum(sum(trial.bad_gateway.values()) for trial in trials)} answered 502; "
         f"{added('pushed')} pushes and {added('pulled')} pulls; "
         f"{added('refresh_accepted')} of {added('refresh_exchanges')} refresh-token exchanges "
         f"after the rotation accepted; {added('unauthorized')} tokens refused (401); "

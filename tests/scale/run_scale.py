@@ -21,6 +21,7 @@ from tests.scale.checks import (
     RefreshTokens,
     audit,
     push_and_pull,
+    read_load_balancer_log,
     rotate_through_api1,
     wait_all_ready,
 )
@@ -166,6 +167,8 @@ def test_trial(
         if not refresh.tokens:
             trial.problems.append("no refresh token was taken before the rotation")
         phase("tokens", f"{refresh.accepted}/{refresh.exchanges} refresh exchanges accepted")
+        read_load_balancer_log(stack, trial)
+        phase("load balancer", f"{trial.failovers} failovers, 502s: {trial.bad_gateway}")
     finally:
         stack.stop()
     print(trial.summary())

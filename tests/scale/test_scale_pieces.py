@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.scale.burst import Client, Injector
+from tests.scale.checks import read_load_balancer_log
 from tests.scale.lb import Upstream, render_nginx_config
 from tests.scale.report import Fault, Trial, render_report
 from tests.support.outcomes import count_registries
@@ -244,3 +245,25 @@ def test_the_report_has_a_row_per_trial_the_totals_and_each_fault_s_median_and_m
     assert "last registry ready 10.00 / 11.00 (1 never) s (median / max)" in report
     assert "| SIGKILL api1 | 6.00 / 6.00 | 0.05 / 0.05 | 3.00 / 3.00 |" in report
     assert "| SIGKILL the active beat | 18.00 / 18.00 | 5.50 / 6.50 | – |" in report
+
+
+def test_the_load_balancer_s_log_gives_failovers_and_502s_by_method(tmp_path: Path) -> None:
+    (tmp_path / "nginx-access.log").write_text(
+        '127.0.0.1 "POST /v2/organizations/acme/clusters HTTP/1.1" 201 900 0.050 '
+        "upstream=127.0.0.1:1 upstream_status=201\n"
+        '127.0.0.1 "POST /v2/organizations/acme/clusters HTTP/1.1" 201 900 0.051 '
+        "upstream=127.0.0.1:1, 127.0.0.1:2 upstream_status=502, 201\n"
+        '127.0.0.1 "GET /v2/ HTTP/1.1" 401 87 0.001 '
+        "upstream=127.0.0.1:3, 127.0.0.1:4 upstream_status=502, 401\n"
+        '127.0.0.1 "POST /v2/organizations/acme/clusters/c/queues HTTP/1.1" 502 157 0.2 '
+        "upstream=127.0.0.1:1 upstream_status=502\n"
+        '127.0.0.1 "PATCH /v2/acme/ns/base/blobs/uploads/u HTTP/1.1" 502 157 0.2 '
+        "upstream=127.0.0.1:3 upstream_status=502\n"
+        '127.0.0.1 "\\x16\\x03" 400 157 0.000 upstream=- upstream_status=-\n'
+    )
+    trial = Trial(1)
+
+    read_load_balancer_log(type("Stack", (), {"workdir": tmp_path})(), trial)  # type: ignore[arg-type]
+
+    assert trial.failovers == 2
+    assert trial.bad_gateway == {"POST": 1, "PATCH": 1}
