@@ -8,9 +8,10 @@ balancer never re-sends a POST that reached a backend: tests/scale/lb.py); a cre
 
 Meanwhile the :class:`Injector` fires, at set fractions of the burst, SIGKILL of API process 1
 (its whole process group), of worker 1, of the active beat and of backend 1's first replica, and
-a signing-key rotation through API process 1's environment; each killed process is started again
-at once, as an orchestrator restarts a crashed container, and the time until the service answers
-again (or another process takes over) and until the process is ready again is measured.
+a signing-key rotation through API process 1's environment. Each killed process is started
+again ``RESTART_DELAY`` seconds later, as an orchestrator restarts a crashed container; the time
+until the service answers again (or another process takes over) and until the process is ready
+again is measured.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from tests.support.stack import ManagedProcess
 HOSTED = {"hostedAgents": {"instanceShape": "LINUX_AMD64_2X4"}}
 RETRIED_STATUSES = frozenset({502, 503, 504})
 ATTEMPTS = 8
+#: Seconds between a kill and the start of the process again: an orchestrator noticing the exit
+#: and starting the container. Meanwhile the load balancer meets the dead port (a refused
+#: connection, which it sends to the other backend) and the standbys take over.
+RESTART_DELAY = 5.0
 
 
 @dataclass
@@ -169,6 +174,7 @@ class Injector:
 
     def _restart(self, fault: Fault, process: ManagedProcess, killed: float) -> None:
         def restart() -> None:
+            time.sleep(max(0.0, killed + RESTART_DELAY - time.monotonic()))
             process.start()
             fault.restarted = round(time.monotonic() - killed, 2)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scale.burst import run_burst
+from tests.scale.burst import RESTART_DELAY, run_burst
 from tests.scale.checks import (
     RefreshTokens,
     audit,
@@ -68,7 +68,9 @@ STEPS = [
     "(gunicorn master and workers, its whole process group), of Celery worker 1, of the active "
     "beat and of backend 1's replica A; then a signing-key rotation with `manage.py "
     "registry_keys rotate` in API process 1's environment. **Each killed process is started "
-    "again at once**, as an orchestrator restarts a crashed container. *Service back*: for the "
+    f"again {RESTART_DELAY:g} s after the kill**, as an orchestrator restarts a crashed "
+    "container (meanwhile the load balancer meets its refused port and the standbys take "
+    "over); *restarted* is from the kill until it is ready again. *Service back*: for the "
     "API, the first answer through the load balancer after the kill; for the worker, the next "
     "registry ready; for the beat, the standby's heartbeat saying active; for the replica, the "
     "load balancer's registry answering `/v2/`; for the rotation, the command's duration.",

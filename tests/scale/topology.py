@@ -23,15 +23,12 @@ started again on the same port, as an orchestrator restarts a container.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import requests
 
 from clusters.models import ApiScope
@@ -42,14 +39,13 @@ from tests.support.s3 import render_s3_config, start_s3_server
 from tests.support.stack import (
     ORGANIZATION,
     USER,
+    Deployment,
     ManagedProcess,
     PostgresServer,
     RedisServer,
     _logged,
-    _manage,
     registry_process,
     service_environment,
-    tail,
 )
 
 #: Short intervals, so that faults play out within seconds (as tests/faults runs them); beat's
@@ -75,15 +71,13 @@ S3_ROOT = "scale-backend-1"
 CACHE_DB = 2
 
 
-class ScaleStack:
+class ScaleStack(Deployment):
     """One trial's deployment (module docstring); :meth:`start`, then :meth:`stop` by pid."""
 
+    database_prefix = "scale"
+
     def __init__(self, workdir: Path, postgres: PostgresServer) -> None:
-        self.workdir = workdir
-        self.postgres = postgres
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.database = f"scale_{secrets.token_hex(4)}"
-        self.keys_dir = workdir / "keys"
+        super().__init__(workdir, postgres)
         self.lb_api_port, self.lb_registry_port = free_port(), free_port()
         self.api_ports = [free_port(), free_port()]
         self.replica_ports = [free_port(), free_port()]
@@ -100,7 +94,6 @@ class ScaleStack:
         self.token = ""
         self.s3: ManagedProcess | None = None
         self.s3_url = ""
-        self._database_created = False
         self.replicas = [
             registry_process(
                 f"registry-1{letter}",
@@ -160,19 +153,6 @@ class ScaleStack:
             for n in (1, 2)
         ]
 
-    def _process(
-        self, name: str, argv: list[str], *, is_ready: Any, env: Mapping[str, str] | None = None
-    ) -> ManagedProcess:
-        return ManagedProcess(
-            name,
-            argv,
-            env=self.env if env is None else env,
-            log_path=self.workdir / f"{name}.log",
-            is_ready=is_ready,
-            stop_grace=15,
-            context=self.log_tails,
-        )
-
     # addresses
 
     @property
@@ -200,17 +180,8 @@ class ScaleStack:
 
     # life cycle
 
-    def start(self) -> ScaleStack:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def _start(self) -> None:
-        self.postgres.create_database(self.database)
-        self._database_created = True
+        self._create_database()
         self.redis.start()
         self.s3, self.s3_url = start_s3_server(self.workdir)
         self.manage("registry_keys", "init")
@@ -254,22 +225,11 @@ class ScaleStack:
         self.beats[1].start()
         self.wait_for(lambda: self.beat_state(1) == "standby", 30, "the second beat to stand by")
 
-    def stop(self) -> None:
-        """Stop every process that still runs, by pid; drop the trial's database."""
-        errors: list[BaseException] = []
-        for process in reversed(self.processes):
-            try:
-                self.kill_group(process) if process in self.apis else process.stop()
-            except BaseException as exc:  # stop the others anyway
-                errors.append(exc)
-        if self._database_created and self.postgres.running:
-            try:
-                self.postgres.drop_database(self.database)
-                self._database_created = False
-            except psycopg.Error as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+    def _stop(self, process: ManagedProcess) -> None:
+        if process in self.apis:
+            self.kill_group(process)  # gunicorn's workers too; nothing is in flight by now
+        else:
+            process.stop()
 
     def kill_group(self, process: ManagedProcess, signum: int = signal.SIGKILL) -> None:
         """Kill ``process`` and everything in its session (a gunicorn master and its workers),
@@ -281,9 +241,6 @@ class ScaleStack:
 
     # using it
 
-    def manage(self, *args: str, env: Mapping[str, str] | None = None) -> str:
-        return _manage(env or self.env, args, log_path=self.workdir / "manage.log")
-
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> requests.Response:
         """A REST API request through the load balancer, with the stack's API token."""
         return requests.request(
@@ -294,14 +251,6 @@ class ScaleStack:
             timeout=kwargs.pop("timeout", 30),
             **kwargs,
         )
-
-    def sql(self, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        with (
-            psycopg.connect(self.postgres.url(self.database), autocommit=True) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(query, params)
-            return cursor.fetchall() if cursor.description is not None else []
 
     def beat_state(self, index: int) -> str:
         """What beat ``index``'s heartbeat says: active, standby, or "" (none yet)."""
@@ -323,8 +272,3 @@ class ScaleStack:
                 raise AssertionError(f"timed out waiting for {what}\n{self.log_tails()}")
             time.sleep(0.05)
         return time.monotonic() - started
-
-    def log_tails(self, lines: int = 15) -> str:
-        logs = [(process.name, process.log_path) for process in self.processes]
-        logs.append(("manage.py", self.workdir / "manage.log"))
-        return "\n\n".join(f"--- {name}: {path}\n{tail(path, lines)}" for name, path in logs)
