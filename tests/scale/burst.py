@@ -226,9 +226,15 @@ class Injector:
 
     def rotate_key(self) -> None:
         fault = self._fault("rotate the signing key through API process 1")
+        # Through a live process: API process 1, killed earlier, must be answering again.
+        waited = self._until(
+            lambda: self.stack.apis[0].running and _answers(self.stack.api_urls[0] + "/", 200),
+            time.monotonic(),
+        )
         with self.lock:
             created = list(self.created)
         fault.back, fault.note = self.rotate(created)
+        fault.note += f"; waited {waited} s for API process 1 to answer first"
 
     def _ready_count(self) -> int:
         return int(

@@ -68,9 +68,8 @@ class RefreshTokens:
 
     def exchange(self) -> None:
         """Each refresh token at each API process and at the load balancer."""
-        bases = [f"http://127.0.0.1:{port}" for port in self.stack.api_ports]
         for refresh_token, scope in self.tokens:
-            for base in [*bases, self.stack.api_url]:
+            for base in [*self.stack.api_urls, self.stack.api_url]:
                 response = self._post(
                     base,
                     {"grant_type": "refresh_token", "refresh_token": refresh_token,

@@ -66,8 +66,9 @@ STEPS = [
     "was committed the first time, and the client looks it up.",
     "**Faults, mid-burst** (at 15/30/45/60/75% of the clusters): SIGKILL of API process 1 "
     "(gunicorn master and workers, its whole process group), of Celery worker 1, of the active "
-    "beat and of backend 1's replica A; then a signing-key rotation with `manage.py "
-    "registry_keys rotate` in API process 1's environment. **Each killed process is started "
+    "beat and of backend 1's replica A; then, once API process 1 answers again, a signing-key "
+    "rotation with `manage.py registry_keys rotate` in its environment (as `kubectl exec` into "
+    "that pod would). **Each killed process is started "
     f"again {RESTART_DELAY:g} s after the kill**, as an orchestrator restarts a crashed "
     "container (meanwhile the load balancer meets its refused port and the standbys take "
     "over); *restarted* is from the kill until it is ready again. *Service back*: for the "

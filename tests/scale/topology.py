@@ -161,6 +161,11 @@ class ScaleStack(Deployment):
         return f"http://127.0.0.1:{self.lb_api_port}"
 
     @property
+    def api_urls(self) -> list[str]:
+        """Each API process, directly."""
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
+
+    @property
     def registry_url(self) -> str:
         """Backend 1 through the load balancer: what the control plane provisions on."""
         return f"http://127.0.0.1:{self.lb_registry_port}"
