@@ -121,7 +121,7 @@ class Injector:
         stack: ScaleStack,
         trial: Trial,
         total: int,
-        rotate: Callable[[list[Created]], tuple[float, str]],
+        rotate: Callable[[list[Created]], tuple[float | None, str]],
     ) -> None:
         self.stack = stack
         self.trial = trial
@@ -225,16 +225,16 @@ class Injector:
         self._restart(fault, self.stack.replicas[0], killed)
 
     def rotate_key(self) -> None:
-        fault = self._fault("rotate the signing key through API process 1")
         # Through a live process: API process 1, killed earlier, must be answering again.
         waited = self._until(
             lambda: self.stack.apis[0].running and _answers(self.stack.api_urls[0] + "/", 200),
             time.monotonic(),
         )
+        fault = self._fault("rotate the signing key through API process 1")
         with self.lock:
             created = list(self.created)
         fault.back, fault.note = self.rotate(created)
-        fault.note += f"; waited {waited} s for API process 1 to answer first"
+        fault.note += f"; it waited {waited} s for API process 1 to answer again"
 
     def _ready_count(self) -> int:
         return int(
@@ -255,7 +255,7 @@ def run_burst(
     clusters: int,
     *,
     threads: int,
-    rotate: Callable[[list[Created]], tuple[float, str]],
+    rotate: Callable[[list[Created]], tuple[float | None, str]],
 ) -> tuple[list[Created], Injector]:
     """Create ``clusters`` clusters' first hosted queues with ``threads`` clients while the
     injector fires; return what the clients created."""

@@ -74,11 +74,13 @@ STEPS = [
     "over); *restarted* is from the kill until it is ready again. *Service back*: for the "
     "API, the first answer through the load balancer after the kill; for the worker, the next "
     "registry ready; for the beat, the standby's heartbeat saying active; for the replica, the "
-    "load balancer's registry answering `/v2/`; for the rotation, the command's duration.",
+    "load balancer's registry answering `/v2/`.",
     "**Rotation**: just before it, refresh tokens (what `docker login` stores) are taken for up "
-    "to 30 clusters whose registry is ready; 1.2 s after it (each process re-reads the key file "
-    "at most once a second) and again at the end, each is exchanged at API process 1, API "
-    "process 2 and the load balancer. Any answer but 200 counts as refused.",
+    "to 30 clusters whose registry is ready. *Service back* for the rotation is from the end of "
+    "the rotate command until every API process signs with the new key (the `kid` of an "
+    "anonymous token from each, polled); then, and again at the end, each refresh token is "
+    "exchanged at API process 1, API process 2 and the load balancer. Any answer but 200 "
+    "counts as refused.",
     f"**Afterwards**: wait (up to {READY_TIMEOUT:g} s) until every cluster's registry is ready; "
     "count them (tests/support/outcomes.py, as `make faults` does): one registry per cluster, "
     "ready, its URL published, one unbroken event sequence with one `ready`; placements per "
