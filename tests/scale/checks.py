@@ -27,7 +27,7 @@ import requests
 
 from registries.demo_image import write_oci_layout
 from tests.scale.burst import Created
-from tests.scale.report import Trial
+from tests.scale.report import Trial, placement_problems
 from tests.scale.topology import ScaleStack
 from tests.support.outcomes import EVENTS_QUERY, REGISTRIES_QUERY, count_registries
 from tests.support.processes import require_binary
@@ -146,6 +146,7 @@ def audit(stack: ScaleStack, trial: Trial, created: list[Created]) -> None:
         name = names.get((url or "").split("/", 1)[0], (url or "none").split("/", 1)[0])
         trial.placements[name] = trial.placements.get(name, 0) + 1
     trial.weights = {"backend-1": 1}
+    trial.problems.extend(placement_problems(trial.placements, trial.weights))
 
 
 def read_load_balancer_log(stack: ScaleStack, trial: Trial) -> None:

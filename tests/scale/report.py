@@ -91,6 +91,27 @@ class Trial:
         )
 
 
+#: How far a backend's share of the placements may stray from its share of the weights: weighted
+#: rendezvous hashing of random cluster ids is a draw per registry (200 draws at 2:1 have a
+#: standard deviation of 3.3 points), so 10 points is three of them.
+PLACEMENT_TOLERANCE = 0.10
+
+
+def placement_problems(placements: dict[str, int], weights: dict[str, int]) -> list[str]:
+    """A line per backend whose share of ``placements`` is not its share of the active
+    ``weights`` within PLACEMENT_TOLERANCE (and per registry placed on an unknown backend)."""
+    total, weight = sum(placements.values()), sum(weights.values())
+    if not total or not weight:
+        return ["no placements" if not total else "no backend weights"]
+    problems = [f"{count} registries on {name}, which has no weight"
+                for name, count in placements.items() if name not in weights]  # fmt: skip
+    for name, share in weights.items():
+        expected, found = share / weight, placements.get(name, 0) / total
+        if abs(found - expected) > PLACEMENT_TOLERANCE:
+            problems.append(f"{name}: {found:.0%} of the registries, {expected:.0%} of the weight")
+    return problems
+
+
 def spread(placements: dict[str, int], weights: dict[str, int]) -> str:
     """``name n (x%, weight w)`` per backend."""
     total = sum(placements.values()) or 1

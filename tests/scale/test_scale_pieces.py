@@ -12,7 +12,7 @@ import pytest
 from tests.scale.burst import Client, Injector
 from tests.scale.checks import read_load_balancer_log
 from tests.scale.lb import Upstream, render_nginx_config
-from tests.scale.report import Fault, Trial, render_report
+from tests.scale.report import Fault, Trial, placement_problems, render_report
 from tests.support.outcomes import count_registries
 
 API = Upstream("api", "127.0.0.1:9000", ["127.0.0.1:9001", "127.0.0.1:9002"])
@@ -267,3 +267,21 @@ def test_the_load_balancer_s_log_gives_failovers_and_502s_by_method(tmp_path: Pa
 
     assert trial.failovers == 2
     assert trial.bad_gateway == {"POST": 1, "PATCH": 1}
+
+
+def test_placements_must_follow_the_weights_within_the_tolerance() -> None:
+    weights = {"default": 200, "backend-2": 100}
+    assert placement_problems({"default": 140, "backend-2": 60}, weights) == []  # 70%: 3 off
+    assert placement_problems({"default": 120, "backend-2": 80}, weights) == []  # 60%: 7 off
+    assert placement_problems({"default": 160, "backend-2": 40}, weights) == [
+        "default: 80% of the registries, 67% of the weight",
+        "backend-2: 20% of the registries, 33% of the weight",
+    ]
+    assert placement_problems({"default": 200}, weights)[-1] == (
+        "backend-2: 0% of the registries, 33% of the weight"
+    )
+    assert placement_problems({"default": 1, "elsewhere": 1}, {"default": 1}) == [
+        "1 registries on elsewhere, which has no weight",
+        "default: 50% of the registries, 100% of the weight",
+    ]
+    assert placement_problems({}, weights) == ["no placements"]
