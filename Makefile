@@ -56,8 +56,9 @@ ROUNDS ?= 3
 
 run: .venv/.installed
 	@scripts/ensure-packages $(RUN_PACKAGES)
-	$(WITH_ENV) $(PY) manage.py registry_keys init
 	$(WITH_ENV) $(PY) manage.py migrate --noinput
+	@# after migrate: the signing keys live in the database (docs/registry-tokens.md)
+	$(WITH_ENV) $(PY) manage.py registry_keys init
 	@# private, also when an older checkout made it 0755
 	@mkdir -p "$(CONTROLPLANE_VAR_DIR)/registry" && chmod 700 "$(CONTROLPLANE_VAR_DIR)"
 	@# an earlier run's metrics files go (multiprocess mode: docs/operations.md, "Metrics")

@@ -266,8 +266,8 @@ class Stack:
         self._database_created = True
         self.django()
         (self.workdir / "static").mkdir(exist_ok=True)
-        self.manage("registry_keys", "init")
         self.manage("migrate", "--noinput")
+        self.manage("registry_keys", "init")
         config = self.workdir / "registry" / "config.yml"
         config.parent.mkdir(exist_ok=True)
         self.manage("registry_config", "--log-level", "warn", "--output", str(config))

@@ -302,11 +302,18 @@ REGISTRY_TOKEN_REALM = env(
 )
 REGISTRY_TOKEN_SERVICE = env("REGISTRY_TOKEN_SERVICE", "hosted-registry")
 REGISTRY_TOKEN_ISSUER = env("REGISTRY_TOKEN_ISSUER", "controlplane")
-# Where the CA and signing keys live: in production a private volume, shared by the web and
-# worker processes (the worker signs the tokens deprovisioning uses).
+# The folder of the CA's files: ca.key (only where signing keys are issued: the keys Job,
+# `make run`) and ca.crt (the registries' rootcertbundle). Web and worker processes read no file
+# there (the signing keys are in the database); the setting stays required so that it is named.
 REGISTRY_KEYS_DIR = env(
     "REGISTRY_KEYS_DIR", str(VAR_DIR / "registry" / "keys"), required_in_production=True
 )
+# The signing keys live in the database, their private keys encrypted with a key-encryption key:
+# comma-separated Fernet keys, the first encrypts and all decrypt (KEK rotation:
+# docs/registry-tokens.md). Empty: one derived from DJANGO_SECRET_KEY (HKDF), which every replica
+# shares already. Each process looks for a newer key at most every RECHECK seconds.
+REGISTRY_KEYS_ENCRYPTION_KEYS = env("REGISTRY_KEYS_ENCRYPTION_KEYS", "")
+REGISTRY_KEYS_RECHECK_SECONDS = env_float("REGISTRY_KEYS_RECHECK_SECONDS", 5.0)
 # Token lifetimes: pull-only grants are short; a grant that may push lives long enough for a big
 # push to finish; refresh tokens (docker login's stored identity token) longest of all.
 REGISTRY_TOKEN_PULL_TTL_SECONDS = env_int("REGISTRY_TOKEN_PULL_TTL_SECONDS", 300)

@@ -2,13 +2,14 @@
 
     keys-secret SECRET_NAME [init|rotate]
 
-Run by the keys Job (deploy/kubernetes/base/keys-job.yaml) with a service account that may get
-and patch that one Secret. It copies the Secret's files into REGISTRY_KEYS_DIR (a private
-in-memory folder), runs ``manage.py registry_keys init`` (creates the CA and a signing key when
-the Secret holds none, renews an expired signing key, never replaces a CA) or ``rotate``, and
-writes the folder back into the Secret only when something changed. The web and worker pods mount
-the Secret read-only; a rotated key reaches them when the kubelet refreshes the mounted files
-(about a minute), and the previous key stays accepted meanwhile (docs/registry-tokens.md).
+Run by the keys Job (deploy/kubernetes/base/keys-job.yaml), after the migrations, with a service
+account that may get and patch that one Secret. It copies the Secret's files into
+REGISTRY_KEYS_DIR (a private in-memory folder), runs ``manage.py registry_keys init`` (records
+the Secret's CA in the database, or creates one when the Secret holds none, never a second CA;
+imports signing.pem files of an earlier version; issues a signing key if none is valid) or
+``rotate``, and writes the folder back into the Secret only when something changed (a new CA:
+``ca.key`` and ``ca.crt``). The signing keys themselves live in the database, encrypted with the
+KEK; the web and worker pods read them from there and mount nothing (docs/registry-tokens.md).
 
 Only the standard library: it talks to the API server as in-cluster clients do, with the pod's
 service account token and CA (or KUBERNETES_API_URL, KUBERNETES_TOKEN_FILE, KUBERNETES_CA_FILE).
@@ -26,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-#: The files of a key folder (registries/keys.py); nothing else is copied either way.
+#: The files of a key folder (registries/key_files.py); nothing else is copied either way.
 KEY_FILES = ("ca.crt", "ca.key", "signing.pem", "signing-previous.pem")
 
 

@@ -19,8 +19,16 @@ from django.utils.safestring import SafeString
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from registries import conditions
-from registries.models import JobCredential, Lease, Registry, RegistryEvent, State
-from registries.selectors import registry_overview
+from registries.models import (
+    JobCredential,
+    Lease,
+    Registry,
+    RegistryEvent,
+    State,
+    TokenSigningAuthority,
+    TokenSigningKey,
+)
+from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
 #: Badge colours by state: green when usable, red when someone must act.
@@ -251,6 +259,38 @@ class JobCredentialAdmin(ReadOnlyAdmin):
     list_select_related = ["agent_token"]
     search_fields = ["job_id", "secret_prefix"]
     exclude = ["secret_hash"]
+
+
+@admin.register(TokenSigningAuthority)
+class TokenSigningAuthorityAdmin(ReadOnlyAdmin):
+    """The CA registries trust: its certificate (public). Its private key is not in the database."""
+
+    list_display = ["fingerprint", "created_at"]
+    fields = ["fingerprint", "created_at", "certificate"]
+    readonly_fields = ["fingerprint", "created_at", "certificate"]
+
+
+@admin.register(TokenSigningKey)
+class TokenSigningKeyAdmin(ReadOnlyAdmin):
+    """The registry token signing keys (``registry_keys status``): which one signs, until when
+    the older ones are accepted. Written by ``registry_keys`` only; the private key (encrypted)
+    is never shown."""
+
+    list_display = ["kid", "issued_at", "expires_at", "role"]
+    fields = ["kid", "issued_at", "expires_at", "role", "certificate"]
+    readonly_fields = ["kid", "issued_at", "expires_at", "role", "certificate"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        # One query for every row's role, rather than one per row.
+        self._roles = {status.kid: status.role for status in signing_key_statuses()}
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="role")
+    def role(self, key: TokenSigningKey) -> str:
+        roles: dict[str, str] = getattr(self, "_roles", {})
+        if key.kid not in roles:
+            roles = {status.kid: status.role for status in signing_key_statuses()}
+        return roles.get(key.kid, "")
 
 
 # The clusters app knows nothing of registries; its console shows each cluster's registry from

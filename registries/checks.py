@@ -7,10 +7,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.db import DatabaseError
 from django.utils import timezone
 
+from registries import key_encryption
 from registries.drivers import DRIVERS
-from registries.keys import INIT_COMMAND, key_store
+from registries.key_store import INIT_COMMAND, key_store
+from registries.keys import SigningKeyMissing
 
 SIGNING_KEY_EXPIRY_WARNING = timedelta(days=30)
 
@@ -48,27 +51,11 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 id="registries.E004",
             )
         )
-    if not key_store().exists():
-        errors.append(
-            checks.Warning(
-                f"No registry token signing keys in {settings.REGISTRY_KEYS_DIR}: the token "
-                "endpoint answers 503 and provisioning fails until there are.",
-                hint=f"Run `{INIT_COMMAND}`.",
-                id="registries.W002",
-            )
-        )
-    else:
-        expires_at = key_store().load().current.expires_at
-        if expires_at - timezone.now() < SIGNING_KEY_EXPIRY_WARNING:
-            errors.append(
-                checks.Warning(
-                    f"The registry token signing certificate expires at "
-                    f"{expires_at:%Y-%m-%d %H:%M} UTC: from then on registries refuse every "
-                    "token we sign.",
-                    hint="Run `python manage.py registry_keys rotate` (no registry restart).",
-                    id="registries.W003",
-                )
-            )
+    errors.extend(_kek_messages())
+    if kwargs.get("databases"):
+        # Django's convention: checks that query run only when given databases (`migrate`,
+        # `check --database default`), not at every command's start.
+        errors.extend(_signing_key_messages())
     # A retried message stays unacknowledged through its countdown, then through its run.
     longest_hold = settings.REGISTRY_PROVISION_BACKOFF_MAX_SECONDS + settings.CELERY_TASK_TIME_LIMIT
     uses_redis = not settings.CELERY_BROKER_URL.startswith("filesystem://")
@@ -83,6 +70,46 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
             )
         )
     return errors
+
+
+def _kek_messages() -> list[checks.CheckMessage]:
+    """The KEK setting: well-formed Fernet keys (the message names which, never its value)."""
+    try:
+        key_encryption.kek()
+    except SigningKeyMissing as exc:
+        return [checks.Error(str(exc), id="registries.E005")]
+    return []
+
+
+def _signing_key_messages() -> list[checks.CheckMessage]:
+    """The signing key in the database (nothing before ``migrate`` made its table)."""
+    try:
+        if not key_store().exists():
+            return [
+                checks.Warning(
+                    "No registry token signing key in the database: the token endpoint answers "
+                    "503 and provisioning fails until there is.",
+                    hint=f"Run `python manage.py migrate`, then `{INIT_COMMAND}`.",
+                    id="registries.W002",
+                )
+            ]
+        expires_at = key_store().load().current.expires_at
+    except DatabaseError:
+        return []  # no tables yet: `migrate` runs before `registry_keys init`
+    except SigningKeyMissing as exc:
+        return [checks.Warning(str(exc), id="registries.W002")]
+    if expires_at - timezone.now() < SIGNING_KEY_EXPIRY_WARNING:
+        return [
+            checks.Warning(
+                f"The registry token signing certificate expires at "
+                f"{expires_at:%Y-%m-%d %H:%M} UTC: from then on registries refuse every "
+                "token we sign.",
+                hint="Run `python manage.py registry_keys rotate` where the CA's private key "
+                "is (no registry restart).",
+                id="registries.W003",
+            )
+        ]
+    return []
 
 
 def register() -> None:

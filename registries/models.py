@@ -267,3 +267,41 @@ class JobCredential(models.Model):
         return f"{self.job_id or 'job'} ({self.secret_prefix}…)"
 
     hash_secret = staticmethod(credentials.secret_hash)
+
+
+class TokenSigningAuthority(models.Model):
+    """The CA whose certificates registries trust (their ``rootcertbundle``): one row, ever.
+    Its certificate only; its private key stays the file ``ca.key`` where signing keys are
+    issued (``registries.key_files``)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    certificate = models.TextField(help_text="PEM; public.")
+    fingerprint = models.CharField(max_length=95, help_text="SHA-256 of the certificate.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="token_signing_authority_one_row")
+        ]
+
+    def __str__(self) -> str:
+        return f"registry token CA {self.fingerprint}"
+
+
+class TokenSigningKey(models.Model):
+    """A key that signs registry tokens, issued by the ``TokenSigningAuthority``. The newest
+    (``issued_at``) signs; older ones are accepted for a while (``registries.keys``). The private
+    key is encrypted with the key-encryption key (``registries.key_encryption``)."""
+
+    kid = models.CharField(max_length=64, unique=True)
+    certificate = models.TextField(help_text="PEM; public.")
+    encrypted_private_key = models.TextField(help_text="Fernet token of the PKCS#8 PEM.")
+    issued_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.kid

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from clusters.interface import (
     AgentEnvironmentVariable,
@@ -21,6 +22,7 @@ from clusters.interface import (
 )
 from controlplane import hotcache
 from controlplane.credentials import secret_hash
+from registries.keys import longest_token_lifetime
 from registries.models import (
     JOB_CREDENTIAL_PREFIX,
     OWED_STATES,
@@ -30,6 +32,7 @@ from registries.models import (
     RegistryEvent,
     RegistryQuerySet,
     State,
+    TokenSigningKey,
 )
 from registries.tokens import Principal
 
@@ -336,3 +339,37 @@ def registry_overview(*, now: datetime, window: timedelta = timedelta(hours=24))
             RegistryEvent.objects.select_related("registry").order_by("-created_at", "-pk")[:20]
         ),
     )
+
+
+@dataclass(frozen=True)
+class SigningKeyStatus:
+    """A signing key as ``registry_keys status`` and the console list it: no secret."""
+
+    kid: str
+    issued_at: datetime
+    expires_at: datetime
+    #: "current" (signs), "accepted" (its refresh tokens still are), "retired" or "expired".
+    role: str
+    accepted_until: datetime | None
+
+
+def signing_key_statuses(now: datetime | None = None) -> list[SigningKeyStatus]:
+    """Every signing key, newest first, with its role (``registries.keys.acceptance_windows``
+    says the same for the keys a process loads)."""
+    now = now or timezone.now()
+    lifetime = timedelta(seconds=longest_token_lifetime())
+    statuses: list[SigningKeyStatus] = []
+    replaced_at: datetime | None = None
+    for kid, issued_at, expires_at in TokenSigningKey.objects.order_by(
+        "-issued_at", "-id"
+    ).values_list("kid", "issued_at", "expires_at"):
+        until = expires_at if replaced_at is None else min(replaced_at + lifetime, expires_at)
+        if expires_at <= now:
+            role = "expired"
+        elif not any(status.role == "current" for status in statuses):
+            role, until = "current", expires_at
+        else:
+            role = "accepted" if now < until else "retired"
+        statuses.append(SigningKeyStatus(kid, issued_at, expires_at, role, until))
+        replaced_at = issued_at
+    return statuses

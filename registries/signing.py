@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from jwt.utils import base64url_encode
 
-from registries.keys import key_store
+from registries.key_store import key_store
 
 #: ``uuid.uuid4()``'s version (4) and variant (RFC 4122) bits, over 128 random bits.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))

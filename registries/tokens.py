@@ -28,9 +28,9 @@ import jwt
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from registries.keys import key_store, utc_now
+from registries.key_store import key_store
+from registries.keys import utc_now
 from registries.signing import new_jti, sign
-from registries.trust import rotated_key
 
 #: A repository name as Distribution's reference grammar defines it: lower-case path components
 #: separated by "/", each alphanumeric runs joined by ".", "_", "__" or dashes.
@@ -382,20 +382,15 @@ def refresh_token_subject(refresh_token: str) -> RefreshSubject:
     """The agent token (and job credential) a refresh token of ours names. Raises
     ``InvalidRefreshToken``.
 
-    Accepts the current signing key, the previous one until the longest token lifetime has
-    passed since the rotation, and a newer key of our CA that this process has not loaded yet
-    (``registries.trust``: another replica rotated).
+    Accepts the current signing key and each older one within its window (the longest token
+    lifetime after the next key was issued); a key id this process does not know is looked up
+    in the database (``KeyStore.public_key``: another replica rotated).
     """
-    now = utc_now()
-    keys = key_store().load()
     try:
         header = jwt.get_unverified_header(refresh_token)
     except jwt.InvalidTokenError as exc:
         raise InvalidRefreshToken("The refresh token is malformed.") from exc
-    kid = header.get("kid")
-    public_key = next((key.public_key for key in keys.accepted(now) if key.kid == kid), None)
-    if public_key is None:
-        public_key = rotated_key(header, keys.current, key_store().ca_certificate_path, now)
+    public_key = key_store().public_key(header.get("kid"))
     if public_key is None:
         raise InvalidRefreshToken("The refresh token was not signed by a key we accept.")
     try:

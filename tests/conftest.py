@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -12,7 +14,11 @@ from django.test import Client
 from clusters import services
 from clusters.models import Queue
 from registries.drivers.distribution import recent_checks
-from registries.keys import KeyStore, key_store
+from registries.key_files import key_folder
+from registries.key_store import KeyStore, _Loaded, key_store
+from registries.keys import SigningKeys, issue_ca, issue_signing_key
+from registries.models import TokenSigningAuthority, TokenSigningKey
+from registries.services.signing_keys import init_keys
 from tests.clusters.factories import QueueFactory
 from tests.support import broker, integration
 from tests.support.processes import CeleryWorker, RegistryProcess
@@ -111,12 +117,77 @@ def registry_checks_forgotten() -> None:
     recent_checks.forget()
 
 
+#: The key store's rows as the session created them, put back after a test that flushed the
+#: database (``pytest_runtest_teardown``).
+_session_keys: list[list[TokenSigningAuthority] | list[TokenSigningKey]] = []
+
+
+def _frozen_clock() -> float:
+    return 0.0
+
+
 @pytest.fixture(scope="session", autouse=True)
-def registry_keys() -> KeyStore:
-    """The CA and signing key of REGISTRY_KEYS_DIR (the tests' own), created once."""
+def registry_keys(django_db_setup: None, django_db_blocker: Any) -> KeyStore:
+    """The CA (in REGISTRY_KEYS_DIR, the tests' own) and a signing key in the test database,
+    created once and kept there (outside any test's transaction). The store's clock stands
+    still, so no test's query count depends on when the re-check bound passes; the tests of
+    the bound move a clock of their own."""
+    KeyStore.clock = staticmethod(_frozen_clock)
     store = key_store()
-    store.init()
+    name, test_name = connection.settings_dict["NAME"], connection.settings_dict["TEST"]["NAME"]
+    if not (name == test_name if test_name else str(name).startswith("test_")):
+        # No test of this session uses the database (pytest-django set none up): a key of this
+        # process alone, for the tests that sign tokens without one.
+        ca_key, ca_certificate = issue_ca()
+        store._cached = _Loaded(SigningKeys(issue_signing_key(ca_key, ca_certificate)), math.inf)
+        return store
+    with django_db_blocker.unblock():
+        init_keys(key_folder())
+        _session_keys[:] = [
+            list(TokenSigningAuthority.objects.all()),
+            list(TokenSigningKey.objects.all()),
+        ]
+        store.forget()
+        store.load()
     return store
+
+
+@pytest.fixture(autouse=True)
+def registry_keys_cache(registry_keys: KeyStore) -> Iterator[None]:
+    """Every test starts with the session's keys loaded, whatever the one before rotated."""
+    cached, unknown = registry_keys._cached, registry_keys._unknown_checked_at
+    yield
+    registry_keys._cached, registry_keys._unknown_checked_at = cached, unknown
+
+
+@pytest.fixture
+def no_signing_keys(db: None, registry_keys: KeyStore) -> None:
+    """No signing key in the database (for this test's transaction), none in this process."""
+    TokenSigningKey.objects.all().delete()
+    registry_keys.forget()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a test on a flushed database (``transactional_db``, ``live_server``), the
+    session's keys go back in, for the tests (and the processes they start) after it."""
+    yield
+    fixtures = getattr(item, "fixturenames", ())
+    marker = item.get_closest_marker("django_db")
+    if (
+        (
+            "transactional_db" in fixtures
+            or "live_server" in fixtures
+            or (marker is not None and marker.kwargs.get("transaction"))
+        )
+        and _session_keys
+        and nextitem is not None
+    ):  # after the last, the database is gone
+        from pytest_django.plugin import blocking_manager_key
+
+        with item.config.stash[blocking_manager_key].unblock():
+            for rows in _session_keys:
+                type(rows[0]).objects.bulk_create(rows, ignore_conflicts=True)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from django.utils import timezone
 from controlplane import metrics
 from registries import conditions
 from registries.drivers import DriverError, RegistryUnavailable, get_driver
-from registries.keys import key_store
+from registries.key_store import key_store
 from registries.locks import registries_canary_due_lock, registries_lock_batch, registry_lock
 from registries.models import Registry, RegistryQuerySet, State
 
@@ -263,8 +263,13 @@ def _milliseconds(duration: timedelta) -> str:
 
 
 def readiness_signing_key() -> None:
-    """``/readyz``: the token service can load its signing key (raises ``SigningKeyMissing``)."""
-    key_store().load()
+    """``/readyz``: the token service can load its signing key (raises ``SigningKeyMissing``).
+    Runs on a readyz thread (``controlplane.health``): the connection a re-check opened there is
+    closed, as the database check closes its own."""
+    try:
+        key_store().load()
+    finally:
+        connection.close()
 
 
 def readiness_registry() -> None:

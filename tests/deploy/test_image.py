@@ -3,7 +3,7 @@
 deploy/build-image makes the Debian base with mmdebstrap and builds deploy/Containerfile with
 buildah (vfs storage in the test's folder, chroot isolation); deploy/run-image runs the image's
 processes against the host's PostgreSQL (a database of the test's own) and Redis, and a real
-registry: ``keys`` then ``migrate`` then ``web``, until ``/readyz`` answers 200. Everything the
+registry: ``migrate`` then ``keys`` then ``web``, until ``/readyz`` answers 200. Everything the
 test made (the image, its containers, the store, the database) is removed by id or by name.
 """
 
@@ -155,18 +155,18 @@ def test_the_image_builds_and_its_web_process_becomes_ready(
 
     # One working container for the one-shot processes (each costs a copy of the image on vfs):
     # a look inside as the image's user (runtime requirements only, the static files collected
-    # at build), then the entrypoint's keys and migrate, as the compose file runs them.
+    # at build), then the entrypoint's migrate and keys, as the compose file runs them.
     probe = (
         "import importlib.util as u, os; "
         "print('probe', os.getuid(), [m for m in ('pytest', 'mypy', 'ruff', 'playwright', 'honcho')"
         " if u.find_spec(m)], os.path.exists('/app/static/staticfiles.json'))"
     )
-    script = f'python -c "{probe}" && {ENTRYPOINT} keys && exec {ENTRYPOINT} migrate'
+    script = f'python -c "{probe}" && {ENTRYPOINT} migrate && exec {ENTRYPOINT} keys'
     one_shot = image.run(environment, "-v", f"{keys}:/keys", "sh", "-c", script)
     assert one_shot.returncode == 0, one_shot.stdout + one_shot.stderr
     assert f"probe {IMAGE_UID} [] True" in one_shot.stdout.splitlines()
-    assert "Created the registry keys in /keys" in one_shot.stdout
-    assert {"ca.crt", "ca.key", "signing.pem"} <= {path.name for path in keys.iterdir()}
+    assert "Created the registry token CA in /keys." in one_shot.stdout
+    assert {"ca.crt", "ca.key"} <= {path.name for path in keys.iterdir()}  # signing key: the DB
     assert "Applying registries." in one_shot.stdout
 
     log_path = tmp_path / "web.log"

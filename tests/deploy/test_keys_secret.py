@@ -1,5 +1,6 @@
 """deploy/keys_secret.py, the keys Job's process, against a stand-in for the Kubernetes API: it
-fills an empty Secret once, leaves a filled one alone, and rotates the signing key in it."""
+records the CA of the Secret in the database (creating it in an empty Secret once), leaves a
+filled one alone, and rotates the signing key, which lives in the database."""
 
 from __future__ import annotations
 
@@ -95,7 +96,13 @@ def keys_secret(
         "DJANGO_DEBUG": "true",
         "DJANGO_SETTINGS_MODULE": "controlplane.settings",
         "CONTROLPLANE_VAR_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     }
+    if not (tmp_path / "db.sqlite3").exists():  # the migrate Job, before the keys Job
+        subprocess.run(  # noqa: S603 - the repository's own command
+            [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput"],
+            env=environment, capture_output=True, check=True, timeout=120,
+        )  # fmt: skip
     return subprocess.run(  # noqa: S603 - the repository's own script
         [sys.executable, str(ROOT / "deploy" / "keys_secret.py"), "controlplane-registry-keys",
          *args],
@@ -107,14 +114,16 @@ def decoded(api: FakeApi, name: str) -> bytes:
     return base64.b64decode(api.data[name])
 
 
-def test_the_keys_job_fills_the_secret_once_and_rotates_its_signing_key(
+def test_the_keys_job_fills_the_secret_once_and_rotates_the_signing_key_in_the_database(
     api: FakeApi, tmp_path: Path
 ) -> None:
     first = keys_secret(api, tmp_path)
+
     assert first.returncode == 0, first.stderr
-    assert set(api.data) == {"ca.crt", "ca.key", "signing.pem"}
+    assert set(api.data) == {"ca.crt", "ca.key"}  # the signing key is in the database
     assert b"PRIVATE KEY" in decoded(api, "ca.key")
-    ca_key, signing = decoded(api, "ca.key"), decoded(api, "signing.pem")
+    ca_key = decoded(api, "ca.key")
+    [created] = [line for line in first.stdout.splitlines() if "current signing key" in line]
 
     again = keys_secret(api, tmp_path)
     assert again.returncode == 0, again.stderr
@@ -123,10 +132,12 @@ def test_the_keys_job_fills_the_secret_once_and_rotates_its_signing_key(
 
     rotated = keys_secret(api, tmp_path, "rotate")
     assert rotated.returncode == 0, rotated.stderr
-    assert len(api.patches) == 2
+    assert len(api.patches) == 1  # nothing in the Secret changes
     assert decoded(api, "ca.key") == ca_key  # the CA registries trust stays
-    assert decoded(api, "signing-previous.pem") == signing
-    assert decoded(api, "signing.pem") != signing
+    kid = created.split("kid ")[1].split(",")[0]
+    assert f"accepted signing key: kid {kid}," in rotated.stdout
+    assert "current signing key: kid " in rotated.stdout
+    assert kid not in rotated.stdout.split("current signing key: kid ")[1].split(",")[0]
 
 
 def test_a_refused_api_call_fails_the_job(api: FakeApi, tmp_path: Path) -> None:

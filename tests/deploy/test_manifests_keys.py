@@ -1,6 +1,6 @@
-"""The registry token keys in deploy/kubernetes/: the pods that only sign tokens mount what
-signing needs from the keys Secret, never the CA's private key (``ca.key``), which only the keys
-Job reads, through the API, to issue signing keys (docs/registry-tokens.md)."""
+"""The registry token keys in deploy/kubernetes/: the signing keys are in the database, so no
+pod mounts the keys Secret; the CA's private key (``ca.key``) is read by the keys Job alone,
+through the API, after the migrate Job (docs/registry-tokens.md)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,30 @@ def _key_volumes() -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_no_pod_mounts_the_cas_private_key() -> None:
-    volumes = _key_volumes()
+def test_no_pod_mounts_the_keys_secret() -> None:
+    assert _key_volumes() == {}
 
-    assert {name.split(":")[0] for name in volumes} >= {"web.yaml", "worker.yaml"}
-    for name, secret in volumes.items():
-        keys = {item["key"] for item in secret.get("items", [])}
-        assert keys == {"ca.crt", "signing.pem", "signing-previous.pem"}, name
-        assert secret.get("optional") is True, name  # signing-previous.pem comes with a rotation
+
+def _documents(name: str) -> list[dict[str, Any]]:
+    return [document for document in yaml.safe_load_all((BASE / name).read_text()) if document]
+
+
+def test_web_and_worker_pods_mount_no_key_files_and_get_the_kek_from_a_secret() -> None:
+    for name in ("web.yaml", "worker.yaml", "migrate-job.yaml"):
+        for document in _documents(name):
+            spec = document.get("spec", {}).get("template", {}).get("spec", {})
+            for container in spec.get("containers", []):
+                mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+                assert "/var/lib/controlplane/keys" not in mounts, name
+                secrets = {
+                    ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref
+                }
+                assert "controlplane-env" in secrets, name  # REGISTRY_KEYS_ENCRYPTION_KEYS
+    assert "REGISTRY_KEYS_ENCRYPTION_KEYS" in (BASE / "configmap.yaml").read_text()
+
+
+def test_the_keys_job_waits_for_the_migrations() -> None:
+    [job] = [document for document in _documents("keys-job.yaml") if document["kind"] == "Job"]
+    [wait] = job["spec"]["template"]["spec"]["initContainers"]
+
+    assert "migrate --check" in " ".join(wait["args"])

@@ -181,3 +181,30 @@ def test_registries_show_their_conditions_in_the_list_and_in_full(operator: Clie
     assert (
         registry.namespace not in operator.get(f"{CHANGELIST}?canary_ok__exact=1").content.decode()
     )
+
+
+def test_the_signing_keys_are_listed_read_only_without_private_material(
+    operator: Client, settings
+) -> None:
+    from registries.key_files import KeyFolder
+    from registries.models import TokenSigningKey
+    from registries.services.signing_keys import rotate_keys
+
+    rotate_keys(KeyFolder(settings.REGISTRY_KEYS_DIR))
+    rows = list(TokenSigningKey.objects.order_by("-issued_at"))
+
+    response = operator.get("/admin/registries/tokensigningkey/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert rows[0].kid in page
+    assert rows[1].kid in page
+    assert ">current<" in page
+    assert ">accepted<" in page
+    for row in rows:
+        assert row.encrypted_private_key not in page
+        detail = operator.get(f"/admin/registries/tokensigningkey/{row.pk}/change/")
+        assert detail.status_code == 200
+        assert row.encrypted_private_key not in detail.content.decode()
+        assert "PRIVATE KEY" not in detail.content.decode()
+    assert operator.get("/admin/registries/tokensigningkey/add/").status_code == 403

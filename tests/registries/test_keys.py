@@ -1,9 +1,9 @@
-"""The key store that signs registry tokens: its files, certificates, key ids and rotation."""
+"""The registry token keys: one CA (its key a file, its certificate in the database) and signing
+keys in the database, their private keys encrypted with the KEK; ``init`` and ``rotate``."""
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import errno
 import hashlib
 import os
@@ -14,411 +14,188 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import CommandError, call_command
 
-from registries import keys as keys_module
-from registries.keys import KeyStore, SigningKey, SigningKeyMissing, libtrust_kid
+from registries import key_files
+from registries.key_encryption import KeyEncryptionError
+from registries.key_files import KeyFolder
+from registries.key_store import KeyStore, key_store
+from registries.keys import SigningKeyMissing, issue_signing_key, libtrust_kid
+from registries.models import TokenSigningAuthority, TokenSigningKey
+from registries.services.signing_keys import init_keys, reencrypt_keys, rotate_keys
+
+pytestmark = pytest.mark.django_db
 
 KID = re.compile(r"[A-Z2-7]{4}(:[A-Z2-7]{4}){11}")
-INIT_HINT = "Run `python manage.py registry_keys init`"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> KeyStore:
-    """A fresh, initialised store of its own (not the suite's shared one)."""
-    store = KeyStore(tmp_path / "keys")
-    assert store.init() is True
-    return store
+def folder(tmp_path: Path, settings) -> KeyFolder:
+    """An empty key store: no CA nor key in the database (this test's transaction), a new
+    REGISTRY_KEYS_DIR; ``init`` not run yet."""
+    TokenSigningKey.objects.all().delete()
+    TokenSigningAuthority.objects.all().delete()
+    key_store().forget()
+    settings.REGISTRY_KEYS_DIR = str(tmp_path / "keys")
+    return KeyFolder(tmp_path / "keys")
+
+
+@pytest.fixture
+def ready(folder: KeyFolder) -> KeyFolder:
+    assert init_keys(folder).changed is True
+    return folder
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def file_bytes(store: KeyStore) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(store.directory.iterdir())}
+def files(folder: KeyFolder) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.directory.iterdir())}
 
 
-def ca_certificate(store: KeyStore) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(store.ca_certificate_path.read_bytes())
+def rows() -> list[tuple[str, str]]:
+    return list(TokenSigningKey.objects.values_list("kid", "encrypted_private_key"))
 
 
-def basic_constraints(certificate: x509.Certificate) -> x509.BasicConstraints:
-    return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
-
-
-def describe(label: str, key: SigningKey) -> str:
-    """The line ``registry_keys`` prints for a key."""
-    certificate = key.certificate
-    return (
-        f"{label}: kid {key.kid}, valid {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} "
-        f"to {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-    )
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("registry_keys", *args, stdout=out)
+    return out.getvalue()
 
 
 # --- init -----------------------------------------------------------------------------------
 
 
-def test_init_creates_the_folder_with_a_public_ca_certificate_and_private_keys(
-    tmp_path: Path,
+def test_init_creates_the_ca_files_and_a_signing_key_in_the_database(folder: KeyFolder) -> None:
+    result = init_keys(folder)
+
+    assert result.created_ca
+    assert result.issued is not None
+    assert mode(folder.directory) == 0o700
+    assert sorted(files(folder)) == [".lock", "ca.crt", "ca.key"]  # no signing file
+    assert mode(folder.path("ca.crt")) == 0o644
+    assert mode(folder.path("ca.key")) == 0o600
+    authority = TokenSigningAuthority.objects.get()
+    assert authority.certificate.encode() == folder.path("ca.crt").read_bytes()
+    assert b"PRIVATE" not in authority.certificate.encode()  # the CA's key is not in the DB
+    [(kid, encrypted)] = rows()
+    assert key_store().load().current.kid == kid == result.issued
+    assert KID.fullmatch(kid)
+
+
+def test_the_private_key_is_encrypted_at_rest(ready: KeyFolder) -> None:
+    [(kid, encrypted)] = rows()
+    current = key_store().load().current
+    pem = current.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+    assert "PRIVATE KEY" not in encrypted
+    assert pem.decode() not in encrypted
+    assert base64.urlsafe_b64decode(encrypted)[0] == 0x80  # a Fernet token
+    assert Fernet(ready_kek()).decrypt(encrypted.encode()) == pem
+
+
+def ready_kek() -> bytes:
+    from registries.key_encryption import derived_key
+
+    return derived_key()
+
+
+def test_init_a_second_time_changes_nothing(ready: KeyFolder) -> None:
+    before_files, before_rows = files(ready), rows()
+
+    result = init_keys(ready)
+
+    assert result.changed is False
+    assert files(ready) == before_files
+    assert rows() == before_rows
+    assert TokenSigningAuthority.objects.count() == 1
+
+
+def test_the_signing_certificate_is_issued_by_the_ca_ec_p256_without_extended_key_usage(
+    ready: KeyFolder,
 ) -> None:
-    store = KeyStore(tmp_path / "keys")
+    ca = x509.load_pem_x509_certificate(TokenSigningAuthority.objects.get().certificate.encode())
+    current = key_store().load().current
 
-    created = store.init()
-
-    assert created is True
-    assert store.directory.is_dir()
-    assert mode(store.directory) == 0o700
-    assert sorted(path.name for path in store.directory.iterdir()) == [
-        ".lock",  # serialises key changes between processes
-        "ca.crt",
-        "ca.key",
-        "signing.pem",
-    ]
-    assert mode(store.path("ca.crt")) == 0o644
-    assert mode(store.path("ca.key")) == 0o600
-    assert mode(store.path("signing.pem")) == 0o600
-    assert store.exists() is True
-
-
-def test_init_a_second_time_returns_false_and_changes_no_file(store: KeyStore) -> None:
-    before = file_bytes(store)
-
-    created = store.init()
-
-    assert created is False
-    assert file_bytes(store) == before
-
-
-def test_the_signing_certificate_is_issued_by_the_ca(store: KeyStore) -> None:
-    ca = ca_certificate(store)
-    current = store.load().current
-
-    current.certificate.verify_directly_issued_by(ca)  # raises if it was not
-
-    assert current.certificate.issuer == ca.subject
-    assert basic_constraints(ca).ca is True
-    assert basic_constraints(current.certificate).ca is False
-
-
-def test_the_signing_certificate_has_no_extended_key_usage_that_would_restrict_it(
-    store: KeyStore,
-) -> None:
-    certificate = store.load().current.certificate
-
-    with pytest.raises(x509.ExtensionNotFound):
-        certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-
-
-def test_the_signing_key_is_ec_p256_and_belongs_to_its_certificate(store: KeyStore) -> None:
-    current = store.load().current
-
-    assert isinstance(current.private_key, ec.EllipticCurvePrivateKey)
+    current.certificate.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     assert isinstance(current.private_key.curve, ec.SECP256R1)
     assert current.certificate.public_key() == current.public_key
+    with pytest.raises(x509.ExtensionNotFound):
+        current.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
 
 
-# --- kid and x5c ----------------------------------------------------------------------------
-
-
-def test_the_kid_is_libtrusts_twelve_groups_of_four_base32_characters(store: KeyStore) -> None:
-    public_key = store.load().current.public_key
-    der = public_key.public_bytes(
+def test_the_kid_is_libtrusts_and_x5c_the_certificate_in_standard_base64_der(
+    ready: KeyFolder,
+) -> None:
+    current = key_store().load().current
+    der = current.public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
-    expected = ":".join(encoded[i : i + 4] for i in range(0, 48, 4))
 
-    kid = libtrust_kid(public_key)
-
-    assert KID.fullmatch(kid)
-    assert "=" not in encoded  # 30 bytes are 48 base32 characters, no padding
-    assert kid == expected
-    assert store.load().current.kid == expected
-
-
-def test_x5c_is_the_signing_certificate_alone_in_standard_base64_der(store: KeyStore) -> None:
-    current = store.load().current
-
-    x5c = current.x5c
-
-    assert isinstance(x5c, list)
-    assert len(x5c) == 1
-    assert re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", x5c[0])
-    assert x509.load_der_x509_certificate(base64.b64decode(x5c[0])) == current.certificate
-
-
-# --- rotate ---------------------------------------------------------------------------------
-
-
-def test_rotate_issues_a_new_key_from_the_same_ca_and_keeps_the_old_one_as_previous(
-    store: KeyStore,
-) -> None:
-    ca_before = {name: store.path(name).read_bytes() for name in ("ca.crt", "ca.key")}
-    old = store.load().current
-
-    keys = store.rotate()
-
-    assert {name: store.path(name).read_bytes() for name in ("ca.crt", "ca.key")} == ca_before
-    assert keys.current.kid != old.kid
-    assert keys.previous is not None
-    assert keys.previous.kid == old.kid
-    assert keys.previous.certificate == old.certificate
-    keys.current.certificate.verify_directly_issued_by(ca_certificate(store))
-    assert store.load().current.kid == keys.current.kid
-    assert mode(store.path("signing-previous.pem")) == 0o600
-    assert mode(store.path("signing.pem")) == 0o600
-
-
-def test_rotating_twice_keeps_only_the_last_previous_key(store: KeyStore) -> None:
-    first = store.load().current.kid
-    second = store.rotate().current.kid
-
-    keys = store.rotate()
-
-    assert keys.previous is not None
-    assert keys.previous.kid == second
-    assert first not in {keys.current.kid, keys.previous.kid}
-    assert sorted(path.name for path in store.directory.iterdir()) == [
-        ".lock",
-        "ca.crt",
-        "ca.key",
-        "signing-previous.pem",
-        "signing.pem",
-    ]
-
-
-def test_a_rotation_by_another_store_on_the_same_folder_is_picked_up(store: KeyStore) -> None:
-    old = store.load().current.kid  # cached by this instance
-    other = KeyStore(store.directory)
-
-    rotated = other.rotate()
-
-    keys = store.load()
-    assert keys.current.kid == rotated.current.kid != old
-    assert keys.previous is not None
-    assert keys.previous.kid == old
-
-
-def test_the_previous_key_is_accepted_for_the_longest_token_lifetime_after_rotation(
-    store: KeyStore, settings
-) -> None:
-    settings.REGISTRY_TOKEN_PULL_TTL_SECONDS = 10
-    settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS = 30
-    settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 20
-    keys = store.rotate()
-    assert keys.previous is not None
-    rotated_at = keys.current.issued_at
-
-    assert keys.previous_accepted_until() == rotated_at + dt.timedelta(seconds=30)
-    assert [key.kid for key in keys.accepted(rotated_at)] == [
-        keys.current.kid,
-        keys.previous.kid,
-    ]
-    assert [key.kid for key in keys.accepted(rotated_at + dt.timedelta(seconds=29))] == [
-        keys.current.kid,
-        keys.previous.kid,
-    ]
-    assert [key.kid for key in keys.accepted(rotated_at + dt.timedelta(seconds=30))] == [
-        keys.current.kid
-    ]
-    assert [key.kid for key in keys.accepted(rotated_at + dt.timedelta(days=1))] == [
-        keys.current.kid
-    ]
-
-
-def test_without_a_previous_key_only_the_current_one_is_accepted(store: KeyStore) -> None:
-    keys = store.load()
-
-    assert keys.previous is None
-    assert keys.previous_accepted_until() is None
-    assert [key.kid for key in keys.accepted(keys.current.issued_at)] == [keys.current.kid]
-
-
-# --- an empty folder ------------------------------------------------------------------------
-
-
-def test_loading_an_empty_folder_says_which_command_creates_the_keys(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys")
-
-    with pytest.raises(SigningKeyMissing) as raised:
-        store.load()
-
-    assert str(raised.value) == (
-        f"The registry token service has no signing key in {tmp_path / 'keys'}. "
-        f"{INIT_HINT} (it creates the CA the registry trusts and a signing key)."
-    )
-
-
-def test_rotating_an_empty_folder_is_refused_and_creates_nothing(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys")
-
-    with pytest.raises(SigningKeyMissing) as raised:
-        store.rotate()
-
-    assert str(raised.value) == (
-        f"No registry signing keys in {tmp_path / 'keys'}: "
-        "run `python manage.py registry_keys init` first."
-    )
-    assert not store.directory.exists()
-
-
-# --- the management command -----------------------------------------------------------------
-
-
-@pytest.fixture
-def keys_dir(tmp_path: Path, settings) -> Path:
-    """REGISTRY_KEYS_DIR moved to a new folder (``key_store()`` keeps one store per folder)."""
-    settings.REGISTRY_KEYS_DIR = str(tmp_path / "k")
-    return tmp_path / "k"
-
-
-def run(*args: str) -> list[str]:
-    out = StringIO()
-    call_command("registry_keys", *args, stdout=out)
-    return out.getvalue().splitlines()
-
-
-def test_registry_keys_init_creates_the_keys_and_describes_them(keys_dir: Path) -> None:
-    lines = run("init")
-
-    current = KeyStore(keys_dir).load().current
-    assert lines == [
-        f"Created the registry keys in {keys_dir}",
-        f"CA certificate (the registry's rootcertbundle): {keys_dir / 'ca.crt'}",
-        describe("current signing key", current),
-    ]
-    assert KID.fullmatch(current.kid)
-
-
-def test_registry_keys_init_a_second_time_changes_nothing(keys_dir: Path) -> None:
-    run("init")
-    before = {path.name: path.read_bytes() for path in keys_dir.iterdir()}
-
-    lines = run("init")
-
-    current = KeyStore(keys_dir).load().current
-    assert lines == [
-        f"Registry keys already exist in {keys_dir}; nothing changed. "
-        "`registry_keys rotate` issues a new signing key.",
-        f"CA certificate (the registry's rootcertbundle): {keys_dir / 'ca.crt'}",
-        describe("current signing key", current),
-    ]
-    assert {path.name: path.read_bytes() for path in keys_dir.iterdir()} == before
-
-
-def test_registry_keys_rotate_lists_the_current_and_the_previous_key(
-    keys_dir: Path, settings
-) -> None:
-    settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 7200
-    run("init")
-    old = KeyStore(keys_dir).load().current
-
-    lines = run("rotate")
-
-    keys = KeyStore(keys_dir).load()
-    assert keys.previous is not None
-    assert keys.previous.kid == old.kid
-    until = keys.current.issued_at + dt.timedelta(seconds=7200)
-    assert lines == [
-        "Issued a new signing key from the same CA.",
-        "The previous key's tokens stay valid until they expire; its refresh tokens are "
-        f"accepted until {until:%Y-%m-%d %H:%M:%S} UTC (7200s). Registries need no restart.",
-        f"CA certificate (the registry's rootcertbundle): {keys_dir / 'ca.crt'}",
-        describe("current signing key", keys.current),
-        describe("previous signing key", keys.previous),
-    ]
-
-
-def test_registry_keys_rotate_without_keys_fails_with_the_init_hint(keys_dir: Path) -> None:
-    with pytest.raises(CommandError) as raised:
-        run("rotate")
-
-    assert "run `python manage.py registry_keys init` first" in str(raised.value)
-    assert not keys_dir.exists()
-
-
-def test_registry_keys_show_without_keys_fails_with_the_init_hint(keys_dir: Path) -> None:
-    with pytest.raises(CommandError) as raised:
-        run("show")
-
-    assert INIT_HINT in str(raised.value)
-    assert not keys_dir.exists()
-
-
-def test_init_issues_a_missing_signing_key_from_the_existing_ca(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys")
-    store.init()
-    ca = store.path("ca.crt").read_bytes(), store.path("ca.key").read_bytes()
-    store.path("signing.pem").unlink()  # a crash between the files, or a careless clean-up
-
-    assert store.init() is True
-
-    assert (store.path("ca.crt").read_bytes(), store.path("ca.key").read_bytes()) == ca
-    ca_certificate = x509.load_pem_x509_certificate(ca[0])
-    store.load().current.certificate.verify_directly_issued_by(ca_certificate)
-
-
-def test_init_refuses_a_folder_with_half_a_ca(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys")
-    store.init()
-    store.path("ca.key").unlink()
-    store.path("signing.pem").unlink()  # a key to issue, and no CA key to issue it with
-
-    with pytest.raises(SigningKeyMissing) as excinfo:
-        store.init()
-
-    assert str(excinfo.value).startswith(f"{store.directory} holds only one of ca.key and ca.crt.")
-    assert not store.path("ca.key").exists()
-
-
-def test_key_changes_leave_no_temporary_files(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys")
-    store.init()
-    store.rotate()
-
-    assert sorted(p.name for p in store.directory.iterdir() if p.name.endswith(".tmp")) == []
-
-
-def test_signing_certificates_start_in_the_past_for_registries_whose_clock_lags(
-    tmp_path: Path,
-) -> None:
-    store = KeyStore(tmp_path / "keys")
-    store.init()
-    store.rotate()  # rotation issues them the same way
-
-    not_before = store.load().current.certificate.not_valid_before_utc
-    assert not_before <= dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4)
-
-
-def test_init_replaces_an_expired_signing_key_from_the_same_ca(tmp_path: Path, settings) -> None:
-    store = KeyStore(tmp_path / "keys")
-    settings.REGISTRY_SIGNING_CERT_DAYS = 0  # expires as it is issued
-    store.init()
-    expired = store.load().current
-    ca = store.path("ca.crt").read_bytes()
-    settings.REGISTRY_SIGNING_CERT_DAYS = 365
-
-    assert store.init() is True
-
-    keys = store.load()
-    assert keys.current.expires_at > dt.datetime.now(dt.UTC) + dt.timedelta(days=364)
-    assert keys.previous is not None
-    assert keys.previous.kid == expired.kid
-    assert store.path("ca.crt").read_bytes() == ca
-    assert store.init() is False
-
-
-def test_init_makes_an_existing_folder_private(tmp_path: Path) -> None:
-    folder = tmp_path / "keys"
-    folder.mkdir(mode=0o755)
-    folder.chmod(0o755)
-
-    KeyStore(folder).init()
-
-    assert mode(folder) == 0o700
+    assert libtrust_kid(current.public_key) == current.kid
+    assert current.kid == ":".join(encoded[i : i + 4] for i in range(0, 48, 4))
+    [x5c] = current.x5c
+    assert re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", x5c)
+    assert x509.load_der_x509_certificate(base64.b64decode(x5c)) == current.certificate
+
+
+def write_old_folder(folder: KeyFolder) -> tuple[str, str]:
+    """A folder as an earlier version left it: the CA, signing.pem and signing-previous.pem."""
+    ca_key, ca_certificate = folder.create_ca()
+    previous = issue_signing_key(ca_key, ca_certificate)
+    current = issue_signing_key(ca_key, ca_certificate)
+    folder.path("signing-previous.pem").write_bytes(previous.pem())
+    folder.path("signing.pem").write_bytes(current.pem())
+    return current.kid, previous.kid
+
+
+def test_init_imports_the_ca_and_signing_keys_of_an_earlier_version(folder: KeyFolder) -> None:
+    current, previous = write_old_folder(folder)
+    ca_before = folder.path("ca.crt").read_bytes()
+
+    result = init_keys(folder)
+
+    assert not result.created_ca
+    assert result.recorded_ca
+    assert result.imported == [previous, current]  # oldest first
+    assert result.issued is None  # the imported key signs: tokens out there stay valid
+    assert TokenSigningAuthority.objects.get().certificate.encode() == ca_before
+    keys = key_store().load()
+    assert keys.current.kid == current
+    assert [key.kid for key in keys.older] == [previous]
+    assert init_keys(folder).changed is False
+
+
+def test_init_refuses_the_key_of_a_second_ca(ready: KeyFolder, tmp_path: Path) -> None:
+    other = KeyFolder(tmp_path / "other")
+    other.create_ca()
+    before = rows()
+
+    with pytest.raises(SigningKeyMissing, match="is the key of another CA .* one CA, ever"):
+        init_keys(other)
+    with pytest.raises(SigningKeyMissing, match="is the key of another CA"):
+        rotate_keys(other)
+    assert rows() == before
+    assert TokenSigningAuthority.objects.count() == 1
+
+
+def test_init_refuses_a_folder_with_half_a_ca(folder: KeyFolder) -> None:
+    folder.create_ca()
+    folder.path("ca.key").unlink()
+
+    with pytest.raises(SigningKeyMissing, match="holds only one of ca.key and ca.crt"):
+        init_keys(folder)
+    assert not TokenSigningAuthority.objects.exists()
 
 
 def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,32 +214,162 @@ def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("mkdir", "chmod", "write_bytes", "unlink", "rename", "replace"):
         monkeypatch.setattr(Path, name, refused)
     monkeypatch.setattr(os, "open", open_)
-    monkeypatch.setattr(keys_module, "write_atomic", refused)
+    monkeypatch.setattr(key_files, "write_atomic", refused)
 
 
-def test_init_on_a_read_only_folder_that_holds_the_keys_changes_nothing(
-    tmp_path: Path, monkeypatch
+def test_init_on_a_read_only_folder_imports_and_writes_nothing_there(
+    folder: KeyFolder, monkeypatch
 ) -> None:
-    store = KeyStore(tmp_path / "keys")
-    store.init()
-    store.path("ca.key").unlink()  # a Secret for the signers: the CA's certificate only
-    store.directory.chmod(0o755)
+    current, _ = write_old_folder(folder)  # a mounted Secret of an earlier version
+    folder.directory.chmod(0o755)
+    before = files(folder)
     _read_only(monkeypatch)
 
-    assert KeyStore(store.directory).init() is False
-    assert KeyStore(store.directory).exists() is True
-    assert KeyStore(store.directory).load().current.kid == store.load().current.kid
+    assert init_keys(folder).imported == [_, current]
+    assert init_keys(folder).changed is False
+    monkeypatch.undo()
+    assert files(folder) == before
+
+
+def test_init_and_rotate_on_a_folder_without_ca_key_say_where_to_run_them(
+    ready: KeyFolder, tmp_path: Path, monkeypatch
+) -> None:
+    signer = KeyFolder(tmp_path / "signer")  # a web pod: no key file at all
+    _read_only(monkeypatch)
+
+    assert init_keys(signer).changed is False
     with pytest.raises(SigningKeyMissing, match="holds no ca.key: a new signing key is issued"):
-        KeyStore(store.directory).rotate()
+        rotate_keys(signer)
 
 
-def test_registry_keys_init_on_a_read_only_folder_says_the_keys_are_there(
-    keys_dir: Path, monkeypatch
+def test_init_without_a_valid_signing_key_and_without_ca_key_is_refused(
+    ready: KeyFolder, tmp_path: Path
 ) -> None:
-    call_command("registry_keys", "init", stdout=StringIO())
-    _read_only(monkeypatch)
-    out = StringIO()
+    TokenSigningKey.objects.all().delete()
 
-    call_command("registry_keys", "init", stdout=out)
+    with pytest.raises(SigningKeyMissing, match="no ca.key in .* to issue one"):
+        init_keys(KeyFolder(tmp_path / "signer"))
+    assert init_keys(ready).issued is not None  # where ca.key is
 
-    assert "already exist" in out.getvalue()
+
+# --- the KEK --------------------------------------------------------------------------------
+
+
+def test_a_wrong_kek_is_a_clear_error_without_key_material(ready: KeyFolder, settings) -> None:
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = Fernet.generate_key().decode()
+    [(kid, encrypted)] = rows()
+    key_store().forget()
+
+    with pytest.raises(KeyEncryptionError) as raised:
+        key_store().load()
+
+    message = str(raised.value)
+    assert f"signing key {kid} cannot be decrypted with REGISTRY_KEYS_ENCRYPTION_KEYS" in message
+    assert encrypted not in message
+    assert settings.REGISTRY_KEYS_ENCRYPTION_KEYS not in message
+
+
+def test_another_secret_key_is_another_derived_kek(ready: KeyFolder, settings) -> None:
+    settings.SECRET_KEY = "another-secret-key-" * 3
+    key_store().forget()
+
+    with pytest.raises(KeyEncryptionError, match="the key derived from DJANGO_SECRET_KEY"):
+        key_store().load()
+
+
+def test_the_kek_rotates_old_keys_decrypt_until_reencrypt(ready: KeyFolder, settings) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = old
+    TokenSigningKey.objects.all().delete()
+    init_keys(ready)
+    rotate_keys(ready)  # both encrypted with `old`
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = f"{new},{old}"
+    key_store().forget()
+    kid = key_store().load().current.kid  # MultiFernet: the old key still decrypts
+
+    assert run("reencrypt").startswith("Encrypted 2 private key(s) again")
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = new
+    key_store().forget()
+    assert key_store().load().current.kid == kid
+    assert reencrypt_keys() == 2  # with `new` alone: every key was encrypted with it
+
+
+# --- rotation and the acceptance windows ----------------------------------------------------
+
+
+def test_rotate_issues_a_newer_key_and_each_older_one_is_accepted_for_the_longest_lifetime(
+    ready: KeyFolder, settings
+) -> None:
+    settings.REGISTRY_TOKEN_PULL_TTL_SECONDS = 10
+    settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS = 20
+    settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 30
+    first = key_store().load().current.kid
+    second = rotate_keys(ready).current.kid
+    keys = rotate_keys(ready)
+    by_kid = {row.kid: row for row in TokenSigningKey.objects.all()}
+
+    assert len({first, second, keys.current.kid}) == 3
+    assert [key.kid for key in keys.older] == [second, first]  # N keys, newest first
+    for older, replaced_by in ((second, keys.current.kid), (first, second)):
+        [key] = [key for key in keys.older if key.kid == older]
+        assert key.accepted_until == by_kid[replaced_by].issued_at + dt_seconds(30)
+        assert keys.public_key(older, key.accepted_until - dt_seconds(1)) == key.public_key
+        assert keys.public_key(older, key.accepted_until) is None
+    assert [key.kid for key in keys.accepted(by_kid[keys.current.kid].issued_at)] == [
+        keys.current.kid,
+        second,
+        first,
+    ]
+
+
+def dt_seconds(seconds: int):  # noqa: ANN201 - a timedelta
+    import datetime as dt
+
+    return dt.timedelta(seconds=seconds)
+
+
+def test_rotate_before_init_says_to_run_init(folder: KeyFolder) -> None:
+    with pytest.raises(CommandError, match="run `python manage.py registry_keys init` first"):
+        run("rotate")
+
+
+def test_registry_keys_status_lists_kids_and_roles_no_secret(ready: KeyFolder) -> None:
+    first = key_store().load().current.kid
+    out = run("rotate")
+    current = key_store().load().current.kid
+
+    assert f"Issued signing key {current}." in out
+    assert f"current signing key: kid {current}, issued " in out
+    assert f"accepted signing key: kid {first}, issued " in out
+    assert "PRIVATE" not in out
+    for _, encrypted in rows():
+        assert encrypted not in out
+
+
+def test_registry_keys_ca_certificate_prints_and_writes_the_recorded_certificate(
+    ready: KeyFolder, tmp_path: Path
+) -> None:
+    pem = TokenSigningAuthority.objects.get().certificate
+
+    assert run("ca-certificate") == pem
+    run("ca-certificate", "--output", str(tmp_path / "bundle" / "ca.crt"))
+    assert (tmp_path / "bundle" / "ca.crt").read_text() == pem
+    assert mode(tmp_path / "bundle" / "ca.crt") == 0o644
+
+
+def test_registry_keys_before_migrate_says_to_migrate(monkeypatch) -> None:
+    from django.db import connection
+
+    monkeypatch.setattr(connection.introspection, "table_names", lambda *args, **kwargs: [])
+
+    with pytest.raises(CommandError, match="run `python manage.py migrate` first"):
+        run("init")
+
+
+def test_registry_keys_init_a_second_time_says_nothing_changed(ready: KeyFolder) -> None:
+    assert "Registry keys already exist; nothing changed." in run("init")
+
+
+def test_a_fresh_store_of_another_process_reads_the_same_keys(ready: KeyFolder) -> None:
+    other = KeyStore()
+    assert other.load().current.kid == key_store().load().current.kid

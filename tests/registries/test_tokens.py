@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +17,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from jwt.utils import base64url_encode
 
-from registries import keys as keys_module
 from registries import signing, tokens
-from registries.keys import KeyStore, key_store, libtrust_kid
+from registries.key_files import KeyFolder
+from registries.key_store import KeyStore, key_store
+from registries.keys import issue_signing_key, libtrust_kid
+from registries.models import TokenSigningKey
+from registries.services.signing_keys import rotate_keys
 from registries.tokens import (
     InvalidRefreshToken,
     Principal,
@@ -453,6 +454,7 @@ def refresh_claims(settings, agent_token_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+@pytest.mark.django_db
 def test_a_refresh_token_signed_by_a_key_we_do_not_hold_is_refused(settings) -> None:
     foreign = ec.generate_private_key(ec.SECP256R1())
     claims = refresh_claims(settings, uuid.uuid4())
@@ -481,21 +483,21 @@ def test_a_refresh_token_without_an_agent_token_is_refused(settings) -> None:
         refresh_token_subject(token)
 
 
+@pytest.mark.django_db
 def test_a_refresh_token_of_the_previous_key_is_accepted_until_its_window_closes(
     tmp_path: Path, settings
 ) -> None:
-    settings.REGISTRY_KEYS_DIR = str(tmp_path / "keys")  # a store of its own, to rotate
-    store = key_store()
-    store.init()
     principal = agent_principal()
     refresh_token = refresh_token_issue(principal)
 
-    store.rotate()
+    rotate_keys(KeyFolder(settings.REGISTRY_KEYS_DIR))  # the session's CA, in the database
 
+    assert key_store().load().current.kid != jwt.get_unverified_header(refresh_token)["kid"]
     assert refresh_token_subject(refresh_token).agent_token_id == principal.agent_token_id
     settings.REGISTRY_TOKEN_PULL_TTL_SECONDS = 0
     settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS = 0
     settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 0  # the window closes at the rotation
+    key_store().forget()  # windows are worked out when the keys are read
     with pytest.raises(InvalidRefreshToken, match="not signed by a key we accept"):
         refresh_token_subject(refresh_token)
 
@@ -505,46 +507,47 @@ def test_b64url_is_pyjwts_base64url(data: bytes) -> None:
     assert signing.b64url(data) == base64url_encode(data)
 
 
-def _replica(settings: Any, folder: Path) -> KeyStore:
-    """Another replica's keys: its own folder, its own store."""
-    settings.REGISTRY_KEYS_DIR = str(folder)
-    return key_store()
-
-
-def test_a_refresh_token_of_a_rotation_this_replica_has_not_loaded_yet_is_accepted(
-    tmp_path: Path, settings
+@pytest.mark.django_db
+def test_a_refresh_token_of_a_rotation_this_process_has_not_loaded_yet_is_accepted(
+    settings,
 ) -> None:
-    here = _replica(settings, tmp_path / "here")
-    here.init()
-    shutil.copytree(here.directory, tmp_path / "there")  # the same CA and key, then a rotation
-    there = _replica(settings, tmp_path / "there")
-    later = keys_module.utc_now() + dt.timedelta(seconds=10)
-    with mock.patch.object(keys_module, "utc_now", return_value=later):
-        there.rotate()  # certificates say their time to the second
+    """Another replica rotated (a row this process has not read: its clock stands still): the
+    unknown key id makes it look at the database at once."""
+    before = key_store().load().current.kid
     principal = agent_principal()
-    refresh_token = refresh_token_issue(principal)  # signed there with the new key
-
-    _replica(settings, tmp_path / "here")
-    assert here.load().current.kid != there.load().current.kid
+    with mock.patch.object(key_store(), "forget"):  # as if another process had rotated
+        rotate_keys(KeyFolder(settings.REGISTRY_KEYS_DIR))
+    newest = TokenSigningKey.objects.order_by("-issued_at").first()
+    assert newest is not None
+    assert key_store().load().current.kid == before != newest.kid  # not read yet
+    other = KeyStore()
+    other.forget()
+    with mock.patch.object(signing, "key_store", return_value=other):
+        refresh_token = refresh_token_issue(principal)  # signed "there" with the new key
+    assert jwt.get_unverified_header(refresh_token)["kid"] == newest.kid
 
     assert refresh_token_subject(refresh_token).agent_token_id == principal.agent_token_id
+    assert key_store().load().current.kid == newest.kid  # and signs with it from now on
 
 
-def test_an_unknown_key_older_than_ours_or_of_another_ca_is_refused(
-    tmp_path: Path, settings
-) -> None:
-    here = _replica(settings, tmp_path / "here")
-    here.init()
-    shutil.copytree(here.directory, tmp_path / "behind")
-    other_ca = _replica(settings, tmp_path / "other-ca")
-    other_ca.init()
-    foreign = refresh_token_issue(agent_principal())  # with its x5c, from another CA
-    _replica(settings, tmp_path / "behind")
-    stale = refresh_token_issue(agent_principal())  # the key "here" had two rotations ago
-    here.rotate()
-    here.rotate()
+@pytest.mark.django_db
+def test_a_key_of_another_ca_or_past_its_window_is_refused_after_a_look(settings) -> None:
+    other_ca = KeyFolder(settings.REGISTRY_KEYS_DIR + "-other")
+    ca_key, ca_certificate = other_ca.create_ca()
+    foreign_key = issue_signing_key(ca_key, ca_certificate)
+    foreign = jwt.encode(
+        refresh_claims(settings, uuid.uuid4()),
+        foreign_key.private_key,
+        algorithm="ES256",
+        headers={"kid": foreign_key.kid, "x5c": foreign_key.x5c},
+    )
+    stale = refresh_token_issue(agent_principal())
+    settings.REGISTRY_TOKEN_PULL_TTL_SECONDS = 0
+    settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS = 0
+    settings.REGISTRY_REFRESH_TOKEN_TTL_SECONDS = 0
+    rotate_keys(KeyFolder(settings.REGISTRY_KEYS_DIR))
+    rotate_keys(KeyFolder(settings.REGISTRY_KEYS_DIR))
 
-    _replica(settings, tmp_path / "here")
     for token in (foreign, stale):
         with pytest.raises(InvalidRefreshToken, match="not signed by a key we accept"):
             refresh_token_subject(token)

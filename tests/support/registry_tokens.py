@@ -7,7 +7,7 @@ from typing import Any
 import jwt
 from django.conf import settings
 
-from registries.keys import key_store
+from registries.key_store import key_store
 
 
 def access_claims(token: str) -> dict[str, Any]:

@@ -1,64 +1,127 @@
-"""``python manage.py registry_keys init|rotate|show``: the keys that sign registry tokens.
+"""``python manage.py registry_keys init|rotate|status|ca-certificate|reencrypt``: the keys that
+sign registry tokens, kept in the database (docs/registry-tokens.md).
 
-``init`` creates the CA that registries trust (``ca.crt``, their ``rootcertbundle``) and a first
-signing key. ``rotate`` issues a new signing key from the same CA: registries need no restart,
-and running services pick it up on their next token. Private keys are written with mode 0600.
+``init`` (idempotent, after ``migrate``) records the CA that registries trust (created in
+``REGISTRY_KEYS_DIR``, or imported from ``ca.key``/``ca.crt`` there), imports signing key files of
+an earlier version, and issues a signing key if there is none. ``rotate`` issues a new one from
+the same CA, where ``ca.key`` is: every replica signs with it within
+``REGISTRY_KEYS_RECHECK_SECONDS``, registries need no restart. ``status`` (``show``) lists the
+keys, no secret. ``ca-certificate`` prints the CA certificate (or writes it: ``--output``), the
+registries' ``rootcertbundle``. ``reencrypt`` encrypts every private key again with the first
+key of ``REGISTRY_KEYS_ENCRYPTION_KEYS`` (KEK rotation).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 
-from registries.keys import SigningKey, SigningKeyMissing, key_store, longest_token_lifetime
+from registries import key_encryption
+from registries.key_files import key_folder
+from registries.key_store import ca_certificate_pem, key_store
+from registries.keys import SigningKeyMissing, longest_token_lifetime
+from registries.selectors import signing_key_statuses
+from registries.services.signing_keys import init_keys, reencrypt_keys, rotate_keys
+
+ACTIONS = ["init", "rotate", "status", "show", "ca-certificate", "reencrypt"]
 
 
 class Command(BaseCommand):
-    help = "Create (init) or rotate the registry token signing keys in REGISTRY_KEYS_DIR."
+    help = "Create (init), rotate or list the registry token signing keys (in the database)."
     # The checks would warn that the keys this command creates are missing.
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["init", "rotate", "show"])
+        parser.add_argument("action", choices=ACTIONS)
+        parser.add_argument(
+            "--output", help="ca-certificate: write the certificate to this file (mode 0644)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        store = key_store()
-        if options["action"] == "init":
-            if store.init():
-                self.stdout.write(
-                    self.style.SUCCESS(f"Created the registry keys in {store.directory}")
-                )
-            else:
-                self.stdout.write(
-                    f"Registry keys already exist in {store.directory}; nothing changed. "
-                    "`registry_keys rotate` issues a new signing key."
-                )
-        elif options["action"] == "rotate":
-            try:
-                keys = store.rotate()
-            except SigningKeyMissing as exc:
-                raise CommandError(str(exc)) from exc
-            self.stdout.write(self.style.SUCCESS("Issued a new signing key from the same CA."))
-            self.stdout.write(
-                f"The previous key's tokens stay valid until they expire; its refresh tokens are "
-                f"accepted until {keys.previous_accepted_until():%Y-%m-%d %H:%M:%S} UTC "
-                f"({longest_token_lifetime()}s). Registries need no restart."
+        if "registries_tokensigningkey" not in connection.introspection.table_names():
+            raise CommandError(
+                "The registry key store's tables do not exist yet: run `python manage.py "
+                "migrate` first (the signing keys are kept in the database)."
             )
+        action = options["action"]
         try:
-            keys = store.load()
+            if action == "ca-certificate":
+                self._ca_certificate(options["output"])
+                return
+            if action == "init":
+                self._init()
+            elif action == "rotate":
+                keys = rotate_keys(key_folder())
+                self.stdout.write(self.style.SUCCESS(f"Issued signing key {keys.current.kid}."))
+                self.stdout.write(
+                    "Every replica signs with it within REGISTRY_KEYS_RECHECK_SECONDS; the older "
+                    f"keys' refresh tokens are accepted for {longest_token_lifetime()}s more. "
+                    "Registries need no restart."
+                )
+            elif action == "reencrypt":
+                count = reencrypt_keys()
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"Encrypted {count} private key(s) again with the first key of "
+                        f"{key_encryption.describe()}."
+                    )
+                )
+            key_store().load()  # the current key decrypts with this KEK
         except SigningKeyMissing as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(
-            f"CA certificate (the registry's rootcertbundle): {store.ca_certificate_path}"
-        )
-        self._describe("current signing key", keys.current)
-        if keys.previous is not None:
-            self._describe("previous signing key", keys.previous)
+        self._status()
 
-    def _describe(self, label: str, key: SigningKey) -> None:
-        certificate = key.certificate
-        self.stdout.write(
-            f"{label}: kid {key.kid}, valid {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} "
-            f"to {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-        )
+    def _init(self) -> None:
+        folder = key_folder()
+        result = init_keys(folder)
+        if result.created_ca:
+            self.stdout.write(
+                self.style.SUCCESS(f"Created the registry token CA in {folder.directory}.")
+            )
+        elif result.recorded_ca:
+            self.stdout.write(self.style.SUCCESS(f"Recorded the CA of {folder.directory}."))
+        for kid in result.imported:
+            self.stdout.write(
+                self.style.SUCCESS(f"Imported signing key {kid} from {folder.directory}.")
+            )
+        if result.issued:
+            self.stdout.write(self.style.SUCCESS(f"Issued signing key {result.issued}."))
+        if not result.changed:
+            self.stdout.write(
+                "Registry keys already exist; nothing changed. `registry_keys rotate` issues a "
+                "new signing key."
+            )
+
+    def _status(self) -> None:
+        path = key_folder().ca_certificate_path
+        where = f"{path}" if path.exists() else "`registry_keys ca-certificate --output PATH`"
+        self.stdout.write(f"CA certificate (the registry's rootcertbundle): {where}")
+        for status in signing_key_statuses():
+            self.stdout.write(
+                f"{status.role} signing key: kid {status.kid}, issued "
+                f"{status.issued_at:%Y-%m-%d %H:%M:%S}, expires {status.expires_at:%Y-%m-%d %H:%M} "
+                "UTC"
+                + (
+                    f", accepted until {status.accepted_until:%Y-%m-%d %H:%M:%S} UTC"
+                    if status.accepted_until is not None and status.role != "current"
+                    else ""
+                )
+            )
+
+    def _ca_certificate(self, output: str | None) -> None:
+        pem = ca_certificate_pem()
+        if pem is None:
+            raise CommandError(
+                "No registry token CA yet: run `python manage.py registry_keys init`."
+            )
+        if output is None:
+            self.stdout.write(pem.decode(), ending="")
+            return
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pem)
+        path.chmod(0o644)
+        self.stdout.write(f"Wrote the CA certificate to {path}.")
