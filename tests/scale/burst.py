@@ -7,11 +7,11 @@ balancer never re-sends a POST that reached a backend: tests/scale/lb.py); a cre
 4xx after such a retry means the first one was committed, and the client looks it up.
 
 Meanwhile the :class:`Injector` fires, at set fractions of the burst, SIGKILL of API process 1
-(its whole process group), of worker 1, of the active beat and of backend 1's first replica, and
-a signing-key rotation through API process 1's environment. Each killed process is started
-again ``RESTART_DELAY`` seconds later, as an orchestrator restarts a crashed container; the time
-until the service answers again (or another process takes over) and until the process is ready
-again is measured.
+(its whole process group), of worker 1, of the active beat and of backend 1's first replica,
+then a signing-key rotation through API process 2's environment (the one that holds the CA's
+key). Each killed process is started again ``RESTART_DELAY`` seconds later, as an orchestrator
+restarts a crashed container; the time until the service answers again (or another process
+takes over) and until the process is ready again is measured.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ATTEMPTS = 8
 #: Seconds between a kill and the start of the process again: an orchestrator noticing the exit
 #: and starting the container. Meanwhile the load balancer meets the dead port (a refused
 #: connection, which it sends to the other backend) and the standbys take over.
-RESTART_DELAY = 5.0
+RESTART_DELAY = 2.0
 
 
 @dataclass
@@ -135,11 +135,13 @@ class Injector:
         self.restarts = ThreadPoolExecutor(max_workers=4, thread_name_prefix="restart")
         self.pending: list[Future[None]] = []
         self.schedule: list[tuple[float, Callable[[], None]]] = [
-            (0.15, self.kill_api),
-            (0.30, self.kill_worker),
-            (0.45, self.kill_active_beat),
-            (0.60, self.kill_replica),
-            (0.75, self.rotate_key),
+            (0.10, self.kill_api),
+            (0.25, self.kill_worker),
+            (0.40, self.kill_active_beat),
+            (0.55, self.kill_replica),
+            # Late enough for API process 1 to be back: the rotation then reaches a process
+            # other than the one it went through.
+            (0.80, self.rotate_key),
         ]
 
     def advance(self, created: Created) -> None:
@@ -225,16 +227,15 @@ class Injector:
         self._restart(fault, self.stack.replicas[0], killed)
 
     def rotate_key(self) -> None:
-        # Through a live process: API process 1, killed earlier, must be answering again.
-        waited = self._until(
-            lambda: self.stack.apis[0].running and _answers(self.stack.api_urls[0] + "/", 200),
-            time.monotonic(),
-        )
-        fault = self._fault("rotate the signing key through API process 1")
+        fault = self._fault(f"rotate the signing key through API process {self.stack.issuer + 1}")
         with self.lock:
             created = list(self.created)
         fault.back, fault.note = self.rotate(created)
-        fault.note += f"; it waited {waited} s for API process 1 to answer again"
+        # The key store's promise: every process signs with the newest key within its re-check
+        # interval (plus a request, and this poll's own step).
+        bound = float(self.stack.env.get("REGISTRY_KEYS_RECHECK_SECONDS", "5")) + 1
+        if fault.back is None or fault.back > bound:
+            self.trial.problems.append(f"the rotation reached every API process in {fault.back} s")
 
     def _ready_count(self) -> int:
         return int(

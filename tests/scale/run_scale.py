@@ -22,7 +22,7 @@ from tests.scale.checks import (
     audit,
     push_and_pull,
     read_load_balancer_log,
-    rotate_through_api1,
+    rotate_through_issuer,
     wait_all_ready,
 )
 from tests.scale.report import Trial, render_report
@@ -45,7 +45,9 @@ TOPOLOGY = [
     "bucket, sharing the Redis cache and one `http.secret`;",
     "**two API processes**: gunicorn with `deploy/gunicorn.conf.py` "
     f"({SCALE_ENVIRONMENT['WEB_CONCURRENCY']} workers x {SCALE_ENVIRONMENT['GUNICORN_THREADS']} "
-    "threads each), sharing one signing-key folder (as replicas sharing a mounted Secret);",
+    "threads each). The signing keys are in the database (the key store): API process 2 alone "
+    "has a keys folder, with the CA's key (it is where keys are issued, as the keys Job); API "
+    "process 1 (the one killed), the workers and the beats have an empty one;",
     "**nginx** (Debian's) in front of the API and of backend 1 (config rendered by "
     "`tests/scale/lb.py` into the trial's folder): the registry URL the control plane provisions "
     "on and publishes, and the token realm the registries send clients to, are the load "
@@ -64,23 +66,25 @@ STEPS = [
     f"through the load balancer's REST API, from {BURST_THREADS} client threads. A POST answered "
     "502/503/504 or a broken connection is sent again; a create answered 4xx after such a retry "
     "was committed the first time, and the client looks it up.",
-    "**Faults, mid-burst** (at 15/30/45/60/75% of the clusters): SIGKILL of API process 1 "
+    "**Faults, mid-burst** (at 10/25/40/55/80% of the clusters): SIGKILL of API process 1 "
     "(gunicorn master and workers, its whole process group), of Celery worker 1, of the active "
-    "beat and of backend 1's replica A; then, once API process 1 answers again, a signing-key "
-    "rotation with `manage.py registry_keys rotate` in its environment (as `kubectl exec` into "
-    "that pod would). **Each killed process is started "
-    f"again {RESTART_DELAY:g} s after the kill**, as an orchestrator restarts a crashed "
-    "container (meanwhile the load balancer meets its refused port and the standbys take "
-    "over); *restarted* is from the kill until it is ready again. *Service back*: for the "
-    "API, the first answer through the load balancer after the kill; for the worker, the next "
-    "registry ready; for the beat, the standby's heartbeat saying active; for the replica, the "
-    "load balancer's registry answering `/v2/`.",
+    "beat and of backend 1's replica A; then a signing-key rotation with `manage.py "
+    "registry_keys rotate` in API process 2's environment (as `kubectl exec` into that pod "
+    f"would: it holds the CA's key). **Each killed process is started again {RESTART_DELAY:g} "
+    "s after the kill**, as an orchestrator restarts a crashed container (meanwhile the load "
+    "balancer meets its refused port and the standbys take over); *restarted* is from the kill "
+    "until it is ready again. *Service back*: for the API, the first answer through the load "
+    "balancer after the kill; for the worker, the next registry ready; for the beat, the "
+    "standby's heartbeat saying active; for the replica, the load balancer's registry "
+    "answering `/v2/`.",
     "**Rotation**: just before it, refresh tokens (what `docker login` stores) are taken for up "
-    "to 30 clusters whose registry is ready. *Service back* for the rotation is from the end of "
-    "the rotate command until every API process signs with the new key (the `kid` of an "
-    "anonymous token from each, polled); then, and again at the end, each refresh token is "
-    "exchanged at API process 1, API process 2 and the load balancer. Any answer but 200 "
-    "counts as refused.",
+    "to 30 clusters whose registry is ready (waiting for 10). *Service back* for the rotation "
+    "is from the end of the rotate command until every API process answering then signs with "
+    "the new key (the `kid` of an anonymous token from each, polled; the key store promises "
+    "`REGISTRY_KEYS_RECHECK_SECONDS`, 5 s by default, which this run keeps; a process down at "
+    "the rotation, killed earlier, must sign with the new key once started again); then, and "
+    "again at the end, each refresh token is exchanged at API process 1, API process 2 and the "
+    "load balancer. Any answer but 200 counts as refused.",
     f"**Afterwards**: wait (up to {READY_TIMEOUT:g} s) until every cluster's registry is ready; "
     "count them (tests/support/outcomes.py, as `make faults` does): one registry per cluster, "
     "ready, its URL published, one unbroken event sequence with one `ready`; placements per "
@@ -151,7 +155,7 @@ def test_trial(
             trial,
             clusters,
             threads=BURST_THREADS,
-            rotate=lambda so_far: rotate_through_api1(stack, refresh, so_far),
+            rotate=lambda so_far: rotate_through_issuer(stack, refresh, so_far),
         )
         phase("burst", f"{trial.requests} POSTs, {trial.retried} retried, {trial.failed} failed")
         ready = wait_all_ready(stack, created, READY_TIMEOUT)

@@ -87,10 +87,15 @@ class ScaleStack(Deployment):
             redis_url=self.redis.url(0),
             registry_url=self.registry_url,
             realm=f"{self.api_url}/registry/token",
-            keys_dir=self.keys_dir,
+            # The signing keys are in the database: no process has key files but API process
+            # 2 (``issuer``), which holds the CA's, as the one replica where keys are issued.
+            keys_dir=workdir / "no-key-files",
             var_dir=workdir / "var",
             extra=SCALE_ENVIRONMENT,
         )
+        (workdir / "no-key-files").mkdir(exist_ok=True)
+        self.issuer = 1  # API process 2: not the one killed
+        self.issuer_env = {**self.env, "REGISTRY_KEYS_DIR": str(self.keys_dir)}
         self.token = ""
         self.s3: ManagedProcess | None = None
         self.s3_url = ""
@@ -116,7 +121,7 @@ class ScaleStack(Deployment):
                 f"api{n}",
                 [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
                 is_ready=lambda _p, port=port: answers_http(f"http://127.0.0.1:{port}/"),
-                env={**self.env, "PORT": str(port)},
+                env={**(self.issuer_env if n == self.issuer + 1 else self.env), "PORT": str(port)},
             )
             for n, port in enumerate(self.api_ports, 1)
         ]
@@ -189,7 +194,7 @@ class ScaleStack(Deployment):
         self._create_database()
         self.redis.start()
         self.s3, self.s3_url = start_s3_server(self.workdir)
-        self.manage("registry_keys", "init")
+        self.manage("registry_keys", "init", env=self.issuer_env)
         for replica, port in zip(self.replicas, self.replica_ports, strict=True):
             config = render_s3_config(
                 f"127.0.0.1:{port}",
