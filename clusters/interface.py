@@ -23,7 +23,8 @@ Everything here is something registries needs from clusters, and nothing more:
 - the cluster row lock (``cluster_lock``), so registries takes it in the order
   ``clusters.locks`` documents;
 - what registries extends: the console's ``ClusterAdmin`` (registries adds the registry badge)
-  and the REST API's base view (``OrganizationAPIView``).
+  and the REST API's base views (``OrganizationAPIView``; ``OperatorAPIView`` for the
+  operators' registry backends endpoints, with the operators' ``ApiScope`` values).
 
 Adding a name here is a design decision, not a convenience: it widens what clusters promises to
 keep, and what registries may depend on. Prefer a signal (a fact clusters announces) to a new
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
         ClusterAgentTokenAuthentication,
         agent_token_check_address,
     )
-    from clusters.api.base import OrganizationAPIView
+    from clusters.api.base import OperatorAPIView, OrganizationAPIView
 
 
 _AGENT_AUTHENTICATION = {
@@ -77,6 +78,10 @@ def __getattr__(name: str) -> Any:
         from clusters.api.base import OrganizationAPIView
 
         return OrganizationAPIView
+    if name == "OperatorAPIView":
+        from clusters.api.base import OperatorAPIView
+
+        return OperatorAPIView
     if name in _AGENT_AUTHENTICATION:
         from clusters.agent import authentication
 
@@ -93,6 +98,7 @@ __all__ = [
     "ClusterAdmin",
     "ClusterAgentToken",
     "ClusterAgentTokenAuthentication",
+    "OperatorAPIView",
     "OrganizationAPIView",
     "Queue",
     "agent_environment_set",

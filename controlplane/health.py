@@ -31,7 +31,7 @@ from controlplane.api.authentication import authorization_header
 
 logger = logging.getLogger(__name__)
 
-Check = Callable[[], None]
+Check = Callable[[], object]
 
 _checks: dict[str, Check] = {}
 
@@ -87,12 +87,15 @@ def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
 def _timed(name: str, check: Check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        check()
+        detail = check()
     except Exception as exc:
         logger.warning("readyz.check_failed", extra={"check": name, "error": repr(exc)})
         result: dict[str, Any] = {"ok": False, "error": type(exc).__name__}
+        detail = getattr(exc, "detail_by_part", None)
     else:
         result = {"ok": True}
+    if isinstance(detail, dict):  # a check of several parts (the registry backends) names each
+        result["parts"] = detail
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
 

@@ -94,12 +94,14 @@ WEBHOOK_REFUSALS = Counter(
 
 # --- Health canaries and the reconciler -------------------------------------------------------
 CANARIES = Counter(
-    "controlplane_canary_runs", "Health canaries run, by result (passed, failed).", ["result"]
+    "controlplane_canary_runs",
+    "Health canaries run, by registry backend and result (passed, failed).",
+    ["backend", "result"],
 )
 CANARY_SECONDS = Histogram(
     "controlplane_canary_seconds",
-    "How long a health canary took (push, read back, delete), by result.",
-    ["result"],
+    "How long a health canary took (push, read back, delete), by registry backend and result.",
+    ["backend", "result"],
     buckets=LATENCY_BUCKETS,
 )
 RECONCILE_SECONDS = Histogram(

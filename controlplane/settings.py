@@ -7,6 +7,7 @@ broker under ``var/``, a local-memory cache, and a registry on 127.0.0.1:5000. `
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -277,6 +278,14 @@ REGISTRY_HTTP_TIMEOUT = env_float("REGISTRY_HTTP_TIMEOUT", 5.0)
 # How long a worker reuses a passing check of the registry (GET /v2/ demands and accepts our
 # tokens) for provisioning, instead of asking again for every registry; 0 checks every time.
 REGISTRY_CHECK_CACHE_SECONDS = env_float("REGISTRY_CHECK_CACHE_SECONDS", 5.0)
+# Registry backends (registries.RegistryBackend; the "default" one follows REGISTRY_URL,
+# REGISTRY_PUBLIC_HOST and REGISTRY_TOKEN_SERVICE): how long a process keeps its copy of the
+# backends; how new registries are placed ("weighted": weighted rendezvous hashing of the
+# cluster id, or "least_loaded": fewest registries relative to weight); and the labels a backend
+# must carry to take new registries (JSON object, e.g. {"region": "eu-west"}; empty: any).
+REGISTRY_BACKENDS_CACHE_SECONDS = env_float("REGISTRY_BACKENDS_CACHE_SECONDS", 5.0)
+REGISTRY_PLACEMENT = env("REGISTRY_PLACEMENT", "weighted")
+REGISTRY_PLACEMENT_LABELS = json.loads(env("REGISTRY_PLACEMENT_LABELS", "{}") or "{}")
 REGISTRY_STORAGE_DIR = env("REGISTRY_STORAGE_DIR", str(VAR_DIR / "registry" / "data"))
 # Distribution's debug listener (pprof, expvar: no authentication) in the generated registry
 # configuration: none unless set, and then only on loopback (host:port; refused otherwise).

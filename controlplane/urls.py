@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("clusters.api.urls")),  # its paths are written out in full
     path("v2/organizations/<str:org_slug>/", include("registries.api.urls")),
+    path("v2/operator/", include("registries.api.operator")),
     path("v2/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view: its start-up script is a file (?script), which the CSP allows, not inline.
     path("v2/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

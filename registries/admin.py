@@ -1,5 +1,6 @@
 """The operators' console for registries: state badges, the event timeline, actions (retry,
-deprovision, verify now), and an overview page. All state is computed: nothing is edited."""
+deprovision, verify now), and an overview page. All state is computed: nothing is edited. The
+registry backends have their own page (``backend_admin``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from django.utils.safestring import SafeString
 
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
-from registries import conditions
+from registries import backend_admin, conditions
 from registries.models import (
     JobCredential,
     Lease,
@@ -30,6 +31,8 @@ from registries.models import (
 )
 from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
+
+__all__ = ["RegistryAdmin", "backend_admin"]
 
 #: Badge colours by state: green when usable, red when someone must act.
 BADGE_COLOURS: dict[str, str] = {
@@ -91,12 +94,12 @@ class RegistryEventInline(ReadOnlyTabularInline):
 class RegistryAdmin(ReadOnlyAdmin):
     list_display = [
         "namespace", "cluster", "badge", "ready", "synced", "url", "attempts", "state_changed_at",
-        "canary_ok",
+        "canary_ok", "backend",
     ]  # fmt: skip
     # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
-    list_filter = ["state", "canary_ok", "driver", "cluster__organization"]
+    list_filter = ["state", "canary_ok", "backend", "driver", "cluster__organization"]
     search_fields = ["namespace", "cluster__name", "url"]
-    list_select_related = ["cluster__organization"]
+    list_select_related = ["cluster__organization", "backend"]
     inlines = [RegistryEventInline]
     actions = ["retry", "deprovision", "verify"]
 

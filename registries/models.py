@@ -46,6 +46,79 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 OWED_STATES = (State.PENDING, State.PROVISIONING, State.DEPROVISIONING)
 
 
+class BackendState(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DRAINING = "draining", "Draining"
+
+
+class StorageKind(models.TextChoices):
+    FILESYSTEM = "filesystem", "Local filesystem"
+    S3 = "s3", "S3 or S3-compatible"
+    GCS = "gcs", "Google Cloud Storage"
+    AZURE = "azure", "Azure Blob Storage"
+    OTHER = "other", "Other"
+
+
+#: The backend that follows the settings (``REGISTRY_URL``, ``REGISTRY_PUBLIC_HOST``,
+#: ``REGISTRY_TOKEN_SERVICE``) for each of its blank fields: created by migration 0008 and, on an
+#: empty table, by the first placement.
+DEFAULT_BACKEND = "default"
+
+
+class RegistryBackend(models.Model):
+    """A registry deployment (one Distribution configuration, any number of replicas on shared
+    storage) that hosts cluster namespaces.
+
+    ``api_url`` is what the workers and canaries call; ``public_host`` prefixes every
+    ``BUILDKITE_HOSTED_REGISTRY_URL`` of its registries; ``token_service`` is the ``service`` its
+    registries send to the token endpoint and the audience of the tokens they accept. The
+    ``default`` backend may leave them blank: each then follows its setting. New registries are
+    placed only on ``active`` backends (``registries.backends``); a ``draining`` one keeps serving
+    the registries it has. ``hosts_changed_at`` is set when ``public_host`` changes, until the
+    reconciler has republished every URL of the backend's registries.
+    """
+
+    name = models.SlugField(max_length=63, unique=True)
+    api_url = models.CharField(max_length=512, blank=True, default="")
+    public_host = models.CharField(max_length=255, blank=True, default="")
+    token_service = models.CharField(max_length=255, blank=True, default="")
+    storage = models.CharField(
+        max_length=16, choices=StorageKind.choices, default=StorageKind.FILESYSTEM
+    )
+    labels = models.JSONField(default=dict, blank=True)
+    weight = models.PositiveIntegerField(default=100)
+    capacity = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many registries; empty for no limit."
+    )
+    state = models.CharField(
+        max_length=16, choices=BackendState.choices, default=BackendState.ACTIVE
+    )
+    hosts_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token_service"],
+                condition=~Q(token_service=""),
+                name="registry_backend_service_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(name=DEFAULT_BACKEND)
+                | (~Q(api_url="") & ~Q(public_host="") & ~Q(token_service="")),
+                name="registry_backend_addresses_set",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=BackendState.values), name="registry_backend_state_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class RegistryQuerySet(models.QuerySet["Registry"]):
     def ready(self) -> RegistryQuerySet:
         return self.filter(state=State.READY)
@@ -72,6 +145,15 @@ class Registry(models.Model):
     namespace = models.CharField(max_length=255, unique=True)
     url = models.CharField(max_length=512, blank=True, default="")
     driver = models.CharField(max_length=32)
+    #: Where the namespace lives: chosen by the first provisioning attempt (``registries.backends``)
+    #: and kept for the registry's life. None only before that attempt.
+    backend = models.ForeignKey(
+        RegistryBackend,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="registries",
+    )
     attempts = models.PositiveIntegerField(
         default=0, help_text="Provisioning attempts since the last manual retry."
     )
@@ -162,8 +244,8 @@ class Registry(models.Model):
             # The ready registries whose canary failed, by backend, in key order (the order a
             # backend canary that passes again restores them in, a batch at a time).
             models.Index(
-                fields=["driver", "id"],
-                name="registry_canary_failed",
+                fields=["backend", "id"],
+                name="registry_canary_failed_backend",
                 condition=Q(state=State.READY, canary_ok=False),
             ),
         ]

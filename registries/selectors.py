@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -29,6 +30,7 @@ from registries.models import (
     REGISTRY_URL_VARIABLE,
     JobCredential,
     Registry,
+    RegistryBackend,
     RegistryEvent,
     RegistryQuerySet,
     State,
@@ -155,6 +157,8 @@ def _principal(
     namespace: str | None,
     job_credential_id: uuid.UUID | None = None,
     job_credential_expires_at: datetime | None = None,
+    *,
+    service: str | None = None,
 ) -> Principal:
     """What a cluster agent token (or a job credential made from it) may do in the registry:
     everything in its cluster's namespace while that registry is ready (``namespace``, None
@@ -168,6 +172,7 @@ def _principal(
     return Principal(
         subject=subject,
         namespace=namespace,
+        service=service or None,
         agent_token_id=token.pk,
         job_credential_id=job_credential_id,
         expires_at=min((e for e in expiries if e is not None), default=None),
@@ -190,10 +195,16 @@ class RegistryCredential:
 _CREDENTIALS: hotcache.HotCache[RegistryCredential] = hotcache.HotCache("registry-credentials")
 
 
-def _ready_namespace(cluster_id: str) -> Subquery:
+def _ready_namespace(cluster_id: str, column: str = "namespace") -> Subquery:
     return Subquery(
-        Registry.objects.ready().filter(cluster_id=OuterRef(cluster_id)).values("namespace")[:1]
+        Registry.objects.ready().filter(cluster_id=OuterRef(cluster_id)).values(column)[:1]
     )
+
+
+def _ready_service(cluster_id: str) -> Subquery:
+    """The ``service`` of the backend the ready registry lives on ("" for one that follows the
+    settings, None for none): the token endpoint's one query carries it."""
+    return _ready_namespace(cluster_id, "backend__token_service")
 
 
 def _agent_token_credential(**lookup: object) -> RegistryCredential | None:
@@ -202,13 +213,15 @@ def _agent_token_credential(**lookup: object) -> RegistryCredential | None:
     rows = (
         ClusterAgentToken.objects.active()
         .filter(**lookup)
-        .annotate(namespace=_ready_namespace("cluster_id"))
-        .values_list("pk", "cluster_id", "allowed_ip_addresses", "expires_at", "namespace")
+        .annotate(namespace=_ready_namespace("cluster_id"), service=_ready_service("cluster_id"))
+        .values_list(
+            "pk", "cluster_id", "allowed_ip_addresses", "expires_at", "namespace", "service"
+        )
         .order_by()[:1]
     )
-    for token_id, cluster_id, allowed, expires_at, namespace in rows:
+    for token_id, cluster_id, allowed, expires_at, namespace, service in rows:
         token = AgentTokenFacts(token_id, cluster_id, allowed, expires_at)
-        return RegistryCredential(token, _principal(token, namespace))
+        return RegistryCredential(token, _principal(token, namespace, service=service))
     return None
 
 
@@ -219,7 +232,10 @@ def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
     rows = (
         JobCredential.objects.usable()
         .filter(**lookup)
-        .annotate(namespace=_ready_namespace("agent_token__cluster_id"))
+        .annotate(
+            namespace=_ready_namespace("agent_token__cluster_id"),
+            service=_ready_service("agent_token__cluster_id"),
+        )
         .values_list(
             "pk",
             "expires_at",
@@ -228,12 +244,15 @@ def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
             "agent_token__allowed_ip_addresses",
             "agent_token__expires_at",
             "namespace",
+            "service",
         )
         .order_by()[:1]
     )
-    for pk, expires_at, token_id, cluster_id, allowed, token_expires_at, namespace in rows:
-        token = AgentTokenFacts(token_id, cluster_id, allowed, token_expires_at)
-        return RegistryCredential(token, _principal(token, namespace, pk, expires_at))
+    for pk, expires_at, token_id, cluster_id, allowed, token_expires, namespace, service in rows:
+        token = AgentTokenFacts(token_id, cluster_id, allowed, token_expires)
+        return RegistryCredential(
+            token, _principal(token, namespace, pk, expires_at, service=service)
+        )
     return None
 
 
@@ -373,3 +392,46 @@ def signing_key_statuses(now: datetime | None = None) -> list[SigningKeyStatus]:
         statuses.append(SigningKeyStatus(kid, issued_at, expires_at, role, until))
         replaced_at = issued_at
     return statuses
+
+
+def registries_per_backend(backend_ids: list[int]) -> dict[int, int]:
+    """How many registries (not deleted) each of ``backend_ids`` holds: one grouped count."""
+    rows = (
+        Registry.objects.filter(backend_id__in=backend_ids)
+        .exclude(state=State.DELETED)
+        .order_by()
+        .values_list("backend_id")
+        .annotate(count=Count("pk"))
+    )
+    return {backend_id: count for backend_id, count in rows}
+
+
+def backends_rehosting() -> list[tuple[int, str, datetime]]:
+    """The backends whose public host changed and whose registries may still carry the old one:
+    ``(id, public host, when it changed)`` (a blank host is ``REGISTRY_PUBLIC_HOST``)."""
+    rows = RegistryBackend.objects.filter(hosts_changed_at__isnull=False).values_list(
+        "pk", "public_host", "hosts_changed_at"
+    )
+    return [
+        (pk, (host or settings.REGISTRY_PUBLIC_HOST).rstrip("/"), changed)
+        for pk, host, changed in rows
+        if changed is not None
+    ]
+
+
+def registries_off_host(backend_id: int, public_host: str) -> RegistryQuerySet:
+    """The backend's ready registries whose URL is not on ``public_host``, by id."""
+    return (
+        Registry.objects.ready()
+        .filter(backend_id=backend_id)
+        .exclude(url__startswith=f"{public_host}/")
+        .order_by("pk")
+    )
+
+
+def registry_host_for_cluster(cluster_id: uuid.UUID) -> str:
+    """The host jobs of the cluster push to: its ready registry's URL's (its backend's public
+    host), else ``REGISTRY_PUBLIC_HOST``. One query."""
+    url = Registry.objects.ready().filter(cluster_id=cluster_id).values_list("url", flat=True)
+    found = url.order_by().first()
+    return found.split("/", 1)[0] if found else settings.REGISTRY_PUBLIC_HOST

@@ -115,6 +115,9 @@ class Principal:
     #: The job credential the principal authenticated with, if any: its refresh tokens name it,
     #: so that they end with it (``registries.services.job_credentials``).
     job_credential_id: uuid.UUID | None = None
+    #: The ``service`` of the backend its namespace lives on (None: ``REGISTRY_TOKEN_SERVICE``):
+    #: the token endpoint grants the namespace only in tokens for that service.
+    service: str | None = None
     #: When the credential behind the principal stops working (the earliest of its agent token's
     #: and its job credential's ``expires_at``); no token issued to it outlives that moment.
     expires_at: dt.datetime | None = None
@@ -305,8 +308,11 @@ def _expiry(principal: Principal, now: int, lifetime: int) -> int:
     return max(exp, now)
 
 
-def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
-    """A registry token for ``principal`` granting what it may of ``scopes``.
+def token_issue(
+    principal: Principal, scopes: Iterable[Scope], *, service: str | None = None
+) -> IssuedToken:
+    """A registry token for ``principal`` granting what it may of ``scopes``, for the registry
+    backend whose ``service`` (its audience) is given (``REGISTRY_TOKEN_SERVICE`` without one).
 
     Raises ``registries.keys.SigningKeyMissing`` when there is no key to sign with.
     """
@@ -319,7 +325,7 @@ def token_issue(principal: Principal, scopes: Iterable[Scope]) -> IssuedToken:
     claims = {
         "iss": found.issuer,
         "sub": principal.subject,
-        "aud": found.service,  # a string: Distribution rejects a list
+        "aud": service or found.service,  # a string: Distribution rejects a list
         "exp": exp,
         "nbf": timestamp,
         "iat": timestamp,

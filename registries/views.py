@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
@@ -40,6 +40,7 @@ from controlplane import metrics
 from controlplane.api.authentication import basic_password
 from controlplane.api.caching import no_store
 from controlplane.api.fast_path import FastPathAPIView, plain_request
+from registries.backends import backend_services
 from registries.keys import SigningKeyMissing
 from registries.models import JOB_CREDENTIAL_PREFIX
 from registries.selectors import (
@@ -198,16 +199,16 @@ class RegistryTokenView(FastPathAPIView):
         return no_store(Response(self._get(request, request.query_params).data()))
 
     def _get(self, request: Request | HttpRequest, params: QueryDict) -> _Answer:
-        self._check_service(params.get("service"))
+        service = self._check_service(params.get("service"))
         password = basic_password(request, not_basic=NOT_BASIC, malformed=MALFORMED_BASIC)
         principal = Principal.anonymous() if password is None else self._authenticate(password)
         # "in" first: a missing key costs QueryDict.get two exceptions.
         offline = "offline_token" in params and params.get("offline_token", "").lower() == "true"
-        return self._issue(principal, params.getlist("scope"), offline=offline)
+        return self._issue(principal, params.getlist("scope"), offline=offline, service=service)
 
     def post(self, request: Request) -> Response:
         form = cast(QueryDict, request.data)  # the only parser is FormParser
-        self._check_service(form.get("service"))
+        service = self._check_service(form.get("service"))
         grant_type = form.get("grant_type")
         if grant_type == "password":
             principal = self._authenticate(form.get("password", ""))
@@ -219,17 +220,21 @@ class RegistryTokenView(FastPathAPIView):
                 "or GET this endpoint with HTTP Basic credentials."
             )
         offline = form.get("access_type") == "offline" or grant_type == "refresh_token"
-        answer = self._issue(principal, form.getlist("scope"), offline=offline)
+        answer = self._issue(principal, form.getlist("scope"), offline=offline, service=service)
         return no_store(Response(answer.data()))
 
-    def _check_service(self, service: str | None) -> None:
+    def _check_service(self, service: str | None) -> str:
+        """The ``service`` asked for, if it is a registry backend's: the settings' one at once,
+        another from the process's copy of the backends (``registries.backends``)."""
         if not service:
             raise exceptions.ParseError("service is required (the registry's challenge names it).")
         expected = token_settings().service
-        if service != expected:
+        if service != expected and service not in backend_services(service):
             raise exceptions.ParseError(
-                f"This endpoint issues tokens for the service {expected!r}, not {service!r}."
+                f"This endpoint issues tokens for the service {expected!r} and the other "
+                f"registry backends' services, not {service!r}."
             )
+        return service
 
     def _authenticate(self, secret: str) -> Principal:
         credential = registry_credential_for_secret(secret)
@@ -257,15 +262,23 @@ class RegistryTokenView(FastPathAPIView):
             raise exceptions.AuthenticationFailed(BAD_JOB_CREDENTIAL if job else BAD_CREDENTIALS)
         return self._principal(credential)
 
-    def _issue(self, principal: Principal, scope_values: list[str], *, offline: bool) -> _Answer:
-        """The answer: a token for ``principal`` granting what it may of the scopes."""
+    def _issue(
+        self, principal: Principal, scope_values: list[str], *, offline: bool, service: str
+    ) -> _Answer:
+        """The answer: a token for ``service`` granting ``principal`` what it may of the scopes:
+        nothing in its namespace unless that lives on the backend of ``service``."""
+        if (
+            principal.namespace is not None
+            and (principal.service or token_settings().service) != service
+        ):
+            principal = replace(principal, namespace=None)
         scopes = parse_scopes(scope_values)
         if len(scopes) > MAX_SCOPES:
             raise exceptions.ParseError(
                 f"Ask for at most {MAX_SCOPES} scopes at once; this request has {len(scopes)}."
             )
         try:
-            issued = token_issue(principal, scopes)
+            issued = token_issue(principal, scopes, service=service)
             refresh_token = (
                 refresh_token_issue(principal)
                 if offline and principal.agent_token_id is not None

@@ -13,6 +13,7 @@ from django.test import Client
 
 from clusters import services
 from clusters.models import Queue
+from registries.backends import backends_forget
 from registries.drivers.distribution import recent_checks
 from registries.key_files import key_folder
 from registries.key_store import KeyStore, _Loaded, key_store
@@ -61,6 +62,15 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         pytest.skip(message)
     with integration.guard(item):
         return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _backends_read_afresh() -> Iterator[None]:
+    """Each test reads the registry backends from its own database (``registries.backends``
+    keeps a per-process copy, which a rolled-back or flushed test would leave behind)."""
+    backends_forget()
+    yield
+    backends_forget()
 
 
 @pytest.fixture

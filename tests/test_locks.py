@@ -109,7 +109,9 @@ def test_provisioning_locks_the_cluster_then_the_registry_then_the_variable(
     registry = pending_registry
     # The registry backend is outside the database: a driver that answers at once.
     driver = SimpleNamespace(provision=lambda namespace: f"registry.example/{namespace}")
-    monkeypatch.setattr("registries.services.provisioning.get_driver", lambda name: driver)
+    monkeypatch.setattr(
+        "registries.services.provisioning.get_driver", lambda name, backend=None: driver
+    )
 
     locks = run(lambda: registry_provision(registry_id=registry.pk))
 
@@ -131,7 +133,9 @@ def test_provisioning_at_once_locks_the_cluster_then_the_registry_then_the_varia
         def provision_cached(self, *, namespace: str) -> str:
             return f"registry.example/{namespace}"
 
-    monkeypatch.setattr("registries.services.provisioning.get_driver", lambda name: Checked())
+    monkeypatch.setattr(
+        "registries.services.provisioning.get_driver", lambda name, backend=None: Checked()
+    )
 
     locks = run(lambda: registry_provision(registry_id=registry.pk))
 

@@ -357,6 +357,32 @@ class AccessTokenAPIView(ApiTokenAPIView):
         rate_limit(request, self.token)
 
 
+class OperatorAPIView(ApiTokenAPIView):
+    """The base of the operators' endpoints (``/v2/operator/...``): about the platform, not an
+    organization. The token authenticates (401) and counts against its rate limits; then its
+    user must be staff and the token carry the method's scope (``read_scope`` or
+    ``write_scope``, 403 otherwise). No organization is in the URL."""
+
+    read_scope: str
+    write_scope: str
+    token: ApiToken
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self.token = cast(ApiToken, request.auth)
+        rate_limit(request, self.token)
+        if not self.token.user.is_staff:
+            raise exceptions.PermissionDenied(
+                "This endpoint is for operators: use an API token of a staff user."
+            )
+        reads = request.method in READ_METHODS
+        scope: str | None = getattr(self, "read_scope" if reads else "write_scope", None)
+        if scope is None:
+            raise exceptions.MethodNotAllowed(cast(str, request.method))
+        if not self.token.has_scope(scope):
+            raise exceptions.PermissionDenied(f"This API token needs the {scope} scope.")
+
+
 def answered_methods(view_class: type[APIView]) -> list[str]:
     """The HTTP methods ``view_class`` answers: those it has a handler for, and HEAD with GET
     (Django answers HEAD with ``get``)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.conf import settings
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
@@ -32,6 +31,7 @@ from controlplane.api.caching import no_store
 from controlplane.api.parsers import JSONParser
 from registries.agent.authentication import SEND_CREDENTIAL, JobCredentialAuthentication
 from registries.models import JobCredential
+from registries.selectors import registry_host_for_cluster
 from registries.services import (
     JOB_CREDENTIAL_USERNAME,
     job_credential_create,
@@ -60,7 +60,8 @@ class JobCredentialsView(APIView):
             "secret": secret,
             "expires_at": credential.expires_at.isoformat().replace("+00:00", "Z"),
             "job_id": credential.job_id,
-            "registry_host": settings.REGISTRY_PUBLIC_HOST,
+            # Its registry's backend's public host (the hook takes the host of the URL).
+            "registry_host": registry_host_for_cluster(token.cluster_id),
         }
         return Response(body, status=status.HTTP_201_CREATED)
 

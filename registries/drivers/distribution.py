@@ -30,6 +30,7 @@ from urllib.parse import quote, urljoin
 import requests
 from django.conf import settings
 
+from registries.backends import Backend
 from registries.drivers.base import DriverError, RegistryUnavailable
 from registries.keys import SigningKeyMissing
 from registries.tokens import CATALOG_SCOPE, CONTROL_PLANE_SUBJECT, Principal, Scope, token_issue
@@ -95,17 +96,18 @@ class RecentChecks:
         self._lock = threading.Lock()
         self._checks: dict[str, _Check] = {}
 
-    def get(self, api_url: str) -> str | None:
+    def get(self, api_url: str, service: str | None = None) -> str | None:
         """What the check of ``api_url`` saw, if it passed recently against these settings."""
         check = self._checks.get(api_url)
-        if check is None or check.against != _check_settings() or check.until <= time.monotonic():
+        against = _check_settings(service)
+        if check is None or check.against != against or check.until <= time.monotonic():
             return None
         return check.seen
 
-    def put(self, api_url: str, seen: str) -> None:
+    def put(self, api_url: str, seen: str, service: str | None = None) -> None:
         until = time.monotonic() + settings.REGISTRY_CHECK_CACHE_SECONDS
         with self._lock:
-            self._checks[api_url] = _Check(_check_settings(), seen, until)
+            self._checks[api_url] = _Check(_check_settings(service), seen, until)
 
     def forget(self, api_url: str | None = None) -> None:
         """Forget the check of ``api_url`` (every check, without one)."""
@@ -116,10 +118,11 @@ class RecentChecks:
                 self._checks.pop(api_url, None)
 
 
-def _check_settings() -> tuple[str, ...]:
-    """What a check depends on besides the registry's address."""
+def _check_settings(service: str | None = None) -> tuple[str, ...]:
+    """What a check depends on besides the registry's address (and its backend's service)."""
     return (
         settings.REGISTRY_TOKEN_REALM,
+        service or settings.REGISTRY_TOKEN_SERVICE,
         settings.REGISTRY_TOKEN_SERVICE,
         settings.REGISTRY_TOKEN_ISSUER,
         settings.REGISTRY_KEYS_DIR,
@@ -136,6 +139,8 @@ class DistributionDriver:
     public_host: str
     timeout: float
     name: str = "distribution"
+    #: The ``service`` the registry names in its challenge and accepts as tokens' audience.
+    service: str = ""
     #: Entries per page of the catalog and tag lists (Distribution's default is 100).
     page_size: int = 100
     session: requests.Session = field(default_factory=shared_session, compare=False)
@@ -146,17 +151,34 @@ class DistributionDriver:
             api_url=settings.REGISTRY_URL,
             public_host=settings.REGISTRY_PUBLIC_HOST,
             timeout=settings.REGISTRY_HTTP_TIMEOUT,
+            service=settings.REGISTRY_TOKEN_SERVICE,
         )
+
+    @classmethod
+    def for_backend(cls, backend: Backend | None) -> DistributionDriver:
+        """The driver of ``backend``'s registry (the settings' registry without one)."""
+        if backend is None:
+            return cls.from_settings()
+        return cls(
+            api_url=backend.api_url,
+            public_host=backend.public_host,
+            timeout=settings.REGISTRY_HTTP_TIMEOUT,
+            service=backend.token_service,
+        )
+
+    @property
+    def token_service(self) -> str:
+        return self.service or settings.REGISTRY_TOKEN_SERVICE
 
     def provision(self, *, namespace: str) -> str:
         """The namespace needs nothing of the registry but the check (see the module): a check
         that passed within ``REGISTRY_CHECK_CACHE_SECONDS`` is not made again."""
-        if recent_checks.get(self.api_url) is None:
+        if recent_checks.get(self.api_url, self.token_service) is None:
             self.check_api()
         return self._namespace_url(namespace)
 
     def provision_cached(self, *, namespace: str) -> str | None:
-        if recent_checks.get(self.api_url) is None:
+        if recent_checks.get(self.api_url, self.token_service) is None:
             return None
         return self._namespace_url(namespace)
 
@@ -172,7 +194,7 @@ class DistributionDriver:
         """
         recent_checks.forget(self.api_url)
         seen = self._check_api()
-        recent_checks.put(self.api_url, seen)
+        recent_checks.put(self.api_url, seen, self.token_service)
         return seen
 
     def _check_api(self) -> str:
@@ -193,7 +215,7 @@ class DistributionDriver:
         scheme, challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         expected = {
             "realm": settings.REGISTRY_TOKEN_REALM,
-            "service": settings.REGISTRY_TOKEN_SERVICE,
+            "service": self.token_service,
         }
         seen = {key: challenge.get(key) for key in expected}
         if scheme != "bearer" or seen != expected:
@@ -203,7 +225,9 @@ class DistributionDriver:
                 "registry_config` and restart it.",
                 public=NOT_OUR_TOKENS,
             )
-        token = _control_plane_token(Principal(subject=CONTROL_PLANE_SUBJECT), [])
+        token = _control_plane_token(
+            Principal(subject=CONTROL_PLANE_SUBJECT), [], self.token_service
+        )
         accepted = self._request(
             "GET", endpoint, token=token, expect=(200, 401), what="GET /v2/ with our token"
         )
@@ -213,7 +237,7 @@ class DistributionDriver:
                 f"({accepted.headers.get('WWW-Authenticate', 'no challenge')}). Its "
                 f"rootcertbundle must be our CA certificate ({settings.REGISTRY_KEYS_DIR}/ca.crt),"
                 f" issuer {settings.REGISTRY_TOKEN_ISSUER!r} and service "
-                f"{settings.REGISTRY_TOKEN_SERVICE!r}: regenerate its configuration with "
+                f"{self.token_service!r}: regenerate its configuration with "
                 "`python manage.py registry_config` and restart it.",
                 public=NOT_OUR_TOKENS,
             )
@@ -231,6 +255,7 @@ class DistributionDriver:
         token = _control_plane_token(
             Principal.control_plane(namespace),
             [Scope("repository", repository, ("pull", "push", "delete"))],
+            self.token_service,
         )
         body = b"controlplane canary " + secrets.token_hex(16).encode()
         digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
@@ -276,7 +301,9 @@ class DistributionDriver:
         deleted = 0
         for repository in self.repositories(namespace=namespace):
             token = _control_plane_token(
-                Principal.control_plane(namespace), [Scope("repository", repository, ("*",))]
+                Principal.control_plane(namespace),
+                [Scope("repository", repository, ("*",))],
+                self.token_service,
             )
             for tag in self.tags(repository, token=token):
                 digest = self._manifest_digest(repository, tag, token=token)
@@ -294,7 +321,9 @@ class DistributionDriver:
     def repositories(self, *, namespace: str) -> Iterator[str]:
         """Repositories in ``namespace`` (the catalog, followed page by page)."""
         token = _control_plane_token(
-            Principal.control_plane(namespace), [Scope(*CATALOG_SCOPE[:2], ("*",))]
+            Principal.control_plane(namespace),
+            [Scope(*CATALOG_SCOPE[:2], ("*",))],
+            self.token_service,
         )
         path = f"/v2/_catalog?n={self.page_size}"
         for page in self._pages(path, token=token, gone=()):
@@ -409,9 +438,9 @@ def _why(exc: requests.RequestException) -> str:
     return "the request failed"
 
 
-def _control_plane_token(principal: Principal, scopes: list[Scope]) -> str:
+def _control_plane_token(principal: Principal, scopes: list[Scope], service: str) -> str:
     try:
-        return token_issue(principal, scopes).token
+        return token_issue(principal, scopes, service=service).token
     except SigningKeyMissing as exc:
         raise DriverError(
             str(exc),

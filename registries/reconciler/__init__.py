@@ -41,6 +41,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from controlplane import metrics
+from registries.backends import backend_get
 from registries.reconciler.lease import (
     lease_acquire,
     lease_holder,
@@ -49,16 +50,20 @@ from registries.reconciler.lease import (
     this_process,
 )
 from registries.reconciler.repairs import (
+    backend_rehosted,
     job_credentials_purge,
     registries_claim_due,
+    registry_rehost,
     registry_republish,
     registry_retry_failed,
 )
 from registries.selectors import (
     KeyWindow,
+    backends_rehosting,
     clusters_owed_a_registry,
     clusters_window,
     registries_failed_transiently,
+    registries_off_host,
     registries_unpublished,
 )
 from registries.services import backend_check, registry_create_for_cluster
@@ -121,6 +126,7 @@ def registries_reconcile(*, holder: str | None = None) -> ReconcileReport:
         with _one_repair("enqueue_due"):
             report.enqueued = [str(r.pk) for r in registries_claim_due()]
         stopped += _republish(report, window)
+        _rehost(report)
         _retry_failed(report)
         with _one_repair("purge_job_credentials"):
             report.job_credentials_purged = job_credentials_purge()
@@ -172,6 +178,20 @@ def _republish(report: ReconcileReport, window: KeyWindow) -> list[str]:
     return _stopped_at([registry.cluster_id for registry in unpublished])
 
 
+def _rehost(report: ReconcileReport) -> None:
+    """Move the ready registries of each backend whose public host changed to it, at most
+    ``REGISTRY_RECONCILE_BATCH`` a backend and pass; a backend none is left off is done."""
+    batch = settings.REGISTRY_RECONCILE_BATCH
+    for backend_id, host, changed_at in backends_rehosting():
+        stale = list(registries_off_host(backend_id, host)[:batch])
+        for registry in stale:
+            with _one_repair("rehost", registry_id=str(registry.pk)):
+                if registry_rehost(registry=registry, public_host=host):
+                    report.republished.append(str(registry.pk))
+        if len(stale) < batch and not registries_off_host(backend_id, host).exists():
+            backend_rehosted(backend_id=backend_id, changed_at=changed_at)
+
+
 def _stopped_at(cluster_ids: list[uuid.UUID | None]) -> list[str]:
     """``[the last id]`` of a batch of repairs (in cluster id order) that the batch limit
     stopped, so that the next pass goes on from there; ``[]`` if it repaired all."""
@@ -185,12 +205,14 @@ def _retry_failed(report: ReconcileReport) -> None:
     failed = registries_failed_transiently(before=before)
     # One check of each registry backend with failed registries, before reading them: while
     # it does not answer, their rows are not read at all.
-    for driver in failed.order_by().values_list("driver", flat=True).distinct():
-        answering, seen = backend_check(driver)
+    for driver, backend_id in failed.order_by().values_list("driver", "backend_id").distinct():
+        backend = backend_get(backend_id) if backend_id is not None else None
+        answering, seen = backend_check(backend, driver)
         if not answering:
             logger.info("reconcile.registry_still_down", extra={"error": seen})
             continue
-        for registry in failed.filter(driver=driver)[: settings.REGISTRY_RECONCILE_BATCH]:
+        same = failed.filter(driver=driver, backend_id=backend_id)
+        for registry in same[: settings.REGISTRY_RECONCILE_BATCH]:
             with _one_repair("retry", registry_id=str(registry.pk)):
                 if registry_retry_failed(registry=registry):
                     report.retried.append(str(registry.pk))

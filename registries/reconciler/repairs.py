@@ -18,7 +18,13 @@ from clusters.interface import AgentEnvironmentVariable, agent_environment_set
 from registries import conditions
 from registries.conditions import SyncedCondition
 from registries.locks import registries_due_lock, registry_lock_with_cluster
-from registries.models import REGISTRY_URL_VARIABLE, JobCredential, Registry, State
+from registries.models import (
+    REGISTRY_URL_VARIABLE,
+    JobCredential,
+    Registry,
+    RegistryBackend,
+    State,
+)
 from registries.services import attempt_lease, reconcile_interval, registry_retry
 from registries.services.lifecycle import ENVIRONMENT_SOURCE, enqueue, transition
 
@@ -155,3 +161,29 @@ def job_credentials_purge(*, now: datetime | None = None) -> int:
     expired = JobCredential.objects.filter(expires_at__lt=now - JOB_CREDENTIAL_RETENTION)
     deleted, _ = expired.delete()
     return deleted
+
+
+def registry_rehost(*, registry: Registry, public_host: str) -> bool:
+    """Give a ready registry the URL ``<public_host>/<namespace>`` (its backend's new public
+    host) and publish it to its cluster's jobs, in one transaction (cluster, then registry
+    locked). False if there was nothing to do (not ready any more, or already there)."""
+    with transaction.atomic():
+        locked = registry_lock_with_cluster(registry)
+        if locked is None or locked.state != State.READY:
+            return False
+        url = f"{public_host}/{locked.namespace}"
+        if locked.url == url:
+            return False
+        locked.url = url
+        locked.save(update_fields=["url"])
+        registry_republish(registry=locked)
+    logger.info("registry.rehosted", extra={"registry_id": str(locked.pk), "url": url})
+    return True
+
+
+def backend_rehosted(*, backend_id: int, changed_at: datetime) -> None:
+    """Every ready registry of the backend is on its public host: clear ``hosts_changed_at``,
+    unless it changed again since the pass read it."""
+    RegistryBackend.objects.filter(pk=backend_id, hosts_changed_at=changed_at).update(
+        hosts_changed_at=None
+    )

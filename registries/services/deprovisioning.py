@@ -15,7 +15,6 @@ from clusters.interface import agent_environment_unset
 from controlplane import metrics
 from registries import conditions
 from registries.conditions import SyncedCondition
-from registries.drivers import get_driver
 from registries.locks import registry_lock
 from registries.models import REGISTRY_URL_VARIABLE, Registry, State
 from registries.services.lifecycle import (
@@ -29,6 +28,7 @@ from registries.services.lifecycle import (
     still_ours,
     transition,
 )
+from registries.services.placement import registry_driver
 
 # The logger of the registry services before they became a package: log filters key on it.
 logger = logging.getLogger("registries.services")
@@ -101,7 +101,7 @@ def registry_deprovision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     logger.info("registry.deprovision.started", extra=log_extra)
     metrics.ATTEMPTS.labels("deprovision").inc()
     try:
-        deleted = get_driver(registry.driver).deprovision(namespace=registry.namespace)
+        deleted = registry_driver(registry).deprovision(namespace=registry.namespace)
         with transaction.atomic():
             locked = registry_lock(registry_id)
             if not still_ours(locked, State.DEPROVISIONING, deadline):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -20,20 +21,22 @@ from django.utils import timezone
 
 from controlplane import metrics
 from registries import conditions
-from registries.drivers import DriverError, RegistryUnavailable, get_driver
+from registries.backends import Backend, backends_all
+from registries.drivers import DriverError, RegistryDriver, RegistryUnavailable, get_driver
 from registries.key_store import key_store
 from registries.locks import registries_canary_due_lock, registries_lock_batch, registry_lock
 from registries.models import Registry, RegistryQuerySet, State
+from registries.services.placement import registry_backend
 
 # The logger of the registry services before they became a package: log filters key on it.
 logger = logging.getLogger("registries.services")
 
 
-def backend_check(driver: str) -> tuple[bool, str]:
+def backend_check(backend: Backend | None, driver: str | None = None) -> tuple[bool, str]:
     """Whether the registry backend answers and still demands and accepts our tokens (the check
     provisioning makes), and what was seen."""
     try:
-        return True, get_driver(driver).check_api()
+        return True, get_driver(driver or settings.REGISTRY_DRIVER, backend).check_api()
     except DriverError as exc:
         return False, str(exc)
 
@@ -41,7 +44,10 @@ def backend_check(driver: str) -> tuple[bool, str]:
 def registry_verify(*, registry: Registry) -> Registry:
     """Check now that the registry's backend answers and trusts our tokens (``backend_check``),
     and record what was seen on the registry. Changes no state."""
-    ok, seen = backend_check(registry.driver)
+    try:
+        ok, seen = backend_check(registry_backend(registry), registry.driver)
+    except DriverError as exc:
+        ok, seen = False, str(exc)
     registry.verified_at, registry.verified_ok, registry.verification = timezone.now(), ok, seen
     registry.save(update_fields=["verified_at", "verified_ok", "verification"])
     logger.info("registry.verified", extra={"registry_id": str(registry.pk), "ok": ok})
@@ -81,19 +87,20 @@ class BackendCanaryResult:
     rechecked: int
 
 
-def _canary(driver: str, namespace: str) -> CanaryResult:
-    """Push, read back and delete a blob in ``namespace`` (``driver.canary``), and count it."""
+def _canary(driver: Callable[[], RegistryDriver], backend: str, namespace: str) -> CanaryResult:
+    """Push, read back and delete a blob in ``namespace`` (``driver().canary``) on ``backend``,
+    and count it."""
     started = time.monotonic()
     detail = ""
     try:
-        seen, ok = get_driver(driver).canary(namespace=namespace), True
+        seen, ok = driver().canary(namespace=namespace), True
     except DriverError as exc:
         # Tenants read ``seen`` (the API's canary and Ready); operators the detail too.
         seen, detail, ok = exc.public, exc.detail, False
     latency = timedelta(seconds=time.monotonic() - started)
     outcome = "passed" if ok else "failed"
-    metrics.CANARIES.labels(outcome).inc()
-    metrics.CANARY_SECONDS.labels(outcome).observe(latency.total_seconds())
+    metrics.CANARIES.labels(backend, outcome).inc()
+    metrics.CANARY_SECONDS.labels(backend, outcome).observe(latency.total_seconds())
     return CanaryResult(ok=ok, latency=latency, seen=seen, detail=detail)
 
 
@@ -140,7 +147,15 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
     registry = Registry.objects.ready().filter(pk=registry_id).first()
     if registry is None:
         return None
-    result = _canary(registry.driver, registry.namespace)
+    try:
+        placed = registry_backend(registry)
+    except DriverError:
+        placed = None  # its backend is gone: the canary fails below with why
+    result = _canary(
+        lambda: get_driver(registry.driver, registry_backend(registry)),
+        placed.name if placed else "",
+        registry.namespace,
+    )
     with transaction.atomic():
         locked = registry_lock(registry_id)
         if locked is None or locked.state != State.READY:
@@ -160,10 +175,9 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
 
 
 def canary_backends() -> list[str]:
-    """The registry backends that get a canary of their own every round, by driver name. Today
-    there is one: every registry lives on the registry ``REGISTRY_URL`` names, reached through
-    ``REGISTRY_DRIVER``."""
-    return [settings.REGISTRY_DRIVER]
+    """The registry backends that get a canary of their own every round, by name: every one,
+    active or draining (a draining backend still serves its registries)."""
+    return [backend.name for backend in backends_all()]
 
 
 def backend_canary(*, backend: str) -> BackendCanaryResult:
@@ -179,8 +193,13 @@ def backend_canary(*, backend: str) -> BackendCanaryResult:
     may have been the backend's, seen by its own canary first). Rows another transaction holds
     are left for the next round.
     """
-    result = _canary(backend, BACKEND_CANARY_NAMESPACE)
-    ready = Registry.objects.ready().filter(driver=backend)
+    found = next((b for b in backends_all() if b.name == backend), None)
+    if found is None:
+        raise DriverError(f"No registry backend named {backend!r}.")
+    result = _canary(
+        lambda: get_driver(settings.REGISTRY_DRIVER, found), backend, BACKEND_CANARY_NAMESPACE
+    )
+    ready = Registry.objects.ready().filter(backend_id=found.id)
     if result.ok:
         recorded = _canary_record_all(ready.filter(canary_ok=False, canary_by_backend=True), result)
         now = timezone.now()
@@ -272,14 +291,33 @@ def readiness_signing_key() -> None:
         connection.close()
 
 
-def readiness_registry() -> None:
-    """``/readyz``: the registry answers ``GET /v2/`` (401 without a token, as expected) within
-    ``HEALTH_CHECK_TIMEOUT_SECONDS``. Lighter than ``backend_check``, which also signs a token and
-    asks twice: this runs on every probe."""
-    response = requests.get(
-        f"{settings.REGISTRY_URL}/v2/",
-        timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS,
-        allow_redirects=False,
-    )
-    if response.status_code >= 500:
-        raise RegistryUnavailable(f"GET /v2/ answered {response.status_code}")
+class BackendsUnavailable(RegistryUnavailable):
+    """No registry backend answers (``/readyz``); ``detail_by_part`` says what each did."""
+
+    def __init__(self, detail_by_part: dict[str, str]) -> None:
+        super().__init__(f"No registry backend answers: {detail_by_part}")
+        self.detail_by_part = detail_by_part
+
+
+def readiness_registry() -> dict[str, str]:
+    """``/readyz``: each registry backend answers ``GET /v2/`` (401 without a token, as
+    expected) within ``HEALTH_CHECK_TIMEOUT_SECONDS``; what each did, by name. Fails only when
+    none answers: one backend down leaves the API serving the others' registries (its
+    registries' canaries and ``Ready`` say so). Lighter than ``backend_check``, which also signs
+    a token and asks twice: this runs on every probe."""
+    seen: dict[str, str] = {}
+    for backend in backends_all():
+        try:
+            response = requests.get(
+                f"{backend.api_url}/v2/",
+                timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            seen[backend.name] = type(exc).__name__
+            continue
+        failed = response.status_code >= 500
+        seen[backend.name] = f"GET /v2/ answered {response.status_code}" if failed else "ok"
+    if "ok" not in seen.values():
+        raise BackendsUnavailable(seen)
+    return seen

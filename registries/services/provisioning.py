@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from clusters.interface import Cluster, agent_environment_set
 from controlplane import metrics
+from registries.backends import Backend
 from registries.conditions import SyncedCondition
 from registries.drivers import CachedProvisioning, DriverError, get_driver
 from registries.locks import registry_lock_with_cluster, registry_lock_with_its_cluster
@@ -24,6 +26,11 @@ from registries.services.lifecycle import (
     attempt_may_begin,
     left_as_is,
     still_ours,
+)
+from registries.services.placement import (
+    NoBackendAvailable,
+    placement_choose,
+    registry_backend,
 )
 
 # The logger of the registry services before they became a package: log filters key on it.
@@ -56,9 +63,9 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
         if (
             registry is not None
             and cluster is not None
-            and (url := _url_at_once(registry)) is not None
+            and (found := _url_at_once(registry)) is not None
         ):
-            outcome = _provision_at_once(registry, cluster, url)
+            outcome = _provision_at_once(registry, cluster, *found)
         else:
             outcome = _begin(registry)
     if outcome is None:  # the attempt at once failed, all rolled back: the two-step one records it
@@ -72,19 +79,30 @@ def registry_provision(*, registry_id: uuid.UUID | str) -> AttemptResult:
     return _provision_outcome(*outcome)
 
 
-def _url_at_once(registry: Registry) -> str | None:
-    """The registry's URL if its driver gives it without calling the registry, else None."""
+def _url_at_once(registry: Registry) -> tuple[str, Backend | None] | None:
+    """The registry's URL and backend (the one placement chooses, if it has none yet) if its
+    driver gives the URL without calling the registry, else None."""
     try:
-        driver = get_driver(registry.driver)
+        backend = _placed(registry)
+        driver = get_driver(registry.driver, backend)
     except DriverError:
-        return None  # an unknown driver: the two-step attempt records it
+        return None  # an unknown driver, no backend to place on: the two-step attempt records it
     if not isinstance(driver, CachedProvisioning):
         return None
-    return driver.provision_cached(namespace=registry.namespace)
+    url = driver.provision_cached(namespace=registry.namespace)
+    return None if url is None else (url, backend)
+
+
+def _placed(registry: Registry) -> Backend | None:
+    """The registry's backend, or the one placement chooses for it (not yet recorded: ``_start``
+    records it). Raises ``NoBackendAvailable``."""
+    if registry.backend_id is not None:
+        return registry_backend(registry)
+    return placement_choose(key=str(registry.cluster_id or registry.pk))
 
 
 def _provision_at_once(
-    registry: Registry, cluster: Cluster, url: str
+    registry: Registry, cluster: Cluster, url: str, backend: Backend | None
 ) -> Registry | AttemptResult | None:
     """The attempt in the caller's transaction, which locked the registry and its cluster, for
     a URL the driver gave without calling the registry: ``pending -> provisioning -> ready``
@@ -97,7 +115,7 @@ def _provision_at_once(
             return begun
         registry, _ = begun
         transitions = Transitions(registry)
-        _start(registry, transitions, deadline=None)
+        _start(registry, transitions, deadline=None, backend=backend)
         _ready(registry, transitions, url)
         transitions.save()
         _publish(cluster, url)
@@ -115,8 +133,12 @@ def _begin(registry: Registry | None) -> tuple[Registry, datetime] | AttemptResu
     if isinstance(begun, AttemptResult):
         return begun
     registry, deadline = begun
+    try:
+        backend = _placed(registry)
+    except DriverError:
+        backend = None  # the attempt then fails with the reason, in _provision_outcome
     transitions = Transitions(registry)
-    _start(registry, transitions, deadline)
+    _start(registry, transitions, deadline, backend=backend)
     transitions.save()
     return begun
 
@@ -138,7 +160,11 @@ def _provision_outcome(registry: Registry, deadline: datetime) -> AttemptResult:
     _started(registry)
     registry_id = registry.pk
     try:
-        url = get_driver(registry.driver).provision(namespace=registry.namespace)
+        if registry.backend_id is None:  # no backend could take it when the attempt began
+            placement_choose(key=str(registry.cluster_id or registry.pk))  # raises why
+            raise NoBackendAvailable("A backend became available as the attempt began.")
+        driver = get_driver(registry.driver, registry_backend(registry))
+        url = driver.provision(namespace=registry.namespace)
         with transaction.atomic():
             locked = registry_lock_with_cluster(registry)
             # A provisioning registry has its cluster: deletion moves it to deprovisioning.
@@ -162,16 +188,27 @@ def _provision_outcome(registry: Registry, deadline: datetime) -> AttemptResult:
     return AttemptResult(state=State.READY, attempts=registry.attempts)
 
 
-def _start(registry: Registry, transitions: Transitions, deadline: datetime | None) -> None:
+def _start(
+    registry: Registry,
+    transitions: Transitions,
+    deadline: datetime | None,
+    *,
+    backend: Backend | None = None,
+) -> None:
     """``pending`` (or an interrupted ``provisioning``) -> ``provisioning``: one more attempt,
-    holding the registry until ``deadline`` (none for an attempt made in one transaction)."""
+    holding the registry until ``deadline`` (none for an attempt made in one transaction), on
+    ``backend`` (recorded if the registry had none: it keeps it from then on)."""
     resumed = registry.state == State.PROVISIONING
+    placed: dict[str, Any] = {}
+    if backend is not None and registry.backend_id is None:
+        placed["backend_id"] = backend.id
     transitions.to(
         State.PROVISIONING,
         message="resumed after an interrupted attempt" if resumed else "",
         attempts=registry.attempts + 1,
         next_attempt_at=deadline or registry.next_attempt_at,
         attempt_deadline=deadline,
+        **placed,
     )
 
 

@@ -45,7 +45,8 @@ schema = schemathesis.openapi.from_wsgi("/v2/schema/", get_wsgi_application())
 def secret(db) -> str:
     organization = services.organization_create(slug="acme", name="Acme")
     _, secret = services.api_token_create(
-        user=User.objects.create_user("sam"),  # no email, as create_api_token makes them
+        # No email, as create_api_token makes them; staff, for the operators' endpoints too.
+        user=User.objects.create_user("sam", is_staff=True),
         organization=organization,
         description="schemathesis",
         scopes=list(ApiScope.values),
@@ -71,6 +72,7 @@ def existing_objects() -> dict[str, str]:
         "cluster_id": str(cluster.pk),
         "queue_id": str(queue.pk),
         "token_id": str(token.pk),
+        "name": "default",  # the registry backend
     }
 
 

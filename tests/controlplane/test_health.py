@@ -64,7 +64,8 @@ def test_readyz_is_503_when_the_registry_does_not_answer(client, settings) -> No
     assert body["status"] == "failing"
     assert body["checks"]["registry"] == {
         "ok": False,
-        "error": "ConnectionError",
+        "error": "BackendsUnavailable",
+        "parts": {"default": "ConnectionError"},
         "ms": body["checks"]["registry"]["ms"],
     }
     assert body["checks"]["database"]["ok"] is True

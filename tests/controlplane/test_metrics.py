@@ -146,7 +146,9 @@ def test_provisioning_counts_attempts_failures_and_time_to_ready(scrape, monkeyp
     registry = RegistryFactory()
     Registry.objects.filter(pk=registry.pk).update(created_at=timezone.now() - timedelta(seconds=7))
     driver = FakeDriver(RegistryUnavailable("connection refused"))
-    monkeypatch.setattr("registries.services.provisioning.get_driver", lambda name: driver)
+    monkeypatch.setattr(
+        "registries.services.provisioning.get_driver", lambda name, backend=None: driver
+    )
     before = scrape()
 
     registry_provision(registry_id=registry.pk)  # fails: the registry did not answer
@@ -169,7 +171,8 @@ def test_provisioning_counts_attempts_failures_and_time_to_ready(scrape, monkeyp
 def test_a_failure_that_is_not_the_registrys_is_internal(scrape, monkeypatch) -> None:
     registry = RegistryFactory()
     monkeypatch.setattr(
-        "registries.services.provisioning.get_driver", lambda name: FakeDriver(ValueError("bug"))
+        "registries.services.provisioning.get_driver",
+        lambda name, backend=None: FakeDriver(ValueError("bug")),
     )
     before = scrape()
 
@@ -238,7 +241,7 @@ def test_webhook_deliveries_are_counted_by_outcome(scrape, platform) -> None:  #
 def test_canaries_count_results_with_latency(scrape, monkeypatch) -> None:
     registry = RegistryFactory(state=State.READY)
     driver = FakeDriver()
-    monkeypatch.setattr("registries.services.health.get_driver", lambda name: driver)
+    monkeypatch.setattr("registries.services.health.get_driver", lambda name, backend=None: driver)
     before = scrape()
 
     registry_canary(registry_id=registry.pk)
@@ -246,9 +249,10 @@ def test_canaries_count_results_with_latency(scrape, monkeypatch) -> None:
     registry_canary(registry_id=registry.pk)
 
     after = scrape()
-    assert delta(before, after, "controlplane_canary_runs_total", result="passed") == 1
-    assert delta(before, after, "controlplane_canary_runs_total", result="failed") == 1
-    assert delta(before, after, "controlplane_canary_seconds_count", result="passed") == 1
+    runs, seconds = "controlplane_canary_runs_total", "controlplane_canary_seconds_count"
+    assert delta(before, after, runs, backend="default", result="passed") == 1
+    assert delta(before, after, runs, backend="default", result="failed") == 1
+    assert delta(before, after, seconds, backend="default", result="passed") == 1
 
 
 @pytest.mark.django_db
@@ -304,7 +308,9 @@ def test_http_outcomes_are_bounded() -> None:
 @pytest.mark.django_db
 def test_first_hosted_queue_to_ready_through_the_services(scrape, monkeypatch, broker_queue):
     """The histogram starts at the first hosted queue: the registry is created with it."""
-    monkeypatch.setattr("registries.services.provisioning.get_driver", lambda name: FakeDriver())
+    monkeypatch.setattr(
+        "registries.services.provisioning.get_driver", lambda name, backend=None: FakeDriver()
+    )
     organization = services.organization_create(slug="metrics", name="Metrics")
     cluster = services.cluster_create(organization=organization, name="c")
     before = scrape()

@@ -146,7 +146,7 @@ def test_a_compose_file_that_breaks_the_specification_is_refused() -> None:
         jsonschema.validators.validator_for(schema)(schema).validate(compose)
 
 
-@pytest.mark.parametrize("directory", ["base", "overlays/production"])
+@pytest.mark.parametrize("directory", ["base", "overlays/production", "registry-backend"])
 def test_the_kubernetes_manifests_are_valid_against_the_openapi_schemas(directory: str) -> None:
     for document in render(DEPLOY / "kubernetes" / directory):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)

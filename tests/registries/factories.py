@@ -6,7 +6,7 @@ from __future__ import annotations
 import factory
 from django.utils import timezone
 
-from registries.models import Registry, State
+from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend, State
 from tests.clusters.factories import ClusterFactory
 
 #: States in which the database demands that deprovisioning was requested (or no cluster).
@@ -17,15 +17,23 @@ class RegistryFactory(factory.django.DjangoModelFactory):
     """A registry of a new cluster of organization ``acme``, in ``pending`` unless ``state=...``.
 
     Its namespace is the one the service gives (``<organization>/<first 12 hex digits of the
-    cluster id>``); what the table's constraints demand follows ``state``: a ``ready`` registry
-    has a URL on ``127.0.0.1:5000``, a ``deprovisioning`` or ``deleted`` one a time at which
-    deprovisioning was requested.
+    cluster id>``), on the default backend unless pending; what the table's constraints demand
+    follows ``state``: a ``ready`` registry has a URL on ``127.0.0.1:5000``, a
+    ``deprovisioning`` or ``deleted`` one a time at which deprovisioning was requested.
     """
 
     class Meta:
         model = Registry
 
     cluster = factory.SubFactory(ClusterFactory, organization__slug="acme")
+    #: Placed on the default backend (the settings' registry) unless it is ``pending``.
+    backend = factory.LazyAttribute(
+        lambda o: (
+            None
+            if o.state == State.PENDING
+            else RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)[0]
+        )
+    )
     namespace = factory.LazyAttribute(
         lambda o: f"{o.cluster.organization.slug}/{o.cluster.pk.hex[:12]}"
     )

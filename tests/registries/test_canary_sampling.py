@@ -29,7 +29,7 @@ from tests.support.processes import closed_url
 
 pytestmark = pytest.mark.django_db
 
-BACKEND = "distribution"
+BACKEND = "default"  # the registry backend the settings name
 
 
 def ready_registries(count: int, *, due: datetime) -> list[Registry]:

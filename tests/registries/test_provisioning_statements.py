@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 
 from clusters import services
 from clusters.models import Cluster, Organization
+from registries.backends import backends_all
 from registries.models import Registry, State
 from registries.services import registry_provision
 
@@ -98,6 +99,7 @@ def test_provisioning_takes_one_transaction_once_the_registry_was_checked(
         Registry.objects.get(cluster=create_cluster_with_hosted_queue(organization, name))
         for name in ("first", "second")
     )
+    backends_all()  # the process's copy of the backends, read at most every few seconds
 
     checked = statements(lambda: registry_provision(registry_id=first.pk))
     at_once = statements(lambda: registry_provision(registry_id=second.pk))

@@ -141,11 +141,13 @@ def test_the_periodic_selects_read_their_partial_indexes(settings) -> None:
     failed = selectors.registries_failed_transiently(before=now)
     selects = {
         "registry_attempt_due": selectors.registries_due(now=now, interval=timedelta(seconds=30)),
-        "registry_failed_transient": failed.order_by().values_list("driver").distinct(),
+        "registry_failed_transient": failed.order_by()
+        .values_list("driver", "backend_id")
+        .distinct(),
         "registry_canary_due": selectors.registries_canary_due(now=now).values_list("pk")[:100],
         # A passing backend canary's batch of registries to restore.
-        "registry_canary_failed": Registry.objects.ready()
-        .filter(driver="distribution", canary_ok=False, canary_by_backend=True)
+        "registry_canary_failed_backend": Registry.objects.ready()
+        .filter(backend_id=1, canary_ok=False, canary_by_backend=True)
         .order_by("pk")[:500],
     }
     for index, queryset in selects.items():
@@ -163,4 +165,4 @@ def test_the_partial_indexes_hold_only_the_rows_their_selects_are_after() -> Non
     assert "WHERE ((state)::text = ANY" in definitions["registry_attempt_due"]
     assert "failure_transient" in definitions["registry_failed_transient"]
     assert "WHERE ((state)::text = 'ready'::text)" in definitions["registry_canary_due"]
-    assert "canary_ok" in definitions["registry_canary_failed"]
+    assert "canary_ok" in definitions["registry_canary_failed_backend"]

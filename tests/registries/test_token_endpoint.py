@@ -259,7 +259,8 @@ def test_credentials_that_are_not_basic_or_malformed_are_refused(
         ({"service": ""}, "service is required (the registry's challenge names it)."),
         (
             {"service": "other"},
-            "This endpoint issues tokens for the service 'hosted-registry', not 'other'.",
+            "This endpoint issues tokens for the service 'hosted-registry' and the other "
+            "registry backends' services, not 'other'.",
         ),
     ],
     ids=["missing", "empty", "another service"],

@@ -37,6 +37,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--description", default="created with manage.py create_api_token")
         parser.add_argument("--quiet", action="store_true", help="print only the token")
+        parser.add_argument(
+            "--staff",
+            action="store_true",
+            help="make the user staff (an operator: the operator scopes need one)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         quiet = options["quiet"]
@@ -64,6 +69,10 @@ class Command(BaseCommand):
         if user is None:
             user = User.objects.create_user(username)  # no usable password
             self._say(quiet, f"Created user {user.username} (no password: API use only).")
+        if options.get("staff") and not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+            self._say(quiet, f"User {user.username} is staff (an operator).")
         token, secret = services.api_token_create(
             user=user, organization=organization, description=options["description"], scopes=scopes
         )

@@ -38,6 +38,7 @@ from django.utils.crypto import salted_hmac
 
 from controlplane.env import loopback_address
 from controlplane.local_state import write_atomic
+from registries.backends import backends_all
 from registries.key_files import key_folder
 
 TEMPLATE = """\
@@ -302,9 +303,11 @@ def render_registry_config(
     rootcertbundle: str | None = None,
     prometheus: bool | None = None,
     replicas: int = 1,
+    service: str | None = None,
 ) -> str:
     """The registry's configuration; the realm and CA default to this service's settings, the
     production options (storage, Redis, notifications, TLS, metrics) come from the settings.
+    ``service`` is its registry backend's token service (``REGISTRY_TOKEN_SERVICE`` without).
 
     No debug listener unless ``debug_addr`` is given or ``prometheus`` (default:
     REGISTRY_PROMETHEUS_ENABLED) asks for one; ValueError unless it is on loopback, and
@@ -327,7 +330,7 @@ def render_registry_config(
         purging_interval=q(_duration("REGISTRY_UPLOAD_PURGING_INTERVAL")),
         log_level=log_level,
         realm=q(realm),
-        service=q(settings.REGISTRY_TOKEN_SERVICE),
+        service=q(service or settings.REGISTRY_TOKEN_SERVICE),
         issuer=q(settings.REGISTRY_TOKEN_ISSUER),
         rootcertbundle=q(rootcertbundle or key_folder().ca_certificate_path.resolve()),
         endpoint=_endpoint(realm),
@@ -342,6 +345,11 @@ class Command(BaseCommand):
     help = "Print a Distribution (docker-registry) configuration for REGISTRY_URL."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--backend",
+            help="the registry backend (by name) this registry serves: its token service, and "
+            "--addr from its API URL (default: the settings' registry, the default backend)",
+        )
         parser.add_argument("--addr", help="host:port to listen on (default: from REGISTRY_URL)")
         parser.add_argument(
             "--debug-addr",
@@ -365,7 +373,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        addr = options["addr"] or urlsplit(settings.REGISTRY_URL).netloc
+        api_url, service = settings.REGISTRY_URL, None
+        if options["backend"]:
+            backend = next((b for b in backends_all() if b.name == options["backend"]), None)
+            if backend is None:
+                known = ", ".join(b.name for b in backends_all())
+                raise CommandError(
+                    f"No registry backend {options['backend']!r}; there are: {known}."
+                )
+            api_url, service = backend.api_url, backend.token_service
+        addr = options["addr"] or urlsplit(api_url).netloc
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"Cannot listen on {addr!r}: give --addr as host:port.")
@@ -382,6 +399,7 @@ class Command(BaseCommand):
                 storage_dir=options["storage_dir"],
                 log_level=options["log_level"],
                 replicas=options["replicas"],
+                service=service,
             )
         except RegistryConfigError as exc:
             raise CommandError(f"{exc}.") from exc
