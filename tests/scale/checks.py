@@ -155,7 +155,7 @@ def rotate_through_issuer(
 
 def audit(stack: ScaleStack, trial: Trial, created: list[Created]) -> None:
     """Count the registries of the clusters whose hosted queue was created, and their placement
-    (the backend is the registry URL's host: backend 1's is the load balancer's)."""
+    per backend against the backends' weights (the operators' endpoint)."""
     cluster_ids = [c.cluster_id for c in created if c.queue_created]
     trial.clusters = len(cluster_ids)
     counts = count_registries(
@@ -164,14 +164,17 @@ def audit(stack: ScaleStack, trial: Trial, created: list[Created]) -> None:
     trial.recovered, trial.lost = counts.recovered, counts.lost
     trial.duplicated, trial.provisionings = counts.duplicated, counts.provisionings
     trial.problems.extend(counts.problems[:20])
-    names = {stack.registry_host: "backend-1"}
-    trial.placements = {}
-    for (url,) in stack.sql(
-        "select url from registries_registry where cluster_id::text = any(%s)", [cluster_ids]
-    ):
-        name = names.get((url or "").split("/", 1)[0], (url or "none").split("/", 1)[0])
-        trial.placements[name] = trial.placements.get(name, 0) + 1
-    trial.weights = {"backend-1": 1}
+    trial.placements = dict(
+        stack.sql(
+            "select b.name, count(*) from registries_registry r "
+            "join registries_registrybackend b on b.id = r.backend_id "
+            "where r.cluster_id::text = any(%s) group by b.name",
+            [cluster_ids],
+        )
+    )
+    listed = stack.operator("GET", "")
+    backends = listed["results"] if isinstance(listed, dict) and "results" in listed else listed
+    trial.weights = {backend["name"]: backend["weight"] for backend in backends}
     trial.problems.extend(placement_problems(trial.placements, trial.weights))
 
 

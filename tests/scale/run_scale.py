@@ -41,17 +41,23 @@ TOPOLOGY = [
     "private Redis: broker, cache and RedBeat's lock and schedule (db 0), the registries' "
     "blob-descriptor cache (db 2);",
     "moto's S3 server (PyPI `moto[server]`) with one bucket;",
-    "**backend 1**: two `docker-registry` replicas from `registry_config --replicas 2` on that "
-    "bucket, sharing the Redis cache and one `http.secret`;",
+    "**backend 1** (`default`, the one the settings name, weight 200): two `docker-registry` "
+    "replicas from `registry_config --replicas 2` on that bucket, sharing the Redis cache and "
+    "one `http.secret`;",
+    "**backend 2** (`backend-2`, weight 100: placements 2:1): one `docker-registry` on local "
+    "disk, its configuration from `registry_config --backend backend-2` (its own token "
+    "service). Added as an operator adds one: `POST /v2/operator/registry-backends` draining "
+    "(an operator's API token), its registry rendered and started, then `PATCH` active and the "
+    "first backend's weight set;",
     "**two API processes**: gunicorn with `deploy/gunicorn.conf.py` "
     f"({SCALE_ENVIRONMENT['WEB_CONCURRENCY']} workers x {SCALE_ENVIRONMENT['GUNICORN_THREADS']} "
     "threads each). The signing keys are in the database (the key store): API process 2 alone "
     "has a keys folder, with the CA's key (it is where keys are issued, as the keys Job); API "
     "process 1 (the one killed), the workers and the beats have an empty one;",
-    "**nginx** (Debian's) in front of the API and of backend 1 (config rendered by "
-    "`tests/scale/lb.py` into the trial's folder): the registry URL the control plane provisions "
-    "on and publishes, and the token realm the registries send clients to, are the load "
-    "balancer's. Passive failover (`max_fails=1 fail_timeout=2s`, `proxy_next_upstream error "
+    "**nginx** (Debian's) in front of the API and of both backends (config rendered by "
+    "`tests/scale/lb.py` into the trial's folder): the registry URLs the control plane "
+    "provisions on and publishes, and the token realm the registries send clients to, are the "
+    "load balancer's. Passive failover (`max_fails=1 fail_timeout=2s`, `proxy_next_upstream error "
     "timeout http_502 http_503`, no upstream keep-alive for the API): a refused connection is "
     "retried on the other backend whatever the method; a POST or PATCH already sent to a process "
     "that then dies is **not** re-sent by nginx (it may have been committed: `non_idempotent` is "
@@ -88,7 +94,8 @@ STEPS = [
     f"**Afterwards**: wait (up to {READY_TIMEOUT:g} s) until every cluster's registry is ready; "
     "count them (tests/support/outcomes.py, as `make faults` does): one registry per cluster, "
     "ready, its URL published, one unbroken event sequence with one `ready`; placements per "
-    "backend.",
+    "backend, each backend's share within 10 points of its share of the weights (three standard "
+    "deviations of 200 weighted draws).",
     f"**Push and pull for every cluster** ({PUSH_THREADS} at a time): `skopeo copy` of a tiny "
     "OCI image into `<registry URL>/base:latest` through the load balancer with the cluster's "
     "agent token (the registry's 401 challenge, then our token endpoint through the load "

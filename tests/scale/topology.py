@@ -66,8 +66,12 @@ SCALE_ENVIRONMENT = {
     "WEB_CONCURRENCY": "2",
     "GUNICORN_THREADS": "4",
     "GUNICORN_BIND_HOST": "127.0.0.1",
+    "REGISTRY_BACKENDS_CACHE_SECONDS": "1",
 }
 S3_ROOT = "scale-backend-1"
+#: The backends' names (the first is the one the settings name) and their weights: 2:1.
+BACKEND_1, BACKEND_2 = "default", "backend-2"
+WEIGHTS = {BACKEND_1: 200, BACKEND_2: 100}
 CACHE_DB = 2
 
 
@@ -81,6 +85,7 @@ class ScaleStack(Deployment):
         self.lb_api_port, self.lb_registry_port = free_port(), free_port()
         self.api_ports = [free_port(), free_port()]
         self.replica_ports = [free_port(), free_port()]
+        self.backend2_port, self.lb_backend2_port = free_port(), free_port()
         self.redis = RedisServer(workdir / "redis")
         self.env = service_environment(
             database_url=postgres.url(self.database),
@@ -97,6 +102,7 @@ class ScaleStack(Deployment):
         self.issuer = 1  # API process 2: not the one killed
         self.issuer_env = {**self.env, "REGISTRY_KEYS_DIR": str(self.keys_dir)}
         self.token = ""
+        self.operator_token = ""
         self.s3: ManagedProcess | None = None
         self.s3_url = ""
         self.replicas = [
@@ -109,6 +115,13 @@ class ScaleStack(Deployment):
             )
             for letter, port in zip("ab", self.replica_ports, strict=True)
         ]
+        self.backend2 = registry_process(
+            "registry-2",
+            workdir / "registry-2.yml",
+            url=f"http://127.0.0.1:{self.backend2_port}",
+            env=self.env,
+            log_path=workdir / "registry-2.log",
+        )
         nginx = require_binary("nginx")
         self.nginx = self._process(
             "nginx",
@@ -180,12 +193,17 @@ class ScaleStack(Deployment):
         return self.registry_url.split("://", 1)[1]
 
     @property
+    def backend2_host(self) -> str:
+        """Backend 2 through the load balancer: its public host and API URL."""
+        return f"127.0.0.1:{self.lb_backend2_port}"
+
+    @property
     def processes(self) -> list[ManagedProcess]:
         """Every process, in the order they start."""
         s3 = [self.s3] if self.s3 is not None else []
         return [
             self.redis.process, *s3, *self.replicas, self.nginx, *self.apis, *self.workers,
-            *self.beats,
+            *self.beats, self.backend2,
         ]  # fmt: skip
 
     # life cycle
@@ -217,6 +235,9 @@ class ScaleStack(Deployment):
                     Upstream("backend1", self.registry_host,
                              [f"127.0.0.1:{port}" for port in self.replica_ports],
                              streaming=True, read_timeout=300),
+                    Upstream("backend2", self.backend2_host,
+                             [f"127.0.0.1:{self.backend2_port}"], streaming=True,
+                             read_timeout=300),
                 ],
                 user="root" if os.geteuid() == 0 else "",
             )
@@ -234,6 +255,44 @@ class ScaleStack(Deployment):
         self.wait_for(lambda: self.beat_state(0) == "active", 30, "the first beat to be active")
         self.beats[1].start()
         self.wait_for(lambda: self.beat_state(1) == "standby", 30, "the second beat to stand by")
+        self._add_second_backend()
+
+    def _add_second_backend(self) -> None:
+        """As an operator adds one (docs/operations.md, "Registry backends"): declared draining
+        through the operators' REST endpoint, its registry rendered by ``registry_config
+        --backend`` and started, then made active; the first (``default``) weighted twice."""
+        self.operator_token = self.manage(
+            "create_api_token", ORGANIZATION, "operator", "--staff", "--scopes",
+            "read_registry_backends,write_registry_backends", "--quiet",
+        ).strip()  # fmt: skip
+        self.operator("POST", "", {
+            "name": BACKEND_2, "api_url": f"http://{self.backend2_host}",
+            "public_host": self.backend2_host, "token_service": f"{BACKEND_2}-service",
+            "storage": "filesystem", "weight": WEIGHTS[BACKEND_2], "state": "draining",
+        })  # fmt: skip
+        self.manage(
+            "registry_config", "--backend", BACKEND_2, "--addr",
+            f"127.0.0.1:{self.backend2_port}", "--storage-dir", str(self.workdir / "registry-2"),
+            "--output", str(self.workdir / "registry-2.yml"), env=self.issuer_env,
+        )  # fmt: skip
+        self.backend2.start()
+        self.operator("PATCH", BACKEND_2, {"state": "active"})
+        self.operator("PATCH", BACKEND_1, {"weight": WEIGHTS[BACKEND_1]})
+        # Other processes see backends changed elsewhere within REGISTRY_BACKENDS_CACHE_SECONDS.
+        time.sleep(float(SCALE_ENVIRONMENT["REGISTRY_BACKENDS_CACHE_SECONDS"]) + 0.5)
+
+    def operator(self, method: str, name: str, body: Any = None) -> Any:
+        """``/v2/operator/registry-backends[/name]`` through the load balancer."""
+        response = requests.request(
+            method,
+            f"{self.api_url}/v2/operator/registry-backends" + (f"/{name}" if name else ""),
+            json=body,
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+            timeout=30,
+        )
+        if response.status_code >= 300:
+            raise AssertionError(f"{method} {name or 'registry-backends'}: {response.text}")
+        return response.json()
 
     def _stop(self, process: ManagedProcess) -> None:
         if process in self.apis:
