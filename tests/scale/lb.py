@@ -1,9 +1,9 @@
 """The local load balancer of ``make scale``: nginx (Debian's), its configuration rendered into
 the trial's folder.
 
-One nginx, two ``server`` blocks: the API (two gunicorn processes) and backend 1's registry (two
-``docker-registry`` replicas on one S3 bucket). Clients, workers and the registries' token realm
-know only the load balancer's addresses.
+One nginx, a ``server`` block per service: the API (two gunicorn processes), backend 1's registry
+(two ``docker-registry`` replicas on one S3 bucket) and backend 2's (one). Clients, workers and
+the registries' token realm know only the load balancer's addresses.
 
 Failover is passive (open-source nginx has no active health checks): a backend that refuses the
 connection or fails is marked down for ``fail_timeout`` after ``max_fails`` failures, and the

@@ -67,7 +67,7 @@ TOPOLOGY = [
 ]
 STEPS = [
     "Start everything; wait until each process is ready and the first beat is active, the "
-    "second standing by.",
+    "second standing by; add backend 2 and set the weights (Topology).",
     "**Burst**: {clusters} clusters, each created with an agent token and its first hosted queue "
     f"through the load balancer's REST API, from {BURST_THREADS} client threads. A POST answered "
     "502/503/504 or a broken connection is sent again; a create answered 4xx after such a retry "

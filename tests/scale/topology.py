@@ -7,12 +7,16 @@ environment variables alone, each with its own log in the trial's folder:
   blob-descriptor cache, db 2) and a fresh copy of the session's migrated database on the
   session's private PostgreSQL (tests/support/stack.py);
 - moto's S3 server (tests/support/s3.py) with one bucket;
-- backend 1: two ``docker-registry`` replicas rendered by ``registry_config --replicas 2`` on that
-  bucket, the shared Redis cache and one ``http.secret``;
-- two API processes: gunicorn with ``deploy/gunicorn.conf.py`` (2 workers x 4 threads each);
-- nginx (tests/scale/lb.py) in front of the API and of backend 1: the registry URL the control
-  plane provisions on and publishes, and the token realm the registries send clients to, are the
-  load balancer's;
+- backend 1 (``default``, the settings' registry): two ``docker-registry`` replicas rendered by
+  ``registry_config --replicas 2`` on that bucket, the shared Redis cache and one ``http.secret``;
+- backend 2 (``backend-2``): one ``docker-registry`` on disk, added after start-up through the
+  operators' REST endpoint (:meth:`ScaleStack._add_second_backend`), weighted 1 to backend 1's 2;
+- two API processes: gunicorn with ``deploy/gunicorn.conf.py`` (2 workers x 4 threads each); the
+  signing keys are in the database, and only API process 2 has a keys folder (the CA's files:
+  where keys are issued, so where the rotation goes);
+- nginx (tests/scale/lb.py) in front of the API and of both backends: the registry URLs the
+  control plane provisions on and publishes, and the token realm the registries send clients to,
+  are the load balancer's;
 - two Celery workers (threads pool) and two beats (RedBeat: one active, one standby; each its own
   heartbeat folder, which says which).
 
