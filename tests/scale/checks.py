@@ -36,6 +36,7 @@ AGENT_USER = "buildkite-agent"
 #: At most this many refresh tokens are taken before the rotation (one per ready cluster).
 REFRESH_SAMPLE = 30
 REFRESH_MINIMUM = 10
+NEW_KID_STREAK = 8
 
 
 def namespaces(stack: ScaleStack) -> dict[str, str]:
@@ -132,14 +133,21 @@ def rotate_through_issuer(
     started = time.monotonic()
     stack.manage("registry_keys", "rotate", env=stack.apis[stack.issuer].env)
     rotated = time.monotonic()
+    # A process answers from several gunicorn workers, each with its own keys: it signs with
+    # the new key from the first of NEW_KID_STREAK answers in a row that carry it.
     late, times = list(stack.api_urls), {}
+    streaks: dict[str, list[float]] = {base: [] for base in late}
     while late and time.monotonic() - rotated < 30:
         for base in list(late):
             kid = signing_kid(stack, base)
-            if kid is not None and kid != old:
+            if kid is None or kid == old:
+                streaks[base].clear()
+                continue
+            streaks[base].append(time.monotonic() - rotated)
+            if len(streaks[base]) >= NEW_KID_STREAK:
                 late.remove(base)
-                times[base] = time.monotonic() - rotated
-        time.sleep(0.05)
+                times[base] = streaks[base][0]
+        time.sleep(0.02)
     answering = [times.get(base) for base in stack.api_urls if base not in down]
     everywhere = None if None in answering else round(max(answering, default=0.0), 2)
     refresh.exchange()
