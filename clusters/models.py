@@ -277,6 +277,19 @@ class ApiScope(models.TextChoices):
         "write_registry_backends",
         "Operators: add registry backends, change, drain and activate them",
     )
+    READ_REGISTRY_KEYS = "read_registry_keys", "Operators: list the registry token signing keys"
+    WRITE_REGISTRY_KEYS = "write_registry_keys", "Operators: rotate the registry token signing key"
+
+
+#: The scopes only a staff user's token is given (the operators' endpoints, ``/v2/operator/``).
+OPERATOR_SCOPES = frozenset(
+    {
+        ApiScope.READ_REGISTRY_BACKENDS,
+        ApiScope.WRITE_REGISTRY_BACKENDS,
+        ApiScope.READ_REGISTRY_KEYS,
+        ApiScope.WRITE_REGISTRY_KEYS,
+    }
+)
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):

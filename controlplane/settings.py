@@ -390,6 +390,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["controlplane.api.schema.only_the_rest_api"],
+    # Two resources have a `state` of their own: each its own enum, named for what it is.
+    "ENUM_NAME_OVERRIDES": {
+        "RegistryStateEnum": "registries.models.State",
+        "RegistryBackendStateEnum": "registries.models.BackendState",
+    },
 }
 
 # --- Internationalisation, static files -----------------------------------------------------

@@ -5,11 +5,13 @@
 Run by the keys Job (deploy/kubernetes/base/keys-job.yaml), after the migrations, with a service
 account that may get and patch that one Secret. It copies the Secret's files into
 REGISTRY_KEYS_DIR (a private in-memory folder), runs ``manage.py registry_keys init`` (records
-the Secret's CA in the database, or creates one when the Secret holds none, never a second CA;
-imports signing.pem files of an earlier version; issues a signing key if none is valid) or
-``rotate``, and writes the folder back into the Secret only when something changed (a new CA:
-``ca.key`` and ``ca.crt``). The signing keys themselves live in the database, encrypted with the
-KEK; the web and worker pods read them from there and mount nothing (docs/registry-tokens.md).
+the Secret's CA in the database, never a second CA; imports signing.pem files of an earlier
+version; issues a signing key if none is valid) or ``rotate``, and writes the folder back into the
+Secret only when something changed. When the Secret holds no CA and the database records none,
+``registry_keys create-ca`` makes one first and it is PATCHed into the Secret before ``init``
+records it: a CA whose private key is nowhere is never recorded. The signing keys themselves
+live in the database, encrypted with the KEK; the web and worker pods read them from there and
+mount nothing (docs/registry-tokens.md).
 
 Only the standard library: it talks to the API server as in-cluster clients do, with the pod's
 service account token and CA (or KUBERNETES_API_URL, KUBERNETES_TOKEN_FILE, KUBERNETES_CA_FILE).
@@ -56,6 +58,14 @@ def _api(method: str, path: str, body: dict[str, object] | None = None) -> dict[
         return result
 
 
+def _read_folder(folder: Path) -> dict[str, str]:
+    return {
+        key: base64.b64encode((folder / key).read_bytes()).decode()
+        for key in KEY_FILES
+        if (folder / key).exists()
+    }
+
+
 def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] not in ("init", "rotate")):
         print("usage: keys-secret SECRET_NAME [init|rotate]", file=sys.stderr)
@@ -76,13 +86,18 @@ def main(argv: list[str]) -> int:
         target.chmod(0o644 if key == "ca.crt" else 0o600)
 
     manage = [sys.executable, str(Path(__file__).resolve().parents[1] / "manage.py")]
+    if action == "init" and "ca.key" not in before:
+        # A new CA is stored in the Secret before `init` records it in the database: if this
+        # PATCH fails or the pod dies, nothing is recorded and the next run starts afresh.
+        subprocess.run([*manage, "registry_keys", "create-ca"], check=True)  # noqa: S603
+        created = _read_folder(folder)
+        if "ca.key" in created:
+            _api("PATCH", path, {"data": created})
+            print(f"Secret {name}: stored a new CA ({', '.join(sorted(created))})")
+            before = created
     subprocess.run([*manage, "registry_keys", action], check=True)  # noqa: S603 - our command
 
-    after = {
-        key: base64.b64encode((folder / key).read_bytes()).decode()
-        for key in KEY_FILES
-        if (folder / key).exists()
-    }
+    after = _read_folder(folder)
     if after == before:
         print(f"Secret {name}: unchanged")
         return 0

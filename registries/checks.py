@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from registries import key_encryption
 from registries.drivers import DRIVERS
 from registries.key_store import INIT_COMMAND, key_store
 from registries.keys import SigningKeyMissing
+from registries.services.placement import STRATEGIES
 
 SIGNING_KEY_EXPIRY_WARNING = timedelta(days=30)
 
@@ -51,6 +53,7 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 id="registries.E004",
             )
         )
+    errors.extend(_placement_messages())
     errors.extend(_kek_messages())
     if kwargs.get("databases"):
         # Django's convention: checks that query run only when given databases (`migrate`,
@@ -67,6 +70,34 @@ def check_registry_settings(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 "give a message to a second worker while the first still holds it.",
                 hint="Raise CELERY_VISIBILITY_TIMEOUT.",
                 id="registries.W001",
+            )
+        )
+    return errors
+
+
+def _placement_messages() -> list[checks.CheckMessage]:
+    """``REGISTRY_PLACEMENT`` names a strategy and ``REGISTRY_PLACEMENT_LABELS`` is an object of
+    strings (as backends' labels are): otherwise every placement would fail or fall back."""
+    errors: list[checks.CheckMessage] = []
+    if settings.REGISTRY_PLACEMENT not in STRATEGIES:
+        errors.append(
+            checks.Error(
+                f"REGISTRY_PLACEMENT={settings.REGISTRY_PLACEMENT!r} is not a placement strategy.",
+                hint=f"Use one of: {', '.join(STRATEGIES)}.",
+                id="registries.E006",
+            )
+        )
+    labels = settings.REGISTRY_PLACEMENT_LABELS
+    if not isinstance(labels, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in labels.items()
+    ):
+        errors.append(
+            checks.Error(
+                f"REGISTRY_PLACEMENT_LABELS={json.dumps(labels, default=str)} is not a JSON "
+                "object of strings.",
+                hint="Give the labels the backends of new registries must carry, e.g. "
+                '{"region": "eu-west"}, or {} for any backend.',
+                id="registries.E007",
             )
         )
     return errors

@@ -5,7 +5,10 @@ first encrypts; every one of them decrypts, so the KEK itself is rotated by putt
 first, running ``registry_keys reencrypt``, then dropping the old one (``MultiFernet``). Unset, the
 KEK is derived from ``DJANGO_SECRET_KEY`` with HKDF-SHA256 (an info string of its own, so the
 derived key is no other use's), which every replica already shares: ``make run`` needs no new
-setting. Nothing here logs or returns key material in an error message.
+setting. The derived key always stays the last, decrypt-only entry, also when the setting is
+set: an operator cannot write it into the setting, so this is what lets an install move from the
+derived KEK to an explicit one (set it, ``registry_keys reencrypt``) without a moment in which the
+keys cannot be read. Nothing here logs or returns key material in an error message.
 """
 
 from __future__ import annotations
@@ -51,11 +54,13 @@ def derived_key() -> bytes:
 
 
 def kek() -> MultiFernet:
-    """The configured KEK: every key decrypts, the first encrypts. Raises
-    ``KeyEncryptionError`` for a malformed setting (which item, not its value)."""
+    """The configured KEK: every key decrypts, the first encrypts; the derived key last
+    (decrypt-only when the setting is set). Raises ``KeyEncryptionError`` for a malformed
+    setting (which item, not its value)."""
     items = configured_keys()
+    derived = Fernet(derived_key())
     if not items:
-        return MultiFernet([Fernet(derived_key())])
+        return MultiFernet([derived])
     fernets = []
     for position, item in enumerate(items, start=1):
         try:
@@ -65,7 +70,7 @@ def kek() -> MultiFernet:
                 f"{SETTING}: key {position} of {len(items)} is not a Fernet key (32 bytes, "
                 f"URL-safe base64). Generate one with `{GENERATE}`."
             ) from exc
-    return MultiFernet(fernets)
+    return MultiFernet([*fernets, derived])
 
 
 def describe() -> str:
@@ -73,7 +78,10 @@ def describe() -> str:
     items = configured_keys()
     if not items:
         return f"the key derived from DJANGO_SECRET_KEY ({SETTING} is unset)"
-    return f"{SETTING} ({len(items)} key{'s' if len(items) > 1 else ''})"
+    return (
+        f"{SETTING} ({len(items)} key{'s' if len(items) > 1 else ''}, then the key derived from "
+        "DJANGO_SECRET_KEY)"
+    )
 
 
 def encrypt(private_pem: bytes) -> str:

@@ -7,13 +7,17 @@ per token), and reads the keys again only when that id changed: a rotation on an
 signed with everywhere within that bound. A refresh token naming a key id this process does not
 know makes it look at once (at most once per ``UNKNOWN_KID_RECHECK_SECONDS``, so a flood of made-up
 key ids costs one query a second), so a token signed on a replica that rotated first is accepted
-here right away. A change made by this process (``registry_keys``, the services) is used at once
-(``forget``).
+here right away; a request that arrives while such a look is under way waits for it and uses what
+it found. A change made by this process (``registry_keys``, the services) is used at once
+(``forget``). A re-check that fails (the database unreachable for a moment) keeps serving the
+keys already read, logged, and tries again after the next bound: a database blip does not fail
+token requests that need no query.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
+from django.db import DatabaseError
 
 from registries import key_encryption
 from registries.keys import (
@@ -33,6 +38,8 @@ from registries.keys import (
     utc_now,
 )
 from registries.models import TokenSigningAuthority, TokenSigningKey
+
+logger = logging.getLogger("registries.key_store")
 
 INIT_COMMAND = "python manage.py registry_keys init"
 #: How often a process may look at the database for a key id it does not know.
@@ -53,57 +60,76 @@ class KeyStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._unknown_lock = threading.Lock()
         self._cached: _Loaded | None = None
         self._unknown_checked_at: float | None = None
 
-    def load(self) -> SigningKeys:
+    def load(self, *, recheck: bool = False) -> SigningKeys:
         """The current key and the older ones still accepted. Raises ``SigningKeyMissing``.
 
-        Warm: the keys last read, no query, until the re-check bound has passed; then the
-        newest key id (one query), and the keys only if it changed."""
+        Warm: the keys last read, no query, until the re-check bound has passed (or
+        ``recheck``); then the newest key id (one query), and the keys only if it changed. If
+        that fails with a database error, the keys last read (logged) until the next bound."""
         cached = self._cached
         now = self.clock()
-        if cached is not None and now < cached.recheck_at:
+        if cached is not None and now < cached.recheck_at and not recheck:
             return cached.keys
         with self._lock:
             cached = self._cached
-            if cached is not None and now < cached.recheck_at:
+            if cached is not None and now < cached.recheck_at and not recheck:
                 return cached.keys  # another thread looked while this one waited
-            newest = (
-                TokenSigningKey.objects.order_by("-issued_at", "-id")
-                .values_list("kid", flat=True)
-                .first()
-            )
-            if newest is None:
-                self._cached = None
-                raise SigningKeyMissing(
-                    "The registry token service has no signing key in the database. Run "
-                    f"`python manage.py migrate` then `{INIT_COMMAND}` (it creates the CA the "
-                    "registry trusts and a signing key)."
+            try:
+                return self._refresh(cached, now)
+            except DatabaseError as exc:
+                if cached is None:
+                    raise
+                logger.warning(
+                    "registry.keys.recheck_failed",
+                    extra={"error": exc.__class__.__name__, "kid": cached.keys.current.kid},
                 )
-            if self._cached is not None and self._cached.keys.current.kid == newest:
-                keys = self._cached.keys
-            else:
-                keys = _read()
-            self._cached = _Loaded(keys, now + float(settings.REGISTRY_KEYS_RECHECK_SECONDS))
-            return keys
+                recheck_at = now + float(settings.REGISTRY_KEYS_RECHECK_SECONDS)
+                self._cached = _Loaded(cached.keys, recheck_at)
+                return cached.keys
+
+    def _refresh(self, cached: _Loaded | None, now: float) -> SigningKeys:
+        newest = (
+            TokenSigningKey.objects.order_by("-issued_at", "-id")
+            .values_list("kid", flat=True)
+            .first()
+        )
+        if newest is None:
+            self._cached = None
+            raise SigningKeyMissing(
+                "The registry token service has no signing key in the database. Run "
+                f"`python manage.py migrate` then `{INIT_COMMAND}` (it creates the CA the "
+                "registry trusts and a signing key)."
+            )
+        unchanged = cached is not None and cached.keys.current.kid == newest
+        keys = cached.keys if cached is not None and unchanged else _read()
+        self._cached = _Loaded(keys, now + float(settings.REGISTRY_KEYS_RECHECK_SECONDS))
+        return keys
 
     def public_key(self, kid: object) -> ec.EllipticCurvePublicKey | None:
         """The public key of ``kid`` if its signatures are accepted now; a key id this process
         does not know is looked up in the database (rate limited), in case another replica
-        rotated."""
+        rotated. A request that arrives while another one looks waits for that look and uses
+        what it found."""
         now = dt.datetime.now(dt.UTC)
         keys = self.load()
         found = keys.public_key(kid, now)
         if found is not None or not isinstance(kid, str) or self._known(keys, kid):
             return found
-        clock = self.clock()
-        checked = self._unknown_checked_at
-        if checked is not None and clock < checked + UNKNOWN_KID_RECHECK_SECONDS:
-            return None
-        self._unknown_checked_at = clock
-        self.forget()
-        return self.load().public_key(kid, now)
+        with self._unknown_lock:
+            keys = self.load()  # a look that finished while this request waited
+            found = keys.public_key(kid, now)
+            if found is not None or self._known(keys, kid):
+                return found
+            clock = self.clock()
+            checked = self._unknown_checked_at
+            if checked is not None and clock < checked + UNKNOWN_KID_RECHECK_SECONDS:
+                return None
+            self._unknown_checked_at = clock
+            return self.load(recheck=True).public_key(kid, now)
 
     @staticmethod
     def _known(keys: SigningKeys, kid: str) -> bool:

@@ -75,7 +75,8 @@ class RegistryBackend(models.Model):
     ``default`` backend may leave them blank: each then follows its setting. New registries are
     placed only on ``active`` backends (``registries.backends``); a ``draining`` one keeps serving
     the registries it has. ``hosts_changed_at`` is set when ``public_host`` changes, until the
-    reconciler has republished every URL of the backend's registries.
+    reconciler has republished every URL of the backend's registries and no stale copy or
+    attempt in flight can still use the old host.
     """
 
     name = models.SlugField(max_length=63, unique=True)

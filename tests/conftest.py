@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management.color import no_style
 from django.db import connection
 from django.test import Client
 
@@ -198,6 +199,12 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         with item.config.stash[blocking_manager_key].unblock():
             for rows in _session_keys:
                 type(rows[0]).objects.bulk_create(rows, ignore_conflicts=True)  # type: ignore[arg-type]
+            # The flush restarted the tables' sequences: move them past the rows put back, or
+            # the next key a test inserts takes id 1 again.
+            models = [type(rows[0]) for rows in _session_keys]
+            with connection.cursor() as cursor:
+                for statement in connection.ops.sequence_reset_sql(no_style(), models):
+                    cursor.execute(statement)
 
 
 @pytest.fixture(scope="session")

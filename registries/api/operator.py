@@ -1,4 +1,5 @@
-"""``/v2/operator/registry-backends``: the registry backends, for operators (an API token of a
+"""The operators' endpoints (their URLs are here): the signing keys (``api/signing_keys.py``) and
+``/v2/operator/registry-backends``: the registry backends, for operators (an API token of a
 staff user with ``read_registry_backends`` / ``write_registry_backends``).
 
 ``GET`` lists them (with how many registries each holds), ``POST`` adds one, ``GET .../{name}``
@@ -19,9 +20,10 @@ from rest_framework.response import Response
 
 from clusters.interface import ApiScope, OperatorAPIView
 from controlplane.api.openapi import operation
+from registries.api.signing_keys import SigningKeyListView, SigningKeyRotateView
 from registries.backends import Backend
 from registries.models import BackendState, RegistryBackend, State, StorageKind
-from registries.services.backends import CHANGEABLE, backend_create, backend_update
+from registries.services.backends import CHANGEABLE, MAX_WHOLE, backend_create, backend_update
 
 TAGS = ["Registry backends (operators)"]
 
@@ -65,8 +67,10 @@ class RegistryBackendCreateSerializer(serializers.Serializer[Any]):
     token_service = serializers.CharField(max_length=255)
     storage = serializers.ChoiceField(choices=StorageKind.choices, default=StorageKind.FILESYSTEM)
     labels = serializers.DictField(child=serializers.CharField(max_length=255), default=dict)
-    weight = serializers.IntegerField(min_value=0, default=100)
-    capacity = serializers.IntegerField(min_value=0, allow_null=True, default=None)
+    weight = serializers.IntegerField(min_value=0, max_value=MAX_WHOLE, default=100)
+    capacity = serializers.IntegerField(
+        min_value=0, max_value=MAX_WHOLE, allow_null=True, default=None
+    )
     state = serializers.ChoiceField(choices=BackendState.choices, default=BackendState.ACTIVE)
 
 
@@ -75,8 +79,10 @@ class RegistryBackendUpdateSerializer(serializers.Serializer[Any]):
     public_host = serializers.CharField(max_length=255, required=False)
     token_service = serializers.CharField(max_length=255, required=False)
     labels = serializers.DictField(child=serializers.CharField(max_length=255), required=False)
-    weight = serializers.IntegerField(min_value=0, required=False)
-    capacity = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    weight = serializers.IntegerField(min_value=0, max_value=MAX_WHOLE, required=False)
+    capacity = serializers.IntegerField(
+        min_value=0, max_value=MAX_WHOLE, allow_null=True, required=False
+    )
     state = serializers.ChoiceField(choices=BackendState.choices, required=False)
 
 
@@ -155,4 +161,10 @@ app_name = "registries-operator-api"
 urlpatterns = [
     path("registry-backends", RegistryBackendListView.as_view(), name="registry-backends"),
     path("registry-backends/<str:name>", RegistryBackendView.as_view(), name="registry-backend"),
+    path("registry-signing-keys", SigningKeyListView.as_view(), name="registry-signing-keys"),
+    path(
+        "registry-signing-keys/rotate",
+        SigningKeyRotateView.as_view(),
+        name="registry-signing-key-rotate",
+    ),
 ]

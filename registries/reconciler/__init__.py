@@ -56,6 +56,7 @@ from registries.reconciler.repairs import (
     registry_rehost,
     registry_republish,
     registry_retry_failed,
+    rehost_settle,
 )
 from registries.selectors import (
     KeyWindow,
@@ -180,15 +181,19 @@ def _republish(report: ReconcileReport, window: KeyWindow) -> list[str]:
 
 def _rehost(report: ReconcileReport) -> None:
     """Move the ready registries of each backend whose public host changed to it, at most
-    ``REGISTRY_RECONCILE_BATCH`` a backend and pass; a backend none is left off is done."""
+    ``REGISTRY_RECONCILE_BATCH`` a backend and pass; a backend none is left off is done once
+    ``rehost_settle`` has passed since the change (a stale copy or an attempt in flight may
+    still make a registry ready on the old host until then)."""
     batch = settings.REGISTRY_RECONCILE_BATCH
+    settled_before = timezone.now() - rehost_settle()
     for backend_id, host, changed_at in backends_rehosting():
         stale = list(registries_off_host(backend_id, host)[:batch])
         for registry in stale:
             with _one_repair("rehost", registry_id=str(registry.pk)):
                 if registry_rehost(registry=registry, public_host=host):
                     report.republished.append(str(registry.pk))
-        if len(stale) < batch and not registries_off_host(backend_id, host).exists():
+        settled = changed_at <= settled_before
+        if settled and len(stale) < batch and not registries_off_host(backend_id, host).exists():
             backend_rehosted(backend_id=backend_id, changed_at=changed_at)
 
 

@@ -181,9 +181,18 @@ def registry_rehost(*, registry: Registry, public_host: str) -> bool:
     return True
 
 
+def rehost_settle() -> timedelta:
+    """How long after a public host changes a registry may still be made ready on the old one:
+    a worker's copy of the backends is up to ``REGISTRY_BACKENDS_CACHE_SECONDS`` old, and an
+    attempt that began before the change commits within its lease. Until then the reconciler
+    keeps looking for registries off the new host, however many it already moved."""
+    return timedelta(seconds=settings.REGISTRY_BACKENDS_CACHE_SECONDS) + attempt_lease()
+
+
 def backend_rehosted(*, backend_id: int, changed_at: datetime) -> None:
-    """Every ready registry of the backend is on its public host: clear ``hosts_changed_at``,
-    unless it changed again since the pass read it."""
+    """Every ready registry of the backend is on its public host, and ``rehost_settle`` has
+    passed since it changed (the caller checks): clear ``hosts_changed_at``, unless it changed
+    again since the pass read it."""
     RegistryBackend.objects.filter(pk=backend_id, hosts_changed_at=changed_at).update(
         hosts_changed_at=None
     )

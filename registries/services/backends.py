@@ -6,7 +6,8 @@ field); then this process forgets its copy of the backends (``registries.backend
 others see the change within ``REGISTRY_BACKENDS_CACHE_SECONDS``. A new ``public_host`` stamps
 ``hosts_changed_at``: the reconciler then republishes the URLs of the backend's ready registries,
 a batch a pass (``registries.reconciler.repairs.registry_rehost``), and clears it once none is
-left on the old host.
+left on the old host and no stale copy or attempt in flight can still use it
+(``registries.reconciler.repairs.rehost_settle``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ logger = logging.getLogger("registries.services")
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _HOST = re.compile(r"[A-Za-z0-9.\-\[\]:]+(?:/[A-Za-z0-9._\-/]*[A-Za-z0-9])?")
 _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
+#: The largest weight or capacity: PostgreSQL's ``integer`` (the columns' type) holds no more.
+MAX_WHOLE = 2**31 - 1
+
 #: What an operator may change on an existing backend (its name and storage are its identity).
 CHANGEABLE = ("api_url", "public_host", "token_service", "labels", "weight", "capacity", "state")
 
@@ -63,14 +67,16 @@ def backend_validate(backend: RegistryBackend) -> None:
     if (
         not isinstance(backend.weight, int)
         or isinstance(backend.weight, bool)
-        or backend.weight < 0
+        or not 0 <= backend.weight <= MAX_WHOLE
     ):
-        errors["weight"] = "Give a whole number, 0 or more (0 takes no new registries)."
+        errors["weight"] = f"Give a whole number from 0 to {MAX_WHOLE} (0 takes no new registries)."
     capacity = backend.capacity
     if capacity is not None and (
-        not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0
+        not isinstance(capacity, int)
+        or isinstance(capacity, bool)
+        or not 0 <= capacity <= MAX_WHOLE
     ):
-        errors["capacity"] = "Give a whole number, 0 or more, or null for no limit."
+        errors["capacity"] = f"Give a whole number from 0 to {MAX_WHOLE}, or null for no limit."
     labels = backend.labels
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and len(k) <= 63 and len(v) <= 255

@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -299,25 +300,51 @@ class BackendsUnavailable(RegistryUnavailable):
         self.detail_by_part = detail_by_part
 
 
+#: The share of ``HEALTH_CHECK_TIMEOUT_SECONDS`` the backends' probes get in all: the rest is
+#: left for the backends' read and the threads, so a hung backend is reported as such, within
+#: the readiness check's own timeout, instead of failing the whole check.
+READINESS_PROBE_SHARE = 0.75
+
+# Every backend is asked at once, so one that hangs costs the budget, not the sum of them; a
+# probe abandoned at the budget ends at its own timeout in the background.
+_probes = ThreadPoolExecutor(max_workers=32, thread_name_prefix="readyz-backend")
+
+
 def readiness_registry() -> dict[str, str]:
     """``/readyz``: each registry backend answers ``GET /v2/`` (401 without a token, as
-    expected) within ``HEALTH_CHECK_TIMEOUT_SECONDS``; what each did, by name. Fails only when
-    none answers: one backend down leaves the API serving the others' registries (its
-    registries' canaries and ``Ready`` say so). Lighter than ``backend_check``, which also signs
-    a token and asks twice: this runs on every probe."""
-    seen: dict[str, str] = {}
-    for backend in backends_all():
-        try:
-            response = requests.get(
-                f"{backend.api_url}/v2/",
-                timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            seen[backend.name] = type(exc).__name__
-            continue
-        failed = response.status_code >= 500
-        seen[backend.name] = f"GET /v2/ answered {response.status_code}" if failed else "ok"
+    expected); what each did, by name. Every backend is asked at once, all within
+    ``READINESS_PROBE_SHARE`` of ``HEALTH_CHECK_TIMEOUT_SECONDS``: one that has not answered by
+    then is ``timeout``. Fails only when none answers: one backend down or hung leaves the API
+    serving the others' registries (its registries' canaries and ``Ready`` say so). Lighter
+    than ``backend_check``, which also signs a token and asks twice: this runs on every probe.
+
+    Runs on a readyz thread (``controlplane.health``): the connection reading the backends
+    opened there (once every ``REGISTRY_BACKENDS_CACHE_SECONDS``) is closed, unless the caller
+    holds it in a transaction."""
+    try:
+        backends = backends_all()
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+    budget = settings.HEALTH_CHECK_TIMEOUT_SECONDS * READINESS_PROBE_SHARE
+    futures = {
+        backend.name: _probes.submit(_probe, backend.api_url, budget) for backend in backends
+    }
+    wait(futures.values(), timeout=budget)
+    seen = {
+        name: future.result() if future.done() else "timeout" for name, future in futures.items()
+    }
     if "ok" not in seen.values():
         raise BackendsUnavailable(seen)
     return seen
+
+
+def _probe(api_url: str, timeout: float) -> str:
+    """``GET /v2/`` of one backend: ``ok``, or what went wrong."""
+    try:
+        response = requests.get(f"{api_url}/v2/", timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        return type(exc).__name__
+    if response.status_code >= 500:
+        return f"GET /v2/ answered {response.status_code}"
+    return "ok"

@@ -1,4 +1,4 @@
-"""Writes to the registry token key store: ``init``, ``rotate``, ``reencrypt``.
+"""Writes to the registry token key store: ``init``, ``create_ca``, ``rotate``, ``reencrypt``.
 
 One CA ever: its certificate is recorded in the database the first time (created in
 ``REGISTRY_KEYS_DIR``, or imported from ``ca.key``/``ca.crt`` there), and a folder holding another
@@ -100,6 +100,19 @@ def init_keys(folder: KeyFolder) -> InitResult:
             },
         )
     return result
+
+
+def create_ca(folder: KeyFolder) -> bool:
+    """A new CA's ``ca.key`` and ``ca.crt`` in ``folder``, not recorded in the database, when
+    neither the database nor the folder holds a CA; False (nothing done) otherwise. For a folder
+    that does not outlive the process (the keys Job's): its caller stores the CA durably (the
+    Secret) before ``init`` records it, so a CA is never recorded whose key exists nowhere."""
+    with folder.exclusive():
+        if TokenSigningAuthority.objects.exists() or folder.ca() is not None:
+            return False
+        folder.create_ca()
+    logger.info("registry.keys.ca_created", extra={"directory": str(folder.directory)})
+    return True
 
 
 def rotate_keys(folder: KeyFolder) -> SigningKeys:

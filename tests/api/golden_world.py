@@ -15,16 +15,20 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from clusters import services
-from clusters.models import ApiScope, ApiToken, Cluster, ClusterAgentToken, Organization, Queue
+from clusters.models import (
+    OPERATOR_SCOPES,
+    ApiScope,
+    ApiToken,
+    Cluster,
+    ClusterAgentToken,
+    Organization,
+    Queue,
+)
 from registries import conditions
 from registries.models import Registry, RegistryEvent, State
 
 #: A tenant's scopes, as the golden responses were recorded with (not the operators' ones).
-TENANT_SCOPES = [
-    scope
-    for scope in ApiScope.values
-    if scope not in ("read_registry_backends", "write_registry_backends")
-]
+TENANT_SCOPES = [scope for scope in ApiScope.values if scope not in OPERATOR_SCOPES]
 
 T0 = dt.datetime(2024, 2, 29, 23, 59, 58, 987_654, tzinfo=dt.UTC)
 ORG = "acme-corp"

@@ -85,6 +85,8 @@ def test_create_list_retrieve_and_patch(operator_api: Api) -> None:
         ({**NEW, "public_host": "https://x"}, "public_host"),
         ({**NEW, "token_service": "hosted-registry"}, "token_service"),
         ({**NEW, "weight": -1}, "weight"),
+        ({**NEW, "weight": 3_000_000_000}, "weight"),  # beyond PostgreSQL's integer: not a 500
+        ({**NEW, "capacity": 2**31}, "capacity"),
         ({**NEW, "state": "gone"}, "state"),
         ({**NEW, "name": "Bad Name"}, "name"),
         ({**NEW, "id": 7}, "id"),
@@ -106,7 +108,12 @@ def test_bad_input_is_422_with_a_message_and_writes_nothing(
 def test_a_bad_patch_writes_nothing(operator_api: Api) -> None:
     operator_api.post(URL, NEW)
 
-    for body in ({"weight": 5, "name": "renamed"}, {"weight": 5, "api_url": "nope"}):
+    for body in (
+        {"weight": 5, "name": "renamed"},
+        {"weight": 5, "api_url": "nope"},
+        {"weight": 3_000_000_000},
+        {"capacity": 2**31},
+    ):
         response = operator_api.patch(f"{URL}/eu-1", body)
         assert response.status_code == 422, response.content
         assert "message" in response.json()

@@ -19,6 +19,7 @@ import requests
 from django.conf import settings
 
 from clusters import services
+from registries.key_encryption import derived_key
 from registries.models import State
 from tests.registries.factories import RegistryFactory
 from tests.support.processes import (
@@ -51,6 +52,8 @@ def web(tmp_path: Path) -> Iterator[Callable[[], str]]:
             "REDIS_URL": "redis://127.0.0.1:1/0",  # not used by these endpoints
             "REGISTRY_TOKEN_REALM": "http://127.0.0.1:1/registry/token",
             "REGISTRY_KEYS_DIR": settings.REGISTRY_KEYS_DIR,
+            # The signing keys in the tests' database were encrypted with this process's KEK.
+            "REGISTRY_KEYS_ENCRYPTION_KEYS": derived_key().decode(),
             "CONTROLPLANE_VAR_DIR": str(tmp_path / f"var-{port}"),
             "HOT_CACHE_SECONDS": str(BOUND),
             "PORT": str(port),

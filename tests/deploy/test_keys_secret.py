@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ class FakeApi(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.data: dict[str, str] = {}
         self.patches: list[dict[str, Any]] = []
+        self.failing_patches = 0  # how many PATCHes to answer 500 (nothing stored)
 
     @property
     def url(self) -> str:
@@ -62,6 +64,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         assert self.headers["Content-Type"] == "application/merge-patch+json"
         patch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.server.failing_patches:
+            self.server.failing_patches -= 1
+            self._answer(500, {"kind": "Status", "code": 500})
+            return
         self.server.patches.append(patch)
         self.server.data.update(patch["data"])
         self._answer(200, {"kind": "Secret", "data": dict(self.server.data)})
@@ -145,3 +151,34 @@ def test_a_refused_api_call_fails_the_job(api: FakeApi, tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "403" in refused.stderr
     assert api.patches == []
+
+
+def recorded_ca(tmp_path: Path) -> bytes | None:
+    """The CA certificate the database records (the Job's SQLite), None if none."""
+    with sqlite3.connect(tmp_path / "db.sqlite3") as database:
+        query = "SELECT certificate FROM registries_tokensigningauthority"
+        row = database.execute(query).fetchone()
+    return None if row is None else str(row[0]).encode()
+
+
+def test_a_new_ca_is_in_the_secret_before_the_database_records_it(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """If storing a new CA in the Secret fails (or the pod dies), nothing is recorded: the next
+    run starts afresh, and the CA the database records is the one whose key the Secret holds."""
+    api.failing_patches = 1
+
+    failed = keys_secret(api, tmp_path)
+
+    assert failed.returncode != 0
+    assert "500" in failed.stderr
+    assert api.data == {}
+    assert recorded_ca(tmp_path) is None  # no CA whose key exists nowhere
+
+    again = keys_secret(api, tmp_path)
+
+    assert again.returncode == 0, again.stderr
+    assert set(api.data) == {"ca.crt", "ca.key"}
+    assert recorded_ca(tmp_path) == decoded(api, "ca.crt")
+    rotated = keys_secret(api, tmp_path, "rotate")  # possible: the Secret holds the CA's key
+    assert rotated.returncode == 0, rotated.stderr

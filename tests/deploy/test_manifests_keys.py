@@ -56,3 +56,16 @@ def test_the_keys_job_waits_for_the_migrations() -> None:
     [wait] = job["spec"]["template"]["spec"]["initContainers"]
 
     assert "migrate --check" in " ".join(wait["args"])
+
+
+def test_the_upgrade_steps_rerun_the_keys_job_after_migrate_and_before_the_roll() -> None:
+    """Only ``registry_keys init`` imports the signing keys of a version that kept them in files:
+    an upgrade that migrates and rolls without it leaves the token endpoint without a key."""
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    upgrades = readme.split("\n## Upgrades\n", 1)[1].split("\n## ", 1)[0]
+    steps = [step for step in upgrades.split("\n") if step[:1].isdigit()]
+    migrate = next(i for i, step in enumerate(steps) if "Run `migrate`" in step)
+    keys = next(i for i, step in enumerate(steps) if "keys Job (`registry_keys init`)" in step)
+    roll = next(i for i, step in enumerate(steps) if step.split(". ", 1)[1].startswith("Roll"))
+    assert migrate < keys < roll
+    assert "controlplane-keys" in upgrades  # the finished Job is deleted, as migrate's is

@@ -4,7 +4,11 @@ in a refresh token makes it look at once, at most once per ``UNKNOWN_KID_RECHECK
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
+from django.db import connection
 
 from registries.key_files import KeyFolder
 from registries.key_store import UNKNOWN_KID_RECHECK_SECONDS, KeyStore, key_store
@@ -95,7 +99,81 @@ def test_an_unknown_kid_is_looked_up_at_once_and_at_most_once_a_second(
     with django_assert_num_queries(0):
         assert replica.public_key("AAAA:BBBB") is None  # within the second: no look
     clock.now += UNKNOWN_KID_RECHECK_SECONDS
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):  # the newest id: unchanged, so no keys read
         assert replica.public_key("AAAA:BBBB") is None
     with django_assert_num_queries(0):
         assert replica.public_key(None) is None  # no key id: nothing to look up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_arrives_while_the_new_kid_is_looked_up_gets_its_key(settings) -> None:
+    """Two requests carry the kid of a rotation on another replica. The second is checked
+    against the once-a-second bound while the first looks it up: it must wait for that look and
+    use its result, not give up (401) because a look is under way."""
+    settings.REGISTRY_KEYS_RECHECK_SECONDS = 3600.0
+    replica = KeyStore()
+    replica.load()
+    new = rotate(settings)
+    second = threading.current_thread()  # replaced by the second request's thread below
+    waiting, first_looked = threading.Event(), threading.Event()
+    calls: dict[threading.Thread, int] = {}
+
+    def clock() -> float:
+        # The second request's second reading of the clock is taken where it decides whether
+        # to look: hold it there until the first request has started its look.
+        me = threading.current_thread()
+        calls[me] = calls.get(me, 0) + 1
+        if me is second and calls[me] == 2:
+            waiting.set()
+            first_looked.wait(timeout=5)
+        return 1000.0
+
+    replica.clock = clock  # type: ignore[method-assign]
+    found: dict[str, object] = {}
+
+    def request(name: str) -> None:
+        try:
+            found[name] = replica.public_key(new)
+        finally:
+            connection.close()
+
+    second = threading.Thread(target=request, args=("second",))
+    first = threading.Thread(target=request, args=("first",))
+    second.start()
+    assert waiting.wait(timeout=5)
+    first.start()
+    for _ in range(50):  # until the first request has begun its look (if it can)
+        if replica._unknown_checked_at is not None:
+            break
+        threading.Event().wait(0.01)
+    first_looked.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+
+    assert found["first"] is not None
+    assert found["second"] is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_recheck_keeps_serving_the_keys_read_and_logs_it(
+    replica: KeyStore, clock: Clock, settings, caplog
+) -> None:
+    """A database blip once the re-check is due: the keys last read, not a 500."""
+    settings.REGISTRY_KEYS_RECHECK_SECONDS = 5.0
+    loaded = replica.load()
+    clock.now += 5.0
+    with connection.cursor() as cursor:  # the real database fails the query
+        cursor.execute("ALTER TABLE registries_tokensigningkey RENAME TO tokensigningkey_away")
+    try:
+        with caplog.at_level(logging.WARNING, logger="registries.key_store"):
+            assert replica.load() is loaded
+            assert replica.public_key(loaded.current.kid) is not None
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE tokensigningkey_away RENAME TO registries_tokensigningkey")
+    [record] = [r for r in caplog.records if r.name == "registries.key_store"]
+    assert record.getMessage() == "registry.keys.recheck_failed"
+    assert record.kid == loaded.current.kid  # type: ignore[attr-defined]
+    new = rotate(settings)
+    clock.now += 5.0  # the next bound: the database answers again
+    assert replica.load().current.kid == new

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import CommandError, call_command
@@ -23,9 +23,14 @@ from registries import key_files
 from registries.key_encryption import KeyEncryptionError
 from registries.key_files import KeyFolder
 from registries.key_store import KeyStore, key_store
-from registries.keys import SigningKeyMissing, issue_signing_key, libtrust_kid
+from registries.keys import SigningKeyMissing, fingerprint, issue_signing_key, libtrust_kid
 from registries.models import TokenSigningAuthority, TokenSigningKey
-from registries.services.signing_keys import init_keys, reencrypt_keys, rotate_keys
+from registries.services.signing_keys import (
+    create_ca,
+    init_keys,
+    reencrypt_keys,
+    rotate_keys,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -252,10 +257,32 @@ def test_init_without_a_valid_signing_key_and_without_ca_key_is_refused(
     assert init_keys(ready).issued is not None  # where ca.key is
 
 
+def test_create_ca_makes_a_ca_without_recording_it_only_where_none_is_recorded(
+    ready: KeyFolder, tmp_path: Path
+) -> None:
+    """The keys Job stores the CA in its Secret between ``create-ca`` and ``init``."""
+    assert run("create-ca").startswith("A CA exists already")
+    assert create_ca(KeyFolder(tmp_path / "elsewhere")) is False  # one is recorded
+    assert not (tmp_path / "elsewhere" / "ca.key").exists()
+    TokenSigningKey.objects.all().delete()
+    TokenSigningAuthority.objects.all().delete()
+    folder = KeyFolder(tmp_path / "new")
+
+    assert create_ca(folder) is True
+    assert not TokenSigningAuthority.objects.exists()
+    assert create_ca(folder) is False  # the folder holds one
+    created = folder.ca()
+    assert created is not None
+    init_keys(folder)
+    assert TokenSigningAuthority.objects.get().fingerprint == fingerprint(created[1])
+
+
 # --- the KEK --------------------------------------------------------------------------------
 
 
 def test_a_wrong_kek_is_a_clear_error_without_key_material(ready: KeyFolder, settings) -> None:
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = Fernet.generate_key().decode()
+    reencrypt_keys()  # away from the derived key, which always decrypts
     settings.REGISTRY_KEYS_ENCRYPTION_KEYS = Fernet.generate_key().decode()
     [(kid, encrypted)] = rows()
     key_store().forget()
@@ -292,6 +319,28 @@ def test_the_kek_rotates_old_keys_decrypt_until_reencrypt(ready: KeyFolder, sett
     key_store().forget()
     assert key_store().load().current.kid == kid
     assert reencrypt_keys() == 2  # with `new` alone: every key was encrypted with it
+
+
+def test_moving_from_the_derived_kek_to_an_explicit_one_keeps_every_key(
+    ready: KeyFolder, settings
+) -> None:
+    """The derived key cannot be written as OLD in the setting: it stays the last, decrypt-only
+    KEK, so setting an explicit one neither stops the token service nor needs it."""
+    rotate_keys(ready)  # two keys, both encrypted with the key derived from SECRET_KEY
+    kid = key_store().load().current.kid
+    explicit = Fernet.generate_key().decode()
+    settings.REGISTRY_KEYS_ENCRYPTION_KEYS = explicit
+    key_store().forget()
+
+    assert key_store().load().current.kid == kid  # the derived key still decrypts
+    assert reencrypt_keys() == 2
+    for _kid, encrypted in rows():  # now encrypted with the explicit key, not the derived one
+        Fernet(explicit.encode()).decrypt(encrypted.encode())
+        with pytest.raises(InvalidToken):
+            Fernet(ready_kek()).decrypt(encrypted.encode())
+    settings.SECRET_KEY = "another-secret-key-" * 3  # DJANGO_SECRET_KEY may rotate freely now
+    key_store().forget()
+    assert key_store().load().current.kid == kid
 
 
 # --- rotation and the acceptance windows ----------------------------------------------------

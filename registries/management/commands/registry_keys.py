@@ -1,5 +1,5 @@
-"""``python manage.py registry_keys init|rotate|status|ca-certificate|reencrypt``: the keys that
-sign registry tokens, kept in the database (docs/registry-tokens.md).
+"""``python manage.py registry_keys init|rotate|status|ca-certificate|reencrypt|create-ca``: the
+keys that sign registry tokens, kept in the database (docs/registry-tokens.md).
 
 ``init`` (idempotent, after ``migrate``) records the CA that registries trust (created in
 ``REGISTRY_KEYS_DIR``, or imported from ``ca.key``/``ca.crt`` there), imports signing key files of
@@ -8,7 +8,9 @@ the same CA, where ``ca.key`` is: every replica signs with it within
 ``REGISTRY_KEYS_RECHECK_SECONDS``, registries need no restart. ``status`` (``show``) lists the
 keys, no secret. ``ca-certificate`` prints the CA certificate (or writes it: ``--output``), the
 registries' ``rootcertbundle``. ``reencrypt`` encrypts every private key again with the first
-key of ``REGISTRY_KEYS_ENCRYPTION_KEYS`` (KEK rotation).
+key of ``REGISTRY_KEYS_ENCRYPTION_KEYS`` (KEK rotation). ``create-ca`` only creates a CA in
+``REGISTRY_KEYS_DIR`` when neither the database nor the folder has one, without recording it: the
+keys Job stores it in its Secret first, then ``init`` records it (deploy/keys_secret.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from registries.key_files import key_folder
 from registries.key_store import ca_certificate_pem, key_store
 from registries.keys import SigningKeyMissing, longest_token_lifetime
 from registries.selectors import signing_key_statuses
-from registries.services.signing_keys import init_keys, reencrypt_keys, rotate_keys
+from registries.services.signing_keys import create_ca, init_keys, reencrypt_keys, rotate_keys
 
-ACTIONS = ["init", "rotate", "status", "show", "ca-certificate", "reencrypt"]
+ACTIONS = ["init", "rotate", "status", "show", "ca-certificate", "reencrypt", "create-ca"]
 
 
 class Command(BaseCommand):
@@ -50,6 +52,15 @@ class Command(BaseCommand):
         try:
             if action == "ca-certificate":
                 self._ca_certificate(options["output"])
+                return
+            if action == "create-ca":
+                folder = key_folder()
+                if create_ca(folder):
+                    self.stdout.write(
+                        self.style.SUCCESS(f"Created a registry token CA in {folder.directory}.")
+                    )
+                else:
+                    self.stdout.write("A CA exists already (recorded or in the folder).")
                 return
             if action == "init":
                 self._init()
