@@ -8,10 +8,10 @@ balancer never re-sends a POST that reached a backend: tests/scale/lb.py); a cre
 
 Meanwhile the :class:`Injector` fires, at set fractions of the burst, SIGKILL of API process 1
 (its whole process group), of worker 1, of the active beat and of backend 1's first replica,
-then a signing-key rotation through API process 2's environment (the one that holds the CA's
-key). Each killed process is started again ``RESTART_DELAY`` seconds later, as an orchestrator
-restarts a crashed container; the time until the service answers again (or another process
-takes over) and until the process is ready again is measured.
+then a signing-key rotation through API process 2's operators' endpoint (the process that holds
+the CA's key). Each killed process is started again ``RESTART_DELAY`` seconds later, as an
+orchestrator restarts a crashed container; the time until the service answers again (or another
+process takes over) and until the process is ready again is measured.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class RefreshTokens:
     exchanges: int = 0
     accepted: int = 0
     refused: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def take(self, created: list[Created]) -> None:
         """Refresh tokens for up to REFRESH_SAMPLE clusters with a ready registry (waiting up to
@@ -117,22 +118,42 @@ def signing_kid(stack: ScaleStack, base: str) -> str | None:
     return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
 
 
+def _rotate(stack: ScaleStack, base: str) -> requests.Response:
+    """``POST /v2/operator/registry-signing-keys/rotate`` to one API process, directly."""
+    return requests.post(
+        f"{base}/v2/operator/registry-signing-keys/rotate",
+        headers={"Authorization": f"Bearer {stack.operator_token}"},
+        timeout=30,
+    )
+
+
 def rotate_through_issuer(
     stack: ScaleStack, refresh: RefreshTokens, created: list[Created]
 ) -> tuple[float | None, str]:
-    """Take refresh tokens, rotate the signing key in the environment of the API process that
-    holds the CA's key, wait until every API process signs with the new key, then exchange the
-    refresh tokens. Return the seconds from the end of the rotation until every API process
-    that was answering then signed with the new key (None: not within 30 s), and what
-    happened (a process down at the rotation, killed earlier, is waited for as well: once
-    started again it must sign with the new key)."""
+    """Take refresh tokens, rotate the signing key through the operators' endpoint of the API
+    process that holds the CA's key (another answers 409 and writes nothing), wait until every
+    API process signs with the new key, then exchange the refresh tokens. Return the seconds
+    from the end of the rotation until every API process that was answering then signed with
+    the new key (None: not within 30 s), and what happened (a process down at the rotation,
+    killed earlier, is waited for as well: once started again it must sign with the new
+    key)."""
     refresh.take(created)
     issuer = stack.api_urls[stack.issuer]
     old = signing_kid(stack, issuer)
     down = [base for base in stack.api_urls if signing_kid(stack, base) is None]
+    notes = []
+    for base in stack.api_urls:
+        if base == issuer or base in down:
+            continue
+        elsewhere = _rotate(stack, base)
+        notes.append(f"POST .../rotate to {base} (no CA key) answered {elsewhere.status_code}")
+        if elsewhere.status_code != 409 or signing_kid(stack, issuer) != old:
+            refresh.problems.append(f"rotate through {base}, which has no CA key: not a 409")
     started = time.monotonic()
-    stack.manage("registry_keys", "rotate", env=stack.apis[stack.issuer].env)
+    response = _rotate(stack, issuer)
     rotated = time.monotonic()
+    if response.status_code != 201:
+        raise AssertionError(f"rotate through {issuer}: {response.status_code} {response.text}")
     # A process answers from several gunicorn workers, each with its own keys: it signs with
     # the new key from the first of NEW_KID_STREAK answers in a row that carry it.
     late, times = list(stack.api_urls), {}
@@ -151,7 +172,7 @@ def rotate_through_issuer(
     answering = [times.get(base) for base in stack.api_urls if base not in down]
     everywhere = None if None in answering else round(max(answering, default=0.0), 2)
     refresh.exchange()
-    notes = [f"the rotate command took {rotated - started:.2f} s"]
+    notes.append(f"then POST .../rotate to {issuer} answered 201 in {rotated - started:.2f} s")
     notes += [f"{base} was down at the rotation (killed earlier)" for base in down]
     notes += [f"{base} still signed with the old key after 30 s" for base in late]
     notes.append(

@@ -74,9 +74,10 @@ STEPS = [
     "was committed the first time, and the client looks it up.",
     "**Faults, mid-burst** (at 10/25/40/55/80% of the clusters): SIGKILL of API process 1 "
     "(gunicorn master and workers, its whole process group), of Celery worker 1, of the active "
-    "beat and of backend 1's replica A; then a signing-key rotation with `manage.py "
-    "registry_keys rotate` in API process 2's environment (as `kubectl exec` into that pod "
-    f"would: it holds the CA's key). **Each killed process is started again {RESTART_DELAY:g} "
+    "beat and of backend 1's replica A; then a signing-key rotation: `POST "
+    "/v2/operator/registry-signing-keys/rotate` (an operator's token) sent to API process 2, "
+    "the one that holds the CA's key, after the same POST to API process 1, which has none, "
+    f"answered 409 and changed nothing. **Each killed process is started again {RESTART_DELAY:g} "
     "s after the kill**, as an orchestrator restarts a crashed container (meanwhile the load "
     "balancer meets its refused port and the standbys take over); *restarted* is from the kill "
     "until it is ready again. *Service back*: for the API, the first answer through the load "
@@ -85,7 +86,7 @@ STEPS = [
     "answering `/v2/`.",
     "**Rotation**: just before it, refresh tokens (what `docker login` stores) are taken for up "
     "to 30 clusters whose registry is ready (waiting for 10). *Service back* for the rotation "
-    "is from the end of the rotate command until every API process answering then signs with "
+    "is from the rotation's 201 until every API process answering then signs with "
     "the new key (the `kid` of anonymous tokens from each, polled: the first of 8 answers in a "
     "row with the new one, as each gunicorn worker has its own keys; the key store promises "
     "`REGISTRY_KEYS_RECHECK_SECONDS`, 5 s by default, which this run keeps; a process down at "
@@ -180,7 +181,7 @@ def test_trial(
         trial.refresh_tokens = len(refresh.tokens)
         trial.refresh_exchanges, trial.refresh_accepted = refresh.exchanges, refresh.accepted
         trial.unauthorized += sum(" 401 " in f" {refused} " for refused in refresh.refused)
-        trial.problems.extend(refresh.refused[:10])
+        trial.problems.extend(refresh.refused[:10] + refresh.problems)
         if not refresh.tokens:
             trial.problems.append("no refresh token was taken before the rotation")
         phase("tokens", f"{refresh.accepted}/{refresh.exchanges} refresh exchanges accepted")

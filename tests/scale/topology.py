@@ -267,7 +267,8 @@ class ScaleStack(Deployment):
         --backend`` and started, then made active; the first (``default``) weighted twice."""
         self.operator_token = self.manage(
             "create_api_token", ORGANIZATION, "operator", "--staff", "--scopes",
-            "read_registry_backends,write_registry_backends", "--quiet",
+            "read_registry_backends,write_registry_backends,read_registry_keys,write_registry_keys",
+            "--quiet",
         ).strip()  # fmt: skip
         self.operator("POST", "", {
             "name": BACKEND_2, "api_url": f"http://{self.backend2_host}",
