@@ -144,3 +144,21 @@ def test_the_measures_that_miss_their_goals_say_why() -> None:
     for id_ in [*explained, "P9", "P10"]:
         assert "2026-12-01" in measures[id_].shortfall, id_
     assert measures["P3 threads p50"].shortfall == measures["P4"].shortfall
+
+
+@pytest.mark.integration  # starts a Python process
+def test_the_harness_imports_before_django_is_set_up() -> None:
+    """``python -m bench`` picks its ports (``tests.support.processes``, which imports
+    ``render_registry_config``) before ``django.setup()``: nothing on that path may import a
+    model at import time (the registry backends' import did, and `make bench` stopped)."""
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT
+
+    code = "from bench.stack import free_port; print(free_port() > 0)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"

@@ -38,7 +38,6 @@ from django.utils.crypto import salted_hmac
 
 from controlplane.env import loopback_address
 from controlplane.local_state import write_atomic
-from registries.backends import backends_all
 from registries.key_files import key_folder
 
 TEMPLATE = """\
@@ -375,6 +374,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         api_url, service = settings.REGISTRY_URL, None
         if options["backend"]:
+            # Here, not at the top: render_registry_config is imported by the bench and the
+            # tests' process harness before Django's apps are loaded, and the backends are rows.
+            from registries.backends import backends_all
+
             backend = next((b for b in backends_all() if b.name == options["backend"]), None)
             if backend is None:
                 known = ", ".join(b.name for b in backends_all())
