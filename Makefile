@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # `honcho run` loads .env (if there is one) first, so every step sees the same settings.
 WITH_ENV := .venv/bin/honcho run
 
-.PHONY: help run test test-fast faults bench lint demo image clean
+.PHONY: help run test test-fast faults scale bench lint demo image clean
 
 # The development stack's ports and local state. Another instance beside the first:
 #   PORT=8100 REGISTRY_PORT=5100 CONTROLPLANE_VAR_DIR=/tmp/cp2 make run   (and make demo alike)
@@ -26,6 +26,7 @@ help:
 	@echo "make test   run the test suite"
 	@echo "make test-fast  the tests that start no process, live server or browser (-m 'not integration')"
 	@echo "make faults rerun the fault-injection scenarios (TRIALS=5 each) and write docs/fault-report.md"
+	@echo "make scale  the fault run across replicas (TRIALS=3, CLUSTERS=200) and write docs/SCALE.md"
 	@echo "make bench  measure the hot paths against bare baselines (ROUNDS=3) and write docs/PERFORMANCE.md"
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
@@ -44,6 +45,10 @@ BROWSER_PACKAGES := chromium
 # The fault-injection tests run a private PostgreSQL and Redis of their own (initdb, redis-server).
 FAULT_PACKAGES := postgresql redis-server
 TRIALS ?= 5
+# `make scale`: two of everything behind nginx, faults mid-burst (tests/scale/); about 4 minutes a
+# trial. Its own TRIALS default (3), not make faults' (5): `make scale TRIALS=5` still works.
+SCALE_PACKAGES := nginx docker-registry skopeo postgresql redis-server
+CLUSTERS ?= 200
 # `make bench`: the registry, skopeo for P7 and wrk for the HTTP load; PostgreSQL and Redis are
 # the host's (BENCH_POSTGRES_URL, BENCH_REDIS_URL: docs/PERFORMANCE.md, "Rerunning it").
 BENCH_PACKAGES := docker-registry skopeo wrk
@@ -77,6 +82,15 @@ faults: .venv/.installed
 	.venv/bin/pytest tests/faults -v -p no:cacheprovider --fault-trials $(TRIALS) \
 		--fault-report docs/fault-report.md
 	@echo "wrote docs/fault-report.md"
+
+# The run is tests/scale/run_scale.py (named here only: `make test` never collects it); -s shows
+# a line per phase of each trial as it goes.
+scale: TRIALS = 3
+scale: .venv/.installed
+	@scripts/ensure-packages $(SCALE_PACKAGES)
+	.venv/bin/pytest tests/scale/run_scale.py -v -s -p no:cacheprovider --scale-trials $(TRIALS) \
+		--scale-clusters $(CLUSTERS) --scale-report docs/SCALE.md
+	@echo "wrote docs/SCALE.md"
 
 # About 10 minutes; the code is in bench/, the figures land in docs/PERFORMANCE.md.
 bench: .venv/.installed

@@ -6,8 +6,6 @@ of the session's migrated template database, on the session's private PostgreSQL
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 
 from tests.faults.report import render_report
 from tests.faults.scenarios import Outcome
-from tests.support.stack import PostgresServer, Stack, migrate_template
+from tests.support.stack import PostgresServer, Stack, private_postgres
 
 #: Short intervals and limits, so that faults play out within seconds. Every process gets them.
 FAULT_ENVIRONMENT = {
@@ -47,18 +45,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def postgres_server() -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster with a migrated template database, for the whole session.
 
-    Its folder is made with ``mkdtemp`` (not pytest's base temp folder, which the ``postgres``
-    user cannot reach when the tests run as root) and removed at the end.
+    Its folder is made with ``mkdtemp`` and removed at the end (``private_postgres``).
     """
-    workdir = Path(tempfile.mkdtemp(prefix="controlplane-faults-pg-"))
-    server = PostgresServer(workdir)
-    try:
-        server.start()
-        migrate_template(server, workdir)
+    with private_postgres("controlplane-faults-pg-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from tests.support.outcomes import EVENTS_QUERY, REGISTRIES_QUERY, count_registries
 from tests.support.processes import poll
 from tests.support.stack import Stack
 
@@ -88,48 +89,14 @@ def audit(stack: Stack, outcome: Outcome, cluster_ids: list[str], recovered_in: 
     unbroken event sequence (recovered), missing or not ready (lost), or more than one registry
     or provisioning (duplicated)."""
     outcome.seconds_to_recover = round(recovered_in if recovered_in is not None else -1.0, 2)
-    rows = stack.sql(
-        """
-        select c.id::text, r.id::text, r.state, r.url, v.value
-        from clusters_cluster c
-        left join registries_registry r on r.cluster_id = c.id
-        left join clusters_agentenvironmentvariable v
-          on v.cluster_id = c.id and v.name = 'BUILDKITE_HOSTED_REGISTRY_URL'
-        where c.id::text = any(%s)
-        """,
-        [cluster_ids],
+    counts = count_registries(
+        cluster_ids, stack.sql(REGISTRIES_QUERY, [cluster_ids]), stack.sql(EVENTS_QUERY)
     )
-    registries: dict[str, list[tuple[Any, ...]]] = {}
-    for cluster_id, *registry in rows:
-        if registry[0] is not None:
-            registries.setdefault(cluster_id, []).append(tuple(registry))
-    events: dict[str, list[tuple[str, str]]] = {}
-    for registry_id, from_state, to_state in stack.sql(
-        "select registry_id::text, from_state, to_state from registries_registryevent "
-        "order by created_at, id"
-    ):
-        events.setdefault(registry_id, []).append((from_state, to_state))
-    for cluster_id in cluster_ids:
-        found = registries.get(cluster_id, [])
-        outcome.duplicated += max(len(found) - 1, 0)
-        if not found:
-            outcome.lost += 1
-            continue
-        registry_id, state, url, published = found[0]
-        sequence = events.get(registry_id, [])
-        readies = sum(1 for _, to_state in sequence if to_state == "ready")
-        chained = all(a[1] == b[0] for a, b in zip(sequence, sequence[1:], strict=False))
-        if readies > 1 or not chained:
-            outcome.duplicated += 1
-            outcome.problems.append(f"registry {registry_id} events: {sequence}")
-        if state == "ready" and published == url:
-            outcome.recovered += 1
-        else:
-            outcome.lost += 1
-            outcome.problems.append(f"registry {registry_id}: {state}, published {published!r}")
-    outcome.facts["provisionings"] = sum(
-        1 for sequence in events.values() for _, to_state in sequence if to_state == "ready"
-    )
+    outcome.recovered += counts.recovered
+    outcome.lost += counts.lost
+    outcome.duplicated += counts.duplicated
+    outcome.problems.extend(counts.problems)
+    outcome.facts["provisionings"] = counts.provisionings
     return outcome
 
 

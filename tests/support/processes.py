@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -43,6 +43,17 @@ def require_binary(name: str, *, path: str | None = None) -> str:
             "(make test and .ci/run install it when run as root)."
         )
     return found
+
+
+def registry_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` for a ``docker-registry``: Distribution reads REGISTRY_* variables as
+    configuration overrides, and ours share the prefix (see scripts/run-registry); its AWS SDK
+    (2.8's) panics at start on S3 storage when AWS_CA_BUNDLE is set, as it is on some machines."""
+    return {
+        name: value
+        for name, value in environment.items()
+        if not name.startswith("REGISTRY_") and name != "AWS_CA_BUNDLE"
+    }
 
 
 def answers_http(url: str, status: int | None = None) -> bool:
@@ -183,14 +194,7 @@ class RegistryProcess:
                 [binary, "serve", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                # Distribution reads REGISTRY_* variables as configuration overrides, and ours
-                # share the prefix (see scripts/run-registry); its AWS SDK (2.8's) panics at
-                # start on S3 storage when AWS_CA_BUNDLE is set, as it is on some machines.
-                env={
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith("REGISTRY_") and k != "AWS_CA_BUNDLE"
-                },
+                env=registry_environment(os.environ),
             )
         wait_until(self._answers, timeout=15, what=f"the registry on {self.host}")
         return self

@@ -36,11 +36,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -55,6 +56,7 @@ from tests.support.processes import (
     ROOT,
     answers_http,
     free_port,
+    registry_environment,
     require_binary,
     stop_process,
     wait_until,
@@ -556,6 +558,44 @@ def _manage(
     return result.stdout
 
 
+def registry_process(
+    name: str,
+    config: Path,
+    *,
+    url: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    context: Callable[[], str] | None = None,
+) -> ManagedProcess:
+    """``docker-registry serve <config>`` answering on ``url``: ready when ``/v2/`` demands a
+    token (401), as the configurations ``registry_config`` renders do."""
+    binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
+    return ManagedProcess(
+        name,
+        [binary, "serve", str(config)],
+        env=registry_environment(env),
+        log_path=log_path,
+        is_ready=lambda _process: answers_http(f"{url}/v2/", 401),
+        context=context,
+    )
+
+
+@contextlib.contextmanager
+def private_postgres(prefix: str) -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster with a migrated template database (:func:`migrate_template`),
+    in a folder made with ``mkdtemp`` (not pytest's base temp folder, which the ``postgres`` user
+    cannot reach when the tests run as root); stopped and removed at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = PostgresServer(workdir)
+    try:
+        server.start()
+        migrate_template(server, workdir)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 #: ``manage.py runserver`` with a longer listen backlog. Django's server listens with a backlog
 #: of 10 (``WSGIServer.request_queue_size``) and no setting changes it: with dozens of concurrent
 #: clients the kernel falls back to SYN cookies, clients wait a second for a retransmitted SYN,
@@ -574,7 +614,138 @@ def _logged(text: str) -> Callable[[ManagedProcess], bool]:
     return lambda process: text in process.log()
 
 
-class Stack:
+class Deployment:
+    """Processes of the service on a fresh copy of ``postgres``'s template database: what
+    :class:`Stack` and tests/scale's deployment share.
+
+    Subclasses set ``env`` and list their ``processes`` (in the order they start), and start them
+    in ``_start``; :meth:`start` stops whatever started if that fails, and :meth:`stop` stops
+    every process that still runs, by pid, and drops the database. Logs stay in ``workdir``.
+    """
+
+    database_prefix = "stack"
+
+    def __init__(self, workdir: Path, postgres: PostgresServer) -> None:
+        self.workdir = workdir
+        self.postgres = postgres
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.database = f"{self.database_prefix}_{secrets.token_hex(4)}"
+        self.keys_dir = workdir / "keys"
+        self.env: dict[str, str] = {}
+        self._database_created = False
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        raise NotImplementedError
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url(self.database)
+
+    def _process(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        is_ready: Callable[[ManagedProcess], bool],
+        env: Mapping[str, str] | None = None,
+        stop_grace: float = 10.0,
+    ) -> ManagedProcess:
+        return ManagedProcess(
+            name,
+            argv,
+            env=self.env if env is None else env,
+            log_path=self.workdir / f"{name}.log",
+            is_ready=is_ready,
+            stop_grace=stop_grace,
+            context=self.log_tails,
+        )
+
+    # life cycle
+
+    def start(self) -> Self:
+        """Start everything (``_start``); on failure, stop what started and fail with every
+        log's tail."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _create_database(self) -> None:
+        self.postgres.create_database(self.database)
+        self._database_created = True
+
+    def _stop(self, process: ManagedProcess) -> None:
+        process.stop()
+
+    def stop(self) -> None:
+        """Stop every process that still runs, by pid, and drop the database."""
+        errors: list[BaseException] = []
+        for process in reversed(self.processes):
+            try:
+                self._stop(process)
+            except BaseException as exc:  # stop the others anyway
+                errors.append(exc)
+        if self._database_created and self.postgres.running:
+            try:
+                self.postgres.drop_database(self.database)
+                self._database_created = False
+            except psycopg.Error as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # using it
+
+    def manage(self, *args: str, timeout: float = 120, env: Mapping[str, str] | None = None) -> str:
+        """Run ``manage.py <args>`` with the environment (``env``, else the deployment's);
+        return its stdout."""
+        return _manage(
+            self.env if env is None else env,
+            args,
+            log_path=self.workdir / "manage.log",
+            timeout=timeout,
+        )
+
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run ``query`` on the database over a new connection (so it works across a
+        PostgreSQL restart); return its rows (none for a statement without a result)."""
+        with (
+            psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The last lines of every log (and of PostgreSQL's), for failure messages."""
+        logs: Iterable[tuple[str, Path]] = [
+            *((process.name, process.log_path) for process in self.processes),
+            ("manage.py", self.workdir / "manage.log"),
+            ("postgres", self.postgres.log_path),
+        ]
+        return "\n\n".join(f"--- {name}: {path}\n{tail(path, lines)}" for name, path in logs)
+
+
+class Stack(Deployment):
     """The whole service as real processes: registry, web, Celery worker and beat, on a
     private Redis and a fresh database (a copy of the template) of ``postgres``.
 
@@ -592,11 +763,7 @@ class Stack:
         *,
         environment: Mapping[str, str] | None = None,
     ) -> None:
-        self.workdir = workdir
-        self.postgres = postgres
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.database = f"stack_{secrets.token_hex(4)}"
-        self.keys_dir = workdir / "keys"
+        super().__init__(workdir, postgres)
         self.web_port = free_port()
         self.registry_port = free_port()
         self.registry_debug_port = free_port()
@@ -614,17 +781,15 @@ class Stack:
         )
         self.token = ""
         self.timings: dict[str, float] = {}
-        self._database_created = False
 
-        self.registry = self._process(
+        self.registry = registry_process(
             "registry",
-            [require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN")),
-             "serve", str(workdir / "registry.yml")],
-            # Distribution reads REGISTRY_* variables as configuration overrides, and ours share
-            # the prefix (see scripts/run-registry).
-            env={k: v for k, v in self.env.items() if not k.startswith("REGISTRY_")},
-            is_ready=lambda _process: answers_http(f"{self.registry_url}/v2/", 401),
-        )  # fmt: skip
+            workdir / "registry.yml",
+            url=self.registry_url,
+            env=self.env,
+            log_path=workdir / "registry.log",
+            context=self.log_tails,
+        )
         celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
         runserver = ["runserver", "--noreload", f"127.0.0.1:{self.web_port}"]
         web = [sys.executable, "-c", _RUNSERVER_WITH_BACKLOG, str(WEB_LISTEN_BACKLOG)]
@@ -646,25 +811,6 @@ class Stack:
             is_ready=_logged("beat: Starting..."),
         )
 
-    def _process(
-        self,
-        name: str,
-        argv: Sequence[str],
-        *,
-        is_ready: Callable[[ManagedProcess], bool],
-        env: Mapping[str, str] | None = None,
-        stop_grace: float = 10.0,
-    ) -> ManagedProcess:
-        return ManagedProcess(
-            name,
-            argv,
-            env=self.env if env is None else env,
-            log_path=self.workdir / f"{name}.log",
-            is_ready=is_ready,
-            stop_grace=stop_grace,
-            context=self.log_tails,
-        )
-
     # addresses
 
     @property
@@ -680,31 +826,16 @@ class Stack:
         return f"{self.web_url}/v2/organizations/{ORGANIZATION}/"
 
     @property
-    def database_url(self) -> str:
-        return self.postgres.url(self.database)
-
-    @property
     def processes(self) -> list[ManagedProcess]:
         """The stack's processes, in the order they start."""
         return [self.redis.process, self.registry, self.web, self.worker, self.beat]
 
     # life cycle
 
-    def start(self) -> Stack:
-        """Create the database, keys, organization and token; start every process and wait
-        until each is ready. On failure, stops what started and fails with every log's tail."""
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def _start(self) -> None:
         started = time.monotonic()
         with self._timed("database"):
-            self.postgres.create_database(self.database)
-            self._database_created = True
+            self._create_database()
         with self._timed("redis"):
             self.redis.start()
         with self._timed("keys"):
@@ -739,41 +870,12 @@ class Stack:
     def _timed(self, what: str) -> _Timer:
         return _Timer(self.timings, what)
 
-    def stop(self) -> None:
-        """Stop every process that still runs, by pid, and drop the stack's database. Each stop's
-        duration goes to ``timings``."""
-        errors: list[BaseException] = []
-        for process in reversed(self.processes):
-            try:
-                with self._timed(f"stop {process.name}"):
-                    process.stop()
-            except BaseException as exc:  # stop the others anyway
-                errors.append(exc)
-        if self._database_created and self.postgres.running:
-            try:
-                self.postgres.drop_database(self.database)
-                self._database_created = False
-            except psycopg.Error as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def __enter__(self) -> Stack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _stop(self, process: ManagedProcess) -> None:
+        """Each stop's duration goes to ``timings``."""
+        with self._timed(f"stop {process.name}"):
+            process.stop()
 
     # using it
-
-    def manage(self, *args: str, timeout: float = 120) -> str:
-        """Run ``manage.py <args>`` with the stack's environment; return its stdout."""
-        return _manage(self.env, args, log_path=self.workdir / "manage.log", timeout=timeout)
 
     def api(
         self, method: str, path: str, json: Any = None, *, timeout: float = 10, **kwargs: Any
@@ -788,27 +890,6 @@ class Stack:
             timeout=timeout,
             **kwargs,
         )
-
-    def sql(
-        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> list[tuple[Any, ...]]:
-        """Run ``query`` on the stack's database over a new connection (so it works across a
-        PostgreSQL restart); return its rows (none for a statement without a result)."""
-        with (
-            psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(query, params)
-            return cursor.fetchall() if cursor.description is not None else []
-
-    def log_tails(self, lines: int = 30) -> str:
-        """The last lines of every log of the stack (and of PostgreSQL's), for failure messages."""
-        logs: Iterable[tuple[str, Path]] = [
-            *((process.name, process.log_path) for process in self.processes),
-            ("manage.py", self.workdir / "manage.log"),
-            ("postgres", self.postgres.log_path),
-        ]
-        return "\n\n".join(f"--- {name}: {path}\n{tail(path, lines)}" for name, path in logs)
 
 
 class _Timer:
