@@ -5,10 +5,7 @@ host republished by the reconciler, canaries and /readyz by backend."""
 from __future__ import annotations
 
 import base64
-import http.server
-import threading
 from collections import Counter
-from collections.abc import Iterator
 from io import StringIO
 
 import jwt
@@ -304,27 +301,6 @@ def test_two_backends_cannot_share_a_service() -> None:
 
 
 # --- health ---------------------------------------------------------------------------------
-
-
-class _Answers401(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the handler's name
-        self.send_response(401)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def answering_url() -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 that answers ``GET /v2/`` 401, as a registry does."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Answers401)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_readiness_names_each_backend_and_fails_only_when_none_answers(
