@@ -194,6 +194,15 @@ def test_a_draining_backend_keeps_its_registries() -> None:
 # --- tokens ---------------------------------------------------------------------------------
 
 
+def _ready_on(backend: RegistryBackend) -> tuple[str, Registry]:
+    """A cluster of ``acme`` with a ready registry on ``backend``: an agent token's secret and
+    the registry."""
+    organization = Organization.objects.create(slug="acme", name="Acme")
+    cluster = cluster_services.cluster_create(organization=organization, name="C")
+    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
+    return secret, RegistryFactory(cluster=cluster, state=State.READY, backend=backend)
+
+
 def _token(client, secret: str, service: str, namespace: str):
     credentials = base64.b64encode(f"agent:{secret}".encode()).decode()
     return client.get(
@@ -205,10 +214,7 @@ def _token(client, secret: str, service: str, namespace: str):
 
 def test_a_token_names_the_registrys_backend_service_and_no_other(client) -> None:
     b = add_backend("b")
-    organization = Organization.objects.create(slug="acme", name="Acme")
-    cluster = cluster_services.cluster_create(organization=organization, name="C")
-    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
-    registry = RegistryFactory(cluster=cluster, state=State.READY, backend=b)
+    secret, registry = _ready_on(b)
 
     on_b = _token(client, secret, "registry-b", registry.namespace)
     on_default = _token(client, secret, "hosted-registry", registry.namespace)
@@ -328,10 +334,7 @@ def test_registries_keep_their_backend() -> None:
 
 def test_a_job_credential_names_its_registrys_backend_host(client) -> None:
     b = add_backend("b")
-    organization = Organization.objects.create(slug="acme", name="Acme")
-    cluster = cluster_services.cluster_create(organization=organization, name="C")
-    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
-    registry = RegistryFactory(cluster=cluster, state=State.READY, backend=b)
+    secret, registry = _ready_on(b)
     registry.url = f"b.registry.example/{registry.namespace}"
     registry.save(update_fields=["url"])
 
