@@ -19,10 +19,16 @@ from registries.drivers.distribution import recent_checks
 from registries.key_files import key_folder
 from registries.key_store import KeyStore, _Loaded, key_store
 from registries.keys import SigningKeys, issue_ca, issue_signing_key
-from registries.models import TokenSigningAuthority, TokenSigningKey
+from registries.models import (
+    DEFAULT_BACKEND,
+    RegistryBackend,
+    TokenSigningAuthority,
+    TokenSigningKey,
+)
 from registries.services.signing_keys import init_keys
 from tests.clusters.factories import QueueFactory
 from tests.support import broker, integration
+from tests.support.http import stand_in_server
 from tests.support.processes import CeleryWorker, RegistryProcess
 
 STRICT = os.environ.get("CONTROLPLANE_TEST_STRICT") == "1"
@@ -72,6 +78,20 @@ def _backends_read_afresh() -> Iterator[None]:
     backends_forget()
     yield
     backends_forget()
+
+
+@pytest.fixture
+def default_backend(db) -> RegistryBackend:
+    """The migration's default backend, made again if a transactional test flushed it."""
+    return RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)[0]
+
+
+@pytest.fixture
+def answering_url() -> Iterator[str]:
+    """A registry's ``GET /v2/`` on 127.0.0.1: 401, as without a token."""
+    with stand_in_server() as answer:
+        answer.status, answer.headers, answer.body = 401, {}, ""
+        yield answer.url
 
 
 @pytest.fixture

@@ -68,6 +68,12 @@ class Api:
         return path if path.startswith("/v2/") else f"{self.base}{path}"
 
 
+def staff(api: Api) -> Api:
+    """``api`` with its token's owner made staff: an operator's token (``/v2/operator/...``)."""
+    User.objects.filter(pk=api.token.user_id).update(is_staff=True)
+    return api
+
+
 @pytest.fixture
 def make_api(db) -> Callable[..., Api]:
     """``make_api(org_slug="acme", scopes=[...])``: a client with a new token of that

@@ -5,21 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
 from clusters.models import ApiScope
 from registries.models import DEFAULT_BACKEND, RegistryBackend, State
-from tests.api.conftest import Api
+from tests.api.conftest import Api, staff
 from tests.registries.factories import RegistryFactory
 
 URL = "/v2/operator/registry-backends"
 OPERATOR_SCOPES = [ApiScope.READ_REGISTRY_BACKENDS, ApiScope.WRITE_REGISTRY_BACKENDS]
-
-
-@pytest.fixture(autouse=True)
-def _default_backend(db) -> None:
-    """The migration's default backend, made again if a transactional test flushed it."""
-    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
+pytestmark = pytest.mark.usefixtures("default_backend")
 
 
 NEW = {
@@ -35,9 +29,7 @@ NEW = {
 
 @pytest.fixture
 def operator_api(make_api) -> Api:
-    api = make_api(scopes=OPERATOR_SCOPES)
-    User.objects.filter(pk=api.token.user_id).update(is_staff=True)
-    return api
+    return staff(make_api(scopes=OPERATOR_SCOPES))
 
 
 def names() -> list[str]:
@@ -139,8 +131,7 @@ def test_only_staff_tokens_with_the_scope_get_in(make_api, client) -> None:
         "This endpoint is for operators: use an API token of a staff user."
     )
 
-    reader = make_api(scopes=[ApiScope.READ_REGISTRY_BACKENDS])
-    User.objects.filter(pk=reader.token.user_id).update(is_staff=True)
+    reader = staff(make_api(scopes=[ApiScope.READ_REGISTRY_BACKENDS]))
     assert reader.get(URL).status_code == 200
     refused = reader.post(URL, NEW)
     assert refused.status_code == 403

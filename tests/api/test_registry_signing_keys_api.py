@@ -5,21 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
 
 from clusters.models import ApiScope
 from registries.key_store import key_store
 from registries.models import TokenSigningKey
-from tests.api.conftest import Api
+from tests.api.conftest import Api, staff
 
 URL = "/v2/operator/registry-signing-keys"
 ROTATE = f"{URL}/rotate"
 SCOPES = [ApiScope.READ_REGISTRY_KEYS, ApiScope.WRITE_REGISTRY_KEYS]
-
-
-def staff(api: Api) -> Api:
-    User.objects.filter(pk=api.token.user_id).update(is_staff=True)
-    return api
 
 
 @pytest.fixture

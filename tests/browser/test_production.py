@@ -20,13 +20,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, expect
 
 from tests.browser.test_console import ARTIFACTS, PASSWORD, browser  # noqa: F401 - a fixture
-from tests.support.processes import (
-    ROOT,
-    database_url_for_children,
-    free_port,
-    stop_process,
-    wait_until,
-)
+from tests.support.processes import ROOT, Gunicorns, database_url_for_children, free_port
 from tests.support.stack import inherited_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -72,36 +66,17 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
     )
     assert collected.returncode == 0, collected.stdout + collected.stderr
     port = free_port()
-    log_path = tmp_path / "gunicorn.log"
     environment |= {
         "PORT": str(port),
         "GUNICORN_BIND_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "2",
     }
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {log_path.read_text(errors='replace')[-3000:]}")
-        try:
-            return requests.get(f"{url}/admin/login/", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
+    servers = Gunicorns(tmp_path)
     try:
-        wait_until(answers, timeout=30, what="gunicorn to answer")
-        yield url
+        yield servers.start(environment, ready="/admin/login/", timeout=30)
     finally:
-        stop_process(process)
+        servers.stop()
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,13 +20,7 @@ from clusters import services
 from registries.key_encryption import derived_key
 from registries.models import State
 from tests.registries.factories import RegistryFactory
-from tests.support.processes import (
-    ROOT,
-    database_url_for_children,
-    free_port,
-    stop_process,
-    wait_until,
-)
+from tests.support.processes import Gunicorns, database_url_for_children, free_port
 from tests.support.stack import inherited_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -39,7 +31,7 @@ BOUND = 2
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[Callable[[], str]]:
     """``start()`` starts one more web process (one gunicorn worker) and returns its URL."""
-    processes: list[subprocess.Popen[bytes]] = []
+    servers = Gunicorns(tmp_path)
 
     def start() -> str:
         port = free_port()
@@ -61,34 +53,12 @@ def web(tmp_path: Path) -> Iterator[Callable[[], str]]:
             "WEB_CONCURRENCY": "1",
             "GUNICORN_THREADS": "1",
         }
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
-                cwd=ROOT,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited: {log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(answers, timeout=60, what="gunicorn to answer")
-        return url
+        return servers.start(environment)
 
     try:
         yield start
     finally:
-        for process in processes:
-            stop_process(process)
+        servers.stop()
 
 
 def test_a_revoked_token_is_refused_by_every_process_once_the_bound_has_passed(

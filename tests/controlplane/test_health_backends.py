@@ -4,7 +4,6 @@ within the registry check's share of the timeout, so one that accepts and never 
 
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,27 +15,6 @@ from registries.backends import backends_all, backends_forget
 from registries.models import DEFAULT_BACKEND, RegistryBackend
 from registries.services import readiness_registry
 from registries.services.backends import backend_create
-
-
-class _Answers401(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the handler's name
-        self.send_response(401)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def answering_url() -> Iterator[str]:
-    """A registry's ``GET /v2/`` on 127.0.0.1: 401, as without a token."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers401)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import factory
 from django.utils import timezone
 
 from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend, State
+from registries.services.backends import backend_create
 from tests.clusters.factories import ClusterFactory
 
 #: States in which the database demands that deprovisioning was requested (or no cluster).
@@ -45,3 +46,15 @@ class RegistryFactory(factory.django.DjangoModelFactory):
     deprovision_requested_at = factory.LazyAttribute(
         lambda o: timezone.now() if o.state in _DEPROVISIONED else None
     )
+
+
+def add_backend(name: str, **fields: object) -> RegistryBackend:
+    """A registry backend ``name`` made by the service, on hosts of its name unless ``fields``
+    say otherwise."""
+    values: dict[str, object] = {
+        "api_url": f"http://{name}.internal:5000",
+        "public_host": f"{name}.registry.example",
+        "token_service": f"registry-{name}",
+    }
+    values.update(fields)
+    return backend_create(name=name, **values)  # type: ignore[arg-type]

@@ -10,14 +10,8 @@ from registries.models import DEFAULT_BACKEND, BackendState, RegistryBackend, St
 from registries.services.backends import backend_create
 from tests.registries.factories import RegistryFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_backend")]
 CHANGELIST = "/admin/registries/registrybackend/"
-
-
-@pytest.fixture(autouse=True)
-def _default_backend(db) -> None:
-    """The migration's default backend, made again if a transactional test flushed it."""
-    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
 
 
 FORM = {

@@ -15,28 +15,13 @@ from django.utils import timezone
 from registries.backends import backends_all, backends_forget
 from registries.checks import check_registry_settings
 from registries.drivers.distribution import recent_checks
-from registries.models import DEFAULT_BACKEND, BackendState, RegistryBackend, State
+from registries.models import BackendState, RegistryBackend, State
 from registries.reconciler.repairs import rehost_settle
 from registries.services import registry_provision
-from registries.services.backends import MAX_WHOLE, backend_create, backend_drain
-from tests.registries.factories import RegistryFactory
+from registries.services.backends import MAX_WHOLE, backend_drain
+from tests.registries.factories import RegistryFactory, add_backend
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _default_backend(db) -> None:
-    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
-
-
-def add(name: str, **fields: object) -> RegistryBackend:
-    values: dict[str, object] = {
-        "api_url": f"http://{name}.internal:5000",
-        "public_host": f"{name}.registry.example",
-        "token_service": f"registry-{name}",
-    }
-    values.update(fields)
-    return backend_create(name=name, **values)  # type: ignore[arg-type]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_backend")]
 
 
 # --- finding 2: a new public host ------------------------------------------------------------
@@ -45,7 +30,7 @@ def add(name: str, **fields: object) -> RegistryBackend:
 def test_a_registry_made_ready_on_the_old_host_after_a_pass_is_still_rehosted(
     reconcile,
 ) -> None:
-    moving = add("moving")
+    moving = add_backend("moving")
     for backend in RegistryBackend.objects.exclude(pk=moving.pk):
         backend_drain(backend=backend)
     recent_checks.put(moving.api_url, "checked", moving.token_service)
@@ -128,14 +113,14 @@ def test_good_placement_settings_pass(settings) -> None:
 )
 def test_a_weight_or_capacity_beyond_an_integer_is_refused(fields) -> None:
     with pytest.raises(ValidationError) as refused:
-        add("huge", **fields)
+        add_backend("huge", **fields)
 
     assert set(refused.value.message_dict) == set(fields)
     assert not RegistryBackend.objects.filter(name="huge").exists()
 
 
 def test_the_largest_weight_and_capacity_are_stored() -> None:
-    add("largest", weight=MAX_WHOLE, capacity=MAX_WHOLE)
+    add_backend("largest", weight=MAX_WHOLE, capacity=MAX_WHOLE)
 
     stored = RegistryBackend.objects.get(name="largest")
     assert (stored.weight, stored.capacity) == (MAX_WHOLE, MAX_WHOLE)
@@ -143,7 +128,7 @@ def test_the_largest_weight_and_capacity_are_stored() -> None:
 
 
 def test_the_command_refuses_a_huge_weight_and_writes_nothing() -> None:
-    add("target")
+    add_backend("target")
 
     for args in (["--weight", "3000000000"], ["--capacity", str(MAX_WHOLE + 1)]):
         with pytest.raises(CommandError, match="weight|capacity"):

@@ -5,10 +5,7 @@ host republished by the reconciler, canaries and /readyz by backend."""
 from __future__ import annotations
 
 import base64
-import http.server
-import threading
 from collections import Counter
-from collections.abc import Iterator
 from io import StringIO
 
 import jwt
@@ -32,36 +29,20 @@ from registries.models import (
 )
 from registries.reconciler import registries_reconcile
 from registries.services import canary_backends, readiness_registry, registry_provision
-from registries.services.backends import backend_create, backend_drain, backend_update
+from registries.services.backends import backend_drain, backend_update
 from registries.services.health import BackendsUnavailable
 from registries.services.placement import (
     LEAST_LOADED,
     NoBackendAvailable,
     placement_choose,
 )
-from tests.registries.factories import RegistryFactory
+from tests.registries.factories import RegistryFactory, add_backend
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _default_backend(db) -> None:
-    """The migration's default backend, made again if a transactional test flushed it."""
-    RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_backend")]
 
 
 #: What an agent token gets on a repository of its namespace, whatever it asked.
 ALL = ["pull", "push", "delete"]
-
-
-def add(name: str, **fields: object) -> RegistryBackend:
-    values: dict[str, object] = {
-        "api_url": f"http://{name}.internal:5000",
-        "public_host": f"{name}.registry.example",
-        "token_service": f"registry-{name}",
-    }
-    values.update(fields)
-    return backend_create(name=name, **values)  # type: ignore[arg-type]
 
 
 def default() -> RegistryBackend:
@@ -101,7 +82,7 @@ def test_a_flushed_table_gets_the_default_backend_back() -> None:
 
 
 def test_a_burst_of_200_spreads_by_the_weights() -> None:
-    light, heavy = add("light", weight=100), add("heavy", weight=300)
+    light, heavy = add_backend("light", weight=100), add_backend("heavy", weight=300)
     only(light, heavy)
 
     placed = Counter(placement_choose(key=f"cluster-{i}").name for i in range(200))
@@ -114,8 +95,8 @@ def test_a_burst_of_200_spreads_by_the_weights() -> None:
 def test_weighted_placement_is_the_same_for_the_same_cluster_and_needs_no_query(
     django_assert_num_queries,
 ) -> None:
-    add("a")
-    add("b")
+    add_backend("a")
+    add_backend("b")
     first = placement_choose(key="cluster-1")  # reads the backends once
 
     with django_assert_num_queries(0):
@@ -125,7 +106,11 @@ def test_weighted_placement_is_the_same_for_the_same_cluster_and_needs_no_query(
 
 
 def test_a_zero_weight_or_draining_backend_takes_nothing() -> None:
-    zero, drained, taking = add("zero", weight=0), add("drained"), add("taking", weight=1)
+    zero, drained, taking = (
+        add_backend("zero", weight=0),
+        add_backend("drained"),
+        add_backend("taking", weight=1),
+    )
     backend_drain(backend=drained)
     backend_drain(backend=default())
     backends_forget()
@@ -137,15 +122,15 @@ def test_a_zero_weight_or_draining_backend_takes_nothing() -> None:
 
 
 def test_labels_filter_placement(settings) -> None:
-    add("eu", labels={"region": "eu-west"})
-    add("us", labels={"region": "us-east"})
+    add_backend("eu", labels={"region": "eu-west"})
+    add_backend("us", labels={"region": "us-east"})
     settings.REGISTRY_PLACEMENT_LABELS = {"region": "eu-west"}
 
     assert {placement_choose(key=f"cluster-{i}").name for i in range(30)} == {"eu"}
 
 
 def test_a_full_backend_takes_nothing_more() -> None:
-    full, roomy = add("full", capacity=1), add("roomy", weight=1)
+    full, roomy = add_backend("full", capacity=1), add_backend("roomy", weight=1)
     only(full, roomy)
     RegistryFactory(state=State.READY, backend=full)
 
@@ -153,7 +138,7 @@ def test_a_full_backend_takes_nothing_more() -> None:
 
 
 def test_least_loaded_picks_the_fewest_registries_per_weight() -> None:
-    busy, idle = add("busy"), add("idle")
+    busy, idle = add_backend("busy"), add_backend("idle")
     only(busy, idle)
     RegistryFactory(state=State.READY, backend=busy)
 
@@ -179,7 +164,7 @@ def test_no_backend_left_leaves_the_registry_pending_for_a_retry() -> None:
 
 
 def test_provisioning_places_the_registry_and_publishes_its_backends_host() -> None:
-    target = add("target")
+    target = add_backend("target")
     only(target)
     # The backend's check passed moments ago (the driver's own cache): no registry call.
     recent_checks.put(target.api_url, "checked", target.token_service)
@@ -197,7 +182,7 @@ def test_provisioning_places_the_registry_and_publishes_its_backends_host() -> N
 
 
 def test_a_draining_backend_keeps_its_registries() -> None:
-    old = add("old")
+    old = add_backend("old")
     registry = RegistryFactory(state=State.READY, backend=old)
     backend_drain(backend=old)
 
@@ -207,6 +192,15 @@ def test_a_draining_backend_keeps_its_registries() -> None:
 
 
 # --- tokens ---------------------------------------------------------------------------------
+
+
+def _ready_on(backend: RegistryBackend) -> tuple[str, Registry]:
+    """A cluster of ``acme`` with a ready registry on ``backend``: an agent token's secret and
+    the registry."""
+    organization = Organization.objects.create(slug="acme", name="Acme")
+    cluster = cluster_services.cluster_create(organization=organization, name="C")
+    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
+    return secret, RegistryFactory(cluster=cluster, state=State.READY, backend=backend)
 
 
 def _token(client, secret: str, service: str, namespace: str):
@@ -219,11 +213,8 @@ def _token(client, secret: str, service: str, namespace: str):
 
 
 def test_a_token_names_the_registrys_backend_service_and_no_other(client) -> None:
-    b = add("b")
-    organization = Organization.objects.create(slug="acme", name="Acme")
-    cluster = cluster_services.cluster_create(organization=organization, name="C")
-    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
-    registry = RegistryFactory(cluster=cluster, state=State.READY, backend=b)
+    b = add_backend("b")
+    secret, registry = _ready_on(b)
 
     on_b = _token(client, secret, "registry-b", registry.namespace)
     on_default = _token(client, secret, "hosted-registry", registry.namespace)
@@ -245,7 +236,7 @@ def test_a_token_names_the_registrys_backend_service_and_no_other(client) -> Non
 
 
 def test_a_new_public_host_is_republished_by_the_reconciler(reconcile) -> None:
-    moving = add("moving")
+    moving = add_backend("moving")
     registries = [RegistryFactory(state=State.READY, backend=moving) for _ in range(3)]
     for registry in registries:
         registry.url = f"moving.registry.example/{registry.namespace}"
@@ -290,48 +281,27 @@ def test_bad_backends_are_refused_and_nothing_is_written(fields, field) -> None:
     values = {"name": "bad", **fields}
     name = values.pop("name")
     with pytest.raises(ValidationError) as refused:
-        add(str(name), **values)
+        add_backend(str(name), **values)
 
     assert field in refused.value.message_dict
     assert not RegistryBackend.objects.exclude(name=DEFAULT_BACKEND).exists()
 
 
 def test_two_backends_cannot_share_a_service() -> None:
-    add("one", token_service="shared")
+    add_backend("one", token_service="shared")
 
     with pytest.raises(ValidationError, match="Another backend uses the service"):
-        add("two", token_service="shared")
+        add_backend("two", token_service="shared")
 
 
 # --- health ---------------------------------------------------------------------------------
-
-
-class _Answers401(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the handler's name
-        self.send_response(401)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def answering_url() -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 that answers ``GET /v2/`` 401, as a registry does."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Answers401)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_readiness_names_each_backend_and_fails_only_when_none_answers(
     settings, answering_url
 ) -> None:
     settings.REGISTRY_URL = "http://127.0.0.1:9"  # nothing listens: refused at once
-    down = add("down", api_url="http://127.0.0.1:9")
+    down = add_backend("down", api_url="http://127.0.0.1:9")
 
     with pytest.raises(BackendsUnavailable) as failed:
         readiness_registry()
@@ -354,7 +324,7 @@ def test_a_backend_created_elsewhere_is_found_by_id() -> None:
 
 
 def test_registries_keep_their_backend() -> None:
-    b = add("keeper")
+    b = add_backend("keeper")
     RegistryFactory(state=State.READY, backend=b)
 
     with pytest.raises(Exception, match="protected"):
@@ -363,11 +333,8 @@ def test_registries_keep_their_backend() -> None:
 
 
 def test_a_job_credential_names_its_registrys_backend_host(client) -> None:
-    b = add("b")
-    organization = Organization.objects.create(slug="acme", name="Acme")
-    cluster = cluster_services.cluster_create(organization=organization, name="C")
-    _, secret = cluster_services.agent_token_create(cluster=cluster, description="agents")
-    registry = RegistryFactory(cluster=cluster, state=State.READY, backend=b)
+    b = add_backend("b")
+    secret, registry = _ready_on(b)
     registry.url = f"b.registry.example/{registry.namespace}"
     registry.save(update_fields=["url"])
 
@@ -386,7 +353,7 @@ def test_a_job_credential_names_its_registrys_backend_host(client) -> None:
 
 
 def test_registry_config_renders_a_backends_service_and_address() -> None:
-    add("eu", api_url="http://registry-eu.internal:5001")
+    add_backend("eu", api_url="http://registry-eu.internal:5001")
     out = StringIO()
 
     call_command("registry_config", "--backend", "eu", stdout=out)

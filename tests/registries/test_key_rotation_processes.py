@@ -30,10 +30,10 @@ from tests.registries.factories import RegistryFactory
 from tests.support.containers import ok
 from tests.support.processes import (
     ROOT,
+    Gunicorns,
     RegistryProcess,
     database_url_for_children,
     free_port,
-    stop_process,
     wait_until,
 )
 from tests.support.stack import inherited_environment
@@ -75,39 +75,17 @@ def environment(keys_dir: Path, var_dir: Path, bound: float, port: int) -> dict[
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[Callable[[Path, float], tuple[str, dict[str, str]]]]:
     """``start(keys_dir, bound)``: one more gunicorn; its URL and environment."""
-    processes: list[subprocess.Popen[bytes]] = []
+    servers = Gunicorns(tmp_path)
 
     def start(keys_dir: Path, bound: float) -> tuple[str, dict[str, str]]:
         port = free_port()
         env = environment(keys_dir, tmp_path / f"var-{port}", bound, port)
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited: {log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(answers, timeout=60, what="gunicorn to answer")
-        return url, env
+        return servers.start(env), env
 
     try:
         yield start
     finally:
-        for process in processes:
-            stop_process(process)
+        servers.stop()
 
 
 def manage(env: dict[str, str], *args: str) -> str:

@@ -1,4 +1,4 @@
-"""Real processes for integration tests: a Distribution registry and a Celery worker.
+"""Real processes for integration tests: a Distribution registry, gunicorn and a Celery worker.
 
 Each is started on 127.0.0.1, waited for until it answers, and stopped by its process id.
 """
@@ -155,6 +155,48 @@ def stop_process(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> in
             process.kill()
             process.wait(timeout=10)
     return process.returncode
+
+
+class Gunicorns:
+    """Production web processes: gunicorn with ``deploy/gunicorn.conf.py``, each on the
+    ``PORT`` of its environment, logging to ``gunicorn-<port>.log`` in ``log_dir``.
+    ``stop()`` stops every one started."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, environment: Mapping[str, str], *, ready: str = "/healthz", timeout: float = 60
+    ) -> str:
+        """One more gunicorn; its URL once ``ready`` answers 200 (the log's tail if it exits)."""
+        require_integration("gunicorn")
+        url = f"http://127.0.0.1:{environment['PORT']}"
+        log_path = self.log_dir / f"gunicorn-{environment['PORT']}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
+                cwd=ROOT,
+                env=dict(environment),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited: {log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                return requests.get(f"{url}{ready}", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, timeout=timeout, what="gunicorn to answer")
+        return url
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop_process(process)
 
 
 class RegistryProcess:
