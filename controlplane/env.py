@@ -14,6 +14,7 @@ an unknown URL. The development stack (``make run``) and the tests set it.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Callable
 from typing import TypeVar
@@ -56,6 +57,18 @@ def loopback_address(raw: str) -> str:
             "that only the registry's own host reaches it"
         )
     return raw.strip()
+
+
+def string_map(raw: str) -> dict[str, str]:
+    """A JSON object of strings (labels, as ``{"region": "eu-west"}``); ValueError otherwise,
+    so that a malformed value stops every process at start-up with its name, rather than each
+    placement later."""
+    value = json.loads(raw)  # JSONDecodeError is a ValueError
+    if not isinstance(value, dict) or not all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    ):
+        raise ValueError('expected a JSON object of strings, such as {"region": "eu-west"}')
+    return value
 
 
 def env(

@@ -7,7 +7,6 @@ broker under ``var/``, a local-memory cache, and a registry on 127.0.0.1:5000. `
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from controlplane.env import (
     loopback_address,
     missing_required,
     raise_for_missing,
+    string_map,
 )
 from controlplane.local_state import private_directory
 from controlplane.logging import log_format
@@ -285,7 +285,7 @@ REGISTRY_CHECK_CACHE_SECONDS = env_float("REGISTRY_CHECK_CACHE_SECONDS", 5.0)
 # must carry to take new registries (JSON object, e.g. {"region": "eu-west"}; empty: any).
 REGISTRY_BACKENDS_CACHE_SECONDS = env_float("REGISTRY_BACKENDS_CACHE_SECONDS", 5.0)
 REGISTRY_PLACEMENT = env("REGISTRY_PLACEMENT", "weighted")
-REGISTRY_PLACEMENT_LABELS = json.loads(env("REGISTRY_PLACEMENT_LABELS", "{}") or "{}")
+REGISTRY_PLACEMENT_LABELS: dict[str, str] = env("REGISTRY_PLACEMENT_LABELS", {}, string_map)
 REGISTRY_STORAGE_DIR = env("REGISTRY_STORAGE_DIR", str(VAR_DIR / "registry" / "data"))
 # Distribution's debug listener (pprof, expvar: no authentication) in the generated registry
 # configuration: none unless set, and then only on loopback (host:port; refused otherwise).

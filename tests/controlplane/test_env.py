@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,40 @@ def test_a_job_credential_lifetime_must_be_positive(tmp_path: Path, ttl: str) ->
         f"REGISTRY_JOB_CREDENTIAL_TTL_SECONDS='{ttl}' is not valid: must be an integer of at "
         "least 1"
     ) in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "valid"),
+    [
+        ('{"region": "eu-west"}', True),
+        ("{}", True),
+        ('["eu-west"]', False),  # a list: every placement failed on .items()
+        ('{"replicas": 2}', False),
+        ("{region: eu-west}", False),  # not JSON
+    ],
+)
+def test_placement_labels_are_a_json_object_of_strings(
+    monkeypatch: pytest.MonkeyPatch, raw: str, valid: bool
+) -> None:
+    monkeypatch.setenv("CONTROLPLANE_TEST_VALUE", raw)
+    if valid:
+        assert env.env("CONTROLPLANE_TEST_VALUE", {}, env.string_map) == json.loads(raw)
+        return
+    with pytest.raises(ImproperlyConfigured, match="CONTROLPLANE_TEST_VALUE=.* is not valid"):
+        env.env("CONTROLPLANE_TEST_VALUE", {}, env.string_map)
+
+
+@pytest.mark.integration  # run_settings starts a Python process
+def test_a_process_does_not_start_with_malformed_placement_labels(tmp_path: Path) -> None:
+    result = run_settings(
+        CONTROLPLANE_VAR_DIR=str(tmp_path),
+        DJANGO_DEBUG="true",
+        REGISTRY_PLACEMENT_LABELS='["eu-west"]',
+    )
+    assert result.returncode == 1
+    assert "REGISTRY_PLACEMENT_LABELS='[\"eu-west\"]' is not valid: expected a JSON object" in (
+        result.stderr
+    )
 
 
 @pytest.mark.integration  # run_settings starts a Python process
