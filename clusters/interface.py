@@ -20,6 +20,9 @@ Everything here is something registries needs from clusters, and nothing more:
 - how agents authenticate (``ClusterAgentTokenAuthentication``: the agent endpoint that hands a
   job its registry credential accepts the agent token exactly as the agent environment endpoint
   does);
+- the audit log: ``audit_record`` (every registries write records its row through it, in its
+  transaction) and who the writes are attributed to (``acting_as``, ``Actor``, ``ActorType``,
+  ``AuditContext``) for registries' own entry points;
 - the cluster row lock (``cluster_lock``), so registries takes it in the order
   ``clusters.locks`` documents;
 - what registries extends: the console's ``ClusterAdmin`` (registries adds the registry badge)
@@ -33,6 +36,7 @@ call into clusters. The clusters app keeps every name importable from where it i
 
 from typing import TYPE_CHECKING, Any
 
+from clusters.audit import Actor, ActorType, AuditContext, acting_as
 from clusters.locks import cluster_lock
 from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
 from clusters.selectors import AgentTokenFacts, agent_token_authenticate
@@ -40,6 +44,8 @@ from clusters.services import (
     agent_environment_set,
     agent_environment_unset,
     agent_token_create,
+    audit_record,
+    changes,
     cluster_create,
     organization_get_or_create,
     queue_create,
@@ -90,10 +96,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Actor",
+    "ActorType",
     "AddressNotAllowed",
     "AgentEnvironmentVariable",
     "AgentTokenFacts",
     "ApiScope",
+    "AuditContext",
     "Cluster",
     "ClusterAdmin",
     "ClusterAgentToken",
@@ -101,11 +110,14 @@ __all__ = [
     "OperatorAPIView",
     "OrganizationAPIView",
     "Queue",
+    "acting_as",
     "agent_environment_set",
     "agent_environment_unset",
     "agent_token_authenticate",
     "agent_token_check_address",
     "agent_token_create",
+    "audit_record",
+    "changes",
     "cluster_create",
     "cluster_deleted",
     "cluster_lock",

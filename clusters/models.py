@@ -411,3 +411,7 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.delivery_id}"
+
+
+# The audit log's model lives with its actor context (clusters.audit), imported for Django.
+from clusters.audit import AuditEvent  # noqa: E402, F401

@@ -199,6 +199,14 @@ class Registry(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_ok = models.BooleanField(null=True, blank=True)
     verification = models.TextField(blank=True, default="")
+    #: Usage (``registries.inventory``, ``services.usage``): unique blob bytes, repositories and
+    #: tags, the last push and pull, and when the usage scan last rebuilt them.
+    usage_bytes = models.BigIntegerField(default=0)
+    usage_repositories = models.PositiveIntegerField(default=0)
+    usage_tags = models.PositiveIntegerField(default=0)
+    last_push_at = models.DateTimeField(null=True, blank=True)
+    last_pull_at = models.DateTimeField(null=True, blank=True)
+    usage_scanned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()
@@ -388,3 +396,13 @@ class TokenSigningKey(models.Model):
 
     def __str__(self) -> str:
         return self.kid
+
+
+# What each registry holds (registries.inventory), imported for Django.
+from registries.inventory import (  # noqa: E402, F401
+    Manifest,
+    RegistryNotification,
+    Repository,
+    Tag,
+    UsageDay,
+)

@@ -7,12 +7,14 @@ happen once, in one place. One module per sub-domain; callers import from the pa
 - ``clusters``: organizations and clusters;
 - ``queues``: queues, their shapes and pausing dispatch;
 - ``credentials``: agent tokens, API access tokens, and what every issued secret shares;
-- ``environment``: the cluster's agent environment, which other apps publish to.
+- ``environment``: the cluster's agent environment, which other apps publish to;
+- ``audit``: the audit log row every write above (and every write of the other apps) makes.
 
 The webhook's services are in ``clusters.webhooks``. Row locks are taken through
 ``clusters.locks``, in its one order.
 """
 
+from clusters.services.audit import audit_record, changes
 from clusters.services.clusters import (
     UNSET,
     cluster_create,
@@ -41,6 +43,8 @@ from clusters.services.queues import (
 )
 
 __all__ = [
+    "audit_record",
+    "changes",
     "AGENT_TOKEN_PREFIX",
     "API_TOKEN_PREFIX",
     "UNSET",

@@ -7,7 +7,10 @@ surface (``from registries.services import registry_provision``).
 - ``deprovisioning``: from a deletion to ``deleted``;
 - ``health``: the backend check, "verify now", the health canaries (a backend's, a namespace's,
   and the sample each round takes) and the readiness checks;
-- ``job_credentials``: the registry credentials jobs get instead of the agent token.
+- ``job_credentials``: the registry credentials jobs get instead of the agent token;
+- ``usage``: the inventory (repositories, tags, manifests) and its totals, which the
+  notifications, the usage scan and tag deletion write through;
+- ``quotas``: what a registry may hold.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
 """
@@ -47,6 +50,19 @@ from registries.services.lifecycle import (
     registry_retry,
 )
 from registries.services.provisioning import registry_provision
+from registries.services.quotas import quota_evaluate
+from registries.services.usage import (
+    WHOLE_REGISTRY,
+    inventory_lock,
+    manifest_put,
+    manifests_unreferenced_delete,
+    pulled,
+    repository_get,
+    tag_put,
+    tags_remove,
+    usage_count,
+    usage_refresh,
+)
 
 __all__ = [
     "BACKEND_CANARY_NAMESPACE",
@@ -54,6 +70,7 @@ __all__ = [
     "JOB_CREDENTIAL_USERNAME",
     "PROVISION_TASK",
     "SETTLED",
+    "WHOLE_REGISTRY",
     "AttemptResult",
     "BackendCanaryResult",
     "CanaryResult",
@@ -63,8 +80,13 @@ __all__ = [
     "backend_check",
     "backoff_seconds",
     "canary_backends",
+    "inventory_lock",
     "job_credential_create",
     "job_credential_revoke",
+    "manifest_put",
+    "manifests_unreferenced_delete",
+    "pulled",
+    "quota_evaluate",
     "readiness_registry",
     "readiness_signing_key",
     "reconcile_interval",
@@ -76,4 +98,9 @@ __all__ = [
     "registry_provision",
     "registry_retry",
     "registry_verify",
+    "repository_get",
+    "tag_put",
+    "tags_remove",
+    "usage_count",
+    "usage_refresh",
 ]
