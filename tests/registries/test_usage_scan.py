@@ -149,11 +149,14 @@ def test_a_deleted_tag_is_removed_by_the_next_scan(ready_cluster, skopeo, layout
     push(skopeo, layout, a, {"app:1": "latest", "app:2": "v2"})
     scan(a.registry)
     ok(skopeo.delete(f"{a.url}/app:2", a.secret))
+    # A repository the registry's catalog does not list (any more), with no tag: forgotten.
+    Repository.objects.create(registry=a.registry, name=f"{a.namespace}/gone")
 
     result = scan(a.registry)
 
     assert (result.added, result.removed, result.fetched) == (0, 1, 0)
     assert tags(a.registry) == {"app:1": tagged(layout, "latest")}
+    assert a.registry.usage_repositories == 1
     assert a.registry.usage_bytes == size(unique_blobs(layout, "latest"))
     assert not Manifest.objects.filter(digest=tagged(layout, "v2")).exists()
     # Distribution keeps the repository in its catalog: so does the inventory, even emptied.
@@ -173,6 +176,13 @@ def test_a_multi_arch_index_counts_its_members_and_their_blobs(
     add_variant(layout, "s390x", label="other", architecture="s390x")
     index = add_index(layout, "multi", members=["latest", "s390x"])
     push(skopeo, layout, a, {"multi:1": "multi"}, all=True)
+    # An event recorded the index without its members' blobs (it cannot know them).
+    with transaction.atomic():
+        locked = services.inventory_lock(a.registry.pk)
+        assert locked is not None
+        services.manifest_put(
+            locked, digest=index, media_type=OCI_INDEX, size=1, blobs={}, complete=False
+        )
 
     result = scan(a.registry)
 
