@@ -14,6 +14,7 @@ from registries.models import Registry, State
 from registries.services import registries_usage_scan_claim, registry_usage_scan
 from registries.tasks import run_usage_scans, usage_scan_registry
 from tests.registries.factories import RegistryFactory
+from tests.registries.test_concurrency import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -70,6 +71,19 @@ def test_a_new_registry_is_due_at_once() -> None:
     registry = RegistryFactory(state=State.READY)
 
     assert registries_usage_scan_claim(now=timezone.now() + timedelta(seconds=1)) == [registry.pk]
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_rounds_running_at_once_claim_each_due_registry_exactly_once(settings) -> None:
+    settings.REGISTRY_USAGE_SCAN_BATCH = 5
+    registries = due_registries(20, due=timezone.now() - timedelta(hours=1))
+    now = timezone.now()
+
+    claims = run_together(lambda _: registries_usage_scan_claim(now=now))
+
+    claimed = [pk for claim in claims for pk in claim]  # type: ignore[attr-defined]
+    assert sorted(claimed) == sorted(registry.pk for registry in registries)  # none twice
 
 
 def test_a_round_enqueues_one_scan_each_on_the_canaries_queue(settings, broker_queue) -> None:
