@@ -33,6 +33,7 @@ __all__ = [
     "REGISTRY_USAGE_SCAN_BATCH",
     "REGISTRY_USAGE_SCAN_ROUND_SECONDS",
     "REGISTRY_USAGE_SCAN_SECONDS",
+    "REGISTRY_USAGE_SCAN_TIME_LIMIT",
 ]
 
 # "filesystem" (REGISTRY_STORAGE_DIR) or "s3".
@@ -69,3 +70,7 @@ REGISTRY_PROMETHEUS_ENABLED = env_bool("REGISTRY_PROMETHEUS_ENABLED", False)
 REGISTRY_USAGE_SCAN_SECONDS = env_float("REGISTRY_USAGE_SCAN_SECONDS", 300.0)
 REGISTRY_USAGE_SCAN_ROUND_SECONDS = env_float("REGISTRY_USAGE_SCAN_ROUND_SECONDS", 60.0)
 REGISTRY_USAGE_SCAN_BATCH = env_int("REGISTRY_USAGE_SCAN_BATCH", 100, minimum=0)
+# A scan's soft time limit (the hard one is 30 s later), instead of CELERY_TASK_SOFT_TIME_LIMIT:
+# the first scan of a registry with many tags fetches every manifest. Keep the hard limit below
+# CELERY_VISIBILITY_TIMEOUT, or Redis hands a long scan to a second worker.
+REGISTRY_USAGE_SCAN_TIME_LIMIT = env_int("REGISTRY_USAGE_SCAN_TIME_LIMIT", 300, minimum=1)

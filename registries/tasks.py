@@ -31,7 +31,8 @@ from registries.services import (
 )
 
 
-# Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task.
+# Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task but the
+# usage scan (REGISTRY_USAGE_SCAN_TIME_LIMIT).
 @shared_task(  # type: ignore[untyped-decorator]
     bind=True,
     name=PROVISION_TASK,
@@ -97,7 +98,12 @@ def run_usage_scans() -> list[str]:
     return ids
 
 
-@shared_task(name="registries.usage_scan", acks_late=True)  # type: ignore[untyped-decorator]
+@shared_task(  # type: ignore[untyped-decorator]
+    name="registries.usage_scan",
+    acks_late=True,
+    soft_time_limit=settings.REGISTRY_USAGE_SCAN_TIME_LIMIT,
+    time_limit=settings.REGISTRY_USAGE_SCAN_TIME_LIMIT + 30,
+)
 def usage_scan_registry(registry_id: str) -> bool | None:
     result = registry_usage_scan(registry_id=registry_id)
     return None if result is None else result.ok

@@ -109,3 +109,8 @@ def test_the_scan_of_a_registry_that_is_not_ready_does_nothing(state: str) -> No
 
     registry.refresh_from_db()
     assert registry.usage_scanned_at is None
+
+
+def test_a_scan_has_time_limits_of_its_own_within_the_brokers_visibility_timeout(settings) -> None:
+    assert usage_scan_registry.soft_time_limit == settings.REGISTRY_USAGE_SCAN_TIME_LIMIT == 300
+    assert usage_scan_registry.time_limit == 330 < settings.CELERY_VISIBILITY_TIMEOUT
