@@ -117,6 +117,24 @@ RECONCILE_REPAIRS = Counter(
     ["repair"],
 )
 
+# --- Usage scans ------------------------------------------------------------------------------
+USAGE_SCANS = Counter(
+    "controlplane_usage_scans",
+    "Registry usage scans, by registry backend and outcome (scanned, failed).",
+    ["backend", "outcome"],
+)
+USAGE_SCAN_SECONDS = Histogram(
+    "controlplane_usage_scan_seconds",
+    "How long a registry's usage scan took (reading the registry and applying), by outcome.",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+USAGE_SCAN_MANIFESTS = Counter(
+    "controlplane_usage_scan_manifests_fetched",
+    "Manifests the usage scans fetched from the registries (known ones are not fetched again).",
+    ["backend"],
+)
+
 # --- Celery -----------------------------------------------------------------------------------
 TASKS = Counter(
     "controlplane_celery_tasks",

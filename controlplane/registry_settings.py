@@ -5,12 +5,13 @@ registry_config``, docs/operations.md#the-registrys-configuration), star-importe
 Storage is the local folder ``REGISTRY_STORAGE_DIR`` unless ``REGISTRY_STORAGE=s3``: then an S3
 or S3-compatible bucket, with its keys from the environment (without them, the AWS SDK's own
 chain: ``AWS_ACCESS_KEY_ID`` in the registry's environment, an instance or pod role). Every
-other option is off until set, except upload purging, which is always on.
+other option is off until set, except upload purging, which is always on. The usage scan's
+settings (``REGISTRY_USAGE_SCAN_*``) live here too.
 """
 
 from __future__ import annotations
 
-from controlplane.env import env, env_bool
+from controlplane.env import env, env_bool, env_float, env_int
 
 __all__ = [
     "REGISTRY_NOTIFICATIONS_TOKEN",
@@ -29,6 +30,10 @@ __all__ = [
     "REGISTRY_TLS_KEY",
     "REGISTRY_UPLOAD_PURGING_AGE",
     "REGISTRY_UPLOAD_PURGING_INTERVAL",
+    "REGISTRY_USAGE_SCAN_BATCH",
+    "REGISTRY_USAGE_SCAN_ROUND_SECONDS",
+    "REGISTRY_USAGE_SCAN_SECONDS",
+    "REGISTRY_USAGE_SCAN_TIME_LIMIT",
 ]
 
 # "filesystem" (REGISTRY_STORAGE_DIR) or "s3".
@@ -57,3 +62,15 @@ REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")
 # Distribution's own metrics at /metrics on its debug listener: REGISTRY_DEBUG_ADDR, or
 # 127.0.0.1 and the registry's port + 1 (loopback only either way).
 REGISTRY_PROMETHEUS_ENABLED = env_bool("REGISTRY_PROMETHEUS_ENABLED", False)
+
+# The usage scan (docs/usage-scan.md), which rebuilds each ready registry's inventory from the
+# registry itself: each registry is due every REGISTRY_USAGE_SCAN_SECONDS; a round (Celery beat,
+# every REGISTRY_USAGE_SCAN_ROUND_SECONDS) enqueues the scans of at most REGISTRY_USAGE_SCAN_BATCH
+# due registries, longest due first.
+REGISTRY_USAGE_SCAN_SECONDS = env_float("REGISTRY_USAGE_SCAN_SECONDS", 300.0)
+REGISTRY_USAGE_SCAN_ROUND_SECONDS = env_float("REGISTRY_USAGE_SCAN_ROUND_SECONDS", 60.0)
+REGISTRY_USAGE_SCAN_BATCH = env_int("REGISTRY_USAGE_SCAN_BATCH", 100, minimum=0)
+# A scan's soft time limit (the hard one is 30 s later), instead of CELERY_TASK_SOFT_TIME_LIMIT:
+# the first scan of a registry with many tags fetches every manifest. Keep the hard limit below
+# CELERY_VISIBILITY_TIMEOUT, or Redis hands a long scan to a second worker.
+REGISTRY_USAGE_SCAN_TIME_LIMIT = env_int("REGISTRY_USAGE_SCAN_TIME_LIMIT", 300, minimum=1)

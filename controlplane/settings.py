@@ -220,8 +220,8 @@ CELERY_BROKER_RECONNECT_MAX_SECONDS = env_float("CELERY_BROKER_RECONNECT_MAX_SEC
 # reuse, so a restarted PostgreSQL costs one reconnect (controlplane/celery.py).
 CELERY_WORKER_DATABASE_POOL_SIZE = env_int("CELERY_WORKER_DATABASE_POOL_SIZE", 8)
 
-# Two queues: "celery" for provisioning and every other task, "canaries" for the health canaries,
-# so a new cluster's registry never waits behind a round of canaries. A worker started without
+# Two queues: "celery" for provisioning and every other task, "canaries" for the health canaries
+# and usage scans, so a new cluster's registry never waits behind them. A worker started without
 # --queues consumes both (make run, the tests); deploy/entrypoint's worker takes
 # CELERY_WORKER_QUEUES, and Kubernetes runs the canaries in a worker of their own
 # (docs/reliability.md, "Health canaries").
@@ -232,12 +232,11 @@ CELERY_TASK_QUEUES = {
     for queue in (CELERY_TASK_DEFAULT_QUEUE, CANARY_QUEUE)
 }
 CELERY_TASK_ROUTES = {
-    "registries.canaries": {"queue": CANARY_QUEUE},
-    "registries.canary": {"queue": CANARY_QUEUE},
+    name: {"queue": CANARY_QUEUE}
+    for name in ("registries.canaries", "registries.canary", "registries.usage_scan")
 }
 
-# Celery beat (one active, standbys where the broker is Redis; docs/reliability.md): the
-# reconciler, and the canaries.
+# Celery beat (one active, standbys; docs/reliability.md): reconciler, canaries, usage scans.
 # A beat message still queued when the next one is due has nothing left to add: it expires.
 REGISTRY_RECONCILE_INTERVAL_SECONDS = env_float("REGISTRY_RECONCILE_INTERVAL_SECONDS", 30.0)
 REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS", 60.0)
@@ -257,6 +256,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "registries.canaries",
         "schedule": REGISTRY_CANARY_INTERVAL_SECONDS,
         "options": {"expires": REGISTRY_CANARY_INTERVAL_SECONDS},
+    },
+    "registries.usage_scans": {
+        "task": "registries.usage_scans",
+        "schedule": REGISTRY_USAGE_SCAN_ROUND_SECONDS,  # noqa: F405
+        "options": {"expires": REGISTRY_USAGE_SCAN_ROUND_SECONDS},  # noqa: F405
     },
 }
 # Where beat keeps its schedule's state (last run times) without Redis (with Redis, RedBeat keeps

@@ -18,7 +18,11 @@ from django.db.models import Subquery
 from clusters.interface import Cluster, cluster_lock
 from controlplane.compiled import CompiledSelect
 from registries.models import Registry, RegistryQuerySet
-from registries.selectors import registries_canary_due, registries_due
+from registries.selectors import (
+    registries_canary_due,
+    registries_due,
+    registries_usage_scan_due,
+)
 
 _registry_lock = CompiledSelect(
     Registry, lambda pk: Registry.objects.select_for_update().filter(pk=pk).order_by()[:1], "id"
@@ -90,6 +94,14 @@ def registries_canary_due_lock(*, now: datetime, limit: int) -> list[uuid.UUID]:
     (``selectors.registries_canary_due``), skipping the rows another transaction holds (a
     canary or a deletion is writing them). Returns their ids."""
     due = registries_canary_due(now=now).select_for_update(skip_locked=True)
+    return list(due.values_list("pk", flat=True)[:limit])
+
+
+def registries_usage_scan_due_lock(*, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Lock up to ``limit`` ready registries due for a usage scan
+    (``selectors.registries_usage_scan_due``), skipping the rows another transaction holds (an
+    inventory write is applying to them). Returns their ids."""
+    due = registries_usage_scan_due(now=now).select_for_update(skip_locked=True)
     return list(due.values_list("pk", flat=True)[:limit])
 
 

@@ -207,6 +207,11 @@ class Registry(models.Model):
     last_push_at = models.DateTimeField(null=True, blank=True)
     last_pull_at = models.DateTimeField(null=True, blank=True)
     usage_scanned_at = models.DateTimeField(null=True, blank=True)
+    #: When the usage scan is next due: each round claims the ready registries longest due and
+    #: moves each ``REGISTRY_USAGE_SCAN_SECONDS`` on (``services.usage_scan``), whether or not
+    #: its scan then succeeds, so failing registries never crowd out the others. A new one is due
+    #: at once.
+    usage_scan_due_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()
@@ -248,6 +253,12 @@ class Registry(models.Model):
             models.Index(
                 fields=["canary_due_at", "id"],
                 name="registry_canary_due",
+                condition=Q(state=State.READY),
+            ),
+            # selectors.registries_usage_scan_due: the next ready registries to scan.
+            models.Index(
+                fields=["usage_scan_due_at", "id"],
+                name="registry_usage_scan_due",
                 condition=Q(state=State.READY),
             ),
             # The ready registries whose canary failed, by backend, in key order (the order a

@@ -140,6 +140,16 @@ def registries_canary_due(*, now: datetime) -> RegistryQuerySet:
     return Registry.objects.ready().filter(canary_due_at__lte=now).order_by("canary_due_at", "pk")
 
 
+def registries_usage_scan_due(*, now: datetime) -> RegistryQuerySet:
+    """Ready registries due for a usage scan, longest due first (the partial index
+    ``registry_usage_scan_due``)."""
+    return (
+        Registry.objects.ready()
+        .filter(usage_scan_due_at__lte=now)
+        .order_by("usage_scan_due_at", "pk")
+    )
+
+
 def cluster_registry(cluster: Cluster) -> RegistryQuerySet:
     """The cluster's registry: at most one (a deleted cluster's registry has no cluster). The
     REST API passes a cluster its base view found, so the organization is already checked."""

@@ -2,9 +2,10 @@
 
 Every task may run twice (delivery is at least once: see docs/reliability.md); each service it
 calls locks its registry row and does nothing when the work is already done. The canary tasks
-run on the canaries queue (``CELERY_TASK_ROUTES``), so provisioning never waits behind them. The
-services enqueue ``registries.provision`` and ``registries.deprovision`` by name: this module
-imports them, so they do not import it (``RegistriesConfig.ready`` does, to register the tasks).
+and the usage scans run on the canaries queue (``CELERY_TASK_ROUTES``), so provisioning never
+waits behind them. The services enqueue ``registries.provision`` and ``registries.deprovision``
+by name: this module imports them, so they do not import it (``RegistriesConfig.ready`` does, to
+register the tasks).
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from registries.services import (
     backend_canary,
     canary_backends,
     registries_canary_claim,
+    registries_usage_scan_claim,
     registry_canary,
     registry_deprovision,
     registry_provision,
+    registry_usage_scan,
 )
 
 
-# Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task.
+# Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task but the
+# usage scan (REGISTRY_USAGE_SCAN_TIME_LIMIT).
 @shared_task(  # type: ignore[untyped-decorator]
     bind=True,
     name=PROVISION_TASK,
@@ -78,4 +82,28 @@ def run_canaries() -> list[str]:
 @shared_task(name="registries.canary", acks_late=True)  # type: ignore[untyped-decorator]
 def canary_registry(registry_id: str) -> bool | None:
     result = registry_canary(registry_id=registry_id)
+    return None if result is None else result.ok
+
+
+@shared_task(name="registries.usage_scans")  # type: ignore[untyped-decorator]
+def run_usage_scans() -> list[str]:
+    """One usage scan round (Celery beat, every REGISTRY_USAGE_SCAN_ROUND_SECONDS): enqueue the
+    scans of the registries that are due (at most REGISTRY_USAGE_SCAN_BATCH). Returns their ids."""
+    ids = [str(pk) for pk in registries_usage_scan_claim()]
+    for registry_id in ids:
+        # A scan still queued when its registry is next due is stale: let it expire.
+        usage_scan_registry.apply_async(
+            (registry_id,), expires=settings.REGISTRY_USAGE_SCAN_SECONDS
+        )
+    return ids
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name="registries.usage_scan",
+    acks_late=True,
+    soft_time_limit=settings.REGISTRY_USAGE_SCAN_TIME_LIMIT,
+    time_limit=settings.REGISTRY_USAGE_SCAN_TIME_LIMIT + 30,
+)
+def usage_scan_registry(registry_id: str) -> bool | None:
+    result = registry_usage_scan(registry_id=registry_id)
     return None if result is None else result.ok

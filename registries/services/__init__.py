@@ -10,6 +10,7 @@ surface (``from registries.services import registry_provision``).
 - ``job_credentials``: the registry credentials jobs get instead of the agent token;
 - ``usage``: the inventory (repositories, tags, manifests) and its totals, which the
   notifications, the usage scan and tag deletion write through;
+- ``usage_scan``: the periodic scan that rebuilds the inventory from the registry itself;
 - ``quotas``: what a registry may hold.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
@@ -63,6 +64,11 @@ from registries.services.usage import (
     usage_count,
     usage_refresh,
 )
+from registries.services.usage_scan import (
+    UsageScanResult,
+    registries_usage_scan_claim,
+    registry_usage_scan,
+)
 
 __all__ = [
     "BACKEND_CANARY_NAMESPACE",
@@ -70,6 +76,7 @@ __all__ = [
     "JOB_CREDENTIAL_USERNAME",
     "PROVISION_TASK",
     "SETTLED",
+    "UsageScanResult",
     "WHOLE_REGISTRY",
     "AttemptResult",
     "BackendCanaryResult",
@@ -91,12 +98,14 @@ __all__ = [
     "readiness_signing_key",
     "reconcile_interval",
     "registries_canary_claim",
+    "registries_usage_scan_claim",
     "registry_canary",
     "registry_create_for_cluster",
     "registry_deprovision",
     "registry_deprovision_start",
     "registry_provision",
     "registry_retry",
+    "registry_usage_scan",
     "registry_verify",
     "repository_get",
     "tag_put",

@@ -39,10 +39,13 @@ class Skopeo:
     def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return run([self.binary, *args], input=input)
 
-    def push(self, layout: Path, reference: str, secret: str) -> subprocess.CompletedProcess[str]:
+    def push(
+        self, layout: Path, reference: str, secret: str, *, tag: str = "latest", all: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Push the layout's image ``tag`` (with ``all``, an index and every image it names)."""
         return self(
-            "copy", "--dest-tls-verify=false", "--dest-creds", creds(secret),
-            f"oci:{layout}:latest", f"docker://{reference}",
+            "copy", *(["--all"] if all else []), "--dest-tls-verify=false",
+            "--dest-creds", creds(secret), f"oci:{layout}:{tag}", f"docker://{reference}",
         )  # fmt: skip
 
     def pull(

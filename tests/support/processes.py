@@ -219,10 +219,15 @@ class RegistryProcess:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def config_path(self) -> Path:
+        """The configuration it serves (written by ``start``)."""
+        return self.workdir / f"registry-{self.port}.yml"
+
     def start(self) -> RegistryProcess:
         require_integration("a Distribution registry")
         binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
-        config = self.workdir / f"registry-{self.port}.yml"
+        config = self.config_path
         config.write_text(
             self.config
             or render_registry_config(
