@@ -10,9 +10,12 @@ other option is off until set, except upload purging, which is always on.
 
 from __future__ import annotations
 
-from controlplane.env import env, env_bool
+from controlplane.env import env, env_bool, env_int, env_list
 
 __all__ = [
+    "REGISTRY_NOTIFICATIONS_KEEP_DAYS",
+    "REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS",
+    "REGISTRY_NOTIFICATIONS_SWEEP_SECONDS",
     "REGISTRY_NOTIFICATIONS_TOKEN",
     "REGISTRY_NOTIFICATIONS_URL",
     "REGISTRY_PROMETHEUS_ENABLED",
@@ -51,6 +54,15 @@ REGISTRY_UPLOAD_PURGING_INTERVAL = env("REGISTRY_UPLOAD_PURGING_INTERVAL", "24h"
 # Where the registry posts its events, with "Authorization: Bearer <token>"; off until set.
 REGISTRY_NOTIFICATIONS_URL = env("REGISTRY_NOTIFICATIONS_URL", "")
 REGISTRY_NOTIFICATIONS_TOKEN = env("REGISTRY_NOTIFICATIONS_TOKEN", "")
+# The endpoint (POST /registry/notifications) also accepts these (comma-separated) while the
+# registries' configurations are rendered again with a new token (docs/usage.md#registry-events).
+REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS = env_list("REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS", [])
+# Applied notifications are kept this many days (the idempotence window), then pruned.
+REGISTRY_NOTIFICATIONS_KEEP_DAYS = env_int("REGISTRY_NOTIFICATIONS_KEEP_DAYS", 7, minimum=1)
+# Every this many seconds (Celery beat) the notifications whose task was lost are applied.
+REGISTRY_NOTIFICATIONS_SWEEP_SECONDS = env_int(
+    "REGISTRY_NOTIFICATIONS_SWEEP_SECONDS", 60, minimum=1
+)
 # PEM files: the registry then serves HTTPS itself.
 REGISTRY_TLS_CERTIFICATE = env("REGISTRY_TLS_CERTIFICATE", "")
 REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")

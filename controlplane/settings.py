@@ -258,6 +258,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": REGISTRY_CANARY_INTERVAL_SECONDS,
         "options": {"expires": REGISTRY_CANARY_INTERVAL_SECONDS},
     },
+    "registries.notifications-sweep": {
+        "task": "registries.notifications-sweep",
+        "schedule": REGISTRY_NOTIFICATIONS_SWEEP_SECONDS,  # noqa: F405 - registry_settings
+        "options": {"expires": REGISTRY_NOTIFICATIONS_SWEEP_SECONDS},  # noqa: F405
+    },
 }
 # Where beat keeps its schedule's state (last run times) without Redis (with Redis, RedBeat keeps
 # it there). Set it, if used, to a writable path (an emptyDir): beat writes nowhere else.

@@ -17,10 +17,13 @@ from django.conf import settings
 from registries.reconciler import registries_reconcile
 from registries.services import (
     DEPROVISION_TASK,
+    NOTIFICATIONS_TASK,
     PROVISION_TASK,
     AttemptResult,
     backend_canary,
     canary_backends,
+    notifications_apply,
+    notifications_sweep,
     registries_canary_claim,
     registry_canary,
     registry_deprovision,
@@ -79,3 +82,17 @@ def run_canaries() -> list[str]:
 def canary_registry(registry_id: str) -> bool | None:
     result = registry_canary(registry_id=registry_id)
     return None if result is None else result.ok
+
+
+@shared_task(name=NOTIFICATIONS_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+def apply_notifications(registry_ids: list[str]) -> int:
+    """Apply the registries' recorded notifications (enqueued by the endpoint on commit); the
+    number applied. A repeated message finds them applied and does nothing."""
+    return sum(notifications_apply(registry_id=registry_id) for registry_id in registry_ids)
+
+
+@shared_task(name="registries.notifications-sweep")  # type: ignore[untyped-decorator]
+def sweep_notifications() -> dict[str, int]:
+    """Celery beat, every REGISTRY_NOTIFICATIONS_SWEEP_SECONDS: apply the notifications whose
+    message was lost, and prune the applied ones older than REGISTRY_NOTIFICATIONS_KEEP_DAYS."""
+    return notifications_sweep()

@@ -10,6 +10,7 @@ surface (``from registries.services import registry_provision``).
 - ``job_credentials``: the registry credentials jobs get instead of the agent token;
 - ``usage``: the inventory (repositories, tags, manifests) and its totals, which the
   notifications, the usage scan and tag deletion write through;
+- ``notifications``: Distribution's events, recorded by the endpoint and applied by a worker;
 - ``quotas``: what a registry may hold.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
@@ -49,6 +50,15 @@ from registries.services.lifecycle import (
     registry_create_for_cluster,
     registry_retry,
 )
+from registries.services.notifications import (
+    NOTIFICATIONS_TASK,
+    Notification,
+    Received,
+    notifications_apply,
+    notifications_prune,
+    notifications_receive,
+    notifications_sweep,
+)
 from registries.services.provisioning import registry_provision
 from registries.services.quotas import quota_evaluate
 from registries.services.usage import (
@@ -68,12 +78,15 @@ __all__ = [
     "BACKEND_CANARY_NAMESPACE",
     "DEPROVISION_TASK",
     "JOB_CREDENTIAL_USERNAME",
+    "NOTIFICATIONS_TASK",
     "PROVISION_TASK",
+    "Received",
     "SETTLED",
     "WHOLE_REGISTRY",
     "AttemptResult",
     "BackendCanaryResult",
     "CanaryResult",
+    "Notification",
     "access_token_window",
     "attempt_lease",
     "backend_canary",
@@ -85,6 +98,10 @@ __all__ = [
     "job_credential_revoke",
     "manifest_put",
     "manifests_unreferenced_delete",
+    "notifications_apply",
+    "notifications_prune",
+    "notifications_receive",
+    "notifications_sweep",
     "pulled",
     "quota_evaluate",
     "readiness_registry",
