@@ -14,6 +14,7 @@ from django.utils import timezone
 from registries import services
 from registries.inventory import Manifest, RegistryNotification, Repository, Tag, UsageDay
 from registries.models import Registry, State
+from tests.controlplane.test_metrics import delta, scrape  # noqa: F401 - scrape: a fixture
 from tests.registries.factories import RegistryFactory
 from tests.support.query_counts import expected_queries
 
@@ -410,3 +411,34 @@ def test_the_sweep_applies_what_no_message_did_and_prunes_old_events(
     assert list(RegistryNotification.objects.values_list("pk", flat=True)) == ["new"]
     assert set(Tag.objects.values_list("name", flat=True)) == {"old", "new"}
     assert services.notifications_sweep() == {"applied": 0, "pruned": 0}
+
+
+def test_events_and_refusals_are_counted_and_the_token_is_never_logged(
+    client: Client,
+    registry: Registry,
+    scrape,  # noqa: F811 - the fixture
+    caplog,
+) -> None:
+    caplog.set_level("DEBUG")
+    repository = f"{registry.namespace}/base"
+    blob = event("b1", "pull", repository, mediaType="application/octet-stream", digest=LAYER)
+    body = {"events": [push("e1", repository), blob, push("u1", "other/0123456789ab/x")]}
+    before = scrape()
+
+    assert post(client, body).status_code == 200
+    assert post(client, body).status_code == 200
+    assert services.notifications_apply(registry_id=registry.pk) == 1
+    assert post(client, body, token="forged").status_code == 401
+    assert post(client, {"events": 1}).status_code == 400
+
+    after = scrape()
+    events = "controlplane_registry_notifications_total"
+    expected = {"received": 1, "duplicate": 1, "ignored": 2, "unmatched": 2, "applied": 1}
+    for outcome, count in expected.items():
+        assert delta(before, after, events, outcome=outcome) == count, outcome
+    refusals = "controlplane_registry_notification_refusals_total"
+    for reason in ("unauthorized", "invalid"):
+        assert delta(before, after, refusals, reason=reason) == 1, reason
+    assert TOKEN not in caplog.text
+    assert "forged" not in caplog.text
+    assert not [r for r in caplog.records if r.name == "django.request"]  # refusals: counted
