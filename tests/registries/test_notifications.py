@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
+from controlplane.celery import app as celery_app
 from registries import services
 from registries.inventory import Manifest, RegistryNotification, Repository, Tag, UsageDay
 from registries.models import Registry, State
@@ -393,6 +395,22 @@ def test_events_apply_in_batches_in_the_order_received(registry: Registry) -> No
     assert services.notifications_apply(registry_id=registry.pk, limit=1) == 2
     assert Tag.objects.get().digest == "sha256:" + "b" * 64
     assert not RegistryNotification.objects.filter(applied_at__isnull=True).exists()
+
+
+def test_a_message_the_broker_refuses_leaves_the_rows_for_the_sweep(
+    client: Client, registry: Registry, monkeypatch, caplog, django_capture_on_commit_callbacks
+) -> None:
+    def refuse(*args: object) -> None:
+        raise OperationalError("broker down")
+
+    monkeypatch.setattr(celery_app.tasks[services.NOTIFICATIONS_TASK], "delay", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, {"events": [push("e1", f"{registry.namespace}/base")]})
+
+    assert response.status_code == 200
+    assert "registry.notifications.enqueue_failed" in caplog.text
+    assert services.notifications_sweep()["applied"] == 1
+    assert Tag.objects.get().name == "latest"
 
 
 def test_the_sweep_applies_what_no_message_did_and_prunes_old_events(
