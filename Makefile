@@ -19,6 +19,9 @@ export DJANGO_DEBUG ?= true
 run demo: export WEB_PORT := $(PORT)
 run demo: export REGISTRY_URL ?= http://127.0.0.1:$(REGISTRY_PORT)
 run demo: export REGISTRY_TOKEN_REALM ?= http://127.0.0.1:$(PORT)/registry/token
+# The registry posts its events to the API (docs/usage.md#registry-events); a development token.
+run demo: export REGISTRY_NOTIFICATIONS_URL ?= http://127.0.0.1:$(PORT)/registry/notifications
+run demo: export REGISTRY_NOTIFICATIONS_TOKEN ?= development-notifications-token
 
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000);"

@@ -92,6 +92,20 @@ WEBHOOK_REFUSALS = Counter(
     ["reason"],
 )
 
+REGISTRY_NOTIFICATIONS = Counter(
+    "controlplane_registry_notifications",
+    "Distribution's events posted to /registry/notifications, by outcome: received (recorded), "
+    "duplicate (an event id already recorded), ignored (a blob's push, pull or mount), unmatched "
+    "(no registry has the repository's namespace), applied (to the inventory, by a worker).",
+    ["outcome"],
+)
+REGISTRY_NOTIFICATION_REFUSALS = Counter(
+    "controlplane_registry_notification_refusals",
+    "Requests to /registry/notifications refused with nothing recorded, by reason: "
+    "unconfigured (404), unauthorized (401), media_type (415), invalid (400), too_large (413).",
+    ["reason"],
+)
+
 # --- Health canaries and the reconciler -------------------------------------------------------
 CANARIES = Counter(
     "controlplane_canary_runs",

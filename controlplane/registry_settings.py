@@ -11,9 +11,12 @@ settings (``REGISTRY_USAGE_SCAN_*``) live here too.
 
 from __future__ import annotations
 
-from controlplane.env import env, env_bool, env_float, env_int
+from controlplane.env import env, env_bool, env_float, env_int, env_list
 
 __all__ = [
+    "REGISTRY_NOTIFICATIONS_KEEP_DAYS",
+    "REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS",
+    "REGISTRY_NOTIFICATIONS_SWEEP_SECONDS",
     "REGISTRY_NOTIFICATIONS_TOKEN",
     "REGISTRY_NOTIFICATIONS_URL",
     "REGISTRY_PROMETHEUS_ENABLED",
@@ -56,6 +59,15 @@ REGISTRY_UPLOAD_PURGING_INTERVAL = env("REGISTRY_UPLOAD_PURGING_INTERVAL", "24h"
 # Where the registry posts its events, with "Authorization: Bearer <token>"; off until set.
 REGISTRY_NOTIFICATIONS_URL = env("REGISTRY_NOTIFICATIONS_URL", "")
 REGISTRY_NOTIFICATIONS_TOKEN = env("REGISTRY_NOTIFICATIONS_TOKEN", "")
+# The endpoint (POST /registry/notifications) also accepts these (comma-separated) while the
+# registries' configurations are rendered again with a new token (docs/usage.md#registry-events).
+REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS = env_list("REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS", [])
+# Applied notifications are kept this many days (the idempotence window), then pruned.
+REGISTRY_NOTIFICATIONS_KEEP_DAYS = env_int("REGISTRY_NOTIFICATIONS_KEEP_DAYS", 7, minimum=1)
+# Every this many seconds (Celery beat) the notifications whose task was lost are applied.
+REGISTRY_NOTIFICATIONS_SWEEP_SECONDS = env_int(
+    "REGISTRY_NOTIFICATIONS_SWEEP_SECONDS", 60, minimum=1
+)
 # PEM files: the registry then serves HTTPS itself.
 REGISTRY_TLS_CERTIFICATE = env("REGISTRY_TLS_CERTIFICATE", "")
 REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")
@@ -63,7 +75,7 @@ REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")
 # 127.0.0.1 and the registry's port + 1 (loopback only either way).
 REGISTRY_PROMETHEUS_ENABLED = env_bool("REGISTRY_PROMETHEUS_ENABLED", False)
 
-# The usage scan (docs/usage-scan.md), which rebuilds each ready registry's inventory from the
+# The usage scan (docs/usage.md, "The usage scan"), which rebuilds each ready registry's inventory from the
 # registry itself: each registry is due every REGISTRY_USAGE_SCAN_SECONDS; a round (Celery beat,
 # every REGISTRY_USAGE_SCAN_ROUND_SECONDS) enqueues the scans of at most REGISTRY_USAGE_SCAN_BATCH
 # due registries, longest due first.

@@ -236,7 +236,8 @@ CELERY_TASK_ROUTES = {
     for name in ("registries.canaries", "registries.canary", "registries.usage_scan")
 }
 
-# Celery beat (one active, standbys; docs/reliability.md): reconciler, canaries, usage scans.
+# Celery beat (one active, standbys; docs/reliability.md): reconciler, canaries, usage scans,
+# the notifications' sweep.
 # A beat message still queued when the next one is due has nothing left to add: it expires.
 REGISTRY_RECONCILE_INTERVAL_SECONDS = env_float("REGISTRY_RECONCILE_INTERVAL_SECONDS", 30.0)
 REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS", 60.0)
@@ -247,21 +248,13 @@ REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS",
 REGISTRY_CANARY_SAMPLE = env_int("REGISTRY_CANARY_SAMPLE", 100, minimum=0)
 REGISTRY_CANARY_PERIOD_SECONDS = env_float("REGISTRY_CANARY_PERIOD_SECONDS", 3600.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "registries.reconcile": {
-        "task": "registries.reconcile",
-        "schedule": REGISTRY_RECONCILE_INTERVAL_SECONDS,
-        "options": {"expires": REGISTRY_RECONCILE_INTERVAL_SECONDS},
-    },
-    "registries.canaries": {
-        "task": "registries.canaries",
-        "schedule": REGISTRY_CANARY_INTERVAL_SECONDS,
-        "options": {"expires": REGISTRY_CANARY_INTERVAL_SECONDS},
-    },
-    "registries.usage_scans": {
-        "task": "registries.usage_scans",
-        "schedule": REGISTRY_USAGE_SCAN_ROUND_SECONDS,  # noqa: F405
-        "options": {"expires": REGISTRY_USAGE_SCAN_ROUND_SECONDS},  # noqa: F405
-    },
+    task: {"task": task, "schedule": every, "options": {"expires": every}}
+    for task, every in (
+        ("registries.reconcile", REGISTRY_RECONCILE_INTERVAL_SECONDS),
+        ("registries.canaries", REGISTRY_CANARY_INTERVAL_SECONDS),
+        ("registries.usage_scans", REGISTRY_USAGE_SCAN_ROUND_SECONDS),  # noqa: F405
+        ("registries.notifications-sweep", REGISTRY_NOTIFICATIONS_SWEEP_SECONDS),  # noqa: F405
+    )
 }
 # Where beat keeps its schedule's state (last run times) without Redis (with Redis, RedBeat keeps
 # it there). Set it, if used, to a writable path (an emptyDir): beat writes nowhere else.

@@ -17,6 +17,7 @@ from django.db.models import Subquery
 
 from clusters.interface import Cluster, cluster_lock
 from controlplane.compiled import CompiledSelect
+from registries.inventory import RegistryNotification
 from registries.models import Registry, RegistryQuerySet
 from registries.selectors import (
     registries_canary_due,
@@ -115,3 +116,16 @@ def registries_lock_batch(
     if after is not None:
         registries = registries.filter(pk__gt=after)
     return list(registries.order_by("pk").select_for_update(skip_locked=True)[:limit])
+
+
+def notifications_unapplied_lock(
+    registry_id: uuid.UUID | str, *, limit: int
+) -> list[RegistryNotification]:
+    """Lock up to ``limit`` of the registry's notifications not applied yet, oldest first, skipping
+    rows another transaction holds. Taken after the registry row (``registry_lock``), so that the
+    events of one registry apply one batch at a time, in the order they were received."""
+    return list(
+        RegistryNotification.objects.filter(registry_id=registry_id, applied_at__isnull=True)
+        .order_by("received_at", "pk")
+        .select_for_update(skip_locked=True)[:limit]
+    )

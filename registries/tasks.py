@@ -18,10 +18,13 @@ from django.conf import settings
 from registries.reconciler import registries_reconcile
 from registries.services import (
     DEPROVISION_TASK,
+    NOTIFICATIONS_TASK,
     PROVISION_TASK,
     AttemptResult,
     backend_canary,
     canary_backends,
+    notifications_apply,
+    notifications_sweep,
     registries_canary_claim,
     registries_usage_scan_claim,
     registry_canary,
@@ -107,3 +110,17 @@ def run_usage_scans() -> list[str]:
 def usage_scan_registry(registry_id: str) -> bool | None:
     result = registry_usage_scan(registry_id=registry_id)
     return None if result is None else result.ok
+
+
+@shared_task(name=NOTIFICATIONS_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+def apply_notifications(registry_ids: list[str]) -> int:
+    """Apply the registries' recorded notifications (enqueued by the endpoint on commit); the
+    number applied. A repeated message finds them applied and does nothing."""
+    return sum(notifications_apply(registry_id=registry_id) for registry_id in registry_ids)
+
+
+@shared_task(name="registries.notifications-sweep")  # type: ignore[untyped-decorator]
+def sweep_notifications() -> dict[str, int]:
+    """Celery beat, every REGISTRY_NOTIFICATIONS_SWEEP_SECONDS: apply the notifications whose
+    message was lost, and prune the applied ones older than REGISTRY_NOTIFICATIONS_KEEP_DAYS."""
+    return notifications_sweep()

@@ -11,6 +11,7 @@ surface (``from registries.services import registry_provision``).
 - ``usage``: the inventory (repositories, tags, manifests) and its totals, which the
   notifications, the usage scan and tag deletion write through;
 - ``usage_scan``: the periodic scan that rebuilds the inventory from the registry itself;
+- ``notifications``: Distribution's events, recorded by the endpoint and applied by a worker;
 - ``quotas``: what a registry may hold.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
@@ -50,6 +51,15 @@ from registries.services.lifecycle import (
     registry_create_for_cluster,
     registry_retry,
 )
+from registries.services.notifications import (
+    NOTIFICATIONS_TASK,
+    Notification,
+    Received,
+    notifications_apply,
+    notifications_prune,
+    notifications_receive,
+    notifications_sweep,
+)
 from registries.services.provisioning import registry_provision
 from registries.services.quotas import quota_evaluate
 from registries.services.usage import (
@@ -74,13 +84,16 @@ __all__ = [
     "BACKEND_CANARY_NAMESPACE",
     "DEPROVISION_TASK",
     "JOB_CREDENTIAL_USERNAME",
+    "NOTIFICATIONS_TASK",
     "PROVISION_TASK",
+    "Received",
     "SETTLED",
     "UsageScanResult",
     "WHOLE_REGISTRY",
     "AttemptResult",
     "BackendCanaryResult",
     "CanaryResult",
+    "Notification",
     "access_token_window",
     "attempt_lease",
     "backend_canary",
@@ -92,6 +105,10 @@ __all__ = [
     "job_credential_revoke",
     "manifest_put",
     "manifests_unreferenced_delete",
+    "notifications_apply",
+    "notifications_prune",
+    "notifications_receive",
+    "notifications_sweep",
     "pulled",
     "quota_evaluate",
     "readiness_registry",

@@ -75,7 +75,9 @@ def tag_put(registry: Registry, *, repository: str, tag: str, digest: str, at: d
         found.save(update_fields=["digest", "pushed_at"])
     if repo.last_push_at is None or repo.last_push_at < at:
         Repository.objects.filter(pk=repo.pk).update(last_push_at=at)
-    Registry.objects.filter(pk=registry.pk).update(last_push_at=_later(registry.last_push_at, at))
+    # Kept on the instance too: the next event of a batch compares with this one's time.
+    registry.last_push_at = _later(registry.last_push_at, at)
+    Registry.objects.filter(pk=registry.pk).update(last_push_at=registry.last_push_at)
     return found
 
 
@@ -98,7 +100,8 @@ def pulled(registry: Registry, *, repository: str, reference: str, at: datetime)
     field = "digest" if reference.startswith("sha256:") else "name"
     tags.filter(**{field: reference}).update(last_pulled_at=at)
     Repository.objects.filter(registry=registry, name=repository).update(last_pull_at=at)
-    Registry.objects.filter(pk=registry.pk).update(last_pull_at=_later(registry.last_pull_at, at))
+    registry.last_pull_at = _later(registry.last_pull_at, at)
+    Registry.objects.filter(pk=registry.pk).update(last_pull_at=registry.last_pull_at)
 
 
 def usage_count(

@@ -317,7 +317,7 @@ def test_notifications_go_to_the_configured_endpoint_with_the_token(
             "timeout": "2s",
             "threshold": 5,
             "backoff": "1s",
-            "ignore": {"actions": ["pull"]},
+            "ignore": {"mediatypes": ["application/octet-stream"]},
         }
     ]
     assert config["notifications"]["events"] == {"includereferences": True}

@@ -87,11 +87,11 @@ notifications:
   endpoints:
 {endpoint}"""
 
-#: Placeholder until REGISTRY_NOTIFICATIONS_URL is set: the control plane does not consume
-#: registry events yet, and a registry retries an endpoint that refuses them, in memory.
+#: Until REGISTRY_NOTIFICATIONS_URL is set: a disabled endpoint, since a registry retries an
+#: endpoint that refuses its events, in memory.
 PLACEHOLDER_ENDPOINT = """\
-    # A placeholder: the control plane does not consume registry events yet. Set
-    # REGISTRY_NOTIFICATIONS_URL and REGISTRY_NOTIFICATIONS_TOKEN to send them somewhere.
+    # Disabled: set REGISTRY_NOTIFICATIONS_URL (this control plane's /registry/notifications)
+    # and REGISTRY_NOTIFICATIONS_TOKEN to send the events (docs/usage.md#registry-events).
     - name: controlplane
       disabled: true
       url: {url}
@@ -99,12 +99,16 @@ PLACEHOLDER_ENDPOINT = """\
       threshold: 5
       backoff: 1s
       ignore:
-        actions: [pull]
+        mediatypes: [application/octet-stream]
 """
 
 ENDPOINT = """\
-    # Delivery is in memory and best-effort (retried with backoff while the registry runs):
-    # events are hints, never the record.
+    # The control plane's POST /registry/notifications (docs/usage.md#registry-events). Delivery
+    # is in memory and best-effort (retried with backoff while the registry runs): events are
+    # hints, the usage scan is the record. A blob's push, pull or mount (media type
+    # application/octet-stream) says nothing that its manifest's push (whose references list the
+    # blobs) or pull does not: left out here, and dropped by the receiver where a registry
+    # sends them all the same.
     - name: controlplane
       disabled: false
       url: {url}
@@ -114,7 +118,7 @@ ENDPOINT = """\
       threshold: 5
       backoff: 1s
       ignore:
-        actions: [pull]
+        mediatypes: [application/octet-stream]
 """
 
 #: A Go duration as Distribution parses it (time.ParseDuration): 168h, 90m, 1h30m.
