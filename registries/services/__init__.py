@@ -10,7 +10,8 @@ surface (``from registries.services import registry_provision``).
 - ``job_credentials``: the registry credentials jobs get instead of the agent token;
 - ``usage``: the inventory (repositories, tags, manifests) and its totals, which the
   notifications, the usage scan and tag deletion write through;
-- ``quotas``: what a registry may hold.
+- ``quotas``: what a registry may hold;
+- ``tags``: deleting a tag (its manifest, by digest) from the registry and the inventory.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
 """
@@ -51,6 +52,14 @@ from registries.services.lifecycle import (
 )
 from registries.services.provisioning import registry_provision
 from registries.services.quotas import quota_evaluate
+from registries.services.tags import (
+    RegistryNotReady,
+    SharedDigest,
+    TagDeletion,
+    TagDeletionRefused,
+    TagNotFound,
+    tag_delete,
+)
 from registries.services.usage import (
     WHOLE_REGISTRY,
     inventory_lock,
@@ -70,6 +79,11 @@ __all__ = [
     "JOB_CREDENTIAL_USERNAME",
     "PROVISION_TASK",
     "SETTLED",
+    "RegistryNotReady",
+    "SharedDigest",
+    "TagDeletion",
+    "TagDeletionRefused",
+    "TagNotFound",
     "WHOLE_REGISTRY",
     "AttemptResult",
     "BackendCanaryResult",
@@ -99,6 +113,7 @@ __all__ = [
     "registry_retry",
     "registry_verify",
     "repository_get",
+    "tag_delete",
     "tag_put",
     "tags_remove",
     "usage_count",

@@ -3,9 +3,13 @@ behaviour (``registry_create_for_cluster`` creates a registry as the application
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import factory
+from django.db import transaction
 from django.utils import timezone
 
+from registries import services
 from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend, State
 from registries.services.backends import backend_create
 from tests.clusters.factories import ClusterFactory
@@ -58,3 +62,32 @@ def add_backend(name: str, **fields: object) -> RegistryBackend:
     }
     values.update(fields)
     return backend_create(name=name, **values)  # type: ignore[arg-type]
+
+
+def inventory_push(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    digest: str,
+    blobs: dict[str, int],
+    *,
+    at: datetime | None = None,
+    size: int = 100,
+) -> Registry:
+    """Record a push of ``repository:tag`` (full name) -> manifest ``digest`` of ``size`` bytes
+    referencing ``blobs``, through the inventory writers as the event path does; returns the
+    registry with its new totals."""
+    with transaction.atomic():
+        locked = services.inventory_lock(registry.pk)
+        assert locked is not None
+        services.manifest_put(
+            locked,
+            digest=digest,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=size,
+            blobs=blobs,
+        )
+        services.tag_put(
+            locked, repository=repository, tag=tag, digest=digest, at=at or timezone.now()
+        )
+        return services.usage_refresh(locked)
