@@ -20,13 +20,13 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.api.fields import TimestampField
-from controlplane.api.openapi import operation
+from controlplane.api.openapi import ErrorSerializer, operation
 from controlplane.api.serializers import ReadSerializer
 from registries import services
 from registries.api.views import TAGS, _RegistryAPIView
@@ -198,7 +198,18 @@ class TagView(_RegistryAPIView):
             )
         ]
     )
-    @operation("registry_tags_delete", tags=TAGS, responses={204: None})
+    @operation(
+        "registry_tags_delete",
+        tags=TAGS,
+        responses={
+            204: None,
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Other tags share the tag's manifest, or the registry is not ready",
+            ),
+            503: OpenApiResponse(ErrorSerializer, description="The registry did not answer"),
+        },
+    )
     def delete(
         self, request: Request, org_slug: str, cluster_id: str, repository: str, tag: str
     ) -> Response:
