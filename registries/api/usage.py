@@ -30,7 +30,7 @@ from controlplane.api.openapi import ErrorSerializer, operation
 from controlplane.api.serializers import ReadSerializer
 from registries import services
 from registries.api.views import TAGS, _RegistryAPIView
-from registries.drivers import DriverError, RegistryUnavailable
+from registries.drivers import DriverError
 from registries.inventory import Repository
 from registries.models import Registry
 from registries.usage_selectors import (
@@ -223,8 +223,6 @@ class TagView(_RegistryAPIView):
             raise exceptions.NotFound(str(exc)) from exc
         except services.TagDeletionRefused as exc:  # not ready, or a shared digest
             raise Conflict(str(exc)) from exc
-        except RegistryUnavailable as exc:
-            raise RegistryUnreachable(exc.public) from exc
-        except DriverError as exc:
+        except DriverError as exc:  # unreachable, or not answering as it should
             raise RegistryUnreachable(exc.public) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)

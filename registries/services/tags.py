@@ -8,7 +8,8 @@ the ones the inventory knows on that digest (a tag pushed onto it in the moment 
 check and the deletion goes too, as it would with any registry client).
 
 The registry is asked first, outside any transaction (it may be slow); then the inventory is
-brought up to date in one transaction holding the registry's row lock, with the audit row.
+brought up to date in one transaction holding the registry's row lock, with the audit row. A tag
+the registry no longer has is only forgotten (nothing is deleted in the registry).
 """
 
 from __future__ import annotations
@@ -84,26 +85,31 @@ def tag_delete(
         )
     driver = registry_driver(registry)
     digest = driver.tag_digest(namespace=registry.namespace, repository=name, tag=tag)
-    if digest is None:  # gone from the registry already: only the inventory is behind
+    if digest is None:
+        # Gone from the registry already (deleted there, or never arrived): only the inventory
+        # is behind. Nothing is deleted in the registry, where other tags may still point to the
+        # manifest the inventory remembers.
         digest = known.filter(name=tag).values_list("digest", flat=True).first() or ""
-    others = sorted(known.filter(digest=digest).exclude(name=tag).values_list("name", flat=True))
-    if others and not include_shared_digest:
-        listed = ", ".join(others)
-        raise SharedDigest(
-            f"Tag {tag!r} shares its manifest {digest} with {listed}: deleting it deletes "
-            "them too. Retry with include_shared_digest=true to delete them all.",
-            others,
+        removed = [tag]
+    else:
+        others = sorted(
+            known.filter(digest=digest).exclude(name=tag).values_list("name", flat=True)
         )
-    if digest:
+        if others and not include_shared_digest:
+            raise SharedDigest(
+                f"Tag {tag!r} shares its manifest {digest} with {', '.join(others)}: deleting "
+                "it deletes them too. Retry with include_shared_digest=true to delete them all.",
+                others,
+            )
         driver.manifest_delete(namespace=registry.namespace, repository=name, digest=digest)
+        removed = sorted({tag, *others})
     with transaction.atomic():
         locked = inventory_lock(registry.pk)
         if locked is None:  # deleted meanwhile: nothing left to account for
             raise TagNotFound("No registry found")
         before = locked.usage_bytes
-        removed = sorted({tag, *known.filter(digest=digest).values_list("name", flat=True)})
-        tags_remove(locked, repository=name, digest=digest)
-        tags_remove(locked, repository=name, tag=tag)
+        for gone in removed:
+            tags_remove(locked, repository=name, tag=gone)
         manifests_unreferenced_delete(locked)
         after = usage_refresh(locked).usage_bytes
         deletion = TagDeletion(

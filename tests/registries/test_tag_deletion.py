@@ -93,3 +93,20 @@ def test_deleting_a_tag_deletes_its_manifest_from_the_registry_and_the_inventory
     assert api.delete(f"{tags_path}/v2").json() == {
         "message": "No tag 'v2' in repository 'team/app'"
     }
+
+
+def test_a_tag_the_registry_no_longer_has_is_only_forgotten(
+    ready_cluster, skopeo, workdir: Path, make_api
+) -> None:
+    access = ready_cluster("Open Source")
+    api = make_api()
+    digest = push(skopeo, workdir, access, "app", "v1", "one")
+    # The inventory also holds a tag on the same manifest that the registry does not have.
+    inventory_push(access.registry, f"{access.namespace}/app", "ghost", digest, {})
+
+    response = api.delete(f"/clusters/{access.cluster.pk}/registry/repositories/app/tags/ghost")
+
+    assert response.status_code == 204
+    assert registry_tags(access.namespace, "app") == ["v1"]  # its manifest is not deleted
+    assert list(Tag.objects.values_list("name", "digest")) == [("v1", digest)]
+    assert AuditEvent.objects.get().data["tags"] == ["ghost"]
