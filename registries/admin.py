@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane import humanize
-from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration, shown_size
+from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration
 from registries import backend_admin, conditions, usage_admin
 from registries.models import (
     JobCredential,
@@ -112,7 +112,6 @@ class RegistryAdmin(ReadOnlyAdmin):
     #: Fields shown humanized, through the display methods below.
     shown_as = {"canary_latency": "canary_took", "usage_bytes": "storage"}
     canary_took = shown_duration("canary_latency", "canary latency")
-    storage = shown_size("usage_bytes", "storage")
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
         fields = (
@@ -137,6 +136,15 @@ class RegistryAdmin(ReadOnlyAdmin):
     @admin.display(description="Synced")
     def synced(self, registry: Registry) -> SafeString:
         return condition_badge(registry, conditions.SYNCED)
+
+    @admin.display(description="storage", ordering="usage_bytes")
+    def storage(self, registry: Registry) -> SafeString:
+        """Its size, linked to its usage page."""
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:registries_registry_usage", args=[registry.pk]),
+            humanize.size(registry.usage_bytes),
+        )
 
     @admin.display(description="usage")
     def usage(self, registry: Registry) -> SafeString:
