@@ -1,12 +1,44 @@
-"""Admin plumbing shared by the apps: creations go through services, not ``Model.save``."""
+"""Admin plumbing shared by the apps: creations go through services, not ``Model.save``; the
+console's brand title; durations and sizes shown as people read them (``controlplane.humanize``),
+never as ``0:00:00.010872``."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest
+
+from controlplane import humanize
+
+#: The console's name, in its header, its pages' titles and its index.
+BRAND = "Cluster registry control plane"
+admin.site.site_header = BRAND
+admin.site.site_title = BRAND
+admin.site.index_title = "Console"
+
+
+def _shown(
+    field: str, description: str | None, render: Callable[[Any], str]
+) -> Callable[[Any, Any], str]:
+    @admin.display(description=description or field.replace("_", " "), ordering=field)
+    def show(model_admin: Any, obj: Any) -> str:
+        return render(getattr(obj, field))
+
+    return show
+
+
+def shown_duration(field: str, description: str | None = None) -> Callable[[Any, Any], str]:
+    """A display method for the duration ``field`` (``4.5 s``), to use in place of the field in
+    ``list_display`` and ``fields``: ``took = shown_duration("duration")``."""
+    return _shown(field, description, humanize.duration)
+
+
+def shown_size(field: str, description: str | None = None) -> Callable[[Any, Any], str]:
+    """A display method for the size in bytes ``field`` (``10.2 GB``)."""
+    return _shown(field, description, humanize.size)
 
 
 def adopt(obj: models.Model, created: models.Model) -> None:
@@ -24,7 +56,18 @@ class NoDeleteAdmin(admin.ModelAdmin[Any]):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
-    """For rows that only the system writes: operators may look, never add, edit or delete."""
+    """For rows that only the system writes: operators may look, never add, edit or delete.
+
+    ``shown_as`` maps a field to the display method shown in its place on the row's page (a
+    duration or a size, humanized: ``shown_duration``, ``shown_size``)."""
+
+    shown_as: ClassVar[dict[str, str]] = {}
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [
+            self.shown_as.get(name, name) if isinstance(name, str) else name
+            for name in super().get_fields(request, obj)
+        ]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -75,10 +75,10 @@ REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")
 # 127.0.0.1 and the registry's port + 1 (loopback only either way).
 REGISTRY_PROMETHEUS_ENABLED = env_bool("REGISTRY_PROMETHEUS_ENABLED", False)
 
-# The usage scan (docs/usage.md, "The usage scan"), which rebuilds each ready registry's inventory from the
-# registry itself: each registry is due every REGISTRY_USAGE_SCAN_SECONDS; a round (Celery beat,
-# every REGISTRY_USAGE_SCAN_ROUND_SECONDS) enqueues the scans of at most REGISTRY_USAGE_SCAN_BATCH
-# due registries, longest due first.
+# The usage scan (docs/usage.md, "The usage scan"), which rebuilds each ready registry's
+# inventory from the registry itself: each registry is due every REGISTRY_USAGE_SCAN_SECONDS; a
+# round (Celery beat, every REGISTRY_USAGE_SCAN_ROUND_SECONDS) enqueues the scans of at most
+# REGISTRY_USAGE_SCAN_BATCH due registries, longest due first.
 REGISTRY_USAGE_SCAN_SECONDS = env_float("REGISTRY_USAGE_SCAN_SECONDS", 300.0)
 REGISTRY_USAGE_SCAN_ROUND_SECONDS = env_float("REGISTRY_USAGE_SCAN_ROUND_SECONDS", 60.0)
 REGISTRY_USAGE_SCAN_BATCH = env_int("REGISTRY_USAGE_SCAN_BATCH", 100, minimum=0)

@@ -12,14 +12,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from clusters.interface import Cluster, ClusterAdmin
-from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
-from registries import backend_admin, conditions
+from controlplane import humanize
+from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration
+from registries import backend_admin, conditions, usage_admin
 from registries.models import (
     JobCredential,
     Lease,
@@ -32,7 +33,7 @@ from registries.models import (
 from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
-__all__ = ["RegistryAdmin", "backend_admin"]
+__all__ = ["RegistryAdmin", "backend_admin", "usage_admin"]
 
 #: Badge colours by state: green when usable, red when someone must act.
 BADGE_COLOURS: dict[str, str] = {
@@ -84,17 +85,18 @@ class RegistryEventInline(ReadOnlyTabularInline):
         "from_state",
         "to_state",
         "attempt",
-        "duration",
+        "took",
         "message",
     )
     show_change_link = False
+    took = shown_duration("duration")
 
 
 @admin.register(Registry)
 class RegistryAdmin(ReadOnlyAdmin):
     list_display = [
         "namespace", "cluster", "badge", "ready", "synced", "url", "attempts", "state_changed_at",
-        "canary_ok", "backend",
+        "canary_ok", "backend", "storage",
     ]  # fmt: skip
     # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
     list_filter = ["state", "canary_ok", "backend", "driver", "cluster__organization"]
@@ -107,9 +109,17 @@ class RegistryAdmin(ReadOnlyAdmin):
         # Needed for admin actions to show; every field is still read-only.
         return request.user.has_perm("registries.change_registry")
 
+    #: Fields shown humanized, through the display methods below.
+    shown_as = {"canary_latency": "canary_took", "usage_bytes": "storage"}
+    canary_took = shown_duration("canary_latency", "canary latency")
+
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        fields = (field.name for field in Registry._meta.fields if field.name != "conditions")
-        return ["badge", "conditions_table", "error_detail", *fields]
+        fields = (
+            self.shown_as.get(field.name, field.name)
+            for field in Registry._meta.fields
+            if field.name != "conditions"
+        )
+        return ["badge", "usage", "conditions_table", "error_detail", *fields]
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> Any:
         # Every field read-only, the conditions as a table rather than their JSON.
@@ -126,6 +136,28 @@ class RegistryAdmin(ReadOnlyAdmin):
     @admin.display(description="Synced")
     def synced(self, registry: Registry) -> SafeString:
         return condition_badge(registry, conditions.SYNCED)
+
+    @admin.display(description="storage", ordering="usage_bytes")
+    def storage(self, registry: Registry) -> SafeString:
+        """Its size, linked to its usage page."""
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:registries_registry_usage", args=[registry.pk]),
+            humanize.size(registry.usage_bytes),
+        )
+
+    @admin.display(description="usage")
+    def usage(self, registry: Registry) -> SafeString:
+        """What it holds, and the link to its usage page (charts, largest repositories)."""
+        return format_html(
+            '<a class="registry-usage-link" href="{}">{} in {} repositor{}, {} tag{}</a>',
+            reverse("admin:registries_registry_usage", args=[registry.pk]),
+            humanize.size(registry.usage_bytes),
+            registry.usage_repositories,
+            "y" if registry.usage_repositories == 1 else "ies",
+            registry.usage_tags,
+            "" if registry.usage_tags == 1 else "s",
+        )
 
     @admin.display(description="error detail")
     def error_detail(self, registry: Registry) -> str:
@@ -212,7 +244,15 @@ class RegistryAdmin(ReadOnlyAdmin):
             self.admin_site.admin_view(self.overview_view),
             name="registries_registry_overview",
         )
-        return [overview, *super().get_urls()]
+        usage = path(
+            "<path:object_id>/usage/",
+            self.admin_site.admin_view(self.usage_view),
+            name="registries_registry_usage",
+        )
+        return [overview, usage, *super().get_urls()]
+
+    def usage_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return usage_admin.usage_view(self, request, object_id)
 
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
@@ -232,7 +272,9 @@ class RegistryAdmin(ReadOnlyAdmin):
 
 @admin.register(RegistryEvent)
 class RegistryEventAdmin(ReadOnlyAdmin):
-    list_display = ["registry", "from_state", "to_state", "attempt", "duration", "created_at"]
+    list_display = ["registry", "from_state", "to_state", "attempt", "took", "created_at"]
+    shown_as = {"duration": "took"}
+    took = shown_duration("duration")
     list_filter = ["to_state"]
     search_fields = ["registry__namespace", "message"]
     list_select_related = ["registry"]

@@ -22,7 +22,7 @@ from clusters.webhooks.signing import (
     webhook_secret_limit_error,
     webhook_secret_revoke,
 )
-from controlplane.admin import ReadOnlyAdmin, adopt
+from controlplane.admin import ReadOnlyAdmin, adopt, shown_duration
 
 
 class WebhookSecretForm(forms.ModelForm[WebhookSecret]):
@@ -79,9 +79,11 @@ class WebhookSecretAdmin(TokenAdmin):
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = [
-        "delivery_id", "event", "organization", "verified_by", "received_at", "duration",
+        "delivery_id", "event", "organization", "verified_by", "received_at", "took",
         "replayed_at",
     ]  # fmt: skip
+    shown_as = {"duration": "took"}
+    took = shown_duration("duration")
     list_filter = ["event", "organization", "verified_by"]
     search_fields = ["delivery_id", "organization__slug"]
     list_select_related = ["organization"]

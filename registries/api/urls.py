@@ -2,15 +2,27 @@
 
 from django.urls import path
 
+from registries.api.usage import RegistryUsageView, RepositoryListView, TagListView, TagView
 from registries.api.views import RegistryRetryView, RegistryView
 
 app_name = "registries-api"
 
+REGISTRY = "clusters/<str:cluster_id>/registry"
+
 urlpatterns = [
-    path("clusters/<str:cluster_id>/registry", RegistryView.as_view(), name="registry"),
+    path(REGISTRY, RegistryView.as_view(), name="registry"),
+    path(f"{REGISTRY}/retry", RegistryRetryView.as_view(), name="registry-retry"),
+    path(f"{REGISTRY}/usage", RegistryUsageView.as_view(), name="registry-usage"),
+    path(f"{REGISTRY}/repositories", RepositoryListView.as_view(), name="registry-repositories"),
+    # A repository's name may contain "/"; a tag's may not.
     path(
-        "clusters/<str:cluster_id>/registry/retry",
-        RegistryRetryView.as_view(),
-        name="registry-retry",
+        f"{REGISTRY}/repositories/<path:repository>/tags",
+        TagListView.as_view(),
+        name="registry-tags",
+    ),
+    path(
+        f"{REGISTRY}/repositories/<path:repository>/tags/<str:tag>",
+        TagView.as_view(),
+        name="registry-tag",
     ),
 ]

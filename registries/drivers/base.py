@@ -56,6 +56,17 @@ class RegistryDriver(Protocol):
         Raises ``RegistryUnavailable`` or ``DriverError``."""
         ...
 
+    def tag_digest(self, *, namespace: str, repository: str, tag: str) -> str | None:
+        """The manifest digest ``repository:tag`` points to now; None if there is no such tag.
+        Raises ``RegistryUnavailable`` or ``DriverError``."""
+        ...
+
+    def manifest_delete(self, *, namespace: str, repository: str, digest: str) -> bool:
+        """Delete manifest ``digest`` of ``repository``, and with it every tag of the repository
+        that points to it; False if it was already gone. Raises ``RegistryUnavailable`` or
+        ``DriverError``."""
+        ...
+
 
 @runtime_checkable
 class CachedProvisioning(Protocol):

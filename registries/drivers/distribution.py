@@ -32,8 +32,9 @@ from django.conf import settings
 
 from registries.backends import Backend
 from registries.drivers.base import DriverError, RegistryUnavailable
-from registries.keys import SigningKeyMissing
-from registries.tokens import CATALOG_SCOPE, CONTROL_PLANE_SUBJECT, Principal, Scope, token_issue
+from registries.drivers.manifests import ManifestDeletion
+from registries.drivers.manifests import control_plane_token as _control_plane_token
+from registries.tokens import CATALOG_SCOPE, CONTROL_PLANE_SUBJECT, Principal, Scope
 
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 #: Besides 5xx, answers that say "not now" rather than "not this": a timeout, a rate limit.
@@ -134,7 +135,7 @@ recent_checks = RecentChecks()
 
 
 @dataclass(frozen=True)
-class DistributionDriver:
+class DistributionDriver(ManifestDeletion):
     api_url: str
     public_host: str
     timeout: float
@@ -436,13 +437,3 @@ def _why(exc: requests.RequestException) -> str:
             return "connection closed"
         return "could not connect"
     return "the request failed"
-
-
-def _control_plane_token(principal: Principal, scopes: list[Scope], service: str) -> str:
-    try:
-        return token_issue(principal, scopes, service=service).token
-    except SigningKeyMissing as exc:
-        raise DriverError(
-            str(exc),
-            public="The registry token service has no signing key; an operator must create one",
-        ) from exc

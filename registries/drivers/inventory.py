@@ -26,8 +26,8 @@ from registries.drivers.distribution import (
     CANARY_REPOSITORY,
     MANIFEST_TYPES,
     DistributionDriver,
-    _control_plane_token,
 )
+from registries.drivers.manifests import control_plane_token
 from registries.tokens import Principal, Scope
 
 #: How deep an index of indexes is followed (OCI allows nesting; registries see one level).
@@ -89,7 +89,7 @@ class _Reader:
         return self.seen
 
     def _repository(self, repository: str) -> Iterator[tuple[str, str]]:
-        token = _control_plane_token(
+        token = control_plane_token(
             Principal.control_plane(self.namespace),
             [Scope("repository", repository, ("pull",))],
             self.driver.token_service,

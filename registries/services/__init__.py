@@ -12,7 +12,8 @@ surface (``from registries.services import registry_provision``).
   notifications, the usage scan and tag deletion write through;
 - ``usage_scan``: the periodic scan that rebuilds the inventory from the registry itself;
 - ``notifications``: Distribution's events, recorded by the endpoint and applied by a worker;
-- ``quotas``: what a registry may hold.
+- ``quotas``: what a registry may hold;
+- ``tags``: deleting a tag (its manifest, by digest) from the registry and the inventory.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
 """
@@ -62,6 +63,14 @@ from registries.services.notifications import (
 )
 from registries.services.provisioning import registry_provision
 from registries.services.quotas import quota_evaluate
+from registries.services.tags import (
+    RegistryNotReady,
+    SharedDigest,
+    TagDeletion,
+    TagDeletionRefused,
+    TagNotFound,
+    tag_delete,
+)
 from registries.services.usage import (
     WHOLE_REGISTRY,
     inventory_lock,
@@ -88,6 +97,11 @@ __all__ = [
     "PROVISION_TASK",
     "Received",
     "SETTLED",
+    "RegistryNotReady",
+    "SharedDigest",
+    "TagDeletion",
+    "TagDeletionRefused",
+    "TagNotFound",
     "UsageScanResult",
     "WHOLE_REGISTRY",
     "AttemptResult",
@@ -125,6 +139,7 @@ __all__ = [
     "registry_usage_scan",
     "registry_verify",
     "repository_get",
+    "tag_delete",
     "tag_put",
     "tags_remove",
     "usage_count",

@@ -24,6 +24,9 @@ from schemathesis.checks import (
 
 from clusters import services
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Organization
+from registries.inventory import Tag
+from registries.models import Registry
+from tests.registries.factories import inventory_push
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,8 +58,8 @@ def secret(db) -> str:
 
 
 def existing_objects() -> dict[str, str]:
-    """acme's cluster with a hosted queue and an agent token, made again if a DELETE took
-    them."""
+    """acme's cluster with a hosted queue, an agent token and a tagged repository in its
+    registry, made again if a DELETE took them."""
     organization = Organization.objects.get(slug="acme")
     cluster = Cluster.objects.filter(organization=organization, name="Fuzzed").first()
     if cluster is None:
@@ -67,12 +70,17 @@ def existing_objects() -> dict[str, str]:
     token = ClusterAgentToken.objects.active().filter(cluster=cluster).first()
     if token is None:
         token, _ = services.agent_token_create(cluster=cluster, description="agents")
+    registry = Registry.objects.get(cluster=cluster)  # pending: a deletion is refused (409)
+    if not Tag.objects.filter(repository__registry=registry).exists():
+        inventory_push(registry, f"{registry.namespace}/team/app", "v1", "sha256:m1", {})
     return {
         "org_slug": "acme",
         "cluster_id": str(cluster.pk),
         "queue_id": str(queue.pk),
         "token_id": str(token.pk),
         "name": "default",  # the registry backend
+        "repository": "team/app",
+        "tag": "v1",
     }
 
 

@@ -18,7 +18,9 @@ from clusters import services
 from clusters.api.base import READ_METHODS, answered_methods
 from clusters.checks import organization_routes
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Queue
+from registries.inventory import Tag
 from registries.models import Registry, State
+from tests.registries.factories import inventory_push
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +81,13 @@ LISTED = [
 
 
 #: The route parameters, and the fixture's ids that fill them.
-PARAMETERS = {"cluster_id": "cluster", "queue_id": "queue", "token_id": "token"}
+PARAMETERS = {
+    "cluster_id": "cluster",
+    "queue_id": "queue",
+    "token_id": "token",
+    "repository": "repository",
+    "tag": "tag",
+}
 ORGANIZATION = "v2/organizations/<str:org_slug>"
 
 #: What each write sends, by method and path; None: no body. A write that is not here fails
@@ -157,13 +165,22 @@ def test_every_parameter_is_filled() -> None:
 
 @pytest.fixture
 def acme(api) -> dict[str, str]:
-    """Organization acme's cluster, with a hosted queue, an agent token and a failed registry:
-    every endpoint above would succeed on them with the right token."""
+    """Organization acme's cluster, with a hosted queue, an agent token and a failed registry
+    holding a tagged repository: every endpoint above would succeed on them with the right
+    token (but deleting a tag, which needs a ready registry: test_with_the_right_token...)."""
     cluster = services.cluster_create(organization=api.organization, name="Open Source")
     queue = services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
     token, _ = services.agent_token_create(cluster=cluster, description="agents")
+    registry = Registry.objects.get(cluster=cluster)
+    inventory_push(registry, f"{registry.namespace}/team/app", "v1", "sha256:m1", {})
     Registry.objects.filter(cluster=cluster).update(state=State.FAILED)
-    return {"cluster": str(cluster.pk), "queue": str(queue.pk), "token": str(token.pk)}
+    return {
+        "cluster": str(cluster.pk),
+        "queue": str(queue.pk),
+        "token": str(token.pk),
+        "repository": "team/app",
+        "tag": "v1",
+    }
 
 
 def snapshot() -> tuple[list[Any], ...]:
@@ -171,6 +188,7 @@ def snapshot() -> tuple[list[Any], ...]:
     in_acme = {"organization__slug": "acme"}
     in_acme_cluster = {"cluster__organization__slug": "acme"}
     return (
+        list(Tag.objects.values_list("pk", "digest")),
         list(
             Cluster.objects.filter(**in_acme).values_list(
                 "pk", "name", "description", "default_queue_id"
@@ -248,6 +266,10 @@ def test_with_the_right_token_every_endpoint_succeeds(api, acme, endpoint: Endpo
     if endpoint.path.endswith("/resume_dispatch"):
         services.queue_pause_dispatch(queue=Queue.objects.get(pk=acme["queue"]))
     response = api.request(endpoint.method, endpoint.path.format(**acme), endpoint.body)
+    if endpoint.path.endswith("/tags/{tag}"):  # found, but the registry must be ready: the
+        # deletion itself, against a real registry, is tests/registries/test_tag_deletion.py.
+        assert response.status_code == 409, response.content
+        return
     assert response.status_code == endpoint.success, response.content
 
 

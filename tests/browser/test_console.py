@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from clusters import services
 from registries.models import Registry, State
 from tests.conftest import STRICT
-from tests.registries.factories import RegistryFactory
+from tests.registries.factories import RegistryFactory, registry_with_usage
 from tests.support.processes import ROOT, RegistryProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -137,3 +137,24 @@ def test_the_overview_page_shows_the_registries(page: Page) -> None:
     expect(page.locator("#failed-registries")).to_contain_text("answered 503")
     expect(page.locator("#provisioning-time")).to_contain_text("provisioned")
     screenshot(page, "overview")
+
+
+def test_the_usage_page_charts_storage_and_lists_the_largest_repositories(page: Page) -> None:
+    registry = registry_with_usage()
+
+    page.goto(f"/admin/registries/registry/{registry.pk}/change/")
+    expect(page.locator("#site-name")).to_have_text("Cluster registry control plane")
+    page.click(".registry-usage-link")
+
+    expect(page).to_have_url(re.compile(rf"/admin/registries/registry/{registry.pk}/usage/$"))
+    chart = page.locator("#storage-chart svg.usage-chart")
+    expect(chart).to_be_visible()
+    expect(chart.locator("polyline.storage-line")).to_have_count(1)
+    expect(chart.locator("circle")).to_have_count(4)  # a point a day from the first figure
+    expect(page.locator("#activity-chart svg rect")).to_have_count(1)  # today's pushes
+    rows = page.locator("#largest-repositories tr")
+    expect(rows).to_have_count(11)  # the header and the ten largest
+    expect(rows.nth(1)).to_contain_text("r11")
+    expect(rows.nth(1)).to_contain_text("12.1 kB")
+    expect(page.locator("#usage-quota")).to_have_text("No quota")
+    screenshot(page, "registry-usage")

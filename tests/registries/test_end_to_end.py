@@ -17,7 +17,7 @@ from clusters.models import AgentEnvironmentVariable, Cluster
 from registries.conditions import error_detail
 from registries.demo_image import write_oci_layout
 from registries.models import Registry, State
-from registries.services import registry_retry
+from registries.services import registry_retry, registry_usage_scan
 from registries.tokens import Principal, Scope, token_issue
 from tests.support.processes import RegistryProcess, closed_url, free_port, wait_until
 
@@ -161,6 +161,10 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
     registry = Registry.objects.get()
     output = out.getvalue()
     host, reference = re.escape(registry_process.host), re.escape(f"{registry.url}/base:latest")
+    tags_url = (
+        f"{live_server.url}/v2/organizations/demo/clusters/{registry.cluster_id}"
+        "/registry/repositories/base/tags"
+    )
     assert registry.url.startswith(f"{registry_process.host}/demo/")
     assert f"export BUILDKITE_HOSTED_REGISTRY_URL=$'{registry.url}'\n" in output
     assert "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n" in output
@@ -185,11 +189,26 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
         rf"✔ inspected it{timed}",
         "",
         rf"{reference} is sha256:[0-9a-f]{{64}}: pushed and pulled with the agent token\.",
+        "",
+        r"Its tag and size through the REST API \(the README's usage example\):",
+        r"  TOKEN=\$\(\.venv/bin/python manage\.py create_api_token demo you\)",
+        rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(tags_url)}',
     ]
     steps = output.split(f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n", 1)[1]
     assert len(steps.splitlines()) == len(expected), steps
     for line, pattern in zip(steps.splitlines(), expected, strict=True):
         assert re.fullmatch(pattern, line), (line, pattern)
+    # The usage example, as the README runs it. The session's registry sends no notifications
+    # (make run's does: tests/registries/test_notifications_live.py), so the usage scan finds it.
+    assert registry_usage_scan(registry_id=registry.pk).ok
+    token = StringIO()
+    call_command("create_api_token", "demo", "you", stdout=token, stderr=StringIO())
+    secret = token.getvalue().strip()
+    listed = requests.get(tags_url, headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+    assert listed.status_code == 200, listed.text
+    [tag] = listed.json()
+    assert tag["tag"] == "latest", tag
+    assert tag["bytes"] > 0, tag
     # What was pushed is in the registry, under the cluster's namespace, for its agents only.
     manifest = requests.get(
         f"{registry_process.url}/v2/{registry.namespace}/base/manifests/latest", timeout=5

@@ -8,27 +8,13 @@ from django.utils import timezone
 
 from registries import services
 from registries.inventory import Repository, Tag, UsageDay
-from registries.models import Registry, State
+from registries.models import State
 from tests.registries.factories import RegistryFactory
+from tests.registries.factories import inventory_push as _push
 
 pytestmark = pytest.mark.django_db
 
 LAYER, SHARED, CONFIG_A, CONFIG_B = "sha256:l1", "sha256:shared", "sha256:ca", "sha256:cb"
-
-
-def _push(registry: Registry, repository: str, tag: str, digest: str, blobs: dict[str, int]):
-    with transaction.atomic():
-        locked = services.inventory_lock(registry.pk)
-        assert locked is not None
-        services.manifest_put(
-            locked,
-            digest=digest,
-            media_type="application/vnd.oci.image.manifest.v1+json",
-            size=100,
-            blobs=blobs,
-        )
-        services.tag_put(locked, repository=repository, tag=tag, digest=digest, at=timezone.now())
-        return services.usage_refresh(locked)
 
 
 def test_shared_layers_count_once_per_namespace() -> None:

@@ -1,0 +1,132 @@
+"""Deleting a tag of a registry's repository (the REST API's ``DELETE .../tags/{tag}``).
+
+Distribution deletes a manifest by digest, and every tag of the repository that points to it
+goes with it. So a tag that shares its digest with other tags is refused unless the caller says
+those may go too (``include_shared_digest``): deleting ``latest`` must not silently delete
+``v1.2`` as well. The digest is the one the registry answers for the tag now; the other tags are
+the ones the inventory knows on that digest (a tag pushed onto it in the moment between the
+check and the deletion goes too, as it would with any registry client).
+
+The registry is asked first, outside any transaction (it may be slow); then the inventory is
+brought up to date in one transaction holding the registry's row lock, with the audit row. A tag
+the registry no longer has is only forgotten (nothing is deleted in the registry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from clusters.interface import audit_record
+from registries.inventory import Repository, Tag
+from registries.models import Registry, State
+from registries.services.placement import registry_driver
+from registries.services.usage import (
+    inventory_lock,
+    manifests_unreferenced_delete,
+    tags_remove,
+    usage_refresh,
+)
+
+TAG_DELETED = "REGISTRY_TAG_DELETED"
+
+
+class TagDeletionRefused(Exception):
+    """The registry cannot delete the tag as asked; ``str()`` says why, for the caller."""
+
+
+class RegistryNotReady(TagDeletionRefused):
+    pass
+
+
+class TagNotFound(TagDeletionRefused):
+    pass
+
+
+class SharedDigest(TagDeletionRefused):
+    """Other tags point to the tag's manifest, and would be deleted with it."""
+
+    def __init__(self, message: str, tags: list[str]) -> None:
+        super().__init__(message)
+        self.tags = tags
+
+
+@dataclass(frozen=True)
+class TagDeletion:
+    """What a deletion removed: the manifest and every tag that pointed to it."""
+
+    repository: str
+    digest: str
+    tags: list[str] = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+def tag_delete(
+    *, registry: Registry, repository: str, tag: str, include_shared_digest: bool = False
+) -> TagDeletion:
+    """Delete ``repository:tag`` (``repository`` relative to the namespace) from the registry by
+    its manifest's digest, then from the inventory, and record it in the audit log.
+
+    Raises ``TagNotFound`` (the inventory has no such repository or tag), ``RegistryNotReady``,
+    ``SharedDigest`` (other tags on the digest, unless ``include_shared_digest``), or the
+    driver's ``DriverError`` (the registry did not answer as it should); nothing is written then.
+    """
+    name = f"{registry.namespace}/{repository}"
+    known = Tag.objects.filter(repository__registry=registry, repository__name=name)
+    if not Repository.objects.filter(registry=registry, name=name).exists():
+        raise TagNotFound(f"No repository {repository!r} in this registry")
+    if not known.filter(name=tag).exists():
+        raise TagNotFound(f"No tag {tag!r} in repository {repository!r}")
+    if registry.state != State.READY:
+        raise RegistryNotReady(
+            f"The registry is {registry.state}: tags can be deleted only while it is ready."
+        )
+    driver = registry_driver(registry)
+    digest = driver.tag_digest(namespace=registry.namespace, repository=name, tag=tag)
+    if digest is None:
+        # Gone from the registry already (deleted there, or never arrived): only the inventory
+        # is behind. Nothing is deleted in the registry, where other tags may still point to the
+        # manifest the inventory remembers.
+        digest = known.filter(name=tag).values_list("digest", flat=True).first() or ""
+        removed = [tag]
+    else:
+        others = sorted(
+            known.filter(digest=digest).exclude(name=tag).values_list("name", flat=True)
+        )
+        if others and not include_shared_digest:
+            raise SharedDigest(
+                f"Tag {tag!r} shares its manifest {digest} with {', '.join(others)}: deleting "
+                "it deletes them too. Retry with include_shared_digest=true to delete them all.",
+                others,
+            )
+        driver.manifest_delete(namespace=registry.namespace, repository=name, digest=digest)
+        removed = sorted({tag, *others})
+    with transaction.atomic():
+        locked = inventory_lock(registry.pk)
+        if locked is None:  # deleted meanwhile: nothing left to account for
+            raise TagNotFound("No registry found")
+        before = locked.usage_bytes
+        for gone in removed:
+            tags_remove(locked, repository=name, tag=gone)
+        manifests_unreferenced_delete(locked)
+        after = usage_refresh(locked).usage_bytes
+        deletion = TagDeletion(
+            repository=name, digest=digest, tags=removed, bytes_before=before, bytes_after=after
+        )
+        audit_record(
+            type=TAG_DELETED,
+            organization=registry.cluster.organization if registry.cluster else None,
+            subject_type="REGISTRY",
+            subject_uuid=registry.pk,
+            subject_name=registry.namespace,
+            data={
+                "repository": name,
+                "tag": tag,
+                "digest": digest,
+                "tags": removed,
+                "bytes": [before, after],
+            },
+        )
+    return deletion
