@@ -12,10 +12,19 @@ from __future__ import annotations
 
 from controlplane.env import env, env_bool
 
+
+def _quota_bytes(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be a number of bytes of at least 0")
+    return value
+
+
 __all__ = [
     "REGISTRY_NOTIFICATIONS_TOKEN",
     "REGISTRY_NOTIFICATIONS_URL",
     "REGISTRY_PROMETHEUS_ENABLED",
+    "REGISTRY_QUOTA_DEFAULT_BYTES",
     "REGISTRY_REDIS_URL",
     "REGISTRY_S3_ACCESS_KEY",
     "REGISTRY_S3_BUCKET",
@@ -57,3 +66,6 @@ REGISTRY_TLS_KEY = env("REGISTRY_TLS_KEY", "")
 # Distribution's own metrics at /metrics on its debug listener: REGISTRY_DEBUG_ADDR, or
 # 127.0.0.1 and the registry's port + 1 (loopback only either way).
 REGISTRY_PROMETHEUS_ENABLED = env_bool("REGISTRY_PROMETHEUS_ENABLED", False)
+# The hard limit, in bytes, of every registry whose organization and cluster set no quota
+# (docs/quotas.md); unset: no limit.
+REGISTRY_QUOTA_DEFAULT_BYTES: int | None = env("REGISTRY_QUOTA_DEFAULT_BYTES", None, _quota_bytes)

@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline
-from registries import backend_admin, conditions
+from registries import backend_admin, conditions, quota_admin
 from registries.models import (
     JobCredential,
     Lease,
@@ -29,10 +29,10 @@ from registries.models import (
     TokenSigningAuthority,
     TokenSigningKey,
 )
-from registries.selectors import registry_overview, signing_key_statuses
+from registries.selectors import quota_status, registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
-__all__ = ["RegistryAdmin", "backend_admin"]
+__all__ = ["RegistryAdmin", "backend_admin", "quota_admin"]
 
 #: Badge colours by state: green when usable, red when someone must act.
 BADGE_COLOURS: dict[str, str] = {
@@ -93,8 +93,8 @@ class RegistryEventInline(ReadOnlyTabularInline):
 @admin.register(Registry)
 class RegistryAdmin(ReadOnlyAdmin):
     list_display = [
-        "namespace", "cluster", "badge", "ready", "synced", "url", "attempts", "state_changed_at",
-        "canary_ok", "backend",
+        "namespace", "cluster", "badge", "ready", "synced", "quota", "url", "attempts",
+        "state_changed_at", "canary_ok", "backend",
     ]  # fmt: skip
     # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
     list_filter = ["state", "canary_ok", "backend", "driver", "cluster__organization"]
@@ -109,7 +109,7 @@ class RegistryAdmin(ReadOnlyAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
         fields = (field.name for field in Registry._meta.fields if field.name != "conditions")
-        return ["badge", "conditions_table", "error_detail", *fields]
+        return ["badge", "conditions_table", "quota_usage", "error_detail", *fields]
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> Any:
         # Every field read-only, the conditions as a table rather than their JSON.
@@ -126,6 +126,16 @@ class RegistryAdmin(ReadOnlyAdmin):
     @admin.display(description="Synced")
     def synced(self, registry: Registry) -> SafeString:
         return condition_badge(registry, conditions.SYNCED)
+
+    @admin.display(description="quota")
+    def quota(self, registry: Registry) -> SafeString:
+        return condition_badge(registry, conditions.QUOTA_EXCEEDED)
+
+    @admin.display(description="usage against the quota")
+    def quota_usage(self, registry: Registry) -> str:
+        status = quota_status(registry)
+        where = f" (set by the {status.source})" if status.source else ""
+        return f"{status.message}{where}"
 
     @admin.display(description="error detail")
     def error_detail(self, registry: Registry) -> str:

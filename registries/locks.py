@@ -103,3 +103,11 @@ def registries_lock_batch(
     if after is not None:
         registries = registries.filter(pk__gt=after)
     return list(registries.order_by("pk").select_for_update(skip_locked=True)[:limit])
+
+
+def registries_lock_of_clusters(cluster_ids: list[uuid.UUID]) -> list[Registry]:
+    """Lock the registries of these clusters, in primary-key order (a quota write judges them
+    again: ``services.quotas``)."""
+    return list(
+        Registry.objects.select_for_update().filter(cluster_id__in=cluster_ids).order_by("pk")
+    )

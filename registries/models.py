@@ -207,6 +207,10 @@ class Registry(models.Model):
     last_push_at = models.DateTimeField(null=True, blank=True)
     last_pull_at = models.DateTimeField(null=True, blank=True)
     usage_scanned_at = models.DateTimeField(null=True, blank=True)
+    #: Why the token endpoint grants no push in the namespace ("" while it does): the quota's
+    #: hard limit is reached (``services.quotas.quota_evaluate`` keeps it, with the
+    #: ``QuotaExceeded`` condition). Read by the token endpoint's one query.
+    push_refused = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()
@@ -406,3 +410,4 @@ from registries.inventory import (  # noqa: E402, F401
     Tag,
     UsageDay,
 )
+from registries.quotas import RegistryQuota  # noqa: E402, F401

@@ -50,7 +50,7 @@ from registries.services.lifecycle import (
     registry_retry,
 )
 from registries.services.provisioning import registry_provision
-from registries.services.quotas import quota_evaluate
+from registries.services.quotas import quota_delete, quota_evaluate, quota_set
 from registries.services.usage import (
     WHOLE_REGISTRY,
     inventory_lock,
@@ -86,7 +86,9 @@ __all__ = [
     "manifest_put",
     "manifests_unreferenced_delete",
     "pulled",
+    "quota_delete",
     "quota_evaluate",
+    "quota_set",
     "readiness_registry",
     "readiness_signing_key",
     "reconcile_interval",
