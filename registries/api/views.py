@@ -125,8 +125,7 @@ class OrganizationQuotaView(_RegistryAPIView):
 
     @operation("registry_quota_delete", tags=QUOTA_TAGS, responses={204: None})
     def delete(self, request: Request, org_slug: str) -> Response:
-        if not services.quota_delete(organization=self.organization):
-            raise exceptions.NotFound("The organization has no default registry quota.")
+        services.quota_delete(organization=self.organization)  # none left either way: 204
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -181,6 +180,5 @@ class ClusterQuotaView(_RegistryAPIView):
     @operation("registry_cluster_quota_delete", tags=QUOTA_TAGS, responses={204: None})
     def delete(self, request: Request, org_slug: str, cluster_id: str) -> Response:
         cluster = self.get_cluster(cluster_id)
-        if not services.quota_delete(organization=self.organization, cluster=cluster):
-            raise exceptions.NotFound("The cluster has no registry quota of its own.")
+        services.quota_delete(organization=self.organization, cluster=cluster)
         return Response(status=status.HTTP_204_NO_CONTENT)
