@@ -4,14 +4,14 @@
 its health canary passes. Its reason says where the registry is in its lifecycle, or why its
 canary failed.
 
-``QuotaExceeded``: does the registry hold its quota's soft limit or more (``SoftLimitExceeded``),
-or its hard limit (``HardLimitExceeded``: no push is granted)? False (``WithinQuota``) otherwise;
-absent until a quota has been judged (``registries.services.quotas``).
-
 ``Synced``: did the control plane's last attempt to make the world match the record succeed? True
 after a successful attempt or repair; False when an attempt failed, a message could not be
 enqueued, or the reconciler found the registry stalled (reason and message say which); Unknown
 before anything was tried.
+
+``QuotaExceeded``: does the registry hold its quota's soft limit or more (``SoftLimitExceeded``),
+or its hard limit (``HardLimitExceeded``: no push is granted)? False (``WithinQuota``) otherwise;
+absent until a quota has been judged (``registries.services.quotas``).
 
 Each condition has ``type``, ``status`` ("True", "False" or "Unknown"), a CamelCase ``reason``, a
 sentence of ``message`` and ``last_transition_time``, which moves only when ``status`` changes.

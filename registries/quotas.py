@@ -175,7 +175,8 @@ def judge(limits: QuotaLimits, source: str | None, used_bytes: int, used_tags: i
         used, limit = sizes_apart(used_bytes, limits.hard_bytes)
         refused = refusal(used=used, limit=limit)
     elif limits.hard_tags is not None and used_tags >= limits.hard_tags:
-        refused = refusal(used=f"{used_tags} tags", limit=f"{limits.hard_tags}")
+        tags = "tag" if used_tags == 1 else "tags"
+        refused = refusal(used=f"{used_tags} {tags}", limit=f"{limits.hard_tags}")
     soft = limits.soft_bytes
     if limits.unlimited:
         state, message = UNLIMITED, "No quota applies to this registry."

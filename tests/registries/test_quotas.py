@@ -287,7 +287,7 @@ def test_a_tag_limit_refuses_pushes_too(registry: Registry) -> None:
     registry.refresh_from_db()
 
     assert registry.push_refused == (
-        "quota exceeded: 1 tags of 1 used; delete tags or raise the quota"
+        "quota exceeded: 1 tag of 1 used; delete tags or raise the quota"
     )
 
 
