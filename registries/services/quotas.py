@@ -211,13 +211,13 @@ def _audit(organization: Organization, cluster: Cluster | None, data: dict[str, 
             data=data,
         )
         return
-    registry_id = Registry.objects.filter(cluster=cluster).values_list("pk", flat=True).first()
+    registry = Registry.objects.filter(cluster=cluster).values_list("pk", "namespace").first()
     audit_record(
         type=QUOTA_UPDATED,
         organization=organization,
         subject_type="REGISTRY",
-        subject_uuid=registry_id or "",
-        subject_name=cluster.name,
+        subject_uuid=registry[0] if registry else "",  # no registry before its first hosted queue
+        subject_name=registry[1] if registry else cluster.name,
         data={**data, "cluster": str(cluster.pk)},
     )
 

@@ -137,6 +137,9 @@ def test_a_cluster_without_a_registry_has_a_quota_and_no_usage(api, cluster) -> 
 
     assert (body["used_bytes"], body["used_tags"], body["state"]) == (0, 0, "within")
     assert body["percent"] is None
+    recorded = AuditEvent.objects.get(type="REGISTRY_QUOTA_UPDATED")
+    assert (recorded.subject_uuid, recorded.subject_name) == ("", "Open Source")
+    assert recorded.data == {"hard_tags": [None, 5], "cluster": str(cluster.pk)}
 
 
 @pytest.mark.parametrize(

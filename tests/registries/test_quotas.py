@@ -330,7 +330,7 @@ def test_a_clusters_quota_is_recorded_on_its_registry(registry: Registry) -> Non
 
     rows = AuditEvent.objects.filter(type="REGISTRY_QUOTA_UPDATED").order_by("occurred_at")
     assert [(row.subject_type, row.subject_uuid, row.subject_name) for row in rows] == [
-        ("REGISTRY", str(registry.pk), cluster.name)
+        ("REGISTRY", str(registry.pk), registry.namespace)
     ] * 2
     assert rows[0].data == {"hard_bytes": [None, GB], "cluster": str(cluster.pk)}
     assert rows[1].data == {"hard_bytes": [GB, None], "deleted": True, "cluster": str(cluster.pk)}
