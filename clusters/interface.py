@@ -4,8 +4,9 @@ imports clusters only through clusters.interface") fails on any other import.
 
 Everything here is something registries needs from clusters, and nothing more:
 
-- the models it refers to, reads or filters by (``Cluster``, ``Queue``, ``ClusterAgentToken``,
-  ``AgentEnvironmentVariable``) and the API scopes its REST views declare (``ApiScope``);
+- the models it refers to, reads or filters by (``Organization``: its registry quotas;
+  ``Cluster``, ``Queue``, ``ClusterAgentToken``, ``AgentEnvironmentVariable``) and the API
+  scopes its REST views declare (``ApiScope``);
 - the facts clusters announces (``first_hosted_queue_created``, ``cluster_deleted``), which
   registries receives (connected in ``RegistriesConfig.ready``);
 - the only ways registries writes into clusters: the agent environment
@@ -38,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 from clusters.audit import Actor, ActorType, AuditContext, acting_as
 from clusters.locks import cluster_lock
-from clusters.models import AgentEnvironmentVariable, ApiScope, Cluster, ClusterAgentToken, Queue
+from clusters.models import (
+    AgentEnvironmentVariable,
+    ApiScope,
+    Cluster,
+    ClusterAgentToken,
+    Organization,
+    Queue,
+)
 from clusters.selectors import AgentTokenFacts, agent_token_authenticate
 from clusters.services import (
     agent_environment_set,
@@ -108,6 +116,7 @@ __all__ = [
     "ClusterAgentToken",
     "ClusterAgentTokenAuthentication",
     "OperatorAPIView",
+    "Organization",
     "OrganizationAPIView",
     "Queue",
     "acting_as",

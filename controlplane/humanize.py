@@ -15,25 +15,26 @@ SIZE_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
 NONE = "–"
 
 
-def _number(value: float) -> str:
-    """One decimal, none when it is zero: ``10.2``, ``10``."""
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
+def _number(value: float, digits: int = 1) -> str:
+    """At most ``digits`` decimals, without trailing zeros: ``10.2``, ``10``."""
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").removesuffix(".") if "." in text else text
 
 
-def size(value: int | None) -> str:
-    """``10_200_000_000`` -> ``10.2 GB``; bytes below 1 kB as they are (``999 B``)."""
+def size(value: int | None, digits: int = 1) -> str:
+    """``10_200_000_000`` -> ``10.2 GB``; bytes below 1 kB as they are (``999 B``); at most
+    ``digits`` decimals."""
     if value is None:
         return NONE
     sign, amount = ("-" if value < 0 else ""), float(abs(value))
     unit = 0
     # Round first, so that 999_960 shows as 1 MB rather than 1000 kB.
-    while unit < len(SIZE_UNITS) - 1 and round(amount, 1) >= 1000:
+    while unit < len(SIZE_UNITS) - 1 and round(amount, digits) >= 1000:
         amount /= 1000
         unit += 1
     if unit == 0:
         return f"{sign}{int(amount)} B"
-    return f"{sign}{_number(amount)} {SIZE_UNITS[unit]}"
+    return f"{sign}{_number(amount, digits)} {SIZE_UNITS[unit]}"
 
 
 _STEPS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))

@@ -91,6 +91,12 @@ WEBHOOK_REFUSALS = Counter(
     "signature or token (matches no active secret of the organization, or no such organization).",
     ["reason"],
 )
+QUOTA_TRANSITIONS = Counter(
+    "controlplane_registry_quota_transitions",
+    "Registries whose usage crossed a quota limit, by the state reached (within, soft_exceeded, "
+    "hard_exceeded, unlimited).",
+    ["state"],
+)
 
 REGISTRY_NOTIFICATIONS = Counter(
     "controlplane_registry_notifications",

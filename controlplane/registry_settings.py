@@ -13,6 +13,14 @@ from __future__ import annotations
 
 from controlplane.env import env, env_bool, env_float, env_int, env_list
 
+
+def _quota_bytes(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be a number of bytes of at least 0")
+    return value
+
+
 __all__ = [
     "REGISTRY_NOTIFICATIONS_KEEP_DAYS",
     "REGISTRY_NOTIFICATIONS_PREVIOUS_TOKENS",
@@ -20,6 +28,7 @@ __all__ = [
     "REGISTRY_NOTIFICATIONS_TOKEN",
     "REGISTRY_NOTIFICATIONS_URL",
     "REGISTRY_PROMETHEUS_ENABLED",
+    "REGISTRY_QUOTA_DEFAULT_BYTES",
     "REGISTRY_REDIS_URL",
     "REGISTRY_S3_ACCESS_KEY",
     "REGISTRY_S3_BUCKET",
@@ -86,3 +95,6 @@ REGISTRY_USAGE_SCAN_BATCH = env_int("REGISTRY_USAGE_SCAN_BATCH", 100, minimum=0)
 # the first scan of a registry with many tags fetches every manifest. Keep the hard limit below
 # CELERY_VISIBILITY_TIMEOUT, or Redis hands a long scan to a second worker.
 REGISTRY_USAGE_SCAN_TIME_LIMIT = env_int("REGISTRY_USAGE_SCAN_TIME_LIMIT", 300, minimum=1)
+# The hard limit, in bytes, of every registry whose organization and cluster set no quota
+# (docs/quotas.md); unset: no limit.
+REGISTRY_QUOTA_DEFAULT_BYTES: int | None = env("REGISTRY_QUOTA_DEFAULT_BYTES", None, _quota_bytes)

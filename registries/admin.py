@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration
-from registries import backend_admin, conditions, usage_admin
+from registries import backend_admin, conditions, quota_admin, usage_admin
 from registries.models import (
     JobCredential,
     Lease,
@@ -30,10 +30,10 @@ from registries.models import (
     TokenSigningAuthority,
     TokenSigningKey,
 )
-from registries.selectors import registry_overview, signing_key_statuses
+from registries.selectors import quota_status, registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
-__all__ = ["RegistryAdmin", "backend_admin", "usage_admin"]
+__all__ = ["RegistryAdmin", "backend_admin", "quota_admin", "usage_admin"]
 
 #: Badge colours by state: green when usable, red when someone must act.
 BADGE_COLOURS: dict[str, str] = {
@@ -95,8 +95,8 @@ class RegistryEventInline(ReadOnlyTabularInline):
 @admin.register(Registry)
 class RegistryAdmin(ReadOnlyAdmin):
     list_display = [
-        "namespace", "cluster", "badge", "ready", "synced", "url", "attempts", "state_changed_at",
-        "canary_ok", "backend", "storage",
+        "namespace", "cluster", "badge", "ready", "synced", "quota", "url", "attempts",
+        "state_changed_at", "canary_ok", "backend", "storage",
     ]  # fmt: skip
     # A deleted cluster's registry has no cluster: it stays as the record of its namespace.
     list_filter = ["state", "canary_ok", "backend", "driver", "cluster__organization"]
@@ -119,7 +119,7 @@ class RegistryAdmin(ReadOnlyAdmin):
             for field in Registry._meta.fields
             if field.name != "conditions"
         )
-        return ["badge", "usage", "conditions_table", "error_detail", *fields]
+        return ["badge", "usage", "conditions_table", "quota_usage", "error_detail", *fields]
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> Any:
         # Every field read-only, the conditions as a table rather than their JSON.
@@ -158,6 +158,16 @@ class RegistryAdmin(ReadOnlyAdmin):
             registry.usage_tags,
             "" if registry.usage_tags == 1 else "s",
         )
+
+    @admin.display(description="quota")
+    def quota(self, registry: Registry) -> SafeString:
+        return condition_badge(registry, conditions.QUOTA_EXCEEDED)
+
+    @admin.display(description="usage against the quota")
+    def quota_usage(self, registry: Registry) -> str:
+        status = quota_status(registry)
+        where = f" (set by the {status.source})" if status.source else ""
+        return f"{status.message}{where}"
 
     @admin.display(description="error detail")
     def error_detail(self, registry: Registry) -> str:

@@ -9,6 +9,10 @@ after a successful attempt or repair; False when an attempt failed, a message co
 enqueued, or the reconciler found the registry stalled (reason and message say which); Unknown
 before anything was tried.
 
+``QuotaExceeded``: does the registry hold its quota's soft limit or more (``SoftLimitExceeded``),
+or its hard limit (``HardLimitExceeded``: no push is granted)? False (``WithinQuota``) otherwise;
+absent until a quota has been judged (``registries.services.quotas``).
+
 Each condition has ``type``, ``status`` ("True", "False" or "Unknown"), a CamelCase ``reason``, a
 sentence of ``message`` and ``last_transition_time``, which moves only when ``status`` changes.
 A failure's condition also keeps a ``detail`` for operators (hosts, what the registry or a library
@@ -30,7 +34,9 @@ from registries.models import Registry, State
 
 READY = "Ready"
 SYNCED = "Synced"
-TYPES = (READY, SYNCED)
+#: True while the registry holds at least its quota's soft limit (``services.quotas``).
+QUOTA_EXCEEDED = "QuotaExceeded"
+TYPES = (READY, SYNCED, QUOTA_EXCEEDED)
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 #: The ``Ready`` reason, and the message when there is no error to report, for each state (a
@@ -63,6 +69,10 @@ STALLED = "Stalled"
 CREATED = "Created"
 RETRY_REQUESTED = "RetryRequested"
 DEPROVISION_REQUESTED = "DeprovisionRequested"
+# QuotaExceeded reasons.
+WITHIN_QUOTA = "WithinQuota"
+SOFT_LIMIT_EXCEEDED = "SoftLimitExceeded"
+HARD_LIMIT_EXCEEDED = "HardLimitExceeded"
 
 
 def condition_set(

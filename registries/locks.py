@@ -129,3 +129,11 @@ def notifications_unapplied_lock(
         .order_by("received_at", "pk")
         .select_for_update(skip_locked=True)[:limit]
     )
+
+
+def registries_lock_of_clusters(cluster_ids: list[uuid.UUID]) -> list[Registry]:
+    """Lock the registries of these clusters, in primary-key order (a quota write judges them
+    again: ``services.quotas``)."""
+    return list(
+        Registry.objects.select_for_update().filter(cluster_id__in=cluster_ids).order_by("pk")
+    )

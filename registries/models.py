@@ -212,6 +212,10 @@ class Registry(models.Model):
     #: its scan then succeeds, so failing registries never crowd out the others. A new one is due
     #: at once.
     usage_scan_due_at = models.DateTimeField(default=timezone.now)
+    #: Why the token endpoint grants no push in the namespace ("" while it does): the quota's
+    #: hard limit is reached (``services.quotas.quota_evaluate`` keeps it, with the
+    #: ``QuotaExceeded`` condition). Read by the token endpoint's one query.
+    push_refused = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = RegistryQuerySet.as_manager()
@@ -417,3 +421,4 @@ from registries.inventory import (  # noqa: E402, F401
     Tag,
     UsageDay,
 )
+from registries.quotas import RegistryQuota  # noqa: E402, F401

@@ -36,6 +36,8 @@ from registries.models import (
     State,
     TokenSigningKey,
 )
+from registries.quotas import QuotaStatus as QuotaStatus  # the usage endpoint shows it
+from registries.quotas import quota_status as quota_status
 from registries.tokens import Principal
 
 _Q = TypeVar("_Q", bound=QuerySet[Any])
@@ -169,6 +171,7 @@ def _principal(
     job_credential_expires_at: datetime | None = None,
     *,
     service: str | None = None,
+    push_refused: str | None = None,
 ) -> Principal:
     """What a cluster agent token (or a job credential made from it) may do in the registry:
     everything in its cluster's namespace while that registry is ready (``namespace``, None
@@ -186,6 +189,7 @@ def _principal(
         agent_token_id=token.pk,
         job_credential_id=job_credential_id,
         expires_at=min((e for e in expiries if e is not None), default=None),
+        push_refused=push_refused or "",
     )
 
 
@@ -211,27 +215,32 @@ def _ready_namespace(cluster_id: str, column: str = "namespace") -> Subquery:
     )
 
 
-def _ready_service(cluster_id: str) -> Subquery:
-    """The ``service`` of the backend the ready registry lives on ("" for one that follows the
-    settings, None for none): the token endpoint's one query carries it."""
-    return _ready_namespace(cluster_id, "backend__token_service")
+def _ready(cluster_id: str) -> dict[str, Subquery]:
+    """What the token endpoint's one query reads of the cluster's ready registry (each None
+    without one): its ``namespace``, the ``service`` of its backend ("" for one that follows
+    the settings) and its ``push_refused`` (its quota)."""
+    return {
+        "namespace": _ready_namespace(cluster_id),
+        "service": _ready_namespace(cluster_id, "backend__token_service"),
+        "push_refused": _ready_namespace(cluster_id, "push_refused"),
+    }
 
 
 def _agent_token_credential(**lookup: object) -> RegistryCredential | None:
     """The active agent token matching ``lookup``, with its cluster's ready namespace: one
     query."""
+    ready = _ready("cluster_id")
     rows = (
         ClusterAgentToken.objects.active()
         .filter(**lookup)
-        .annotate(namespace=_ready_namespace("cluster_id"), service=_ready_service("cluster_id"))
-        .values_list(
-            "pk", "cluster_id", "allowed_ip_addresses", "expires_at", "namespace", "service"
-        )
+        .annotate(**ready)
+        .values_list("pk", "cluster_id", "allowed_ip_addresses", "expires_at", *ready)
         .order_by()[:1]
     )
-    for token_id, cluster_id, allowed, expires_at, namespace, service in rows:
+    for token_id, cluster_id, allowed, expires_at, namespace, service, refused in rows:
         token = AgentTokenFacts(token_id, cluster_id, allowed, expires_at)
-        return RegistryCredential(token, _principal(token, namespace, service=service))
+        principal = _principal(token, namespace, service=service, push_refused=refused)
+        return RegistryCredential(token, principal)
     return None
 
 
@@ -239,13 +248,11 @@ def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
     """The usable job credential matching ``lookup`` (unexpired, unrevoked, its agent token
     active), with its agent token and its cluster's ready namespace: one query (never the
     cluster row)."""
+    ready = _ready("agent_token__cluster_id")
     rows = (
         JobCredential.objects.usable()
         .filter(**lookup)
-        .annotate(
-            namespace=_ready_namespace("agent_token__cluster_id"),
-            service=_ready_service("agent_token__cluster_id"),
-        )
+        .annotate(**ready)
         .values_list(
             "pk",
             "expires_at",
@@ -253,16 +260,17 @@ def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
             "agent_token__cluster_id",
             "agent_token__allowed_ip_addresses",
             "agent_token__expires_at",
-            "namespace",
-            "service",
+            *ready,
         )
         .order_by()[:1]
     )
-    for pk, expires_at, token_id, cluster_id, allowed, token_expires, namespace, service in rows:
+    for pk, expires_at, token_id, cluster_id, allowed, token_expires, *found in rows:
         token = AgentTokenFacts(token_id, cluster_id, allowed, token_expires)
-        return RegistryCredential(
-            token, _principal(token, namespace, pk, expires_at, service=service)
+        namespace, service, refused = found
+        principal = _principal(
+            token, namespace, pk, expires_at, service=service, push_refused=refused
         )
+        return RegistryCredential(token, principal)
     return None
 
 

@@ -43,6 +43,9 @@ REPOSITORY_NAME_MAX_LENGTH = 255
 REPOSITORY_ACTIONS = ("pull", "push", "delete", "*")
 #: What a principal is granted on a repository of its namespace that it asks any known action of.
 OWNED_REPOSITORY_ACTIONS = ("pull", "push", "delete")
+#: What it is granted there while its registry refuses pushes (its quota's hard limit): deleting
+#: is how the space is given back.
+OWNED_WITHOUT_PUSH = ("pull", "delete")
 CATALOG_SCOPE = ("registry", "catalog", "*")
 
 CONTROL_PLANE_SUBJECT = "controlplane"
@@ -121,6 +124,9 @@ class Principal:
     #: When the credential behind the principal stops working (the earliest of its agent token's
     #: and its job credential's ``expires_at``); no token issued to it outlives that moment.
     expires_at: dt.datetime | None = None
+    #: Why no push is granted in ``namespace`` ("" when it is): the registry's quota
+    #: (``Registry.push_refused``, read with the namespace).
+    push_refused: str = ""
 
     @functools.cached_property
     def expires_at_timestamp(self) -> int:
@@ -154,6 +160,18 @@ def grant(principal: Principal, scopes: Iterable[Scope]) -> list[dict[str, Any]]
     catalog for anyone but the control plane) is left out.
     """
     return _grant(principal, scopes, widen=True)
+
+
+def push_refusal(principal: Principal, scopes: Iterable[Scope]) -> str:
+    """Why ``principal`` may not have what it asks (its registry refuses pushes and it asks to
+    push in its namespace), or "" when it may. A request for ``*`` (``skopeo delete``) is not
+    refused: it gets pull and delete, so that tags can still be deleted to free space."""
+    if not principal.push_refused:
+        return ""
+    for scope in scopes:
+        if scope.type == "repository" and "push" in scope.actions and principal.owns(scope.name):
+            return principal.push_refused
+    return ""
 
 
 @dataclass(frozen=True)
@@ -201,11 +219,14 @@ def _grant(principal: Principal, scopes: Iterable[Scope], *, widen: bool) -> lis
     """``grant``; with ``widen=False``, only the actions asked for (what the token's lifetime
     follows)."""
     granted: dict[tuple[str, str], list[str]] = {}
+    refused = bool(principal.push_refused)
     for scope in scopes:
         if scope.type == "repository" and principal.owns(scope.name):
             actions = [a for a in scope.actions if a in REPOSITORY_ACTIONS]
             if actions and widen:
                 actions = [*OWNED_REPOSITORY_ACTIONS, *(a for a in actions if a == "*")]
+            if refused:  # neither "push" nor "*" (which is every action, push included)
+                actions = [a for a in actions if a in OWNED_WITHOUT_PUSH]
         elif (scope.type, scope.name) == CATALOG_SCOPE[:2] and principal.catalog:
             actions = [a for a in scope.actions if a == CATALOG_SCOPE[2]]
         else:

@@ -24,6 +24,8 @@ from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, shown_size
 from registries.inventory import Manifest, Repository, Tag, UsageDay
 from registries.models import Registry
+from registries.quotas import QuotaStatus
+from registries.selectors import quota_status
 from registries.usage_selectors import (
     DEFAULT_DAYS,
     MAX_DAYS,
@@ -175,10 +177,9 @@ def usage_view(
     )
 
 
-def _quota(registry: Registry) -> dict[str, Any] | None:
-    """The registry's quota and its use of it, for the page (none yet: the quotas fill it in,
-    as ``registries.api.usage._quota``)."""
-    return None
+def _quota(registry: Registry) -> QuotaStatus:
+    """The registry's usage against the quota that applies to it (one query)."""
+    return quota_status(registry)
 
 
 def _is_uuid(value: str) -> bool:

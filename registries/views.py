@@ -54,6 +54,7 @@ from registries.tokens import (
     IssuedToken,
     Principal,
     parse_scopes,
+    push_refusal,
     refresh_token_issue,
     refresh_token_subject,
     token_issue,
@@ -161,6 +162,16 @@ class _Answer:
 
 class TokenServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class PushRefused(exceptions.APIException):
+    """A push asked for in a namespace whose registry holds its quota's hard limit. 401, not
+    403: skopeo, buildah and podman print a token server's error message for a 401 only (for a
+    403 they print the status alone; docs/quotas.md has both outputs). Its code is Distribution's
+    ``DENIED``: the credentials were fine."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+    registry_code = "DENIED"
 
 
 class RegistryTokenView(FastPathAPIView):
@@ -277,6 +288,13 @@ class RegistryTokenView(FastPathAPIView):
             raise exceptions.ParseError(
                 f"Ask for at most {MAX_SCOPES} scopes at once; this request has {len(scopes)}."
             )
+        refused = push_refusal(principal, scopes)
+        if refused:
+            logger.info(
+                "registry.token.push_refused",
+                extra={"subject": principal.subject, "namespace": principal.namespace},
+            )
+            raise PushRefused(refused)
         try:
             issued = token_issue(principal, scopes, service=service)
             refresh_token = (
@@ -305,7 +323,9 @@ class RegistryTokenView(FastPathAPIView):
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
         if isinstance(response.data, dict) and "message" in response.data:
-            code = ERROR_CODES.get(response.status_code, "UNKNOWN")
+            code = getattr(exc, "registry_code", None) or ERROR_CODES.get(
+                response.status_code, "UNKNOWN"
+            )
             response.data.setdefault(
                 "errors", [{"code": code, "message": response.data["message"]}]
             )

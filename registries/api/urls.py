@@ -3,14 +3,21 @@
 from django.urls import path
 
 from registries.api.usage import RegistryUsageView, RepositoryListView, TagListView, TagView
-from registries.api.views import RegistryRetryView, RegistryView
+from registries.api.views import (
+    ClusterQuotaView,
+    OrganizationQuotaView,
+    RegistryRetryView,
+    RegistryView,
+)
 
 app_name = "registries-api"
 
 REGISTRY = "clusters/<str:cluster_id>/registry"
 
 urlpatterns = [
+    path("registry-quota", OrganizationQuotaView.as_view(), name="registry-quota"),
     path(REGISTRY, RegistryView.as_view(), name="registry"),
+    path(f"{REGISTRY}/quota", ClusterQuotaView.as_view(), name="registry-cluster-quota"),
     path(f"{REGISTRY}/retry", RegistryRetryView.as_view(), name="registry-retry"),
     path(f"{REGISTRY}/usage", RegistryUsageView.as_view(), name="registry-usage"),
     path(f"{REGISTRY}/repositories", RepositoryListView.as_view(), name="registry-repositories"),

@@ -29,10 +29,12 @@ from controlplane.api.fields import TimestampField
 from controlplane.api.openapi import ErrorSerializer, operation
 from controlplane.api.serializers import ReadSerializer
 from registries import services
-from registries.api.views import TAGS, _RegistryAPIView
+from registries.api.serializers import RegistryQuotaSerializer
+from registries.api.views import TAGS, _RegistryAPIView, quota_json
 from registries.drivers import DriverError
 from registries.inventory import Repository
 from registries.models import Registry
+from registries.selectors import quota_status
 from registries.usage_selectors import (
     DEFAULT_DAYS,
     MAX_DAYS,
@@ -58,12 +60,12 @@ class RegistryUnreachable(exceptions.APIException):
 class RegistryUsage:
     registry: Registry
     days: list[UsagePoint]
-    quota: dict[str, Any] | None
+    quota: dict[str, Any]
 
 
-def _quota(registry: Registry) -> dict[str, Any] | None:
-    """The registry's quota and its use of it (none yet: the quotas fill it in)."""
-    return None
+def _quota(registry: Registry) -> dict[str, Any]:
+    """The registry's usage against the quota that applies to it (one query)."""
+    return quota_json(quota_status(registry))
 
 
 class UsageDaySerializer(ReadSerializer):
@@ -95,7 +97,7 @@ class RegistryUsageSerializer(ReadSerializer):
         allow_null=True,
         help_text="When the usage scan last rebuilt these figures from the registry.",
     )
-    quota = serializers.DictField(read_only=True, allow_null=True)
+    quota = RegistryQuotaSerializer(read_only=True)
     days = UsageDaySerializer(many=True, read_only=True, help_text="Oldest first, one a day.")
 
 

@@ -62,7 +62,7 @@ from registries.services.notifications import (
     notifications_sweep,
 )
 from registries.services.provisioning import registry_provision
-from registries.services.quotas import quota_evaluate
+from registries.services.quotas import quota_delete, quota_evaluate, quota_set
 from registries.services.tags import (
     RegistryNotReady,
     SharedDigest,
@@ -124,7 +124,9 @@ __all__ = [
     "notifications_receive",
     "notifications_sweep",
     "pulled",
+    "quota_delete",
     "quota_evaluate",
+    "quota_set",
     "readiness_registry",
     "readiness_signing_key",
     "reconcile_interval",

@@ -20,6 +20,7 @@ from clusters.checks import organization_routes
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Queue
 from registries.inventory import Tag
 from registries.models import Registry, State
+from registries.quotas import RegistryQuota
 from tests.registries.factories import inventory_push
 
 pytestmark = pytest.mark.django_db
@@ -105,6 +106,10 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("put", "/clusters/{cluster}/tokens/{token}"): {"description": "x"},
     ("patch", "/clusters/{cluster}/tokens/{token}"): {"description": "x"},
     ("post", "/clusters/{cluster}/registry/retry"): None,
+    ("put", "/registry-quota"): {"hard_bytes": 1000},
+    ("patch", "/registry-quota"): {"hard_tags": 10},
+    ("put", "/clusters/{cluster}/registry/quota"): {"hard_bytes": 1000},
+    ("patch", "/clusters/{cluster}/registry/quota"): {"hard_tags": 10},
 }
 
 
@@ -204,7 +209,12 @@ def snapshot() -> tuple[list[Any], ...]:
                 "pk", "description", "revoked_at"
             )
         ),
-        list(Registry.objects.values_list("pk", "cluster_id", "state", "attempts")),
+        list(Registry.objects.values_list("pk", "cluster_id", "state", "attempts", "push_refused")),
+        list(
+            RegistryQuota.objects.filter(**in_acme).values_list(
+                "pk", "cluster_id", "hard_bytes", "soft_bytes", "hard_tags"
+            )
+        ),
     )
 
 
@@ -254,8 +264,8 @@ def test_another_organizations_token_finds_nothing_and_changes_nothing(
     if "{cluster}" in endpoint.path:
         assert own.status_code == 404
         assert own.json() == {"message": "No cluster found"}
-    else:  # its own cluster list, or a cluster created in its own organization
-        assert own.status_code in (200, 201)
+    else:  # its own cluster list, a cluster created or its own quota written
+        assert own.status_code in (200, 201, 204)
         assert "Open Source" not in own.content.decode()
     assert snapshot() == before
 

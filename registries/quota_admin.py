@@ -1,0 +1,88 @@
+"""The console's registry quotas: an organization's default (no cluster) and clusters'
+overrides, added, changed and deleted through ``registries.services.quotas`` (the same
+validation, audit rows and re-evaluation as the REST API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from registries.quotas import RegistryQuota, human_bytes
+from registries.services.quotas import LIMIT_FIELDS, quota_delete, quota_set
+
+
+class RegistryQuotaForm(forms.ModelForm[RegistryQuota]):
+    class Meta:
+        model = RegistryQuota
+        fields = ["organization", "cluster", *LIMIT_FIELDS]
+        help_texts = {
+            "cluster": "Empty: the organization's default, for its clusters without their own.",
+            "hard_bytes": "Bytes; at or over it, no push is granted. Empty: no limit.",
+            "soft_bytes": "Bytes; empty: 80% of the hard limit.",
+            "hard_tags": "At or over this many tags, no push is granted. Empty: no limit.",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        organization = cleaned.get("organization")
+        if organization is None and self.instance.organization_id is not None:
+            organization = self.instance.organization
+        cluster = cleaned.get("cluster", self.instance.cluster)
+        if (
+            cluster is not None
+            and organization is not None
+            and (cluster.organization_id != organization.pk)
+        ):
+            self.add_error("cluster", "The cluster is not the organization's.")
+        soft, hard = cleaned.get("soft_bytes"), cleaned.get("hard_bytes")
+        if soft is not None and hard is not None and soft > hard:
+            self.add_error("soft_bytes", f"Must not exceed the hard limit ({hard}).")
+        return cleaned
+
+
+@admin.register(RegistryQuota)
+class RegistryQuotaAdmin(admin.ModelAdmin[RegistryQuota]):
+    form = RegistryQuotaForm
+    list_display = ["organization", "applies_to", "hard", "soft", "hard_tags", "updated_at"]
+    list_select_related = ["organization", "cluster"]
+    list_filter = ["organization"]
+    search_fields = ["organization__slug", "cluster__name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Which quota a row is never changes: delete it and add another.
+        return ["organization", "cluster"] if obj is not None else []
+
+    @admin.display(description="applies to")
+    def applies_to(self, quota: RegistryQuota) -> str:
+        return str(quota.cluster) if quota.cluster else "the organization's clusters (default)"
+
+    @admin.display(description="hard limit", ordering="hard_bytes")
+    def hard(self, quota: RegistryQuota) -> str:
+        return human_bytes(quota.hard_bytes)
+
+    @admin.display(description="soft limit")
+    def soft(self, quota: RegistryQuota) -> str:
+        return human_bytes(quota.limits.soft_bytes)
+
+    def save_model(self, request: HttpRequest, obj: RegistryQuota, form: Any, change: bool) -> None:
+        try:
+            saved = quota_set(
+                organization=obj.organization,
+                cluster=obj.cluster,
+                **{name: getattr(obj, name) for name in LIMIT_FIELDS},
+            )
+        except ValidationError as exc:  # the form checked the same: a race at most
+            raise forms.ValidationError(exc.messages) from exc
+        obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: RegistryQuota) -> None:
+        quota_delete(organization=obj.organization, cluster=obj.cluster)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[RegistryQuota]) -> None:
+        for quota in queryset.select_related("organization", "cluster"):
+            self.delete_model(request, quota)
