@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
+from controlplane.audit_settings import *  # noqa: F403, I001 - the audit log's retention
 from controlplane.beat_settings import beat_settings
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import (
@@ -90,6 +91,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The audit log's actor: a fresh scope per request; the console's user (clusters.actors).
+    "clusters.actors.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -248,6 +251,7 @@ REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS",
 REGISTRY_CANARY_SAMPLE = env_int("REGISTRY_CANARY_SAMPLE", 100, minimum=0)
 REGISTRY_CANARY_PERIOD_SECONDS = env_float("REGISTRY_CANARY_PERIOD_SECONDS", 3600.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    **AUDIT_BEAT_SCHEDULE,  # noqa: F405 - audit_settings: pruning the audit log
     "registries.reconcile": {
         "task": "registries.reconcile",
         "schedule": REGISTRY_RECONCILE_INTERVAL_SECONDS,

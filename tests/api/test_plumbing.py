@@ -185,6 +185,8 @@ def test_the_openapi_schema_describes_every_rest_api_operation(client) -> None:
         (f"{cluster}/tokens/{{token_id}}", "PATCH"), (f"{cluster}/tokens/{{token_id}}", "DELETE"),
         (f"{cluster}/registry", "GET"), (f"{cluster}/registry/retry", "POST"),
         ("/v2/organizations/{org_slug}", "GET"), ("/v2/access-token", "GET"),
+        ("/v2/organizations/{org_slug}/audit_events", "GET"),
+        ("/v2/organizations/{org_slug}/audit_events/{event_uuid}", "GET"),
         ("/v2/operator/registry-backends", "GET"), ("/v2/operator/registry-backends", "POST"),
         ("/v2/operator/registry-backends/{name}", "GET"),
         ("/v2/operator/registry-backends/{name}", "PATCH"),

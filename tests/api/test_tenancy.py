@@ -16,6 +16,7 @@ import pytest
 
 from clusters import services
 from clusters.api.base import READ_METHODS, answered_methods
+from clusters.audit import AuditEvent
 from clusters.checks import organization_routes
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Queue
 from registries.models import Registry, State
@@ -79,7 +80,12 @@ LISTED = [
 
 
 #: The route parameters, and the fixture's ids that fill them.
-PARAMETERS = {"cluster_id": "cluster", "queue_id": "queue", "token_id": "token"}
+PARAMETERS = {
+    "cluster_id": "cluster",
+    "queue_id": "queue",
+    "token_id": "token",
+    "event_uuid": "event",
+}
 ORGANIZATION = "v2/organizations/<str:org_slug>"
 
 #: What each write sends, by method and path; None: no body. A write that is not here fails
@@ -163,7 +169,13 @@ def acme(api) -> dict[str, str]:
     queue = services.queue_create(cluster=cluster, key="linux", instance_shape="LINUX_AMD64_2X4")
     token, _ = services.agent_token_create(cluster=cluster, description="agents")
     Registry.objects.filter(cluster=cluster).update(state=State.FAILED)
-    return {"cluster": str(cluster.pk), "queue": str(queue.pk), "token": str(token.pk)}
+    event = AuditEvent.objects.get(type="CLUSTER_CREATED", subject_uuid=cluster.pk)
+    return {
+        "cluster": str(cluster.pk),
+        "queue": str(queue.pk),
+        "token": str(token.pk),
+        "event": str(event.pk),
+    }
 
 
 def snapshot() -> tuple[list[Any], ...]:
@@ -236,6 +248,9 @@ def test_another_organizations_token_finds_nothing_and_changes_nothing(
     if "{cluster}" in endpoint.path:
         assert own.status_code == 404
         assert own.json() == {"message": "No cluster found"}
+    elif "{event}" in endpoint.path:
+        assert own.status_code == 404
+        assert own.json() == {"message": "No audit event found"}
     else:  # its own cluster list, or a cluster created in its own organization
         assert own.status_code in (200, 201)
         assert "Open Source" not in own.content.decode()

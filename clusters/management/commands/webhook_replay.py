@@ -11,14 +11,15 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from clusters import webhooks
+from clusters.actors import AuditedCommand
 from clusters.models import WebhookDelivery
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Apply a recorded webhook delivery again (idempotently)."
 
     def add_arguments(self, parser: CommandParser) -> None:
