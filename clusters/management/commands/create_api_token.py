@@ -22,6 +22,7 @@ DEFAULT_SCOPES = [
     ApiScope.WRITE_CLUSTERS,
     ApiScope.READ_REGISTRIES,
     ApiScope.READ_ORGANIZATIONS,
+    ApiScope.READ_AUDIT_EVENTS,
 ]
 
 
