@@ -14,10 +14,11 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.management.base import BaseCommand
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import reverse
+from django.urls import NoReverseMatch, get_urlconf, reverse
 
 from clusters.audit import Actor, ActorType, AuditContext, act_as, acting_as, actor_scope
 from clusters.models import ApiToken
@@ -80,13 +81,22 @@ class AuditActorMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self._console: str | None = None
+        #: The console's path in each URL configuration (None: it has no console).
+        self._consoles: dict[object, str | None] = {}
+
+    def _console(self, request: HttpRequest) -> str | None:
+        urlconf = getattr(request, "urlconf", None) or get_urlconf() or settings.ROOT_URLCONF
+        if urlconf not in self._consoles:
+            try:
+                self._consoles[urlconf] = reverse("admin:index", urlconf=urlconf)
+            except NoReverseMatch:
+                self._consoles[urlconf] = None
+        return self._consoles[urlconf]
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if self._console is None:
-            self._console = reverse("admin:index")
         with actor_scope():
-            if request.path_info.startswith(self._console):
+            console = self._console(request)
+            if console is not None and request.path_info.startswith(console):
                 user = getattr(request, "user", None)
                 if user is not None and user.is_authenticated:
                     act_as(user_actor(user), request_context(request, "WebContext"))

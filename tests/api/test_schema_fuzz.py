@@ -23,6 +23,7 @@ from schemathesis.checks import (
 )
 
 from clusters import services
+from clusters.audit import AuditEvent
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Organization
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,6 +74,9 @@ def existing_objects() -> dict[str, str]:
         "queue_id": str(queue.pk),
         "token_id": str(token.pk),
         "name": "default",  # the registry backend
+        "event_uuid": str(
+            AuditEvent.objects.filter(organization=organization).latest("occurred_at").pk
+        ),
     }
 
 
