@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import StringIO
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from registries.models import Registry, RegistryBackend, State
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 from registries.services.backends import backend_update
 from registries.services.signing_keys import reencrypt_keys, rotate_keys
-from tests.clusters.webhooks.helpers import payload
+from tests.clusters.webhooks.helpers import deliver, payload
 from tests.registries.factories import RegistryFactory, add_backend
 
 pytestmark = pytest.mark.django_db
@@ -452,8 +453,6 @@ def test_the_console_records_the_staff_user(operator, world: World) -> None:
 
 
 def test_the_webhook_records_the_delivery(client, world: World) -> None:
-    from tests.clusters.webhooks.helpers import deliver
-
     _, secret = webhooks.webhook_secret_create(organization=world.organization, description="s")
 
     response = deliver(
@@ -468,6 +467,18 @@ def test_the_webhook_records_the_delivery(client, world: World) -> None:
     ]
     assert rows[0].context["type"] == "WebhookContext"
     assert rows[0].context["event"] == "cluster_queue.created"
+
+
+def test_a_replayed_delivery_is_the_deliverys_doing_from_the_command(client, world: World) -> None:
+    _, secret = webhooks.webhook_secret_create(organization=world.organization, description="s")
+    deliver(payload(cluster_name="Webhook"), secret=secret, delivery="delivery-9", client=client)
+    services.queue_delete(queue=Queue.objects.get(key="linux-small"))
+
+    call_command("webhook_replay", "delivery-9", stdout=StringIO())
+
+    row = AuditEvent.objects.filter(type="CLUSTER_QUEUE_CREATED").latest("occurred_at")
+    assert (row.actor_type, row.actor_uuid) == ("WEBHOOK", "delivery-9")
+    assert (row.context["type"], row.context["command"]) == ("CommandContext", "webhook_replay")
 
 
 def test_a_command_records_itself(world: World) -> None:
