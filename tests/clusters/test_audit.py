@@ -27,6 +27,7 @@ from clusters.models import (
     Queue,
     WebhookSecret,
 )
+from clusters.tasks import audit_prune as audit_prune_task
 from registries.key_files import KeyFolder
 from registries.models import Registry, RegistryBackend, State
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
@@ -521,9 +522,17 @@ def test_retention_zero_keeps_everything(world: World, settings) -> None:
     assert AuditEvent.objects.exists()
 
 
-def test_the_prune_task_is_on_beats_schedule() -> None:
+def test_the_prune_task_is_on_beats_schedule_and_prunes(world: World, settings) -> None:
+    settings.AUDIT_RETENTION_DAYS = 1
+    AuditEvent.objects.filter(type="CLUSTER_CREATED").update(
+        occurred_at=timezone.now() - dt.timedelta(days=2)
+    )
+
+    assert audit_prune_task.apply().get() == 1
+
     entry = settings.CELERY_BEAT_SCHEDULE["clusters.audit_prune"]
-    assert entry["task"] == "clusters.audit_prune"
+    assert (entry["task"], entry["schedule"]) == ("clusters.audit_prune", 3600.0)
+    assert not AuditEvent.objects.filter(type="CLUSTER_CREATED").exists()
 
 
 # --- console -------------------------------------------------------------------------------------
