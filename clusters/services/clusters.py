@@ -40,7 +40,7 @@ def organization_create(*, slug: str, name: str) -> Organization:
             type="ORGANIZATION_CREATED",
             organization=organization,
             subject_type="ORGANIZATION",
-            subject_uuid=organization.slug,
+            subject_uuid=organization.uuid,
             subject_name=organization.name,
             data={"slug": slug, "name": name},
         )

@@ -133,7 +133,7 @@ WRITES = [
         lambda w: services.organization_create(slug="other", name="Other"),
         "ORGANIZATION_CREATED",
         "ORGANIZATION",
-        lambda w, result: result.slug,
+        lambda w, result: result.uuid,
     ),
     Write(
         "cluster_create",
