@@ -84,7 +84,9 @@ def create_cluster_with_hosted_queue(organization: Organization, name: str) -> C
     return cluster
 
 
-def test_creating_a_cluster_and_its_first_hosted_queue_takes_twelve_statements(broker_queue) -> None:
+def test_creating_a_cluster_and_its_first_hosted_queue_takes_twelve_statements(
+    broker_queue,
+) -> None:
     organization = services.organization_create(slug="acme", name="Acme")
 
     created = statements(lambda: create_cluster_with_hosted_queue(organization, "linux"))
