@@ -17,6 +17,7 @@ from django.forms import ChoiceField, ModelForm
 from django.http import HttpRequest
 
 from clusters import instance_shapes, services
+from clusters.audit import AuditEvent
 from clusters.models import (
     AgentEnvironmentVariable,
     ApiScope,
@@ -318,3 +319,22 @@ class ApiTokenAdmin(TokenAdmin):
         )
         adopt(obj, token)
         request._created_secret = secret  # type: ignore[attr-defined]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """The audit log, read-only: who changed what, newest first (``clusters.audit``)."""
+
+    list_display = [
+        "occurred_at", "type", "organization", "actor_type", "actor_name", "subject_type",
+        "subject_name",
+    ]  # fmt: skip
+    list_filter = ["type", "actor_type", "subject_type", "organization"]
+    search_fields = ["type", "actor_name", "actor_uuid", "subject_name", "subject_uuid"]
+    date_hierarchy = "occurred_at"
+    list_select_related = ["organization"]
+    readonly_fields = [
+        "uuid", "occurred_at", "organization", "type", "actor_type", "actor_uuid", "actor_name",
+        "subject_type", "subject_uuid", "subject_name", "data", "context",
+    ]  # fmt: skip
+    show_full_result_count = False  # a long log: no second COUNT(*) on every page

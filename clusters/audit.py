@@ -83,6 +83,24 @@ def acting_as(actor: Actor, context: AuditContext | None = None) -> Iterator[Act
         _current.reset(token)
 
 
+@contextmanager
+def actor_scope() -> Iterator[None]:
+    """A scope (a request) in which ``act_as`` may name the actor for the rest of it; whatever
+    it named is undone on leaving, so a thread that serves the next request starts as the
+    system."""
+    token = _current.set(_current.get())
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def act_as(actor: Actor, context: AuditContext | None = None) -> None:
+    """Attribute the rest of the current ``actor_scope`` to ``actor``: for an entry point that
+    learns who is calling part-way through (the REST framework authenticates in the view)."""
+    _current.set((actor, context or SYSTEM_CONTEXT))
+
+
 def current_actor() -> tuple[Actor, AuditContext]:
     return _current.get()
 

@@ -23,7 +23,8 @@ Everything here is something registries needs from clusters, and nothing more:
   does);
 - the audit log: ``audit_record`` (every registries write records its row through it, in its
   transaction) and who the writes are attributed to (``acting_as``, ``Actor``, ``ActorType``,
-  ``AuditContext``) for registries' own entry points;
+  ``AuditContext``) for registries' own entry points, and the base of the commands that write
+  (``AuditedCommand``: a command's writes are recorded as its own);
 - the cluster row lock (``cluster_lock``), so registries takes it in the order
   ``clusters.locks`` documents;
 - what registries extends: the console's ``ClusterAdmin`` (registries adds the registry badge)
@@ -37,6 +38,7 @@ call into clusters. The clusters app keeps every name importable from where it i
 
 from typing import TYPE_CHECKING, Any
 
+from clusters.actors import AuditedCommand
 from clusters.audit import Actor, ActorType, AuditContext, acting_as
 from clusters.locks import cluster_lock
 from clusters.models import (
@@ -57,6 +59,7 @@ from clusters.services import (
     cluster_create,
     organization_get_or_create,
     queue_create,
+    snapshot,
 )
 from clusters.signals import cluster_deleted, first_hosted_queue_created
 
@@ -104,6 +107,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AuditedCommand",
     "Actor",
     "ActorType",
     "AddressNotAllowed",
@@ -133,4 +137,5 @@ __all__ = [
     "first_hosted_queue_created",
     "organization_get_or_create",
     "queue_create",
+    "snapshot",
 ]

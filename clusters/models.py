@@ -271,6 +271,7 @@ class ApiScope(models.TextChoices):
     READ_REGISTRIES = "read_registries", "Read cluster registries and their events"
     WRITE_REGISTRIES = "write_registries", "Retry the provisioning of cluster registries"
     READ_ORGANIZATIONS = "read_organizations", "Read the token's own organization"
+    READ_AUDIT_EVENTS = "read_audit_events", "Read the organization's audit log"
     #: Operators' scopes: honoured only on a token of a staff user (``OperatorAPIView``).
     READ_REGISTRY_BACKENDS = "read_registry_backends", "Operators: read the registry backends"
     WRITE_REGISTRY_BACKENDS = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from django.utils import timezone
 
@@ -37,13 +37,15 @@ class _Revocable(Protocol):
     def refresh_from_db(self, *, fields: list[str]) -> None: ...
 
 
-R = TypeVar("R", bound=_Revocable)
-
-
-def revoke_once(obj: R) -> R:
+def revoke_once(obj: _Revocable) -> bool:
     """Set ``revoked_at`` once, atomically (a second revocation keeps the first time), and drop
-    what the hot paths cached of ``obj`` (``controlplane.hotcache``: an update sends no signal)."""
-    type(obj).objects.filter(pk=obj.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    what the hot paths cached of ``obj`` (``controlplane.hotcache``: an update sends no signal).
+    Whether this call revoked it (False: it was revoked already)."""
+    revoked = (
+        type(obj)
+        .objects.filter(pk=obj.pk, revoked_at__isnull=True)
+        .update(revoked_at=timezone.now())
+    )
     hotcache.invalidate(hotcache.row_tag(type(obj), obj.pk))
     obj.refresh_from_db(fields=["revoked_at"])
-    return obj
+    return bool(revoked)

@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
+from controlplane.audit_settings import *  # noqa: F403, I001 - the audit log's retention
 from controlplane.beat_settings import beat_settings
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import (
@@ -90,6 +91,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The audit log's actor: a fresh scope per request; the console's user (clusters.actors).
+    "clusters.actors.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -237,7 +240,7 @@ CELERY_TASK_ROUTES = {
 }
 
 # Celery beat (one active, standbys; docs/reliability.md): reconciler, canaries, usage scans,
-# the notifications' sweep.
+# the notifications' sweep, the audit log's retention.
 # A beat message still queued when the next one is due has nothing left to add: it expires.
 REGISTRY_RECONCILE_INTERVAL_SECONDS = env_float("REGISTRY_RECONCILE_INTERVAL_SECONDS", 30.0)
 REGISTRY_CANARY_INTERVAL_SECONDS = env_float("REGISTRY_CANARY_INTERVAL_SECONDS", 60.0)
@@ -254,6 +257,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         ("registries.canaries", REGISTRY_CANARY_INTERVAL_SECONDS),
         ("registries.usage_scans", REGISTRY_USAGE_SCAN_ROUND_SECONDS),  # noqa: F405
         ("registries.notifications-sweep", REGISTRY_NOTIFICATIONS_SWEEP_SECONDS),  # noqa: F405
+        ("clusters.audit_prune", AUDIT_PRUNE_INTERVAL_SECONDS),  # noqa: F405 - audit_settings
     )
 }
 # Where beat keeps its schedule's state (last run times) without Redis (with Redis, RedBeat keeps

@@ -22,7 +22,7 @@ from django.utils.safestring import SafeString
 
 from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, shown_size
-from registries.inventory import Manifest, Repository, Tag, UsageDay
+from registries.inventory import Manifest, RegistryNotification, Repository, Tag, UsageDay
 from registries.models import Registry
 from registries.quotas import QuotaStatus
 from registries.selectors import quota_status
@@ -229,3 +229,16 @@ class UsageDayAdmin(ReadOnlyAdmin):
     search_fields = ["repository", "registry__namespace"]
     shown_as = {"bytes": "storage"}
     storage = shown_size("bytes", "storage")
+
+
+@admin.register(RegistryNotification)
+class RegistryNotificationAdmin(ReadOnlyAdmin):
+    """The registry's events as they arrived (docs/usage.md, "Registry events"): what was applied
+    and what is waiting."""
+
+    list_display = ["received_at", "action", "repository", "registry", "occurred_at", "applied_at"]
+    list_select_related = ["registry"]
+    list_filter = ["action", ("applied_at", admin.EmptyFieldListFilter)]
+    search_fields = ["id", "repository"]
+    date_hierarchy = "received_at"
+    ordering = ["-received_at"]

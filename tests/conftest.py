@@ -13,6 +13,7 @@ from django.db import connection
 from django.test import Client
 
 from clusters import services
+from clusters.audit import SYSTEM, act_as, actor_scope
 from clusters.models import Queue
 from registries.backends import backends_forget
 from registries.drivers.distribution import recent_checks
@@ -69,6 +70,15 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         pytest.skip(message)
     with integration.guard(item):
         return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _audit_actor_afresh() -> Iterator[None]:
+    """Each test starts as the system, whatever actor a view called without the middleware
+    (``clusters.actors``) named in an earlier test."""
+    with actor_scope():
+        act_as(SYSTEM)
+        yield
 
 
 @pytest.fixture(autouse=True)

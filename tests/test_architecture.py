@@ -84,8 +84,8 @@ def test_a_scope_that_is_not_an_api_scope_is_refused() -> None:
     assert str(refused.value) == (
         "tests.test_architecture.Typo.read_scope is 'read_cluster', which is not an API scope "
         "(one of read_clusters, write_clusters, read_registries, write_registries, "
-        "read_organizations, read_registry_backends, write_registry_backends, read_registry_keys, "
-        "write_registry_keys)."
+        "read_organizations, read_audit_events, read_registry_backends, write_registry_backends, "
+        "read_registry_keys, write_registry_keys)."
     )
 
 

@@ -9,6 +9,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from clusters.actors import api_token_actor, request_context
+from clusters.audit import act_as
 from clusters.models import ApiToken
 from clusters.selectors import api_token_authenticate
 from controlplane.api.authentication import authorization_secret
@@ -24,6 +26,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         token = api_token_authenticate(secret)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API access token.")
+        # The token is the actor of the request's writes (clusters.audit), for the rest of the
+        # request (AuditActorMiddleware's scope). The fast path authenticates without this
+        # class: it answers plain reads, which write nothing.
+        act_as(api_token_actor(token), request_context(request, "ApiContext"))
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

@@ -5,6 +5,7 @@ organization's own path has no trailing slash."""
 
 from django.urls import path
 
+from clusters.api.audit_events import AuditEventDetailView, AuditEventListView
 from clusters.api.views import (
     AccessTokenView,
     AgentTokenDetailView,
@@ -37,4 +38,10 @@ urlpatterns = [
     path(f"{QUEUE}/environment", QueueEnvironmentView.as_view(), name="queue-environment"),
     path(f"{CLUSTER}/tokens", AgentTokenListView.as_view(), name="tokens"),
     path(f"{CLUSTER}/tokens/<str:token_id>", AgentTokenDetailView.as_view(), name="token"),
+    path(f"{ORGANIZATION}/audit_events", AuditEventListView.as_view(), name="audit-events"),
+    path(
+        f"{ORGANIZATION}/audit_events/<str:event_uuid>",
+        AuditEventDetailView.as_view(),
+        name="audit-event",
+    ),
 ]

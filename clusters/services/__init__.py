@@ -14,7 +14,7 @@ The webhook's services are in ``clusters.webhooks``. Row locks are taken through
 ``clusters.locks``, in its one order.
 """
 
-from clusters.services.audit import audit_record, changes
+from clusters.services.audit import audit_prune, audit_record, changes, snapshot
 from clusters.services.clusters import (
     UNSET,
     cluster_create,
@@ -43,8 +43,10 @@ from clusters.services.queues import (
 )
 
 __all__ = [
+    "audit_prune",
     "audit_record",
     "changes",
+    "snapshot",
     "AGENT_TOKEN_PREFIX",
     "API_TOKEN_PREFIX",
     "UNSET",

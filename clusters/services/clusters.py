@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -17,15 +18,32 @@ from django.db.models import QuerySet
 
 from clusters import locks
 from clusters.models import Cluster, Organization, Queue
+from clusters.services.audit import audit_record, changes, snapshot
 from clusters.signals import cluster_deleted
 
 logger = logging.getLogger("clusters.services")
 
 
+#: What the audit log shows of a cluster: ``CLUSTER_CREATED``'s data, ``CLUSTER_UPDATED``'s changes.
+CLUSTER_FIELDS = (
+    "name", "description", "emoji", "color", "hosted_git_mirror_enabled",
+    "hosted_container_cache_enabled", "default_queue",
+)  # fmt: skip
+
+
 def organization_create(*, slug: str, name: str) -> Organization:
     organization = Organization(slug=slug, name=name)
     organization.full_clean()
-    organization.save()
+    with transaction.atomic():
+        organization.save()
+        audit_record(
+            type="ORGANIZATION_CREATED",
+            organization=organization,
+            subject_type="ORGANIZATION",
+            subject_uuid=organization.uuid,
+            subject_name=organization.name,
+            data={"slug": slug, "name": name},
+        )
     return organization
 
 
@@ -64,14 +82,28 @@ def cluster_create(
         hosted_container_cache_enabled=hosted_container_cache_enabled,
         created_by=created_by,
     )
-    _save_cluster(cluster, create=True)
+    _save_cluster(cluster, create=True, audit=lambda: _cluster_audit(cluster, "CLUSTER_CREATED"))
     logger.info("cluster.created", extra={"cluster_id": str(cluster.pk)})
     return cluster
 
 
-def _save_cluster(cluster: Cluster, *, create: bool = False) -> None:
-    """Validate and save; a name taken in the organization is a ValidationError on ``name``.
-    A creation never overwrites an existing row with the same id (it is an error on ``id``)."""
+def _cluster_audit(cluster: Cluster, type: str, data: dict[str, Any] | None = None) -> None:
+    audit_record(
+        type=type,
+        organization=cluster.organization_id,
+        subject_type="CLUSTER",
+        subject_uuid=cluster.pk,
+        subject_name=cluster.name,
+        data=snapshot(cluster, *CLUSTER_FIELDS) if data is None else data,
+    )
+
+
+def _save_cluster(
+    cluster: Cluster, *, create: bool = False, audit: Callable[[], object] | None = None
+) -> None:
+    """Validate and save (and call ``audit`` in the same transaction); a name taken in the
+    organization is a ValidationError on ``name``. A creation never overwrites an existing row
+    with the same id (it is an error on ``id``)."""
     duplicate = ValidationError(
         {"name": f"A cluster named {cluster.name!r} already exists in this organization."}
     )
@@ -83,7 +115,7 @@ def _save_cluster(cluster: Cluster, *, create: bool = False) -> None:
         validate_constraints=False,
     )
     insert_or_explain(
-        cluster, duplicate=duplicate, taken=taken.exclude(pk=cluster.pk), create=create
+        cluster, duplicate=duplicate, taken=taken.exclude(pk=cluster.pk), create=create, audit=audit
     )
 
 
@@ -93,14 +125,17 @@ def insert_or_explain(
     duplicate: ValidationError,
     taken: QuerySet[Cluster] | QuerySet[Queue],
     create: bool = True,
+    audit: Callable[[], object] | None = None,
 ) -> None:
     """Save ``obj`` with its database constraints as the check, so that a write that conflicts
     with nothing (nearly all of them) reads nothing first; a conflict is explained by
-    ``conflict_error``. Outside a transaction the save is one statement; inside one, a savepoint,
-    so that the caller's transaction survives the conflict."""
+    ``conflict_error``. The save and its audit row (``audit``) are one transaction; inside the
+    caller's, a savepoint, so that the caller's transaction survives the conflict."""
     try:
-        with _savepoint_if_in_transaction():
+        with transaction.atomic():
             obj.save(force_insert=create)
+            if audit is not None:
+                audit()
     except IntegrityError as exc:
         raise conflict_error(obj, duplicate=duplicate, taken=taken, create=create) from exc
 
@@ -119,10 +154,6 @@ def conflict_error(
         name = type(obj)._meta.verbose_name
         return ValidationError({"id": f"A {name} with this id already exists."})
     return duplicate
-
-
-def _savepoint_if_in_transaction() -> AbstractContextManager[object]:
-    return transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
 
 
 class _Unset:
@@ -147,7 +178,8 @@ def cluster_update(
     otherwise be one of this cluster's queues."""
     with transaction.atomic():
         cluster = locks.cluster_lock_or_raise(cluster.pk)
-        changes = {
+        before = snapshot(cluster, *CLUSTER_FIELDS)
+        given = {
             "name": name,
             "description": description,
             "emoji": emoji,
@@ -155,12 +187,16 @@ def cluster_update(
             "hosted_git_mirror_enabled": hosted_git_mirror_enabled,
             "hosted_container_cache_enabled": hosted_container_cache_enabled,
         }
-        for field, value in changes.items():
+        for field, value in given.items():
             if value is not None:
                 setattr(cluster, field, value)
         if not isinstance(default_queue, _Unset):
             cluster.default_queue = default_queue
-        _save_cluster(cluster)
+        after = snapshot(cluster, *CLUSTER_FIELDS)
+        _save_cluster(
+            cluster,
+            audit=lambda: _cluster_audit(cluster, "CLUSTER_UPDATED", changes(before, after)),
+        )
     return cluster
 
 
@@ -175,6 +211,9 @@ def cluster_delete(*, cluster: Cluster) -> None:
         locked = locks.cluster_lock(cluster_id)
         if locked is None:
             return
+        # The registry's deprovisioning that the signal starts is part of this deletion: this
+        # row is its record (docs/audit.md).
         cluster_deleted.send(sender=Cluster, cluster=locked)
+        _cluster_audit(locked, "CLUSTER_DELETED", {"name": locked.name})
         locked.delete()
     logger.info("cluster.deleted", extra={"cluster_id": str(cluster_id)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -17,10 +18,35 @@ from django.utils import timezone
 
 from clusters import instance_shapes, locks
 from clusters.models import Cluster, Queue, RetryAgentAffinity
+from clusters.services.audit import audit_record, changes, snapshot
 from clusters.services.clusters import conflict_error
 from clusters.signals import first_hosted_queue_created
 
 logger = logging.getLogger("clusters.services")
+
+#: What the audit log shows of a queue (``CLUSTER_QUEUE_CREATED``'s data, updates' changes).
+QUEUE_FIELDS = (
+    "key", "description", "instance_shape", "agent_image_ref", "retry_agent_affinity",
+    "dispatch_paused", "dispatch_paused_note",
+)  # fmt: skip
+
+
+def _queue_audit(queue: Queue, type: str, data: dict[str, Any]) -> None:
+    """The queue's audit row, under its cluster's organization (read with the cluster's lock,
+    or its id taken from the cluster the caller holds: nothing is read for it)."""
+    organization_id = queue.cluster.organization_id if Queue.cluster.is_cached(queue) else None
+    if organization_id is None:
+        organization_id = Cluster.objects.values_list("organization_id", flat=True).get(
+            pk=queue.cluster_id
+        )
+    audit_record(
+        type=type,
+        organization=organization_id,
+        subject_type="CLUSTER_QUEUE",
+        subject_uuid=queue.pk,
+        subject_name=queue.key,
+        data={"cluster_id": str(queue.cluster_id), **data},
+    )
 
 
 def _unknown_shape_error(instance_shape: str) -> str | None:
@@ -75,6 +101,7 @@ def queue_create(
             )
             queue.save(force_insert=True)
             inserted = True
+            _queue_audit(queue, "CLUSTER_QUEUE_CREATED", snapshot(queue, *QUEUE_FIELDS[:5]))
             logger.info(
                 "queue.created",
                 extra={
@@ -115,7 +142,10 @@ def queue_delete(*, queue: Queue) -> None:
     cluster's, not the queue's (see docs/architecture.md, "The registry state machine").
     """
     with transaction.atomic():
-        locks.cluster_lock(queue.cluster_id)
+        cluster = locks.cluster_lock(queue.cluster_id)
+        if cluster is not None:
+            queue.cluster = cluster
+        _queue_audit(queue, "CLUSTER_QUEUE_DELETED", {"key": queue.key})
         queue.delete()
     logger.info(
         "queue.deleted", extra={"cluster_id": str(queue.cluster_id), "queue_id": str(queue.pk)}
@@ -162,6 +192,7 @@ def queue_update(
     """
     with transaction.atomic():
         queue = locks.queue_lock_or_raise(queue.pk)
+        before = snapshot(queue, *QUEUE_FIELDS)
         if instance_shape is not None:
             if error := queue_shape_change_error(queue.instance_shape, instance_shape):
                 raise ValidationError({"instance_shape": error})
@@ -188,6 +219,8 @@ def queue_update(
                 "retry_agent_affinity",
             ]
         )
+        after = snapshot(queue, *QUEUE_FIELDS)
+        _queue_audit(queue, "CLUSTER_QUEUE_UPDATED", changes(before, after))
     return queue
 
 
@@ -206,6 +239,7 @@ def _dispatch_set(queue: Queue, *, paused: bool, user: User | None, note: str) -
     resume."""
     with transaction.atomic():
         queue = locks.queue_lock_or_raise(queue.pk)
+        before = snapshot(queue, *QUEUE_FIELDS)
         if queue.dispatch_paused == paused:
             raise ValidationError(
                 "Cluster queue is already paused" if paused else "Cluster queue is not paused"
@@ -220,6 +254,10 @@ def _dispatch_set(queue: Queue, *, paused: bool, user: User | None, note: str) -
                 "dispatch_paused_note",
             ]
         )  # fmt: skip
+        # Buildkite records pausing and resuming as the queue's update.
+        _queue_audit(
+            queue, "CLUSTER_QUEUE_UPDATED", changes(before, snapshot(queue, *QUEUE_FIELDS))
+        )
     event = "queue.dispatch_paused" if paused else "queue.dispatch_resumed"
     logger.info(event, extra={"queue_id": str(queue.pk)})
     return queue

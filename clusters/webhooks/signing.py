@@ -38,6 +38,7 @@ from django.utils.crypto import salted_hmac
 
 from clusters import locks
 from clusters.models import SLUG_PATTERN, Organization, WebhookSecret
+from clusters.services.audit import audit_record
 from clusters.services.credentials import revoke
 from controlplane import hotcache
 from controlplane.credentials import shown_prefix
@@ -226,6 +227,14 @@ def webhook_secret_create(
         )
         webhook_secret.full_clean()
         webhook_secret.save()
+        audit_record(
+            type="WEBHOOK_SECRET_CREATED",
+            organization=organization,
+            subject_type="WEBHOOK_SECRET",
+            subject_uuid=webhook_secret.pk,
+            subject_name=description,
+            data={"description": description},
+        )
         hotcache.invalidate(secrets_tag(organization.slug))
     logger.info(
         "webhook_secret.created",
@@ -249,6 +258,13 @@ def webhook_secret_revoke(*, secret: WebhookSecret) -> WebhookSecret:
     """Stop accepting deliveries signed with this secret: at once in this process and for
     applying a delivery anywhere; within ``HOT_CACHE_SECONDS`` for other processes' refusals
     and repeats (see the module's docstring)."""
-    revoked = revoke(secret, "webhook_secret.revoked", "secret_id")
+    revoked = revoke(
+        secret,
+        "webhook_secret.revoked",
+        "secret_id",
+        audit_type="WEBHOOK_SECRET_DELETED",
+        subject_type="WEBHOOK_SECRET",
+        organization_id=secret.organization_id,
+    )
     hotcache.invalidate(secrets_tag(secret.organization.slug))
     return revoked

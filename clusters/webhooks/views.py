@@ -13,6 +13,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from clusters.actors import request_context, webhook_actor
+from clusters.audit import acting_as
 from clusters.webhooks import payloads, signing
 from clusters.webhooks.delivery import webhook_delivery_receive, webhook_delivery_repeated
 from controlplane import metrics
@@ -105,14 +107,17 @@ class BuildkiteWebhookView(FastPathAPIView):
             )
         serializer = payloads.EVENTS[event](data=payload)
         serializer.is_valid(raise_exception=True)
-        response, repeated = webhook_delivery_receive(
-            organization=organization,
-            delivery_id=delivery_id,
-            payload=payload,
-            body=body,
-            data=dict(serializer.validated_data),
-            verified=verified,
-        )
+        # What the delivery changes is recorded as the delivery's doing (clusters.audit).
+        context = request_context(request, "WebhookContext", event=event)
+        with acting_as(webhook_actor(delivery_id), context):
+            response, repeated = webhook_delivery_receive(
+                organization=organization,
+                delivery_id=delivery_id,
+                payload=payload,
+                body=body,
+                data=dict(serializer.validated_data),
+                verified=verified,
+            )
         return Response(response, headers={"X-Delivery-Repeated": "true" if repeated else "false"})
 
     def _verify(self, request: HttpRequest | Request) -> signing.Signed:

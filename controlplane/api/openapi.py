@@ -98,14 +98,16 @@ def operation(
     request: Any = None,
     description: str | None = None,
     paginated: bool = False,
+    query: list[OpenApiParameter] | None = None,
 ) -> Callable[[F], F]:
     """Document one endpoint method: its id, tag, request body, success responses and their
-    headers (rate limits; pagination for a list), and the errors every endpoint can answer
-    with."""
+    headers (rate limits; pagination for a list), its ``query`` parameters, and the errors
+    every endpoint can answer with."""
     codes = list(responses)
     parameters = [_header(name, text, codes) for name, text in RATE_LIMIT_HEADERS.items()]
     if paginated:
         parameters += _pagination(codes)
+    parameters += query or []
     return extend_schema(
         operation_id=operation_id,
         tags=tags,

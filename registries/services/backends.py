@@ -21,6 +21,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from clusters.interface import changes as changed_fields
+from clusters.interface import snapshot
 from registries.backends import backends_forget
 from registries.models import (
     DEFAULT_BACKEND,
@@ -28,6 +30,7 @@ from registries.models import (
     RegistryBackend,
     StorageKind,
 )
+from registries.services.audit import platform_audit
 
 logger = logging.getLogger("registries.services")
 
@@ -98,6 +101,14 @@ def _service_taken(backend: RegistryBackend) -> bool:
     )
 
 
+def _shown(backend: RegistryBackend) -> dict[str, Any]:
+    """What the audit log shows of a backend: what an operator sets (no secrets are set here)."""
+    return snapshot(
+        backend, "api_url", "public_host", "token_service", "storage", "labels", "weight",
+        "capacity", "state",
+    )  # fmt: skip
+
+
 def backend_create(
     *,
     name: str,
@@ -125,6 +136,9 @@ def backend_create(
     with transaction.atomic():
         backend_validate(backend)
         backend.save()
+        platform_audit(
+            "REGISTRY_BACKEND_CREATED", "REGISTRY_BACKEND", backend.name, _shown(backend)
+        )
         backends_forget()  # this process's next read sees it (its own transaction's reads too)
         transaction.on_commit(backends_forget)
     logger.info("registry.backend.created", extra={"backend": backend.name})
@@ -139,6 +153,7 @@ def backend_update(*, backend: RegistryBackend, **changes: Any) -> RegistryBacke
         raise ValidationError({unknown[0]: f"Only these may change: {', '.join(CHANGEABLE)}."})
     with transaction.atomic():
         locked = RegistryBackend.objects.select_for_update().get(pk=backend.pk)
+        shown_before = _shown(locked)
         before = locked.public_host or settings.REGISTRY_PUBLIC_HOST
         for name, value in changes.items():
             if name in ("api_url", "public_host") and isinstance(value, str):
@@ -149,6 +164,12 @@ def backend_update(*, backend: RegistryBackend, **changes: Any) -> RegistryBacke
         if (locked.public_host or settings.REGISTRY_PUBLIC_HOST) != before:
             locked.hosts_changed_at = locked.updated_at
         locked.save()
+        platform_audit(
+            "REGISTRY_BACKEND_UPDATED",
+            "REGISTRY_BACKEND",
+            locked.name,
+            changed_fields(shown_before, _shown(locked)),
+        )
         backends_forget()  # this process's next read sees it (its own transaction's reads too)
         transaction.on_commit(backends_forget)
     logger.info(

@@ -17,6 +17,7 @@ from registries import conditions
 from registries.conditions import SyncedCondition
 from registries.locks import registry_lock
 from registries.models import REGISTRY_URL_VARIABLE, Registry, State
+from registries.services.audit import registry_audit
 from registries.services.lifecycle import (
     ENVIRONMENT_SOURCE,
     AttemptResult,
@@ -54,7 +55,7 @@ def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool 
                 locked.cluster = None
                 locked.save(update_fields=["cluster"])
             return
-        now = timezone.now()
+        now, state_before = timezone.now(), locked.state
         transition(
             locked,
             State.DEPROVISIONING,
@@ -66,6 +67,12 @@ def registry_deprovision_start(*, registry: Registry, reason: str, detach: bool 
             **changes,
         )
         enqueue(locked)
+        if not detach:  # a cluster's deletion records its own row (CLUSTER_DELETED)
+            registry_audit(
+                locked,
+                "REGISTRY_DEPROVISIONED",
+                {"state": [state_before, State.DEPROVISIONING], "reason": reason},
+            )
     logger.info(
         "registry.deprovision.requested", extra={"registry_id": str(locked.pk), "reason": reason}
     )

@@ -27,6 +27,7 @@ from registries.drivers import DriverError, RegistryDriver, RegistryUnavailable,
 from registries.key_store import key_store
 from registries.locks import registries_canary_due_lock, registries_lock_batch, registry_lock
 from registries.models import Registry, RegistryQuerySet, State
+from registries.services.audit import registry_audit
 from registries.services.placement import registry_backend
 
 # The logger of the registry services before they became a package: log filters key on it.
@@ -50,7 +51,9 @@ def registry_verify(*, registry: Registry) -> Registry:
     except DriverError as exc:
         ok, seen = False, str(exc)
     registry.verified_at, registry.verified_ok, registry.verification = timezone.now(), ok, seen
-    registry.save(update_fields=["verified_at", "verified_ok", "verification"])
+    with transaction.atomic():
+        registry.save(update_fields=["verified_at", "verified_ok", "verification"])
+        registry_audit(registry, "REGISTRY_VERIFIED", {"ok": ok, "seen": seen})
     logger.info("registry.verified", extra={"registry_id": str(registry.pk), "ok": ok})
     return registry
 

@@ -35,6 +35,7 @@ from registries.conditions import SyncedCondition
 from registries.drivers import DriverError, RegistryUnavailable
 from registries.locks import registry_lock
 from registries.models import Registry, RegistryEvent, State
+from registries.services.audit import registry_audit
 
 # The logger of the registry services before they became a package: log filters key on it.
 logger = logging.getLogger("registries.services")
@@ -48,8 +49,7 @@ DEPROVISION_TASK = "registries.deprovision"
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """What one provisioning or deprovisioning attempt left behind. ``retry`` asks the caller to
-    try again."""
+    """What one provisioning or deprovisioning attempt left behind; ``retry``: try again."""
 
     state: str | None
     attempts: int = 0
@@ -444,5 +444,7 @@ def registry_retry(
             last_error="",
         )
         enqueue(locked)
+        if not only_transient:  # the reconciler's retries are RegistryEvents, not audit rows
+            registry_audit(locked, "REGISTRY_RETRIED", {"state": [State.FAILED, next_state]})
     logger.info("registry.retry_requested", extra={"registry_id": str(locked.pk)})
     return locked

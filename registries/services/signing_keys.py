@@ -33,6 +33,7 @@ from registries.keys import (
     utc_now,
 )
 from registries.models import TokenSigningAuthority, TokenSigningKey
+from registries.services.audit import platform_audit
 
 logger = logging.getLogger("registries.services")
 
@@ -89,6 +90,13 @@ def init_keys(folder: KeyFolder) -> InitResult:
         if not result.changed:
             folder.make_private()
     if result.changed:
+        platform_audit(
+            "REGISTRY_SIGNING_KEYS_INITIALIZED",
+            "REGISTRY_SIGNING_KEY",
+            result.issued or "",
+            {"created_ca": result.created_ca, "recorded_ca": result.recorded_ca,
+             "imported": result.imported, "issued": result.issued},
+        )  # fmt: skip
         key_store().forget()
         logger.info(
             "registry.keys.init",
@@ -130,7 +138,14 @@ def rotate_keys(folder: KeyFolder) -> SigningKeys:
     if local is None:  # has_ca_key: ca() raises for half a CA; removed since
         raise SigningKeyMissing(f"{folder.directory} holds no {CA_KEY} any more.")
     _check_same_ca(authority, local, folder)
-    key = _issue(*local)
+    with transaction.atomic():
+        key = _issue(*local)
+        platform_audit(
+            "REGISTRY_SIGNING_KEY_ROTATED",
+            "REGISTRY_SIGNING_KEY",
+            key.kid,
+            {"kid": key.kid, "expires_at": key.expires_at.isoformat()},
+        )
     key_store().forget()
     logger.info("registry.keys.rotated", extra={"kid": key.kid})
     return key_store().load()
@@ -144,6 +159,9 @@ def reencrypt_keys() -> int:
             row.encrypted_private_key = key_encryption.reencrypt(row.encrypted_private_key, row.kid)
             row.save(update_fields=["encrypted_private_key"])
             changed += 1
+        platform_audit(
+            "REGISTRY_SIGNING_KEYS_REENCRYPTED", "REGISTRY_SIGNING_KEY", "", {"keys": changed}
+        )
     logger.info("registry.keys.reencrypted", extra={"keys": changed})
     return changed
 

@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from clusters import services
+from clusters.audit import AuditEvent
 from clusters.models import (
     OPERATOR_SCOPES,
     ApiScope,
@@ -72,6 +73,7 @@ def build_world() -> Client:
     lee = _user(7003, "lee", "lee@example.org", "Lee")
     made = services.organization_create(slug=ORG, name="Acme Corp")
     Organization.objects.filter(pk=made.pk).update(id=9001, uuid=fixed_id(1), created_at=_at(1))
+    AuditEvent.objects.filter(organization_id=made.pk).update(organization_id=9001)  # its creation
     organization = Organization.objects.get(pk=9001)
     token, secret = services.api_token_create(
         user=sam, organization=organization, description="golden", scopes=TENANT_SCOPES

@@ -194,6 +194,8 @@ def test_the_openapi_schema_describes_every_rest_api_operation(client) -> None:
         ("/v2/organizations/{org_slug}/registry-quota", "PATCH"),
         ("/v2/organizations/{org_slug}/registry-quota", "DELETE"),
         ("/v2/organizations/{org_slug}", "GET"), ("/v2/access-token", "GET"),
+        ("/v2/organizations/{org_slug}/audit_events", "GET"),
+        ("/v2/organizations/{org_slug}/audit_events/{event_uuid}", "GET"),
         ("/v2/operator/registry-backends", "GET"), ("/v2/operator/registry-backends", "POST"),
         ("/v2/operator/registry-backends/{name}", "GET"),
         ("/v2/operator/registry-backends/{name}", "PATCH"),
@@ -232,7 +234,8 @@ def test_create_api_token_makes_the_organization_user_and_token_and_prints_it_on
     assert token.token_hash == ApiToken.hash_secret(secret)
     assert (token.organization.slug, token.user.username) == ("acme", "sam")
     assert token.scopes == [
-        "read_clusters", "write_clusters", "read_registries", "read_organizations"
+        "read_clusters", "write_clusters", "read_registries", "read_organizations",
+        "read_audit_events",
     ]  # fmt: skip
     assert not token.user.has_usable_password()
     assert "Created organization acme." in err.getvalue()

@@ -23,6 +23,7 @@ from schemathesis.checks import (
 )
 
 from clusters import services
+from clusters.audit import AuditEvent
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Organization
 from registries.inventory import Tag
 from registries.models import Registry
@@ -81,6 +82,9 @@ def existing_objects() -> dict[str, str]:
         "name": "default",  # the registry backend
         "repository": "team/app",
         "tag": "v1",
+        "event_uuid": str(
+            AuditEvent.objects.filter(organization=organization).latest("occurred_at").pk
+        ),
     }
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from clusters import services
 from clusters.api.base import READ_METHODS, answered_methods
+from clusters.audit import AuditEvent
 from clusters.checks import organization_routes
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Queue
 from registries.inventory import Tag
@@ -88,6 +89,7 @@ PARAMETERS = {
     "token_id": "token",
     "repository": "repository",
     "tag": "tag",
+    "event_uuid": "event",
 }
 ORGANIZATION = "v2/organizations/<str:org_slug>"
 
@@ -179,12 +181,14 @@ def acme(api) -> dict[str, str]:
     registry = Registry.objects.get(cluster=cluster)
     inventory_push(registry, f"{registry.namespace}/team/app", "v1", "sha256:m1", {})
     Registry.objects.filter(cluster=cluster).update(state=State.FAILED)
+    event = AuditEvent.objects.get(type="CLUSTER_CREATED", subject_uuid=cluster.pk)
     return {
         "cluster": str(cluster.pk),
         "queue": str(queue.pk),
         "token": str(token.pk),
         "repository": "team/app",
         "tag": "v1",
+        "event": str(event.pk),
     }
 
 
@@ -264,6 +268,9 @@ def test_another_organizations_token_finds_nothing_and_changes_nothing(
     if "{cluster}" in endpoint.path:
         assert own.status_code == 404
         assert own.json() == {"message": "No cluster found"}
+    elif "{event}" in endpoint.path:
+        assert own.status_code == 404
+        assert own.json() == {"message": "No audit event found"}
     else:  # its own cluster list, a cluster created or its own quota written
         assert own.status_code in (200, 201, 204)
         assert "Open Source" not in own.content.decode()
@@ -335,7 +342,7 @@ def test_head_and_options_pass_the_same_checks(
     assert send(other_api).status_code == 404
     own = send(other_api, "other")
     if method == "HEAD":
-        assert own.status_code == (404 if "{cluster}" in path else 200)
+        assert own.status_code == (404 if "{cluster}" in path or "{event}" in path else 200)
         if "{queue}" in path or "{token}" in path:
             assert send(api, cluster=private.pk).status_code == 404
     else:

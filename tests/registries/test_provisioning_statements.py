@@ -44,11 +44,15 @@ def statements(work: Callable[[], Any]) -> list[str]:
 
 
 CREATE = [
-    "INSERT clusters_cluster",  # autocommit: one statement is its own transaction
+    "BEGIN",  # the cluster and its audit row (issue 17): one transaction
+    "INSERT clusters_cluster",
+    "INSERT clusters_auditevent",
+    "COMMIT",
     "BEGIN",
     "SELECT clusters_cluster FOR UPDATE",
     "SELECT clusters_queue",  # is a hosted queue there already?
     "INSERT clusters_queue",
+    "INSERT clusters_auditevent",  # the queue's audit row (the organization: the locked row's)
     "INSERT registries_registry",  # ON CONFLICT DO NOTHING RETURNING: did it go in?
     "INSERT registries_registryevent",
     "COMMIT",
@@ -80,7 +84,9 @@ def create_cluster_with_hosted_queue(organization: Organization, name: str) -> C
     return cluster
 
 
-def test_creating_a_cluster_and_its_first_hosted_queue_takes_eight_statements(broker_queue) -> None:
+def test_creating_a_cluster_and_its_first_hosted_queue_takes_twelve_statements(
+    broker_queue,
+) -> None:
     organization = services.organization_create(slug="acme", name="Acme")
 
     created = statements(lambda: create_cluster_with_hosted_queue(organization, "linux"))

@@ -10,10 +10,11 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from clusters import services
+from clusters.actors import AuditedCommand
 from clusters.models import ApiScope, ApiToken
 
 DEFAULT_SCOPES = [
@@ -21,10 +22,11 @@ DEFAULT_SCOPES = [
     ApiScope.WRITE_CLUSTERS,
     ApiScope.READ_REGISTRIES,
     ApiScope.READ_ORGANIZATIONS,
+    ApiScope.READ_AUDIT_EVENTS,
 ]
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create a REST API access token for a user in an organization; prints it once."
 
     def add_arguments(self, parser: CommandParser) -> None:

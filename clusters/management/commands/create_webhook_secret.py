@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from clusters import services, webhooks
+from clusters.actors import AuditedCommand
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create a webhook secret for an organization; prints it once."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -11,14 +11,16 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from clusters import webhooks
+from clusters.actors import AuditedCommand, command_actor, webhook_actor
+from clusters.audit import acting_as
 from clusters.models import WebhookDelivery
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Apply a recorded webhook delivery again (idempotently)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,9 +42,12 @@ class Command(BaseCommand):
         serializer = webhooks.EVENTS[delivery.event](data=delivery.payload)
         try:
             serializer.is_valid(raise_exception=True)
-            outcome = webhooks.webhook_delivery_replay(
-                delivery=delivery, data=dict(serializer.validated_data)
-            )
+            # What it changes again is the delivery's doing, replayed from this command.
+            _, context = command_actor("webhook_replay")
+            with acting_as(webhook_actor(delivery.delivery_id), context):
+                outcome = webhooks.webhook_delivery_replay(
+                    delivery=delivery, data=dict(serializer.validated_data)
+                )
         except (ValidationError, DRFValidationError) as exc:
             raise CommandError(f"The delivery cannot be applied again: {exc}") from exc
         self.stdout.write(json.dumps(outcome))

@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from clusters.interface import (
+    AuditedCommand,
     agent_token_create,
     cluster_create,
     organization_get_or_create,
@@ -38,7 +39,7 @@ from registries.drivers.distribution import DistributionDriver
 from registries.models import REGISTRY_URL_VARIABLE, Registry, State
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Create a cluster with a hosted queue, wait for its registry, print its agent environment."
     )

@@ -17,9 +17,10 @@ import argparse
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db.models import Count, Q
 
+from clusters.interface import AuditedCommand
 from registries.backends import Backend
 from registries.models import BackendState, RegistryBackend, State, StorageKind
 from registries.services.backends import backend_create, backend_update
@@ -41,7 +42,7 @@ def _capacity(value: str) -> int | None:
     return None if value.lower() in ("none", "") else int(value)
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "List, add and change registry backends."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -18,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection
 
+from clusters.interface import AuditedCommand
 from registries import key_encryption
 from registries.key_files import key_folder
 from registries.key_store import ca_certificate_pem, key_store
@@ -31,7 +32,7 @@ from registries.services.signing_keys import create_ca, init_keys, reencrypt_key
 ACTIONS = ["init", "rotate", "status", "show", "ca-certificate", "reencrypt", "create-ca"]
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create (init), rotate or list the registry token signing keys (in the database)."
     # The checks would warn that the keys this command creates are missing.
     requires_system_checks: list[str] = []
