@@ -165,6 +165,7 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
         f"{live_server.url}/v2/organizations/demo/clusters/{registry.cluster_id}"
         "/registry/repositories/base/tags"
     )
+    audit_url = f"{live_server.url}/v2/organizations/demo/audit_events"
     assert registry.url.startswith(f"{registry_process.host}/demo/")
     assert f"export BUILDKITE_HOSTED_REGISTRY_URL=$'{registry.url}'\n" in output
     assert "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n" in output
@@ -190,9 +191,11 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
         "",
         rf"{reference} is sha256:[0-9a-f]{{64}}: pushed and pulled with the agent token\.",
         "",
-        r"Its tag and size through the REST API \(the README's usage example\):",
+        r"Its tag and size, and the audit log of what the demo did, through the REST API "
+        r"\(the README's usage example\):",
         r"  TOKEN=\$\(\.venv/bin/python manage\.py create_api_token demo you\)",
         rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(tags_url)}',
+        rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(audit_url)}',
     ]
     steps = output.split(f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n", 1)[1]
     assert len(steps.splitlines()) == len(expected), steps
@@ -209,6 +212,12 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
     [tag] = listed.json()
     assert tag["tag"] == "latest", tag
     assert tag["bytes"] > 0, tag
+    # The demo's writes, in the audit log (the README's second curl), attributed to the command.
+    audited = requests.get(audit_url, headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+    assert audited.status_code == 200, audited.text
+    types = [event["type"] for event in audited.json()["items"]]
+    for expected_type in ("CLUSTER_CREATED", "CLUSTER_TOKEN_CREATED", "CLUSTER_QUEUE_CREATED"):
+        assert expected_type in types, types
     # What was pushed is in the registry, under the cluster's namespace, for its agents only.
     manifest = requests.get(
         f"{registry_process.url}/v2/{registry.namespace}/base/manifests/latest", timeout=5

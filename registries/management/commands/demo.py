@@ -97,14 +97,14 @@ class Command(AuditedCommand):
         self.step(self._check_registry(url))
         with tempfile.TemporaryDirectory(prefix="controlplane-demo-") as workdir:
             PipelineSteps(self, Path(workdir), url, secret).run(options["builder"])
-        tags = (
-            f"{api_url}/v2/organizations/{organization.slug}/clusters/{cluster.pk}"
-            "/registry/repositories/base/tags"
-        )
+        organization_url = f"{api_url}/v2/organizations/{organization.slug}"
+        tags = f"{organization_url}/clusters/{cluster.pk}/registry/repositories/base/tags"
         self.stdout.write(
-            "\nIts tag and size through the REST API (the README's usage example):\n"
+            "\nIts tag and size, and the audit log of what the demo did, through the REST API "
+            "(the README's usage example):\n"
             f"  TOKEN=$(.venv/bin/python manage.py create_api_token {organization.slug} you)\n"
             f'  curl -s -H "Authorization: Bearer $TOKEN" {tags}\n'
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {organization_url}/audit_events\n'
         )
 
     def step(self, message: str) -> None:
