@@ -162,8 +162,21 @@ def _event(index: int, event: Any) -> Notification:
         )
     _check_target(where, target)
     return Notification(
-        id=event_id, action=action, repository=repository, occurred_at=occurred_at, target=target
+        id=event_id,
+        action=action,
+        repository=repository,
+        occurred_at=occurred_at,
+        target=target,
+        method=_text(event.get("request"), "method"),
+        actor=_text(event.get("actor"), "name"),
     )
+
+
+def _text(part: Any, name: str) -> str:
+    """``part[name]`` where ``part`` is an object and that is a string; else "" (the request and
+    actor are informative: an event without them is still applied)."""
+    value = part.get(name) if isinstance(part, dict) else None
+    return value[:255] if isinstance(value, str) else ""
 
 
 def _check_target(where: str, target: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from controlplane import metrics
 from controlplane.celery import app as celery_app
-from registries.inventory import Manifest, RegistryNotification, Tag
+from registries.inventory import Manifest, RegistryNotification
 from registries.locks import notifications_unapplied_lock
 from registries.models import Registry
 from registries.services.usage import (
@@ -42,6 +42,7 @@ from registries.services.usage import (
     usage_count,
     usage_refresh,
 )
+from registries.tokens import CONTROL_PLANE_SUBJECT
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,20 @@ class Notification:
     repository: str
     occurred_at: datetime
     target: dict[str, Any]
+    #: The HTTP method of the request that caused it, and the token's subject (``actor.name``).
+    method: str = ""
+    actor: str = ""
+
+    @property
+    def is_counted(self) -> bool:
+        """A manifest event the inventory applies. Not a pull made with ``HEAD`` (a client or
+        the control plane asking for a digest reads nothing), nor any pull by the control
+        plane itself (the usage scan and tag deletion read manifests too)."""
+        if not self.is_manifest:
+            return False
+        return self.action != "pull" or (
+            self.method != "HEAD" and self.actor != CONTROL_PLANE_SUBJECT
+        )
 
     @property
     def is_manifest(self) -> bool:
@@ -110,7 +125,7 @@ def notifications_receive(
     result = Received()
     wanted: dict[str, Notification] = {}
     for event in events:
-        if not event.is_manifest:
+        if not event.is_counted:
             result.ignored += 1
         elif event.id in wanted:
             result.duplicate += 1
@@ -189,9 +204,9 @@ def notifications_apply(*, registry_id: uuid.UUID | str, limit: int = APPLY_BATC
             rows = notifications_unapplied_lock(registry_id, limit=limit)
             if not rows:
                 return applied
-            for row in rows:
-                _apply(registry, row)
-            usage_refresh(registry)
+            changed = [_apply(registry, row) for row in rows]
+            if any(changed):  # pulls alone change no total
+                usage_refresh(registry)
             RegistryNotification.objects.filter(pk__in=[row.pk for row in rows]).update(
                 applied_at=timezone.now()
             )
@@ -205,7 +220,8 @@ def notifications_apply(*, registry_id: uuid.UUID | str, limit: int = APPLY_BATC
             return applied
 
 
-def _apply(registry: Registry, row: RegistryNotification) -> None:
+def _apply(registry: Registry, row: RegistryNotification) -> bool:
+    """Apply one event; whether it changed what the registry holds (and so its totals)."""
     target, at = row.target, row.occurred_at
     digest, tag = target.get("digest"), target.get("tag")
     day = at.astimezone(UTC).date()
@@ -222,23 +238,20 @@ def _apply(registry: Registry, row: RegistryNotification) -> None:
         if tag:
             tag_put(registry, repository=row.repository, tag=tag, digest=digest, at=at)
             usage_count(registry, repository=row.repository, day=day, pushes=1)
-    elif row.action == "pull" and (tag or digest):
+        return True
+    if row.action == "pull" and (tag or digest):
         pulled(registry, repository=row.repository, reference=tag or digest, at=at)
         usage_count(registry, repository=row.repository, day=day, pulls=1)
-    elif row.action == "delete" and digest:
-        tags_remove(registry, repository=row.repository, digest=digest)
-        manifests_unreferenced_delete(registry)
-    elif row.action == "delete" and tag:
+        return False
+    if row.action == "delete" and digest:
+        # A tag pushed again since (to this digest, from another replica's later event) stays.
+        removed = tags_remove(registry, repository=row.repository, digest=digest, before=at)
+        return bool(manifests_unreferenced_delete(registry) or removed)
+    if row.action == "delete" and tag:
         # Distribution follows a manifest's deletion with one per tag it had: a tag pushed again
         # since (to another manifest) is not the one deleted.
-        pushed_since = Tag.objects.filter(
-            repository__registry=registry,
-            repository__name=row.repository,
-            name=tag,
-            pushed_at__gt=at,
-        )
-        if not pushed_since.exists():
-            tags_remove(registry, repository=row.repository, tag=tag)
+        return bool(tags_remove(registry, repository=row.repository, tag=tag, before=at))
+    return False
 
 
 def _referenced(registry: Registry, target: dict[str, Any]) -> tuple[dict[str, int], bool]:

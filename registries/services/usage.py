@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from registries.inventory import Manifest, Repository, Tag, UsageDay
@@ -65,13 +65,16 @@ def repository_get(registry: Registry, name: str) -> Repository:
 
 
 def tag_put(registry: Registry, *, repository: str, tag: str, digest: str, at: datetime) -> Tag:
-    """Point ``repository:tag`` at ``digest``, pushed at ``at`` (a later push wins)."""
+    """Point ``repository:tag`` at ``digest``, pushed at ``at``: the later push wins, whatever
+    order the events arrive in (each registry replica sends its own, retried with backoff)."""
     repo = repository_get(registry, repository)
     found, created = Tag.objects.get_or_create(
         repository=repo, name=tag, defaults={"digest": digest, "pushed_at": at}
     )
+    if not created and found.pushed_at > at:
+        return found  # an older push, applied after a newer one
     if not created and (found.digest != digest or found.pushed_at < at):
-        found.digest, found.pushed_at = digest, max(found.pushed_at, at)
+        found.digest, found.pushed_at = digest, at
         found.save(update_fields=["digest", "pushed_at"])
     if repo.last_push_at is None or repo.last_push_at < at:
         Repository.objects.filter(pk=repo.pk).update(last_push_at=at)
@@ -82,24 +85,37 @@ def tag_put(registry: Registry, *, repository: str, tag: str, digest: str, at: d
 
 
 def tags_remove(
-    registry: Registry, *, repository: str, tag: str | None = None, digest: str | None = None
+    registry: Registry,
+    *,
+    repository: str,
+    tag: str | None = None,
+    digest: str | None = None,
+    before: datetime | None = None,
 ) -> int:
-    """Forget a tag by name, or every tag of ``repository`` that points to ``digest``."""
+    """Forget a tag by name, or every tag of ``repository`` that points to ``digest``; with
+    ``before``, only tags pushed no later (an event's deletion spares a tag pushed again since:
+    events from several replicas arrive out of order)."""
     tags = Tag.objects.filter(repository__registry=registry, repository__name=repository)
     if tag is not None:
         tags = tags.filter(name=tag)
     if digest is not None:
         tags = tags.filter(digest=digest)
+    if before is not None:
+        tags = tags.filter(pushed_at__lte=before)
     deleted, _ = tags.delete()
     return deleted
 
 
 def pulled(registry: Registry, *, repository: str, reference: str, at: datetime) -> None:
-    """Record a pull of ``repository`` by tag or digest at ``at``."""
+    """Record a pull of ``repository`` by tag or digest at ``at`` (a later pull already recorded
+    stays: events arrive out of order)."""
     tags = Tag.objects.filter(repository__registry=registry, repository__name=repository)
     field = "digest" if reference.startswith("sha256:") else "name"
-    tags.filter(**{field: reference}).update(last_pulled_at=at)
-    Repository.objects.filter(registry=registry, name=repository).update(last_pull_at=at)
+    earlier = Q(last_pulled_at__isnull=True) | Q(last_pulled_at__lt=at)
+    tags.filter(earlier, **{field: reference}).update(last_pulled_at=at)
+    Repository.objects.filter(
+        Q(last_pull_at__isnull=True) | Q(last_pull_at__lt=at), registry=registry, name=repository
+    ).update(last_pull_at=at)
     registry.last_pull_at = _later(registry.last_pull_at, at)
     Registry.objects.filter(pk=registry.pk).update(last_pull_at=registry.last_pull_at)
 
@@ -167,8 +183,13 @@ def usage_refresh(registry: Registry, *, now: datetime | None = None) -> Registr
 
 
 def manifests_unreferenced_delete(registry: Registry, keep: Iterable[str] = ()) -> int:
-    """Forget the manifests no tag points to any more (and none in ``keep``)."""
+    """Forget the manifests no tag points to any more (and none in ``keep``), keeping the members
+    of every tagged index: an index pushed later finds them and is recorded complete."""
     used = set(Tag.objects.filter(repository__registry=registry).values_list("digest", flat=True))
+    for blobs in Manifest.objects.filter(registry=registry, digest__in=used).values_list(
+        "blobs", flat=True
+    ):
+        used.update(blobs)
     used.update(keep)
     deleted, _ = Manifest.objects.filter(registry=registry).exclude(digest__in=used).delete()
     return deleted

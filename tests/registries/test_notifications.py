@@ -386,6 +386,52 @@ def test_a_tag_deleted_then_pushed_again_stays(registry: Registry) -> None:
     assert Tag.objects.get().pushed_at == AT + timedelta(minutes=1)
 
 
+def test_an_older_push_applied_after_a_newer_one_leaves_the_newer(registry: Registry) -> None:
+    """Each replica sends its own events, retried with backoff: they arrive out of order."""
+    repository, newer = f"{registry.namespace}/base", "sha256:" + "b" * 64
+    receive(push("e2", repository, at=AT + timedelta(seconds=5), digest=newer))
+    receive(push("e1", repository, at=AT))
+    services.notifications_apply(registry_id=registry.pk)
+    tag = Tag.objects.get()
+    assert (tag.digest, tag.pushed_at) == (newer, AT + timedelta(seconds=5))
+
+
+def test_an_older_delete_by_digest_spares_the_tag_pushed_again_since(registry: Registry) -> None:
+    repository = f"{registry.namespace}/base"
+    receive(push("e1", repository, at=AT + timedelta(seconds=5)))
+    receive(event("e0", "delete", repository, at=AT, digest=MANIFEST))
+    services.notifications_apply(registry_id=registry.pk)
+    assert Tag.objects.get().pushed_at == AT + timedelta(seconds=5)
+
+
+def test_an_older_pull_applied_later_keeps_the_last_pull(registry: Registry) -> None:
+    repository, later = f"{registry.namespace}/base", AT + timedelta(minutes=5)
+    pull = {"mediaType": OCI_MANIFEST, "digest": MANIFEST}
+    receive(push("e1", repository), event("e3", "pull", repository, at=later, **pull))
+    receive(event("e2", "pull", repository, at=AT + timedelta(minutes=1), **pull))
+    services.notifications_apply(registry_id=registry.pk)
+    assert Tag.objects.get().last_pulled_at == later
+    assert Repository.objects.get().last_pull_at == later
+
+
+def test_head_requests_and_the_control_planes_own_reads_are_not_pulls(registry: Registry) -> None:
+    """The usage scan and tag deletion read manifests with the control plane's tokens, and a
+    client asks for a digest with HEAD: none of them is a pull."""
+    repository = f"{registry.namespace}/base"
+    pull = {"mediaType": OCI_MANIFEST, "digest": MANIFEST}
+    head = event("h", "pull", repository, **pull)
+    head["request"]["method"] = "HEAD"
+    scan = event("s", "pull", repository, **pull)
+    scan["actor"]["name"] = "controlplane"
+    real = event("g", "pull", repository, **pull)
+    real["request"]["method"] = "GET"
+
+    received = receive(head, scan, real)
+
+    assert (received.received, received.ignored) == (1, 2)
+    assert list(RegistryNotification.objects.values_list("pk", flat=True)) == ["g"]
+
+
 def test_events_apply_in_batches_in_the_order_received(registry: Registry) -> None:
     repository = f"{registry.namespace}/base"
     first = push("e1", repository, tag="v1")

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from registries import services
-from registries.inventory import Repository, Tag, UsageDay
+from registries.inventory import Manifest, Repository, Tag, UsageDay
 from registries.models import State
 from tests.registries.factories import RegistryFactory
 from tests.registries.factories import inventory_push as _push
@@ -47,3 +47,17 @@ def test_removing_a_tag_frees_only_its_own_blobs() -> None:
         refreshed = services.usage_refresh(locked)
     assert refreshed.usage_bytes == 1100
     assert refreshed.usage_tags == 1
+
+
+def test_the_members_of_a_tagged_index_are_kept_when_unreferenced_manifests_go() -> None:
+    registry = RegistryFactory(state=State.READY)
+    multi = f"{registry.namespace}/multi"
+    member = "sha256:member"
+    _push(registry, multi, "amd64", member, {LAYER: 500})
+    _push(registry, multi, "latest", "sha256:index", {member: 100, LAYER: 500})
+    with transaction.atomic():
+        locked = services.inventory_lock(registry.pk)
+        assert locked is not None
+        services.tags_remove(locked, repository=multi, tag="amd64")
+        assert services.manifests_unreferenced_delete(locked) == 0
+    assert Manifest.objects.filter(digest=member).exists()
