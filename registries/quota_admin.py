@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from registries.quotas import RegistryQuota, human_bytes
-from registries.services.quotas import LIMIT_FIELDS, quota_delete, quota_set
+from registries.services.quotas import LIMIT_FIELDS, quota_delete, quota_set, quota_validate
 
 
 class RegistryQuotaForm(forms.ModelForm[RegistryQuota]):
@@ -28,20 +28,25 @@ class RegistryQuotaForm(forms.ModelForm[RegistryQuota]):
         }
 
     def clean(self) -> dict[str, Any]:
+        """The service's checks (``quota_validate``), here so that a bad value is shown on the
+        form and nothing is written: ``save_model`` runs after validation, where an error is a
+        500."""
         cleaned = super().clean() or {}
         organization = cleaned.get("organization")
         if organization is None and self.instance.organization_id is not None:
             organization = self.instance.organization
-        cluster = cleaned.get("cluster", self.instance.cluster)
-        if (
-            cluster is not None
-            and organization is not None
-            and (cluster.organization_id != organization.pk)
-        ):
-            self.add_error("cluster", "The cluster is not the organization's.")
-        soft, hard = cleaned.get("soft_bytes"), cleaned.get("hard_bytes")
-        if soft is not None and hard is not None and soft > hard:
-            self.add_error("soft_bytes", f"Must not exceed the hard limit ({hard}).")
+        if organization is None:
+            return cleaned  # the field's own error is shown
+        try:
+            quota_validate(
+                organization=organization,
+                cluster=cleaned.get("cluster", self.instance.cluster),
+                values={name: cleaned.get(name) for name in LIMIT_FIELDS},
+            )
+        except ValidationError as exc:
+            errors = exc.error_dict if hasattr(exc, "error_dict") else {"cluster": exc.error_list}
+            for field, messages in errors.items():
+                self.add_error(field if field in self.fields else None, messages)
         return cleaned
 
 
@@ -70,14 +75,12 @@ class RegistryQuotaAdmin(admin.ModelAdmin[RegistryQuota]):
         return human_bytes(quota.limits.soft_bytes)
 
     def save_model(self, request: HttpRequest, obj: RegistryQuota, form: Any, change: bool) -> None:
-        try:
-            saved = quota_set(
-                organization=obj.organization,
-                cluster=obj.cluster,
-                **{name: getattr(obj, name) for name in LIMIT_FIELDS},
-            )
-        except ValidationError as exc:  # the form checked the same: a race at most
-            raise forms.ValidationError(exc.messages) from exc
+        # The form ran the same checks (``clean``): nothing is refused here.
+        saved = quota_set(
+            organization=obj.organization,
+            cluster=obj.cluster,
+            **{name: getattr(obj, name) for name in LIMIT_FIELDS},
+        )
         obj.pk = saved.pk
 
     def delete_model(self, request: HttpRequest, obj: RegistryQuota) -> None:

@@ -62,7 +62,7 @@ from registries.services.notifications import (
     notifications_sweep,
 )
 from registries.services.provisioning import registry_provision
-from registries.services.quotas import quota_delete, quota_evaluate, quota_set
+from registries.services.quotas import quota_delete, quota_evaluate, quota_set, quota_validate
 from registries.services.tags import (
     RegistryNotReady,
     SharedDigest,
@@ -127,6 +127,7 @@ __all__ = [
     "quota_delete",
     "quota_evaluate",
     "quota_set",
+    "quota_validate",
     "readiness_registry",
     "readiness_signing_key",
     "reconcile_interval",

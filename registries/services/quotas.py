@@ -7,8 +7,9 @@ condition and ``push_refused`` (what the token endpoint reads, in its one query)
 audit row from the system and counts a metric only when the state moves (within, over the soft
 limit, at the hard limit), not on every refresh.
 
-The writes (``quota_set``, ``quota_delete``) validate everything before they write anything,
-and write one audit row in their transaction.
+The writes (``quota_set``, ``quota_delete``) validate everything before they write anything
+(``quota_validate``: the console's form runs the same), and write one audit row in their
+transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from clusters.interface import (
@@ -161,22 +162,57 @@ def quota_set(
     ``hard_bytes``, ``soft_bytes`` and ``hard_tags`` (each None, or left out: no limit), and
     judge every registry it applies to again at once. Raises ``ValidationError`` (nothing
     written) for a bad limit or another organization's cluster."""
-    limits = _limits(values)
-    if cluster is not None and cluster.organization_id != organization.pk:
-        raise ValidationError("The cluster is not the organization's.")
+    limits = quota_validate(organization=organization, cluster=cluster, values=values)
     with transaction.atomic():
-        quota = _quota_lock(organization, cluster)
-        before = {name: getattr(quota, name) for name in LIMIT_FIELDS} if quota else {}
-        if quota is None:
-            quota = RegistryQuota(organization=organization, cluster=cluster)
-        for name, value in limits.items():
-            setattr(quota, name, value)
-        quota.updated_at = timezone.now()
-        quota.full_clean(exclude=["organization", "cluster"], validate_unique=False)
-        quota.save()
+        quota, before = _quota_write(organization, cluster, limits)
         _audit(organization, cluster, changes(before, limits))
         _evaluate(organization, cluster)
     return quota
+
+
+def quota_validate(
+    *, organization: Organization, cluster: Cluster | None, values: dict[str, Any]
+) -> dict[str, int | None]:
+    """The checks of ``quota_set``, alone (the console's form runs them before saving): the
+    limits as written, or ``ValidationError`` (by field for a bad limit)."""
+    limits = _limits(values)
+    if cluster is not None and cluster.organization_id != organization.pk:
+        raise ValidationError("The cluster is not the organization's.")
+    return limits
+
+
+def _quota_write(
+    organization: Organization, cluster: Cluster | None, limits: dict[str, int | None]
+) -> tuple[RegistryQuota, dict[str, int | None]]:
+    """Write the limits on the quota row, locked: updated if there is one, else inserted. Returns
+    it and its limits before (none for a new row).
+
+    With no row there is nothing to lock, so two first writes can both insert: the second's
+    insert waits on the first's and, once that commits, fails on the unique constraint. It is
+    then retried, once, as an update of the row the first wrote (in a savepoint, so the
+    transaction goes on). Why not lock the organization or the cluster row first: the usage
+    refresh holds a registry row and then inserts an audit row, which takes the organization
+    row ``FOR KEY SHARE``; a default's write holding the organization ``FOR UPDATE`` and then
+    waiting for that registry would deadlock with it."""
+    quota = _quota_lock(organization, cluster)
+    if quota is None:
+        quota = RegistryQuota(organization=organization, cluster=cluster, **limits)
+        quota.full_clean(exclude=["organization", "cluster"], validate_unique=False)
+        try:
+            with transaction.atomic():
+                quota.save(force_insert=True)
+            return quota, {}
+        except IntegrityError:
+            quota = _quota_lock(organization, cluster)
+            if quota is None:  # not the unique constraint (the cluster deleted meanwhile)
+                raise
+    before = {name: getattr(quota, name) for name in LIMIT_FIELDS}
+    for name, value in limits.items():
+        setattr(quota, name, value)
+    quota.updated_at = timezone.now()
+    quota.full_clean(exclude=["organization", "cluster"], validate_unique=False)
+    quota.save()
+    return quota, before
 
 
 def quota_delete(*, organization: Organization, cluster: Cluster | None = None) -> bool:

@@ -1,4 +1,5 @@
-"""Concurrent first hosted queues on one cluster give one registry and one provisioning.
+"""Concurrent first hosted queues on one cluster give one registry and one provisioning; concurrent
+first quota writes give one quota.
 
 Real threads, each with its own PostgreSQL connection, started together on a barrier.
 """
@@ -12,10 +13,13 @@ import pytest
 from django.db import connection, transaction
 
 from clusters import services
+from clusters.audit import AuditEvent
 from clusters.models import AgentEnvironmentVariable, Cluster, Queue
 from clusters.signals import first_hosted_queue_created
 from registries.models import Registry, RegistryEvent, State
-from registries.services import registry_create_for_cluster, registry_provision
+from registries.quotas import RegistryQuota
+from registries.services import quota_set, registry_create_for_cluster, registry_provision
+from tests.api.test_registry_quota_api import use
 from tests.clusters.factories import ClusterFactory
 from tests.registries.factories import RegistryFactory
 from tests.support.processes import wait_until
@@ -136,6 +140,47 @@ def test_provisioning_and_deleting_the_cluster_at_once_do_not_deadlock(registry_
     registry.refresh_from_db()
     assert (registry.state, registry.cluster_id) == (State.DEPROVISIONING, None)
     assert not AgentEnvironmentVariable.objects.filter(cluster_id=cluster.pk).exists()
+
+
+@pytest.mark.parametrize("override", [False, True], ids=["default", "override"])
+def test_two_first_writes_of_one_quota_give_one_row_the_second_an_update(override: bool) -> None:
+    """Neither write finds a row to lock: the second's insert waits on the first's, and once the
+    first commits it is retried as an update of the row the first wrote (no 500)."""
+    registry = RegistryFactory(state=State.READY)
+    use(registry, 1500)
+    organization = registry.cluster.organization
+    target = {"organization": organization, "cluster": registry.cluster if override else None}
+    holding, errors = threading.Event(), []
+
+    def first_write() -> None:
+        try:
+            with transaction.atomic():
+                quota_set(**target, hard_bytes=1000)
+                holding.set()
+                # Commit only once the second write waits on the row this one inserted.
+                wait_until(lambda: backends_waiting_for_a_lock() == 1, timeout=15)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_write)
+    thread.start()
+    assert holding.wait(timeout=10)
+    quota = quota_set(**target, hard_bytes=2000)
+    thread.join(timeout=30)
+
+    assert errors == []
+    assert list(RegistryQuota.objects.values_list("pk", "cluster", "hard_bytes")) == [
+        (quota.pk, registry.cluster.pk if override else None, 2000)
+    ]
+    assert list(
+        AuditEvent.objects.filter(type__endswith="QUOTA_UPDATED")
+        .order_by("occurred_at")
+        .values_list("data__hard_bytes", flat=True)
+    ) == [[None, 1000], [1000, 2000]]
+    registry.refresh_from_db()
+    assert registry.push_refused == ""  # judged last against the quota in force: 1500 of 2000
 
 
 def backends_waiting_for_a_lock() -> int:

@@ -60,25 +60,46 @@ def test_adding_changing_and_deleting_a_default_goes_through_the_services(
 def test_a_bad_quota_is_refused_on_the_form_and_writes_nothing(
     operator: Client, registry: Registry
 ) -> None:
+    organization = registry.cluster.organization
     other = RegistryFactory(state=State.READY, cluster__organization__slug="other")
 
     soft_over_hard = operator.post(
-        f"{QUOTAS}add/",
-        {
-            "organization": registry.cluster.organization.pk,
-            "hard_bytes": "10",
-            "soft_bytes": "20",
-        },
+        f"{QUOTAS}add/", {"organization": organization.pk, "hard_bytes": "10", "soft_bytes": "20"}
     )
+    negative = operator.post(f"{QUOTAS}add/", {"organization": organization.pk, "hard_tags": "-1"})
     foreign_cluster = operator.post(
-        f"{QUOTAS}add/",
-        {"organization": registry.cluster.organization.pk, "cluster": other.cluster.pk},
+        f"{QUOTAS}add/", {"organization": organization.pk, "cluster": other.cluster.pk}
     )
 
-    assert "Must not exceed the hard limit (10)." in soft_over_hard.content.decode()
+    # The form shows the service's own messages (one rule: ``quota_validate``).
+    assert soft_over_hard.status_code == negative.status_code == foreign_cluster.status_code == 200
+    assert "Must not exceed hard_bytes (10)." in soft_over_hard.content.decode()
+    assert (
+        "Must be a whole number from 0 to 9223372036854775807, or null for no limit."
+        in negative.content.decode()
+    )
     assert "The cluster is not the organization&#x27;s." in foreign_cluster.content.decode()
     assert not RegistryQuota.objects.exists()
     assert not AuditEvent.objects.filter(type__contains="QUOTA").exists()
+
+
+def test_a_bad_change_is_shown_on_the_form_and_leaves_the_quota_as_it_was(
+    operator: Client, registry: Registry
+) -> None:
+    quota = quota_set(organization=registry.cluster.organization, hard_bytes=5000)
+    written = AuditEvent.objects.filter(type__contains="QUOTA").count()
+
+    changed = operator.post(
+        f"{QUOTAS}{quota.pk}/change/", {"hard_bytes": "1000", "soft_bytes": "2000"}
+    )
+
+    assert changed.status_code == 200
+    assert "Must not exceed hard_bytes (1000)." in changed.content.decode()
+    quota.refresh_from_db()
+    assert (quota.hard_bytes, quota.soft_bytes) == (5000, None)
+    assert AuditEvent.objects.filter(type__contains="QUOTA").count() == written
+    registry.refresh_from_db()
+    assert registry.push_refused == ""  # 2000 of 5000: not judged against the refused 1000
 
 
 def test_a_registry_shows_its_quota_condition_and_usage(
