@@ -86,8 +86,12 @@ class Tag(models.Model):
     digest = models.CharField(max_length=135)
     #: The manifest's size with its unique blobs (``Manifest.bytes``).
     bytes = models.BigIntegerField(default=0)
+    #: When the registry says it was pushed (the event's time, the registry's clock).
     pushed_at = models.DateTimeField(default=timezone.now)
     last_pulled_at = models.DateTimeField(null=True, blank=True)
+    #: When the inventory last wrote it (``tag_put``), by the control plane's clock: what the
+    #: usage scan compares with its own start (``pushed_at`` is another machine's clock).
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-pushed_at", "name"]

@@ -65,14 +65,18 @@ def repository_get(registry: Registry, name: str) -> Repository:
 
 
 def tag_put(registry: Registry, *, repository: str, tag: str, digest: str, at: datetime) -> Tag:
-    """Point ``repository:tag`` at ``digest``, pushed at ``at`` (a later push wins)."""
-    repo = repository_get(registry, repository)
+    """Point ``repository:tag`` at ``digest``, pushed at ``at`` (a later push wins). Every call
+    stamps the tag's ``updated_at`` with the control plane's clock, even when nothing else
+    changes: the usage scan leaves alone a tag written since it started."""
+    repo, now = repository_get(registry, repository), timezone.now()
     found, created = Tag.objects.get_or_create(
-        repository=repo, name=tag, defaults={"digest": digest, "pushed_at": at}
+        repository=repo, name=tag, defaults={"digest": digest, "pushed_at": at, "updated_at": now}
     )
-    if not created and (found.digest != digest or found.pushed_at < at):
-        found.digest, found.pushed_at = digest, max(found.pushed_at, at)
-        found.save(update_fields=["digest", "pushed_at"])
+    if not created:
+        if found.digest != digest or found.pushed_at < at:
+            found.digest, found.pushed_at = digest, max(found.pushed_at, at)
+        found.updated_at = now
+        found.save(update_fields=["digest", "pushed_at", "updated_at"])
     if repo.last_push_at is None or repo.last_push_at < at:
         Repository.objects.filter(pk=repo.pk).update(last_push_at=at)
     # Kept on the instance too: the next event of a batch compares with this one's time.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 from django.utils import timezone
@@ -47,3 +49,19 @@ def test_removing_a_tag_frees_only_its_own_blobs() -> None:
         refreshed = services.usage_refresh(locked)
     assert refreshed.usage_bytes == 1100
     assert refreshed.usage_tags == 1
+
+
+def test_every_write_of_a_tag_stamps_it_by_the_control_planes_clock() -> None:
+    """``pushed_at`` is the registry's clock and keeps the latest push; ``updated_at`` is ours,
+    moved by every write (what the usage scan compares with its start)."""
+    registry = RegistryFactory(state=State.READY)
+    base = f"{registry.namespace}/base"
+    pushed = timezone.now()
+    _push(registry, base, "1", "sha256:m1", {SHARED: 1000}, at=pushed)
+    between = timezone.now()
+    # The same push again, its event timed by a registry clock behind ours.
+    _push(registry, base, "1", "sha256:m1", {SHARED: 1000}, at=pushed - timedelta(seconds=5))
+
+    tag = Tag.objects.get(repository__name=base, name="1")
+    assert tag.pushed_at == pushed
+    assert tag.updated_at >= between
