@@ -86,8 +86,16 @@ class Tag(models.Model):
     digest = models.CharField(max_length=135)
     #: The manifest's size with its unique blobs (``Manifest.bytes``).
     bytes = models.BigIntegerField(default=0)
+    #: When the registry says it was pushed (the event's time, the registry's clock).
     pushed_at = models.DateTimeField(default=timezone.now)
     last_pulled_at = models.DateTimeField(null=True, blank=True)
+    #: When the inventory last wrote it (``tag_put``), by the control plane's clock: what the
+    #: usage scan compares with its own start (``pushed_at`` is another machine's clock).
+    updated_at = models.DateTimeField(default=timezone.now)
+    #: The registry's time of the last event applied to it; None when the usage scan wrote it
+    #: last. Events compare with it only (one clock): an older event arriving late changes
+    #: nothing, and a scan's stamp (the control plane's clock) never makes an event look old.
+    event_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-pushed_at", "name"]

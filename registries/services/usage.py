@@ -64,18 +64,33 @@ def repository_get(registry: Registry, name: str) -> Repository:
     return repository
 
 
-def tag_put(registry: Registry, *, repository: str, tag: str, digest: str, at: datetime) -> Tag:
-    """Point ``repository:tag`` at ``digest``, pushed at ``at``: the later push wins, whatever
-    order the events arrive in (each registry replica sends its own, retried with backoff)."""
-    repo = repository_get(registry, repository)
+def tag_put(
+    registry: Registry,
+    *,
+    repository: str,
+    tag: str,
+    digest: str,
+    at: datetime,
+    from_event: bool = True,
+) -> Tag:
+    """Point ``repository:tag`` at ``digest``, pushed at ``at``. An event's push (``from_event``,
+    ``at`` by the registry's clock) older than the last event applied to the tag changes nothing:
+    each registry replica sends its own events, retried with backoff, so they arrive out of
+    order. The usage scan's write (``from_event=False``, ``at`` its start) is the registry's
+    state as it read it. Every call stamps ``updated_at`` with the control plane's clock, even
+    when nothing else changes: the usage scan leaves alone a tag written since it started."""
+    repo, now = repository_get(registry, repository), timezone.now()
+    event_at = at if from_event else None
     found, created = Tag.objects.get_or_create(
-        repository=repo, name=tag, defaults={"digest": digest, "pushed_at": at}
+        repository=repo,
+        name=tag,
+        defaults={"digest": digest, "pushed_at": at, "updated_at": now, "event_at": event_at},
     )
-    if not created and found.pushed_at > at:
-        return found  # an older push, applied after a newer one
-    if not created and (found.digest != digest or found.pushed_at < at):
-        found.digest, found.pushed_at = digest, at
-        found.save(update_fields=["digest", "pushed_at"])
+    if not created:
+        if not (from_event and found.event_at is not None and found.event_at > at):
+            found.digest, found.pushed_at, found.event_at = digest, at, event_at
+        found.updated_at = now
+        found.save(update_fields=["digest", "pushed_at", "updated_at", "event_at"])
     if repo.last_push_at is None or repo.last_push_at < at:
         Repository.objects.filter(pk=repo.pk).update(last_push_at=at)
     # Kept on the instance too: the next event of a batch compares with this one's time.
@@ -93,15 +108,15 @@ def tags_remove(
     before: datetime | None = None,
 ) -> int:
     """Forget a tag by name, or every tag of ``repository`` that points to ``digest``; with
-    ``before``, only tags pushed no later (an event's deletion spares a tag pushed again since:
-    events from several replicas arrive out of order)."""
+    ``before`` (a deletion event's time), not a tag an event pushed again since (events from
+    several replicas arrive out of order)."""
     tags = Tag.objects.filter(repository__registry=registry, repository__name=repository)
     if tag is not None:
         tags = tags.filter(name=tag)
     if digest is not None:
         tags = tags.filter(digest=digest)
     if before is not None:
-        tags = tags.filter(pushed_at__lte=before)
+        tags = tags.exclude(event_at__gt=before)
     deleted, _ = tags.delete()
     return deleted
 

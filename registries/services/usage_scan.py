@@ -9,8 +9,11 @@ the registry's row lock (``inventory_lock``), through the same writes as the not
 - a tag the registry has and the inventory lacks, or points elsewhere, is put with the scan's
   start as its push time (the registry does not say when a tag was pushed; it was by then);
 - a tag the inventory has and the registry lacks is removed;
-- but a tag pushed after the scan started is left alone, whatever the scan saw: an event applied
+- but a tag written after the scan started (``Tag.updated_at``, the control plane's clock, not
+  the registry's ``pushed_at``) is left alone, whatever the scan saw: an event applied
   meanwhile knows better than a read that began before it;
+- and a tag is never pointed at a manifest the inventory no longer records and the scan did
+  not fetch: its last tag was deleted after the read (the next scan fetches it if it is back);
 - repositories the catalog lists are kept even with no tag left (Distribution keeps them);
   those it does not list and that hold no tag are removed;
 - manifests no tag points to are forgotten, except those recorded since the scan started;
@@ -154,12 +157,16 @@ def _apply(registry: Registry, seen: NamespaceInventory, started: datetime) -> t
             size=record.size,
             blobs=record.blobs,
         )
+    # ``updated_at``, not ``pushed_at``: both sides of the comparison on the control plane's clock.
     current = {
-        (repository, tag): (digest, pushed_at)
-        for repository, tag, digest, pushed_at in Tag.objects.filter(
+        (repository, tag): (digest, updated_at)
+        for repository, tag, digest, updated_at in Tag.objects.filter(
             repository__registry=registry
-        ).values_list("repository__name", "name", "digest", "pushed_at")
+        ).values_list("repository__name", "name", "digest", "updated_at")
     }
+    # The manifests recorded now, those just fetched included: one the scan knew when it read
+    # the registry, and did not fetch, may have been forgotten since (its last tag deleted).
+    recorded = set(Manifest.objects.filter(registry=registry).values_list("digest", flat=True))
     added = updated = removed = 0
     for repository, tags in seen.repositories.items():
         repository_get(registry, repository)
@@ -167,10 +174,19 @@ def _apply(registry: Registry, seen: NamespaceInventory, started: datetime) -> t
             found = current.get((repository, tag))
             if found is not None and (found[0] == digest or found[1] > started):
                 continue
-            tag_put(registry, repository=repository, tag=tag, digest=digest, at=started)
+            if digest not in recorded:
+                continue  # deleted meanwhile, or the next scan fetches it
+            tag_put(
+                registry,
+                repository=repository,
+                tag=tag,
+                digest=digest,
+                at=started,
+                from_event=False,
+            )
             added, updated = added + (found is None), updated + (found is not None)
-    for (repository, tag), (_, pushed_at) in current.items():
-        if tag not in seen.repositories.get(repository, {}) and pushed_at <= started:
+    for (repository, tag), (_, updated_at) in current.items():
+        if tag not in seen.repositories.get(repository, {}) and updated_at <= started:
             removed += tags_remove(registry, repository=repository, tag=tag)
     # Gone from the catalog, empty, and not created by an event since the scan started.
     empty = Repository.objects.filter(registry=registry, created_at__lte=started, tags__isnull=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 from django.utils import timezone
@@ -61,3 +63,19 @@ def test_the_members_of_a_tagged_index_are_kept_when_unreferenced_manifests_go()
         services.tags_remove(locked, repository=multi, tag="amd64")
         assert services.manifests_unreferenced_delete(locked) == 0
     assert Manifest.objects.filter(digest=member).exists()
+
+
+def test_every_write_of_a_tag_stamps_it_by_the_control_planes_clock() -> None:
+    """``pushed_at`` is the registry's clock and keeps the latest push; ``updated_at`` is ours,
+    moved by every write (what the usage scan compares with its start)."""
+    registry = RegistryFactory(state=State.READY)
+    base = f"{registry.namespace}/base"
+    pushed = timezone.now()
+    _push(registry, base, "1", "sha256:m1", {SHARED: 1000}, at=pushed)
+    between = timezone.now()
+    # The same push again, its event timed by a registry clock behind ours.
+    _push(registry, base, "1", "sha256:m1", {SHARED: 1000}, at=pushed - timedelta(seconds=5))
+
+    tag = Tag.objects.get(repository__name=base, name="1")
+    assert tag.pushed_at == pushed
+    assert tag.updated_at >= between

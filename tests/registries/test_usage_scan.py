@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -216,28 +217,46 @@ def test_a_rescan_of_an_unchanged_registry_fetches_no_manifest(
     assert (a.registry.usage_bytes, tags(a.registry)) == before
 
 
-def test_a_tag_pushed_after_the_scan_started_survives_it(
-    ready_cluster, skopeo, layout: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    a = ready_cluster("A")
-    push(skopeo, layout, a, {"app:1": "latest", "app:2": "v2"})
-    scan(a.registry)
-    app, v2 = f"{a.namespace}/app", tagged(layout, "v2")
+def between_read_and_apply(monkeypatch: pytest.MonkeyPatch, registry: Registry, events: Any) -> Any:
+    """Make the scan read the registry, then, before it applies what it read, apply
+    ``events(locked registry)`` in a transaction of their own, as the event path does. Returns
+    the real read, to put back."""
     read = usage_scan_module.namespace_inventory
 
     def events_applied_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        """The registry is read, then, before the scan applies what it read, the events of a
-        push of app:3 and of app:1 moved to v2's image are applied (as the event path does)."""
         seen = read(*args, **kwargs)
         with transaction.atomic():
-            locked = services.inventory_lock(a.registry.pk)
+            locked = services.inventory_lock(registry.pk)
             assert locked is not None
-            for tag in ("3", "1"):
-                services.tag_put(locked, repository=app, tag=tag, digest=v2, at=timezone.now())
+            events(locked)
             services.usage_refresh(locked)
         return seen
 
     monkeypatch.setattr(usage_scan_module, "namespace_inventory", events_applied_meanwhile)
+    return read
+
+
+@pytest.mark.parametrize("registry_clock_behind", [timedelta(0), timedelta(seconds=5)])
+def test_a_tag_pushed_after_the_scan_started_survives_it(
+    ready_cluster,
+    skopeo,
+    layout: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registry_clock_behind: timedelta,
+) -> None:
+    """Whatever the registry's clock says: the events' times (``pushed_at``) are the registry's,
+    here up to seconds behind the control plane's, so earlier than the scan's start."""
+    a = ready_cluster("A")
+    push(skopeo, layout, a, {"app:1": "latest", "app:2": "v2"})
+    scan(a.registry)
+    app, v2 = f"{a.namespace}/app", tagged(layout, "v2")
+
+    def push_of_app_3_and_app_1_moved_to_v2(locked: Registry) -> None:
+        at = timezone.now() - registry_clock_behind
+        for tag in ("3", "1"):
+            services.tag_put(locked, repository=app, tag=tag, digest=v2, at=at)
+
+    read = between_read_and_apply(monkeypatch, a.registry, push_of_app_3_and_app_1_moved_to_v2)
     result = scan(a.registry)
 
     assert (result.added, result.updated, result.removed) == (0, 0, 0)
@@ -247,6 +266,38 @@ def test_a_tag_pushed_after_the_scan_started_survives_it(
     result = scan(a.registry)
     assert (result.updated, result.removed) == (1, 1)
     assert tags(a.registry) == {"app:1": tagged(layout, "latest"), "app:2": v2}
+
+
+def test_a_tag_deleted_after_the_scan_read_it_does_not_come_back_without_its_manifest(
+    ready_cluster, skopeo, layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app:2 is the only tag of v2's manifest, known to the inventory (so the scan does not fetch
+    it). Deleted after the scan read the registry: its manifest's record goes with it."""
+    a = ready_cluster("A")
+    push(skopeo, layout, a, {"app:1": "latest", "app:2": "v2"})
+    scan(a.registry)
+    app, v2 = f"{a.namespace}/app", tagged(layout, "v2")
+    latest = size(unique_blobs(layout, "latest"))
+
+    def deletion_of_v2(locked: Registry) -> None:
+        ok(skopeo.delete(f"{a.url}/app:2", a.secret))
+        services.tags_remove(locked, repository=app, digest=v2)
+        services.manifests_unreferenced_delete(locked)
+
+    read = between_read_and_apply(monkeypatch, a.registry, deletion_of_v2)
+    result = scan(a.registry)
+
+    assert (result.fetched, result.added, result.updated, result.removed) == (0, 0, 0, 0)
+    assert tags(a.registry) == {"app:1": tagged(layout, "latest")}
+    assert (a.registry.usage_tags, a.registry.usage_bytes) == (1, latest)
+    assert not Tag.objects.filter(bytes=0).exists()
+    # The next scan agrees; had the tag really been there, it would fetch its manifest and add it.
+    monkeypatch.setattr(usage_scan_module, "namespace_inventory", read)
+    push(skopeo, layout, a, {"app:3": "v2"})
+    result = scan(a.registry)
+    assert (result.fetched, result.added, result.removed) == (1, 1, 0)
+    assert tags(a.registry) == {"app:1": tagged(layout, "latest"), "app:3": v2}
+    assert a.registry.usage_bytes == size(unique_blobs(layout, "latest", "v2"))
 
 
 def test_a_registry_that_does_not_answer_leaves_the_inventory_as_it_was(
