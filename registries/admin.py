@@ -30,7 +30,8 @@ from registries.models import (
     TokenSigningAuthority,
     TokenSigningKey,
 )
-from registries.selectors import quota_status, registry_overview, signing_key_statuses
+from registries.quotas import quota_status
+from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
 __all__ = ["RegistryAdmin", "backend_admin", "quota_admin", "usage_admin"]

@@ -19,11 +19,8 @@ from clusters.interface import Cluster, cluster_lock
 from controlplane.compiled import CompiledSelect
 from registries.inventory import RegistryNotification
 from registries.models import Registry, RegistryQuerySet
-from registries.selectors import (
-    registries_canary_due,
-    registries_due,
-    registries_usage_scan_due,
-)
+from registries.selectors import registries_canary_due, registries_due
+from registries.usage_selectors import registries_usage_scan_due
 
 _registry_lock = CompiledSelect(
     Registry, lambda pk: Registry.objects.select_for_update().filter(pk=pk).order_by()[:1], "id"
@@ -100,7 +97,7 @@ def registries_canary_due_lock(*, now: datetime, limit: int) -> list[uuid.UUID]:
 
 def registries_usage_scan_due_lock(*, now: datetime, limit: int) -> list[uuid.UUID]:
     """Lock up to ``limit`` ready registries due for a usage scan
-    (``selectors.registries_usage_scan_due``), skipping the rows another transaction holds (an
+    (``usage_selectors.registries_usage_scan_due``), skipping the rows another transaction holds (an
     inventory write is applying to them). Returns their ids."""
     due = registries_usage_scan_due(now=now).select_for_update(skip_locked=True)
     return list(due.values_list("pk", flat=True)[:limit])

@@ -259,7 +259,7 @@ class Registry(models.Model):
                 name="registry_canary_due",
                 condition=Q(state=State.READY),
             ),
-            # selectors.registries_usage_scan_due: the next ready registries to scan.
+            # usage_selectors.registries_usage_scan_due: the next ready registries to scan.
             models.Index(
                 fields=["usage_scan_due_at", "id"],
                 name="registry_usage_scan_due",

@@ -36,8 +36,6 @@ from registries.models import (
     State,
     TokenSigningKey,
 )
-from registries.quotas import QuotaStatus as QuotaStatus  # the usage endpoint shows it
-from registries.quotas import quota_status as quota_status
 from registries.tokens import Principal
 
 _Q = TypeVar("_Q", bound=QuerySet[Any])
@@ -140,16 +138,6 @@ def registries_canary_due(*, now: datetime) -> RegistryQuerySet:
     """Ready registries whose namespace is due for a canary of its own, longest due first (the
     partial index ``registry_canary_due``)."""
     return Registry.objects.ready().filter(canary_due_at__lte=now).order_by("canary_due_at", "pk")
-
-
-def registries_usage_scan_due(*, now: datetime) -> RegistryQuerySet:
-    """Ready registries due for a usage scan, longest due first (the partial index
-    ``registry_usage_scan_due``)."""
-    return (
-        Registry.objects.ready()
-        .filter(usage_scan_due_at__lte=now)
-        .order_by("usage_scan_due_at", "pk")
-    )
 
 
 def cluster_registry(cluster: Cluster) -> RegistryQuerySet:

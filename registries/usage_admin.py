@@ -24,8 +24,7 @@ from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, shown_size
 from registries.inventory import Manifest, RegistryNotification, Repository, Tag, UsageDay
 from registries.models import Registry
-from registries.quotas import QuotaStatus
-from registries.selectors import quota_status
+from registries.quotas import QuotaStatus, quota_status
 from registries.usage_selectors import (
     DEFAULT_DAYS,
     MAX_DAYS,

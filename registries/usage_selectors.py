@@ -5,12 +5,12 @@ largest ones, a repository's tags."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db.models import F, QuerySet
 
 from registries.inventory import Repository, Tag, UsageDay
-from registries.models import Registry
+from registries.models import Registry, RegistryQuerySet
 
 #: ``?days=`` of the usage: by default and at most.
 DEFAULT_DAYS, MAX_DAYS = 30, 365
@@ -72,4 +72,14 @@ def repository_tags(registry: Registry, repository: str) -> QuerySet[Tag]:
     """The tags of ``repository`` (its full name), newest push first."""
     return Tag.objects.filter(repository__registry=registry, repository__name=repository).order_by(
         "-pushed_at", "name"
+    )
+
+
+def registries_usage_scan_due(*, now: datetime) -> RegistryQuerySet:
+    """Ready registries due for a usage scan, longest due first (the partial index
+    ``registry_usage_scan_due``)."""
+    return (
+        Registry.objects.ready()
+        .filter(usage_scan_due_at__lte=now)
+        .order_by("usage_scan_due_at", "pk")
     )

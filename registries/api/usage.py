@@ -34,7 +34,7 @@ from registries.api.views import TAGS, _RegistryAPIView, quota_json
 from registries.drivers import DriverError
 from registries.inventory import Repository
 from registries.models import Registry
-from registries.selectors import quota_status
+from registries.quotas import quota_status
 from registries.usage_selectors import (
     DEFAULT_DAYS,
     MAX_DAYS,
