@@ -344,7 +344,16 @@ P5_SHORTFALL = (
     "prepared statements and generic plans saved nothing measurable), the rate limits' round "
     "trip to Redis (~0.1 ms of the worker's CPU), the token's and the URL's checks (~0.1 ms), "
     "and sending 70-100 KB. A run under 0.2× with CPU ratios above it is the shared machine's "
-    "noise moving requests/s; rerun with `--only P5 --rounds 5`."
+    "noise moving requests/s; rerun with `--only P5 --rounds 5`. After issue 17 (2026-12-02, "
+    "a fresh clone of 5ac2637): 0.22× / 0.17× in the full run, 0.18× / 0.24× in `--only P5,P6` "
+    "right after, rounds 0.17-0.26× and CPU ratios 0.19-0.23× either way; the lists' code is "
+    "unchanged but for the audit log's per-request scope (a context variable set and reset)."
+)
+P6_FORGED_SHORTFALL = (
+    "Measured 2026-12-02 (a fresh clone of 5ac2637): 0.69× in the full run (rounds 0.66-0.85×), "
+    "0.78× in `--only P5,P6` right after (0.65-0.81×, CPU ratio 0.79×): the goal sits inside "
+    "the run-to-run spread. A forged delivery pays the body's HMAC under each of the "
+    "organization's secrets and the per-secret lookup, and writes nothing."
 )
 
 MEASURES = [
@@ -361,7 +370,7 @@ MEASURES = [
     Measure("P6 repeat", "webhook: a repeated delivery", "≥ 0.4×", at_least(0.4),
             lambda stack, rounds: _p6(stack, rounds, forged=False)),
     Measure("P6 forged", "webhook: a forged signature", "≥ 0.7×", at_least(0.7),
-            lambda stack, rounds: _p6(stack, rounds, forged=True)),
+            lambda stack, rounds: _p6(stack, rounds, forged=True), shortfall=P6_FORGED_SHORTFALL),
     Measure("P8 web", "RSS of one gunicorn worker after the load", "≤ 120 MB", at_most(120), _p8,
             unit="MB"),
 ]  # fmt: skip

@@ -49,6 +49,7 @@ from bench.latency import (
     provision_queue,
 )
 from bench.measures import Measure, Result, progress, rss_mb
+from bench.measures.shortfalls import ATTEMPT_SHORTFALL, P4B_SHORTFALL
 from bench.seed import new_organization, seed_registries
 
 if TYPE_CHECKING:
@@ -161,26 +162,6 @@ def p3(stack: Stack, rounds: int, pool: str) -> LatencyRounds:
 
 
 #: Why P3 and P4 miss their goals: the cost of one provisioning attempt.
-ATTEMPT_SHORTFALL = (
-    "Measured 2026-12-01 (make bench on a fresh clone of 0bff8da, the machine otherwise idle): "
-    "the floors in the details are above the goals, so no implementation reaches them on this "
-    "machine. P4: the floor drain (the statements an attempt must send, by hand on the task's "
-    "own connection, no ORM, log line or metric: the pool's connection check, BEGIN, the "
-    "cluster and registry locks, the events, the UPDATE, the upsert, a durable COMMIT; 8 round "
-    "trips to PostgreSQL where the no-op makes one to Redis) took 1.99× the no-ops' time "
-    "(1.76-2.22 over the rounds) against the goal's 1.5×; the product's drain took 3.40 against "
-    "the floor's 2.54 s (3.1 against 2.1 ms of worker CPU a task: the ORM's transaction, the "
-    "attempt's log line and metrics; 7 statements since the events' INSERT was compiled and the "
-    "attempt's first read folded into the cluster lock). P3 p50: the floor of a sample (the "
-    "rows a first hosted queue must write and a durable COMMIT, the message on commit, the "
-    "floor attempt) was 2.82× (threads) and 2.97× (prefork) the no-op's round trip at p50, "
-    "against the goal's 2×; the product was 3.10× and 2.97×, within 1.10× and 1.00× of its "
-    "floor. P3 p95 met its goal (2.45×, 2.26×). What separates both floors from the no-op is "
-    "PostgreSQL's round trips and two durable commits (profiled in-process with other work "
-    "writing WAL, a COMMIT took 3.1 of an attempt's 7.9 ms; 0.16 ms with synchronous_commit "
-    "off, which the product keeps on: the registry rows are the durable record of the work "
-    "owed)."
-)
 
 
 def _p3_line(pool: str, which: str, limit: float) -> Measure:
@@ -426,6 +407,7 @@ MEASURES: list[Measure] = [
         check=lambda result: result.median <= 10,
         run=_p4b_run,
         unit=" statements",
+        shortfall=P4B_SHORTFALL,
     ),
     _p3_line("threads", "p50", 2),
     _p3_line("threads", "p95", 3),
