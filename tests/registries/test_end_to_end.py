@@ -193,7 +193,8 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
         "",
         r"Its tag and size, and the audit log of what the demo did, through the REST API "
         r"\(the README's usage example\):",
-        r"  TOKEN=\$\(\.venv/bin/python manage\.py create_api_token demo you\)",
+        r"  TOKEN=\$\(DJANGO_DEBUG=true (CONTROLPLANE_VAR_DIR=\S+ )?"
+        r"\.venv/bin/python manage\.py create_api_token demo you\)",
         rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(tags_url)}',
         rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(audit_url)}',
     ]

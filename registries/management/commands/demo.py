@@ -11,6 +11,7 @@ pushes it to ``${BUILDKITE_HOSTED_REGISTRY_URL}/base:latest`` and pulls it back 
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -102,7 +103,8 @@ class Command(AuditedCommand):
         self.stdout.write(
             "\nIts tag and size, and the audit log of what the demo did, through the REST API "
             "(the README's usage example):\n"
-            f"  TOKEN=$(.venv/bin/python manage.py create_api_token {organization.slug} you)\n"
+            f"  TOKEN=$({_manage_env()}.venv/bin/python manage.py create_api_token "
+            f"{organization.slug} you)\n"
             f'  curl -s -H "Authorization: Bearer $TOKEN" {tags}\n'
             f'  curl -s -H "Authorization: Bearer $TOKEN" {organization_url}/audit_events\n'
         )
@@ -288,3 +290,12 @@ class PipelineSteps:
             )
         self.command.step(f"{done} ({time.monotonic() - started:.1f}s)")
         return result.stdout
+
+
+def _manage_env() -> str:
+    """What a shell that did not come through make needs for ``manage.py`` to find this stack:
+    development settings (make sets DJANGO_DEBUG=true), and its folder when it is not ``var/``."""
+    env = "DJANGO_DEBUG=true "
+    if Path(settings.VAR_DIR).resolve() != (Path(settings.BASE_DIR) / "var").resolve():
+        env += f"CONTROLPLANE_VAR_DIR={shlex.quote(str(settings.VAR_DIR))} "
+    return env
