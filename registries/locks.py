@@ -34,6 +34,12 @@ def registry_lock(pk: uuid.UUID | str) -> Registry | None:
     return found[0] if found else None
 
 
+def registry_lock_unless_held(pk: uuid.UUID | str) -> Registry | None:
+    """Lock the registry row ``pk`` unless another transaction holds it (``SKIP LOCKED``); None
+    then, or if there is none."""
+    return Registry.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+
+
 def registry_lock_with_cluster(registry: Registry) -> Registry | None:
     """Lock the registry's cluster row, then the registry row: the order ``cluster_delete``
     takes them in. Writing the cluster's agent environment needs the cluster row too (the

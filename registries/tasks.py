@@ -23,7 +23,7 @@ from registries.services import (
     AttemptResult,
     backend_canary,
     canary_backends,
-    notifications_apply,
+    notifications_apply_unless_busy,
     notifications_sweep,
     registries_canary_claim,
     registries_usage_scan_claim,
@@ -113,10 +113,21 @@ def usage_scan_registry(registry_id: str) -> bool | None:
 
 
 @shared_task(name=NOTIFICATIONS_TASK, acks_late=True)  # type: ignore[untyped-decorator]
-def apply_notifications(registry_ids: list[str]) -> int:
+def apply_notifications(registry_ids: list[str], again: bool = True) -> int:
     """Apply the registries' recorded notifications (enqueued by the endpoint on commit); the
-    number applied. A repeated message finds them applied and does nothing."""
-    return sum(notifications_apply(registry_id=registry_id) for registry_id in registry_ids)
+    number applied. A repeated message finds them applied and does nothing. A registry another
+    worker holds is left to it, and asked once more a second later, in case that worker read
+    its last rows before these committed; the sweep covers the rest."""
+    applied, busy = 0, []
+    for registry_id in registry_ids:
+        done = notifications_apply_unless_busy(registry_id=registry_id)
+        if done is None:
+            busy.append(registry_id)
+        else:
+            applied += done
+    if busy and again:
+        apply_notifications.apply_async((busy, False), countdown=1)
+    return applied
 
 
 @shared_task(name="registries.notifications-sweep")  # type: ignore[untyped-decorator]

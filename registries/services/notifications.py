@@ -30,7 +30,7 @@ from django.utils import timezone
 from controlplane import metrics
 from controlplane.celery import app as celery_app
 from registries.inventory import Manifest, RegistryNotification
-from registries.locks import notifications_unapplied_lock
+from registries.locks import notifications_unapplied_lock, registry_lock_unless_held
 from registries.models import Registry
 from registries.services.usage import (
     inventory_lock,
@@ -194,13 +194,26 @@ def _enqueue(registry_ids: list[str]) -> None:
 
 def notifications_apply(*, registry_id: uuid.UUID | str, limit: int = APPLY_BATCH) -> int:
     """Apply the registry's unapplied events, ``limit`` a transaction, in the order received;
-    the number applied (0 when another worker holds them, or there are none)."""
+    the number applied (0 when there are none)."""
+    return _apply_rows(registry_id, limit, wait=True) or 0
+
+
+def notifications_apply_unless_busy(
+    *, registry_id: uuid.UUID | str, limit: int = APPLY_BATCH
+) -> int | None:
+    """``notifications_apply``, unless another worker holds the registry: None then, at once.
+    That worker reads the rows until none is left, so a burst of events to one registry keeps
+    one worker busy rather than one per message waiting on its row (docs/usage.md)."""
+    return _apply_rows(registry_id, limit, wait=False)
+
+
+def _apply_rows(registry_id: uuid.UUID | str, limit: int, *, wait: bool) -> int | None:
     applied = 0
     while True:
         with transaction.atomic():
-            registry = inventory_lock(registry_id)
-            if registry is None:
-                return applied
+            registry = (inventory_lock if wait else registry_lock_unless_held)(registry_id)
+            if registry is None:  # gone, or held by another worker (``wait=False``)
+                return applied or (0 if wait else None)
             rows = notifications_unapplied_lock(registry_id, limit=limit)
             if not rows:
                 return applied

@@ -190,3 +190,37 @@ def backends_waiting_for_a_lock() -> int:
             "WHERE wait_event_type = 'Lock' AND datname = current_database()"
         )
         return int(cursor.fetchone()[0])
+
+
+def test_events_of_a_registry_another_worker_holds_are_left_to_it() -> None:
+    """A worker applying a registry's events holds its row; a second one leaves them to it at
+    once instead of waiting (a burst of events keeps one worker busy, not one per message)."""
+    from registries.inventory import RegistryNotification
+    from registries.locks import registry_lock
+    from registries.services import notifications_apply, notifications_apply_unless_busy
+    from tests.registries.test_notifications import push, receive
+
+    registry = RegistryFactory(state=State.READY)
+    receive(push("e1", f"{registry.namespace}/base"))
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                registry_lock(registry.pk)
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        assert notifications_apply_unless_busy(registry_id=registry.pk) is None
+        assert RegistryNotification.objects.get().applied_at is None
+    finally:
+        release.set()
+        thread.join(10)
+    assert notifications_apply_unless_busy(registry_id=registry.pk) == 1
+    assert notifications_apply(registry_id=registry.pk) == 0

@@ -506,3 +506,23 @@ def test_events_and_refusals_are_counted_and_the_token_is_never_logged(
     assert TOKEN not in caplog.text
     assert "forged" not in caplog.text
     assert not [r for r in caplog.records if r.name == "django.request"]  # refusals: counted
+
+
+def test_a_registry_another_worker_holds_is_asked_once_more_a_second_later(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task leaves a held registry to its holder and sends one more message, a second later,
+    for an event the holder may have read too early; that one sends none."""
+    from registries import tasks
+
+    sent: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(tasks, "notifications_apply_unless_busy", lambda registry_id: None)
+    monkeypatch.setattr(
+        tasks.apply_notifications,
+        "apply_async",
+        lambda args, countdown: sent.append((args, countdown)),
+    )
+    assert tasks.apply_notifications([str(registry.pk)]) == 0
+    assert sent == [(([str(registry.pk)], False), 1)]
+    assert tasks.apply_notifications([str(registry.pk)], again=False) == 0
+    assert len(sent) == 1
