@@ -43,6 +43,7 @@ from registries.quotas import (
     judge,
     quota_for,
 )
+from registries.services.audit import registry_audit
 
 #: The audit log's types: a quota written (or deleted), and a registry crossing a limit.
 QUOTA_UPDATED = "REGISTRY_QUOTA_UPDATED"
@@ -99,19 +100,11 @@ def quota_evaluate(registry: Registry) -> QuotaStatus:
 def _crossed(registry: Registry, status: QuotaStatus, event: str) -> None:
     """The registry's state against its quota moved: one audit row from the system, a metric
     (once committed), and the retention policies' turn."""
-    cluster = (
-        Cluster.objects.select_related("organization").filter(pk=registry.cluster_id).first()
-        if registry.cluster_id is not None
-        else None
-    )
     with acting_as(_SYSTEM):
-        audit_record(
-            type=event,
-            organization=cluster.organization if cluster is not None else None,
-            subject_type="REGISTRY",
-            subject_uuid=registry.pk,
-            subject_name=registry.namespace,
-            data={
+        registry_audit(
+            registry,
+            event,
+            {
                 "state": status.state,
                 "used_bytes": status.used_bytes,
                 "used_tags": status.used_tags,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from clusters.interface import audit_record
 from registries.inventory import Repository, Tag
 from registries.models import Registry, State
+from registries.services.audit import registry_audit
 from registries.services.placement import registry_driver
 from registries.services.usage import (
     inventory_lock,
@@ -115,13 +115,10 @@ def tag_delete(
         deletion = TagDeletion(
             repository=name, digest=digest, tags=removed, bytes_before=before, bytes_after=after
         )
-        audit_record(
-            type=TAG_DELETED,
-            organization=registry.cluster.organization if registry.cluster else None,
-            subject_type="REGISTRY",
-            subject_uuid=registry.pk,
-            subject_name=registry.namespace,
-            data={
+        registry_audit(
+            registry,
+            TAG_DELETED,
+            {
                 "repository": name,
                 "tag": tag,
                 "digest": digest,
