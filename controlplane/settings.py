@@ -16,6 +16,7 @@ import django_stubs_ext
 
 from controlplane.audit_settings import *  # noqa: F403, I001 - the audit log's retention
 from controlplane.beat_settings import beat_settings
+from controlplane.cleanup_settings import *  # noqa: F403 - retention, garbage collection
 from controlplane.env import DEBUG as _DEBUG
 from controlplane.env import (
     env,
@@ -232,12 +233,12 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CANARY_QUEUE = "canaries"
 CELERY_TASK_QUEUES = {
     queue: {"exchange": queue, "routing_key": queue}
-    for queue in (CELERY_TASK_DEFAULT_QUEUE, CANARY_QUEUE)
+    for queue in (CELERY_TASK_DEFAULT_QUEUE, CANARY_QUEUE, MAINTENANCE_QUEUE)  # noqa: F405
 }
 CELERY_TASK_ROUTES = {
     name: {"queue": CANARY_QUEUE}
     for name in ("registries.canaries", "registries.canary", "registries.usage_scan")
-}
+} | CLEANUP_TASK_ROUTES  # noqa: F405
 
 # Celery beat (one active, standbys; docs/reliability.md): reconciler, canaries, usage scans,
 # the notifications' sweep, the audit log's retention.
@@ -258,6 +259,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         ("registries.usage_scans", REGISTRY_USAGE_SCAN_ROUND_SECONDS),  # noqa: F405
         ("registries.notifications-sweep", REGISTRY_NOTIFICATIONS_SWEEP_SECONDS),  # noqa: F405
         ("clusters.audit_prune", AUDIT_PRUNE_INTERVAL_SECONDS),  # noqa: F405 - audit_settings
+        *CLEANUP_BEAT,  # noqa: F405 - cleanup_settings
     )
 }
 # Where beat keeps its schedule's state (last run times) without Redis (with Redis, RedBeat keeps

@@ -95,6 +95,12 @@ class RegistryBackend(models.Model):
         max_length=16, choices=BackendState.choices, default=BackendState.ACTIVE
     )
     hosts_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: Set while a garbage collection holds the backend's window (``services.maintenance``):
+    #: the token endpoint grants no push until then, and says to retry after it.
+    pushes_refused_until = models.DateTimeField(null=True, blank=True, editable=False)
+    #: The registry configuration ``garbage-collect`` runs on, as the maintenance workers see it
+    #: (its storage section is the replicas'); blank: ``REGISTRY_GC_CONFIG`` (default backend).
+    gc_config = models.CharField(max_length=512, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -421,4 +427,10 @@ from registries.inventory import (  # noqa: E402, F401
     Tag,
     UsageDay,
 )
+from registries.maintenance import (  # noqa: E402, F401
+    GarbageCollection,
+    RegistryReplica,
+    VerificationFailure,
+)
 from registries.quotas import RegistryQuota  # noqa: E402, F401
+from registries.retention import RetentionPolicy, RetentionRun  # noqa: E402, F401

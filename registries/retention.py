@@ -1,0 +1,122 @@
+"""Retention policies: which tags of a registry are deleted, and the record of each run
+(docs/retention.md).
+
+A policy is a row of ``RetentionPolicy``: an organization's default (``cluster`` null) or a
+cluster's override, which replaces the default whole (as quotas do). A tag is deleted when a rule
+selects it (beyond the newest ``keep_newest`` of its repository; older than
+``delete_older_than_days`` and not pulled within ``unless_pulled_within_days``) and no
+protection keeps it: a ``protected_tags`` pattern, a push or pull within ``recent_hours`` (a
+running pipeline's base image), a kept tag on the same manifest, or a kept index that lists it.
+
+The writes live in ``registries.services.retention``; this module holds the rows. The models
+refer to the other apps' by name, so that ``registries.models`` imports this module and not the
+other way round.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+#: What a new policy protects unless told otherwise: the tags a pipeline or a person names.
+PROTECTED_DEFAULT = ["latest", "v*", "release-*"]
+#: A tag pushed or pulled within this many hours is never deleted, unless the policy says.
+RECENT_HOURS_DEFAULT = 24
+
+
+def protected_default() -> list[str]:
+    return list(PROTECTED_DEFAULT)
+
+
+class RetentionPolicy(models.Model):
+    """What a registry keeps: an organization's default for its clusters' registries
+    (``cluster`` null: one per organization), or one cluster's override (one per cluster).
+    A null rule is off; a policy with every rule off deletes nothing."""
+
+    organization = models.ForeignKey(
+        "clusters.Organization", on_delete=models.CASCADE, related_name="retention_policies"
+    )
+    cluster = models.OneToOneField(
+        "clusters.Cluster",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="retention_policy",
+    )
+    enabled = models.BooleanField(default=True)
+    #: Keep the newest N tags of each repository (by push time); null: no such rule.
+    keep_newest = models.PositiveIntegerField(null=True, blank=True)
+    #: Delete tags pushed more than D days ago ...
+    delete_older_than_days = models.PositiveIntegerField(null=True, blank=True)
+    #: ... unless pulled within the last P days; null: however recently pulled.
+    unless_pulled_within_days = models.PositiveIntegerField(null=True, blank=True)
+    #: Let the garbage collection delete manifests no tag points to (where that is safe:
+    #: docs/retention.md#untagged-manifests).
+    delete_untagged = models.BooleanField(default=False)
+    #: Glob patterns (``fnmatch``, case-sensitive) of tags never deleted.
+    protected_tags = models.JSONField(default=protected_default, blank=True)
+    #: CI-aware: a tag pushed or pulled within this many hours is never deleted.
+    recent_hours = models.PositiveIntegerField(default=RECENT_HOURS_DEFAULT)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "retention policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization"],
+                condition=Q(cluster__isnull=True),
+                name="retention_policy_one_default",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}/{self.cluster_id or 'default'}"
+
+
+class RetentionTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "schedule"
+    SOFT_LIMIT = "soft_limit", "soft limit crossed"
+    HARD_LIMIT = "hard_limit", "hard limit crossed"
+    MANUAL = "manual", "on demand"
+
+
+class RetentionRunState(models.TextChoices):
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
+class RetentionRun(models.Model):
+    """One application of a registry's policy (dry runs are answered, not recorded): what it
+    deleted and why, and the registry's usage before and after."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    registry = models.ForeignKey(
+        "registries.Registry", on_delete=models.CASCADE, related_name="retention_runs"
+    )
+    trigger = models.CharField(max_length=16, choices=RetentionTrigger.choices)
+    state = models.CharField(
+        max_length=16, choices=RetentionRunState.choices, default=RetentionRunState.RUNNING
+    )
+    #: The policy as applied (its fields), and where it came from ("cluster", "organization").
+    policy = models.JSONField(default=dict, blank=True)
+    #: ``[{"repository", "tags", "digest", "reason", "bytes"}]``: one entry a deleted manifest.
+    deleted = models.JSONField(default=list, blank=True)
+    #: Tags the policy selected but could not delete, with why (``[{"repository", "tag",
+    #: "error"}]``).
+    errors = models.JSONField(default=list, blank=True)
+    usage_bytes_before = models.BigIntegerField(default=0)
+    usage_bytes_after = models.BigIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["registry", "-started_at"], name="retention_run_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.registry_id} {self.started_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,1 @@
+"""Placeholder (issue 18): replaced by its owner."""
