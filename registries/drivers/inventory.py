@@ -11,6 +11,8 @@ digest, or taken from what is known of them.
 
 The requests go through ``DistributionDriver``'s own helpers (tokens, paging, errors): a registry
 that does not answer raises ``RegistryUnavailable``, anything else unexpected ``DriverError``.
+The readers here (``image_repositories``, ``pull_token``, ``manifest_fetch``) also serve the
+verification after garbage collection (``registries.drivers.verification``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from django.db.models import Q
 
 from controlplane import metrics
 from registries import conditions
+from registries.backends import backend_get
 from registries.drivers import DriverError
 from registries.drivers.verification import Finding, NamespaceVerification, namespace_verify
 from registries.inventory import Tag
@@ -43,6 +44,9 @@ DETAIL_EXAMPLES = 5
 
 @dataclass(frozen=True)
 class VerificationSummary:
+    """What one collection's verification covered and found, for the window that ran it
+    (``services.maintenance``): it fails the window when ``missing`` is not 0."""
+
     registries: int
     tags: int
     blobs: int
@@ -61,10 +65,12 @@ def collection_verify(
     registries = list(
         Registry.objects.ready().filter(backend_id=collection.backend_id).order_by("pk")
     )
+    backend = backend_get(collection.backend_id)
+    backend_name = backend.name if backend is not None else str(collection.backend_id)
     tags = blobs = missing = unverified = 0
     for done, registry in enumerate(registries, start=1):
         checked, error = _check(registry)
-        if _record(collection, registry, checked, error):
+        if _record(collection, registry, checked, error, backend=backend_name):
             tags, blobs = tags + checked.tags, blobs + checked.blobs
             missing += len(checked.findings) + (error is not None)
             unverified += error is not None
@@ -109,9 +115,11 @@ def _record(
     registry: Registry,
     checked: NamespaceVerification,
     error: DriverError | None,
+    *,
+    backend: str,
 ) -> bool:
     """Write one registry's findings and its condition; False if it is no longer ready (being
-    deleted: nothing of it to keep)."""
+    deleted: nothing of it to keep). The metrics count once it is committed."""
     findings = checked.findings
     if error is not None:
         findings = [Finding(registry.namespace, "", REGISTRY, "", "", error.detail[:512])]
@@ -135,7 +143,7 @@ def _record(
         )
         if _condition(locked, collection, checked, error):
             Registry.objects.filter(pk=locked.pk).update(conditions=locked.conditions)
-        transaction.on_commit(lambda: _count(collection, checked, findings))
+        transaction.on_commit(lambda: _count(backend, checked.tags, findings))
     for finding in findings:
         logger.warning(
             "registry.verification.missing",
@@ -201,11 +209,8 @@ def _tag(repository_tag: tuple[str, str]) -> str:
     return f"{repository_tag[0]}:{repository_tag[1]}"
 
 
-def _count(
-    collection: GarbageCollection, checked: NamespaceVerification, findings: list[Finding]
-) -> None:
-    backend = collection.backend.name
-    metrics.VERIFICATION_TAGS.labels(backend).inc(checked.tags)
+def _count(backend: str, tags: int, findings: list[Finding]) -> None:
+    metrics.VERIFICATION_TAGS.labels(backend).inc(tags)
     for finding in findings:
         metrics.VERIFICATION_MISSING.labels(finding.kind).inc()
 
