@@ -23,7 +23,7 @@ namespace as unchecked).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -80,14 +80,12 @@ def namespace_verify(
     *,
     namespace: str,
     expected: Mapping[tuple[str, str], str] | None = None,
-    on_tag: Callable[[], None] | None = None,
 ) -> NamespaceVerification:
     """Check every tag of ``namespace`` (see the module). ``expected``: ``{(repository, tag):
-    digest}`` as the inventory knows them, to name the digest of a tag whose manifest is gone.
-    ``on_tag()`` is called after each tag (progress)."""
+    digest}`` as the inventory knows them, to name the digest of a tag whose manifest is gone."""
     if not isinstance(driver, DistributionDriver):
         raise DriverError(f"The {driver.name} driver cannot verify a namespace.")
-    checker = _Checker(driver, namespace, expected or {}, on_tag)
+    checker = _Checker(driver, namespace, expected or {})
     for repository in image_repositories(driver, namespace):
         checker.repository(repository)
     return checker.result
@@ -99,17 +97,18 @@ class _Checker:
         driver: DistributionDriver,
         namespace: str,
         expected: Mapping[tuple[str, str], str],
-        on_tag: Callable[[], None] | None,
     ) -> None:
         self.driver, self.namespace, self.expected = driver, namespace, expected
-        self.on_tag = on_tag
         self.result = NamespaceVerification()
+        #: In the repository being checked: each manifest's problems, by digest, and each
+        #: blob's (None: served). A blob is reachable through the repositories that link it
+        #: only, so what one repository saw says nothing of another's.
+        self.manifests: dict[str, list[_Problem]] = {}
+        self.blobs: dict[str, str | None] = {}
 
     def repository(self, repository: str) -> None:
         token = pull_token(self.driver, self.namespace, repository)
-        # Per repository: each manifest's problems (by digest) and each blob's (None: served).
-        self.manifests: dict[str, list[_Problem]] = {}
-        self.blobs: dict[str, str | None] = {}
+        self.manifests, self.blobs = {}, {}
         listed: set[str] | None = None
         for tag in self.driver.tags(repository, token=token):
             fetched = manifest_fetch(self.driver, repository, tag, token=token)
@@ -124,8 +123,6 @@ class _Checker:
                 problems = self._manifest(repository, fetched, token=token, depth=0)
             self.result.tags += 1
             self.result.findings += [Finding(repository, tag, *problem) for problem in problems]
-            if self.on_tag is not None:
-                self.on_tag()
 
     def _manifest(
         self, repository: str, fetched: FetchedManifest, *, token: str, depth: int

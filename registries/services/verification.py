@@ -45,7 +45,8 @@ DETAIL_EXAMPLES = 5
 @dataclass(frozen=True)
 class VerificationSummary:
     """What one collection's verification covered and found, for the window that ran it
-    (``services.maintenance``): it fails the window when ``missing`` is not 0."""
+    (``services.maintenance``): ``missing`` above 0 means a kept tag cannot be pulled whole, or
+    a registry could not be checked."""
 
     registries: int
     tags: int
