@@ -42,7 +42,11 @@ IMAGES = {
 
 
 def test_cleanup_deletes_exactly_what_the_dry_run_listed(
-    ready_cluster, skopeo, workdir: Path, make_api, scrape
+    ready_cluster,
+    skopeo,
+    workdir: Path,
+    make_api,
+    scrape,  # noqa: F811 - the fixture
 ) -> None:
     access = ready_cluster("Open Source")
     api = make_api()
