@@ -58,7 +58,8 @@ def push(registry: Registry, tag: str, days: float, digest: str = "") -> None:
 def test_the_organizations_default_is_read_written_and_deleted(api) -> None:
     empty = api.get(ORG)
     put = api.put(ORG, {"keep_newest": 5, "protected_tags": ["stable"]})
-    read = api.get(ORG)
+    with expected_queries("registries-api:registry-retention-policy"):
+        read = api.get(ORG)
     deleted = api.delete(ORG)
     again = api.delete(ORG)
 
@@ -88,7 +89,8 @@ def test_a_clusters_override_replaces_the_default_and_says_where_it_comes_from(
     assert api.get(path).json() == NONE
 
     api.put(ORG, {"keep_newest": 5})
-    inherited = api.get(path)
+    with expected_queries("registries-api:registry-cluster-retention-policy"):
+        inherited = api.get(path)
     put = api.put(path, {"delete_older_than_days": 30, "recent_hours": 2})
     deleted = api.delete(path)
 
