@@ -199,7 +199,13 @@ def _keep_index_members(
     """Keep every manifest a kept index of the same repository lists (deleting a member by
     digest would break the index), and the members of those in turn."""
     checked: set[tuple[str, str]] = set()
-    while fresh := set(why_kept) - checked:
+    while True:
+        # Only a repository with a group still to delete can lose one to an index: the others'
+        # manifests are not read at all.
+        open_repositories = {repository for repository, _ in set(groups) - set(why_kept)}
+        fresh = {key for key in set(why_kept) - checked if key[0] in open_repositories}
+        if not fresh:
+            return
         checked |= fresh
         repositories = defaultdict(list)
         for repository, digest in fresh:
