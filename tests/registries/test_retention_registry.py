@@ -13,13 +13,17 @@ import pytest
 from django.utils import timezone
 
 from clusters.audit import AuditEvent
-from registries.inventory import Tag
+from registries.demo_image import write_oci_layout
+from registries.inventory import Manifest, Tag
 from registries.models import Registry
 from registries.retention import RetentionRun
 from tests.api import conftest as api_fixtures
 from tests.controlplane.test_metrics import delta, scrape  # noqa: F401 - a fixture
 from tests.registries.test_deprovisioning import tags as registry_tags
 from tests.registries.test_tag_deletion import push
+from tests.registries.test_usage_scan import scan
+from tests.support.containers import creds
+from tests.support.images import add_index, add_variant, tagged
 
 pytestmark = [
     pytest.mark.integration,
@@ -142,3 +146,44 @@ def test_a_tag_pulled_between_the_plan_and_its_deletion_is_skipped(
          "error": "skipped: pushed, pulled or moved since the plan"}
     ]  # fmt: skip
     assert registry_tags(access.namespace, "base") == ["old-a"]
+
+
+def test_a_member_of_a_kept_index_stays_though_its_own_tag_is_old(
+    ready_cluster, skopeo, workdir: Path, make_api
+) -> None:
+    """A multi-arch index (protected ``v2``) and one of its members also tagged on its own
+    (``amd64``): deleting that tag deletes the member's manifest by digest, and the index would
+    no longer pull. The inventory comes from the usage scan of the real registry."""
+    access = ready_cluster("Open Source")
+    api = make_api()
+    layout = workdir / "image"
+    write_oci_layout(layout, "an index and its members")
+    add_variant(layout, "s390x", label="other", architecture="s390x")
+    index = add_index(layout, "multi", members=["latest", "s390x"])
+    add_variant(layout, "old", label="old")
+    for target, tag, everything in (("v2", "multi", True), ("amd64", "latest", False),
+                                     ("old", "old", False)):  # fmt: skip
+        pushed = skopeo.push(layout, f"{access.url}/app:{target}", access.secret, tag=tag,
+                             all=everything)  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+    scan(access.registry)
+    assert tagged(layout, "latest") in Manifest.objects.get(digest=index).blobs
+    Tag.objects.update(pushed_at=timezone.now() - timedelta(days=40))
+    path = f"/clusters/{access.cluster.pk}/registry"
+    api.put(f"{path}/retention-policy", {"delete_older_than_days": 30})
+
+    dry_run = api.post(f"{path}/retention-policy/dry-run").json()
+    run = api.post(f"{path}/cleanup").json()
+
+    assert [d["tags"] for d in dry_run["deletions"]] == [["old"]]
+    assert [(k["tag"], k["reason"]) for k in dry_run["kept"]] == [
+        ("amd64", f"a member of the index v2 ({index[:19]}…), which is kept"),
+        ("v2", "protected by the pattern 'v*'"),
+    ]
+    assert run["deleted"] == dry_run["deletions"]
+    assert sorted(registry_tags(access.namespace, "app")) == ["amd64", "v2"]
+    copied = skopeo(
+        "copy", "--all", "--src-tls-verify=false", "--src-creds", creds(access.secret),
+        f"docker://{access.url}/app:v2", f"oci:{workdir / 'pulled'}:v2",
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
