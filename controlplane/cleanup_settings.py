@@ -21,10 +21,16 @@ __all__ = [
     "REGISTRY_GC_SWITCH_TIMEOUT_SECONDS",
     "REGISTRY_GC_TIME_LIMIT_SECONDS",
     "REGISTRY_RETENTION_INTERVAL_SECONDS",
+    "REGISTRY_RETENTION_TIME_LIMIT_SECONDS",
 ]
 
 #: Every this many seconds (Celery beat) each ready registry with an enabled policy is cleaned.
 REGISTRY_RETENTION_INTERVAL_SECONDS = env_float("REGISTRY_RETENTION_INTERVAL_SECONDS", 3600.0)
+#: At most this long for one registry's run (its Celery time limit); a run still marked running
+#: after it is taken for dead, and the next one starts.
+REGISTRY_RETENTION_TIME_LIMIT_SECONDS = env_int(
+    "REGISTRY_RETENTION_TIME_LIMIT_SECONDS", 1800, minimum=60
+)
 
 #: Every this many seconds each backend's garbage is collected in a maintenance window; 0: only
 #: on demand (console, ``manage.py registry_gc``, the operators' API).

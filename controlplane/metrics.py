@@ -98,6 +98,12 @@ QUOTA_TRANSITIONS = Counter(
     ["state"],
 )
 
+RETENTION_DELETED_TAGS = Counter(
+    "controlplane_registry_retention_deleted_tags",
+    "Tags deleted by retention policies, by what started the run (schedule, soft_limit, "
+    "hard_limit, manual).",
+    ["trigger"],
+)
 REGISTRY_NOTIFICATIONS = Counter(
     "controlplane_registry_notifications",
     "Distribution's events posted to /registry/notifications, by outcome: received (recorded), "

@@ -20,7 +20,14 @@ from django.utils.safestring import SafeString
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration
-from registries import backend_admin, conditions, quota_admin, usage_admin, verification_admin
+from registries import (
+    backend_admin,
+    conditions,
+    quota_admin,
+    retention_admin,
+    usage_admin,
+    verification_admin,
+)
 from registries.models import (
     JobCredential,
     Lease,
@@ -35,7 +42,8 @@ from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
 __all__ = [
-    "RegistryAdmin", "backend_admin", "quota_admin", "usage_admin", "verification_admin",
+    "RegistryAdmin", "backend_admin", "quota_admin", "retention_admin", "usage_admin",
+    "verification_admin",
 ]  # fmt: skip
 
 #: Badge colours by state: green when usable, red when someone must act.
@@ -106,7 +114,7 @@ class RegistryAdmin(ReadOnlyAdmin):
     search_fields = ["namespace", "cluster__name", "url"]
     list_select_related = ["cluster__organization", "backend"]
     inlines = [RegistryEventInline]
-    actions = ["retry", "deprovision", "verify"]
+    actions = ["retry", "deprovision", "verify", retention_admin.cleanup_now]
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         # Needed for admin actions to show; every field is still read-only.
@@ -123,7 +131,8 @@ class RegistryAdmin(ReadOnlyAdmin):
             if field.name != "conditions"
         )
         return [
-            "badge", "usage", "conditions_table", "quota_usage", "error_detail", "gc_verification",
+            "badge", "usage", "conditions_table", "quota_usage", "retention", "error_detail",
+            "gc_verification",
             *fields,
         ]  # fmt: skip
 
@@ -174,6 +183,10 @@ class RegistryAdmin(ReadOnlyAdmin):
         status = quota_status(registry)
         where = f" (set by the {status.source})" if status.source else ""
         return f"{status.message}{where}"
+
+    @admin.display(description="retention")
+    def retention(self, registry: Registry) -> SafeString:
+        return retention_admin.dry_run_link(registry)
 
     @admin.display(description="error detail")
     def error_detail(self, registry: Registry) -> str:

@@ -16,10 +16,26 @@ other way round.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+#: The task that applies a registry's policy (``registries.tasks``), enqueued by name.
+RETENTION_RUN_TASK = "registries.retention_run"
+#: A policy's fields, as the API, the console, audit rows and a run's snapshot name them.
+POLICY_FIELDS = (
+    "enabled",
+    "keep_newest",
+    "delete_older_than_days",
+    "unless_pulled_within_days",
+    "delete_untagged",
+    "protected_tags",
+    "recent_hours",
+)
+# Where the policy of a registry comes from.
+FROM_CLUSTER, FROM_ORGANIZATION = "cluster", "organization"
 
 #: What a new policy protects unless told otherwise: the tags a pipeline or a person names.
 PROTECTED_DEFAULT = ["latest", "v*", "release-*"]
@@ -120,3 +136,39 @@ class RetentionRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.registry_id} {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def freed_bytes(self) -> int | None:
+        """What the registry's usage (unique blobs) dropped by; None until finished."""
+        if self.usage_bytes_after is None:
+            return None
+        return self.usage_bytes_before - self.usage_bytes_after
+
+
+def policy_values(policy: RetentionPolicy) -> dict[str, Any]:
+    """The policy's rules (``POLICY_FIELDS``) as JSON values."""
+    return {name: getattr(policy, name) for name in POLICY_FIELDS}
+
+
+def policy_for(cluster_id: Any) -> tuple[RetentionPolicy | None, str | None]:
+    """The policy of the cluster's registry and where it comes from, as ``quota_for`` finds a
+    quota: the cluster's override, else its organization's default, else none (one query; none
+    for a registry whose cluster was deleted). An override replaces the default whole."""
+    if cluster_id is None:
+        return None, None
+    rows = RetentionPolicy.objects.filter(
+        Q(cluster_id=cluster_id) | Q(cluster__isnull=True, organization__clusters__id=cluster_id)
+    )
+    found = {row.cluster_id is not None: row for row in rows}
+    if True in found:
+        return found[True], FROM_CLUSTER
+    if False in found:
+        return found[False], FROM_ORGANIZATION
+    return None, None
+
+
+def running(registry_id: Any) -> bool:
+    """Whether a run of the registry's policy is under way (its deletions move its usage)."""
+    return RetentionRun.objects.filter(
+        registry_id=registry_id, state=RetentionRunState.RUNNING
+    ).exists()

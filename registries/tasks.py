@@ -15,12 +15,16 @@ import dataclasses
 from celery import Task, shared_task
 from django.conf import settings
 
+from registries.models import Registry
 from registries.reconciler import registries_reconcile
+from registries.retention import RETENTION_RUN_TASK
 from registries.services import (
     DEPROVISION_TASK,
     NOTIFICATIONS_TASK,
     PROVISION_TASK,
     AttemptResult,
+    RegistryNotReady,
+    RetentionRunning,
     backend_canary,
     canary_backends,
     notifications_apply_unless_busy,
@@ -31,6 +35,8 @@ from registries.services import (
     registry_deprovision,
     registry_provision,
     registry_usage_scan,
+    retention_apply,
+    retention_sweep,
 )
 
 
@@ -135,3 +141,30 @@ def sweep_notifications() -> dict[str, int]:
     """Celery beat, every REGISTRY_NOTIFICATIONS_SWEEP_SECONDS: apply the notifications whose
     message was lost, and prune the applied ones older than REGISTRY_NOTIFICATIONS_KEEP_DAYS."""
     return notifications_sweep()
+
+
+@shared_task(name="registries.retention_sweep")  # type: ignore[untyped-decorator]
+def sweep_retention() -> int:
+    """Celery beat, every REGISTRY_RETENTION_INTERVAL_SECONDS: enqueue a run for each ready
+    registry whose retention policy is enabled; how many."""
+    return retention_sweep()
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=RETENTION_RUN_TASK,
+    acks_late=True,
+    soft_time_limit=settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS,
+    time_limit=settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS + 30,
+)
+def run_retention(registry_id: str, trigger: str) -> str | None:
+    """Apply the registry's retention policy (the schedule, a quota limit); its run's id. None
+    when there is nothing to do: the registry is gone or not ready, or a run is under way (a
+    repeated message finds it, or finds its outcome and runs again: a run deletes only what the
+    policy selects at the time)."""
+    registry = Registry.objects.filter(pk=registry_id).first()
+    if registry is None:
+        return None
+    try:
+        return str(retention_apply(registry, trigger=trigger).pk)
+    except (RegistryNotReady, RetentionRunning):
+        return None

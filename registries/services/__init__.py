@@ -13,7 +13,8 @@ surface (``from registries.services import registry_provision``).
 - ``usage_scan``: the periodic scan that rebuilds the inventory from the registry itself;
 - ``notifications``: Distribution's events, recorded by the endpoint and applied by a worker;
 - ``quotas``: what a registry may hold;
-- ``tags``: deleting a tag (its manifest, by digest) from the registry and the inventory.
+- ``tags``: deleting a tag (its manifest, by digest) from the registry and the inventory;
+- ``retention``: retention policies, the plan of what a policy deletes, and its runs.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
 """
@@ -64,6 +65,18 @@ from registries.services.notifications import (
 )
 from registries.services.provisioning import registry_provision
 from registries.services.quotas import quota_delete, quota_evaluate, quota_set, quota_validate
+from registries.services.retention import (
+    KeptTag,
+    PlannedDeletion,
+    RetentionPlan,
+    RetentionRunning,
+    retention_apply,
+    retention_plan,
+    retention_policy_delete,
+    retention_policy_set,
+    retention_policy_validate,
+    retention_sweep,
+)
 from registries.services.tags import (
     RegistryNotReady,
     SharedDigest,
@@ -106,6 +119,10 @@ __all__ = [
     "UsageScanResult",
     "WHOLE_REGISTRY",
     "AttemptResult",
+    "KeptTag",
+    "PlannedDeletion",
+    "RetentionPlan",
+    "RetentionRunning",
     "BackendCanaryResult",
     "CanaryResult",
     "Notification",
@@ -144,6 +161,12 @@ __all__ = [
     "registry_usage_scan",
     "registry_verify",
     "repository_get",
+    "retention_apply",
+    "retention_plan",
+    "retention_policy_delete",
+    "retention_policy_set",
+    "retention_policy_validate",
+    "retention_sweep",
     "tag_delete",
     "tag_put",
     "tags_remove",

@@ -14,6 +14,7 @@ transaction.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -30,6 +31,7 @@ from clusters.interface import (
     changes,
 )
 from controlplane import hotcache, metrics
+from controlplane.celery import app as celery_app
 from registries import conditions
 from registries.locks import registries_lock_of_clusters
 from registries.models import Registry
@@ -43,7 +45,11 @@ from registries.quotas import (
     judge,
     quota_for,
 )
+from registries.retention import RETENTION_RUN_TASK, RetentionTrigger, policy_for
+from registries.retention import running as retention_running
 from registries.services.audit import registry_audit
+
+logger = logging.getLogger("registries.services")
 
 #: The audit log's types: a quota written (or deleted), and a registry crossing a limit.
 QUOTA_UPDATED = "REGISTRY_QUOTA_UPDATED"
@@ -121,9 +127,35 @@ def _crossed(registry: Registry, status: QuotaStatus, event: str) -> None:
 
 
 def retention_policies_on_limit(registry: Registry, status: QuotaStatus) -> None:
-    """The hook for retention policies (issue 18): called, in the transaction and with the
-    registry row locked, when a registry crosses its soft or its hard limit. Nothing yet: the
-    policies will enqueue their sweep here with ``transaction.on_commit``."""
+    """Called, in the transaction and with the registry row locked, when a registry enters its
+    soft or its hard limit: its retention policy, if one applies and is enabled, runs once the
+    transaction commits (``registries.retention_run``, trigger ``soft_limit`` or
+    ``hard_limit``). Not while a run is under way: its own deletions move the registry from the
+    hard limit to the soft one, and a second run would find nothing the first did not."""
+    policy, _ = policy_for(registry.cluster_id)
+    if policy is None or not policy.enabled or retention_running(registry.pk):
+        return
+    hard = status.state == HARD_EXCEEDED
+    trigger = RetentionTrigger.HARD_LIMIT if hard else RetentionTrigger.SOFT_LIMIT
+    retention_run_enqueue(str(registry.pk), trigger)
+
+
+def retention_run_enqueue(registry_id: str, trigger: str) -> None:
+    """Ask a worker to apply the registry's retention policy once the transaction commits
+    (here rather than in ``services.retention``, which imports it, so that the quota hook can
+    enqueue by name without importing the layer above). A message the broker does not take is
+    logged: the schedule runs the policy again within ``REGISTRY_RETENTION_INTERVAL_SECONDS``."""
+
+    def send() -> None:
+        try:
+            celery_app.tasks[RETENTION_RUN_TASK].delay(registry_id, str(trigger))
+        except Exception:
+            logger.exception(
+                "registry.retention.enqueue_failed",
+                extra={"registry_id": registry_id, "trigger": str(trigger)},
+            )
+
+    transaction.on_commit(send)
 
 
 def _limits(values: dict[str, Any]) -> dict[str, int | None]:

@@ -22,6 +22,7 @@ from clusters.models import ApiScope, Cluster, ClusterAgentToken, Queue
 from registries.inventory import Tag
 from registries.models import Registry, State
 from registries.quotas import RegistryQuota
+from registries.retention import RetentionPolicy, RetentionRun
 from tests.registries.factories import inventory_push
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +113,10 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("patch", "/registry-quota"): {"hard_tags": 10},
     ("put", "/clusters/{cluster}/registry/quota"): {"hard_bytes": 1000},
     ("patch", "/clusters/{cluster}/registry/quota"): {"hard_tags": 10},
+    ("put", "/registry-retention-policy"): {"keep_newest": 5},
+    ("put", "/clusters/{cluster}/registry/retention-policy"): {"keep_newest": 5},
+    ("post", "/clusters/{cluster}/registry/retention-policy/dry-run"): None,
+    ("post", "/clusters/{cluster}/registry/cleanup"): None,
 }
 
 
@@ -219,6 +224,10 @@ def snapshot() -> tuple[list[Any], ...]:
                 "pk", "cluster_id", "hard_bytes", "soft_bytes", "hard_tags"
             )
         ),
+        list(
+            RetentionPolicy.objects.filter(**in_acme).values_list("pk", "cluster_id", "keep_newest")
+        ),
+        list(RetentionRun.objects.values_list("pk", "state")),
     )
 
 
@@ -283,8 +292,9 @@ def test_with_the_right_token_every_endpoint_succeeds(api, acme, endpoint: Endpo
     if endpoint.path.endswith("/resume_dispatch"):
         services.queue_pause_dispatch(queue=Queue.objects.get(pk=acme["queue"]))
     response = api.request(endpoint.method, endpoint.path.format(**acme), endpoint.body)
-    if endpoint.path.endswith("/tags/{tag}"):  # found, but the registry must be ready: the
-        # deletion itself, against a real registry, is tests/registries/test_tag_deletion.py.
+    if endpoint.path.endswith(("/tags/{tag}", "/cleanup")):  # found, but the registry must be
+        # ready: the deletions themselves, against a real registry, are
+        # tests/registries/test_tag_deletion.py and test_retention_registry.py.
         assert response.status_code == 409, response.content
         return
     assert response.status_code == endpoint.success, response.content

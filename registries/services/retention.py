@@ -1,1 +1,0 @@
-"""Placeholder (issue 18): replaced by its owner."""

@@ -1,0 +1,189 @@
+"""A retention policy against the real registry, with images pushed by skopeo through the token
+endpoint: the dry run lists a set, cleanup deletes exactly that set from the registry (its tag
+list, ``skopeo inspect``) and from the inventory, with an audit row per deletion; protected,
+recently pulled and shared-manifest tags stay and still pull. Age is simulated in the inventory
+(``pushed_at``, ``last_pulled_at``), which is what the policy reads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from clusters.audit import AuditEvent
+from registries.demo_image import write_oci_layout
+from registries.inventory import Manifest, Tag
+from registries.models import Registry
+from registries.retention import RetentionRun
+from tests.api import conftest as api_fixtures
+from tests.controlplane.test_metrics import delta, scrape  # noqa: F401 - a fixture
+from tests.registries.test_deprovisioning import tags as registry_tags
+from tests.registries.test_tag_deletion import push
+from tests.registries.test_usage_scan import scan
+from tests.support.containers import creds
+from tests.support.images import add_index, add_variant, tagged
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("live_server", "container_tools"),
+]
+
+make_api = api_fixtures.make_api  # the REST API's clients, for organization acme
+
+#: tag -> (content, pushed days ago, pulled days ago or None)
+IMAGES = {
+    "build-1": ("one", 40, None),  # old, never pulled: deleted
+    "build-2": ("two", 39, 20),  # old, pulled long ago: deleted
+    "build-3": ("three", 38, 0.1),  # beyond 2, but a running build pulled it 2.4 h ago: kept
+    "build-4": ("four", 40, None),  # old, but on the manifest of v1.0: kept
+    "build-5": ("five", 35, None),  # among the newest 2, but old and never pulled: deleted
+    "v1.0": ("four", 60, None),  # protected
+    "latest": ("six", 0, None),  # protected, and new
+}
+
+
+def test_cleanup_deletes_exactly_what_the_dry_run_listed(
+    ready_cluster,
+    skopeo,
+    workdir: Path,
+    make_api,
+    scrape,  # noqa: F811 - the fixture
+) -> None:
+    access = ready_cluster("Open Source")
+    api = make_api()
+    now = timezone.now()
+    for tag, (text, pushed, pulled) in IMAGES.items():
+        push(skopeo, workdir, access, "base", tag, text)
+        Tag.objects.filter(name=tag).update(
+            pushed_at=now - timedelta(days=pushed),
+            last_pulled_at=None if pulled is None else now - timedelta(days=pulled),
+        )
+    registry_path = f"/clusters/{access.cluster.pk}/registry"
+    policy = {"keep_newest": 2, "delete_older_than_days": 30, "unless_pulled_within_days": 7}
+    assert api.put(f"{registry_path}/retention-policy", policy).status_code == 200
+    before = Registry.objects.get(pk=access.registry.pk).usage_bytes
+    metrics_before = scrape()
+
+    dry_run = api.post(f"{registry_path}/retention-policy/dry-run").json()
+    cleanup = api.post(f"{registry_path}/cleanup")
+
+    planned = [(d["tags"], d["reason"]) for d in dry_run["deletions"]]
+    assert sorted(planned) == [
+        (["build-1"], "beyond the newest 2 tags of base"),
+        (["build-2"], "beyond the newest 2 tags of base"),
+        (["build-5"], "pushed 35 days ago, not pulled in the last 7 days"),
+    ]
+    assert {(k["tag"], k["reason"].split(" ")[0]) for k in dry_run["kept"]} == {
+        ("build-3", "pulled"),
+        ("build-4", "shares"),
+        ("v1.0", "protected"),
+    }
+    assert cleanup.status_code == 201, cleanup.content
+    run = cleanup.json()
+    assert run["state"] == "succeeded"
+    assert run["errors"] == []
+    assert run["deleted"] == dry_run["deletions"]
+    # Gone from the registry and the inventory; the others are there and still pull whole.
+    assert sorted(registry_tags(access.namespace, "base")) == [
+        "build-3", "build-4", "latest", "v1.0"
+    ]  # fmt: skip
+    assert sorted(Tag.objects.values_list("name", flat=True)) == [
+        "build-3", "build-4", "latest", "v1.0"
+    ]  # fmt: skip
+    gone = skopeo.inspect(f"{access.url}/base:build-1", access.secret)
+    assert gone.returncode != 0
+    assert "manifest unknown" in gone.stderr
+    for tag in ("build-3", "build-4", "latest", "v1.0"):
+        pulled = skopeo.pull(f"{access.url}/base:{tag}", access.secret, workdir / f"pull-{tag}")
+        assert pulled.returncode == 0, pulled.stderr
+    # One audit row a deleted manifest, and the run's own; the usage dropped.
+    deletions = AuditEvent.objects.filter(type="REGISTRY_TAG_DELETED")
+    assert sorted(tuple(e.data["tags"]) for e in deletions) == [
+        ("build-1",), ("build-2",), ("build-5",)
+    ]  # fmt: skip
+    finished = AuditEvent.objects.get(type="REGISTRY_RETENTION_RUN_FINISHED")
+    assert (finished.data["tags"], finished.data["run"]) == (3, run["id"])
+    after = Registry.objects.get(pk=access.registry.pk).usage_bytes
+    assert run["usage_bytes_before"] == before > after == run["usage_bytes_after"]
+    assert run["freed_bytes"] == before - after
+    metric = "controlplane_registry_retention_deleted_tags_total"
+    assert delta(metrics_before, scrape(), metric, trigger="manual") == 3
+    # A second run finds nothing more to delete.
+    again = api.post(f"{registry_path}/cleanup").json()
+    assert again["deleted"] == []
+    assert RetentionRun.objects.count() == 2
+
+
+def test_a_tag_pulled_between_the_plan_and_its_deletion_is_skipped(
+    ready_cluster, skopeo, workdir: Path, make_api, monkeypatch
+) -> None:
+    """The run checks each group right before deleting it: a pull since the plan keeps it."""
+    from registries.services.retention import runs
+
+    access = ready_cluster("Open Source")
+    api = make_api()
+    for tag, text in (("old-a", "a"), ("old-b", "b")):
+        push(skopeo, workdir, access, "base", tag, text)
+    Tag.objects.update(pushed_at=timezone.now() - timedelta(days=40))
+    api.put(f"/clusters/{access.cluster.pk}/registry/retention-policy", {"keep_newest": 0})
+    planned = runs.retention_plan
+
+    def plan_then_pull(*args, **kwargs):
+        plan = planned(*args, **kwargs)
+        Tag.objects.filter(name="old-a").update(last_pulled_at=timezone.now())
+        return plan
+
+    monkeypatch.setattr(runs, "retention_plan", plan_then_pull)
+
+    run = api.post(f"/clusters/{access.cluster.pk}/registry/cleanup").json()
+
+    assert [d["tags"] for d in run["deleted"]] == [["old-b"]]
+    assert run["errors"] == [
+        {"repository": "base", "tag": "old-a",
+         "error": "skipped: pushed, pulled or moved since the plan"}
+    ]  # fmt: skip
+    assert registry_tags(access.namespace, "base") == ["old-a"]
+
+
+def test_a_member_of_a_kept_index_stays_though_its_own_tag_is_old(
+    ready_cluster, skopeo, workdir: Path, make_api
+) -> None:
+    """A multi-arch index (protected ``v2``) and one of its members also tagged on its own
+    (``amd64``): deleting that tag deletes the member's manifest by digest, and the index would
+    no longer pull. The inventory comes from the usage scan of the real registry."""
+    access = ready_cluster("Open Source")
+    api = make_api()
+    layout = workdir / "image"
+    write_oci_layout(layout, "an index and its members")
+    add_variant(layout, "s390x", label="other", architecture="s390x")
+    index = add_index(layout, "multi", members=["latest", "s390x"])
+    add_variant(layout, "old", label="old")
+    for target, tag, everything in (("v2", "multi", True), ("amd64", "latest", False),
+                                     ("old", "old", False)):  # fmt: skip
+        pushed = skopeo.push(layout, f"{access.url}/app:{target}", access.secret, tag=tag,
+                             all=everything)  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+    scan(access.registry)
+    assert tagged(layout, "latest") in Manifest.objects.get(digest=index).blobs
+    Tag.objects.update(pushed_at=timezone.now() - timedelta(days=40))
+    path = f"/clusters/{access.cluster.pk}/registry"
+    api.put(f"{path}/retention-policy", {"delete_older_than_days": 30})
+
+    dry_run = api.post(f"{path}/retention-policy/dry-run").json()
+    run = api.post(f"{path}/cleanup").json()
+
+    assert [d["tags"] for d in dry_run["deletions"]] == [["old"]]
+    assert [(k["tag"], k["reason"]) for k in dry_run["kept"]] == [
+        ("amd64", f"a member of the index v2 ({index[:19]}…), which is kept"),
+        ("v2", "protected by the pattern 'v*'"),
+    ]
+    assert run["deleted"] == dry_run["deletions"]
+    assert sorted(registry_tags(access.namespace, "app")) == ["amd64", "v2"]
+    copied = skopeo(
+        "copy", "--all", "--src-tls-verify=false", "--src-creds", creds(access.secret),
+        f"docker://{access.url}/app:v2", f"oci:{workdir / 'pulled'}:v2",
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
