@@ -46,8 +46,9 @@ def _tagged_index(rows: list[Row]) -> Tag | None:
 
 def _policies_keeping_untagged(rows: list[Row]) -> list[str]:
     """The namespaces whose effective retention policy keeps untagged manifests: the cluster's
-    override, else its organization's default, else none (keep). A disabled policy keeps
-    everything."""
+    override, else its organization's default, else none (keep), as ``retention.policy_for``
+    finds it for one cluster, here in one query for the whole backend. A disabled policy keeps
+    everything (it deletes nothing)."""
     policies = RetentionPolicy.objects.filter(
         Q(cluster_id__in=[row[2] for row in rows])
         | Q(cluster__isnull=True, organization_id__in={row[3] for row in rows})
