@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from registries.drivers.collector import CollectorError
+
 logger = logging.getLogger("registries.drivers")
 
 #: Distribution's filesystem driver's folder when the configuration names none.
@@ -32,8 +34,9 @@ DATA_PATH = Path("docker", "registry", "v2")
 UPLOADS = "_uploads"
 
 
-class StorageConfigError(ValueError):
-    """The configuration file cannot be read or has no storage section."""
+class StorageConfigError(CollectorError):
+    """The configuration file cannot be read or has no storage section: a ``CollectorError``,
+    since garbage-collect cannot run on it either, and the window handles both alike."""
 
 
 def _storage_section(config_path: str) -> dict[str, Any]:
