@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration
-from registries import backend_admin, conditions, quota_admin, usage_admin
+from registries import backend_admin, conditions, maintenance_admin, quota_admin, usage_admin
 from registries.models import (
     JobCredential,
     Lease,
@@ -34,7 +34,7 @@ from registries.quotas import quota_status
 from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
-__all__ = ["RegistryAdmin", "backend_admin", "quota_admin", "usage_admin"]
+__all__ = ["RegistryAdmin", "backend_admin", "maintenance_admin", "quota_admin", "usage_admin"]
 
 #: Badge colours by state: green when usable, red when someone must act.
 BADGE_COLOURS: dict[str, str] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +28,7 @@ from django.core.exceptions import TooManyFieldsSent
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from prometheus_client import Counter, Histogram
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser
@@ -40,7 +42,7 @@ from controlplane import metrics
 from controlplane.api.authentication import basic_password
 from controlplane.api.caching import no_store
 from controlplane.api.fast_path import FastPathAPIView, plain_request
-from registries.backends import backend_services
+from registries.backends import backend_for_service, backend_services
 from registries.keys import SigningKeyMissing
 from registries.models import JOB_CREDENTIAL_PREFIX
 from registries.selectors import (
@@ -53,6 +55,7 @@ from registries.tokens import (
     InvalidRefreshToken,
     IssuedToken,
     Principal,
+    Scope,
     parse_scopes,
     push_refusal,
     refresh_token_issue,
@@ -172,6 +175,34 @@ class PushRefused(exceptions.APIException):
 
     status_code = status.HTTP_401_UNAUTHORIZED
     registry_code = "DENIED"
+
+    def __init__(self, detail: str, *, wait: int | None = None) -> None:
+        super().__init__(detail)
+        #: Seconds to retry after (the ``Retry-After`` header): a maintenance window's end.
+        self.wait = wait
+
+
+#: What a push during a backend's maintenance window is told (docs/retention.md#garbage-collection).
+MAINTENANCE_REFUSAL = (
+    "Registry maintenance: garbage collection on this registry's backend; pushes are refused "
+    "until it ends. Retry after {seconds} seconds."
+)
+
+
+def maintenance_refusal(service: str, scopes: Iterable[Scope]) -> PushRefused | None:
+    """The refusal of a request that asks to push (or ``*``) on the backend of ``service`` while
+    a garbage collection holds its window; None otherwise. Pull-only requests never look: the
+    backends' per-process copy is read only for a push, and holds the window's end."""
+    if not any(
+        scope.type == "repository" and ("push" in scope.actions or "*" in scope.actions)
+        for scope in scopes
+    ):
+        return None
+    backend = backend_for_service(service)
+    seconds = 0 if backend is None else backend.push_retry_after(timezone.now())
+    if not seconds:
+        return None
+    return PushRefused(MAINTENANCE_REFUSAL.format(seconds=seconds), wait=seconds)
 
 
 class RegistryTokenView(FastPathAPIView):
@@ -295,6 +326,13 @@ class RegistryTokenView(FastPathAPIView):
                 extra={"subject": principal.subject, "namespace": principal.namespace},
             )
             raise PushRefused(refused)
+        window = maintenance_refusal(service, scopes)
+        if window is not None:
+            logger.info(
+                "registry.token.maintenance_refused",
+                extra={"subject": principal.subject, "service": service},
+            )
+            raise window
         try:
             issued = token_issue(principal, scopes, service=service)
             refresh_token = (
