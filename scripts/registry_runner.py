@@ -172,8 +172,9 @@ class Runner:
             yaml.safe_dump(config, file, sort_keys=False)
         self.child = subprocess.Popen([self.binary, "serve", str(copy)])  # noqa: S603
         log(
-            "info", "registry.runner.started", replica=self.name, mode=self.mode, pid=self.child.pid
-        )
+            "info", "registry.runner.started", replica=self.name, mode=self.mode,
+            pid=self.child.pid, config=str(copy),
+        )  # fmt: skip
 
     def ask(self) -> None:
         """Report the mode; switch when told another one."""
