@@ -173,13 +173,14 @@ class _Window:
 
     def run(self) -> None:
         error = ""
+        where = {"backend": self.backend.name, "collection": str(self.collection.pk)}
         try:
             self.collect()
+        except WindowFailed as exc:  # said to the operator; no traceback to add
+            logger.warning("registry.gc.failed", extra={**where, "error": str(exc)})
+            error = str(exc)
         except Exception as exc:  # every failure ends the window the same way, then is shown
-            logger.exception(
-                "registry.gc.failed",
-                extra={"backend": self.backend.name, "collection": str(self.collection.pk)},
-            )
+            logger.exception("registry.gc.failed", extra=where)
             error = str(exc) or type(exc).__name__
         finally:
             self.restore()
