@@ -10,6 +10,7 @@ __all__ = [
     "CLEANUP_BEAT",
     "CLEANUP_TASK_ROUTES",
     "MAINTENANCE_QUEUE",
+    "REGISTRY_DRAIN_TIMEOUT",
     "REGISTRY_GC_BINARY",
     "REGISTRY_GC_CONFIG",
     "REGISTRY_GC_DELETE_UNTAGGED",
@@ -38,6 +39,10 @@ REGISTRY_GC_BINARY = env("REGISTRY_GC_BINARY", "docker-registry")
 REGISTRY_GC_DELETE_UNTAGGED = env_bool("REGISTRY_GC_DELETE_UNTAGGED", True)
 #: Pushes are refused this long before the replicas go read-only, so uploads in flight finish.
 REGISTRY_GC_DRAIN_SECONDS = env_float("REGISTRY_GC_DRAIN_SECONDS", 60.0)
+#: ``http.draintimeout`` of the generated registry configuration (a Go duration): on SIGTERM, as
+#: its runner switches it to or from read-only, a replica lets requests in flight finish this
+#: long. Shorter than REGISTRY_GC_SWITCH_TIMEOUT_SECONDS (``registry_config`` refuses otherwise).
+REGISTRY_DRAIN_TIMEOUT = env("REGISTRY_DRAIN_TIMEOUT", "30s")
 #: How long every replica has to report the mode it was asked for; past it the window ends
 #: (read-write again) and the collection fails, saying which replica did not answer.
 REGISTRY_GC_SWITCH_TIMEOUT_SECONDS = env_float("REGISTRY_GC_SWITCH_TIMEOUT_SECONDS", 120.0)

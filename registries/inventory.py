@@ -17,6 +17,15 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+#: The media types of a manifest that lists other manifests: an OCI image index, a Docker
+#: manifest list (a multi-platform image).
+INDEX_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+
 
 class Repository(models.Model):
     """A repository of a registry's namespace, e.g. ``acme/0123456789ab/base``."""

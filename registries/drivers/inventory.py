@@ -28,16 +28,11 @@ from registries.drivers.distribution import (
     DistributionDriver,
 )
 from registries.drivers.manifests import control_plane_token
+from registries.inventory import INDEX_MEDIA_TYPES
 from registries.tokens import Principal, Scope
 
 #: How deep an index of indexes is followed (OCI allows nesting; registries see one level).
 MAX_DEPTH = 4
-_INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ class _Reader:
             document.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
         )
         blobs: dict[str, int] = {}
-        if media_type in _INDEX_TYPES or "manifests" in document:
+        if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
             for member in _descriptors(document.get("manifests")):
                 blobs[member["digest"]] = int(member.get("size") or 0)
                 blobs.update(self._member_blobs(repository, member["digest"], token, depth))

@@ -22,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from controlplane.env import env, loopback_address
+from registries.registry_config_rules import RegistryConfigError, upload_purging_age
 from tests.support.processes import RegistryProcess, free_port, require_binary, two_free_ports
 from tests.support.stack import ManagedProcess
 
@@ -158,9 +159,12 @@ def test_the_default_stores_on_disk_caches_in_memory_and_purges_uploads(
         "delete": {"enabled": True},
         "cache": {"blobdescriptor": "inmemory"},
         "maintenance": {
-            "uploadpurging": {"enabled": True, "age": "168h", "interval": "24h", "dryrun": False}
+            "uploadpurging": {"enabled": True, "age": "168h", "interval": "24h", "dryrun": False},
+            # The replicas' runners flip it in their copy during a maintenance window.
+            "readonly": {"enabled": False},
         },
     }
+    assert config["http"]["draintimeout"] == "30s"
     assert "redis" not in config
     assert "tls" not in config["http"]
     assert [e["disabled"] for e in config["notifications"]["endpoints"]] == [True]
@@ -295,6 +299,51 @@ def test_a_purging_duration_go_cannot_parse_is_refused(
 ) -> None:
     assert refusal(settings, tmp_path, REGISTRY_UPLOAD_PURGING_AGE=value) == (
         f"REGISTRY_UPLOAD_PURGING_AGE={value!r} is not a duration such as 168h or 90m."
+    )
+
+
+def test_a_purging_age_shorter_than_a_push_may_run_is_refused(settings, tmp_path: Path) -> None:
+    # The job credential (8h by default) outlives the push token (1h): a push may run 8h.
+    assert refusal(settings, tmp_path, REGISTRY_UPLOAD_PURGING_AGE="7h59m") == (
+        "REGISTRY_UPLOAD_PURGING_AGE=7h59m is shorter than 8h, the longest a push can run with "
+        "one credential (the longer of REGISTRY_TOKEN_PUSH_TTL_SECONDS=3600 and "
+        "REGISTRY_JOB_CREDENTIAL_TTL_SECONDS=28800): the registry would purge a slow push's "
+        "upload while it runs. Set it to 8h or more."
+    )
+    assert refusal(
+        settings,
+        tmp_path,
+        REGISTRY_UPLOAD_PURGING_AGE="90m",
+        REGISTRY_JOB_CREDENTIAL_TTL_SECONDS=600,
+        REGISTRY_TOKEN_PUSH_TTL_SECONDS=5430,
+    ).startswith("REGISTRY_UPLOAD_PURGING_AGE=90m is shorter than 5430s, the longest")
+
+
+def test_the_window_purges_at_the_age_the_configuration_says(settings, tmp_path: Path) -> None:
+    """The maintenance window's own purge (``uploads_purge``) takes its age from
+    ``upload_purging_age``: the same setting, parsed, and refused alike."""
+    for value, expected in [
+        ("168h", datetime.timedelta(days=7)),
+        ("8h0m30s", datetime.timedelta(seconds=28830)),
+    ]:
+        config = render_with(settings, tmp_path, REGISTRY_UPLOAD_PURGING_AGE=value)
+
+        assert config["storage"]["maintenance"]["uploadpurging"]["age"] == value
+        assert upload_purging_age() == expected
+    settings.REGISTRY_UPLOAD_PURGING_AGE = "1h"
+    with pytest.raises(RegistryConfigError, match="is shorter than 8h"):
+        upload_purging_age()
+
+
+def test_a_drain_timeout_the_window_cannot_wait_for_is_refused(settings, tmp_path: Path) -> None:
+    config = render_with(settings, tmp_path, REGISTRY_DRAIN_TIMEOUT="1m30s")
+    assert config["http"]["draintimeout"] == "1m30s"
+    assert refusal(settings, tmp_path, REGISTRY_DRAIN_TIMEOUT="2m") == (
+        "REGISTRY_DRAIN_TIMEOUT=2m is not shorter than REGISTRY_GC_SWITCH_TIMEOUT_SECONDS=120: "
+        "a replica restarting into read-only mode would not report in time."
+    )
+    assert refusal(settings, tmp_path, REGISTRY_DRAIN_TIMEOUT="30") == (
+        "REGISTRY_DRAIN_TIMEOUT='30' is not a duration such as 168h or 90m."
     )
 
 

@@ -22,6 +22,7 @@ import pytest
 import requests
 from django.db import connection
 
+from registries.drivers.collector import registry_environment
 from registries.management.commands.registry_config import render_registry_config
 from tests.support.integration import require_integration
 
@@ -43,17 +44,6 @@ def require_binary(name: str, *, path: str | None = None) -> str:
             "(make test and .ci/run install it when run as root)."
         )
     return found
-
-
-def registry_environment(environment: Mapping[str, str]) -> dict[str, str]:
-    """``environment`` for a ``docker-registry``: Distribution reads REGISTRY_* variables as
-    configuration overrides, and ours share the prefix (see scripts/run-registry); its AWS SDK
-    (2.8's) panics at start on S3 storage when AWS_CA_BUNDLE is set, as it is on some machines."""
-    return {
-        name: value
-        for name, value in environment.items()
-        if not name.startswith("REGISTRY_") and name != "AWS_CA_BUNDLE"
-    }
 
 
 def answers_http(url: str, status: int | None = None) -> bool:
