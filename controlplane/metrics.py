@@ -175,6 +175,20 @@ GARBAGE_COLLECTION_FREED_BYTES = Counter(
     ["backend"],
 )
 
+# --- Verification after garbage collection ----------------------------------------------------
+VERIFICATION_TAGS = Counter(
+    "controlplane_registry_verification_tags",
+    "Tags checked by the verification after a garbage collection (manifest, index members, "
+    "every blob), by registry backend.",
+    ["backend"],
+)
+VERIFICATION_MISSING = Counter(
+    "controlplane_registry_verification_missing",
+    "What the verification after a garbage collection found missing, by kind: manifest, blob "
+    "(for each tag that needs it), registry (a registry that could not be checked).",
+    ["kind"],
+)
+
 # --- Celery -----------------------------------------------------------------------------------
 TASKS = Counter(
     "controlplane_celery_tasks",

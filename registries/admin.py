@@ -20,7 +20,14 @@ from django.utils.safestring import SafeString
 from clusters.interface import Cluster, ClusterAdmin
 from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_duration
-from registries import backend_admin, conditions, maintenance_admin, quota_admin, usage_admin
+from registries import (
+    backend_admin,
+    conditions,
+    maintenance_admin,
+    quota_admin,
+    usage_admin,
+    verification_admin,
+)
 from registries.models import (
     JobCredential,
     Lease,
@@ -34,7 +41,10 @@ from registries.quotas import quota_status
 from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
-__all__ = ["RegistryAdmin", "backend_admin", "maintenance_admin", "quota_admin", "usage_admin"]
+__all__ = [
+    "RegistryAdmin", "backend_admin", "maintenance_admin", "quota_admin", "usage_admin",
+    "verification_admin",
+]  # fmt: skip
 
 #: Badge colours by state: green when usable, red when someone must act.
 BADGE_COLOURS: dict[str, str] = {
@@ -120,7 +130,10 @@ class RegistryAdmin(ReadOnlyAdmin):
             for field in Registry._meta.fields
             if field.name != "conditions"
         )
-        return ["badge", "usage", "conditions_table", "quota_usage", "error_detail", *fields]
+        return [
+            "badge", "usage", "conditions_table", "quota_usage", "error_detail", "gc_verification",
+            *fields,
+        ]  # fmt: skip
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> Any:
         # Every field read-only, the conditions as a table rather than their JSON.
@@ -175,6 +188,10 @@ class RegistryAdmin(ReadOnlyAdmin):
         """What failed, for operators: hosts, what the registry or a library said. The REST API
         shows tenants ``last_error``, which only names the failure."""
         return conditions.error_detail(registry)
+
+    @admin.display(description="verification after garbage collection")
+    def gc_verification(self, registry: Registry) -> SafeString:
+        return verification_admin.verification_section(registry)
 
     @admin.display(description="conditions")
     def conditions_table(self, registry: Registry) -> SafeString:

@@ -13,6 +13,11 @@ before anything was tried.
 or its hard limit (``HardLimitExceeded``: no push is granted)? False (``WithinQuota``) otherwise;
 absent until a quota has been judged (``registries.services.quotas``).
 
+``Verified``: after the last garbage collection on the registry's backend, did the registry serve
+every manifest and blob its tags need (``VerificationPassed``)? False (``ContentMissing``) when
+something was missing, Unknown (``NotVerified``) when the registry could not be checked; absent
+before its backend's first collection (``registries.services.verification``).
+
 Each condition has ``type``, ``status`` ("True", "False" or "Unknown"), a CamelCase ``reason``, a
 sentence of ``message`` and ``last_transition_time``, which moves only when ``status`` changes.
 A failure's condition also keeps a ``detail`` for operators (hosts, what the registry or a library
@@ -36,7 +41,9 @@ READY = "Ready"
 SYNCED = "Synced"
 #: True while the registry holds at least its quota's soft limit (``services.quotas``).
 QUOTA_EXCEEDED = "QuotaExceeded"
-TYPES = (READY, SYNCED, QUOTA_EXCEEDED)
+#: Whether the registry served every kept tag whole after its backend's last garbage collection.
+VERIFIED = "Verified"
+TYPES = (READY, SYNCED, QUOTA_EXCEEDED, VERIFIED)
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 #: The ``Ready`` reason, and the message when there is no error to report, for each state (a
@@ -73,6 +80,10 @@ DEPROVISION_REQUESTED = "DeprovisionRequested"
 WITHIN_QUOTA = "WithinQuota"
 SOFT_LIMIT_EXCEEDED = "SoftLimitExceeded"
 HARD_LIMIT_EXCEEDED = "HardLimitExceeded"
+# Verified reasons.
+VERIFICATION_PASSED = "VerificationPassed"
+CONTENT_MISSING = "ContentMissing"
+NOT_VERIFIED = "NotVerified"
 
 
 def condition_set(

@@ -100,8 +100,8 @@ class RegistrySerializer(ReadSerializer):
     )
     last_error = serializers.SerializerMethodField()
     conditions = serializers.SerializerMethodField(
-        help_text="Ready, Synced and (once a quota applied) QuotaExceeded, as Kubernetes "
-        "conditions."
+        help_text="Ready, Synced, (once a quota applied) QuotaExceeded and (after its backend's "
+        "first garbage collection) Verified, as Kubernetes conditions."
     )
     canary = serializers.SerializerMethodField(help_text="The last health canary; null before one.")
     created_at = TimestampField()

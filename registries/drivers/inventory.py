@@ -11,6 +11,8 @@ digest, or taken from what is known of them.
 
 The requests go through ``DistributionDriver``'s own helpers (tokens, paging, errors): a registry
 that does not answer raises ``RegistryUnavailable``, anything else unexpected ``DriverError``.
+The readers here (``image_repositories``, ``pull_token``, ``manifest_fetch``) also serve the
+verification after garbage collection (``registries.drivers.verification``).
 """
 
 from __future__ import annotations
@@ -77,18 +79,12 @@ class _Reader:
         self.members: dict[str, ManifestRecord] = {}
 
     def read(self) -> NamespaceInventory:
-        canary = f"{self.namespace}/{CANARY_REPOSITORY}"
-        for repository in self.driver.repositories(namespace=self.namespace):
-            if repository != canary:  # blobs only, written and deleted by the health canary
-                self.seen.repositories[repository] = dict(self._repository(repository))
+        for repository in image_repositories(self.driver, self.namespace):
+            self.seen.repositories[repository] = dict(self._repository(repository))
         return self.seen
 
     def _repository(self, repository: str) -> Iterator[tuple[str, str]]:
-        token = control_plane_token(
-            Principal.control_plane(self.namespace),
-            [Scope("repository", repository, ("pull",))],
-            self.driver.token_service,
-        )
+        token = pull_token(self.driver, self.namespace, repository)
         for tag in self.driver.tags(repository, token=token):
             digest = self.driver._manifest_digest(repository, tag, token=token)
             if digest is None:
@@ -103,40 +99,17 @@ class _Reader:
     def _manifest(
         self, repository: str, digest: str, *, token: str, depth: int
     ) -> ManifestRecord | None:
-        response = self.driver._request(
-            "GET",
-            self.driver._url(f"/v2/{repository}/manifests/{quote(digest)}"),
-            token=token,
-            expect=(200, 404),
-            headers={"Accept": MANIFEST_TYPES},
-        )
-        if response.status_code == 404:
+        fetched = manifest_fetch(self.driver, repository, digest, token=token)
+        if fetched is None:
             return None
         self.seen.fetched += 1
-        try:
-            document = json.loads(response.content)
-        except ValueError as exc:
-            raise DriverError(
-                f"GET {repository}@{digest} answered a manifest that is not JSON.",
-                public="The registry answered a manifest that could not be read",
-            ) from exc
-        media_type = str(
-            document.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
-        )
         blobs: dict[str, int] = {}
-        if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
-            for member in _descriptors(document.get("manifests")):
-                blobs[member["digest"]] = int(member.get("size") or 0)
-                blobs.update(self._member_blobs(repository, member["digest"], token, depth))
-        else:
-            for descriptor in [
-                document.get("config"),
-                *(document.get("layers") or []),
-                *(document.get("blobs") or []),
-            ]:
-                for found in _descriptors([descriptor]):
-                    blobs[found["digest"]] = int(found.get("size") or 0)
-        return ManifestRecord(digest, media_type, len(response.content), blobs)
+        for member in fetched.members:
+            blobs[member["digest"]] = int(member.get("size") or 0)
+            blobs.update(self._member_blobs(repository, member["digest"], token, depth))
+        for found in fetched.blobs:
+            blobs[found["digest"]] = int(found.get("size") or 0)
+        return ManifestRecord(digest, fetched.media_type, fetched.size, blobs)
 
     def _member_blobs(self, repository: str, digest: str, token: str, depth: int) -> dict[str, int]:
         """The blobs of an index's member, known or fetched (a member deleted meanwhile has
@@ -148,6 +121,80 @@ class _Reader:
             if member is not None:
                 self.members[digest] = member
         return dict(member.blobs) if member is not None else {}
+
+
+def image_repositories(driver: DistributionDriver, namespace: str) -> Iterator[str]:
+    """The repositories of ``namespace`` the catalog lists, but the health canary's (blobs
+    only, written and deleted by the canary)."""
+    canary = f"{namespace}/{CANARY_REPOSITORY}"
+    for repository in driver.repositories(namespace=namespace):
+        if repository != canary:
+            yield repository
+
+
+def pull_token(driver: DistributionDriver, namespace: str, repository: str) -> str:
+    """A control-plane token that may read ``repository`` and nothing else."""
+    return control_plane_token(
+        Principal.control_plane(namespace),
+        [Scope("repository", repository, ("pull",))],
+        driver.token_service,
+    )
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """A manifest as the registry served it: what it references, split by kind."""
+
+    #: The digest the registry answered (``Docker-Content-Digest``), else the one asked for.
+    digest: str
+    media_type: str
+    #: Its own size: the bytes served.
+    size: int
+    #: An index's (or manifest list's) member manifests: descriptors with a digest.
+    members: list[dict[str, Any]]
+    #: An image manifest's blobs: its config, layers and (an artifact's) ``blobs``.
+    blobs: list[dict[str, Any]]
+
+
+def manifest_fetch(
+    driver: DistributionDriver, repository: str, reference: str, *, token: str
+) -> FetchedManifest | None:
+    """``GET`` manifest ``reference`` (a digest or a tag) of ``repository``, any media type;
+    None if the registry answers 404 (deleted, or its data gone). ``DriverError`` for a body that
+    is not a manifest; ``RegistryUnavailable`` if the registry does not answer."""
+    response = driver._request(
+        "GET",
+        driver._url(f"/v2/{repository}/manifests/{quote(reference)}"),
+        token=token,
+        expect=(200, 404),
+        headers={"Accept": MANIFEST_TYPES},
+    )
+    if response.status_code == 404:
+        return None
+    try:
+        document = json.loads(response.content)
+        if not isinstance(document, dict):
+            raise ValueError(type(document).__name__)
+    except ValueError as exc:
+        raise DriverError(
+            f"GET {repository}@{reference} answered a manifest that is not a JSON object.",
+            public="The registry answered a manifest that could not be read",
+        ) from exc
+    media_type = str(
+        document.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
+    )
+    digest = response.headers.get("Docker-Content-Digest") or reference
+    if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
+        return FetchedManifest(
+            digest,
+            media_type,
+            len(response.content),
+            list(_descriptors(document.get("manifests"))),
+            [],
+        )
+    found = [document.get("config"), *(document.get("layers") or [])]
+    found += [*(document.get("blobs") or [])]
+    return FetchedManifest(digest, media_type, len(response.content), [], list(_descriptors(found)))
 
 
 def _descriptors(values: Any) -> Iterator[dict[str, Any]]:
