@@ -34,7 +34,7 @@ from django.utils import timezone
 from controlplane import metrics
 from controlplane.celery import app as celery_app
 from registries.backends import backends_forget
-from registries.drivers.collector import garbage_collect
+from registries.drivers.collector import CollectorError, garbage_collect
 from registries.drivers.storage import storage_bytes, uploads_purge
 from registries.maintenance import (
     ACTIVE_STATES,
@@ -45,6 +45,7 @@ from registries.maintenance import (
 )
 from registries.maintenance_selectors import delete_untagged_decision
 from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend, State
+from registries.registry_config_rules import upload_purging_age
 from registries.services.audit import platform_audit
 from registries.services.replicas import replicas_live
 from registries.services.verification import collection_verify
@@ -176,7 +177,7 @@ class _Window:
         where = {"backend": self.backend.name, "collection": str(self.collection.pk)}
         try:
             self.collect()
-        except WindowFailed as exc:  # said to the operator; no traceback to add
+        except (WindowFailed, CollectorError) as exc:  # said to the operator: no traceback
             logger.warning("registry.gc.failed", extra={**where, "error": str(exc)})
             error = str(exc)
         except Exception as exc:  # every failure ends the window the same way, then is shown
@@ -210,7 +211,7 @@ class _Window:
         self.collection.storage_bytes_before = storage_bytes(self.config)
         self.collection.usage_bytes_before = backend_usage_bytes(self.backend.pk)
         self.progress("purging abandoned uploads", 0, None)
-        self.collection.uploads_purged = uploads_purge(self.config, older_than=purge_age())
+        self.collection.uploads_purged = uploads_purge(self.config, older_than=upload_purging_age())
         wanted, reason = delete_untagged_decision(self.backend.pk)
         self.collection.delete_untagged, self.collection.delete_untagged_reason = wanted, reason
         lines = [0]
@@ -223,6 +224,10 @@ class _Window:
         self.collection.blobs_deleted = result.blobs_deleted
         self.collection.manifests_deleted = result.manifests_deleted
         self.collection.output = result.output_tail
+        self.progress(
+            f"garbage-collect: {result.blobs_deleted} blobs and {result.manifests_deleted} "
+            "manifests deleted", lines[0], lines[0],
+        )  # fmt: skip
         self.collection.save()
 
     def collect_estimate(self) -> float:
@@ -249,7 +254,7 @@ class _Window:
             if not live:
                 raise WindowFailed(NO_REPLICA.format(backend=self.backend.name))
             behind = [replica.name for replica in live if replica.mode != mode]
-            self.progress(message, len(live) - len(behind), len(live), quiet=True)
+            self.progress(message, len(live) - len(behind), len(live), quiet=bool(behind))
             if not behind:
                 return
             if time.monotonic() > deadline:
@@ -377,15 +382,6 @@ def backend_usage_bytes(backend_id: int) -> int:
         .aggregate(total=Sum("usage_bytes"))["total"]
     )
     return int(total or 0)
-
-
-def purge_age() -> dt.timedelta:
-    """Uploads older than this are abandoned: the longest a push can run with one credential."""
-    return dt.timedelta(
-        seconds=max(
-            settings.REGISTRY_TOKEN_PUSH_TTL_SECONDS, settings.REGISTRY_JOB_CREDENTIAL_TTL_SECONDS
-        )
-    )
 
 
 def collections_schedule() -> list[GarbageCollection]:

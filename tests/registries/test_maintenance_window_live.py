@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 
 import pytest
 import requests
+from django.core.management import call_command
 
+from controlplane import humanize
 from registries.demo_image import write_oci_layout
 from registries.maintenance import CollectionState, GarbageCollection, RegistryReplica
 from registries.models import RegistryBackend
@@ -77,6 +80,7 @@ def replica(settings, live_server, registry_settings, workdir: Path) -> Iterator
     settings.REGISTRY_GC_DRAIN_SECONDS = 1.0
     settings.REGISTRY_BACKENDS_CACHE_SECONDS = 0.5
     settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS = 8.0
+    settings.REGISTRY_DRAIN_TIMEOUT = "2s"  # below the switch timeout (registry_config checks)
     settings.REGISTRY_GC_CONFIG = str(workdir / "replica-r1.yml")
     started = RunnerReplica(workdir, "r1").start()
     registry_settings.REGISTRY_URL = started.url
@@ -144,3 +148,44 @@ def test_a_replica_that_does_not_switch_fails_the_window_which_still_ends_read_w
     assert RegistryReplica.objects.get(name="r1").mode == "readwrite"
     assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
     ok(skopeo.push(workdir / "image", f"{a.url}/after:latest", a.secret))
+
+
+def test_a_whole_collection_frees_the_deleted_image_verifies_the_kept_one_and_reopens(
+    replica: RunnerReplica, ready_cluster, skopeo, workdir: Path
+) -> None:
+    a = ready_cluster("A")
+    kept, old = workdir / "kept", workdir / "old"
+    write_oci_layout(kept, "the image a pipeline uses")
+    write_oci_layout(old, "an earlier build, deleted")
+    ok(skopeo.push(kept, f"{a.url}/base:latest", a.secret))
+    ok(skopeo.push(old, f"{a.url}/base:build-1", a.secret))
+    ok(skopeo.delete(f"{a.url}/base:build-1", a.secret))
+    out = StringIO()
+
+    call_command("registry_gc", "default", "--wait", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    states = [line.split(":")[0] for line in lines[:-1]]
+    assert [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s] == [
+        "draining", "read_only", "collecting", "restoring", "verifying", "succeeded",
+    ]  # fmt: skip
+    collection = GarbageCollection.objects.get()
+    assert (
+        f"collecting: garbage-collect: {collection.blobs_deleted} blobs and "
+        f"{collection.manifests_deleted} manifests deleted"
+    ) in "\n".join(lines)
+    assert collection.state == CollectionState.SUCCEEDED, collection.error
+    assert collection.freed_bytes is not None
+    assert collection.freed_bytes > 0
+    assert (collection.tags_verified, collection.missing) == (1, 0)
+    assert lines[-1] == (
+        f"succeeded: freed {humanize.size(collection.freed_bytes)}; "
+        f"{collection.blobs_deleted} blobs and {collection.manifests_deleted} manifests deleted, "
+        f"0 uploads purged; 1 tags verified, 0 missing"
+    )
+    assert collection.blobs_deleted >= 2  # the deleted build's config and layer at least
+    assert RegistryBackend.objects.get(name="default").pushes_refused_until is None
+    replica.wait_mode("readwrite")
+    ok(skopeo.pull(f"{a.url}/base:latest", a.secret, workdir / "pulled"))
+    assert layout_digest(workdir / "pulled") == layout_digest(kept)
+    ok(skopeo.push(old, f"{a.url}/base:build-2", a.secret))
