@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -42,7 +43,7 @@ from controlplane import metrics
 from controlplane.api.authentication import basic_password
 from controlplane.api.caching import no_store
 from controlplane.api.fast_path import FastPathAPIView, plain_request
-from registries.backends import backend_for_service, backend_services
+from registries.backends import backend_services
 from registries.keys import SigningKeyMissing
 from registries.models import JOB_CREDENTIAL_PREFIX
 from registries.selectors import (
@@ -189,18 +190,22 @@ MAINTENANCE_REFUSAL = (
 )
 
 
-def maintenance_refusal(service: str, scopes: Iterable[Scope]) -> PushRefused | None:
-    """The refusal of a request that asks to push (or ``*``) on the backend of ``service`` while
-    a garbage collection holds its window; None otherwise. Pull-only requests never look: the
-    backends' per-process copy is read only for a push, and holds the window's end."""
+def maintenance_refusal(principal: Principal, scopes: Iterable[Scope]) -> PushRefused | None:
+    """The refusal of a request that asks to push (or ``*``) in ``principal``'s namespace while
+    a garbage collection holds its backend's window; None otherwise. The window's end is read
+    with the namespace (one query, then the credentials' hot cache): no query of its own."""
+    until = principal.pushes_refused_until
+    if until is None:
+        return None
     if not any(
-        scope.type == "repository" and ("push" in scope.actions or "*" in scope.actions)
+        scope.type == "repository"
+        and ("push" in scope.actions or "*" in scope.actions)
+        and principal.owns(scope.name)
         for scope in scopes
     ):
         return None
-    backend = backend_for_service(service)
-    seconds = 0 if backend is None else backend.push_retry_after(timezone.now())
-    if not seconds:
+    seconds = math.ceil((until - timezone.now()).total_seconds())
+    if seconds <= 0:
         return None
     return PushRefused(MAINTENANCE_REFUSAL.format(seconds=seconds), wait=seconds)
 
@@ -326,7 +331,7 @@ class RegistryTokenView(FastPathAPIView):
                 extra={"subject": principal.subject, "namespace": principal.namespace},
             )
             raise PushRefused(refused)
-        window = maintenance_refusal(service, scopes)
+        window = maintenance_refusal(principal, scopes)
         if window is not None:
             logger.info(
                 "registry.token.maintenance_refused",

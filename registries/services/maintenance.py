@@ -5,8 +5,8 @@
 
 1. ``draining``: the backend's ``pushes_refused_until`` is set, so the token endpoint refuses
    pushes with a "retry after" (``registries.views.maintenance_refusal``); uploads in flight
-   finish during ``REGISTRY_GC_DRAIN_SECONDS`` (at least ``REGISTRY_BACKENDS_CACHE_SECONDS``: the
-   other web processes' copy of the backends is that old at most);
+   finish during ``REGISTRY_GC_DRAIN_SECONDS`` (at least ``HOT_CACHE_SECONDS``: the other web
+   processes' cached credentials, which carry the window's end, are that old at most);
 2. ``read_only``: the replicas' runners are told to restart read-only; the window waits until
    every live replica reports it (``REGISTRY_GC_SWITCH_TIMEOUT_SECONDS``);
 3. ``collecting``: storage measured, abandoned uploads purged, ``garbage-collect`` run;
@@ -31,7 +31,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from controlplane import metrics
+from controlplane import hotcache, metrics
 from controlplane.celery import app as celery_app
 from registries.backends import backends_forget
 from registries.drivers.collector import CollectorError, garbage_collect
@@ -200,7 +200,7 @@ class _Window:
                 "with: set REGISTRY_GC_CONFIG (the default backend) or the backend's gc_config "
                 "to the configuration file its replicas run on."
             )
-        drain = max(settings.REGISTRY_GC_DRAIN_SECONDS, settings.REGISTRY_BACKENDS_CACHE_SECONDS)
+        drain = max(settings.REGISTRY_GC_DRAIN_SECONDS, settings.HOT_CACHE_SECONDS)
         switch = settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
         refuse_pushes(self.backend.pk, drain + 2 * switch + self.collect_estimate())
         self.step(CollectionState.DRAINING, "pushes refused; uploads in flight finish", 0, None)
@@ -367,11 +367,13 @@ def _summary(collection: GarbageCollection) -> dict[str, Any]:
 
 
 def refuse_pushes(backend_id: int, seconds: float | None) -> None:
-    """Refuse pushes on the backend for ``seconds`` from now (None: grant them again). This
-    process forgets its copy of the backends; the others see it within their cache's lifetime."""
+    """Refuse pushes on the backend for ``seconds`` from now (None: grant them again). The token
+    endpoint reads it with each credential's namespace, kept ``HOT_CACHE_SECONDS`` per process:
+    this process drops its caches now, the others see it within that (the drain lasts longer)."""
     until = None if seconds is None else timezone.now() + dt.timedelta(seconds=seconds)
     RegistryBackend.objects.filter(pk=backend_id).update(pushes_refused_until=until)
     backends_forget()
+    hotcache.clear()
 
 
 def backend_usage_bytes(backend_id: int) -> int:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from clusters import services as cluster_services
 from clusters.audit import AuditEvent
 from clusters.models import ApiScope
+from controlplane import hotcache
 from registries.backends import backends_forget
 from registries.maintenance import (
     CollectionState,
@@ -51,7 +52,7 @@ def window_settings(settings):
     settings.REGISTRY_NOTIFICATIONS_TOKEN = TOKEN
     settings.REGISTRY_GC_CONFIG = "/nonexistent/registry.yml"
     settings.REGISTRY_GC_DRAIN_SECONDS = 0.0
-    settings.REGISTRY_BACKENDS_CACHE_SECONDS = 0.0
+    settings.HOT_CACHE_SECONDS = 0.0
     settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS = 1.0
     settings.REGISTRY_GC_REPLICA_POLL_SECONDS = 0.2
     return settings
@@ -193,6 +194,26 @@ def test_a_push_during_the_window_is_refused_with_retry_after_and_a_pull_is_not(
         "/registry/token", {"service": SERVICE, "scope": f"repository:{namespace}/a:push"}, **auth
     )
     assert again.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cached_credential_is_refused_at_once_in_the_process_that_opens_the_window(
+    client, backend, agent, settings, django_assert_num_queries
+) -> None:
+    settings.HOT_CACHE_SECONDS = 3600
+    hotcache.clear()
+    namespace, auth = agent
+    scope = {"service": SERVICE, "scope": f"repository:{namespace}/a:push"}
+    assert client.get("/registry/token", scope, **auth).status_code == 200
+    with django_assert_num_queries(0):  # warm: the window's end came with the namespace
+        assert client.get("/registry/token", scope, **auth).status_code == 200
+
+    refuse_pushes(backend.pk, 60)
+
+    with django_assert_num_queries(1):
+        refused = client.get("/registry/token", scope, **auth)
+    assert refused.status_code == 401
+    assert refused.json()["message"] == MAINTENANCE.format(refused["Retry-After"])
 
 
 def test_another_backends_window_does_not_refuse_this_ones_pushes(client, backend, agent) -> None:

@@ -78,7 +78,7 @@ def replica(settings, live_server, registry_settings, workdir: Path) -> Iterator
     settings.REGISTRY_GC_REPLICA_POLL_SECONDS = 0.3
     settings.REGISTRY_GC_REPLICA_STALE_SECONDS = 10.0
     settings.REGISTRY_GC_DRAIN_SECONDS = 1.0
-    settings.REGISTRY_BACKENDS_CACHE_SECONDS = 0.5
+    settings.HOT_CACHE_SECONDS = 0.5
     settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS = 8.0
     settings.REGISTRY_DRAIN_TIMEOUT = "2s"  # below the switch timeout (registry_config checks)
     settings.REGISTRY_GC_CONFIG = str(workdir / "replica-r1.yml")
