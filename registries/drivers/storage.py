@@ -98,6 +98,20 @@ def _is_upload_id(name: str) -> bool:
     return True
 
 
+def _remove(upload: Path) -> int:
+    """Delete an upload's folder: 1, or 0 when it cannot be (logged; the next purge retries)."""
+    try:
+        shutil.rmtree(upload)
+    except FileNotFoundError:  # its client finished it, or a replica's purger was first
+        return 0
+    except OSError as exc:
+        logger.warning(
+            "registry.uploads.purge_failed", extra={"upload": str(upload), "error": str(exc)}
+        )
+        return 0
+    return 1
+
+
 def uploads_purge(config_path: str, *, older_than: timedelta, now: datetime | None = None) -> int:
     """Delete the uploads started more than ``older_than`` ago; how many were deleted.
 
@@ -119,8 +133,7 @@ def uploads_purge(config_path: str, *, older_than: timedelta, now: datetime | No
                 upload = Path(folder, name)
                 started = _started_at(upload)
                 if _is_upload_id(name) and started is not None and started < cutoff:
-                    shutil.rmtree(upload, ignore_errors=True)
-                    purged += 1
+                    purged += _remove(upload)
             subfolders.clear()
         else:
             # A repository's other reserved folders (_layers, _manifests) hold no uploads.

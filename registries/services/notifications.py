@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from controlplane import metrics
 from controlplane.celery import app as celery_app
-from registries.inventory import Manifest, RegistryNotification
+from registries.inventory import INDEX_MEDIA_TYPES, Manifest, RegistryNotification
 from registries.locks import notifications_unapplied_lock, registry_lock_unless_held
 from registries.models import Registry
 from registries.services.usage import (
@@ -48,12 +48,6 @@ logger = logging.getLogger(__name__)
 
 NOTIFICATIONS_TASK = "registries.notifications"
 ACTIONS = ("push", "pull", "delete", "mount")
-INDEX_MEDIA_TYPES = frozenset(
-    {
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.index.v1+json",
-    }
-)
 MANIFEST_MEDIA_TYPES = INDEX_MEDIA_TYPES | {
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.v1+json",

@@ -172,7 +172,7 @@ def test_delete_untagged_where_safe_deletes_an_untagged_manifests_blobs(
 
 
 def test_a_failing_collector_says_why_and_an_empty_storage_is_nothing_to_collect(
-    workdir: Path, own_registry: RegistryProcess
+    workdir: Path, own_registry: RegistryProcess, settings
 ) -> None:
     require_binary("docker-registry")
     own_registry.stop()
@@ -194,3 +194,12 @@ def test_a_failing_collector_says_why_and_an_empty_storage_is_nothing_to_collect
     with pytest.raises(CollectorError) as stopped:
         garbage_collect(empty, delete_untagged=False, timeout=0.001)
     assert "was stopped after 0.001s (REGISTRY_GC_TIME_LIMIT_SECONDS)" in str(stopped.value)
+
+    settings.REGISTRY_GC_BINARY = str(workdir / "no-such-registry")
+    with pytest.raises(CollectorError) as absent:
+        garbage_collect(empty, delete_untagged=False)
+    assert str(absent.value) == (
+        f"Cannot run {workdir}/no-such-registry: No such file or directory. Install "
+        "Distribution on the maintenance worker (Debian: docker-registry) or set "
+        "REGISTRY_GC_BINARY."
+    )

@@ -170,21 +170,21 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
     assert f"export BUILDKITE_HOSTED_REGISTRY_URL=$'{registry.url}'\n" in output
     assert "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n" in output
     timed = r" \(\d+\.\ds\)"
-    logged_in = rf"✔ logged in to {host} with the agent token{timed}"
+    previous = re.escape(f"{registry.url}/base:build-1")
     if builder == "buildah":
         build = [
-            logged_in,
             rf"✔ built {reference} from \S+/context/Dockerfile with buildah{timed}",
             rf"✔ pushed {reference}{timed}",
         ]
     else:
         build = [
             r"✔ wrote an OCI image layout for skopeo: sha256:[0-9a-f]{64}",
-            logged_in,
             rf"✔ pushed {reference} with skopeo{timed}",
         ]
     expected = [
         rf"✔ GET http://{host}/v2/: 401 with our token challenge, 200 with our token",
+        rf"✔ logged in to {host} with the agent token{timed}",
+        rf"✔ pushed an earlier build, {previous}{timed}",
         *build,
         rf"✔ pulled it back into \S+/pulled{timed}",
         rf"✔ inspected it{timed}",
@@ -210,9 +210,10 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
     secret = token.getvalue().strip()
     listed = requests.get(tags_url, headers={"Authorization": f"Bearer {secret}"}, timeout=5)
     assert listed.status_code == 200, listed.text
-    [tag] = listed.json()
-    assert tag["tag"] == "latest", tag
-    assert tag["bytes"] > 0, tag
+    tags = {tag["tag"]: tag for tag in listed.json()}
+    assert sorted(tags) == ["build-1", "latest"], tags
+    assert tags["latest"]["bytes"] > 0
+    assert tags["latest"]["digest"] != tags["build-1"]["digest"]
     # The demo's writes, in the audit log (the README's second curl), attributed to the command.
     audited = requests.get(audit_url, headers={"Authorization": f"Bearer {secret}"}, timeout=5)
     assert audited.status_code == 200, audited.text

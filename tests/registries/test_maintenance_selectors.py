@@ -132,9 +132,7 @@ def test_the_cluster_override_replaces_the_organization_default() -> None:
 
 def test_no_policy_or_a_disabled_one_keeps_untagged_manifests() -> None:
     registries = sorted((ready() for _ in range(5)), key=lambda r: r.namespace)
-    policy = default_policy(
-        registries[0].cluster.organization, delete_untagged=True, enabled=False
-    )
+    policy = default_policy(registries[0].cluster.organization, delete_untagged=True, enabled=False)
     shown = ", ".join(r.namespace for r in registries[:3])
 
     assert delete_untagged_decision(registries[0].backend_id) == (

@@ -22,7 +22,8 @@ import pytest
 import requests
 from django.db import connection
 
-from registries.drivers.collector import registry_environment
+# Re-exported: the tests start registries with the environment the collector runs with.
+from registries.drivers.collector import registry_environment as registry_environment
 from registries.management.commands.registry_config import render_registry_config
 from tests.support.integration import require_integration
 

@@ -50,13 +50,13 @@ from django.conf import settings
 from psycopg import sql
 
 from clusters.models import ApiScope
-from registries.drivers.collector import registry_environment
 from registries.management.commands.registry_config import render_registry_config
 from tests.support.integration import require_integration
 from tests.support.processes import (
     ROOT,
     answers_http,
     free_port,
+    registry_environment,
     require_binary,
     stop_process,
     wait_until,

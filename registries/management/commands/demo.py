@@ -217,6 +217,13 @@ class PipelineSteps:
         message = f"hello from {self.reference}"
         buildah = shutil.which("buildah") if builder == "auto" else None
         try:
+            self._run(
+                f"logged in to {self.host} with the agent token",
+                self.skopeo, "login", self.tls, "--authfile", str(self.authfile),
+                "--username", "buildkite-agent", "--password-stdin", self.host,
+                input=self.secret,
+            )  # fmt: skip
+            self._push_previous_build()
             if builder == "buildah" or buildah:
                 self._build_with_buildah(buildah or _required_tool("buildah"), message)
             else:
@@ -245,12 +252,6 @@ class PipelineSteps:
         ]  # fmt: skip
         dockerfile = write_build_context(self.workdir / "context", message)
         self._run(
-            f"logged in to {self.host} with the agent token",
-            *buildah, "login", self.tls, "--authfile", str(self.authfile),
-            "--username", "buildkite-agent", "--password-stdin", self.host,
-            input=self.secret,
-        )  # fmt: skip
-        self._run(
             f"built {self.reference} from {dockerfile} with buildah",
             *buildah, "bud", "--isolation", "chroot", "-f", str(dockerfile),
             "-t", self.reference, str(dockerfile.parent),
@@ -261,16 +262,23 @@ class PipelineSteps:
             self.reference, f"docker://{self.reference}",
         )  # fmt: skip
 
+    def _push_previous_build(self) -> None:
+        """An earlier build of the image under ``base:build-1`` (other content, pushed first):
+        what a pipeline leaves behind on every commit, for the README's retention example to
+        delete and its garbage collection to free."""
+        layout = self.workdir / "previous"
+        write_oci_layout(layout, "hello from an earlier build", tag="build-1")
+        previous = self.reference.rsplit(":", 1)[0] + ":build-1"
+        self._run(
+            f"pushed an earlier build, {previous}",
+            self.skopeo, "copy", f"--dest-{self.tls[2:]}", "--authfile", str(self.authfile),
+            f"oci:{layout}:build-1", f"docker://{previous}",
+        )  # fmt: skip
+
     def _build_with_skopeo(self, message: str) -> None:
         layout = self.workdir / "image"
         digest = write_oci_layout(layout, message)
         self.command.step(f"wrote an OCI image layout for skopeo: {digest}")
-        self._run(
-            f"logged in to {self.host} with the agent token",
-            self.skopeo, "login", self.tls, "--authfile", str(self.authfile),
-            "--username", "buildkite-agent", "--password-stdin", self.host,
-            input=self.secret,
-        )  # fmt: skip
         self._run(
             f"pushed {self.reference} with skopeo",
             self.skopeo, "copy", f"--dest-{self.tls[2:]}", "--authfile", str(self.authfile),

@@ -14,10 +14,11 @@ unless an address is given).
 For production (issue 14) it also renders, from the settings of
 ``controlplane/registry_settings.py``: S3 or S3-compatible storage, the blob-descriptor cache in
 Redis (shared by replicas, instead of each process's memory), upload purging (always on: a client
-that gives up mid-push leaves its upload behind otherwise), notifications with an auth header,
-and TLS. The file then holds secrets (the S3 secret key, the Redis password, the notifications
-token, ``http.secret``): ``--output`` writes it 0600, replacing it whole (``make run`` and
-compose use it), and nothing here logs a value or puts one in an error message.
+that gives up mid-push leaves its upload behind otherwise; never sooner than a push may run,
+``registries/registry_config_rules.py``), notifications with an auth header, and TLS. The file
+then holds secrets (the S3 secret key, the Redis password, the notifications token,
+``http.secret``): ``--output`` writes it 0600, replacing it whole (``make run`` and compose use
+it), and nothing here logs a value or puts one in an error message.
 
 One registry may run as several replicas behind a load balancer (issue 16) on the same file:
 ``--replicas N`` refuses what they could not share (disk storage, a per-process cache);
