@@ -171,6 +171,7 @@ class _Window:
         self.saved_at = 0.0
         self.opened_at = time.monotonic()
         self.window_seconds: float | None = None
+        self.opened = False  # pushes were refused: the window must be closed
 
     def run(self) -> None:
         error = ""
@@ -203,6 +204,7 @@ class _Window:
         drain = max(settings.REGISTRY_GC_DRAIN_SECONDS, settings.HOT_CACHE_SECONDS)
         switch = settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
         refuse_pushes(self.backend.pk, drain + 2 * switch + self.collect_estimate())
+        self.opened = True
         self.step(CollectionState.DRAINING, "pushes refused; uploads in flight finish", 0, None)
         self.sleep(drain, "pushes refused; uploads in flight finish")
         self.step(CollectionState.READ_ONLY, "replicas going read-only", 0, None)
@@ -267,7 +269,10 @@ class _Window:
             time.sleep(min(1.0, settings.REGISTRY_GC_REPLICA_POLL_SECONDS / 2))
 
     def restore(self) -> None:
-        """Read-write again, then pushes granted again: whatever happened before."""
+        """Read-write again, then pushes granted again: whatever happened before (nothing to do
+        for a window that failed before it refused anything)."""
+        if not self.opened:
+            return
         try:
             refuse_pushes(self.backend.pk, settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS + 5)
             self.step(CollectionState.RESTORING, "replicas going read-write", 0, None)
