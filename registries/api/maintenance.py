@@ -12,12 +12,13 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clusters.interface import ApiScope, OperatorAPIView
-from controlplane.api.openapi import operation
+from controlplane.api.openapi import ErrorSerializer, operation
 from registries.maintenance import CollectionState, CollectionTrigger, GarbageCollection
 from registries.models import RegistryBackend
 from registries.services.maintenance import CollectionActive, collection_request
@@ -102,7 +103,12 @@ class GarbageCollectionListView(_CollectionsView):
     @operation(
         "registry_backend_garbage_collection_create",
         tags=TAGS,
-        responses={202: GarbageCollectionDetailSerializer},
+        responses={
+            202: GarbageCollectionDetailSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer, description="Another collection holds the backend's window"
+            ),
+        },
     )
     def post(self, request: Request, name: str) -> Response:
         backend = self.get_backend(name)
