@@ -444,3 +444,30 @@ def test_the_console_action_asks_for_a_collection(operator, backend, broker_queu
     page = operator.get(f"/admin/registries/garbagecollection/{collection.pk}/change/")
     assert page.status_code == 200
     assert "no replica reports to the control plane" in page.content.decode()
+
+
+def test_the_console_lists_collections_with_their_failures_and_the_replicas(
+    operator, backend, client
+) -> None:
+    report(client, replica="r1")
+    collection = GarbageCollection.objects.create(
+        backend=backend, trigger="schedule", state="failed", storage_bytes_before=5_000_000,
+        storage_bytes_after=1_200_000, missing=1, error="Verification found 1 ...",
+    )  # fmt: skip
+    registry = RegistryFactory(backend=backend, state=State.READY)
+    collection.failures.create(
+        registry=registry, repository=f"{registry.namespace}/app", tag="v1", kind="blob",
+        digest="sha256:" + "a" * 64, detail="404",
+    )  # fmt: skip
+
+    listed = operator.get("/admin/registries/garbagecollection/").content.decode()
+    shown = operator.get(
+        f"/admin/registries/garbagecollection/{collection.pk}/change/"
+    ).content.decode()
+    replicas = operator.get("/admin/registries/registryreplica/").content.decode()
+
+    assert "3.8 MB" in listed  # freed
+    assert f"{registry.namespace}/app" in shown
+    assert "sha256:" + "a" * 64 in shown
+    assert "r1: read-write (heard from" in shown
+    assert "r1" in replicas
