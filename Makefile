@@ -22,6 +22,9 @@ run demo: export REGISTRY_TOKEN_REALM ?= http://127.0.0.1:$(PORT)/registry/token
 # The registry posts its events to the API (docs/usage.md#registry-events); a development token.
 run demo: export REGISTRY_NOTIFICATIONS_URL ?= http://127.0.0.1:$(PORT)/registry/notifications
 run demo: export REGISTRY_NOTIFICATIONS_TOKEN ?= development-notifications-token
+# The worker collects the registry's garbage on the configuration the registry runs on
+# (docs/retention.md#garbage-collection).
+run demo: export REGISTRY_GC_CONFIG ?= $(CONTROLPLANE_VAR_DIR)/registry/config.yml
 
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000);"

@@ -161,6 +161,26 @@ USAGE_SCAN_MANIFESTS = Counter(
     ["backend"],
 )
 
+# --- Garbage collection windows ----------------------------------------------------------------
+GARBAGE_COLLECTIONS = Counter(
+    "controlplane_garbage_collections",
+    "Garbage collections in a maintenance window, by registry backend and outcome (succeeded, "
+    "failed).",
+    ["backend", "outcome"],
+)
+GARBAGE_COLLECTION_WINDOW_SECONDS = Histogram(
+    "controlplane_garbage_collection_window_seconds",
+    "How long a backend refused pushes for a garbage collection (draining to read-write again), "
+    "by outcome.",
+    ["outcome"],
+    buckets=(5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0),
+)
+GARBAGE_COLLECTION_FREED_BYTES = Counter(
+    "controlplane_garbage_collection_freed_bytes",
+    "Bytes of storage garbage collections freed, by registry backend (where it can be measured).",
+    ["backend"],
+)
+
 # --- Verification after garbage collection ----------------------------------------------------
 VERIFICATION_TAGS = Counter(
     "controlplane_registry_verification_tags",

@@ -23,6 +23,7 @@ from controlplane.admin import ReadOnlyAdmin, ReadOnlyTabularInline, shown_durat
 from registries import (
     backend_admin,
     conditions,
+    maintenance_admin,
     quota_admin,
     retention_admin,
     usage_admin,
@@ -42,7 +43,8 @@ from registries.selectors import registry_overview, signing_key_statuses
 from registries.services import registry_deprovision_start, registry_retry, registry_verify
 
 __all__ = [
-    "RegistryAdmin", "backend_admin", "quota_admin", "retention_admin", "usage_admin",
+    "RegistryAdmin", "backend_admin", "maintenance_admin", "quota_admin", "retention_admin",
+    "usage_admin",
     "verification_admin",
 ]  # fmt: skip
 

@@ -11,9 +11,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from registries.maintenance import CollectionTrigger
 from registries.models import BackendState, RegistryBackend, State
 from registries.services.backends import (
     CHANGEABLE,
@@ -23,6 +25,7 @@ from registries.services.backends import (
     backend_update,
     backend_validate,
 )
+from registries.services.maintenance import CollectionActive, collection_request
 
 STATE_COLOURS: dict[str, str] = {BackendState.ACTIVE: "#198754", BackendState.DRAINING: "#fd7e14"}
 
@@ -62,7 +65,7 @@ class RegistryBackendAdmin(admin.ModelAdmin[RegistryBackend]):
     list_filter = ["state", "storage"]
     search_fields = ["name", "public_host", "token_service", "api_url"]
     readonly_fields = ["hosts_changed_at", "created_at", "updated_at"]
-    actions = ["drain", "activate"]
+    actions = ["drain", "activate", "collect_garbage"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RegistryBackend]:
         return (
@@ -134,3 +137,25 @@ class RegistryBackendAdmin(admin.ModelAdmin[RegistryBackend]):
         for backend in queryset:
             backend_activate(backend=backend)
             self.message_user(request, f"Backend {backend}: active.", messages.SUCCESS)
+
+    @admin.action(description="Collect garbage now", permissions=["change"])
+    def collect_garbage(self, request: HttpRequest, queryset: QuerySet[RegistryBackend]) -> None:
+        """A maintenance window on each (docs/retention.md#garbage-collection); its progress is
+        on the garbage collections page."""
+        for backend in queryset:
+            try:
+                collection = collection_request(
+                    backend, trigger=CollectionTrigger.OPERATOR, actor=str(request.user)
+                )
+            except CollectionActive as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                continue
+            self.message_user(
+                request,
+                format_html(
+                    'Backend {}: garbage collection queued (<a href="{}">its progress</a>).',
+                    backend,
+                    reverse("admin:registries_garbagecollection_change", args=[collection.pk]),
+                ),
+                messages.SUCCESS,
+            )

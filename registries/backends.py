@@ -11,6 +11,8 @@ configuration, the one backend is the registry the settings name, as before back
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,9 @@ class Backend:
     capacity: int | None
     state: str
     labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: Set while a garbage collection holds the backend's window: no push is granted until then
+    #: (``registries.services.maintenance``).
+    pushes_refused_until: dt.datetime | None = None
 
     @classmethod
     def of(cls, row: RegistryBackend) -> Backend:
@@ -50,6 +55,7 @@ class Backend:
             capacity=row.capacity,
             state=row.state,
             labels=dict(row.labels or {}),
+            pushes_refused_until=row.pushes_refused_until,
         )
 
     @property
@@ -67,6 +73,14 @@ class Backend:
     @property
     def active(self) -> bool:
         return self.state == BackendState.ACTIVE
+
+    def push_retry_after(self, now: dt.datetime) -> int:
+        """Whole seconds (at least 1) until its maintenance window grants pushes again; 0 when
+        it grants them now."""
+        until = self.pushes_refused_until
+        if until is None or until <= now:
+            return 0
+        return max(1, math.ceil((until - now).total_seconds()))
 
     def has_labels(self, wanted: dict[str, Any]) -> bool:
         return all(self.labels.get(key) == value for key, value in wanted.items())
@@ -129,6 +143,14 @@ def backend_get(backend_id: int) -> Backend | None:
 #: How old the copy may be when a token is asked for a service it does not know: a backend added
 #: moments ago elsewhere is known within this, at one query a second at most for unknown ones.
 UNKNOWN_SERVICE_RECHECK_SECONDS = 1.0
+
+
+def backend_for_service(service: str) -> Backend | None:
+    """The backend whose token ``service`` is ``service`` (this process's copy), or None."""
+    for backend in _cache.get():
+        if backend.token_service == service:
+            return backend
+    return None
 
 
 def backend_services(service: str | None = None) -> frozenset[str]:

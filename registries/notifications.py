@@ -57,9 +57,10 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _authorized(header: str) -> bool:
-    """Whether ``Authorization`` is ``Bearer`` and an accepted token. Every accepted token is
-    compared, each as a digest of the same length, so the time says nothing about any."""
+def notifications_authorized(header: str) -> bool:
+    """Whether ``Authorization`` is ``Bearer`` and an accepted token (a replica's runner sends the
+    same to ``GET /registry/maintenance``: the one in its configuration). Every accepted token
+    is compared, each as a digest of the same length, so the time says nothing about any."""
     scheme, _, presented = header.partition(" ")
     given = _digest(presented.strip())
     accepted = [
@@ -94,7 +95,7 @@ def _receive(request: HttpRequest) -> JsonResponse:
             404,
             "Registry notifications are not configured here: set REGISTRY_NOTIFICATIONS_TOKEN.",
         )
-    if not _authorized(request.headers.get("Authorization", "")):
+    if not notifications_authorized(request.headers.get("Authorization", "")):
         return _refuse(
             "unauthorized",
             401,

@@ -160,6 +160,7 @@ def _principal(
     *,
     service: str | None = None,
     push_refused: str | None = None,
+    pushes_refused_until: datetime | None = None,
 ) -> Principal:
     """What a cluster agent token (or a job credential made from it) may do in the registry:
     everything in its cluster's namespace while that registry is ready (``namespace``, None
@@ -178,6 +179,7 @@ def _principal(
         job_credential_id=job_credential_id,
         expires_at=min((e for e in expiries if e is not None), default=None),
         push_refused=push_refused or "",
+        pushes_refused_until=pushes_refused_until,
     )
 
 
@@ -206,11 +208,12 @@ def _ready_namespace(cluster_id: str, column: str = "namespace") -> Subquery:
 def _ready(cluster_id: str) -> dict[str, Subquery]:
     """What the token endpoint's one query reads of the cluster's ready registry (each None
     without one): its ``namespace``, the ``service`` of its backend ("" for one that follows
-    the settings) and its ``push_refused`` (its quota)."""
+    the settings), its ``push_refused`` (its quota) and its backend's maintenance window."""
     return {
         "namespace": _ready_namespace(cluster_id),
         "service": _ready_namespace(cluster_id, "backend__token_service"),
         "push_refused": _ready_namespace(cluster_id, "push_refused"),
+        "window": _ready_namespace(cluster_id, "backend__pushes_refused_until"),
     }
 
 
@@ -225,9 +228,11 @@ def _agent_token_credential(**lookup: object) -> RegistryCredential | None:
         .values_list("pk", "cluster_id", "allowed_ip_addresses", "expires_at", *ready)
         .order_by()[:1]
     )
-    for token_id, cluster_id, allowed, expires_at, namespace, service, refused in rows:
+    for token_id, cluster_id, allowed, expires_at, namespace, service, refused, window in rows:
         token = AgentTokenFacts(token_id, cluster_id, allowed, expires_at)
-        principal = _principal(token, namespace, service=service, push_refused=refused)
+        principal = _principal(
+            token, namespace, service=service, push_refused=refused, pushes_refused_until=window
+        )
         return RegistryCredential(token, principal)
     return None
 
@@ -254,10 +259,11 @@ def _usable_job_credential(**lookup: object) -> RegistryCredential | None:
     )
     for pk, expires_at, token_id, cluster_id, allowed, token_expires, *found in rows:
         token = AgentTokenFacts(token_id, cluster_id, allowed, token_expires)
-        namespace, service, refused = found
+        namespace, service, refused, window = found
         principal = _principal(
-            token, namespace, pk, expires_at, service=service, push_refused=refused
-        )
+            token, namespace, pk, expires_at, service=service, push_refused=refused,
+            pushes_refused_until=window,
+        )  # fmt: skip
         return RegistryCredential(token, principal)
     return None
 

@@ -38,6 +38,7 @@ from registries.services import (
     retention_apply,
     retention_sweep,
 )
+from registries.services.maintenance import COLLECTION_TASK, collection_run, collections_schedule
 
 
 # Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task but the
@@ -168,3 +169,24 @@ def run_retention(registry_id: str, trigger: str) -> str | None:
         return str(retention_apply(registry, trigger=trigger).pk)
     except (RegistryNotReady, RetentionRunning):
         return None
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=COLLECTION_TASK,
+    acks_late=True,
+    # The soft limit raises inside the window, whose ``finally`` grants pushes again; past the
+    # hard one, ``collections_end_stale`` does.
+    soft_time_limit=settings.REGISTRY_GC_TIME_LIMIT_SECONDS,
+    time_limit=settings.REGISTRY_GC_TIME_LIMIT_SECONDS + 30,
+)
+def garbage_collection(collection_id: str) -> str | None:
+    """Run a requested garbage collection (on the maintenance queue: ``CLEANUP_TASK_ROUTES``); a
+    message delivered again finds it no longer queued and does nothing."""
+    collection = collection_run(collection_id)
+    return None if collection is None else collection.state
+
+
+@shared_task(name="registries.garbage_collection_schedule")  # type: ignore[untyped-decorator]
+def garbage_collection_schedule() -> list[str]:
+    """Celery beat: end stale windows and ask for the collections that are due (their ids)."""
+    return [str(collection.pk) for collection in collections_schedule()]

@@ -127,6 +127,9 @@ class Principal:
     #: Why no push is granted in ``namespace`` ("" when it is): the registry's quota
     #: (``Registry.push_refused``, read with the namespace).
     push_refused: str = ""
+    #: Until when its namespace's backend refuses pushes: a garbage collection's maintenance
+    #: window (``RegistryBackend.pushes_refused_until``, read with the namespace).
+    pushes_refused_until: dt.datetime | None = None
 
     @functools.cached_property
     def expires_at_timestamp(self) -> int:

@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 from registries.notifications import RegistryNotificationsView
+from registries.replica_endpoint import replica_mode_view
 from registries.views import RegistryTokenView
 
 urlpatterns = [
@@ -10,5 +11,6 @@ urlpatterns = [
         RegistryNotificationsView.as_view(),
         name="registry-notifications",
     ),
+    path("registry/maintenance", replica_mode_view, name="registry-maintenance"),
     path("", include("registries.agent.urls")),
 ]

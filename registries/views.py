@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +29,7 @@ from django.core.exceptions import TooManyFieldsSent
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from prometheus_client import Counter, Histogram
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser
@@ -53,6 +56,7 @@ from registries.tokens import (
     InvalidRefreshToken,
     IssuedToken,
     Principal,
+    Scope,
     parse_scopes,
     push_refusal,
     refresh_token_issue,
@@ -172,6 +176,38 @@ class PushRefused(exceptions.APIException):
 
     status_code = status.HTTP_401_UNAUTHORIZED
     registry_code = "DENIED"
+
+    def __init__(self, detail: str, *, wait: int | None = None) -> None:
+        super().__init__(detail)
+        #: Seconds to retry after (the ``Retry-After`` header): a maintenance window's end.
+        self.wait = wait
+
+
+#: What a push during a backend's maintenance window is told (docs/retention.md#garbage-collection).
+MAINTENANCE_REFUSAL = (
+    "Registry maintenance: garbage collection on this registry's backend; pushes are refused "
+    "until it ends. Retry after {seconds} seconds."
+)
+
+
+def maintenance_refusal(principal: Principal, scopes: Iterable[Scope]) -> PushRefused | None:
+    """The refusal of a request that asks to push (or ``*``) in ``principal``'s namespace while
+    a garbage collection holds its backend's window; None otherwise. The window's end is read
+    with the namespace (one query, then the credentials' hot cache): no query of its own."""
+    until = principal.pushes_refused_until
+    if until is None:
+        return None
+    if not any(
+        scope.type == "repository"
+        and ("push" in scope.actions or "*" in scope.actions)
+        and principal.owns(scope.name)
+        for scope in scopes
+    ):
+        return None
+    seconds = math.ceil((until - timezone.now()).total_seconds())
+    if seconds <= 0:
+        return None
+    return PushRefused(MAINTENANCE_REFUSAL.format(seconds=seconds), wait=seconds)
 
 
 class RegistryTokenView(FastPathAPIView):
@@ -295,6 +331,13 @@ class RegistryTokenView(FastPathAPIView):
                 extra={"subject": principal.subject, "namespace": principal.namespace},
             )
             raise PushRefused(refused)
+        window = maintenance_refusal(principal, scopes)
+        if window is not None:
+            logger.info(
+                "registry.token.maintenance_refused",
+                extra={"subject": principal.subject, "service": service},
+            )
+            raise window
         try:
             issued = token_issue(principal, scopes, service=service)
             refresh_token = (

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from clusters.interface import ApiScope, OperatorAPIView
 from controlplane.api.openapi import operation
+from registries.api.maintenance import GarbageCollectionListView, GarbageCollectionView
 from registries.api.signing_keys import SigningKeyListView, SigningKeyRotateView
 from registries.backends import Backend
 from registries.models import BackendState, RegistryBackend, State, StorageKind
@@ -161,6 +162,16 @@ app_name = "registries-operator-api"
 urlpatterns = [
     path("registry-backends", RegistryBackendListView.as_view(), name="registry-backends"),
     path("registry-backends/<str:name>", RegistryBackendView.as_view(), name="registry-backend"),
+    path(
+        "registry-backends/<str:name>/garbage-collections",
+        GarbageCollectionListView.as_view(),
+        name="registry-backend-garbage-collections",
+    ),
+    path(
+        "registry-backends/<str:name>/garbage-collections/<uuid:collection_id>",
+        GarbageCollectionView.as_view(),
+        name="registry-backend-garbage-collection",
+    ),
     path("registry-signing-keys", SigningKeyListView.as_view(), name="registry-signing-keys"),
     path(
         "registry-signing-keys/rotate",

@@ -207,6 +207,9 @@ def test_the_openapi_schema_describes_every_rest_api_operation(client) -> None:
         ("/v2/operator/registry-backends", "GET"), ("/v2/operator/registry-backends", "POST"),
         ("/v2/operator/registry-backends/{name}", "GET"),
         ("/v2/operator/registry-backends/{name}", "PATCH"),
+        ("/v2/operator/registry-backends/{name}/garbage-collections", "GET"),
+        ("/v2/operator/registry-backends/{name}/garbage-collections", "POST"),
+        ("/v2/operator/registry-backends/{name}/garbage-collections/{collection_id}", "GET"),
         ("/v2/operator/registry-signing-keys", "GET"),
         ("/v2/operator/registry-signing-keys/rotate", "POST"),
     }  # fmt: skip

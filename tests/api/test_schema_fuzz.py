@@ -26,7 +26,8 @@ from clusters import services
 from clusters.audit import AuditEvent
 from clusters.models import ApiScope, Cluster, ClusterAgentToken, Organization
 from registries.inventory import Tag
-from registries.models import Registry
+from registries.maintenance import GarbageCollection
+from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend
 from tests.registries.factories import inventory_push
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,12 +81,21 @@ def existing_objects() -> dict[str, str]:
         "queue_id": str(queue.pk),
         "token_id": str(token.pk),
         "name": "default",  # the registry backend
+        "collection_id": str(_collection().pk),
         "repository": "team/app",
         "tag": "v1",
         "event_uuid": str(
             AuditEvent.objects.filter(organization=organization).latest("occurred_at").pk
         ),
     }
+
+
+def _collection() -> GarbageCollection:
+    """A garbage collection of the default backend (a POST may have queued another)."""
+    backend = RegistryBackend.objects.get_or_create(name=DEFAULT_BACKEND)[0]
+    return backend.collections.first() or GarbageCollection.objects.create(
+        backend=backend, trigger="operator", state="succeeded"
+    )
 
 
 @schema.parametrize()
