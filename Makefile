@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # `honcho run` loads .env (if there is one) first, so every step sees the same settings.
 WITH_ENV := .venv/bin/honcho run
 
-.PHONY: help run test test-fast faults scale bench lint demo image clean
+.PHONY: help run test test-fast faults scale bench lint demo gc image clean
 
 # The development stack's ports and local state. Another instance beside the first:
 #   PORT=8100 REGISTRY_PORT=5100 CONTROLPLANE_VAR_DIR=/tmp/cp2 make run   (and make demo alike)
@@ -16,15 +16,17 @@ override CONTROLPLANE_VAR_DIR := $(abspath $(CONTROLPLANE_VAR_DIR))
 export CONTROLPLANE_VAR_DIR
 # DEBUG is off unless DJANGO_DEBUG=true (controlplane/env.py): every target here is development.
 export DJANGO_DEBUG ?= true
-run demo: export WEB_PORT := $(PORT)
-run demo: export REGISTRY_URL ?= http://127.0.0.1:$(REGISTRY_PORT)
-run demo: export REGISTRY_TOKEN_REALM ?= http://127.0.0.1:$(PORT)/registry/token
+run demo gc: export WEB_PORT := $(PORT)
+run demo gc: export REGISTRY_URL ?= http://127.0.0.1:$(REGISTRY_PORT)
+run demo gc: export REGISTRY_TOKEN_REALM ?= http://127.0.0.1:$(PORT)/registry/token
 # The registry posts its events to the API (docs/usage.md#registry-events); a development token.
-run demo: export REGISTRY_NOTIFICATIONS_URL ?= http://127.0.0.1:$(PORT)/registry/notifications
-run demo: export REGISTRY_NOTIFICATIONS_TOKEN ?= development-notifications-token
+run demo gc: export REGISTRY_NOTIFICATIONS_URL ?= http://127.0.0.1:$(PORT)/registry/notifications
+run demo gc: export REGISTRY_NOTIFICATIONS_TOKEN ?= development-notifications-token
 # The worker collects the registry's garbage on the configuration the registry runs on
 # (docs/retention.md#garbage-collection).
-run demo: export REGISTRY_GC_CONFIG ?= $(CONTROLPLANE_VAR_DIR)/registry/config.yml
+run demo gc: export REGISTRY_GC_CONFIG ?= $(CONTROLPLANE_VAR_DIR)/registry/config.yml
+# Development: pushes are refused 5 s (the hot caches' lifetime) before the window, not a minute.
+run demo gc: export REGISTRY_GC_DRAIN_SECONDS ?= 5
 
 help:
 	@echo "make run    start the API (:8000), a Celery worker, Celery beat and a registry (:5000);"
@@ -35,6 +37,7 @@ help:
 	@echo "make scale  the fault run across replicas (TRIALS=3, CLUSTERS=200) and write docs/SCALE.md"
 	@echo "make bench  measure the hot paths against bare baselines (ROUNDS=3) and write docs/PERFORMANCE.md"
 	@echo "make demo   create a cluster with a hosted queue, then push and pull an image to its registry"
+	@echo "make gc     collect the running registry's garbage now, in a read-only window, and verify it"
 	@echo "make lint   ruff, import layering, mypy, Django checks, migrations up to date"
 	@echo "make image  build the container image (deploy/README.md) into var/image/"
 
@@ -114,6 +117,12 @@ lint: .venv/.installed
 demo: .venv/.installed
 	@scripts/ensure-packages $(CLIENT_PACKAGES)
 	$(WITH_ENV) $(PY) manage.py demo --api-url http://127.0.0.1:$(PORT)
+
+# A garbage collection of `make run`'s registry, here, printing its progress: pushes refused,
+# the registry read-only, garbage-collect, read-write again, every kept tag verified
+# (docs/retention.md#garbage-collection).
+gc: .venv/.installed
+	$(WITH_ENV) $(PY) manage.py registry_gc --wait
 
 # The image, in a private buildah store under var/image/ and as a docker-archive beside it
 # (podman load / docker load). Needs root, the Debian mirror and PyPI; nothing is pulled.

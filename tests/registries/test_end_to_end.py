@@ -166,6 +166,9 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
         "/registry/repositories/base/tags"
     )
     audit_url = f"{live_server.url}/v2/organizations/demo/audit_events"
+    registry_url = (
+        f"{live_server.url}/v2/organizations/demo/clusters/{registry.cluster_id}/registry"
+    )
     assert registry.url.startswith(f"{registry_process.host}/demo/")
     assert f"export BUILDKITE_HOSTED_REGISTRY_URL=$'{registry.url}'\n" in output
     assert "export BUILDKITE_COMPUTE_TYPE=$'hosted'\n" in output
@@ -197,6 +200,16 @@ def test_the_demo_pushes_and_pulls_an_image_through_token_authentication(
         r"\.venv/bin/python manage\.py create_api_token demo you\)",
         rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(tags_url)}',
         rf'  curl -s -H "Authorization: Bearer \$TOKEN" {re.escape(audit_url)}',
+        "",
+        r"Keep the newest tag of each repository \(base:build-1 goes\), then collect the garbage "
+        r"\(the README's retention example\):",
+        rf"  REGISTRY={re.escape(registry_url)}",
+        r"""  curl -s -X PUT -H "Authorization: Bearer \$TOKEN" """
+        r"""-H 'Content-Type: application/json' -d '\{"keep_newest": 1, "recent_hours": 0\}' """
+        r"\$REGISTRY/retention-policy",
+        r'  curl -s -X POST -H "Authorization: Bearer \$TOKEN" \$REGISTRY/retention-policy/dry-run',
+        r'  curl -s -X POST -H "Authorization: Bearer \$TOKEN" \$REGISTRY/cleanup',
+        r"  make gc( PORT=\d+)?( REGISTRY_PORT=\d+)?( CONTROLPLANE_VAR_DIR=\S+)?",
     ]
     steps = output.split(f"\nBUILDKITE_HOSTED_REGISTRY_URL={registry.url}\n", 1)[1]
     assert len(steps.splitlines()) == len(expected), steps

@@ -108,6 +108,19 @@ class Command(AuditedCommand):
             f'  curl -s -H "Authorization: Bearer $TOKEN" {tags}\n'
             f'  curl -s -H "Authorization: Bearer $TOKEN" {organization_url}/audit_events\n'
         )
+        auth = '-H "Authorization: Bearer $TOKEN"'
+        policy = (
+            """-H 'Content-Type: application/json' -d '{"keep_newest": 1, "recent_hours": 0}'"""
+        )
+        self.stdout.write(
+            "\nKeep the newest tag of each repository (base:build-1 goes), then collect the "
+            "garbage (the README's retention example):\n"
+            f"  REGISTRY={organization_url}/clusters/{cluster.pk}/registry\n"
+            f"  curl -s -X PUT {auth} {policy} $REGISTRY/retention-policy\n"
+            f"  curl -s -X POST {auth} $REGISTRY/retention-policy/dry-run\n"
+            f"  curl -s -X POST {auth} $REGISTRY/cleanup\n"
+            f"  make gc{_make_env(api_url)}\n"
+        )
 
     def step(self, message: str) -> None:
         self.stdout.write(self.style.SUCCESS("✔ ") + message)
@@ -298,6 +311,19 @@ class PipelineSteps:
             )
         self.command.step(f"{done} ({time.monotonic() - started:.1f}s)")
         return result.stdout
+
+
+def _make_env(api_url: str) -> str:
+    """The make variables ``make gc`` needs to find this stack where it is not the default one
+    (as ``make run`` was given them)."""
+    variables = []
+    if (port := urlsplit(api_url).port) not in (None, 8000):
+        variables.append(f"PORT={port}")
+    if (registry_port := urlsplit(settings.REGISTRY_URL).port) not in (None, 5000):
+        variables.append(f"REGISTRY_PORT={registry_port}")
+    if Path(settings.VAR_DIR).resolve() != (Path(settings.BASE_DIR) / "var").resolve():
+        variables.append(f"CONTROLPLANE_VAR_DIR={shlex.quote(str(settings.VAR_DIR))}")
+    return "".join(f" {variable}" for variable in variables)
 
 
 def _manage_env() -> str:
