@@ -63,7 +63,9 @@ def _policies_keeping_untagged(rows: list[Row]) -> list[str]:
     return keeping
 
 
-def delete_untagged_decision(backend_id: int) -> tuple[bool, str]:
+def delete_untagged_decision(
+    backend_id: int, *, config_path: str | None = None
+) -> tuple[bool, str]:
     """Whether the collection on ``backend_id`` runs ``garbage-collect --delete-untagged``, and
     why (recorded on the collection): False when ``REGISTRY_GC_DELETE_UNTAGGED`` is off, when a
     ready registry of the backend has a tagged image index in its inventory, or when a ready

@@ -57,6 +57,8 @@ class CollectorResult:
     manifests_deleted: int
     output_tail: str
     returncode: int
+    #: The digests of the blobs it deleted (``blob_cache_forget`` drops their cache entries).
+    deleted_blobs: tuple[str, ...] = ()
 
 
 class CollectorError(Exception):

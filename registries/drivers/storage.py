@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,10 @@ def uploads_purge(config_path: str, *, older_than: timedelta, now: datetime | No
             extra={"root": str(root), "count": purged, "older_than": older_than.total_seconds()},
         )
     return purged
+
+
+def blob_cache_forget(config_path: str, digests: Iterable[str]) -> int:
+    """Drop the registry's blob-descriptor cache entries (Redis) of the blobs a collection
+    deleted, so that a later push of the same layer uploads it again (distribution#2945); how
+    many were dropped. Placeholder until the storage-safety work lands."""
+    return 0

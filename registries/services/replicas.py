@@ -93,3 +93,10 @@ def replicas_live(backend_id: int) -> list[RegistryReplica]:
     """The backend's replicas heard from within ``REGISTRY_GC_REPLICA_STALE_SECONDS``."""
     since = timezone.now() - dt.timedelta(seconds=settings.REGISTRY_GC_REPLICA_STALE_SECONDS)
     return list(RegistryReplica.objects.filter(backend_id=backend_id, seen_at__gte=since))
+
+
+def replicas_blocking(backend_id: int, mode: str) -> list[str]:
+    """The names of the backend's replicas that are not known to be in ``mode``: every replica
+    that has not deregistered and is not reporting ``mode`` (a quiet one included: fail closed).
+    Placeholder until the replicas work lands: the live replicas not in ``mode``."""
+    return sorted(replica.name for replica in replicas_live(backend_id) if replica.mode != mode)
