@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
-from datetime import datetime, timedelta
+from datetime import datetime
+from itertools import islice
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -16,10 +16,16 @@ from django.utils import timezone
 from clusters.interface import Actor, acting_as
 from controlplane import metrics
 from registries.drivers import DriverError
-from registries.inventory import Tag
+from registries.inventory import RegistryNotification, Tag
 from registries.locks import registry_lock
 from registries.models import Registry, State
-from registries.retention import RetentionRun, RetentionRunState, RetentionTrigger
+from registries.retention import (
+    RetentionRun,
+    RetentionRunState,
+    RetentionTrigger,
+    policies_for,
+    running,
+)
 from registries.services.audit import registry_audit
 from registries.services.quotas import retention_run_enqueue
 from registries.services.retention.plan import PlannedDeletion, TagSeen, retention_plan
@@ -73,6 +79,7 @@ def retention_apply(
                         repository=deletion.repository,
                         tag=deletion.tags[0],
                         include_shared_digest=True,
+                        expected_digest=deletion.digest,
                     )
                 except RegistryNotReady as exc:
                     errors.append(_error(deletion, str(exc)))
@@ -95,8 +102,11 @@ def _error(deletion: PlannedDeletion, error: str) -> dict[str, Any]:
 
 
 def _changed(registry: Registry, deletion: PlannedDeletion) -> str:
-    """Why the group may no longer be deleted ("" if it may): a tag of it pushed, pulled,
-    moved or added since the plan."""
+    """Why the group may no longer be deleted ("" if it may): events of the registry not yet
+    applied to the inventory (it may be behind the registry), or a tag of it pushed, pulled,
+    moved or added since the plan. (``tag_delete`` then checks the registry itself.)"""
+    if RegistryNotification.objects.filter(registry=registry, applied_at__isnull=True).exists():
+        return "skipped: the registry has events not yet applied to the inventory"
     now = {
         TagSeen(*row)
         for row in Tag.objects.filter(
@@ -111,24 +121,23 @@ def _changed(registry: Registry, deletion: PlannedDeletion) -> str:
 
 
 def _run_start(registry: Registry, trigger: str) -> RetentionRun:
-    """Record a run, unless another is under way (one that outlived the task's time limit is
-    marked failed: its worker is gone). Under the registry's row lock, so two cannot start."""
+    """Record a run, unless another is under way (``retention.running``; one that outlived the
+    task's time limit is marked failed: its worker is gone). Under the registry's row lock, so
+    two cannot start."""
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS)
     with transaction.atomic():
         locked = registry_lock(registry.pk)
         if locked is None or locked.state != State.READY:
             state = "gone" if locked is None else locked.state
             raise RegistryNotReady(f"The registry is {state}: its policy runs only while ready.")
-        runs = RetentionRun.objects.filter(registry=locked, state=RetentionRunState.RUNNING)
-        runs.filter(started_at__lt=stale).update(
+        current = running(locked.pk, now=now)
+        if current is not None:
+            raise RetentionRunning(current)
+        RetentionRun.objects.filter(registry=locked, state=RetentionRunState.RUNNING).update(
             state=RetentionRunState.FAILED,
             finished_at=now,
             errors=[{"repository": "", "tag": "", "error": "did not finish in time"}],
         )
-        current = runs.filter(started_at__gte=stale).first()
-        if current is not None:
-            raise RetentionRunning(current)
         return RetentionRun.objects.create(
             registry=locked,
             trigger=RetentionTrigger(trigger),
@@ -185,11 +194,16 @@ def retention_sweep(*, batch: int = SWEEP_BATCH) -> int:
 
 
 def _enabled_registry_ids(batch: int) -> Iterable[Any]:
-    override = Q(cluster__retention_policy__enabled=True)
-    default = Q(
-        cluster__retention_policy__isnull=True,
-        cluster__organization__retention_policies__cluster__isnull=True,
-        cluster__organization__retention_policies__enabled=True,
+    """Ready registries whose policy in force (``retention.policies_for``) is enabled."""
+    rows = (
+        Registry.objects.filter(state=State.READY, cluster__isnull=False)
+        .order_by("pk")
+        .values_list("pk", "cluster_id", "cluster__organization_id")
+        .iterator(chunk_size=batch)
     )
-    registries = Registry.objects.filter(Q(override) | Q(default), state=State.READY)
-    return registries.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=batch)
+    while chunk := list(islice(rows, batch)):
+        policies = policies_for((row[1], row[2]) for row in chunk)
+        for registry_id, cluster_id, _ in chunk:
+            policy, _ = policies[cluster_id]
+            if policy is not None and policy.enabled:
+                yield registry_id
