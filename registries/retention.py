@@ -208,11 +208,17 @@ def policy_in_force(
     return None, None
 
 
+def time_limit() -> int:
+    """How long a run may delete (``REGISTRY_RETENTION_TIME_LIMIT_SECONDS``): a worker's and a
+    web request's run alike stop there."""
+    return int(settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS)
+
+
 def run_stale_before(now: datetime | None = None) -> datetime:
     """Runs still ``running`` that started before this are not under way: their worker or web
     request is gone. Past the task's hard limit (``REGISTRY_RETENTION_TIME_LIMIT_SECONDS`` + 30
     s) with a margin, so that a live run is never taken for a dead one."""
-    limit = settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS + RUN_STALE_MARGIN_SECONDS
+    limit = time_limit() + RUN_STALE_MARGIN_SECONDS
     return (now or timezone.now()) - timedelta(seconds=limit)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -25,6 +25,7 @@ from registries.retention import (
     RetentionTrigger,
     policies_for,
     running,
+    time_limit,
 )
 from registries.services.audit import registry_audit
 from registries.services.quotas import retention_run_enqueue
@@ -68,7 +69,13 @@ def retention_apply(
         try:
             plan = retention_plan(registry, now=now)
             run.policy = {**(plan.policy or {}), "source": plan.source}
-            for deletion in plan.deletions:
+            deadline = run.started_at + timedelta(seconds=time_limit())
+            for done_count, deletion in enumerate(plan.deletions):
+                if timezone.now() >= deadline:
+                    left = len(plan.deletions) - done_count
+                    errors.append(_stopped(left))
+                    failed = True
+                    break
                 problem = _changed(registry, deletion)
                 if problem:
                     errors.append(_error(deletion, problem))
@@ -95,6 +102,15 @@ def retention_apply(
             raise
         _run_finish(run, deleted, errors, failed=failed)
     return run
+
+
+def _stopped(left: int) -> dict[str, Any]:
+    """A run stops at its time limit, in a worker or in a web request alike, so that it never
+    outlives the moment ``retention.running`` stops counting it (and another may start)."""
+    return {"repository": "", "tag": "", "error": (
+        f"stopped at the time limit ({time_limit()} s, REGISTRY_RETENTION_TIME_LIMIT_SECONDS): "
+        f"{left} planned deletion{'' if left == 1 else 's'} left to the next run"
+    )}  # fmt: skip
 
 
 def _error(deletion: PlannedDeletion, error: str) -> dict[str, Any]:
