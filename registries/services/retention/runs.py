@@ -57,8 +57,9 @@ def retention_apply(
     now: datetime | None = None,
 ) -> RetentionRun:
     """Apply the registry's policy now and record the run: each planned group deleted through
-    ``tag_delete`` (its audit row), unless one of its tags was pushed or pulled since the plan;
-    a group that fails is recorded in ``errors`` and the run goes on. Raises
+    ``tag_delete`` (its audit row), unless the inventory may be behind (``_changed``) or the
+    registry's tags differ from the plan (``expected_digest``); a group that fails is recorded
+    in ``errors`` and the run goes on; the run stops at its time limit. Raises
     ``RegistryNotReady`` (the registry is not ready) or ``RetentionRunning`` (another run is
     under way); nothing is written then."""
     with acting_as(actor) if actor is not None else nullcontext():
