@@ -263,7 +263,7 @@ def blob_cache_forget(config_path: str, digests: Iterable[str]) -> int:
         return 0
     host, _, port = str(section["addr"]).rpartition(":")
     client = redis.Redis(
-        host=host or "127.0.0.1",
+        host=host.strip("[]") or "127.0.0.1",  # "[::1]:6379" as registry_config writes it
         port=int(port or 6379),
         db=int(section.get("db") or 0),
         password=str(section["password"]) if section.get("password") else None,

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from registries.drivers.collector import garbage_collect
-from registries.drivers.storage import blob_cache_forget
+from registries.drivers.storage import StorageConfigError, blob_cache_forget
 from tests.registries.test_collector import image, pulled
 from tests.support.containers import Skopeo, ok
 from tests.support.images import unique_blobs
@@ -100,3 +100,23 @@ def test_an_inmemory_cache_has_nothing_to_forget(workdir: Path) -> None:
         f"    rootdirectory: {workdir}\nredis:\n  addr: 127.0.0.1:1\n"
     )
     assert blob_cache_forget(str(config), ["sha256:" + "a" * 64]) == 0
+
+
+def test_a_cache_that_does_not_answer_fails_saying_where_never_the_password(
+    workdir: Path,
+) -> None:
+    config = workdir / "redis.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  cache:\n    blobdescriptor: redis\n  filesystem:\n"
+        f"    rootdirectory: {workdir}\nredis:\n  addr: 127.0.0.1:1\n  password: hunter2\n  db: 3\n"
+    )
+    with pytest.raises(StorageConfigError) as failed:
+        blob_cache_forget(str(config), ["sha256:" + "a" * 64])
+    message = str(failed.value)
+    assert message.startswith(
+        "Cannot drop the blob-descriptor cache entries of the deleted blobs at 127.0.0.1:1 "
+        "(db 3): ConnectionError: "
+    )
+    assert message.endswith("Until they are dropped, a push of a deleted layer is told it exists.")
+    assert "hunter2" not in message
+    assert blob_cache_forget(str(config), []) == 0  # nothing deleted: nothing to connect for

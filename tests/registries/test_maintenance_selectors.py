@@ -180,9 +180,16 @@ def test_every_registry_of_the_backend_but_deleted_ones_counts(config: str) -> N
         "so they are kept",
     )
 
+    # Being deprovisioned without its cluster: no policy to ask, so it keeps.
     Registry.objects.filter(pk=failed.pk).update(
-        state=State.DELETED, deprovision_requested_at=timezone.now()
+        state=State.DEPROVISIONING, deprovision_requested_at=timezone.now(), cluster=None
     )
+    assert delete_untagged_decision(registry.backend_id, config_path=config) == (
+        False,
+        f"the retention policy of {failed.namespace} does not delete untagged manifests, "
+        "so they are kept",
+    )
+    Registry.objects.filter(pk=failed.pk).update(state=State.DELETED, cluster=failed.cluster)
     assert delete_untagged_decision(registry.backend_id, config_path=config)[0] is True
     # A failed registry's tagged index is in the storage: it counts.
     Registry.objects.filter(pk=failed.pk).update(state=State.FAILED, deprovision_requested_at=None)
