@@ -121,7 +121,7 @@ REGISTRY_NOTIFICATION_REFUSALS = Counter(
 # --- Health canaries and the reconciler -------------------------------------------------------
 CANARIES = Counter(
     "controlplane_canary_runs",
-    "Health canaries run, by registry backend and result (passed, failed).",
+    "Health canaries run, by registry backend and result (passed, failed, maintenance).",
     ["backend", "result"],
 )
 CANARY_SECONDS = Histogram(

@@ -35,7 +35,7 @@ class RegistryBackendForm(forms.ModelForm[RegistryBackend]):
         model = RegistryBackend
         fields = [
             "name", "api_url", "public_host", "token_service", "storage", "labels", "weight",
-            "capacity", "state",
+            "capacity", "state", "gc_config",
         ]  # fmt: skip
 
     def clean(self) -> dict[str, Any]:

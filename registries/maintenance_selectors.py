@@ -5,8 +5,9 @@ backend's garbage collection may delete untagged manifests.
 decides that per manifest before following indexes, so the members of a tagged image index
 (multi-platform images: each platform's manifest is untagged) are deleted with their layers,
 and the index no longer pulls (distribution#3004, distribution#3178; fixed only in
-Distribution 3). It is therefore used only where no registry of the backend holds a tagged
-index, and where every registry's owner asked for untagged manifests to go.
+Distribution 3). It is therefore used only where the backend's storage holds no tagged
+index (read from the storage: filesystem only), and where every registry's owner asked for
+untagged manifests to go.
 """
 
 from __future__ import annotations
@@ -14,34 +15,37 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
 
-from registries.inventory import INDEX_MEDIA_TYPES, Manifest, Tag
-from registries.models import Registry
+from registries.drivers.storage import TaggedManifest, storage_root, tagged_manifests
+from registries.models import Registry, State
 from registries.retention import policies_for
 
 DISTRIBUTION_ISSUES = "distribution#3004, distribution#3178"
 
 
-#: A ready registry of the backend: its id, namespace, cluster and organization.
+#: A registry of the backend (not deleted): its id, namespace, cluster and organization.
 Row = tuple[UUID, str, UUID, int]
 
 
-def _tagged_index(rows: list[Row]) -> Tag | None:
-    """A tag of one of the registries on an index, or on a manifest whose media type the
-    inventory does not know (it might be one)."""
-    index_or_unknown = Manifest.objects.filter(
-        Q(media_type__in=INDEX_MEDIA_TYPES) | Q(media_type=""),
-        registry_id=OuterRef("repository__registry_id"),
-        digest=OuterRef("digest"),
-    )
-    return (
-        Tag.objects.filter(repository__registry_id__in=[row[0] for row in rows])
-        .filter(Exists(index_or_unknown))
-        .select_related("repository")
-        .order_by("repository__name", "name")
-        .first()
-    )
+def _tagged_index(config_path: str | None) -> tuple[TaggedManifest | None, str]:
+    """A tag of the storage on an index (or on a manifest whose type cannot be told), read from
+    the storage itself; else None, or, where the storage cannot be walked from here, None and
+    why untagged manifests are kept."""
+    if not config_path:
+        return None, (
+            "no registry configuration to read the backend's storage from (REGISTRY_GC_CONFIG "
+            "or the backend's gc_config): whether it holds a tagged image index cannot be "
+            "checked, so untagged manifests are kept"
+        )
+    root = storage_root(config_path)
+    if root is None:
+        return None, (
+            "the backend's storage is not filesystem storage (S3 or another driver): its tags "
+            "cannot be walked from here to check for tagged image indexes, so untagged "
+            "manifests are kept"
+        )
+    found = next((tag for tag in tagged_manifests(root) if tag.maybe_index), None)
+    return found, ""
 
 
 def _policies_keeping_untagged(rows: list[Row]) -> list[str]:
@@ -62,29 +66,39 @@ def delete_untagged_decision(
     backend_id: int, *, config_path: str | None = None
 ) -> tuple[bool, str]:
     """Whether the collection on ``backend_id`` runs ``garbage-collect --delete-untagged``, and
-    why (recorded on the collection): False when ``REGISTRY_GC_DELETE_UNTAGGED`` is off, when a
-    ready registry of the backend has a tagged image index in its inventory, or when a ready
-    registry's retention policy does not delete untagged manifests; True otherwise.
+    why (recorded on the collection): False when ``REGISTRY_GC_DELETE_UNTAGGED`` is off, when
+    the storage of ``config_path`` (the configuration garbage-collect runs on) cannot be walked
+    from here (none given, S3 or another driver), when a tag in it points to an image index (or
+    to a manifest whose type cannot be told), or when the retention policy of a registry of the
+    backend (any state but deleted: a failed or suspended one still has its images in the
+    storage) does not delete untagged manifests; True otherwise.
 
-    Read once pushes are refused (the window's draining), so that no index arrives after it.
+    Read from the storage, not the event-fed inventory (an index pushed just before the window
+    may not be in it yet; events are lost when a runner restarts), and while the replicas are
+    read-only, so that what it reads is what garbage-collect sees.
     """
     if not settings.REGISTRY_GC_DELETE_UNTAGGED:
         return False, "REGISTRY_GC_DELETE_UNTAGGED is off: untagged manifests are kept"
-    rows: list[Row] = list(
-        Registry.objects.ready()
-        .filter(backend_id=backend_id, cluster__isnull=False)
-        .order_by("namespace")
-        .values_list("pk", "namespace", "cluster_id", "cluster__organization_id")
-    )
-    tag = _tagged_index(rows)
+    tag, unwalkable = _tagged_index(config_path)
+    if unwalkable:
+        return False, unwalkable
     if tag is not None:
         return False, (
-            f"{tag.repository.name}:{tag.name} is a tagged image index (or of a type not yet "
+            f"{tag.repository}:{tag.tag} is a tagged image index (or of a type not yet "
             "known): Distribution 2.8's garbage-collect --delete-untagged deletes the members "
             f"of tagged indexes, which then no longer pull ({DISTRIBUTION_ISSUES}; fixed in "
             "Distribution 3), so untagged manifests are kept"
         )
-    keeping = _policies_keeping_untagged(rows)
+    rows = list(
+        Registry.objects.filter(backend_id=backend_id)
+        .exclude(state=State.DELETED)
+        .order_by("namespace")
+        .values_list("pk", "namespace", "cluster_id", "cluster__organization_id")
+    )
+    # One being deprovisioned may have lost its cluster, and with it its policy: it keeps.
+    clustered: list[Row] = [row for row in rows if row[2] is not None]
+    orphans = [row[1] for row in rows if row[2] is None]
+    keeping = sorted(orphans + _policies_keeping_untagged(clustered))
     if keeping:
         more = f" and {len(keeping) - 3} more" if len(keeping) > 3 else ""
         return False, (
@@ -92,6 +106,6 @@ def delete_untagged_decision(
             "manifests, so they are kept"
         )
     return True, (
-        f"safe: no tagged image index on the backend's {len(rows)} ready registries, and "
-        "every one's retention policy deletes untagged manifests"
+        f"safe: no tagged image index in the backend's storage, and the retention policy of "
+        f"every one of its {len(rows)} registries deletes untagged manifests"
     )

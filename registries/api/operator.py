@@ -42,6 +42,10 @@ class RegistryBackendSerializer(serializers.Serializer[RegistryBackend]):
     weight = serializers.IntegerField(read_only=True)
     capacity = serializers.IntegerField(read_only=True, allow_null=True)
     state = serializers.ChoiceField(choices=BackendState.choices, read_only=True)
+    gc_config = serializers.CharField(
+        read_only=True,
+        help_text="The registry configuration garbage-collect runs on (blank: REGISTRY_GC_CONFIG).",
+    )
     registries = serializers.SerializerMethodField()
     hosts_changed_at = serializers.DateTimeField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
@@ -73,6 +77,9 @@ class RegistryBackendCreateSerializer(serializers.Serializer[Any]):
         min_value=0, max_value=MAX_WHOLE, allow_null=True, default=None
     )
     state = serializers.ChoiceField(choices=BackendState.choices, default=BackendState.ACTIVE)
+    gc_config = serializers.CharField(
+        max_length=512, allow_blank=True, trim_whitespace=False, default=""
+    )
 
 
 class RegistryBackendUpdateSerializer(serializers.Serializer[Any]):
@@ -85,6 +92,9 @@ class RegistryBackendUpdateSerializer(serializers.Serializer[Any]):
         min_value=0, max_value=MAX_WHOLE, allow_null=True, required=False
     )
     state = serializers.ChoiceField(choices=BackendState.choices, required=False)
+    gc_config = serializers.CharField(
+        max_length=512, allow_blank=True, trim_whitespace=False, required=False
+    )
 
 
 def _backends() -> QuerySet[RegistryBackend]:

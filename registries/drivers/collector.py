@@ -22,7 +22,13 @@ mark: <driver>: Path not found: /docker/registry/v2/repositories``; that is noth
 not an error. Anything else that exits non-zero raises ``CollectorError``.
 
 The configuration holds secrets, the output does not (digests, repository names, paths): the
-output may be logged and recorded.
+output may be logged and recorded. Except when the configuration cannot be parsed: Distribution
+prints ``configuration error: ...`` with the parser's message, which may quote a value of the
+file (a YAML type error does); that line and all that follows are replaced by a notice.
+
+The digests of ``blob eligible for deletion`` lines are the blobs it deletes
+(``CollectorResult.deleted_blobs``, ``CollectorError.deleted_blobs``): their entries in the
+registry's blob-descriptor cache must go (``registries.drivers.storage.blob_cache_forget``).
 """
 
 from __future__ import annotations
@@ -44,6 +50,17 @@ logger = logging.getLogger("registries.drivers")
 TAIL_LINES = 40
 SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
 #: The one failure that means an empty storage: no repository was ever pushed to.
+#: A blob garbage-collect deletes (printed before it deletes it).
+ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (\S+:[0-9a-fA-F]+)$")
+#: How Distribution reports a configuration it cannot parse; what follows may quote the file's
+#: values (a YAML type error shows the value), secrets among them.
+CONFIG_ERROR = "configuration error:"
+CONFIG_ERROR_REDACTED = (
+    "configuration error: (the rest is not shown: Distribution's message may quote the "
+    "configuration's values, secrets among them; run garbage-collect on the file by hand)"
+)
+#: The one configuration error that quotes nothing of the file: it could not be opened.
+UNREADABLE_CONFIG = re.compile(r"configuration error: open \S+: [^:]+$")
 NOTHING_PUSHED = re.compile(
     r"failed to mark: \S+: Path not found: /docker/registry/v2/repositories$", re.MULTILINE
 )
@@ -64,7 +81,37 @@ class CollectorResult:
 class CollectorError(Exception):
     """``garbage-collect`` failed; the message says how, with the end of its output, and what to
     do. Storage may be partly collected: blobs no manifest references may be gone, nothing that
-    one does."""
+    one does; ``deleted_blobs`` are those it had started deleting (their cache entries must go
+    too)."""
+
+    def __init__(self, message: str, deleted_blobs: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.deleted_blobs = deleted_blobs
+
+
+class _Output:
+    """What garbage-collect prints, as kept: the tail, the summary, the deleted blobs; from a
+    configuration error on, nothing more (it may quote secrets)."""
+
+    def __init__(self) -> None:
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.summary: re.Match[str] | None = None
+        self.deleted: list[str] = []
+        self.redacting = False
+
+    def line(self, raw: str) -> str | None:
+        """The line as it may be shown, None to drop it."""
+        line = raw.rstrip("\n")
+        if self.redacting:
+            return None
+        if line.lstrip().startswith(CONFIG_ERROR) and not UNREADABLE_CONFIG.match(line):
+            self.redacting, line = True, CONFIG_ERROR_REDACTED
+        self.tail.append(line)
+        self.summary = SUMMARY.search(line) or self.summary
+        eligible = ELIGIBLE_BLOB.match(line.strip())
+        if eligible:
+            self.deleted.append(eligible[1])
+        return line
 
 
 def registry_environment(environment: Mapping[str, str]) -> dict[str, str]:
@@ -105,8 +152,7 @@ def garbage_collect(
     """
     command = _command(config_path, delete_untagged)
     limit = settings.REGISTRY_GC_TIME_LIMIT_SECONDS if timeout is None else timeout
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    summary: re.Match[str] | None = None
+    output = _Output()
     logger.info(
         "registry.gc.started",
         extra={"config": config_path, "delete_untagged": delete_untagged},
@@ -136,10 +182,8 @@ def garbage_collect(
     timer.start()
     try:
         for raw in process.stdout or ():
-            line = raw.rstrip("\n")
-            tail.append(line)
-            summary = SUMMARY.search(line) or summary
-            if on_line is not None:
+            line = output.line(raw)
+            if line is not None and on_line is not None:
                 on_line(line)
         returncode = process.wait()
     finally:
@@ -147,19 +191,20 @@ def garbage_collect(
         if process.poll() is None:
             process.kill()
             process.wait()
-    output_tail = "\n".join(tail)
+    output_tail, deleted = "\n".join(output.tail), tuple(output.deleted)
     if returncode != 0 and NOTHING_PUSHED.search(output_tail):
         return CollectorResult(0, 0, output_tail, returncode)
     if returncode != 0:
         raise CollectorError(
-            _failure(config_path, returncode, output_tail, expired.is_set(), limit)
+            _failure(config_path, returncode, output_tail, expired.is_set(), limit), deleted
         )
+    summary = output.summary
     blobs, manifests = (int(summary[2]), int(summary[3])) if summary else (0, 0)
     logger.info(
         "registry.gc.finished",
         extra={"config": config_path, "blobs_deleted": blobs, "manifests_deleted": manifests},
     )
-    return CollectorResult(blobs, manifests, output_tail, returncode)
+    return CollectorResult(blobs, manifests, output_tail, returncode, deleted)
 
 
 def _failure(config_path: str, returncode: int, tail: str, timed_out: bool, limit: float) -> str:

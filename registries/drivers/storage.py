@@ -7,24 +7,33 @@ drivers (S3 and the like) the bucket is measured by the registry's own accountin
 abandoned uploads are left to Distribution's purger (``storage.maintenance.uploadpurging``,
 which ``registry_config`` always turns on): docs/retention.md#upload-purging.
 
-The configuration holds secrets (S3 keys, ``http.secret``): only the storage section is read,
-and nothing of it is logged or put in an error message but the folder's path.
+The configuration holds secrets (S3 keys, ``http.secret``, the Redis password): only the storage
+and redis sections are read, and nothing of them is logged or put in an error message but the
+folder's path and the Redis address.
+
+Also read from the storage: the tags and their manifests' media types (whether
+``--delete-untagged`` is safe, ``registries.maintenance_selectors``); and the Redis
+blob-descriptor cache is cleared of the blobs a collection deleted (``blob_cache_forget``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 
 from registries.drivers.collector import CollectorError
+from registries.inventory import INDEX_MEDIA_TYPES
 
 logger = logging.getLogger("registries.drivers")
 
@@ -40,7 +49,7 @@ class StorageConfigError(CollectorError):
     since garbage-collect cannot run on it either, and the window handles both alike."""
 
 
-def _storage_section(config_path: str) -> dict[str, Any]:
+def _config(config_path: str) -> dict[str, Any]:
     try:
         config = yaml.safe_load(Path(config_path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -48,7 +57,11 @@ def _storage_section(config_path: str) -> dict[str, Any]:
         raise StorageConfigError(
             f"Cannot read the registry configuration {config_path}: {type(exc).__name__}"
         ) from None
-    storage = config.get("storage") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def _storage_section(config_path: str) -> dict[str, Any]:
+    storage = _config(config_path).get("storage")
     if not isinstance(storage, dict):
         raise StorageConfigError(f"The registry configuration {config_path} has no storage")
     return storage
@@ -150,8 +163,136 @@ def uploads_purge(config_path: str, *, older_than: timedelta, now: datetime | No
     return purged
 
 
+@dataclass(frozen=True)
+class TaggedManifest:
+    """A tag as the storage holds it: ``repository:tag`` points to ``digest`` of ``media_type``
+    ("" when its manifest cannot be read or names no type it can be told by)."""
+
+    repository: str
+    tag: str
+    digest: str
+    media_type: str
+
+    @property
+    def maybe_index(self) -> bool:
+        """An index, or a manifest of a type not known (it might be one)."""
+        return self.media_type in INDEX_MEDIA_TYPES or not self.media_type
+
+
+def _read_link(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _media_type(root: Path, digest: str) -> str:
+    """A manifest blob's media type: its ``mediaType``, else (OCI lets it be left out) what
+    its fields say it is; "" when it cannot be read."""
+    algorithm, _, hexdigest = digest.partition(":")
+    if not hexdigest or not hexdigest.isalnum() or not algorithm.isalnum():
+        return ""
+    try:
+        document = json.loads(
+            (root / "blobs" / algorithm / hexdigest[:2] / hexdigest / "data").read_bytes()
+        )
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    if "manifests" in document:
+        return "application/vnd.oci.image.index.v1+json"
+    if "layers" in document and "config" in document:
+        return "application/vnd.oci.image.manifest.v1+json"
+    return ""
+
+
+def tagged_manifests(root: Path) -> Iterator[TaggedManifest]:
+    """Every tag of every repository under ``root`` (``storage_root``) with its manifest's media
+    type, read from the storage itself: ``repositories/<name>/_manifests/tags/<tag>/current/
+    link`` and the blob it names. Read while the replicas are read-only, it is exactly what
+    garbage-collect will see, with nothing an event-fed inventory may not have caught up with."""
+    base = root / "repositories"
+    for folder, subfolders, _ in os.walk(base):
+        here = Path(folder)
+        if "_manifests" in subfolders:
+            repository = here.relative_to(base).as_posix()
+            tags = here / "_manifests" / "tags"
+            for tag in sorted(os.listdir(tags)) if tags.is_dir() else ():
+                digest = _read_link(tags / tag / "current" / "link")
+                yield TaggedManifest(repository, tag, digest, _media_type(root, digest))
+        subfolders[:] = sorted(s for s in subfolders if not s.startswith("_"))
+
+
+def _redis_section(config_path: str) -> dict[str, Any] | None:
+    """The configuration's ``redis`` section when its blob-descriptor cache is Redis's."""
+    config = _config(config_path)
+    storage = config.get("storage")
+    cache = storage.get("cache") if isinstance(storage, dict) else None
+    if not isinstance(cache, dict) or str(cache.get("blobdescriptor") or "").lower() != "redis":
+        return None
+    section = config.get("redis")
+    if not isinstance(section, dict) or not section.get("addr"):
+        raise StorageConfigError(
+            f"The registry configuration {config_path} caches blob descriptors in Redis but "
+            "has no redis.addr"
+        )
+    return section
+
+
 def blob_cache_forget(config_path: str, digests: Iterable[str]) -> int:
     """Drop the registry's blob-descriptor cache entries (Redis) of the blobs a collection
-    deleted, so that a later push of the same layer uploads it again (distribution#2945); how
-    many were dropped. Placeholder until the storage-safety work lands."""
-    return 0
+    deleted, so that a later push of the same layer uploads it again (distribution#2945,
+    distribution#4269; Harbor's GC job does the same, goharbor/harbor#5592); how many keys and
+    set members were dropped.
+
+    Distribution 2.8 (``registry/storage/cache/redis``) keeps, per blob, a hash
+    ``blobs::<digest>`` and, per repository that has it, a hash
+    ``repository::<name>::blobs::<digest>`` and a member ``<digest>`` of the set
+    ``repository::<name>::blobs``. A stale entry answers "Layer already exists" to a push of a
+    deleted layer: the manifest is accepted and the image no longer pulls. All three go. The
+    ``inmemory`` cache (or none) lives in each replica's memory and dies with its restart when
+    the window ends: nothing to do here, 0. Call it while the replicas are still read-only.
+    """
+    wanted = {digest for digest in digests if digest}
+    section = _redis_section(config_path)
+    if section is None or not wanted:
+        return 0
+    host, _, port = str(section["addr"]).rpartition(":")
+    client = redis.Redis(
+        host=host.strip("[]") or "127.0.0.1",  # "[::1]:6379" as registry_config writes it
+        port=int(port or 6379),
+        db=int(section.get("db") or 0),
+        password=str(section["password"]) if section.get("password") else None,
+        socket_timeout=10,
+    )
+    try:
+        dropped = _forget(client, wanted)
+    except redis.RedisError as exc:
+        # redis-py's messages name the address, never the password.
+        raise StorageConfigError(
+            f"Cannot drop the blob-descriptor cache entries of the deleted blobs at "
+            f"{section['addr']} (db {section.get('db') or 0}): {type(exc).__name__}: {exc}. "
+            "Until they are dropped, a push of a deleted layer is told it exists."
+        ) from None
+    finally:
+        client.close()
+    logger.info(
+        "registry.gc.cache_forgotten",
+        extra={"config": config_path, "blobs": len(wanted), "dropped": dropped},
+    )
+    return dropped
+
+
+def _forget(client: redis.Redis, wanted: set[str]) -> int:
+    dropped = int(client.delete(*(f"blobs::{digest}" for digest in wanted)))
+    for raw in client.scan_iter(match="repository::*", count=1000):
+        key = raw.decode()
+        if key.endswith("::blobs"):
+            dropped += int(client.srem(key, *wanted))
+        elif key.rpartition("::blobs::")[2] in wanted:
+            dropped += int(client.delete(key))
+    return dropped

@@ -13,6 +13,7 @@ left on the old host and no stale copy or attempt in flight can still use it
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -41,7 +42,9 @@ _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
 MAX_WHOLE = 2**31 - 1
 
 #: What an operator may change on an existing backend (its name and storage are its identity).
-CHANGEABLE = ("api_url", "public_host", "token_service", "labels", "weight", "capacity", "state")
+CHANGEABLE = (
+    "api_url", "public_host", "token_service", "labels", "weight", "capacity", "state", "gc_config",
+)  # fmt: skip
 
 
 def backend_validate(backend: RegistryBackend) -> None:
@@ -86,8 +89,28 @@ def backend_validate(backend: RegistryBackend) -> None:
         for k, v in labels.items()
     ):
         errors["labels"] = 'Give an object of string labels, e.g. {"region": "eu-west"}.'
+    if not _gc_config_ok(backend.gc_config):
+        errors["gc_config"] = (
+            "Give the absolute path of the registry configuration its replicas run on, as the "
+            "maintenance workers see it (at most 512 characters), or leave it blank "
+            "(REGISTRY_GC_CONFIG, the default backend)."
+        )
     if errors:
         raise ValidationError(errors)
+
+
+def _gc_config_ok(path: object) -> bool:
+    """Blank, or an absolute path: garbage-collect runs in the worker's folder, whatever it is,
+    so a relative one would name a different file on each worker."""
+    if path == "":
+        return True
+    return (
+        isinstance(path, str)
+        and len(path) <= 512
+        and os.path.isabs(path)
+        and not any(c in path for c in "\0\n\r")
+        and path == path.strip()
+    )
 
 
 def _service_taken(backend: RegistryBackend) -> bool:
@@ -105,7 +128,7 @@ def _shown(backend: RegistryBackend) -> dict[str, Any]:
     """What the audit log shows of a backend: what an operator sets (no secrets are set here)."""
     return snapshot(
         backend, "api_url", "public_host", "token_service", "storage", "labels", "weight",
-        "capacity", "state",
+        "capacity", "state", "gc_config",
     )  # fmt: skip
 
 
@@ -120,6 +143,7 @@ def backend_create(
     weight: int = 100,
     capacity: int | None = None,
     state: str = BackendState.ACTIVE,
+    gc_config: str = "",
 ) -> RegistryBackend:
     """Add a registry backend; new registries may be placed on it at once if it is active."""
     backend = RegistryBackend(
@@ -132,6 +156,7 @@ def backend_create(
         weight=weight,
         capacity=capacity,
         state=state,
+        gc_config=gc_config,
     )
     with transaction.atomic():
         backend_validate(backend)

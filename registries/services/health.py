@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ from registries.backends import Backend, backends_all
 from registries.drivers import DriverError, RegistryDriver, RegistryUnavailable, get_driver
 from registries.key_store import key_store
 from registries.locks import registries_canary_due_lock, registries_lock_batch, registry_lock
-from registries.models import Registry, RegistryQuerySet, State
+from registries.models import Registry, RegistryBackend, RegistryQuerySet, State
 from registries.services.audit import registry_audit
 from registries.services.placement import registry_backend
 
@@ -78,6 +78,9 @@ class CanaryResult:
     seen: str
     #: For operators: what the registry or the library said when it failed ("" if it passed).
     detail: str = ""
+    #: Not run: a garbage collection holds the backend's window (pushes refused). Nothing is
+    #: recorded (``Ready`` stays as it was); ``ok`` is True, since nothing failed.
+    maintenance: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,33 @@ def _canary(driver: Callable[[], RegistryDriver], backend: str, namespace: str) 
     metrics.CANARIES.labels(backend, outcome).inc()
     metrics.CANARY_SECONDS.labels(backend, outcome).observe(latency.total_seconds())
     return CanaryResult(ok=ok, latency=latency, seen=seen, detail=detail)
+
+
+def _maintenance(backend: Backend | None) -> CanaryResult | None:
+    """The result of a canary that must not push: ``backend``'s maintenance window refuses
+    pushes (read now, not from the per-process backends cache, so that a window that just
+    opened or ended is seen). None when it may run. A push would be refused, then fail once
+    the replicas are read-only: every registry would go ``Ready`` False on every window."""
+    if backend is None:
+        return None
+    until = (
+        RegistryBackend.objects.filter(pk=backend.id)
+        .values_list("pushes_refused_until", flat=True)
+        .first()
+    )
+    seconds = replace(backend, pushes_refused_until=until).push_retry_after(timezone.now())
+    if not seconds:
+        return None
+    metrics.CANARIES.labels(backend.name, "maintenance").inc()
+    return CanaryResult(
+        ok=True,
+        latency=timedelta(0),
+        seen=(
+            "Registry maintenance: garbage collection on this registry's backend refuses "
+            f"pushes for {seconds} more seconds; the canary does not push until it ends."
+        ),
+        maintenance=True,
+    )
 
 
 def _canary_record(
@@ -147,6 +177,7 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
     Records when, whether it passed, how long it took and what was seen. A failure sets ``Ready``
     False (reason ``CanaryFailed``); the next pass sets it True again. The state stays ``ready``:
     the canary reports, it does not stop jobs from trying. None if the registry is not ready.
+    While its backend's maintenance window refuses pushes it does not run (``maintenance``).
     """
     registry = Registry.objects.ready().filter(pk=registry_id).first()
     if registry is None:
@@ -155,6 +186,10 @@ def registry_canary(*, registry_id: uuid.UUID | str) -> CanaryResult | None:
         placed = registry_backend(registry)
     except DriverError:
         placed = None  # its backend is gone: the canary fails below with why
+    waiting = _maintenance(placed)
+    if waiting is not None:
+        logger.info("registry.canary.maintenance", extra={"registry_id": str(registry_id)})
+        return waiting
     result = _canary(
         lambda: get_driver(registry.driver, registry_backend(registry)),
         placed.name if placed else "",
@@ -195,11 +230,16 @@ def backend_canary(*, backend: str) -> BackendCanaryResult:
     had recorded itself. A registry whose own namespace's canary failed keeps that failure until
     its own canary passes, and while the backend passes it is due again at once (its failure
     may have been the backend's, seen by its own canary first). Rows another transaction holds
-    are left for the next round.
+    are left for the next round. While the backend's maintenance window refuses pushes it
+    does not run and records nothing (``maintenance``): the window is not a failure.
     """
     found = next((b for b in backends_all() if b.name == backend), None)
     if found is None:
         raise DriverError(f"No registry backend named {backend!r}.")
+    waiting = _maintenance(found)
+    if waiting is not None:
+        logger.info("registry.backend_canary.maintenance", extra={"backend": backend})
+        return BackendCanaryResult(backend, waiting, 0, 0)
     result = _canary(
         lambda: get_driver(settings.REGISTRY_DRIVER, found), backend, BACKEND_CANARY_NAMESPACE
     )

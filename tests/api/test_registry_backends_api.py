@@ -144,3 +144,34 @@ def test_the_schema_documents_the_endpoints(client) -> None:
 
     assert set(schema["paths"][URL]) >= {"get", "post"}
     assert set(schema["paths"][URL + "/{name}"]) >= {"get", "patch"}
+
+
+GC_CONFIG_REFUSED = "Give the absolute path of the registry configuration its replicas run on"
+
+
+def gc_config(name: str = "eu-1") -> str:
+    return RegistryBackend.objects.get(name=name).gc_config
+
+
+def test_the_api_sets_shows_changes_and_clears_it(operator_api: Api) -> None:
+    for bad in ("registry.yml", "./etc/registry.yml", " /etc/r.yml", "/etc/r\n.yml", "/" * 513):
+        refused = operator_api.post(URL, {**NEW, "gc_config": bad})
+        assert refused.status_code == 422, refused.content
+        assert "gc_config" in {error["field"] for error in refused.json()["errors"]}
+    assert not RegistryBackend.objects.filter(name="eu-1").exists()
+
+    created = operator_api.post(URL, {**NEW, "gc_config": "/etc/registry/eu-1.yml"})
+    assert created.status_code == 201, created.content
+    assert created.json()["gc_config"] == "/etc/registry/eu-1.yml"
+    assert operator_api.get(f"{URL}/eu-1").json()["gc_config"] == "/etc/registry/eu-1.yml"
+
+    refused = operator_api.patch(f"{URL}/eu-1", {"gc_config": "eu-1.yml"})
+    assert refused.status_code == 422
+    assert GC_CONFIG_REFUSED in refused.json()["message"] + str(refused.json()["errors"])
+    assert gc_config() == "/etc/registry/eu-1.yml"
+
+    changed = operator_api.patch(f"{URL}/eu-1", {"gc_config": "/srv/eu-1/config.yml"})
+    assert changed.status_code == 200, changed.content
+    assert gc_config() == "/srv/eu-1/config.yml"
+    assert operator_api.patch(f"{URL}/eu-1", {"gc_config": ""}).status_code == 200
+    assert gc_config() == ""

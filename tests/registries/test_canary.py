@@ -5,16 +5,23 @@ real registry processes, one of which is stopped and started again."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from django.utils import timezone
 
 from clusters.models import AgentEnvironmentVariable
 from registries import conditions
 from registries.drivers.distribution import CANARY_REPOSITORY
-from registries.models import REGISTRY_URL_VARIABLE, Registry, State
-from registries.services import registry_canary, registry_create_for_cluster, registry_provision
+from registries.models import REGISTRY_URL_VARIABLE, Registry, RegistryBackend, State
+from registries.services import (
+    backend_canary,
+    registry_canary,
+    registry_create_for_cluster,
+    registry_provision,
+)
 from registries.tasks import run_canaries
 from registries.tokens import Principal, Scope, token_issue
 from tests.clusters.factories import ClusterFactory
@@ -131,3 +138,35 @@ def test_only_ready_registries_have_canaries(
     assert registry_canary(registry_id=pending.pk) is None
     assert run_canaries.apply().get() == [str(ready.pk)]
     assert broker_queue.drain() == [("registries.canary", (str(ready.pk),))]
+
+
+@pytest.mark.integration  # own_registry starts a registry of its own
+def test_during_a_maintenance_window_canaries_do_not_push_and_ready_stays(own_registry) -> None:
+    registry = ready_registry()
+    backend = registry.backend
+    before = ready_condition(registry)
+    # The window refuses pushes; the replicas then restart read-only (here: not answering).
+    RegistryBackend.objects.filter(pk=backend.pk).update(
+        pushes_refused_until=timezone.now() + timedelta(seconds=300)
+    )
+    own_registry.stop()
+
+    waiting = registry_canary(registry_id=registry.pk)
+    whole = backend_canary(backend=backend.name)
+
+    assert waiting is not None
+    assert (waiting.ok, waiting.maintenance) == (True, True)
+    assert waiting.seen.startswith(
+        "Registry maintenance: garbage collection on this registry's backend refuses pushes for "
+    )
+    assert waiting.seen.endswith(" more seconds; the canary does not push until it ends.")
+    assert (whole.result.maintenance, whole.recorded) == (True, 0)
+    assert ready_condition(registry) == before  # still Ready: nothing was recorded
+    assert (registry.canary_ok, registry.canary_at) == (None, None)
+
+    # Once the window ends, the canary runs again, and sees the outage.
+    RegistryBackend.objects.filter(pk=backend.pk).update(pushes_refused_until=timezone.now())
+    failed = registry_canary(registry_id=registry.pk)
+    assert failed is not None
+    assert (failed.ok, failed.maintenance) == (False, False)
+    assert ready_condition(registry)["reason"] == "CanaryFailed"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from registries.demo_image import write_oci_layout
-from registries.drivers.collector import CollectorError, garbage_collect
+from registries.drivers.collector import CONFIG_ERROR_REDACTED, CollectorError, garbage_collect
 from registries.drivers.storage import storage_bytes
 from registries.maintenance_selectors import delete_untagged_decision
 from registries.retention import RetentionPolicy
@@ -105,12 +105,12 @@ def test_a_collection_frees_exactly_the_deleted_images_and_every_kept_tag_pulls(
     # With a tagged index on the backend, untagged manifests are kept (a policy would allow it).
     policy_deleting_untagged(access)
     assert registry_usage_scan(registry_id=access.registry.pk) is not None
-    allowed, reason = delete_untagged_decision(access.registry.backend_id)
+    config = str(own_registry.config_path)
+    allowed, reason = delete_untagged_decision(access.registry.backend_id, config_path=config)
     assert (allowed, reason.split(":")[0]) == (False, f"{access.namespace}/multi")
     assert "distribution#3004, distribution#3178" in reason
 
     own_registry.stop()
-    config = str(own_registry.config_path)
     before = storage_bytes(config)
     lines: list[str] = []
     result = garbage_collect(config, delete_untagged=allowed, on_line=lines.append)
@@ -119,6 +119,7 @@ def test_a_collection_frees_exactly_the_deleted_images_and_every_kept_tag_pulls(
     assert "3 blobs and 0 manifests eligible for deletion" in result.output_tail
     eligible = {line.split(": ")[1] for line in lines if line.startswith("blob eligible")}
     assert eligible == set(deleted)
+    assert set(result.deleted_blobs) == set(deleted)
     after = storage_bytes(config)
     assert before is not None
     assert after is not None
@@ -145,11 +146,11 @@ def test_delete_untagged_where_safe_deletes_an_untagged_manifests_blobs(
     ok(skopeo.push(kept, f"{access.url}/base:v1", access.secret))
     policy_deleting_untagged(access)
     assert registry_usage_scan(registry_id=access.registry.pk) is not None
-    allowed, reason = delete_untagged_decision(access.registry.backend_id)
+    config = str(own_registry.config_path)
+    allowed, reason = delete_untagged_decision(access.registry.backend_id, config_path=config)
     assert (allowed, reason.split(":")[0]) == (True, "safe")
     untagged = unique_blobs(first, "latest")
     own_registry.stop()
-    config = str(own_registry.config_path)
     before = storage_bytes(config)
     assert before is not None
 
@@ -190,6 +191,19 @@ def test_a_failing_collector_says_why_and_an_empty_storage_is_nothing_to_collect
     assert message.startswith(f"garbage-collect on {missing} exited with status 1. Its output")
     assert f"configuration error: open {missing}: no such file or directory" in message
     assert message.endswith("blobs no manifest references may already be gone, none that one does.")
+
+    # A configuration Distribution cannot parse: its message quotes the value (a secret, here).
+    broken = workdir / "broken.yml"
+    broken.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {workdir}\n"
+        "redis:\n  db: hunter2secret\n"
+    )  # Distribution says: line 6: cannot unmarshal !!str `hunter2...` into int
+    shown: list[str] = []
+    with pytest.raises(CollectorError) as unparsable:
+        garbage_collect(str(broken), delete_untagged=False, on_line=shown.append)
+    assert "configuration error: (the rest is not shown" in str(unparsable.value)
+    assert "hunter2" not in str(unparsable.value) + "\n".join(shown)
+    assert shown == [CONFIG_ERROR_REDACTED]
 
     with pytest.raises(CollectorError) as stopped:
         garbage_collect(empty, delete_untagged=False, timeout=0.001)

@@ -3,9 +3,12 @@
 - ``list``: one line a backend (name, state, weight, capacity, registries, public host, service,
   API URL);
 - ``add NAME --api-url URL --public-host HOST --service SERVICE [--storage s3] [--weight 100]
-  [--capacity N] [--label region=eu-west ...] [--draining]``;
+  [--capacity N] [--label region=eu-west ...] [--draining] [--gc-config PATH]``;
 - ``set NAME [--weight N] [--capacity N|none] [--public-host HOST] [--api-url URL]
-  [--service SERVICE] [--label k=v ...] [--state active|draining]``.
+  [--service SERVICE] [--label k=v ...] [--state active|draining] [--gc-config PATH|""]``.
+
+``--gc-config``: the absolute path of the registry configuration its replicas run on, as the
+maintenance workers see it (garbage collection; blank: ``REGISTRY_GC_CONFIG``).
 
 The same services as the console and ``/v2/operator/registry-backends``; bad input exits 1 with
 what is wrong and writes nothing.
@@ -24,6 +27,10 @@ from clusters.interface import AuditedCommand
 from registries.backends import Backend
 from registries.models import BackendState, RegistryBackend, State, StorageKind
 from registries.services.backends import backend_create, backend_update
+
+GC_CONFIG_HELP = (
+    "the registry configuration its replicas run on (absolute path; for garbage collection)"
+)
 
 
 def _labels(values: list[str] | None) -> dict[str, str] | None:
@@ -58,6 +65,7 @@ class Command(AuditedCommand):
         add.add_argument("--capacity", type=_capacity, default=None)
         add.add_argument("--label", action="append", help="key=value (repeat)")
         add.add_argument("--draining", action="store_true", help="add it draining")
+        add.add_argument("--gc-config", default="", help=GC_CONFIG_HELP)
         change = sub.add_parser("set", help="change a backend")
         change.add_argument("name")
         change.add_argument("--api-url")
@@ -67,6 +75,7 @@ class Command(AuditedCommand):
         change.add_argument("--capacity", type=_capacity, default=argparse.SUPPRESS)
         change.add_argument("--label", action="append", help="key=value (repeat; replaces all)")
         change.add_argument("--state", choices=BackendState.values)
+        change.add_argument("--gc-config", help=f'{GC_CONFIG_HELP}; "" clears it')
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -97,6 +106,7 @@ class Command(AuditedCommand):
             weight=options["weight"],
             capacity=options["capacity"],
             state=BackendState.DRAINING if options["draining"] else BackendState.ACTIVE,
+            gc_config=options["gc_config"],
         )
         self.stdout.write(f"Added registry backend {backend.name} ({backend.state}).")
 
@@ -108,7 +118,7 @@ class Command(AuditedCommand):
         changes: dict[str, Any] = {
             field: options[option] for option, field in names.items() if options[option]
         }
-        for option in ("weight", "state"):
+        for option in ("weight", "state", "gc_config"):
             if options[option] is not None:
                 changes[option] = options[option]
         if "capacity" in options:  # given ("none" clears it)
