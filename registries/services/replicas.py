@@ -120,6 +120,21 @@ def _deregister(backend: Backend, name: str) -> None:
             _audit_mode(backend, name, STOPPED, replica.mode)
 
 
+def replica_delete(replica: RegistryReplica) -> None:
+    """An operator's deletion (the console) of a replica gone for good without deregistering (it
+    crashed, its node was lost): windows stop waiting for it. A runner still alive registers again
+    at its next report, so deleting a live one only costs an audit row."""
+    with transaction.atomic():
+        deleted, _ = RegistryReplica.objects.filter(pk=replica.pk).delete()
+        if deleted:
+            platform_audit(
+                "REGISTRY_REPLICA_DELETED",
+                "REGISTRY_BACKEND",
+                replica.backend.name,
+                {"replica": replica.name, "mode": replica.mode, "seen_at": replica.seen_at},
+            )
+
+
 def _next_to_switch(backend_id: int, wanted: str) -> str | None:
     """The replica whose turn it is to switch to ``wanted``: the first by name of those not in
     it and heard from within the switch timeout (a restart takes at most the drain and a start)."""

@@ -180,3 +180,31 @@ def test_a_new_replica_beyond_the_cap_is_refused_and_recorded_nowhere(
     assert sorted(modes()) == ["r1", "r2"]
     assert told(client, "r2", "readwrite") == "readwrite"  # known ones still report
     assert AuditEvent.objects.filter(type="REGISTRY_REPLICA_MODE_CHANGED").count() == 2
+
+
+def test_an_operator_deletes_a_replica_gone_for_good_in_the_console(
+    client, backend, operator
+) -> None:
+    window(backend)
+    told(client, "gone", "starting")
+    told(client, "alive", "starting")
+    gone = RegistryReplica.objects.get(name="gone")
+    RegistryReplica.objects.filter(pk=gone.pk).update(
+        seen_at=timezone.now() - dt.timedelta(seconds=300)
+    )
+    assert replicas_blocking(backend.pk, "readonly") == ["gone"]
+    page = f"/admin/registries/registryreplica/{gone.pk}/delete/"
+
+    assert operator.get(page).status_code == 200
+    response = operator.post(page, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert replicas_blocking(backend.pk, "readonly") == []
+    assert list(modes()) == ["alive"]
+    deleted = AuditEvent.objects.get(type="REGISTRY_REPLICA_DELETED")
+    assert (deleted.subject_name, deleted.data["replica"], deleted.data["mode"]) == (
+        "default",
+        "gone",
+        "readonly",
+    )
+    assert deleted.actor_type == "USER"
