@@ -258,6 +258,8 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the docstring
             if self.reachable:
                 error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if isinstance(exc, urllib.error.HTTPError):  # the refusal's JSON message
+                    error += f" {exc.read()[:300].decode(errors='replace')}"
                 log("warning", "registry.runner.unreachable", replica=self.name, mode=self.mode,
                     url=self.plane.url, error=error)  # fmt: skip
             self.reachable = False

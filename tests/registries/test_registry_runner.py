@@ -24,6 +24,7 @@ from registries.maintenance import CollectionState, GarbageCollection, RegistryR
 from registries.management.commands.registry_config import render_registry_config
 from registries.models import RegistryBackend
 from registries.registry_config_rules import GO_DURATION, duration_timedelta
+from registries.services import replicas as replicas_service
 from tests.support.containers import layout_digest, ok
 from tests.support.processes import closed_url, wait_until
 from tests.support.replicas import ROOT, RunnerReplica
@@ -279,6 +280,25 @@ def test_a_control_plane_that_does_not_answer_at_start_leaves_the_registry_read_
         assert len(replica.events("registry.runner.unreachable")) == 1  # said once, not per poll
     finally:
         replica.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("live_server", "default_backend")
+def test_a_replica_refused_beyond_the_cap_starts_read_only_and_logs_why(
+    notifying, workdir: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(replicas_service, "MAX_REPLICAS_PER_BACKEND", 0)
+    replica = RunnerReplica(workdir, "one-too-many")
+    try:
+        replica.start()
+        [refused] = replica.events("registry.runner.unreachable")
+        assert "HTTP Error 409" in str(refused["error"])
+        assert "already has 0 replicas, the most it keeps" in str(refused["error"])
+        assert [e["mode"] for e in replica.events("registry.runner.started")] == ["readonly"]
+    finally:
+        replica.stop()
+    assert not RegistryReplica.objects.exists()
 
 
 class GarbageServer:
