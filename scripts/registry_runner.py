@@ -190,8 +190,9 @@ class Runner:
         finally:
             self.stop_child(signal.SIGTERM)
             shutil.rmtree(self.folder, ignore_errors=True)
-            if self.stopping:  # a clean exit: the control plane no longer waits for this one
-                self.request(STOPPED)
+            # A clean exit, the registry stopped: the control plane no longer waits for this one
+            # (unanswered: its row stays, and blocks windows until deleted or forgotten).
+            if self.stopping and self.request(STOPPED) is not None:
                 log("info", "registry.runner.deregistered", replica=self.name)
 
     def started(self) -> subprocess.Popen[bytes]:

@@ -211,6 +211,7 @@ def test_the_runner_restarts_the_registry_read_only_when_told_and_back(
 
     # A clean exit deregisters: the window no longer waits for this replica.
     assert not RegistryReplica.objects.filter(name="replica-1").exists()
+    assert len(replica.events("registry.runner.deregistered")) == 1
     assert [(e.data["mode"], e.data["previous"]) for e in modes] == [
         ("readwrite", ""),
         ("readonly", "readwrite"),
