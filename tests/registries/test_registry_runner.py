@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from registries.models import RegistryBackend
 from registries.registry_config_rules import GO_DURATION, duration_timedelta
 from registries.services import replicas as replicas_service
 from tests.support.containers import layout_digest, ok
-from tests.support.processes import closed_url, wait_until
+from tests.support.processes import closed_url, require_binary, wait_until
 from tests.support.replicas import ROOT, RunnerReplica
 
 NOTIFICATIONS_TOKEN = "runner-test-notifications-token"
@@ -300,6 +301,31 @@ def test_a_replica_refused_beyond_the_cap_starts_read_only_and_logs_why(
     finally:
         replica.stop()
     assert not RegistryReplica.objects.exists()
+
+
+@pytest.mark.integration
+def test_a_sigterm_while_the_registry_restarts_reaches_the_new_one(
+    workdir: Path, monkeypatch
+) -> None:
+    """The signal came between the old registry's exit and the new one's start: the handler
+    had no child to pass it to, so ``start`` passes it on (the runner must not serve on)."""
+    for name in [name for name in os.environ if name.startswith("REGISTRY_")]:
+        monkeypatch.delenv(name)  # as scripts/run-registry does before the runner
+    replica = RunnerReplica(workdir, "racing")
+    config = yaml.safe_load(
+        render_registry_config(addr=replica.host, storage_dir=str(replica.data))
+    )
+    plane = runner.ControlPlane("http://127.0.0.1:9/registry/maintenance", "Bearer x", "s")
+    racing = runner.Runner(replica.config_path, config, plane, "racing")
+    racing.binary = require_binary("docker-registry", path=os.environ.get("DOCKER_REGISTRY_BIN"))
+    racing.stopping = True  # forward() ran with no registry to forward to
+    try:
+        racing.start()
+        # Stopped by the signal (drained: 0), not serving on (a timeout), not refusing to start.
+        assert racing.started().wait(timeout=10) in (0, -15)
+    finally:
+        racing.stop_child(9)
+        shutil.rmtree(racing.folder, ignore_errors=True)
 
 
 class GarbageServer:
