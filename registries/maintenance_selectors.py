@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from registries.inventory import INDEX_MEDIA_TYPES, Manifest, Tag
 from registries.models import Registry
-from registries.retention import RetentionPolicy
+from registries.retention import policies_for
 
 DISTRIBUTION_ISSUES = "distribution#3004, distribution#3178"
 
@@ -47,17 +47,12 @@ def _tagged_index(rows: list[Row]) -> Tag | None:
 def _policies_keeping_untagged(rows: list[Row]) -> list[str]:
     """The namespaces whose effective retention policy keeps untagged manifests: the cluster's
     override, else its organization's default, else none (keep), as ``retention.policy_for``
-    finds it for one cluster, here in one query for the whole backend. A disabled policy keeps
-    everything (it deletes nothing)."""
-    policies = RetentionPolicy.objects.filter(
-        Q(cluster_id__in=[row[2] for row in rows])
-        | Q(cluster__isnull=True, organization_id__in={row[3] for row in rows})
-    )
-    by_cluster = {p.cluster_id: p for p in policies if p.cluster_id is not None}
-    by_organization = {p.organization_id: p for p in policies if p.cluster_id is None}
+    finds it for one cluster, here in one query for the whole backend (``policies_for``). A
+    disabled policy keeps everything (it deletes nothing)."""
+    policies = policies_for((row[2], row[3]) for row in rows)
     keeping = []
-    for _, namespace, cluster_id, organization_id in rows:
-        policy = by_cluster.get(cluster_id) or by_organization.get(organization_id)
+    for _, namespace, cluster_id, _ in rows:
+        policy, _ = policies[cluster_id]
         if policy is None or not policy.enabled or not policy.delete_untagged:
             keeping.append(namespace)
     return keeping

@@ -16,8 +16,11 @@ other way round.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -36,6 +39,10 @@ POLICY_FIELDS = (
 )
 # Where the policy of a registry comes from.
 FROM_CLUSTER, FROM_ORGANIZATION = "cluster", "organization"
+
+#: How long past a run's time limit a ``running`` run is still taken for under way (the task's
+#: hard limit is 30 s past it).
+RUN_STALE_MARGIN_SECONDS = 60
 
 #: What a new policy protects unless told otherwise: the tags a pipeline or a person names.
 PROTECTED_DEFAULT = ["latest", "v*", "release-*"]
@@ -159,16 +166,72 @@ def policy_for(cluster_id: Any) -> tuple[RetentionPolicy | None, str | None]:
     rows = RetentionPolicy.objects.filter(
         Q(cluster_id=cluster_id) | Q(cluster__isnull=True, organization__clusters__id=cluster_id)
     )
-    found = {row.cluster_id is not None: row for row in rows}
-    if True in found:
-        return found[True], FROM_CLUSTER
-    if False in found:
-        return found[False], FROM_ORGANIZATION
+    return policy_in_force(list(rows), cluster_id=cluster_id)
+
+
+def policies_for(
+    clusters: Iterable[tuple[Any, Any]],
+) -> dict[Any, tuple[RetentionPolicy | None, str | None]]:
+    """``policy_for`` of many clusters at once (``(cluster_id, organization_id)`` pairs), in one
+    query: by cluster id. For the checks that read a whole backend or a batch of registries."""
+    pairs = dict(clusters)
+    rows = list(
+        RetentionPolicy.objects.filter(
+            Q(cluster_id__in=list(pairs))
+            | Q(cluster__isnull=True, organization_id__in=set(pairs.values()))
+        )
+    )
+    return {
+        cluster_id: policy_in_force(
+            [
+                r
+                for r in rows
+                if r.cluster_id in (cluster_id, None) and r.organization_id == organization_id
+            ],
+            cluster_id=cluster_id,
+        )  # fmt: skip
+        for cluster_id, organization_id in pairs.items()
+    }
+
+
+def policy_in_force(
+    rows: list[RetentionPolicy], *, cluster_id: Any
+) -> tuple[RetentionPolicy | None, str | None]:
+    """The precedence itself, over the candidate rows of one cluster (its override, its
+    organization's default): the override if there is one, else the default, else none."""
+    override = [row for row in rows if row.cluster_id == cluster_id]
+    if override:
+        return override[0], FROM_CLUSTER
+    default = [row for row in rows if row.cluster_id is None]
+    if default:
+        return default[0], FROM_ORGANIZATION
     return None, None
 
 
-def running(registry_id: Any) -> bool:
-    """Whether a run of the registry's policy is under way (its deletions move its usage)."""
-    return RetentionRun.objects.filter(
-        registry_id=registry_id, state=RetentionRunState.RUNNING
-    ).exists()
+def time_limit() -> int:
+    """How long a run may delete (``REGISTRY_RETENTION_TIME_LIMIT_SECONDS``): a worker's and a
+    web request's run alike stop there."""
+    return int(settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS)
+
+
+def run_stale_before(now: datetime | None = None) -> datetime:
+    """Runs still ``running`` that started before this are not under way: their worker or web
+    request is gone. Past the task's hard limit (``REGISTRY_RETENTION_TIME_LIMIT_SECONDS`` + 30
+    s) with a margin, so that a live run is never taken for a dead one."""
+    limit = time_limit() + RUN_STALE_MARGIN_SECONDS
+    return (now or timezone.now()) - timedelta(seconds=limit)
+
+
+def running(registry_id: Any, *, now: datetime | None = None) -> RetentionRun | None:
+    """The run of the registry's policy under way (its deletions move its usage), if any: one
+    ``running`` and not stale (``run_stale_before``). The one check of "is a run under way",
+    for the quota trigger and for a run's start (which also marks the stale ones failed)."""
+    return (
+        RetentionRun.objects.filter(
+            registry_id=registry_id,
+            state=RetentionRunState.RUNNING,
+            started_at__gte=run_stale_before(now),
+        )
+        .order_by("started_at")
+        .first()
+    )

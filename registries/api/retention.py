@@ -7,7 +7,8 @@
 - ``POST .../registry/retention-policy/dry-run``: what the policy (or one sent in the body)
   would delete now, and what it keeps and why;
 - ``POST .../registry/cleanup``: apply the policy now (synchronously: bounded by the registry's
-  tags), answering the run; ``GET .../registry/retention-runs``: the runs, newest first.
+  tags and by ``REGISTRY_RETENTION_TIME_LIMIT_SECONDS``), answering the run;
+  ``GET .../registry/retention-runs``: the runs, newest first.
 
 PUT replaces the whole policy (a rule left out takes its default). The rules are checked by
 ``registries.services.retention_policy_validate`` (422 by field, nothing written). Reads need

@@ -61,6 +61,11 @@ class RegistryDriver(Protocol):
         Raises ``RegistryUnavailable`` or ``DriverError``."""
         ...
 
+    def tag_digests(self, *, namespace: str, repository: str) -> dict[str, str]:
+        """Every tag of ``repository`` now and the manifest digest it points to. Raises
+        ``RegistryUnavailable`` or ``DriverError``."""
+        ...
+
     def manifest_delete(self, *, namespace: str, repository: str, digest: str) -> bool:
         """Delete manifest ``digest`` of ``repository``, and with it every tag of the repository
         that points to it; False if it was already gone. Raises ``RegistryUnavailable`` or

@@ -24,6 +24,8 @@ class _Driver(Protocol):
 
     def _manifest_digest(self, repository: str, tag: str, *, token: str) -> str | None: ...
 
+    def tags(self, repository: str, *, token: str) -> list[str]: ...
+
     def _url(self, path: str) -> str: ...
 
     def _request(
@@ -32,12 +34,20 @@ class _Driver(Protocol):
 
 
 class ManifestDeletion:
-    """``tag_digest`` and ``manifest_delete``, with a control-plane token for the one repository
-    (pull and delete, nothing else)."""
+    """``tag_digest``, ``tag_digests`` and ``manifest_delete``, with a control-plane token for
+    the one repository (pull and delete, nothing else)."""
 
     def tag_digest(self: _Driver, *, namespace: str, repository: str, tag: str) -> str | None:
         """The digest ``repository:tag`` points to in the registry; None if it has no such tag."""
         return self._manifest_digest(repository, tag, token=_token(self, namespace, repository))
+
+    def tag_digests(self: _Driver, *, namespace: str, repository: str) -> dict[str, str]:
+        """Every tag of ``repository`` in the registry now and its digest (the tag list, then a
+        ``HEAD`` a tag): what a deletion by digest would take with it."""
+        token = _token(self, namespace, repository)
+        found = {tag: self._manifest_digest(repository, tag, token=token)
+                 for tag in self.tags(repository, token=token)}  # fmt: skip
+        return {tag: digest for tag, digest in found.items() if digest is not None}
 
     def manifest_delete(self: _Driver, *, namespace: str, repository: str, digest: str) -> bool:
         """Delete manifest ``digest`` of ``repository`` (and so every tag on it); False if it was

@@ -133,7 +133,7 @@ def retention_policies_on_limit(registry: Registry, status: QuotaStatus) -> None
     ``hard_limit``). Not while a run is under way: its own deletions move the registry from the
     hard limit to the soft one, and a second run would find nothing the first did not."""
     policy, _ = policy_for(registry.cluster_id)
-    if policy is None or not policy.enabled or retention_running(registry.pk):
+    if policy is None or not policy.enabled or retention_running(registry.pk) is not None:
         return
     hard = status.state == HARD_EXCEEDED
     trigger = RetentionTrigger.HARD_LIMIT if hard else RetentionTrigger.SOFT_LIMIT

@@ -7,6 +7,12 @@ those may go too (``include_shared_digest``): deleting ``latest`` must not silen
 the ones the inventory knows on that digest (a tag pushed onto it in the moment between the
 check and the deletion goes too, as it would with any registry client).
 
+A caller deleting what it planned from the inventory (a retention run) passes the digest it
+planned (``expected_digest``): then the registry's own tag list is read right before the
+``DELETE`` (a ``HEAD`` a tag), and the deletion is refused when the tag points elsewhere now or
+when the tags on the digest in the registry are not the ones the inventory knows (a tag pushed,
+moved or deleted in the registry that the inventory, fed by notifications, has not seen yet).
+
 The registry is asked first, outside any transaction (it may be slow); then the inventory is
 brought up to date in one transaction holding the registry's row lock, with the audit row. A tag
 the registry no longer has is only forgotten (nothing is deleted in the registry).
@@ -44,6 +50,10 @@ class TagNotFound(TagDeletionRefused):
     pass
 
 
+class RegistryChanged(TagDeletionRefused):
+    """The registry no longer holds what the caller planned to delete (``expected_digest``)."""
+
+
 class SharedDigest(TagDeletionRefused):
     """Other tags point to the tag's manifest, and would be deleted with it."""
 
@@ -64,13 +74,19 @@ class TagDeletion:
 
 
 def tag_delete(
-    *, registry: Registry, repository: str, tag: str, include_shared_digest: bool = False
+    *,
+    registry: Registry,
+    repository: str,
+    tag: str,
+    include_shared_digest: bool = False,
+    expected_digest: str | None = None,
 ) -> TagDeletion:
     """Delete ``repository:tag`` (``repository`` relative to the namespace) from the registry by
     its manifest's digest, then from the inventory, and record it in the audit log.
 
     Raises ``TagNotFound`` (the inventory has no such repository or tag), ``RegistryNotReady``,
-    ``SharedDigest`` (other tags on the digest, unless ``include_shared_digest``), or the
+    ``SharedDigest`` (other tags on the digest, unless ``include_shared_digest``),
+    ``RegistryChanged`` (with ``expected_digest``: the registry's tags differ from it), or the
     driver's ``DriverError`` (the registry did not answer as it should); nothing is written then.
     """
     name = f"{registry.namespace}/{repository}"
@@ -84,7 +100,12 @@ def tag_delete(
             f"The registry is {registry.state}: tags can be deleted only while it is ready."
         )
     driver = registry_driver(registry)
-    digest = driver.tag_digest(namespace=registry.namespace, repository=name, tag=tag)
+    current: dict[str, str] | None = None
+    if expected_digest is None:
+        digest = driver.tag_digest(namespace=registry.namespace, repository=name, tag=tag)
+    else:
+        current = driver.tag_digests(namespace=registry.namespace, repository=name)
+        digest = current.get(tag)
     if digest is None:
         # Gone from the registry already (deleted there, or never arrived): only the inventory
         # is behind. Nothing is deleted in the registry, where other tags may still point to the
@@ -101,6 +122,8 @@ def tag_delete(
                 "it deletes them too. Retry with include_shared_digest=true to delete them all.",
                 others,
             )
+        if current is not None:
+            _check_registry(current, tag=tag, others=others, expected_digest=expected_digest)
         driver.manifest_delete(namespace=registry.namespace, repository=name, digest=digest)
         removed = sorted({tag, *others})
     with transaction.atomic():
@@ -127,3 +150,27 @@ def tag_delete(
             },
         )
     return deletion
+
+
+def _check_registry(
+    current: dict[str, str], *, tag: str, others: list[str], expected_digest: str | None
+) -> None:
+    """Refuse unless the registry's tags (``current``: tag -> digest, read just now) still hold
+    what the inventory says: ``tag`` on ``expected_digest``, and exactly ``others`` with it. A
+    difference is a push the inventory has not applied yet: deleting by digest would take a tag
+    that nobody selected (a protected one, say) with it."""
+    digest = current[tag]
+    if digest != expected_digest:
+        raise RegistryChanged(
+            f"Tag {tag!r} points to {digest} in the registry now, not {expected_digest}: "
+            "it moved since the plan."
+        )
+    on_digest = {name for name, found in current.items() if found == digest} - {tag}
+    if on_digest != set(others):
+        added, gone = sorted(on_digest - set(others)), sorted(set(others) - on_digest)
+        changes = [f"{', '.join(added)} on it in the registry only"] if added else []
+        changes += [f"{', '.join(gone)} no longer on it in the registry"] if gone else []
+        raise RegistryChanged(
+            f"The registry's tags on {digest} differ from the inventory's ({'; '.join(changes)}): "
+            "nothing was deleted."
+        )

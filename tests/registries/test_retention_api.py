@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from clusters.audit import AuditEvent
 from clusters.models import ApiScope
+from registries.inventory import RegistryNotification, Tag
 from registries.models import Registry, State
 from registries.retention import RetentionPolicy, RetentionRun
 from tests.api import conftest as api_fixtures
@@ -218,6 +219,46 @@ def test_cleanup_records_a_run_and_lists_it(api, cluster) -> None:
         "run": run["id"], "trigger": "manual", "state": "succeeded", "tags": 0,
         "manifests": 0, "errors": 0, "bytes": [1100, 1100],
     }  # fmt: skip
+
+
+def test_cleanup_skips_everything_while_the_registrys_events_are_not_applied(api, cluster) -> None:
+    """The inventory is behind the registry until its events are applied: a run deletes nothing
+    then, and says why (the registry is not asked)."""
+    registry = make_registry(cluster)
+    push(registry, "old", 40)
+    RegistryNotification.objects.create(
+        id="event-1", registry=registry, action="push", repository=f"{registry.namespace}/base",
+        occurred_at=timezone.now(), target={"tag": "release-1", "digest": "sha256:old"},
+    )  # fmt: skip
+    api.put(cluster_policy(cluster), {"keep_newest": 0})
+
+    run = api.post(f"/clusters/{cluster.pk}/registry/cleanup").json()
+
+    assert (run["state"], run["deleted"]) == ("succeeded", [])
+    assert run["errors"] == [
+        {"repository": "base", "tag": "old",
+         "error": "skipped: the registry has events not yet applied to the inventory"}
+    ]  # fmt: skip
+    assert list(Tag.objects.values_list("name", flat=True)) == ["old"]
+
+
+def test_a_run_stops_at_its_time_limit_even_in_a_web_request(api, cluster, settings) -> None:
+    """Cleanup runs in the request; it stops deleting at the time limit as the task does, so it
+    never outlives the moment it stops counting as under way."""
+    registry = make_registry(cluster)
+    push(registry, "old-1", 40)
+    push(registry, "old-2", 40)
+    api.put(cluster_policy(cluster), {"keep_newest": 0})
+    settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS = 0
+
+    run = api.post(f"/clusters/{cluster.pk}/registry/cleanup").json()
+
+    assert (run["state"], run["deleted"]) == ("failed", [])
+    assert run["errors"] == [{"repository": "", "tag": "", "error": (
+        "stopped at the time limit (0 s, REGISTRY_RETENTION_TIME_LIMIT_SECONDS): 2 planned "
+        "deletions left to the next run"
+    )}]  # fmt: skip
+    assert sorted(Tag.objects.values_list("name", flat=True)) == ["old-1", "old-2"]
 
 
 def test_cleanup_of_a_registry_that_is_not_ready_is_refused(api, cluster) -> None:

@@ -13,7 +13,13 @@ from django.db import transaction
 from registries import services
 from registries.inventory import Tag
 from registries.models import Registry, State
-from registries.retention import FROM_CLUSTER, FROM_ORGANIZATION, RetentionPolicy, policy_for
+from registries.retention import (
+    FROM_CLUSTER,
+    FROM_ORGANIZATION,
+    RetentionPolicy,
+    policies_for,
+    policy_for,
+)
 from registries.services.retention import RetentionPlan, retention_plan
 from tests.registries.factories import RegistryFactory, inventory_push
 
@@ -256,3 +262,34 @@ def test_the_cluster_override_else_the_organization_default_else_none(
     assert plan.source == FROM_CLUSTER
     assert deleted(plan) == [("base", ["old"], "pushed 40 days ago (more than 30)")]
     assert policy_for(None) == (None, None)
+
+
+def test_many_clusters_policies_follow_the_same_precedence_in_one_query(
+    django_assert_num_queries,
+) -> None:
+    """``policies_for`` (the sweep, the untagged decision) and ``policy_for`` are one
+    precedence: an override, else the organization's default, else none; other organizations'
+    policies and other clusters' overrides never leak in."""
+    overridden = RegistryFactory()  # organization acme
+    same_org = RegistryFactory()  # acme too: its default
+    defaulted = RegistryFactory(cluster__organization__slug="other")
+    bare = RegistryFactory(cluster__organization__slug="bare")
+    acme = overridden.cluster.organization
+    RetentionPolicy.objects.create(organization=acme, keep_newest=1)
+    RetentionPolicy.objects.create(organization=acme, cluster=overridden.cluster, keep_newest=2)
+    RetentionPolicy.objects.create(organization=defaulted.cluster.organization, keep_newest=3)
+    RetentionPolicy.objects.create(
+        organization=bare.cluster.organization,
+        cluster=RegistryFactory(cluster__organization__slug="bare").cluster,
+        keep_newest=4,
+    )
+    registries = [overridden, defaulted, same_org, bare]
+    pairs = [(r.cluster_id, r.cluster.organization_id) for r in registries]
+
+    with django_assert_num_queries(1):
+        found = policies_for(pairs)
+
+    assert {c: policy_for(c) for c, _ in pairs} == found
+    assert [(found[c][0] and found[c][0].keep_newest, found[c][1]) for c, _ in pairs] == [
+        (2, FROM_CLUSTER), (3, FROM_ORGANIZATION), (1, FROM_ORGANIZATION), (None, None),
+    ]  # fmt: skip

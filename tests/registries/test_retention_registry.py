@@ -148,6 +148,53 @@ def test_a_tag_pulled_between_the_plan_and_its_deletion_is_skipped(
     assert registry_tags(access.namespace, "base") == ["old-a"]
 
 
+@pytest.mark.parametrize("change", ["added", "moved"])
+def test_a_tag_changed_in_the_registry_only_is_never_deleted_with_a_planned_group(
+    ready_cluster, skopeo, workdir: Path, make_api, change: str
+) -> None:
+    """The inventory follows the registry by events, so it can be behind: a protected tag pushed
+    onto a planned group's manifest (``added``), or a planned tag moved onto a protected tag's
+    manifest (``moved``), in the registry only. Distribution deletes by digest, taking every tag
+    on it; the run reads the registry's tags right before each deletion and skips the group,
+    saying why, so the protected tag still pulls."""
+    access = ready_cluster("Open Source")
+    api = make_api()
+    planned = push(skopeo, workdir, access, "base", "old-a", "a")
+    push(skopeo, workdir, access, "base", "old-b", "b")
+    protected = push(skopeo, workdir, access, "base", "v1", "c")
+    Tag.objects.update(pushed_at=timezone.now() - timedelta(days=40))
+    path = f"/clusters/{access.cluster.pk}/registry"
+    api.put(f"{path}/retention-policy", {"keep_newest": 0})
+    dry_run = api.post(f"{path}/retention-policy/dry-run").json()
+    assert sorted(d["tags"] for d in dry_run["deletions"]) == [["old-a"], ["old-b"]]
+    # The registry changes behind the inventory's back (no event reaches it in the tests).
+    layout = workdir / f"registry-only-{change}"
+    text, tag = ("a", "release-1") if change == "added" else ("c", "old-a")
+    assert write_oci_layout(layout, text) == (planned if change == "added" else protected)
+    pushed = skopeo.push(layout, f"{access.url}/base:{tag}", access.secret)
+    assert pushed.returncode == 0, pushed.stderr
+
+    run = api.post(f"{path}/cleanup").json()
+
+    assert run["state"] == "succeeded"
+    assert [d["tags"] for d in run["deleted"]] == [["old-b"]]
+    why = (
+        f"The registry's tags on {planned} differ from the inventory's (release-1 on it in the "
+        "registry only): nothing was deleted."
+        if change == "added"
+        else f"Tag 'old-a' points to {protected} in the registry now, not {planned}: it moved "
+        "since the plan."
+    )
+    assert run["errors"] == [{"repository": "base", "tag": "old-a", "error": why}]
+    kept = ["old-a", "release-1", "v1"] if change == "added" else ["old-a", "v1"]
+    assert sorted(registry_tags(access.namespace, "base")) == kept
+    for name in kept:
+        pulled = skopeo.pull(f"{access.url}/base:{name}", access.secret, workdir / f"pull-{name}")
+        assert pulled.returncode == 0, pulled.stderr
+    assert sorted(Tag.objects.values_list("name", flat=True)) == ["old-a", "v1"]
+    assert not AuditEvent.objects.filter(type="REGISTRY_TAG_DELETED", data__tags=["old-a"]).exists()
+
+
 def test_a_member_of_a_kept_index_stays_though_its_own_tag_is_old(
     ready_cluster, skopeo, workdir: Path, make_api
 ) -> None:

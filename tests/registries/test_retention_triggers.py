@@ -5,13 +5,21 @@ broker."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from clusters.models import Organization
 from registries import services
 from registries.models import Registry, State
-from registries.retention import RetentionPolicy, RetentionRun
+from registries.retention import (
+    RUN_STALE_MARGIN_SECONDS,
+    RetentionPolicy,
+    RetentionRun,
+    running,
+)
 from registries.services.quotas import quota_set
 from registries.tasks import run_retention, sweep_retention
 from tests.clusters.factories import ClusterFactory
@@ -82,6 +90,27 @@ def test_no_run_is_enqueued_without_an_enabled_policy_or_while_one_runs(
 
     assert Registry.objects.get(pk=registry.pk).push_refused == ""
     assert broker_queue.drain() == []
+
+
+def test_a_run_left_running_past_its_time_limit_does_not_block_the_quota_trigger(
+    registry: Registry, broker_queue, django_capture_on_commit_callbacks, settings
+) -> None:
+    """One check of "a run under way" (``retention.running``) for the trigger and for a run's
+    start: a run whose worker or web request died stays ``running`` in its row, and past the
+    task's hard limit with a margin it no longer counts."""
+    RetentionPolicy.objects.create(organization=registry.cluster.organization, keep_newest=3)
+    limit = settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS + RUN_STALE_MARGIN_SECONDS
+    started = timezone.now() - timedelta(seconds=limit + 5)
+    RetentionRun.objects.create(registry=registry, trigger="schedule", started_at=started)
+    just_alive = timezone.now() - timedelta(seconds=limit - 30)
+    assert running(registry.pk) is None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        grow(registry, 6 * GB)
+
+    assert broker_queue.drain() == [("registries.retention_run", (str(registry.pk), "soft_limit"))]
+    alive = RetentionRun.objects.create(registry=registry, trigger="manual", started_at=just_alive)
+    assert running(registry.pk) == alive
 
 
 def test_the_sweep_enqueues_each_ready_registry_whose_policy_is_enabled(

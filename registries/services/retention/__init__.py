@@ -11,8 +11,10 @@ tag on it, so deletion is by group: a group is deleted only when every tag on th
 selected and unprotected, and a manifest that a kept index lists as a member is kept too.
 
 Each group is deleted through ``tag_delete`` (the registry by digest, then the inventory, and
-its audit row), after checking that none of its tags was pushed or pulled since the plan. One
-registry runs one policy at a time (a ``running`` run, checked under the registry's row lock).
+its audit row), after checking that the registry's events are all applied, that none of its
+tags was pushed or pulled since the plan, and (``expected_digest``) that the registry's own tags
+still match the plan. One registry runs one policy at a time (``retention.running``, checked
+under the registry's row lock), each run bounded by ``REGISTRY_RETENTION_TIME_LIMIT_SECONDS``.
 """
 
 from registries.services.retention.plan import (

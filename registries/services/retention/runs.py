@@ -6,9 +6,9 @@ import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -16,10 +16,17 @@ from django.utils import timezone
 from clusters.interface import Actor, acting_as
 from controlplane import metrics
 from registries.drivers import DriverError
-from registries.inventory import Tag
+from registries.inventory import RegistryNotification, Tag
 from registries.locks import registry_lock
 from registries.models import Registry, State
-from registries.retention import RetentionRun, RetentionRunState, RetentionTrigger
+from registries.retention import (
+    RetentionRun,
+    RetentionRunState,
+    RetentionTrigger,
+    policies_for,
+    running,
+    time_limit,
+)
 from registries.services.audit import registry_audit
 from registries.services.quotas import retention_run_enqueue
 from registries.services.retention.plan import PlannedDeletion, TagSeen, retention_plan
@@ -50,8 +57,9 @@ def retention_apply(
     now: datetime | None = None,
 ) -> RetentionRun:
     """Apply the registry's policy now and record the run: each planned group deleted through
-    ``tag_delete`` (its audit row), unless one of its tags was pushed or pulled since the plan;
-    a group that fails is recorded in ``errors`` and the run goes on. Raises
+    ``tag_delete`` (its audit row), unless the inventory may be behind (``_changed``) or the
+    registry's tags differ from the plan (``expected_digest``); a group that fails is recorded
+    in ``errors`` and the run goes on; the run stops at its time limit. Raises
     ``RegistryNotReady`` (the registry is not ready) or ``RetentionRunning`` (another run is
     under way); nothing is written then."""
     with acting_as(actor) if actor is not None else nullcontext():
@@ -62,7 +70,13 @@ def retention_apply(
         try:
             plan = retention_plan(registry, now=now)
             run.policy = {**(plan.policy or {}), "source": plan.source}
-            for deletion in plan.deletions:
+            deadline = run.started_at + timedelta(seconds=time_limit())
+            for done_count, deletion in enumerate(plan.deletions):
+                if timezone.now() >= deadline:
+                    left = len(plan.deletions) - done_count
+                    errors.append(_stopped(left))
+                    failed = True
+                    break
                 problem = _changed(registry, deletion)
                 if problem:
                     errors.append(_error(deletion, problem))
@@ -73,6 +87,7 @@ def retention_apply(
                         repository=deletion.repository,
                         tag=deletion.tags[0],
                         include_shared_digest=True,
+                        expected_digest=deletion.digest,
                     )
                 except RegistryNotReady as exc:
                     errors.append(_error(deletion, str(exc)))
@@ -90,13 +105,25 @@ def retention_apply(
     return run
 
 
+def _stopped(left: int) -> dict[str, Any]:
+    """A run stops at its time limit, in a worker or in a web request alike, so that it never
+    outlives the moment ``retention.running`` stops counting it (and another may start)."""
+    return {"repository": "", "tag": "", "error": (
+        f"stopped at the time limit ({time_limit()} s, REGISTRY_RETENTION_TIME_LIMIT_SECONDS): "
+        f"{left} planned deletion{'' if left == 1 else 's'} left to the next run"
+    )}  # fmt: skip
+
+
 def _error(deletion: PlannedDeletion, error: str) -> dict[str, Any]:
     return {"repository": deletion.repository, "tag": ", ".join(deletion.tags), "error": error}
 
 
 def _changed(registry: Registry, deletion: PlannedDeletion) -> str:
-    """Why the group may no longer be deleted ("" if it may): a tag of it pushed, pulled,
-    moved or added since the plan."""
+    """Why the group may no longer be deleted ("" if it may): events of the registry not yet
+    applied to the inventory (it may be behind the registry), or a tag of it pushed, pulled,
+    moved or added since the plan. (``tag_delete`` then checks the registry itself.)"""
+    if RegistryNotification.objects.filter(registry=registry, applied_at__isnull=True).exists():
+        return "skipped: the registry has events not yet applied to the inventory"
     now = {
         TagSeen(*row)
         for row in Tag.objects.filter(
@@ -111,24 +138,23 @@ def _changed(registry: Registry, deletion: PlannedDeletion) -> str:
 
 
 def _run_start(registry: Registry, trigger: str) -> RetentionRun:
-    """Record a run, unless another is under way (one that outlived the task's time limit is
-    marked failed: its worker is gone). Under the registry's row lock, so two cannot start."""
+    """Record a run, unless another is under way (``retention.running``; one that outlived the
+    task's time limit is marked failed: its worker is gone). Under the registry's row lock, so
+    two cannot start."""
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.REGISTRY_RETENTION_TIME_LIMIT_SECONDS)
     with transaction.atomic():
         locked = registry_lock(registry.pk)
         if locked is None or locked.state != State.READY:
             state = "gone" if locked is None else locked.state
             raise RegistryNotReady(f"The registry is {state}: its policy runs only while ready.")
-        runs = RetentionRun.objects.filter(registry=locked, state=RetentionRunState.RUNNING)
-        runs.filter(started_at__lt=stale).update(
+        current = running(locked.pk, now=now)
+        if current is not None:
+            raise RetentionRunning(current)
+        RetentionRun.objects.filter(registry=locked, state=RetentionRunState.RUNNING).update(
             state=RetentionRunState.FAILED,
             finished_at=now,
             errors=[{"repository": "", "tag": "", "error": "did not finish in time"}],
         )
-        current = runs.filter(started_at__gte=stale).first()
-        if current is not None:
-            raise RetentionRunning(current)
         return RetentionRun.objects.create(
             registry=locked,
             trigger=RetentionTrigger(trigger),
@@ -185,11 +211,16 @@ def retention_sweep(*, batch: int = SWEEP_BATCH) -> int:
 
 
 def _enabled_registry_ids(batch: int) -> Iterable[Any]:
-    override = Q(cluster__retention_policy__enabled=True)
-    default = Q(
-        cluster__retention_policy__isnull=True,
-        cluster__organization__retention_policies__cluster__isnull=True,
-        cluster__organization__retention_policies__enabled=True,
+    """Ready registries whose policy in force (``retention.policies_for``) is enabled."""
+    rows = (
+        Registry.objects.filter(state=State.READY, cluster__isnull=False)
+        .order_by("pk")
+        .values_list("pk", "cluster_id", "cluster__organization_id")
+        .iterator(chunk_size=batch)
     )
-    registries = Registry.objects.filter(Q(override) | Q(default), state=State.READY)
-    return registries.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=batch)
+    while chunk := list(islice(rows, batch)):
+        policies = policies_for((row[1], row[2]) for row in chunk)
+        for registry_id, cluster_id, _ in chunk:
+            policy, _ = policies[cluster_id]
+            if policy is not None and policy.enabled:
+                yield registry_id
