@@ -16,6 +16,7 @@ __all__ = [
     "REGISTRY_GC_DELETE_UNTAGGED",
     "REGISTRY_GC_DRAIN_SECONDS",
     "REGISTRY_GC_INTERVAL_SECONDS",
+    "REGISTRY_GC_REPLICA_FORGET_SECONDS",
     "REGISTRY_GC_REPLICA_POLL_SECONDS",
     "REGISTRY_GC_REPLICA_STALE_SECONDS",
     "REGISTRY_GC_SWITCH_TIMEOUT_SECONDS",
@@ -56,6 +57,9 @@ REGISTRY_GC_SWITCH_TIMEOUT_SECONDS = env_float("REGISTRY_GC_SWITCH_TIMEOUT_SECON
 REGISTRY_GC_REPLICA_POLL_SECONDS = env_float("REGISTRY_GC_REPLICA_POLL_SECONDS", 2.0)
 #: A replica not heard from for this long is gone: no longer waited for.
 REGISTRY_GC_REPLICA_STALE_SECONDS = env_float("REGISTRY_GC_REPLICA_STALE_SECONDS", 30.0)
+#: A replica not heard from for this long (gone without deregistering: a crashed runner, a deleted
+#: pod) is forgotten: its row is deleted (until then it blocks every window, fail closed).
+REGISTRY_GC_REPLICA_FORGET_SECONDS = env_float("REGISTRY_GC_REPLICA_FORGET_SECONDS", 86400.0)
 #: At most this long for a whole collection (its Celery time limit).
 REGISTRY_GC_TIME_LIMIT_SECONDS = env_int("REGISTRY_GC_TIME_LIMIT_SECONDS", 3 * 3600, minimum=60)
 

@@ -1,12 +1,17 @@
 """The console's garbage collections (docs/retention.md#garbage-collection): each window's state
 and progress, freed bytes, what the verification found (its failures inline) and the backend's
-replicas with the mode each reports; and the replicas themselves. Read-only: a collection is
-asked for with the backends page's action "Collect garbage now" (``backend_admin``), the
-command ``registry_gc`` or the operators' API."""
+replicas with the mode each reports; and the replicas themselves. Read-only, but for deleting a
+replica gone for good (it blocks its backend's windows): a collection is asked for with the
+backends page's action "Collect garbage now" (``backend_admin``), the command ``registry_gc`` or
+the operators' API."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -18,7 +23,7 @@ from registries.maintenance import (
     RegistryReplica,
     VerificationFailure,
 )
-from registries.services.replicas import replicas_live
+from registries.services.replicas import replica_delete, replicas_live
 
 STATE_COLOURS = {"succeeded": "#198754", "failed": "#dc3545"}
 
@@ -103,6 +108,19 @@ class GarbageCollectionAdmin(ReadOnlyAdmin):
 
 @admin.register(RegistryReplica)
 class RegistryReplicaAdmin(ReadOnlyAdmin):
+    """Read-only but for deleting a replica gone for good: a quiet replica blocks every window of
+    its backend (docs/retention.md#replicas) until it reports again or is deleted here."""
+
     list_display = ["name", "backend", "mode", "seen_at", "mode_changed_at"]
     list_filter = ["backend", "mode"]
     list_select_related = ["backend"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: RegistryReplica) -> None:
+        replica_delete(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[RegistryReplica]) -> None:
+        for replica in queryset.select_related("backend"):
+            replica_delete(replica)

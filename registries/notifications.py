@@ -45,9 +45,15 @@ class Invalid(ValueError):
     """The envelope is not one Distribution sends; the message says what is wrong."""
 
 
+def json_refusal(status: int, message: str) -> JsonResponse:
+    """A refusal as the registries' endpoints answer it (this one and ``GET
+    /registry/maintenance``): JSON ``{"message"}`` with ``status``, recording nothing."""
+    return JsonResponse({"message": message}, status=status)
+
+
 def _refuse(reason: str, status: int, message: str) -> JsonResponse:
     metrics.REGISTRY_NOTIFICATION_REFUSALS.labels(reason).inc()
-    response = JsonResponse({"message": message}, status=status)
+    response = json_refusal(status, message)
     # Counted, not logged: Django would log a warning per 4xx (django.utils.log.log_response).
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response

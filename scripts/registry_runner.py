@@ -4,22 +4,32 @@ has already dropped the REGISTRY_* variables Distribution would read as override
 
 Distribution 2.8 reads ``storage.maintenance.readonly`` only when it starts, so a replica goes
 read-only by restarting. This runner supervises ``docker-registry serve``: every
-``poll_seconds`` it asks the control plane (``GET /registry/maintenance`` on the origin of
-``auth.token.realm``, with the notifications endpoint's ``Authorization`` header and
+``poll_seconds`` it asks the control plane (``GET .../registry/maintenance`` next to the
+notifications endpoint's ``url``, with that endpoint's ``Authorization`` header and
 ``?service=<auth.token.service>&replica=<name>&mode=<current>``) which mode to be in, and when
 told another one it stops the registry (SIGTERM: Distribution finishes the requests in flight
 within ``http.draintimeout``) and starts it again on a private (0600) copy of the configuration
-with ``storage.maintenance.readonly.enabled`` set accordingly. A control plane that does not
-answer changes nothing: the replica keeps its mode, and the runner says so in its log.
+with ``storage.maintenance.readonly.enabled`` set accordingly.
+
+It fails closed, since the window's garbage-collect must never run beside a writer: before the
+registry's first start it reports ``mode=starting`` and starts in the mode it is told; when the
+control plane does not answer then, it starts read-only (pushes need the control plane's tokens
+anyway) and switches once told. Later, a control plane that does not answer changes nothing:
+the replica keeps its mode, and the runner says so in its log. On a clean exit (SIGTERM or
+SIGINT, passed to the registry) it reports ``mode=stopped``, so the control plane stops waiting
+for it; a registry that dies on its own leaves its row, which blocks windows until an operator
+deletes it. The token goes only over https, or http to a loopback address: another URL is
+refused (exit status 2).
 
 With no notifications endpoint configured (no token to authenticate with) the runner does not
-poll: it ``exec``s the registry as the script always did. SIGTERM and SIGINT are passed to the
-registry, and the runner exits with its status. Standard library and PyYAML only.
+poll: it ``exec``s the registry as the script always did, with a warning that this replica
+cannot take part in maintenance windows. Standard library and PyYAML only.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -41,12 +51,16 @@ from typing import Any
 import yaml
 
 READ_WRITE, READ_ONLY = "readwrite", "readonly"
+#: Reported before the registry's first start, and on a clean exit (the row goes).
+STARTING, STOPPED = "starting", "stopped"
 #: Until the control plane says otherwise (its answer's ``poll_seconds``).
 DEFAULT_POLL_SECONDS = 2.0
 #: How long a stopped registry may take beyond its ``http.draintimeout`` before it is killed.
 STOP_GRACE_SECONDS = 15.0
 #: How long a restarted registry may take to listen before the runner reports its mode anyway.
 START_SECONDS = 15.0
+#: As registries/registry_config_rules.py parses them (a parity test holds the two together: the
+#: runner runs without Django).
 GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -78,24 +92,49 @@ class ControlPlane:
     service: str
 
 
+class Refused(ValueError):
+    """A configuration the runner will not poll with; the message says why."""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def control_plane(config: dict[str, Any]) -> ControlPlane | None:
-    """Where to ask for the mode, from the configuration; None without an enabled notifications
-    endpoint with an ``Authorization`` header, or without a token realm and service."""
-    token = (config.get("auth") or {}).get("token") or {}
-    realm, service = token.get("realm"), token.get("service")
-    if not isinstance(realm, str) or not isinstance(service, str):
+    """Where to ask for the mode, from the configuration: the notifications endpoint's ``url``
+    with its last segment ``maintenance`` (where its token is meant to go); None without an
+    enabled notifications endpoint with a ``url`` and an ``Authorization`` header, or without a
+    token service. ``Refused`` for a URL that would send the token in clear over a network."""
+    service = ((config.get("auth") or {}).get("token") or {}).get("service")
+    if not isinstance(service, str) or not service:
         return None
     for endpoint in (config.get("notifications") or {}).get("endpoints") or []:
         if not isinstance(endpoint, dict) or endpoint.get("disabled"):
             continue
         values = (endpoint.get("headers") or {}).get("Authorization") or []
         authorization = values[0] if isinstance(values, list) and values else values
-        parts = urllib.parse.urlsplit(realm)
-        if isinstance(authorization, str) and authorization and parts.scheme in ("http", "https"):
-            url = urllib.parse.urlunsplit(
-                (parts.scheme, parts.netloc, "/registry/maintenance", "", "")
+        url = endpoint.get("url")
+        if not isinstance(authorization, str) or not authorization or not isinstance(url, str):
+            continue
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Refused(f"notifications endpoint {endpoint.get('name')!r}: {url!r} is no URL")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise Refused(
+                f"notifications endpoint {endpoint.get('name')!r}: its token would go in clear "
+                f"to {parts.hostname}: use https (http only to a loopback address)"
             )
-            return ControlPlane(url, authorization, service)
+        path = parts.path.rpartition("/")[0] + "/maintenance"
+        return ControlPlane(
+            urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")),
+            authorization,
+            service,
+        )
     return None
 
 
@@ -134,6 +173,10 @@ class Runner:
         signal.signal(signal.SIGTERM, self.forward)
         signal.signal(signal.SIGINT, self.forward)
         try:
+            answer = self.request(STARTING)
+            self.mode = READ_ONLY if answer is None else answer[0]
+            if self.stopping:
+                return 0
             self.start()
             while True:
                 try:
@@ -145,7 +188,12 @@ class Runner:
                     log("error", "registry.runner.exited", replica=self.name, status=returncode)
                 return 128 - returncode if returncode < 0 else returncode
         finally:
+            self.stop_child(signal.SIGTERM)
             shutil.rmtree(self.folder, ignore_errors=True)
+            # A clean exit, the registry stopped: the control plane no longer waits for this one
+            # (unanswered: its row stays, and blocks windows until deleted or forgotten).
+            if self.stopping and self.request(STOPPED) is not None:
+                log("info", "registry.runner.deregistered", replica=self.name)
 
     def started(self) -> subprocess.Popen[bytes]:
         if self.child is None:
@@ -156,6 +204,19 @@ class Runner:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)
+
+    def stop_child(self, signum: int) -> None:
+        """Stop the registry (if it runs) with ``signum``: killed past its drain and a grace."""
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        drain = go_seconds((self.config.get("http") or {}).get("draintimeout"), 0.0)
+        child.send_signal(signum)
+        try:
+            child.wait(timeout=drain + STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
     def start(self) -> None:
         """Serve a private copy of the configuration with the current mode."""
@@ -175,42 +236,52 @@ class Runner:
             "info", "registry.runner.started", replica=self.name, mode=self.mode,
             pid=self.child.pid, config=str(copy),
         )  # fmt: skip
+        if self.stopping:  # SIGTERM came while the previous one stopped: pass it on
+            self.child.send_signal(signal.SIGTERM)
 
-    def ask(self) -> None:
-        """Report the mode; switch when told another one."""
+    def request(self, mode: str) -> tuple[str, float] | None:
+        """Report ``mode``; the mode the control plane wants and its poll interval, or None when
+        it does not answer usefully (anything: a broken answer must not end the runner and leave
+        the registry unsupervised). Said once in the log, not per poll."""
         query = urllib.parse.urlencode(
-            {"service": self.plane.service, "replica": self.name, "mode": self.mode}
+            {"service": self.plane.service, "replica": self.name, "mode": mode}
         )
-        request = urllib.request.Request(  # noqa: S310 - http(s), the token realm's origin
+        request = urllib.request.Request(  # noqa: S310 - https, or http to a loopback address
             f"{self.plane.url}?{query}", headers={"Authorization": self.plane.authorization}
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
                 answer = json.loads(response.read())
             wanted = answer["mode"]
-            self.poll_seconds = max(0.2, float(answer.get("poll_seconds", DEFAULT_POLL_SECONDS)))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if wanted not in (READ_WRITE, READ_ONLY):
+                raise ValueError(f"unknown mode {wanted!r}")
+            poll = max(0.2, float(answer.get("poll_seconds", DEFAULT_POLL_SECONDS)))
+        except Exception as exc:  # noqa: BLE001 - the docstring
             if self.reachable:
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if isinstance(exc, urllib.error.HTTPError):  # the refusal's JSON message
+                    error += f" {exc.read()[:300].decode(errors='replace')}"
                 log("warning", "registry.runner.unreachable", replica=self.name, mode=self.mode,
-                    url=self.plane.url, error=str(exc)[:300])  # fmt: skip
+                    url=self.plane.url, error=error)  # fmt: skip
             self.reachable = False
-            return
+            return None
         if not self.reachable:
             log("info", "registry.runner.reachable", replica=self.name, mode=self.mode)
         self.reachable = True
-        if wanted in (READ_WRITE, READ_ONLY) and wanted != self.mode and not self.stopping:
+        return wanted, poll
+
+    def ask(self) -> None:
+        """Report the mode; switch when told another one."""
+        answer = self.request(self.mode)
+        if answer is None:
+            return
+        wanted, self.poll_seconds = answer
+        if wanted != self.mode and not self.stopping:
             self.switch(wanted)
 
     def switch(self, mode: str) -> None:
         log("info", "registry.runner.switching", replica=self.name, mode=mode, previous=self.mode)
-        child = self.started()
-        drain = go_seconds((self.config.get("http") or {}).get("draintimeout"), 0.0)
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=drain + STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        self.stop_child(signal.SIGTERM)
         if self.stopping:  # asked to stop while it stopped: stay stopped
             return
         self.mode = mode
@@ -237,8 +308,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("config", type=Path, help="the registry's configuration file")
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.config.read_text()) or {}
-    plane = control_plane(config)
+    try:
+        plane = control_plane(config)
+    except Refused as exc:
+        log("error", "registry.runner.refused", config=str(args.config), error=str(exc))
+        return 2
     if plane is None:
+        log("warning", "registry.runner.unmanaged", config=str(args.config),
+            error="no enabled notifications endpoint with a url, an Authorization header and "
+            "auth.token.service: this replica cannot take part in maintenance windows, and "
+            "garbage collection may run while it writes")  # fmt: skip
         binary = os.environ.get("DOCKER_REGISTRY_BIN", "docker-registry")
         os.execvp(binary, [binary, "serve", str(args.config)])  # noqa: S606
     runner = Runner(args.config, config, plane, replica_name(config, args.name))

@@ -121,7 +121,7 @@ def test_a_heartbeat_in_the_same_mode_writes_nothing_until_seen_at_is_old(client
             None,
             {"mode": "sideways"},
             400,
-            "mode must be one of readwrite, readonly, not 'sideways'.",
+            "mode must be one of readwrite, readonly, starting, stopped, not 'sideways'.",
         ),
     ],
 )

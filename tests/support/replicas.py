@@ -1,7 +1,8 @@
 """A registry replica as production runs one: ``scripts/run-registry --name NAME CONFIG``, the
 runner that asks the control plane (the tests' live server) which mode to be in and restarts
 the registry read-only or read-write (docs/retention.md#replicas). Its own storage folder and
-port; stopped by its process id (SIGTERM, which the runner passes to the registry)."""
+port; stopped by its process id (SIGTERM, which the runner passes to the registry, then
+deregisters the replica)."""
 
 from __future__ import annotations
 
