@@ -87,9 +87,12 @@ def test_the_runner_asks_next_to_the_notifications_endpoint_with_its_token() -> 
     assert runner.control_plane(_with_url("http://localhost/registry/notifications")) is not None
 
 
-def test_the_runner_refuses_to_send_the_token_in_clear_over_a_network() -> None:
-    with pytest.raises(runner.Refused, match="token would go in clear to cp.example: use https"):
-        runner.control_plane(_with_url("http://cp.example/registry/notifications"))
+def test_the_runner_sends_the_token_only_where_the_notifications_already_go() -> None:
+    internal = runner.control_plane(_with_url("http://cp.internal:8000/registry/notifications"))
+    assert internal is not None
+    assert internal.url == "http://cp.internal:8000/registry/maintenance"
+    with pytest.raises(runner.Refused, match="is no URL"):
+        runner.control_plane(_with_url("ftp://cp.internal/registry/notifications"))
 
 
 def test_without_an_enabled_notifications_endpoint_the_runner_does_not_poll() -> None:
