@@ -18,7 +18,7 @@ from registries.maintenance import (
     RegistryReplica,
     VerificationFailure,
 )
-from registries.services.replicas import replicas_live
+from registries.services import replicas_live
 
 STATE_COLOURS = {"succeeded": "#198754", "failed": "#dc3545"}
 

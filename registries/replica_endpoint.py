@@ -20,7 +20,7 @@ from django.utils import timezone
 from registries.backends import backend_for_service
 from registries.maintenance import ReplicaMode
 from registries.notifications import notifications_authorized
-from registries.services.replicas import replica_report
+from registries.services import replica_report
 
 MAX_NAME = 255
 
