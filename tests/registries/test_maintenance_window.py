@@ -394,14 +394,8 @@ def test_a_replica_read_write_right_before_garbage_collect_stops_the_window(
 ) -> None:
     """r2 restarted read-write after the switch (its runner asked nothing first): the window
     stops before garbage-collect, naming it, and ends read-write with pushes granted."""
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}\n")
-    settings.REGISTRY_GC_CONFIG = str(config)
-    now = timezone.now()
-    for name in ("r1", "r2"):
-        RegistryReplica.objects.create(
-            backend=backend, name=name, mode="readonly", seen_at=now, mode_changed_at=now
-        )
+    filesystem_config(tmp_path, settings)
+    read_only_replicas(backend, "r1", "r2")
     collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
 
     def restart_r2(shown: GarbageCollection) -> None:
@@ -418,6 +412,64 @@ def test_a_replica_read_write_right_before_garbage_collect_stops_the_window(
     )
     assert (ran.output, ran.blobs_deleted, ran.tags_verified) == ("", 0, 0)  # never started
     assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
+def read_only_replicas(backend: RegistryBackend, *names: str) -> None:
+    now = timezone.now()
+    for name in names:
+        RegistryReplica.objects.create(
+            backend=backend, name=name, mode="readonly", seen_at=now, mode_changed_at=now
+        )
+
+
+def filesystem_config(tmp_path, settings) -> None:
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}\n")
+    settings.REGISTRY_GC_CONFIG = str(config)
+
+
+@pytest.mark.integration  # docker-registry garbage-collect runs
+def test_a_failed_garbage_collect_is_still_verified(backend, settings, tmp_path) -> None:
+    """garbage-collect fails (here on a storage with repositories and no blob): it may have
+    deleted blobs already, so the kept tags are verified all the same."""
+    filesystem_config(tmp_path, settings)
+    (tmp_path / "docker/registry/v2/repositories/team/app").mkdir(parents=True)
+    read_only_replicas(backend, "r1")
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    states: list[str] = []
+
+    ran = collection_run(
+        str(collection.pk),
+        on_progress=lambda c: states.append(c.state) if states[-1:] != [c.state] else None,
+    )
+
+    assert ran is not None
+    assert states == ["draining", "read_only", "collecting", "restoring", "verifying", "failed"]
+    assert "error enumerating blobs" in ran.error
+    assert ran.storage_bytes_after == ran.storage_bytes_before == 0
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
+def test_the_refusal_is_estimated_from_succeeded_collections_only(backend, settings) -> None:
+    """A failed collection that stopped after a second says nothing of how long one takes: the
+    first refusal counts the default estimate (300 s) after the drain and two switches."""
+    started = timezone.now() - dt.timedelta(hours=1)
+    GarbageCollection.objects.create(
+        backend=backend, trigger="operator", state="failed", started_at=started,
+        finished_at=started + dt.timedelta(seconds=1),
+    )  # fmt: skip
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    refused: list[float] = []
+
+    def watch(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.DRAINING and not refused:
+            until = RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until
+            assert until is not None
+            refused.append((until - timezone.now()).total_seconds())
+
+    collection_run(str(collection.pk), on_progress=watch)
+
+    assert 300 < refused[0] <= 302  # drain 0 s, two switches of 1 s, the estimate
 
 
 def test_the_collector_gets_what_the_time_limit_leaves_after_switching_back_and_verifying(

@@ -20,7 +20,7 @@ from controlplane import humanize
 from registries.demo_image import write_oci_layout
 from registries.maintenance import CollectionState, GarbageCollection, RegistryReplica
 from registries.models import RegistryBackend
-from registries.services.maintenance import collection_request, collection_run, refuse_pushes
+from registries.services import collection_request, collection_run, refuse_pushes
 from tests.support.containers import layout_digest, ok
 from tests.support.processes import wait_until
 from tests.support.replicas import RunnerReplica
@@ -175,15 +175,22 @@ def test_a_whole_collection_frees_the_deleted_image_verifies_the_kept_one_and_re
         f"{collection.manifests_deleted} manifests deleted"
     ) in "\n".join(lines)
     assert collection.state == CollectionState.SUCCEEDED, collection.error
-    assert collection.freed_bytes is not None
-    assert collection.freed_bytes > 0
+    # Exactly the deleted build's blobs (its manifest, config and layer; none shared with the
+    # kept image): the blob files are what garbage-collect deletes, and all it deletes.
+    only_old = {blob.name for blob in (old / "blobs/sha256").iterdir()} - {
+        blob.name for blob in (kept / "blobs/sha256").iterdir()
+    }
+    assert len(only_old) == 3
+    assert collection.freed_bytes == sum(
+        (old / "blobs/sha256" / name).stat().st_size for name in only_old
+    )
     assert (collection.tags_verified, collection.missing) == (1, 0)
     assert lines[-1] == (
         f"succeeded: freed {humanize.size(collection.freed_bytes)}; "
         f"{collection.blobs_deleted} blobs and {collection.manifests_deleted} manifests deleted, "
         f"0 uploads purged; 1 tags verified, 0 missing"
     )
-    assert collection.blobs_deleted >= 2  # the deleted build's config and layer at least
+    assert collection.blobs_deleted == 3
     assert RegistryBackend.objects.get(name="default").pushes_refused_until is None
     replica.wait_mode("readwrite")
     ok(skopeo.pull(f"{a.url}/base:latest", a.secret, workdir / "pulled"))
