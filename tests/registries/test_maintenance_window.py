@@ -37,6 +37,7 @@ from registries.services.maintenance import NO_REPLICA, collector_timeout
 from registries.services.maintenance_schedule import STALE_HEARTBEAT_SECONDS
 from tests.api.conftest import Api, make_api, staff
 from tests.registries.factories import RegistryFactory
+from tests.support import broker
 
 pytestmark = pytest.mark.django_db
 
@@ -354,6 +355,27 @@ def test_a_long_window_with_a_fresh_heartbeat_is_left_running(backend, settings)
     running.refresh_from_db()
     assert running.state == "collecting"
     assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is not None
+
+
+def test_the_repair_sends_a_lost_message_again_to_the_maintenance_queue(
+    backend, broker_queue
+) -> None:
+    lost = GarbageCollection.objects.create(
+        backend=backend, trigger="schedule", created_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+    GarbageCollection.objects.create(  # just asked for: its message may be on its way
+        backend=RegistryBackend.objects.create(
+            name="other", api_url="http://o:5000", public_host="o", token_service="o"
+        ),
+        trigger="schedule",
+    )
+    broker.drain("maintenance")
+
+    assert collections_repair() == 0
+
+    assert broker.drain("maintenance") == [("registries.garbage_collection", (str(lost.pk),))]
+    lost.refresh_from_db()
+    assert lost.state == "queued"
 
 
 def test_a_collection_no_worker_took_is_ended_after_the_time_limit(backend, settings) -> None:
