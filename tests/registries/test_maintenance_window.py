@@ -494,6 +494,28 @@ def test_the_refusal_is_estimated_from_succeeded_collections_only(backend, setti
     assert 300 < refused[0] <= 302  # drain 0 s, two switches of 1 s, the estimate
 
 
+def test_an_interrupted_window_still_restores_and_finishes_then_raises(backend) -> None:
+    """Ctrl-C under `registry_gc --wait` (or a worker's shutdown): the window grants pushes
+    again and records its end before the interruption goes on."""
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    interrupted: list[str] = []
+
+    def interrupt(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.READ_ONLY and not interrupted:
+            interrupted.append(shown.state)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        collection_run(str(collection.pk), on_progress=interrupt)
+
+    collection.refresh_from_db()
+    assert collection.state == CollectionState.FAILED
+    assert collection.error == "The collection was interrupted (KeyboardInterrupt)."
+    assert collection.finished_at is not None
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+    assert AuditEvent.objects.filter(type="GARBAGE_COLLECTION_FINISHED").count() == 1
+
+
 def test_the_collector_gets_what_the_time_limit_leaves_after_switching_back_and_verifying(
     settings,
 ) -> None:
