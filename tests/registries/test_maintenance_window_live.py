@@ -8,6 +8,7 @@ every replica read-write and pushes granted again."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -91,20 +92,29 @@ def replica(settings, live_server, registry_settings, workdir: Path) -> Iterator
 
 
 class StuckReplica(threading.Thread):
-    """A replica's runner that reports read-write whatever it is told: one that cannot restart."""
+    """A replica's runner that reports ``mode`` whatever it is told: one that cannot restart
+    (read-write), or one that restarts read-write mid-window when ``restart()`` is called."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str = "stuck", mode: str = "readwrite") -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.url, self.name, self.mode = url, name, mode
         self.done = threading.Event()
 
+    def report(self) -> None:
+        params = {"service": "hosted-registry", "replica": self.name, "mode": self.mode}
+        requests.get(
+            f"{self.url}/registry/maintenance", params=params,
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5,
+        ).raise_for_status()  # fmt: skip
+
+    def restart(self) -> None:
+        """Restarted read-write (its runner did not ask first): reported now."""
+        self.mode = "readwrite"
+        self.report()
+
     def run(self) -> None:
-        params = {"service": "hosted-registry", "replica": "stuck", "mode": "readwrite"}
         while not self.done.is_set():
-            requests.get(
-                f"{self.url}/registry/maintenance", params=params,
-                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5,
-            )  # fmt: skip
+            self.report()
             self.done.wait(0.3)
 
 
@@ -148,6 +158,46 @@ def test_a_replica_that_does_not_switch_fails_the_window_which_still_ends_read_w
     assert RegistryReplica.objects.get(name="r1").mode == "readwrite"
     assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
     ok(skopeo.push(workdir / "image", f"{a.url}/after:latest", a.secret))
+
+
+def test_a_replica_read_write_when_garbage_collect_ends_fails_the_window_naming_it(
+    replica: RunnerReplica, ready_cluster, skopeo, live_server, workdir: Path
+) -> None:
+    """r2 was read-only when garbage-collect started and restarted read-write while it ran: the
+    check right after the collector names it, the kept tags are verified all the same."""
+    a = ready_cluster("A")
+    write_oci_layout(workdir / "image", "an image")
+    ok(skopeo.push(workdir / "image", f"{a.url}/base:latest", a.secret))
+    r2 = StuckReplica(live_server.url, "r2", "readonly")
+    r2.start()
+    wait_until(lambda: RegistryReplica.objects.filter(name="r2").exists(), what="r2")
+    backend = RegistryBackend.objects.get(name="default")
+    collection = collection_request(backend, trigger="operator", actor="test", enqueue=False)
+    states: list[str] = []
+
+    def watch(shown: GarbageCollection) -> None:
+        if not states or states[-1] != shown.state:
+            states.append(shown.state)
+        message = shown.progress.get("message", "")
+        if message.startswith("deciding on --delete-untagged"):
+            time.sleep(1.1)  # the collector's first line is then saved (and seen here)
+        elif message.startswith("garbage-collect: ") and r2.mode == "readonly":
+            r2.restart()
+
+    try:
+        ran = collection_run(str(collection.pk), on_progress=watch)
+    finally:
+        r2.done.set()
+        r2.join()
+
+    assert ran is not None
+    assert ran.error.startswith(
+        "Replica(s) r2 of backend default were not known to be read-only right after "
+        "garbage-collect"
+    ), ran.error
+    assert states == ["draining", "read_only", "collecting", "restoring", "verifying", "failed"]
+    assert (ran.tags_verified, ran.missing) == (1, 0)
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
 
 
 def test_a_whole_collection_frees_the_deleted_image_verifies_the_kept_one_and_reopens(
