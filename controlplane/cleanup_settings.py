@@ -70,4 +70,6 @@ CLEANUP_TASK_ROUTES = {"registries.garbage_collection": {"queue": MAINTENANCE_QU
 CLEANUP_BEAT = (
     ("registries.retention_sweep", REGISTRY_RETENTION_INTERVAL_SECONDS),
     ("registries.garbage_collection_schedule", REGISTRY_GC_INTERVAL_SECONDS or 3600.0),
+    # A window whose worker died keeps the replicas read-only until this ends it: every minute.
+    ("registries.garbage_collection_repair", 60.0),
 )

@@ -375,6 +375,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RegistryStateEnum": "registries.models.State",
         "RegistryBackendStateEnum": "registries.models.BackendState",
+        "GarbageCollectionStateEnum": "registries.maintenance.CollectionState",
+        "GarbageCollectionTriggerEnum": "registries.maintenance.CollectionTrigger",
     },
 }
 

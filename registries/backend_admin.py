@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString
 
 from registries.maintenance import CollectionTrigger
 from registries.models import BackendState, RegistryBackend, State
+from registries.services import CollectionActive, collection_request
 from registries.services.backends import (
     CHANGEABLE,
     backend_activate,
@@ -25,7 +26,6 @@ from registries.services.backends import (
     backend_update,
     backend_validate,
 )
-from registries.services.maintenance import CollectionActive, collection_request
 
 STATE_COLOURS: dict[str, str] = {BackendState.ACTIVE: "#198754", BackendState.DRAINING: "#fd7e14"}
 

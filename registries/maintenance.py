@@ -68,6 +68,9 @@ class GarbageCollection(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
+    #: Written by the worker running the window at least every few seconds: a window whose
+    #: heartbeat stopped lost its worker (``collections_end_stale`` ends it).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     #: ``{"message": str, "done": int, "total": int | None}``: what the current state is doing.
     progress = models.JSONField(default=dict, blank=True)

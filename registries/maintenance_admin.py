@@ -23,7 +23,7 @@ from registries.maintenance import (
     RegistryReplica,
     VerificationFailure,
 )
-from registries.services.replicas import replica_delete, replicas_live
+from registries.services import replica_delete, replicas_live
 
 STATE_COLOURS = {"succeeded": "#198754", "failed": "#dc3545"}
 

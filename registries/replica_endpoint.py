@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from registries.backends import backend_for_service
 from registries.notifications import json_refusal, notifications_authorized
-from registries.services.replicas import REPORTED_MODES, ReplicaLimit, replica_report
+from registries.services import REPORTED_MODES, ReplicaLimit, replica_report
 
 MAX_NAME = 255
 

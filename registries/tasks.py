@@ -19,6 +19,7 @@ from registries.models import Registry
 from registries.reconciler import registries_reconcile
 from registries.retention import RETENTION_RUN_TASK
 from registries.services import (
+    COLLECTION_TASK,
     DEPROVISION_TASK,
     NOTIFICATIONS_TASK,
     PROVISION_TASK,
@@ -27,6 +28,9 @@ from registries.services import (
     RetentionRunning,
     backend_canary,
     canary_backends,
+    collection_run,
+    collections_repair,
+    collections_schedule,
     notifications_apply_unless_busy,
     notifications_sweep,
     registries_canary_claim,
@@ -38,7 +42,6 @@ from registries.services import (
     retention_apply,
     retention_sweep,
 )
-from registries.services.maintenance import COLLECTION_TASK, collection_run, collections_schedule
 
 
 # Time limits: CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_TIME_LIMIT apply to every task but the
@@ -174,10 +177,14 @@ def run_retention(registry_id: str, trigger: str) -> str | None:
 @shared_task(  # type: ignore[untyped-decorator]
     name=COLLECTION_TASK,
     acks_late=True,
-    # The soft limit raises inside the window, whose ``finally`` grants pushes again; past the
-    # hard one, ``collections_end_stale`` does.
+    # The soft limit raises inside the window, which then restores the replicas (up to a switch
+    # timeout) and finishes the collection: the hard limit leaves it that long. Past the hard
+    # one, ``collections_end_stale`` does, once the heartbeat stopped. The collector itself is
+    # stopped earlier (``collector_timeout``).
     soft_time_limit=settings.REGISTRY_GC_TIME_LIMIT_SECONDS,
-    time_limit=settings.REGISTRY_GC_TIME_LIMIT_SECONDS + 30,
+    time_limit=settings.REGISTRY_GC_TIME_LIMIT_SECONDS
+    + settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
+    + 60,
 )
 def garbage_collection(collection_id: str) -> str | None:
     """Run a requested garbage collection (on the maintenance queue: ``CLEANUP_TASK_ROUTES``); a
@@ -188,5 +195,12 @@ def garbage_collection(collection_id: str) -> str | None:
 
 @shared_task(name="registries.garbage_collection_schedule")  # type: ignore[untyped-decorator]
 def garbage_collection_schedule() -> list[str]:
-    """Celery beat: end stale windows and ask for the collections that are due (their ids)."""
+    """Celery beat: ask for the collections that are due (their ids)."""
     return [str(collection.pk) for collection in collections_schedule()]
+
+
+@shared_task(name="registries.garbage_collection_repair")  # type: ignore[untyped-decorator]
+def garbage_collection_repair() -> int:
+    """Celery beat, every minute: end the windows whose worker stopped, send lost messages
+    again (how many windows were ended)."""
+    return collections_repair()

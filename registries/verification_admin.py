@@ -14,7 +14,7 @@ from django.utils.safestring import SafeString
 from controlplane.admin import ReadOnlyAdmin
 from registries.maintenance import VerificationFailure
 from registries.models import Registry
-from registries.services.verification import registry_verification_latest
+from registries.services import registry_verification_latest
 
 #: How many failures a registry's page lists (the rest are on the failures' own page).
 SHOWN = 20

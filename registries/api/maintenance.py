@@ -21,7 +21,7 @@ from clusters.interface import ApiScope, OperatorAPIView
 from controlplane.api.openapi import ErrorSerializer, operation
 from registries.maintenance import CollectionState, CollectionTrigger, GarbageCollection
 from registries.models import RegistryBackend
-from registries.services.maintenance import CollectionActive, collection_request
+from registries.services import CollectionActive, collection_request
 
 TAGS = ["Registry backends (operators)"]
 MAX_LISTED = 50

@@ -14,11 +14,22 @@ surface (``from registries.services import registry_provision``).
 - ``notifications``: Distribution's events, recorded by the endpoint and applied by a worker;
 - ``quotas``: what a registry may hold;
 - ``tags``: deleting a tag (its manifest, by digest) from the registry and the inventory;
-- ``retention``: retention policies, the plan of what a policy deletes, and its runs.
+- ``retention``: retention policies, the plan of what a policy deletes, and its runs;
+- ``collection_requests``: asking for a garbage collection, the push refusal, its end's record;
+- ``maintenance``: the maintenance window that collects a backend's garbage;
+- ``maintenance_schedule``: the collections' schedule and the repair of stale windows;
+- ``replicas``: the replicas' modes, as their runners report them;
+- ``verification``: checking every kept tag after a collection.
 
 The reconciler's repairs live next to the reconciler (``registries.reconciler.repairs``).
 """
 
+from registries.services.collection_requests import (
+    COLLECTION_TASK,
+    CollectionActive,
+    collection_request,
+    refuse_pushes,
+)
 from registries.services.deprovisioning import (
     access_token_window,
     registry_deprovision,
@@ -53,6 +64,12 @@ from registries.services.lifecycle import (
     registry_create_for_cluster,
     registry_retry,
 )
+from registries.services.maintenance import WindowFailed, collection_run
+from registries.services.maintenance_schedule import (
+    collections_end_stale,
+    collections_repair,
+    collections_schedule,
+)
 from registries.services.notifications import (
     NOTIFICATIONS_TASK,
     Notification,
@@ -65,6 +82,16 @@ from registries.services.notifications import (
 )
 from registries.services.provisioning import registry_provision
 from registries.services.quotas import quota_delete, quota_evaluate, quota_set, quota_validate
+from registries.services.replicas import (
+    REPORTED_MODES,
+    ReplicaLimit,
+    replica_delete,
+    replica_report,
+    replicas_blocking,
+    replicas_live,
+    replicas_prune,
+    replicas_wanted_mode,
+)
 from registries.services.retention import (
     KeptTag,
     PlannedDeletion,
@@ -102,8 +129,33 @@ from registries.services.usage_scan import (
     registries_usage_scan_claim,
     registry_usage_scan,
 )
+from registries.services.verification import (
+    VerificationSummary,
+    collection_verify,
+    registry_verification_latest,
+)
 
 __all__ = [
+    "COLLECTION_TASK",
+    "CollectionActive",
+    "collection_request",
+    "refuse_pushes",
+    "WindowFailed",
+    "collection_run",
+    "collections_end_stale",
+    "collections_repair",
+    "collections_schedule",
+    "REPORTED_MODES",
+    "ReplicaLimit",
+    "replica_delete",
+    "replica_report",
+    "replicas_blocking",
+    "replicas_live",
+    "replicas_prune",
+    "replicas_wanted_mode",
+    "VerificationSummary",
+    "collection_verify",
+    "registry_verification_latest",
     "BACKEND_CANARY_NAMESPACE",
     "DEPROVISION_TASK",
     "JOB_CREDENTIAL_USERNAME",

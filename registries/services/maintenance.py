@@ -8,132 +8,92 @@
    finish during ``REGISTRY_GC_DRAIN_SECONDS`` (at least ``HOT_CACHE_SECONDS``: the other web
    processes' cached credentials, which carry the window's end, are that old at most);
 2. ``read_only``: the replicas' runners are told to restart read-only; the window waits until
-   every live replica reports it (``REGISTRY_GC_SWITCH_TIMEOUT_SECONDS``);
-3. ``collecting``: storage measured, abandoned uploads purged, ``garbage-collect`` run;
+   no replica blocks (``services.replicas.replicas_blocking``: fail closed, a quiet one blocks);
+3. ``collecting``: storage measured, abandoned uploads purged, ``--delete-untagged`` decided from
+   the storage itself, every replica checked read-only, ``garbage-collect`` run, the replicas
+   checked again, the deleted blobs dropped from the registry's blob-descriptor cache;
 4. ``restoring``: read-write again; the refusal is cleared once the replicas report it, or after
-   the timeout. Always, whatever failed before (``finally``): a window never outlives its run;
-5. ``verifying``: every kept tag checked (``services.verification``); storage and usage after.
+   the timeout. Always, whatever failed before: a window never outlives its run;
+5. ``verifying``: every kept tag checked (``services.verification``), whenever ``garbage-collect``
+   was started (a failed one may have deleted blobs already); storage and usage after.
 
-A worker killed mid-window cannot run its ``finally``: ``collections_end_stale`` (beat, with the
-schedule) ends a window older than ``REGISTRY_GC_TIME_LIMIT_SECONDS`` and clears its refusal.
+Every write of the worker is a conditional UPDATE on the state it expects, with a heartbeat
+(``heartbeat_at``) and, while pushes are refused, the refusal extended: a window whose worker
+died is ended by ``services.maintenance_schedule.collections_end_stale`` (beat, every minute)
+once its heartbeat stops; should that happen to a window still running (a stalled worker), the
+worker's next write finds the row taken away (``WindowTaken``), kills the collector and stops.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db import transaction
 from django.utils import timezone
 
-from controlplane import hotcache, metrics
-from controlplane.celery import app as celery_app
-from registries.backends import backends_forget
-from registries.drivers.collector import CollectorError, garbage_collect
-from registries.drivers.storage import storage_bytes, uploads_purge
-from registries.maintenance import (
-    ACTIVE_STATES,
-    CollectionState,
-    CollectionTrigger,
-    GarbageCollection,
-    ReplicaMode,
-)
+from registries.drivers.collector import CollectorError, CollectorResult, garbage_collect
+from registries.drivers.storage import blob_cache_forget, storage_bytes, uploads_purge
+from registries.maintenance import CollectionState, GarbageCollection, ReplicaMode
 from registries.maintenance_selectors import delete_untagged_decision
-from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend, State
 from registries.registry_config_rules import upload_purging_age
 from registries.services.audit import platform_audit
-from registries.services.replicas import replicas_live
+from registries.services.collection_requests import (
+    backend_usage_bytes,
+    collection_audit_end,
+    collection_config,
+    collection_observe,
+    refusal_extend,
+    refuse_pushes,
+)
+from registries.services.replicas import replicas_blocking, replicas_live
 from registries.services.verification import collection_verify
 
 logger = logging.getLogger(__name__)
 
-COLLECTION_TASK = "registries.garbage_collection"
-#: A collection still queued this long after it was asked for lost its message: sent again.
-REQUEUE_AFTER_SECONDS = 60.0
 #: Progress from ``garbage-collect``'s output is saved at most this often.
 PROGRESS_SAVE_SECONDS = 1.0
-#: Until a backend has a collection of its own to go by: what a collection is expected to take.
+#: The running worker writes the row's ``heartbeat_at`` at least this often while it progresses.
+HEARTBEAT_SECONDS = 5.0
+#: While pushes are refused, each heartbeat keeps the refusal at least this far ahead of the
+#: switch back (two switch timeouts), so that it never expires in the middle of a collection.
+REFUSAL_MARGIN_SECONDS = 60.0
+#: Until a backend has a succeeded collection to go by: what a collection is expected to take.
 COLLECT_ESTIMATE_SECONDS = 300.0
+#: The share of ``REGISTRY_GC_TIME_LIMIT_SECONDS`` kept for the verification after the collector.
+VERIFY_SHARE = 0.25
 NO_REPLICA = (
     "no replica of backend {backend} reports to the control plane: run each replica with "
     "scripts/run-registry (docs/retention.md#replicas)"
 )
+NOT_READ_ONLY = (
+    "Replica(s) {names} of backend {backend} were not known to be read-only right {when} "
+    "garbage-collect: the collection was stopped so that no push races it. If a replica is gone "
+    "for good, delete its row in the console (Registry replicas); then run the collection again."
+)
 
 Progress = Callable[[GarbageCollection], None]
-
-
-class CollectionActive(Exception):
-    """A backend's window is held by another collection; the message names it."""
-
-    def __init__(self, running: GarbageCollection, backend: str) -> None:
-        self.running = running
-        super().__init__(
-            f"A garbage collection of backend {backend} is already {running.state} (collection "
-            f"{running.pk}, asked for at {running.created_at:%Y-%m-%d %H:%M:%S} UTC by "
-            f"{running.requested_by or 'the schedule'}): wait for it to end "
-            f"(`manage.py registry_gc {backend} --wait` follows it)."
-        )
 
 
 class WindowFailed(Exception):
     """The window cannot go on; the message says why and what to do."""
 
 
-def collection_config(backend: RegistryBackend) -> str:
-    """The registry configuration ``garbage-collect`` runs on for ``backend`` ("": none)."""
-    if backend.gc_config:
-        return backend.gc_config
-    return settings.REGISTRY_GC_CONFIG if backend.name == DEFAULT_BACKEND else ""
+class WindowTaken(Exception):
+    """The collection's row is no longer in the state this worker left it in: the stale repair
+    ended it (its heartbeat had stopped). The worker stops without touching it further."""
 
 
-def collection_request(
-    backend: RegistryBackend, *, trigger: str, actor: str, enqueue: bool = True
-) -> GarbageCollection:
-    """Ask for a garbage collection of ``backend``; ``CollectionActive`` when one holds its
-    window already. ``enqueue=False``: the caller runs it (``manage.py registry_gc --wait``)."""
-    with transaction.atomic():
-        locked = RegistryBackend.objects.select_for_update().get(pk=backend.pk)
-        running = GarbageCollection.objects.filter(backend=locked, state__in=ACTIVE_STATES).first()
-        if running is not None:
-            raise CollectionActive(running, locked.name)
-        try:
-            with transaction.atomic():
-                collection = GarbageCollection.objects.create(
-                    backend=locked, trigger=trigger, requested_by=actor[:255]
-                )
-        except IntegrityError as exc:  # the constraint, should a lock ever be skipped
-            running = GarbageCollection.objects.get(backend=locked, state__in=ACTIVE_STATES)
-            raise CollectionActive(running, locked.name) from exc
-        platform_audit(
-            "GARBAGE_COLLECTION_REQUESTED",
-            "REGISTRY_BACKEND",
-            locked.name,
-            {"collection": str(collection.pk), "trigger": trigger},
-        )
-        if enqueue:
-            _enqueue(collection)
-    logger.info(
-        "registry.gc.requested",
-        extra={"backend": locked.name, "collection": str(collection.pk), "trigger": trigger},
-    )
-    return collection
-
-
-def _enqueue(collection: GarbageCollection) -> None:
-    collection_id = str(collection.pk)
-
-    def send() -> None:
-        try:
-            celery_app.tasks[COLLECTION_TASK].delay(collection_id)
-        except Exception:  # the schedule sends a queued one again (REQUEUE_AFTER_SECONDS)
-            logger.exception("registry.gc.enqueue_failed", extra={"collection": collection_id})
-
-    transaction.on_commit(send)
+def collector_timeout(elapsed: float) -> float:
+    """How long ``garbage-collect`` may run when the window has lasted ``elapsed`` seconds: what
+    is left of ``REGISTRY_GC_TIME_LIMIT_SECONDS`` once the switch back and the verification
+    (``VERIFY_SHARE`` of it) are set aside, so that the collector is stopped, not the task."""
+    limit = settings.REGISTRY_GC_TIME_LIMIT_SECONDS
+    reserved = settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS + limit * VERIFY_SHARE
+    return limit - elapsed - reserved
 
 
 def collection_run(
@@ -144,7 +104,7 @@ def collection_run(
     now = timezone.now()
     claimed = GarbageCollection.objects.filter(
         pk=collection_id, state=CollectionState.QUEUED
-    ).update(state=CollectionState.DRAINING, started_at=now, state_changed_at=now)
+    ).update(state=CollectionState.DRAINING, started_at=now, state_changed_at=now, heartbeat_at=now)
     if not claimed:
         return None
     collection = GarbageCollection.objects.select_related("backend").get(pk=collection_id)
@@ -168,31 +128,52 @@ class _Window:
         self.backend = collection.backend
         self.config = collection_config(self.backend)
         self.on_progress = on_progress
-        self.saved_at = 0.0
+        self.saved_at = time.monotonic()
         self.opened_at = time.monotonic()
         self.window_seconds: float | None = None
         self.opened = False  # pushes were refused: the window must be closed
+        self.collector_started = False  # storage may have changed: verify
+        self.taken = False  # the stale repair ended the row: touch nothing more
 
     def run(self) -> None:
-        error = ""
+        """Collect, restore, verify (once the collector started), finish: each step runs
+        whatever the one before raised (a soft time limit, Ctrl-C included); an interruption
+        skips the verification and is raised again once the collection is finished."""
+        error, interrupted = self.attempt(self.collect, "registry.gc.failed")
+        more, stopped = self.attempt(self.restore, "registry.gc.restore_failed")
+        error, interrupted = error or more, interrupted or stopped
+        if self.collector_started and not self.taken and interrupted is None:
+            more, interrupted = self.attempt(self.verify, "registry.gc.verify_failed")
+            error = error or (more and f"Verification did not finish: {more}")
+        if not self.taken:
+            self.finish(error)
+        if interrupted is not None and not isinstance(interrupted, Exception):
+            raise interrupted
+
+    def attempt(self, step: Callable[[], None], event: str) -> tuple[str, BaseException | None]:
+        """Run ``step``: its failure said for the operator, and the interruption if it was one
+        (a soft time limit or a ``BaseException``: what follows must be short)."""
         where = {"backend": self.backend.name, "collection": str(self.collection.pk)}
         try:
-            self.collect()
+            step()
+        except WindowTaken:
+            self.taken = True
+            logger.warning("registry.gc.taken", extra=where)
+            return "", None
         except (WindowFailed, CollectorError) as exc:  # said to the operator: no traceback
-            logger.warning("registry.gc.failed", extra={**where, "error": str(exc)})
-            error = str(exc)
+            logger.warning(event, extra={**where, "error": str(exc)})
+            return str(exc), None
+        except SoftTimeLimitExceeded as exc:
+            logger.warning(event, extra={**where, "error": "soft time limit"})
+            limit = settings.REGISTRY_GC_TIME_LIMIT_SECONDS
+            return f"The collection reached its time limit ({limit} s): raise it.", exc
         except Exception as exc:  # every failure ends the window the same way, then is shown
-            logger.exception("registry.gc.failed", extra=where)
-            error = str(exc) or type(exc).__name__
-        finally:
-            self.restore()
-        if not error:
-            try:
-                self.verify()
-            except Exception as exc:
-                logger.exception("registry.gc.verify_failed", extra={"backend": self.backend.name})
-                error = f"Verification did not finish: {exc}"
-        self.finish(error)
+            logger.exception(event, extra=where)
+            return str(exc) or type(exc).__name__, None
+        except BaseException as exc:  # Ctrl-C on `registry_gc --wait`, a worker shutting down
+            logger.warning(event, extra={**where, "error": type(exc).__name__})
+            return f"The collection was interrupted ({type(exc).__name__}).", exc
+        return "", None
 
     def collect(self) -> None:
         if not self.config:
@@ -214,29 +195,61 @@ class _Window:
         self.collection.usage_bytes_before = backend_usage_bytes(self.backend.pk)
         self.progress("purging abandoned uploads", 0, None)
         self.collection.uploads_purged = uploads_purge(self.config, older_than=upload_purging_age())
-        wanted, reason = delete_untagged_decision(self.backend.pk)
+        self.progress("deciding on --delete-untagged from the storage", 0, None)
+        wanted, reason = delete_untagged_decision(self.backend.pk, config_path=self.config)
         self.collection.delete_untagged, self.collection.delete_untagged_reason = wanted, reason
+        timeout = collector_timeout(time.monotonic() - self.opened_at)
+        if timeout <= 0:
+            raise WindowFailed(
+                "REGISTRY_GC_TIME_LIMIT_SECONDS leaves no time for garbage-collect once the "
+                "drain, the switches and the verification are set aside: raise it."
+            )
+        self.check_read_only(replicas_blocking(self.backend.pk, ReplicaMode.READ_ONLY), "before")
         lines = [0]
 
         def on_line(line: str) -> None:
             lines[0] += 1
             self.progress(f"garbage-collect: {line.strip()[:200]}", lines[0], None, quiet=True)
 
-        result = garbage_collect(self.config, delete_untagged=wanted, on_line=on_line)
+        self.collector_started = True
+        result = garbage_collect(
+            self.config, delete_untagged=wanted, on_line=on_line, timeout=timeout
+        )
+        blocking = replicas_blocking(self.backend.pk, ReplicaMode.READ_ONLY)
+        self.record(result, lines[0])
+        self.check_read_only(blocking, "after")
+
+    def check_read_only(self, blocking: list[str], when: str) -> None:
+        """``WindowFailed`` naming the replicas not known to be read-only ``when`` (right before
+        or right after ``garbage-collect``): one that (re)started read-write meanwhile, or
+        went quiet, may have taken a push the collector races."""
+        if blocking:
+            names, backend = ", ".join(blocking), self.backend.name
+            raise WindowFailed(NOT_READ_ONLY.format(names=names, backend=backend, when=when))
+
+    def record(self, result: CollectorResult, lines: int) -> None:
+        """Keep what ``garbage-collect`` did, and drop the deleted blobs from the registry's
+        blob-descriptor cache while nothing can push them (distribution#2945: a cached
+        descriptor makes a later push of the same layer skip its upload)."""
         self.collection.blobs_deleted = result.blobs_deleted
         self.collection.manifests_deleted = result.manifests_deleted
         self.collection.output = result.output_tail
+        forgotten = blob_cache_forget(self.config, result.deleted_blobs)
+        self.write(self.collection.state)
         self.progress(
             f"garbage-collect: {result.blobs_deleted} blobs and {result.manifests_deleted} "
-            "manifests deleted", lines[0], lines[0],
+            f"manifests deleted; {forgotten} cache entries dropped", lines, lines,
         )  # fmt: skip
-        self.collection.save()
 
     def collect_estimate(self) -> float:
-        """The last collection of the backend's duration, else ``COLLECT_ESTIMATE_SECONDS``."""
+        """The backend's last succeeded collection's duration, else ``COLLECT_ESTIMATE_SECONDS``
+        (a failed one may have stopped early: it says nothing of how long one takes)."""
         last = (
             GarbageCollection.objects.filter(
-                backend=self.backend, finished_at__isnull=False, started_at__isnull=False
+                backend=self.backend,
+                state=CollectionState.SUCCEEDED,
+                finished_at__isnull=False,
+                started_at__isnull=False,
             )
             .order_by("-created_at")
             .values_list("started_at", "finished_at")
@@ -247,21 +260,22 @@ class _Window:
         return (last[1] - last[0]).total_seconds()
 
     def switch(self, mode: str) -> None:
-        """Wait until every live replica reports ``mode``; ``WindowFailed`` naming the ones that
-        do not within ``REGISTRY_GC_SWITCH_TIMEOUT_SECONDS`` (or when none reports at all)."""
+        """Wait until no replica blocks ``mode`` (``replicas_blocking``); ``WindowFailed`` naming
+        the ones that still do after ``REGISTRY_GC_SWITCH_TIMEOUT_SECONDS`` (or when none
+        reports at all)."""
         deadline = time.monotonic() + settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
         message = self.collection.progress.get("message", "")
         while True:
-            live = replicas_live(self.backend.pk)
-            if not live:
+            blocking = replicas_blocking(self.backend.pk, mode)
+            names = {replica.name for replica in replicas_live(self.backend.pk)} | set(blocking)
+            if not names:
                 raise WindowFailed(NO_REPLICA.format(backend=self.backend.name))
-            behind = [replica.name for replica in live if replica.mode != mode]
-            self.progress(message, len(live) - len(behind), len(live), quiet=bool(behind))
-            if not behind:
+            self.progress(message, len(names) - len(blocking), len(names), quiet=bool(blocking))
+            if not blocking:
                 return
             if time.monotonic() > deadline:
                 raise WindowFailed(
-                    f"Replica(s) {', '.join(behind)} of backend {self.backend.name} did not "
+                    f"Replica(s) {', '.join(blocking)} of backend {self.backend.name} did not "
                     f"report {mode} within {settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS:g} s: "
                     "check that their runner (scripts/run-registry) reaches the control plane "
                     "and that the registry restarts (its log); then run the collection again."
@@ -270,18 +284,23 @@ class _Window:
 
     def restore(self) -> None:
         """Read-write again, then pushes granted again: whatever happened before (nothing to do
-        for a window that failed before it refused anything)."""
-        if not self.opened:
+        for a window that failed before it refused anything, or whose row the repair ended: it
+        granted pushes, and the replicas are told read-write since)."""
+        if not self.opened or self.taken:
             return
         try:
-            refuse_pushes(self.backend.pk, settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS + 5)
             self.step(CollectionState.RESTORING, "replicas going read-write", 0, None)
+            refuse_pushes(self.backend.pk, settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS + 5)
             try:
                 self.switch(ReplicaMode.READ_WRITE)
             except WindowFailed as exc:  # pushes reach the replicas that did switch back
                 logger.warning("registry.gc.restore_incomplete", extra={"error": str(exc)})
+        except WindowTaken:
+            self.taken = True
+            raise
         finally:
-            refuse_pushes(self.backend.pk, None)
+            if not self.taken:
+                refuse_pushes(self.backend.pk, None)
             self.window_seconds = time.monotonic() - self.opened_at
 
     def verify(self) -> None:
@@ -305,51 +324,68 @@ class _Window:
                 "condition; push the affected tags again."
             )
         self.collection.error = error
-        self.step(state, error or "done", 1, 1, finished=True)
-        freed = self.collection.freed_bytes
-        metrics.GARBAGE_COLLECTIONS.labels(self.backend.name, state).inc()
-        if self.window_seconds is not None:
-            metrics.GARBAGE_COLLECTION_WINDOW_SECONDS.labels(state).observe(self.window_seconds)
-        if freed is not None and freed > 0:
-            metrics.GARBAGE_COLLECTION_FREED_BYTES.labels(self.backend.name).inc(freed)
-        logger.info(
-            "registry.gc.finished",
-            extra={"backend": self.backend.name, "state": state, "freed_bytes": freed},
-        )
+        try:
+            self.step(state, error or "done", 1, 1, finished=True)
+        except WindowTaken:
+            self.taken = True
+            logger.warning("registry.gc.taken", extra={"collection": str(self.collection.pk)})
+            return
+        collection_observe(self.collection, self.window_seconds)
 
     def step(
         self, state: str, message: str, done: int, total: int | None, *, finished: bool = False
     ) -> None:
         """Save the state (and, once ``finished``, the end and its audit row) with progress."""
+        expected = self.collection.state
         now = timezone.now()
         self.collection.state, self.collection.state_changed_at = state, now
         self.collection.progress = {"message": message, "done": done, "total": total}
         with transaction.atomic():
             if finished:
                 self.collection.finished_at = now
-                platform_audit(
-                    "GARBAGE_COLLECTION_FINISHED",
-                    "REGISTRY_BACKEND",
-                    self.backend.name,
-                    _summary(self.collection),
-                )
-            self.collection.save()
+            self.write(expected)
+            if finished:
+                collection_audit_end(self.collection)
         self.saved_at = time.monotonic()
         if self.on_progress is not None:
             self.on_progress(self.collection)
 
+    def write(self, expected: str, *fields: str) -> None:
+        """Save ``fields`` (default: every one) and the heartbeat, only if the row is still in
+        ``expected``: ``WindowTaken`` otherwise. While pushes are refused, keep the refusal
+        ahead (``REFUSAL_MARGIN_SECONDS``)."""
+        now = timezone.now()
+        self.collection.heartbeat_at = now
+        names = fields or tuple(
+            field.attname
+            for field in GarbageCollection._meta.concrete_fields
+            if not field.primary_key
+            and field.attname not in ("created_at", "backend_id", "heartbeat_at")
+        )
+        values = {name: getattr(self.collection, name) for name in names}
+        written = GarbageCollection.objects.filter(pk=self.collection.pk, state=expected).update(
+            **values, heartbeat_at=now
+        )
+        if not written:
+            raise WindowTaken(str(self.collection.pk))
+        if self.opened and self.collection.state in REFUSING_STATES:
+            floor = 2 * settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS + REFUSAL_MARGIN_SECONDS
+            refusal_extend(self.backend.pk, floor)
+
     def progress(self, message: str, done: int, total: int | None, *, quiet: bool = False) -> None:
         """Save the progress of the current state (``quiet``: at most every
-        ``PROGRESS_SAVE_SECONDS``, for steps that report often)."""
+        ``PROGRESS_SAVE_SECONDS``, for steps that report often), and the heartbeat at least
+        every ``HEARTBEAT_SECONDS``."""
         shown = {"message": message, "done": done, "total": total}
-        if shown == self.collection.progress:
+        changed = shown != self.collection.progress
+        since = time.monotonic() - self.saved_at
+        if since < HEARTBEAT_SECONDS and (not changed or (quiet and since < PROGRESS_SAVE_SECONDS)):
+            self.collection.progress = shown
             return
         self.collection.progress = shown
-        if quiet and time.monotonic() - self.saved_at < PROGRESS_SAVE_SECONDS:
-            return
-        self.collection.save(update_fields=["progress"])
+        self.write(self.collection.state, "progress")
         self.saved_at = time.monotonic()
-        if self.on_progress is not None:
+        if changed and self.on_progress is not None:
             self.on_progress(self.collection)
 
     def sleep(self, seconds: float, message: str) -> None:
@@ -359,89 +395,9 @@ class _Window:
             time.sleep(min(1.0, left))
 
 
-def _summary(collection: GarbageCollection) -> dict[str, Any]:
-    return {
-        "collection": str(collection.pk),
-        "state": collection.state,
-        "freed_bytes": collection.freed_bytes,
-        "blobs_deleted": collection.blobs_deleted,
-        "uploads_purged": collection.uploads_purged,
-        "missing": collection.missing,
-        "error": collection.error[:500],
-    }
-
-
-def refuse_pushes(backend_id: int, seconds: float | None) -> None:
-    """Refuse pushes on the backend for ``seconds`` from now (None: grant them again). The token
-    endpoint reads it with each credential's namespace, kept ``HOT_CACHE_SECONDS`` per process:
-    this process drops its caches now, the others see it within that (the drain lasts longer)."""
-    until = None if seconds is None else timezone.now() + dt.timedelta(seconds=seconds)
-    RegistryBackend.objects.filter(pk=backend_id).update(pushes_refused_until=until)
-    backends_forget()
-    hotcache.clear()
-
-
-def backend_usage_bytes(backend_id: int) -> int:
-    """The usage of the backend's registries, summed (each counts its unique blobs)."""
-    total = (
-        Registry.objects.filter(backend_id=backend_id)
-        .exclude(state=State.DELETED)
-        .aggregate(total=Sum("usage_bytes"))["total"]
-    )
-    return int(total or 0)
-
-
-def collections_schedule() -> list[GarbageCollection]:
-    """Celery beat: end stale windows, send lost messages again, and ask for a scheduled
-    collection of each backend whose last one (or its creation) is older than
-    ``REGISTRY_GC_INTERVAL_SECONDS`` (0: none scheduled)."""
-    collections_end_stale()
-    requeue_before = timezone.now() - dt.timedelta(seconds=REQUEUE_AFTER_SECONDS)
-    for queued in GarbageCollection.objects.filter(
-        state=CollectionState.QUEUED, created_at__lt=requeue_before
-    ):
-        celery_app.tasks[COLLECTION_TASK].delay(str(queued.pk))
-    interval = settings.REGISTRY_GC_INTERVAL_SECONDS
-    if interval <= 0:
-        return []
-    due_before = timezone.now() - dt.timedelta(seconds=interval)
-    requested = []
-    for backend in RegistryBackend.objects.order_by("name"):
-        last = backend.collections.order_by("-created_at").values_list("created_at", flat=True)
-        if (last.first() or backend.created_at) > due_before:
-            continue
-        if not collection_config(backend):
-            logger.warning("registry.gc.unconfigured", extra={"backend": backend.name})
-            continue
-        try:
-            requested.append(
-                collection_request(backend, trigger=CollectionTrigger.SCHEDULE, actor="schedule")
-            )
-        except CollectionActive:
-            continue
-    return requested
-
-
-def collections_end_stale() -> int:
-    """Fail the windows whose worker died (older than ``REGISTRY_GC_TIME_LIMIT_SECONDS``) and
-    grant pushes again on their backends, and on any backend refusing pushes with no window."""
-    limit = timezone.now() - dt.timedelta(seconds=settings.REGISTRY_GC_TIME_LIMIT_SECONDS + 60)
-    ended = 0
-    for collection in GarbageCollection.objects.filter(
-        state__in=ACTIVE_STATES, created_at__lt=limit
-    ).select_related("backend"):
-        window = _Window(collection, None)
-        window.collection.error = (
-            f"The window was still {collection.state} after "
-            f"{settings.REGISTRY_GC_TIME_LIMIT_SECONDS} s: its worker stopped (crashed or "
-            "killed at the time limit). Pushes are granted again; run the collection again."
-        )
-        refuse_pushes(collection.backend_id, None)
-        window.finish(window.collection.error)
-        ended += 1
-    orphans = RegistryBackend.objects.filter(pushes_refused_until__isnull=False).exclude(
-        collections__state__in=ACTIVE_STATES
-    )
-    for backend_id in orphans.values_list("pk", flat=True):
-        refuse_pushes(backend_id, None)
-    return ended
+#: While the window is in these, pushes are refused until it restores.
+REFUSING_STATES = (
+    CollectionState.DRAINING,
+    CollectionState.READ_ONLY,
+    CollectionState.COLLECTING,
+)

@@ -24,17 +24,20 @@ from registries.maintenance import (
     RegistryReplica,
 )
 from registries.models import DEFAULT_BACKEND, RegistryBackend, State
-from registries.services.maintenance import (
-    NO_REPLICA,
+from registries.services import (
     CollectionActive,
     collection_request,
     collection_run,
     collections_end_stale,
+    collections_repair,
     collections_schedule,
     refuse_pushes,
 )
+from registries.services.maintenance import NO_REPLICA, collector_timeout
+from registries.services.maintenance_schedule import STALE_HEARTBEAT_SECONDS
 from tests.api.conftest import Api, make_api, staff
 from tests.registries.factories import RegistryFactory
+from tests.support import broker
 
 pytestmark = pytest.mark.django_db
 
@@ -270,7 +273,7 @@ def test_a_window_with_no_replica_reporting_fails_and_grants_pushes_again(backen
     assert ran is not None
     assert ran.state == CollectionState.FAILED
     assert ran.error == NO_REPLICA.format(backend="default")
-    states = [state for index, (state, _) in enumerate(seen) if state not in seen[index - 1]]
+    states = [state for i, (state, _) in enumerate(seen) if i == 0 or state != seen[i - 1][0]]
     assert states == ["draining", "read_only", "restoring", "failed"]
     backend.refresh_from_db()
     assert backend.pushes_refused_until is None
@@ -322,21 +325,205 @@ def test_the_schedule_asks_for_due_backends_only(
     assert collections_schedule() == []
 
 
-def test_a_stale_window_is_ended_and_its_refusal_cleared(backend, settings) -> None:
-    settings.REGISTRY_GC_TIME_LIMIT_SECONDS = 60
+def test_a_window_whose_heartbeat_stopped_is_ended_and_its_refusal_cleared(backend) -> None:
+    long_ago = timezone.now() - dt.timedelta(seconds=STALE_HEARTBEAT_SECONDS + 5)
     stale = GarbageCollection.objects.create(
-        backend=backend, trigger="schedule", state="collecting",
-        created_at=timezone.now() - dt.timedelta(minutes=5),
-    )  # fmt: skip
+        backend=backend, trigger="schedule", state="collecting", heartbeat_at=long_ago
+    )
     refuse_pushes(backend.pk, 3600)
 
-    assert collections_end_stale() == 1
+    assert collections_repair() == 1
 
     stale.refresh_from_db()
     assert stale.state == "failed"
-    assert "its worker stopped" in stale.error
+    assert stale.error.startswith("The window's worker stopped while collecting (no heartbeat")
     assert stale.finished_at is not None
     assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+    assert AuditEvent.objects.filter(type="GARBAGE_COLLECTION_FINISHED").count() == 1
+
+
+def test_a_long_window_with_a_fresh_heartbeat_is_left_running(backend, settings) -> None:
+    settings.REGISTRY_GC_TIME_LIMIT_SECONDS = 60
+    running = GarbageCollection.objects.create(
+        backend=backend, trigger="schedule", state="collecting", heartbeat_at=timezone.now(),
+        created_at=timezone.now() - dt.timedelta(hours=5),
+    )  # fmt: skip
+    refuse_pushes(backend.pk, 3600)
+
+    assert collections_end_stale() == 0
+
+    running.refresh_from_db()
+    assert running.state == "collecting"
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is not None
+
+
+def test_the_repair_sends_a_lost_message_again_to_the_maintenance_queue(
+    backend, broker_queue
+) -> None:
+    lost = GarbageCollection.objects.create(
+        backend=backend, trigger="schedule", created_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+    GarbageCollection.objects.create(  # just asked for: its message may be on its way
+        backend=RegistryBackend.objects.create(
+            name="other", api_url="http://o:5000", public_host="o", token_service="o"
+        ),
+        trigger="schedule",
+    )
+    broker.drain("maintenance")
+
+    assert collections_repair() == 0
+
+    assert broker.drain("maintenance") == [("registries.garbage_collection", (str(lost.pk),))]
+    lost.refresh_from_db()
+    assert lost.state == "queued"
+
+
+def test_a_collection_no_worker_took_is_ended_after_the_time_limit(backend, settings) -> None:
+    settings.REGISTRY_GC_TIME_LIMIT_SECONDS = 60
+    queued = GarbageCollection.objects.create(
+        backend=backend, trigger="schedule", created_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+
+    assert collections_end_stale() == 1
+
+    queued.refresh_from_db()
+    assert queued.state == "failed"
+    assert queued.error.startswith("No maintenance worker took the collection within 60 s")
+
+
+def test_a_window_taken_away_by_the_repair_stops_without_writing_over_it(backend) -> None:
+    """A stalled worker whose window the repair ended: its next write finds the row failed and
+    it stops, leaving the repair's record (no second end, no FINISHED row of its own)."""
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    long_ago = timezone.now() - dt.timedelta(seconds=STALE_HEARTBEAT_SECONDS + 5)
+
+    def stall(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.READ_ONLY:
+            GarbageCollection.objects.filter(pk=shown.pk).update(heartbeat_at=long_ago)
+            assert collections_end_stale() == 1
+
+    collection_run(str(collection.pk), on_progress=stall)
+
+    collection.refresh_from_db()
+    assert collection.state == CollectionState.FAILED
+    assert collection.error.startswith("The window's worker stopped while read_only")
+    assert AuditEvent.objects.filter(type="GARBAGE_COLLECTION_FINISHED").count() == 1
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
+def test_a_replica_read_write_right_before_garbage_collect_stops_the_window(
+    backend, settings, tmp_path
+) -> None:
+    """r2 restarted read-write after the switch (its runner asked nothing first): the window
+    stops before garbage-collect, naming it, and ends read-write with pushes granted."""
+    filesystem_config(tmp_path, settings)
+    read_only_replicas(backend, "r1", "r2")
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+
+    def restart_r2(shown: GarbageCollection) -> None:
+        if shown.progress.get("message", "").startswith("deciding on --delete-untagged"):
+            RegistryReplica.objects.filter(name="r2").update(mode="readwrite")
+
+    ran = collection_run(str(collection.pk), on_progress=restart_r2)
+
+    assert ran is not None
+    assert ran.state == CollectionState.FAILED
+    assert ran.error.startswith(
+        "Replica(s) r2 of backend default were not known to be read-only right before "
+        "garbage-collect"
+    )
+    assert (ran.output, ran.blobs_deleted, ran.tags_verified) == ("", 0, 0)  # never started
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
+def read_only_replicas(backend: RegistryBackend, *names: str) -> None:
+    now = timezone.now()
+    for name in names:
+        RegistryReplica.objects.create(
+            backend=backend, name=name, mode="readonly", seen_at=now, mode_changed_at=now
+        )
+
+
+def filesystem_config(tmp_path, settings) -> None:
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}\n")
+    settings.REGISTRY_GC_CONFIG = str(config)
+
+
+@pytest.mark.integration  # docker-registry garbage-collect runs
+def test_a_failed_garbage_collect_is_still_verified(backend, settings, tmp_path) -> None:
+    """garbage-collect fails (here on a storage with repositories and no blob): it may have
+    deleted blobs already, so the kept tags are verified all the same."""
+    filesystem_config(tmp_path, settings)
+    (tmp_path / "docker/registry/v2/repositories/team/app").mkdir(parents=True)
+    read_only_replicas(backend, "r1")
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    states: list[str] = []
+
+    ran = collection_run(
+        str(collection.pk),
+        on_progress=lambda c: states.append(c.state) if states[-1:] != [c.state] else None,
+    )
+
+    assert ran is not None
+    assert states == ["draining", "read_only", "collecting", "restoring", "verifying", "failed"]
+    assert "error enumerating blobs" in ran.error
+    assert ran.storage_bytes_after == ran.storage_bytes_before == 0
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
+def test_the_refusal_is_estimated_from_succeeded_collections_only(backend, settings) -> None:
+    """A failed collection that stopped after a second says nothing of how long one takes: the
+    first refusal counts the default estimate (300 s) after the drain and two switches."""
+    started = timezone.now() - dt.timedelta(hours=1)
+    GarbageCollection.objects.create(
+        backend=backend, trigger="operator", state="failed", started_at=started,
+        finished_at=started + dt.timedelta(seconds=1),
+    )  # fmt: skip
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    refused: list[float] = []
+
+    def watch(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.DRAINING and not refused:
+            until = RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until
+            assert until is not None
+            refused.append((until - timezone.now()).total_seconds())
+
+    collection_run(str(collection.pk), on_progress=watch)
+
+    assert 300 < refused[0] <= 302  # drain 0 s, two switches of 1 s, the estimate
+
+
+def test_an_interrupted_window_still_restores_and_finishes_then_raises(backend) -> None:
+    """Ctrl-C under `registry_gc --wait` (or a worker's shutdown): the window grants pushes
+    again and records its end before the interruption goes on."""
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    interrupted: list[str] = []
+
+    def interrupt(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.READ_ONLY and not interrupted:
+            interrupted.append(shown.state)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        collection_run(str(collection.pk), on_progress=interrupt)
+
+    collection.refresh_from_db()
+    assert collection.state == CollectionState.FAILED
+    assert collection.error == "The collection was interrupted (KeyboardInterrupt)."
+    assert collection.finished_at is not None
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+    assert AuditEvent.objects.filter(type="GARBAGE_COLLECTION_FINISHED").count() == 1
+
+
+def test_the_collector_gets_what_the_time_limit_leaves_after_switching_back_and_verifying(
+    settings,
+) -> None:
+    settings.REGISTRY_GC_TIME_LIMIT_SECONDS = 3600
+    settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS = 120.0
+
+    assert collector_timeout(180.0) == 3600 - 180 - 120 - 900
+    assert collector_timeout(3000.0) < 0
 
 
 def test_a_refusal_left_without_a_window_is_cleared(backend) -> None:

@@ -8,6 +8,7 @@ every replica read-write and pushes granted again."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -20,7 +21,7 @@ from controlplane import humanize
 from registries.demo_image import write_oci_layout
 from registries.maintenance import CollectionState, GarbageCollection, RegistryReplica
 from registries.models import RegistryBackend
-from registries.services.maintenance import collection_request, collection_run, refuse_pushes
+from registries.services import collection_request, collection_run, refuse_pushes
 from tests.support.containers import layout_digest, ok
 from tests.support.processes import wait_until
 from tests.support.replicas import RunnerReplica
@@ -91,20 +92,29 @@ def replica(settings, live_server, registry_settings, workdir: Path) -> Iterator
 
 
 class StuckReplica(threading.Thread):
-    """A replica's runner that reports read-write whatever it is told: one that cannot restart."""
+    """A replica's runner that reports ``mode`` whatever it is told: one that cannot restart
+    (read-write), or one that restarts read-write mid-window when ``restart()`` is called."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str = "stuck", mode: str = "readwrite") -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.url, self.name, self.mode = url, name, mode
         self.done = threading.Event()
 
+    def report(self) -> None:
+        params = {"service": "hosted-registry", "replica": self.name, "mode": self.mode}
+        requests.get(
+            f"{self.url}/registry/maintenance", params=params,
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5,
+        ).raise_for_status()  # fmt: skip
+
+    def restart(self) -> None:
+        """Restarted read-write (its runner did not ask first): reported now."""
+        self.mode = "readwrite"
+        self.report()
+
     def run(self) -> None:
-        params = {"service": "hosted-registry", "replica": "stuck", "mode": "readwrite"}
         while not self.done.is_set():
-            requests.get(
-                f"{self.url}/registry/maintenance", params=params,
-                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5,
-            )  # fmt: skip
+            self.report()
             self.done.wait(0.3)
 
 
@@ -150,6 +160,46 @@ def test_a_replica_that_does_not_switch_fails_the_window_which_still_ends_read_w
     ok(skopeo.push(workdir / "image", f"{a.url}/after:latest", a.secret))
 
 
+def test_a_replica_read_write_when_garbage_collect_ends_fails_the_window_naming_it(
+    replica: RunnerReplica, ready_cluster, skopeo, live_server, workdir: Path
+) -> None:
+    """r2 was read-only when garbage-collect started and restarted read-write while it ran: the
+    check right after the collector names it, the kept tags are verified all the same."""
+    a = ready_cluster("A")
+    write_oci_layout(workdir / "image", "an image")
+    ok(skopeo.push(workdir / "image", f"{a.url}/base:latest", a.secret))
+    r2 = StuckReplica(live_server.url, "r2", "readonly")
+    r2.start()
+    wait_until(lambda: RegistryReplica.objects.filter(name="r2").exists(), what="r2")
+    backend = RegistryBackend.objects.get(name="default")
+    collection = collection_request(backend, trigger="operator", actor="test", enqueue=False)
+    states: list[str] = []
+
+    def watch(shown: GarbageCollection) -> None:
+        if not states or states[-1] != shown.state:
+            states.append(shown.state)
+        message = shown.progress.get("message", "")
+        if message.startswith("deciding on --delete-untagged"):
+            time.sleep(1.1)  # the collector's first line is then saved (and seen here)
+        elif message.startswith("garbage-collect: ") and r2.mode == "readonly":
+            r2.restart()
+
+    try:
+        ran = collection_run(str(collection.pk), on_progress=watch)
+    finally:
+        r2.done.set()
+        r2.join()
+
+    assert ran is not None
+    assert ran.error.startswith(
+        "Replica(s) r2 of backend default were not known to be read-only right after "
+        "garbage-collect"
+    ), ran.error
+    assert states == ["draining", "read_only", "collecting", "restoring", "verifying", "failed"]
+    assert (ran.tags_verified, ran.missing) == (1, 0)
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
 def test_a_whole_collection_frees_the_deleted_image_verifies_the_kept_one_and_reopens(
     replica: RunnerReplica, ready_cluster, skopeo, workdir: Path
 ) -> None:
@@ -175,15 +225,22 @@ def test_a_whole_collection_frees_the_deleted_image_verifies_the_kept_one_and_re
         f"{collection.manifests_deleted} manifests deleted"
     ) in "\n".join(lines)
     assert collection.state == CollectionState.SUCCEEDED, collection.error
-    assert collection.freed_bytes is not None
-    assert collection.freed_bytes > 0
+    # Exactly the deleted build's blobs (its manifest, config and layer; none shared with the
+    # kept image): the blob files are what garbage-collect deletes, and all it deletes.
+    only_old = {blob.name for blob in (old / "blobs/sha256").iterdir()} - {
+        blob.name for blob in (kept / "blobs/sha256").iterdir()
+    }
+    assert len(only_old) == 3
+    assert collection.freed_bytes == sum(
+        (old / "blobs/sha256" / name).stat().st_size for name in only_old
+    )
     assert (collection.tags_verified, collection.missing) == (1, 0)
     assert lines[-1] == (
         f"succeeded: freed {humanize.size(collection.freed_bytes)}; "
         f"{collection.blobs_deleted} blobs and {collection.manifests_deleted} manifests deleted, "
         f"0 uploads purged; 1 tags verified, 0 missing"
     )
-    assert collection.blobs_deleted >= 2  # the deleted build's config and layer at least
+    assert collection.blobs_deleted == 3
     assert RegistryBackend.objects.get(name="default").pushes_refused_until is None
     replica.wait_mode("readwrite")
     ok(skopeo.pull(f"{a.url}/base:latest", a.secret, workdir / "pulled"))

@@ -26,7 +26,7 @@ from clusters.interface import AuditedCommand
 from controlplane import humanize
 from registries.maintenance import CollectionState, CollectionTrigger, GarbageCollection
 from registries.models import DEFAULT_BACKEND, RegistryBackend
-from registries.services.maintenance import CollectionActive, collection_request, collection_run
+from registries.services import CollectionActive, collection_request, collection_run
 
 #: How often ``--wait`` reads a collection another process runs.
 FOLLOW_SECONDS = 1.0
