@@ -212,9 +212,13 @@ class _Window:
             self.progress(f"garbage-collect: {line.strip()[:200]}", lines[0], None, quiet=True)
 
         self.collector_started = True
-        result = garbage_collect(
-            self.config, delete_untagged=wanted, on_line=on_line, timeout=timeout
-        )
+        try:
+            result = garbage_collect(
+                self.config, delete_untagged=wanted, on_line=on_line, timeout=timeout
+            )
+        except CollectorError as exc:  # what it had deleted leaves the cache all the same
+            blob_cache_forget(self.config, exc.deleted_blobs)
+            raise
         blocking = replicas_blocking(self.backend.pk, ReplicaMode.READ_ONLY)
         self.record(result, lines[0])
         self.check_read_only(blocking, "after")
@@ -261,12 +265,17 @@ class _Window:
 
     def switch(self, mode: str) -> None:
         """Wait until no replica blocks ``mode`` (``replicas_blocking``); ``WindowFailed`` naming
-        the ones that still do after ``REGISTRY_GC_SWITCH_TIMEOUT_SECONDS`` (or when none
-        reports at all)."""
+        the ones that still do after ``REGISTRY_GC_SWITCH_TIMEOUT_SECONDS`` without one more of
+        them switching (the replicas switch one at a time: each gets the whole timeout), or when
+        none reports at all."""
         deadline = time.monotonic() + settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
         message = self.collection.progress.get("message", "")
+        left: int | None = None
         while True:
             blocking = replicas_blocking(self.backend.pk, mode)
+            if left is not None and len(blocking) < left:
+                deadline = time.monotonic() + settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
+            left = len(blocking)
             names = {replica.name for replica in replicas_live(self.backend.pk)} | set(blocking)
             if not names:
                 raise WindowFailed(NO_REPLICA.format(backend=self.backend.name))
