@@ -4,6 +4,7 @@ validation, audit rows and re-evaluation as the REST API)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -16,7 +17,43 @@ from registries.quotas import RegistryQuota, human_bytes
 from registries.services.quotas import LIMIT_FIELDS, quota_delete, quota_set, quota_validate
 
 
-class RegistryQuotaForm(forms.ModelForm[RegistryQuota]):
+class OverrideForm(forms.ModelForm[Any]):
+    """The form of a row that is an organization's default (no cluster) or a cluster's
+    override (quotas, retention policies): the service's validation runs in ``clean``, its
+    errors on their fields, so that a bad value writes nothing."""
+
+    def clean_with(self, validate: Callable[[Any, Any, dict[str, Any]], object]) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        organization = cleaned.get("organization")
+        if organization is None and self.instance.organization_id is not None:
+            organization = self.instance.organization
+        if organization is None:
+            return cleaned  # the field's own error is shown
+        try:
+            validate(organization, cleaned.get("cluster", self.instance.cluster), cleaned)
+        except ValidationError as exc:
+            errors = exc.error_dict if hasattr(exc, "error_dict") else {"cluster": exc.error_list}
+            for field, messages in errors.items():
+                self.add_error(field if field in self.fields else None, messages)
+        return cleaned
+
+
+class OverrideAdmin(admin.ModelAdmin[Any]):
+    """The console of such rows: which one a row is (its organization and cluster) never
+    changes: delete it and add another."""
+
+    list_select_related = ["organization", "cluster"]
+    search_fields = ["organization__slug", "cluster__name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["organization", "cluster"] if obj is not None else []
+
+    @admin.display(description="applies to")
+    def applies_to(self, row: Any) -> str:
+        return str(row.cluster) if row.cluster else "the organization's clusters (default)"
+
+
+class RegistryQuotaForm(OverrideForm):
     class Meta:
         model = RegistryQuota
         fields = ["organization", "cluster", *LIMIT_FIELDS]
@@ -31,40 +68,20 @@ class RegistryQuotaForm(forms.ModelForm[RegistryQuota]):
         """The service's checks (``quota_validate``), here so that a bad value is shown on the
         form and nothing is written: ``save_model`` runs after validation, where an error is a
         500."""
-        cleaned = super().clean() or {}
-        organization = cleaned.get("organization")
-        if organization is None and self.instance.organization_id is not None:
-            organization = self.instance.organization
-        if organization is None:
-            return cleaned  # the field's own error is shown
-        try:
-            quota_validate(
+        return self.clean_with(
+            lambda organization, cluster, cleaned: quota_validate(
                 organization=organization,
-                cluster=cleaned.get("cluster", self.instance.cluster),
+                cluster=cluster,
                 values={name: cleaned.get(name) for name in LIMIT_FIELDS},
             )
-        except ValidationError as exc:
-            errors = exc.error_dict if hasattr(exc, "error_dict") else {"cluster": exc.error_list}
-            for field, messages in errors.items():
-                self.add_error(field if field in self.fields else None, messages)
-        return cleaned
+        )
 
 
 @admin.register(RegistryQuota)
-class RegistryQuotaAdmin(admin.ModelAdmin[RegistryQuota]):
+class RegistryQuotaAdmin(OverrideAdmin):
     form = RegistryQuotaForm
     list_display = ["organization", "applies_to", "hard", "soft", "hard_tags", "updated_at"]
-    list_select_related = ["organization", "cluster"]
     list_filter = ["organization"]
-    search_fields = ["organization__slug", "cluster__name"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # Which quota a row is never changes: delete it and add another.
-        return ["organization", "cluster"] if obj is not None else []
-
-    @admin.display(description="applies to")
-    def applies_to(self, quota: RegistryQuota) -> str:
-        return str(quota.cluster) if quota.cluster else "the organization's clusters (default)"
 
     @admin.display(description="hard limit", ordering="hard_bytes")
     def hard(self, quota: RegistryQuota) -> str:

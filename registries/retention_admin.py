@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -22,6 +21,7 @@ from django.utils.safestring import SafeString
 from controlplane import humanize
 from controlplane.admin import ReadOnlyAdmin
 from registries.models import Registry
+from registries.quota_admin import OverrideAdmin, OverrideForm
 from registries.retention import (
     POLICY_FIELDS,
     RetentionPolicy,
@@ -40,7 +40,7 @@ from registries.services import (
 )
 
 
-class RetentionPolicyForm(forms.ModelForm[RetentionPolicy]):
+class RetentionPolicyForm(OverrideForm):
     class Meta:
         model = RetentionPolicy
         fields = ["organization", "cluster", *POLICY_FIELDS]
@@ -58,43 +58,23 @@ class RetentionPolicyForm(forms.ModelForm[RetentionPolicy]):
     def clean(self) -> dict[str, Any]:
         """The service's checks (``retention_policy_validate``), shown on the form; nothing is
         written when one fails (``save_model`` runs only after a valid form)."""
-        cleaned = super().clean() or {}
-        organization = cleaned.get("organization")
-        if organization is None and self.instance.organization_id is not None:
-            organization = self.instance.organization
-        if organization is None:
-            return cleaned  # the field's own error is shown
-        values = {name: cleaned[name] for name in POLICY_FIELDS if name in cleaned}
-        try:
-            retention_policy_validate(
+        return self.clean_with(
+            lambda organization, cluster, cleaned: retention_policy_validate(
                 organization=organization,
-                cluster=cleaned.get("cluster", self.instance.cluster),
-                values=values,
+                cluster=cluster,
+                values={name: cleaned[name] for name in POLICY_FIELDS if name in cleaned},
             )
-        except ValidationError as exc:
-            for field, errors in exc.error_dict.items():
-                self.add_error(field if field in self.fields else None, errors)
-        return cleaned
+        )
 
 
 @admin.register(RetentionPolicy)
-class RetentionPolicyAdmin(admin.ModelAdmin[RetentionPolicy]):
+class RetentionPolicyAdmin(OverrideAdmin):
     form = RetentionPolicyForm
     list_display = [
         "organization", "applies_to", "enabled", "keep_newest", "delete_older_than_days",
         "unless_pulled_within_days", "protected", "recent_hours", "updated_at",
     ]  # fmt: skip
-    list_select_related = ["organization", "cluster"]
     list_filter = ["enabled", "organization"]
-    search_fields = ["organization__slug", "cluster__name"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # Which policy a row is never changes: delete it and add another.
-        return ["organization", "cluster"] if obj is not None else []
-
-    @admin.display(description="applies to")
-    def applies_to(self, policy: RetentionPolicy) -> str:
-        return str(policy.cluster) if policy.cluster else "the organization's clusters (default)"
 
     @admin.display(description="protected tags")
     def protected(self, policy: RetentionPolicy) -> str:

@@ -245,8 +245,8 @@ def test_create_api_token_makes_the_organization_user_and_token_and_prints_it_on
     assert token.token_hash == ApiToken.hash_secret(secret)
     assert (token.organization.slug, token.user.username) == ("acme", "sam")
     assert token.scopes == [
-        "read_clusters", "write_clusters", "read_registries", "read_organizations",
-        "read_audit_events",
+        "read_clusters", "write_clusters", "read_registries", "write_registries",
+        "read_organizations", "read_audit_events",
     ]  # fmt: skip
     assert not token.user.has_usable_password()
     assert "Created organization acme." in err.getvalue()
