@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 
@@ -61,9 +62,11 @@ class RegistryDriver(Protocol):
         Raises ``RegistryUnavailable`` or ``DriverError``."""
         ...
 
-    def tag_digests(self, *, namespace: str, repository: str) -> dict[str, str]:
-        """Every tag of ``repository`` now and the manifest digest it points to. Raises
-        ``RegistryUnavailable`` or ``DriverError``."""
+    def tag_digests(
+        self, *, namespace: str, repository: str, tags: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        """Every tag of ``repository`` now (or only ``tags``, those it still has) and the
+        manifest digest it points to. Raises ``RegistryUnavailable`` or ``DriverError``."""
         ...
 
     def manifest_delete(self, *, namespace: str, repository: str, digest: str) -> bool:

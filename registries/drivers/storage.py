@@ -287,12 +287,42 @@ def blob_cache_forget(config_path: str, digests: Iterable[str]) -> int:
     return dropped
 
 
+#: Keys or set members a Redis command carries at most (a collection may delete many blobs).
+FORGET_CHUNK = 1000
+
+
 def _forget(client: redis.Redis, wanted: set[str]) -> int:
-    dropped = int(client.delete(*(f"blobs::{digest}" for digest in wanted)))
-    for raw in client.scan_iter(match="repository::*", count=1000):
+    """Each repository's set is asked which of ``wanted`` it holds (``SMISMEMBER``, or its own
+    members when it is the smaller) and loses only those: sending every deleted digest to every
+    set made the clearing repositories × deleted blobs."""
+    ordered = sorted(wanted)
+    dropped = sum(
+        int(client.delete(*(f"blobs::{digest}" for digest in chunk))) for chunk in _chunks(ordered)
+    )
+    hashes: list[str] = []
+    for raw in client.scan_iter(match="repository::*", count=FORGET_CHUNK):
         key = raw.decode()
         if key.endswith("::blobs"):
-            dropped += int(client.srem(key, *wanted))
+            dropped += _set_forget(client, key, wanted, ordered)
         elif key.rpartition("::blobs::")[2] in wanted:
-            dropped += int(client.delete(key))
-    return dropped
+            hashes.append(key)
+    return dropped + sum(int(client.delete(*chunk)) for chunk in _chunks(hashes))
+
+
+def _set_forget(client: redis.Redis, key: str, wanted: set[str], ordered: list[str]) -> int:
+    if int(client.scard(key)) <= len(ordered):
+        members = client.smembers(key)
+        found = sorted({m.decode() if isinstance(m, bytes) else m for m in members} & wanted)
+    else:
+        found = [
+            digest
+            for chunk in _chunks(ordered)
+            for digest, member in zip(chunk, client.smismember(key, chunk), strict=True)
+            if member
+        ]
+    return sum(int(client.srem(key, *chunk)) for chunk in _chunks(found))
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), FORGET_CHUNK):
+        yield items[start : start + FORGET_CHUNK]

@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Q
 
+from registries.drivers.base import RegistryDriver
 from registries.inventory import Repository, Tag
 from registries.models import Registry, State
 from registries.services.audit import registry_audit
@@ -80,6 +82,7 @@ def tag_delete(
     tag: str,
     include_shared_digest: bool = False,
     expected_digest: str | None = None,
+    registry_tags: RegistryTags | None = None,
 ) -> TagDeletion:
     """Delete ``repository:tag`` (``repository`` relative to the namespace) from the registry by
     its manifest's digest, then from the inventory, and record it in the audit log.
@@ -88,6 +91,8 @@ def tag_delete(
     ``SharedDigest`` (other tags on the digest, unless ``include_shared_digest``),
     ``RegistryChanged`` (with ``expected_digest``: the registry's tags differ from it), or the
     driver's ``DriverError`` (the registry did not answer as it should); nothing is written then.
+    ``registry_tags``: a run's view of the registry's tags (``RegistryTags``), kept across its
+    deletions instead of listing the repository again for each.
     """
     name = f"{registry.namespace}/{repository}"
     known = Tag.objects.filter(repository__registry=registry, repository__name=name)
@@ -104,7 +109,9 @@ def tag_delete(
     if expected_digest is None:
         digest = driver.tag_digest(namespace=registry.namespace, repository=name, tag=tag)
     else:
-        current = driver.tag_digests(namespace=registry.namespace, repository=name)
+        view = registry_tags if registry_tags is not None else RegistryTags()
+        group = known.filter(Q(name=tag) | Q(digest=expected_digest)).values_list("name", flat=True)
+        current = view.current(driver, registry.namespace, name, {tag, *group})
         digest = current.get(tag)
     if digest is None:
         # Gone from the registry already (deleted there, or never arrived): only the inventory
@@ -126,6 +133,8 @@ def tag_delete(
             _check_registry(current, tag=tag, others=others, expected_digest=expected_digest)
         driver.manifest_delete(namespace=registry.namespace, repository=name, digest=digest)
         removed = sorted({tag, *others})
+        if registry_tags is not None:
+            registry_tags.forget(name, removed)
     with transaction.atomic():
         locked = inventory_lock(registry.pk)
         if locked is None:  # deleted meanwhile: nothing left to account for
@@ -150,6 +159,44 @@ def tag_delete(
             },
         )
     return deletion
+
+
+class RegistryTags:
+    """A retention run's view of the registry's tags (tag -> digest), per repository: each
+    repository listed once (a ``HEAD`` a tag), then only a group's own tags (the inventory's and
+    the view's on its digest) asked again right before its ``DELETE``, and the deleted tags
+    dropped here. Listing for every deletion made a run quadratic in a repository's tags. A tag
+    pushed in the registry after the listing is a pending push event, which skips the group
+    (``retention.runs._changed``)."""
+
+    def __init__(self) -> None:
+        self._tags: dict[str, dict[str, str]] = {}
+
+    def current(
+        self, driver: RegistryDriver, namespace: str, repository: str, group: set[str]
+    ) -> dict[str, str]:
+        """``repository``'s tags, with ``group`` (and the tags the view has on their digests)
+        as the registry answers for them now."""
+        listed = self._tags.get(repository)
+        if listed is None:
+            listed = driver.tag_digests(namespace=namespace, repository=repository)
+            self._tags[repository] = listed
+            return listed
+        digests = {listed[tag] for tag in group if tag in listed}
+        asked = group | {tag for tag, digest in listed.items() if digest in digests}
+        fresh = driver.tag_digests(namespace=namespace, repository=repository, tags=asked)
+        for tag in asked:
+            if tag in fresh:
+                listed[tag] = fresh[tag]
+            else:
+                listed.pop(tag, None)
+        return listed
+
+    def forget(self, repository: str, tags: list[str]) -> None:
+        """Drop ``tags``, deleted just now, from the view of ``repository``."""
+        listed = self._tags.get(repository, {})
+        for tag in tags:
+            listed.pop(tag, None)
 
 
 def _check_registry(

@@ -120,3 +120,41 @@ def test_a_cache_that_does_not_answer_fails_saying_where_never_the_password(
     assert message.endswith("Until they are dropped, a push of a deleted layer is told it exists.")
     assert "hunter2" not in message
     assert blob_cache_forget(str(config), []) == 0  # nothing deleted: nothing to connect for
+
+
+def test_many_repositories_sets_lose_only_the_deleted_blobs(workdir: Path, cache, monkeypatch):
+    """Every repository's set is asked which deleted blobs it holds and loses only those, in
+    chunks (``FORGET_CHUNK`` made small here): a set without any is never written to, a large
+    set (more members than blobs deleted) and a small one alike keep their other members."""
+    from registries.drivers import storage
+
+    monkeypatch.setattr(storage, "FORGET_CHUNK", 3)
+    config = workdir / "redis.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  cache:\n    blobdescriptor: redis\n  filesystem:\n"
+        f"    rootdirectory: {workdir}\nredis:\n  addr: 127.0.0.1:{cache.port}\n  db: 4\n"
+    )
+    client = redis.Redis(host="127.0.0.1", port=cache.port, db=4)
+    digest = "sha256:{:064x}".format
+    deleted = [digest(n) for n in range(7)]
+    kept = [digest(100 + n) for n in range(20)]
+    for n in range(40):  # repo-0..repo-39; every fourth holds two deleted blobs
+        key = f"repository::ns/repo-{n}::blobs"
+        client.sadd(key, *(kept if n % 2 else kept[:2]))
+        if n % 4 == 0:
+            client.sadd(key, deleted[n % 7], deleted[(n + 1) % 7])
+            client.hset(f"repository::ns/repo-{n}::blobs::{deleted[n % 7]}", "size", 1)
+    client.mset({f"blobs::{d}": 1 for d in deleted + kept})
+    client.config_resetstat()
+
+    dropped = blob_cache_forget(str(config), deleted)
+
+    assert dropped == 7 + 10 * 2 + 10
+    srem = client.info("commandstats").get("cmdstat_srem", {}).get("calls", 0)
+    assert srem == 10  # one a set holding deleted blobs (2 each, within a chunk)
+    for n in range(40):
+        members = {m.decode() for m in client.smembers(f"repository::ns/repo-{n}::blobs")}
+        assert members == set(kept if n % 2 else kept[:2])
+    assert not any(client.exists(f"blobs::{d}") for d in deleted)
+    assert all(client.exists(f"blobs::{k}") for k in kept)
+    assert not list(client.scan_iter(match="repository::*::blobs::*"))

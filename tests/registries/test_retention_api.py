@@ -332,3 +332,26 @@ def test_reads_need_read_registries_and_writes_write_registries(make_api, cluste
     assert refused.json() == {"message": "This API token needs the write_registries scope."}
     assert reader.post(f"/clusters/{cluster.pk}/registry/cleanup").status_code == 403
     assert not RetentionPolicy.objects.exists()
+
+
+@pytest.mark.parametrize(("action", "repository"), [("pull", "base"), ("push", "other")])
+def test_a_pending_pull_or_another_repositorys_event_does_not_hold_a_group_back(
+    api, cluster, action: str, repository: str
+) -> None:
+    """Only a pending push, delete or mount in the group's own repository can leave the
+    inventory behind for it (``test_cleanup_skips_everything...``): a pull moves no tag, and
+    another repository's event changes nothing here. The run goes on to ask the registry (none
+    answers in these tests, so that is the group's error)."""
+    registry = make_registry(cluster)
+    push(registry, "old", 40)
+    RegistryNotification.objects.create(
+        id="event-1", registry=registry, action=action,
+        repository=f"{registry.namespace}/{repository}",
+        occurred_at=timezone.now(), target={"tag": "old", "digest": "sha256:old"},
+    )  # fmt: skip
+    api.put(cluster_policy(cluster), {"keep_newest": 0})
+
+    run = api.post(f"/clusters/{cluster.pk}/registry/cleanup").json()
+
+    assert [(e["repository"], e["tag"]) for e in run["errors"]] == [("base", "old")]
+    assert not run["errors"][0]["error"].startswith("skipped")

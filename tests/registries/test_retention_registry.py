@@ -234,3 +234,39 @@ def test_a_member_of_a_kept_index_stays_though_its_own_tag_is_old(
         f"docker://{access.url}/app:v2", f"oci:{workdir / 'pulled'}:v2",
     )  # fmt: skip
     assert copied.returncode == 0, copied.stderr
+
+
+def test_a_run_lists_a_repository_once_and_asks_again_only_for_each_groups_tags(
+    ready_cluster, skopeo, workdir: Path, make_api, monkeypatch
+) -> None:
+    """Deleting k groups in a repository of n tags costs n + k·group ``HEAD`` requests (the
+    listing, then each group's own tags right before its ``DELETE``), not n·k. Counted at the
+    driver, on the real registry."""
+    from registries.drivers.distribution import DistributionDriver
+
+    access = ready_cluster("Open Source")
+    api = make_api()
+    names = ["old-1", "old-2", "old-3", "old-4", "v1", "latest"]
+    for name in names:
+        push(skopeo, workdir, access, "base", name, name)
+    Tag.objects.update(pushed_at=timezone.now() - timedelta(days=40))
+    api.put(f"/clusters/{access.cluster.pk}/registry/retention-policy", {"keep_newest": 0})
+    heads: list[str] = []
+    real = DistributionDriver._manifest_digest
+
+    def counted(self, repository: str, tag: str, *, token: str) -> str | None:
+        heads.append(tag)
+        return real(self, repository, tag, token=token)
+
+    monkeypatch.setattr(DistributionDriver, "_manifest_digest", counted)
+
+    run = api.post(f"/clusters/{access.cluster.pk}/registry/cleanup").json()
+
+    assert (run["state"], run["errors"]) == ("succeeded", [])
+    assert sorted(t for d in run["deleted"] for t in d["tags"]) == names[:4]
+    first = run["deleted"][0]["tags"][0]
+    # n = 6 listed once; each of the 3 later groups (1 tag) asked once more.
+    assert len(heads) == 6 + 3
+    assert sorted(heads[:6]) == sorted(names)
+    assert sorted(heads[6:]) == sorted(set(names[:4]) - {first})
+    assert sorted(registry_tags(access.namespace, "base")) == ["latest", "v1"]

@@ -30,7 +30,12 @@ from registries.retention import (
 from registries.services.audit import registry_audit
 from registries.services.quotas import retention_run_enqueue
 from registries.services.retention.plan import PlannedDeletion, TagSeen, retention_plan
-from registries.services.tags import RegistryNotReady, TagDeletionRefused, tag_delete
+from registries.services.tags import (
+    RegistryNotReady,
+    RegistryTags,
+    TagDeletionRefused,
+    tag_delete,
+)
 
 logger = logging.getLogger("registries.services")
 
@@ -71,6 +76,7 @@ def retention_apply(
             plan = retention_plan(registry, now=now)
             run.policy = {**(plan.policy or {}), "source": plan.source}
             deadline = run.started_at + timedelta(seconds=time_limit())
+            registry_tags = RegistryTags()  # each repository listed once a run
             for done_count, deletion in enumerate(plan.deletions):
                 if timezone.now() >= deadline:
                     left = len(plan.deletions) - done_count
@@ -88,6 +94,7 @@ def retention_apply(
                         tag=deletion.tags[0],
                         include_shared_digest=True,
                         expected_digest=deletion.digest,
+                        registry_tags=registry_tags,
                     )
                 except RegistryNotReady as exc:
                     errors.append(_error(deletion, str(exc)))
@@ -119,17 +126,23 @@ def _error(deletion: PlannedDeletion, error: str) -> dict[str, Any]:
 
 
 def _changed(registry: Registry, deletion: PlannedDeletion) -> str:
-    """Why the group may no longer be deleted ("" if it may): events of the registry not yet
-    applied to the inventory (it may be behind the registry), or a tag of it pushed, pulled,
-    moved or added since the plan. (``tag_delete`` then checks the registry itself.)"""
-    if RegistryNotification.objects.filter(registry=registry, applied_at__isnull=True).exists():
+    """Why the group may no longer be deleted ("" if it may): events of its repository not yet
+    applied to the inventory (it may be behind the registry there; pulls move no tag, and
+    another repository's events change nothing of this one, so neither holds it back), or a tag
+    of it pushed, pulled, moved or added since the plan. (``tag_delete`` then checks the
+    registry itself.)"""
+    name = f"{registry.namespace}/{deletion.repository}"
+    pending = RegistryNotification.objects.filter(
+        registry=registry, applied_at__isnull=True, repository=name
+    ).exclude(action="pull")
+    if pending.exists():
         return "skipped: the registry has events not yet applied to the inventory"
     now = {
         TagSeen(*row)
         for row in Tag.objects.filter(
             Q(digest=deletion.digest) | Q(name__in=deletion.tags),
             repository__registry=registry,
-            repository__name=f"{registry.namespace}/{deletion.repository}",
+            repository__name=name,
         ).values_list("name", "digest", "pushed_at", "last_pulled_at", "bytes")
     }
     if now == set(deletion.seen):
