@@ -69,6 +69,10 @@ class RegistryDriver(Protocol):
         manifest digest it points to. Raises ``RegistryUnavailable`` or ``DriverError``."""
         ...
 
+    def tag_names(self, *, namespace: str, repository: str) -> list[str]:
+        """The names of ``repository``'s tags now (its tag list: no ``HEAD``)."""
+        ...
+
     def manifest_delete(self, *, namespace: str, repository: str, digest: str) -> bool:
         """Delete manifest ``digest`` of ``repository``, and with it every tag of the repository
         that points to it; False if it was already gone. Raises ``RegistryUnavailable`` or

@@ -55,6 +55,10 @@ class ManifestDeletion:
         found = {tag: self._manifest_digest(repository, tag, token=token) for tag in names}
         return {tag: digest for tag, digest in found.items() if digest is not None}
 
+    def tag_names(self: _Driver, *, namespace: str, repository: str) -> list[str]:
+        """The names of ``repository``'s tags in the registry now (its tag list, paginated)."""
+        return list(self.tags(repository, token=_token(self, namespace, repository)))
+
     def manifest_delete(self: _Driver, *, namespace: str, repository: str, digest: str) -> bool:
         """Delete manifest ``digest`` of ``repository`` (and so every tag on it); False if it was
         already gone."""

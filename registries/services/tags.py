@@ -165,9 +165,9 @@ class RegistryTags:
     """A retention run's view of the registry's tags (tag -> digest), per repository: each
     repository listed once (a ``HEAD`` a tag), then only a group's own tags (the inventory's and
     the view's on its digest) asked again right before its ``DELETE``, and the deleted tags
-    dropped here. Listing for every deletion made a run quadratic in a repository's tags. A tag
-    pushed in the registry after the listing is a pending push event, which skips the group
-    (``retention.runs._changed``)."""
+    dropped here. Listing the digests of every tag for every deletion made a run quadratic in a
+    repository's tags; the tag list itself (one request) is read again before each deletion, so
+    a tag pushed since the listing is asked too, whether or not its event has arrived."""
 
     def __init__(self) -> None:
         self._tags: dict[str, dict[str, str]] = {}
@@ -184,6 +184,12 @@ class RegistryTags:
             return listed
         digests = {listed[tag] for tag in group if tag in listed}
         asked = group | {tag for tag, digest in listed.items() if digest in digests}
+        # A tag pushed since the listing, whose event has not arrived, may be on the digest too:
+        # the tag list (one request) names it, and it is asked as well.
+        names = set(driver.tag_names(namespace=namespace, repository=repository))
+        for gone in set(listed) - names - asked:
+            listed.pop(gone)
+        asked |= names - set(listed)
         fresh = driver.tag_digests(namespace=namespace, repository=repository, tags=asked)
         for tag in asked:
             if tag in fresh:
