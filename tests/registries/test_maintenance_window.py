@@ -12,7 +12,9 @@ import time
 from io import StringIO
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from clusters import services as cluster_services
@@ -796,3 +798,58 @@ def test_a_cache_that_cannot_be_cleared_hides_neither_failure(backend, tmp_path,
     assert "Cannot drop the blob-descriptor cache entries" in forgot
     assert str(raised.value).startswith("Replica(s) r2 of backend default were not known")
     assert str(raised.value).endswith(forgot)
+
+
+@pytest.mark.integration  # a collector process runs
+@pytest.mark.django_db(transaction=True)
+def test_a_window_ended_under_a_silent_collector_kills_it_and_forgets_its_blobs(
+    backend, settings, tmp_path, monkeypatch
+) -> None:
+    """The repair ends the window while garbage-collect prints nothing: the heartbeat thread
+    finds the row taken, the collector is killed at once, the blob it had deleted leaves the
+    Redis blob-descriptor cache, and the repair's record is left as it is."""
+    monkeypatch.setattr(maintenance, "HEARTBEAT_SECONDS", 0.1)
+    stub_collector(tmp_path, settings, DIGEST)
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  cache:\n    blobdescriptor: redis\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path}\nredis:\n  addr: 127.0.0.1:6379\n  db: 6\n"
+    )
+    settings.REGISTRY_GC_CONFIG = str(config)
+    cache = redis.Redis(host="127.0.0.1", port=6379, db=6)
+    cache.hset(f"blobs::{DIGEST}", "size", 1)
+    cache.sadd("repository::team/app::blobs", DIGEST)
+    read_only_replicas(backend, "r1")
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+
+    def repair() -> None:  # what collections_end_stale writes, once the collector runs
+        deciding = GarbageCollection.objects.filter(
+            pk=collection.pk, progress__message__startswith="deciding on --delete-untagged"
+        )
+        deadline = time.monotonic() + 10
+        while not deciding.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # garbage-collect started meanwhile, and prints nothing more
+        GarbageCollection.objects.filter(pk=collection.pk).update(
+            state=CollectionState.FAILED, error="ended by the repair"
+        )
+        connection.close()
+
+    ender = threading.Thread(target=repair)
+    ender.start()
+    started = time.monotonic()
+    try:
+        collection_run(str(collection.pk))
+    finally:
+        ender.join(timeout=20)
+        left = (
+            cache.exists(f"blobs::{DIGEST}"),
+            cache.sismember("repository::team/app::blobs", DIGEST),
+        )
+        cache.delete(f"blobs::{DIGEST}", "repository::team/app::blobs")
+
+    assert time.monotonic() - started < 15  # not the collector's 30 s
+    assert left == (0, 0)
+    collection.refresh_from_db()
+    assert (collection.state, collection.error) == (CollectionState.FAILED, "ended by the repair")
+    assert AuditEvent.objects.filter(type="GARBAGE_COLLECTION_FINISHED").count() == 0
