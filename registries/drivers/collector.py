@@ -140,6 +140,7 @@ def garbage_collect(
     delete_untagged: bool,
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
+    stop: threading.Event | None = None,
 ) -> CollectorResult:
     """Run ``REGISTRY_GC_BINARY garbage-collect [--delete-untagged] <config_path>`` and wait for
     it, calling ``on_line`` with each line it prints as it prints it (every line: throttle any
@@ -148,7 +149,9 @@ def garbage_collect(
 
     Killed after ``timeout`` seconds (default ``REGISTRY_GC_TIME_LIMIT_SECONDS``), and whenever
     this function does not return normally (``on_line`` raised, the task's soft time limit
-    struck), so that no collector outlives the window that protects it.
+    struck), or once ``stop`` is set (from another thread: the window was ended under it), so
+    that no collector outlives the window that protects it. Whatever it raises carries
+    ``deleted_blobs``: the blobs it had started deleting leave the cache all the same.
     """
     command = _command(config_path, delete_untagged)
     limit = settings.REGISTRY_GC_TIME_LIMIT_SECONDS if timeout is None else timeout
@@ -180,13 +183,20 @@ def garbage_collect(
 
     timer = threading.Timer(limit, expire)
     timer.start()
+    done, stopped = threading.Event(), threading.Event()
+    if stop is not None:
+        threading.Thread(target=_kill_on, args=(stop, done, stopped, process), daemon=True).start()
     try:
         for raw in process.stdout or ():
             line = output.line(raw)
             if line is not None and on_line is not None:
                 on_line(line)
         returncode = process.wait()
+    except BaseException as exc:  # what it deleted so far must leave the cache all the same
+        exc.deleted_blobs = tuple(output.deleted)  # type: ignore[attr-defined]
+        raise
     finally:
+        done.set()
         timer.cancel()
         if process.poll() is None:
             process.kill()
@@ -194,6 +204,12 @@ def garbage_collect(
     output_tail, deleted = "\n".join(output.tail), tuple(output.deleted)
     if returncode != 0 and NOTHING_PUSHED.search(output_tail):
         return CollectorResult(0, 0, output_tail, returncode)
+    if stopped.is_set():
+        raise CollectorError(
+            f"garbage-collect on {config_path} was stopped: its maintenance window was ended "
+            f"meanwhile. Its output ended with:\n{output_tail or '(nothing)'}",
+            deleted,
+        )
     if returncode != 0:
         raise CollectorError(
             _failure(config_path, returncode, output_tail, expired.is_set(), limit), deleted
@@ -205,6 +221,21 @@ def garbage_collect(
         extra={"config": config_path, "blobs_deleted": blobs, "manifests_deleted": manifests},
     )
     return CollectorResult(blobs, manifests, output_tail, returncode, deleted)
+
+
+def _kill_on(
+    stop: threading.Event,
+    done: threading.Event,
+    stopped: threading.Event,
+    process: subprocess.Popen[str],
+) -> None:
+    """Kill ``process`` once ``stop`` is set, until ``done``: the collector may print nothing
+    for minutes, so its output loop cannot be the one that notices."""
+    while not done.wait(0.2):
+        if stop.is_set():
+            stopped.set()
+            process.kill()
+            return
 
 
 def _failure(config_path: str, returncode: int, tail: str, timed_out: bool, limit: float) -> str:

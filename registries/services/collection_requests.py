@@ -16,7 +16,7 @@ from django.utils import timezone
 from controlplane import hotcache, metrics
 from controlplane.celery import app as celery_app
 from registries.backends import backends_forget
-from registries.maintenance import ACTIVE_STATES, GarbageCollection
+from registries.maintenance import ACTIVE_STATES, CollectionState, GarbageCollection
 from registries.models import DEFAULT_BACKEND, Registry, RegistryBackend, State
 from registries.services.audit import platform_audit
 
@@ -140,6 +140,29 @@ def refusal_extend(backend_id: int, seconds: float) -> None:
     ):
         backends_forget()
         hotcache.clear()
+
+
+#: Until a backend has a succeeded collection to go by: what a collection is expected to take.
+COLLECT_ESTIMATE_SECONDS = 300.0
+
+
+def collect_estimate(backend_id: int) -> float:
+    """The backend's last succeeded collection's duration, else ``COLLECT_ESTIMATE_SECONDS``
+    (a failed one may have stopped early: it says nothing of how long one takes)."""
+    last = (
+        GarbageCollection.objects.filter(
+            backend_id=backend_id,
+            state=CollectionState.SUCCEEDED,
+            finished_at__isnull=False,
+            started_at__isnull=False,
+        )
+        .order_by("-created_at")
+        .values_list("started_at", "finished_at")
+        .first()
+    )
+    if last is None or last[0] is None or last[1] is None:
+        return COLLECT_ESTIMATE_SECONDS
+    return (last[1] - last[0]).total_seconds()
 
 
 def backend_usage_bytes(backend_id: int) -> int:

@@ -20,13 +20,16 @@
 Every write of the worker is a conditional UPDATE on the state it expects, with a heartbeat
 (``heartbeat_at``) and, while pushes are refused, the refusal extended: a window whose worker
 died is ended by ``services.maintenance_schedule.collections_end_stale`` (beat, every minute)
-once its heartbeat stops; should that happen to a window still running (a stalled worker), the
-worker's next write finds the row taken away (``WindowTaken``), kills the collector and stops.
+once its heartbeat stops. A thread of the window beats every ``HEARTBEAT_SECONDS`` whatever the
+step (garbage-collect, measuring a large storage print nothing for minutes); should the repair
+end a window still running (a stalled worker), the beat finds the row taken away, kills the
+collector, and the worker's next write raises ``WindowTaken``: it stops.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -43,12 +46,14 @@ from registries.registry_config_rules import upload_purging_age
 from registries.services.audit import platform_audit
 from registries.services.collection_requests import (
     backend_usage_bytes,
+    collect_estimate,
     collection_audit_end,
     collection_config,
     collection_observe,
     refusal_extend,
     refuse_pushes,
 )
+from registries.services.maintenance_heartbeat import Heartbeat
 from registries.services.replicas import replicas_blocking, replicas_live
 from registries.services.verification import collection_verify
 
@@ -61,8 +66,6 @@ HEARTBEAT_SECONDS = 5.0
 #: While pushes are refused, each heartbeat keeps the refusal at least this far ahead of the
 #: switch back (two switch timeouts), so that it never expires in the middle of a collection.
 REFUSAL_MARGIN_SECONDS = 60.0
-#: Until a backend has a succeeded collection to go by: what a collection is expected to take.
-COLLECT_ESTIMATE_SECONDS = 300.0
 #: The share of ``REGISTRY_GC_TIME_LIMIT_SECONDS`` kept for the verification after the collector.
 VERIFY_SHARE = 0.25
 NO_REPLICA = (
@@ -134,11 +137,19 @@ class _Window:
         self.opened = False  # pushes were refused: the window must be closed
         self.collector_started = False  # storage may have changed: verify
         self.taken = False  # the stale repair ended the row: touch nothing more
+        self.lock = threading.Lock()  # the heartbeat reads the state a step is changing
+        self.heartbeat = Heartbeat(collection, self.lock, self.refusal_keep, HEARTBEAT_SECONDS)
+        self.ended = self.heartbeat.ended  # the row was taken: the collector is killed
 
     def run(self) -> None:
         """Collect, restore, verify (once the collector started), finish: each step runs
         whatever the one before raised (a soft time limit, Ctrl-C included); an interruption
-        skips the verification and is raised again once the collection is finished."""
+        skips the verification and is raised again once the collection is finished. The
+        heartbeat beats meanwhile."""
+        with self.heartbeat:
+            self.steps()
+
+    def steps(self) -> None:
         error, interrupted = self.attempt(self.collect, "registry.gc.failed")
         more, stopped = self.attempt(self.restore, "registry.gc.restore_failed")
         error, interrupted = error or more, interrupted or stopped
@@ -184,7 +195,7 @@ class _Window:
             )
         drain = max(settings.REGISTRY_GC_DRAIN_SECONDS, settings.HOT_CACHE_SECONDS)
         switch = settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS
-        refuse_pushes(self.backend.pk, drain + 2 * switch + self.collect_estimate())
+        refuse_pushes(self.backend.pk, drain + 2 * switch + collect_estimate(self.backend.pk))
         self.opened = True
         self.step(CollectionState.DRAINING, "pushes refused; uploads in flight finish", 0, None)
         self.sleep(drain, "pushes refused; uploads in flight finish")
@@ -214,54 +225,52 @@ class _Window:
         self.collector_started = True
         try:
             result = garbage_collect(
-                self.config, delete_untagged=wanted, on_line=on_line, timeout=timeout
-            )
-        except CollectorError as exc:  # what it had deleted leaves the cache all the same
-            blob_cache_forget(self.config, exc.deleted_blobs)
+                self.config, delete_untagged=wanted, on_line=on_line, timeout=timeout,
+                stop=self.ended,
+            )  # fmt: skip
+        except BaseException as exc:  # what it had deleted leaves the cache all the same
+            forgot = self.forget(getattr(exc, "deleted_blobs", ()))[1]
+            if forgot and isinstance(exc, CollectorError):
+                exc.args = (f"{exc}\n{forgot}",)
+            if self.ended.is_set():
+                raise WindowTaken(str(self.collection.pk)) from exc
             raise
         blocking = replicas_blocking(self.backend.pk, ReplicaMode.READ_ONLY)
-        self.record(result, lines[0])
-        self.check_read_only(blocking, "after")
+        self.check_read_only(blocking, "after", self.record(result, lines[0]))
 
-    def check_read_only(self, blocking: list[str], when: str) -> None:
+    def forget(self, deleted: tuple[str, ...]) -> tuple[int, str]:
+        """``blob_cache_forget``: entries dropped, and its failure ("": none), never hiding more."""
+        try:
+            return blob_cache_forget(self.config, deleted), ""
+        except Exception as exc:
+            logger.warning("registry.gc.cache_forget_failed", extra={"error": str(exc)})
+            return 0, str(exc)
+
+    def check_read_only(self, blocking: list[str], when: str, also: str = "") -> None:
         """``WindowFailed`` naming the replicas not known to be read-only ``when`` (right before
         or right after ``garbage-collect``): one that (re)started read-write meanwhile, or
-        went quiet, may have taken a push the collector races."""
-        if blocking:
-            names, backend = ", ".join(blocking), self.backend.name
-            raise WindowFailed(NOT_READ_ONLY.format(names=names, backend=backend, when=when))
+        went quiet, may have taken a push the collector races; with ``also`` (another failure)
+        after it, or ``also`` alone."""
+        names, backend = ", ".join(blocking), self.backend.name
+        said = NOT_READ_ONLY.format(names=names, backend=backend, when=when) if blocking else ""
+        if said or also:
+            raise WindowFailed("\n".join(message for message in (said, also) if message))
 
-    def record(self, result: CollectorResult, lines: int) -> None:
+    def record(self, result: CollectorResult, lines: int) -> str:
         """Keep what ``garbage-collect`` did, and drop the deleted blobs from the registry's
         blob-descriptor cache while nothing can push them (distribution#2945: a cached
-        descriptor makes a later push of the same layer skip its upload)."""
+        descriptor makes a later push of the same layer skip its upload); the failure to drop
+        them, if any (the window fails with it once the replicas are checked)."""
         self.collection.blobs_deleted = result.blobs_deleted
         self.collection.manifests_deleted = result.manifests_deleted
         self.collection.output = result.output_tail
-        forgotten = blob_cache_forget(self.config, result.deleted_blobs)
+        forgotten, forgot = self.forget(result.deleted_blobs)
         self.write(self.collection.state)
         self.progress(
             f"garbage-collect: {result.blobs_deleted} blobs and {result.manifests_deleted} "
             f"manifests deleted; {forgotten} cache entries dropped", lines, lines,
         )  # fmt: skip
-
-    def collect_estimate(self) -> float:
-        """The backend's last succeeded collection's duration, else ``COLLECT_ESTIMATE_SECONDS``
-        (a failed one may have stopped early: it says nothing of how long one takes)."""
-        last = (
-            GarbageCollection.objects.filter(
-                backend=self.backend,
-                state=CollectionState.SUCCEEDED,
-                finished_at__isnull=False,
-                started_at__isnull=False,
-            )
-            .order_by("-created_at")
-            .values_list("started_at", "finished_at")
-            .first()
-        )
-        if last is None or last[0] is None or last[1] is None:
-            return COLLECT_ESTIMATE_SECONDS
-        return (last[1] - last[0]).total_seconds()
+        return forgot
 
     def switch(self, mode: str) -> None:
         """Wait until no replica blocks ``mode`` (``replicas_blocking``); ``WindowFailed`` naming
@@ -344,17 +353,28 @@ class _Window:
     def step(
         self, state: str, message: str, done: int, total: int | None, *, finished: bool = False
     ) -> None:
-        """Save the state (and, once ``finished``, the end and its audit row) with progress."""
-        expected = self.collection.state
+        """Save the state (and, once ``finished``, the end and its audit row) with progress.
+        A save that fails (other than ``WindowTaken``) leaves the state as it was, in memory as
+        in the row: the next writes, the restore and the end still go by it."""
+        collection = self.collection
+        expected, before = collection.state, (collection.state_changed_at, collection.finished_at)
         now = timezone.now()
-        self.collection.state, self.collection.state_changed_at = state, now
-        self.collection.progress = {"message": message, "done": done, "total": total}
-        with transaction.atomic():
-            if finished:
-                self.collection.finished_at = now
-            self.write(expected)
-            if finished:
-                collection_audit_end(self.collection)
+        with self.lock:
+            collection.state, collection.state_changed_at = state, now
+            collection.progress = {"message": message, "done": done, "total": total}
+            try:
+                with transaction.atomic():
+                    if finished:
+                        collection.finished_at = now
+                    self.write(expected)
+                    if finished:
+                        collection_audit_end(collection)
+            except WindowTaken:
+                raise
+            except BaseException:
+                collection.state = expected
+                collection.state_changed_at, collection.finished_at = before
+                raise
         self.saved_at = time.monotonic()
         if self.on_progress is not None:
             self.on_progress(self.collection)
@@ -363,6 +383,8 @@ class _Window:
         """Save ``fields`` (default: every one) and the heartbeat, only if the row is still in
         ``expected``: ``WindowTaken`` otherwise. While pushes are refused, keep the refusal
         ahead (``REFUSAL_MARGIN_SECONDS``)."""
+        if self.ended.is_set():
+            raise WindowTaken(str(self.collection.pk))
         now = timezone.now()
         self.collection.heartbeat_at = now
         names = fields or tuple(
@@ -372,12 +394,18 @@ class _Window:
             and field.attname not in ("created_at", "backend_id", "heartbeat_at")
         )
         values = {name: getattr(self.collection, name) for name in names}
+        if "delete_untagged_reason" in values:  # long repository names: cut, not a failed save
+            values["delete_untagged_reason"] = values["delete_untagged_reason"][:REASON_MAX_LENGTH]
         written = GarbageCollection.objects.filter(pk=self.collection.pk, state=expected).update(
             **values, heartbeat_at=now
         )
         if not written:
             raise WindowTaken(str(self.collection.pk))
-        if self.opened and self.collection.state in REFUSING_STATES:
+        self.refusal_keep(self.collection.state)
+
+    def refusal_keep(self, state: str) -> None:
+        """While pushes are refused (``REFUSING_STATES``), keep the refusal ahead."""
+        if self.opened and state in REFUSING_STATES:
             floor = 2 * settings.REGISTRY_GC_SWITCH_TIMEOUT_SECONDS + REFUSAL_MARGIN_SECONDS
             refusal_extend(self.backend.pk, floor)
 
@@ -404,9 +432,15 @@ class _Window:
             time.sleep(min(1.0, left))
 
 
-#: While the window is in these, pushes are refused until it restores.
+#: While the window is in these, pushes are refused, the refusal kept ahead by each heartbeat
+#: (restoring too: a rolling switch back may outlast the refusal restore() sets).
 REFUSING_STATES = (
     CollectionState.DRAINING,
     CollectionState.READ_ONLY,
     CollectionState.COLLECTING,
+    CollectionState.RESTORING,
+)
+#: ``GarbageCollection.delete_untagged_reason``'s length: a longer reason is cut, not refused.
+REASON_MAX_LENGTH = int(
+    getattr(GarbageCollection._meta.get_field("delete_untagged_reason"), "max_length", 512)
 )

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import threading
+import time
 from io import StringIO
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from clusters import services as cluster_services
@@ -18,6 +22,7 @@ from clusters.audit import AuditEvent
 from clusters.models import ApiScope
 from controlplane import hotcache
 from registries.backends import backends_forget
+from registries.drivers.collector import CollectorError, garbage_collect
 from registries.maintenance import (
     CollectionState,
     GarbageCollection,
@@ -31,6 +36,8 @@ from registries.services import (
     collections_end_stale,
     collections_repair,
     collections_schedule,
+    maintenance,
+    maintenance_schedule,
     refuse_pushes,
 )
 from registries.services.maintenance import NO_REPLICA, collector_timeout
@@ -658,3 +665,191 @@ def test_the_console_lists_collections_with_their_failures_and_the_replicas(
     assert "sha256:" + "a" * 64 in shown
     assert "r1: read-write (heard from" in shown
     assert "r1" in replicas
+
+
+# --- The heartbeat thread, failed saves, the cache after an interruption (review 18b) ---------
+
+
+def claimed_window(backend: RegistryBackend) -> maintenance._Window:
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    GarbageCollection.objects.filter(pk=collection.pk).update(
+        state=CollectionState.DRAINING, heartbeat_at=timezone.now()
+    )
+    collection.refresh_from_db()
+    return maintenance._Window(collection, None)
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread sees the rows
+def test_a_silent_step_longer_than_the_stale_threshold_keeps_its_window(
+    backend, monkeypatch
+) -> None:
+    """A step that writes nothing for longer than the stale threshold (garbage-collect on a
+    large storage): the heartbeat thread beats meanwhile, so the repair leaves the window."""
+    monkeypatch.setattr(maintenance, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(maintenance_schedule, "STALE_HEARTBEAT_SECONDS", 0.6)
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    ended: list[int] = []
+
+    def silent(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.DRAINING and not ended:
+            time.sleep(1.5)
+            ended.append(collections_end_stale())
+
+    ran = collection_run(str(collection.pk), on_progress=silent)
+
+    assert ended == [0]
+    assert ran is not None
+    assert ran.state == CollectionState.FAILED
+    assert ran.error == NO_REPLICA.format(backend="default")  # not the repair's message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_keeps_the_refusal_ahead_while_restoring(backend, monkeypatch) -> None:
+    """A rolling switch back to read-write may outlast the refusal restore() sets: each beat
+    while restoring keeps it ahead."""
+    monkeypatch.setattr(maintenance, "HEARTBEAT_SECONDS", 0.1)
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+    ahead: list[float] = []
+
+    def restoring(shown: GarbageCollection) -> None:
+        if shown.state == CollectionState.RESTORING and not ahead:
+            soon = timezone.now() + dt.timedelta(seconds=1)
+            RegistryBackend.objects.filter(pk=backend.pk).update(pushes_refused_until=soon)
+            time.sleep(0.5)
+            until = RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until
+            assert until is not None
+            ahead.append((until - timezone.now()).total_seconds())
+
+    collection_run(str(collection.pk), on_progress=restoring)
+
+    assert ahead
+    assert ahead[0] > 60  # two switch timeouts of 1 s and the margin
+    assert RegistryBackend.objects.get(pk=backend.pk).pushes_refused_until is None
+
+
+def test_a_failed_save_leaves_the_state_as_it_was_and_a_long_reason_is_cut(backend) -> None:
+    window = claimed_window(backend)
+
+    with pytest.raises(TypeError):  # progress that cannot be saved: any failed write
+        window.step(CollectionState.READ_ONLY, object(), 0, None)  # type: ignore[arg-type]
+
+    assert window.collection.state == CollectionState.DRAINING
+    window.collection.delete_untagged_reason = "team/" + "x" * 600
+    window.step(CollectionState.READ_ONLY, "replicas going read-only", 0, None)  # not taken
+    saved = GarbageCollection.objects.get(pk=window.collection.pk)
+    assert saved.state == CollectionState.READ_ONLY
+    assert len(saved.delete_untagged_reason) == 512
+
+
+def stub_collector(tmp_path, settings, digest: str) -> None:
+    """A collector that prints that it deletes ``digest``, then nothing for 30 s."""
+    script = tmp_path / "slow-registry"
+    script.write_text(f"#!/bin/sh\necho 'blob eligible for deletion: {digest}'\nexec sleep 30\n")
+    script.chmod(0o755)
+    settings.REGISTRY_GC_BINARY = str(script)
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.integration  # a collector process runs
+def test_a_silent_collector_is_killed_once_its_window_is_ended(tmp_path, settings) -> None:
+    stub_collector(tmp_path, settings, DIGEST)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+
+    with pytest.raises(CollectorError, match="its maintenance window was ended") as raised:
+        garbage_collect(str(tmp_path / "registry.yml"), delete_untagged=False, stop=stop)
+
+    assert time.monotonic() - started < 10
+    assert raised.value.deleted_blobs == (DIGEST,)
+
+
+@pytest.mark.integration  # a collector process runs
+def test_an_interrupted_collector_says_what_it_had_deleted(tmp_path, settings) -> None:
+    stub_collector(tmp_path, settings, DIGEST)
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        garbage_collect(str(tmp_path / "registry.yml"), delete_untagged=False, on_line=interrupt)
+
+    assert raised.value.deleted_blobs == (DIGEST,)  # type: ignore[attr-defined]
+
+
+def test_a_cache_that_cannot_be_cleared_hides_neither_failure(backend, tmp_path, settings) -> None:
+    """Redis unreachable (nothing listens on 127.0.0.1:9201): the window still names the
+    replica that was not read-only after garbage-collect, and says the cache was not cleared."""
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  cache:\n    blobdescriptor: redis\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path}\nredis:\n  addr: 127.0.0.1:9201\n"
+    )
+    settings.REGISTRY_GC_CONFIG = str(config)
+    window = claimed_window(backend)
+
+    dropped, forgot = window.forget((DIGEST,))
+    with pytest.raises(maintenance.WindowFailed) as raised:
+        window.check_read_only(["r2"], "after", forgot)
+
+    assert dropped == 0
+    assert "Cannot drop the blob-descriptor cache entries" in forgot
+    assert str(raised.value).startswith("Replica(s) r2 of backend default were not known")
+    assert str(raised.value).endswith(forgot)
+
+
+@pytest.mark.integration  # a collector process runs
+@pytest.mark.django_db(transaction=True)
+def test_a_window_ended_under_a_silent_collector_kills_it_and_forgets_its_blobs(
+    backend, settings, tmp_path, monkeypatch
+) -> None:
+    """The repair ends the window while garbage-collect prints nothing: the heartbeat thread
+    finds the row taken, the collector is killed at once, the blob it had deleted leaves the
+    Redis blob-descriptor cache, and the repair's record is left as it is."""
+    monkeypatch.setattr(maintenance, "HEARTBEAT_SECONDS", 0.1)
+    stub_collector(tmp_path, settings, DIGEST)
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  cache:\n    blobdescriptor: redis\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path}\nredis:\n  addr: 127.0.0.1:6379\n  db: 6\n"
+    )
+    settings.REGISTRY_GC_CONFIG = str(config)
+    cache = redis.Redis(host="127.0.0.1", port=6379, db=6)
+    cache.hset(f"blobs::{DIGEST}", "size", 1)
+    cache.sadd("repository::team/app::blobs", DIGEST)
+    read_only_replicas(backend, "r1")
+    collection = collection_request(backend, trigger="operator", actor="sam", enqueue=False)
+
+    def repair() -> None:  # what collections_end_stale writes, once the collector runs
+        deciding = GarbageCollection.objects.filter(
+            pk=collection.pk, progress__message__startswith="deciding on --delete-untagged"
+        )
+        deadline = time.monotonic() + 10
+        while not deciding.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # garbage-collect started meanwhile, and prints nothing more
+        GarbageCollection.objects.filter(pk=collection.pk).update(
+            state=CollectionState.FAILED, error="ended by the repair"
+        )
+        connection.close()
+
+    ender = threading.Thread(target=repair)
+    ender.start()
+    started = time.monotonic()
+    try:
+        collection_run(str(collection.pk))
+    finally:
+        ender.join(timeout=20)
+        left = (
+            cache.exists(f"blobs::{DIGEST}"),
+            cache.sismember("repository::team/app::blobs", DIGEST),
+        )
+        cache.delete(f"blobs::{DIGEST}", "repository::team/app::blobs")
+
+    assert time.monotonic() - started < 15  # not the collector's 30 s
+    assert left == (0, 0)
+    collection.refresh_from_db()
+    assert (collection.state, collection.error) == (CollectionState.FAILED, "ended by the repair")
+    assert AuditEvent.objects.filter(type="GARBAGE_COLLECTION_FINISHED").count() == 0
