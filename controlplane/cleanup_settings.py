@@ -8,6 +8,7 @@ from controlplane.env import env, env_bool, env_float, env_int
 
 __all__ = [
     "CLEANUP_BEAT",
+    "CLEANUP_ENUM_NAME_OVERRIDES",
     "CLEANUP_TASK_ROUTES",
     "MAINTENANCE_QUEUE",
     "REGISTRY_DRAIN_TIMEOUT",
@@ -73,3 +74,9 @@ CLEANUP_BEAT = (
     # A window whose worker died keeps the replicas read-only until this ends it: every minute.
     ("registries.garbage_collection_repair", 60.0),
 )
+#: The OpenAPI schema's names of the collections' state and trigger (retention runs have fields of
+#: the same names): merged into drf-spectacular's ENUM_NAME_OVERRIDES.
+CLEANUP_ENUM_NAME_OVERRIDES = {
+    "GarbageCollectionStateEnum": "registries.maintenance.CollectionState",
+    "GarbageCollectionTriggerEnum": "registries.maintenance.CollectionTrigger",
+}

@@ -375,8 +375,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RegistryStateEnum": "registries.models.State",
         "RegistryBackendStateEnum": "registries.models.BackendState",
-        "GarbageCollectionStateEnum": "registries.maintenance.CollectionState",
-        "GarbageCollectionTriggerEnum": "registries.maintenance.CollectionTrigger",
+        **CLEANUP_ENUM_NAME_OVERRIDES,  # noqa: F405 - cleanup_settings
     },
 }
 
