@@ -14,6 +14,7 @@ Kept free of models: ``registry_config`` is imported before Django's apps are lo
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
@@ -90,3 +91,19 @@ def upload_purging_age() -> timedelta:
             f"push's upload while it runs. Set it to {_shown(minimum)} or more"
         )
     return age
+
+
+def registry_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` for a Distribution process, as ``scripts/run-registry`` prepares it (here,
+    in a module with no model import: the test support and ``python -m bench`` import it before
+    Django is set up). Distribution reads every ``REGISTRY_*`` variable as an override of its
+    configuration and the control plane's own settings share the prefix; its AWS SDK (2.8's)
+    panics at start on S3 storage when ``AWS_CA_BUNDLE`` is set, and Go reads the same bundle from ``SSL_CERT_FILE``."""
+    prepared = {
+        name: value
+        for name, value in environment.items()
+        if not name.startswith("REGISTRY_") and name != "AWS_CA_BUNDLE"
+    }
+    if environment.get("AWS_CA_BUNDLE"):
+        prepared.setdefault("SSL_CERT_FILE", environment["AWS_CA_BUNDLE"])
+    return prepared

@@ -39,10 +39,12 @@ import re
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from registries.registry_config_rules import registry_environment
 
 logger = logging.getLogger("registries.drivers")
 
@@ -112,21 +114,6 @@ class _Output:
         if eligible:
             self.deleted.append(eligible[1])
         return line
-
-
-def registry_environment(environment: Mapping[str, str]) -> dict[str, str]:
-    """``environment`` for a Distribution process, as ``scripts/run-registry`` prepares it:
-    Distribution reads every ``REGISTRY_*`` variable as an override of its configuration and the
-    control plane's own settings share the prefix; its AWS SDK (2.8's) panics at start on S3
-    storage when ``AWS_CA_BUNDLE`` is set, and Go reads the same bundle from ``SSL_CERT_FILE``."""
-    prepared = {
-        name: value
-        for name, value in environment.items()
-        if not name.startswith("REGISTRY_") and name != "AWS_CA_BUNDLE"
-    }
-    if environment.get("AWS_CA_BUNDLE"):
-        prepared.setdefault("SSL_CERT_FILE", environment["AWS_CA_BUNDLE"])
-    return prepared
 
 
 def _command(config_path: str, delete_untagged: bool) -> list[str]:

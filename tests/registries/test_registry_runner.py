@@ -20,11 +20,10 @@ import yaml
 
 from clusters.audit import AuditEvent
 from registries.demo_image import write_oci_layout
-from registries.drivers.collector import registry_environment
 from registries.maintenance import CollectionState, GarbageCollection, RegistryReplica
 from registries.management.commands.registry_config import render_registry_config
 from registries.models import RegistryBackend
-from registries.registry_config_rules import GO_DURATION, duration_timedelta
+from registries.registry_config_rules import GO_DURATION, duration_timedelta, registry_environment
 from registries.services import replicas as replicas_service
 from tests.support.containers import layout_digest, ok
 from tests.support.processes import closed_url, require_binary, wait_until

@@ -22,9 +22,10 @@ import pytest
 import requests
 from django.db import connection
 
-# Re-exported: the tests start registries with the environment the collector runs with.
-from registries.drivers.collector import registry_environment as registry_environment
 from registries.management.commands.registry_config import render_registry_config
+
+# Re-exported: the tests start registries with the environment the collector runs with.
+from registries.registry_config_rules import registry_environment as registry_environment
 from tests.support.integration import require_integration
 
 ROOT = Path(__file__).resolve().parents[2]
