@@ -98,7 +98,8 @@ def registry_environment(environment: Mapping[str, str]) -> dict[str, str]:
     in a module with no model import: the test support and ``python -m bench`` import it before
     Django is set up). Distribution reads every ``REGISTRY_*`` variable as an override of its
     configuration and the control plane's own settings share the prefix; its AWS SDK (2.8's)
-    panics at start on S3 storage when ``AWS_CA_BUNDLE`` is set, and Go reads the same bundle from ``SSL_CERT_FILE``."""
+    panics at start on S3 storage when ``AWS_CA_BUNDLE`` is set, and Go reads the same bundle
+    from ``SSL_CERT_FILE``."""
     prepared = {
         name: value
         for name, value in environment.items()
